@@ -1,0 +1,191 @@
+//! Framing: a u32 big-endian length, then that many bytes of MessagePack (named maps).
+//!
+//! The length is checked against the reader's maximum before any buffer is allocated, so a
+//! hostile or corrupt prefix costs nothing. Requests are small; answers can be tens of MiB
+//! (`sessions.usage` with `limit:1000` on a large store), hence two maxima.
+
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{FromWorker, Hello, ProtoError, ToWorker, version};
+
+/// Largest gateway-to-worker frame the worker accepts.
+pub const MAX_REQUEST_FRAME: u32 = 1 << 20;
+/// Largest worker-to-gateway frame the gateway accepts.
+pub const MAX_RESPONSE_FRAME: u32 = 512 << 20;
+
+/// Encodes `msg` as one frame, length prefix included.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    let mut buf = vec![0u8; 4];
+    rmp_serde::encode::write_named(&mut buf, msg)?;
+    let len = buf.len() - 4;
+    let len32 = u32::try_from(len).map_err(|_| ProtoError::FrameTooLarge {
+        len: len as u64,
+        max: u64::from(u32::MAX),
+    })?;
+    buf[..4].copy_from_slice(&len32.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes one frame body (without its prefix).
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
+    Ok(rmp_serde::from_slice(body)?)
+}
+
+/// Decodes a whole buffer holding exactly one frame, prefix included; for tests and tools.
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: u32) -> Result<T, ProtoError> {
+    let Some(prefix) = bytes.get(..4) else {
+        return Err(ProtoError::Truncated {
+            got: bytes.len() as u64,
+            expected: 4,
+        });
+    };
+    let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes"));
+    if len > max {
+        return Err(ProtoError::FrameTooLarge {
+            len: u64::from(len),
+            max: u64::from(max),
+        });
+    }
+    let body = &bytes[4..];
+    if body.len() < len as usize {
+        return Err(ProtoError::Truncated {
+            got: body.len() as u64,
+            expected: u64::from(len),
+        });
+    }
+    decode(&body[..len as usize])
+}
+
+/// Reads one frame body. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: u32,
+) -> Result<Option<Vec<u8>>, ProtoError> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0usize;
+    while got < 4 {
+        let n = reader.read(&mut prefix[got..]).await?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(ProtoError::Truncated {
+                got: got as u64,
+                expected: 4,
+            });
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len > max {
+        return Err(ProtoError::FrameTooLarge {
+            len: u64::from(len),
+            max: u64::from(max),
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    let mut got = 0usize;
+    while got < body.len() {
+        let n = reader.read(&mut body[got..]).await?;
+        if n == 0 {
+            return Err(ProtoError::Truncated {
+                got: got as u64,
+                expected: u64::from(len),
+            });
+        }
+        got += n;
+    }
+    Ok(Some(body))
+}
+
+/// Reads and decodes one message; `Ok(None)` on a clean end of stream.
+pub async fn read_msg<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: u32,
+) -> Result<Option<T>, ProtoError> {
+    match read_frame(reader, max).await? {
+        None => Ok(None),
+        Some(body) => decode(&body).map(Some),
+    }
+}
+
+/// Encodes and writes one message.
+pub async fn write_msg<T: Serialize, W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    msg: &T,
+) -> Result<(), ProtoError> {
+    let bytes = encode(msg)?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// One end of a worker connection: a stream plus the maximum frame it accepts.
+pub struct Connection<S> {
+    stream: S,
+    max_incoming: u32,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S, max_incoming: u32) -> Connection<S> {
+        Connection {
+            stream,
+            max_incoming,
+        }
+    }
+
+    /// Reads one message; `Ok(None)` when the peer closed cleanly.
+    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ProtoError> {
+        read_msg(&mut self.stream, self.max_incoming).await
+    }
+
+    /// Writes one message.
+    pub async fn write<T: Serialize>(&mut self, msg: &T) -> Result<(), ProtoError> {
+        write_msg(&mut self.stream, msg).await
+    }
+
+    /// Gateway side of the handshake: send our `Hello`, expect the worker's with our version.
+    pub async fn handshake_as_gateway(&mut self, build: &str) -> Result<Hello, ProtoError> {
+        self.write(&ToWorker::Hello(Hello::ours(build))).await?;
+        match self.read::<FromWorker>().await? {
+            Some(FromWorker::Hello(hello)) => check_version(hello),
+            Some(other) => Err(ProtoError::NotHello { got: other.kind() }),
+            None => Err(ProtoError::Truncated {
+                got: 0,
+                expected: 4,
+            }),
+        }
+    }
+
+    /// Worker side of the handshake: expect the gateway's `Hello`, then answer with ours. A
+    /// mismatched gateway still gets our `Hello`, so it can log which versions disagreed.
+    pub async fn handshake_as_worker(&mut self, build: &str) -> Result<Hello, ProtoError> {
+        let first = self.read::<ToWorker>().await?;
+        self.write(&FromWorker::Hello(Hello::ours(build))).await?;
+        match first {
+            Some(ToWorker::Hello(hello)) => check_version(hello),
+            Some(other) => Err(ProtoError::NotHello { got: other.kind() }),
+            None => Err(ProtoError::Truncated {
+                got: 0,
+                expected: 4,
+            }),
+        }
+    }
+
+    /// Gives the stream back, e.g. to split it into reader and writer tasks.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+fn check_version(hello: Hello) -> Result<Hello, ProtoError> {
+    if hello.protocol == version::CURRENT {
+        Ok(hello)
+    } else {
+        Err(ProtoError::VersionMismatch {
+            ours: version::CURRENT,
+            theirs: hello.protocol,
+        })
+    }
+}
