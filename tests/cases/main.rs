@@ -1,1 +1,4 @@
-//! placeholder
+//! One e2e test binary; each module is one area of behaviour, driven through real processes.
+
+mod skeleton;
+mod tidy;

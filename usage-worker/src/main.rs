@@ -1,1 +1,64 @@
-fn main() {}
+//! `clawgate-usage-worker`: the process that reads OpenClaw session stores and computes usage.
+//!
+//! It is started by the clawgate gateway's supervisor with `--socket` (it connects back to the
+//! gateway and exits when that connection closes), or run standalone under its own supervisor
+//! (systemd) with `--listen`, serving one gateway connection at a time.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: usage_worker::alloc::CountingAlloc = usage_worker::alloc::CountingAlloc;
+
+/// The clawgate usage worker. Normally started by `clawgate serve`; not meant to be run by hand
+/// except under systemd with `--listen`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Connect to the gateway's socket at PATH (managed mode).
+    #[arg(long, value_name = "PATH", conflicts_with = "listen", required_unless_present = "listen")]
+    socket: Option<PathBuf>,
+    /// Listen on a socket at PATH and serve gateways one at a time (external mode).
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// The OpenClaw state directory to read.
+    #[arg(long, value_name = "DIR", env = "OPENCLAW_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Lines longer than this many bytes are skipped and counted.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_line_bytes: u64,
+    /// Threads one job may use.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    let config = usage_worker::Config {
+        state_dir: args.state_dir,
+        max_line_bytes: args.max_line_bytes,
+        threads: args.threads.max(1),
+    };
+    let endpoint = match (args.socket, args.listen) {
+        (Some(path), _) => usage_worker::Endpoint::Connect(path),
+        (None, Some(path)) => usage_worker::Endpoint::Listen(path),
+        (None, None) => unreachable!("clap requires one of --socket and --listen"),
+    };
+    match usage_worker::run(endpoint, config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "Worker failed.");
+            // 78 (EX_CONFIG) tells the supervisor not to restart: the setup, not the run, is wrong.
+            std::process::ExitCode::from(if usage_worker::is_config_error(&error) { 78 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! When to restart: jittered exponential backoff, reset after a stable run. Pure, so it is
+//! tested without processes or clocks.
+
+use std::time::Duration;
+
+/// Restart timing.
+#[derive(Debug, Clone)]
+pub struct RestartPolicy {
+    /// Delay before the first restart.
+    pub backoff_min: Duration,
+    /// The delay doubles per consecutive failure up to this.
+    pub backoff_max: Duration,
+    /// A worker that stayed ready this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Delay before restart number `attempt` (0-based count of consecutive failures), with
+    /// `jitter` in [0, 1) spreading it by ±20% so restarts of many hosts do not align.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let base = self.backoff_min.saturating_mul(1u32 << attempt.min(20));
+        let base = base.min(self.backoff_max);
+        let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
+        base.mul_f64(factor).min(self.backoff_max)
+    }
+}
+
+/// A jitter value in [0, 1) from the clock; good enough to de-synchronise restarts.
+pub(crate) fn clock_jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let policy = RestartPolicy::default();
+        assert_eq!(policy.delay(0, 0.5), Duration::from_millis(100));
+        assert_eq!(policy.delay(1, 0.5), Duration::from_millis(200));
+        assert_eq!(policy.delay(4, 0.5), Duration::from_millis(1600));
+        assert_eq!(policy.delay(30, 0.5), Duration::from_secs(30));
+        assert_eq!(policy.delay(30, 0.99), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let policy = RestartPolicy::default();
+        assert_eq!(policy.delay(2, 0.0), Duration::from_millis(320));
+        assert_eq!(policy.delay(2, 1.0), Duration::from_millis(480));
+    }
+}

@@ -1,0 +1,132 @@
+//! The observable state of the worker: phase, pid, memory, restarts and the last exit.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    time::{Duration, Instant, SystemTime},
+};
+
+use ipc_proto::MemoryReport;
+
+/// Where the worker's lifecycle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Spawning,
+    Handshaking,
+    Ready,
+    Backoff,
+    /// Will not be restarted (bad binary or configuration: exit code 78).
+    Failed,
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Spawning => "spawning",
+            Phase::Handshaking => "handshaking",
+            Phase::Ready => "ready",
+            Phase::Backoff => "backoff",
+            Phase::Failed => "failed",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a worker generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExitCause {
+    /// The binary could not be started at all.
+    SpawnFailed,
+    /// It exited or failed before completing the handshake in time.
+    Handshake,
+    /// It exited with a non-zero code.
+    Crash,
+    /// It was killed by a signal we did not send (OOM killer, an operator, a test).
+    Signal,
+    /// It stopped answering pings and was killed.
+    Hang,
+    /// Its connection broke or it exited cleanly while it should have been serving.
+    ConnectionLost,
+    /// Exit code 78: configuration error, not restarted.
+    ConfigError,
+}
+
+impl ExitCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitCause::SpawnFailed => "spawn_failed",
+            ExitCause::Handshake => "handshake",
+            ExitCause::Crash => "crash",
+            ExitCause::Signal => "signal",
+            ExitCause::Hang => "hang",
+            ExitCause::ConnectionLost => "connection_lost",
+            ExitCause::ConfigError => "config_error",
+        }
+    }
+}
+
+/// One ended worker generation.
+#[derive(Debug, Clone)]
+pub struct ExitInfo {
+    pub cause: ExitCause,
+    pub pid: Option<u32>,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at: SystemTime,
+    /// The last lines the worker wrote to stderr, for the operator.
+    pub stderr_tail: Vec<String>,
+}
+
+/// A snapshot of the worker as the supervisor sees it.
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    pub phase: Phase,
+    pub pid: Option<u32>,
+    /// The worker's build, from its `Hello`.
+    pub build: Option<String>,
+    /// When the current worker became ready.
+    pub ready_since: Option<Instant>,
+    pub restarts: u64,
+    pub restarts_by_cause: BTreeMap<&'static str, u64>,
+    pub last_exit: Option<ExitInfo>,
+    /// Heap and RSS as the worker last reported them in a `Pong`.
+    pub reported_memory: Option<MemoryReport>,
+    /// RSS read from /proc by the supervisor.
+    pub rss_bytes: Option<u64>,
+    pub jobs_in_flight: usize,
+    /// Time until the next restart attempt, while in backoff.
+    pub retry_after: Option<Duration>,
+    /// Round trip of the last answered ping.
+    pub last_ping_rtt: Option<Duration>,
+}
+
+impl WorkerStatus {
+    pub(crate) fn new() -> WorkerStatus {
+        WorkerStatus {
+            phase: Phase::Spawning,
+            pid: None,
+            build: None,
+            ready_since: None,
+            restarts: 0,
+            restarts_by_cause: BTreeMap::new(),
+            last_exit: None,
+            reported_memory: None,
+            rss_bytes: None,
+            jobs_in_flight: 0,
+            retry_after: None,
+            last_ping_rtt: None,
+        }
+    }
+
+    /// `ready`, or `busy` while jobs run, else the phase name.
+    pub fn state_name(&self) -> &'static str {
+        if self.phase == Phase::Ready && self.jobs_in_flight > 0 { "busy" } else { self.phase.as_str() }
+    }
+}

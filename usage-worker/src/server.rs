@@ -1,0 +1,169 @@
+//! The worker's connection loop: handshake, then requests in, answers out.
+//!
+//! Reading the socket, answering `Ping` and accepting `Cancel` happen on the async side; usage
+//! work runs on one dedicated compute thread that owns the [`Engine`]. A long job therefore never
+//! delays a heartbeat, and a cancel reaches the job through a shared flag it polls.
+//! The worker exits when its connection closes, so it cannot outlive the gateway that spawned it.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc,
+    },
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use interprocess::local_socket::tokio::Stream;
+use ipc_proto::{
+    Connection, FromWorker, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery,
+    WorkerError, WorkerErrorKind, frame,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    alloc,
+    engine::{Engine, EngineConfig},
+};
+
+/// What the worker needs to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The OpenClaw state directory (read only).
+    pub state_dir: PathBuf,
+    /// Lines longer than this are skipped and counted, never buffered.
+    pub max_line_bytes: u64,
+    /// Compute threads used by one job.
+    pub threads: usize,
+}
+
+const BUILD: &str = env!("CARGO_PKG_VERSION");
+
+/// A job handed to the compute thread.
+struct Job {
+    id: RequestId,
+    query: UsageQuery,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Serves one connection until the peer closes it or asks us to shut down.
+pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result<()> {
+    let mut conn = Connection::new(stream, MAX_REQUEST_FRAME);
+    let gateway = conn.handshake_as_worker(BUILD).await.context("handshake with the gateway")?;
+    tracing::info!(gateway_pid = gateway.pid, gateway_build = %gateway.build, "Connected to the gateway.");
+    let stream = Arc::new(conn.into_inner());
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<FromWorker>();
+    let writer_stream = Arc::clone(&stream);
+    let writer = tokio::spawn(async move {
+        let mut writer = &*writer_stream;
+        while let Some(msg) = out_rx.recv().await {
+            if let Err(error) = frame::write_msg(&mut writer, &msg).await {
+                tracing::warn!(%error, "Cannot write to the gateway.");
+                break;
+            }
+        }
+    });
+
+    let cancels: Arc<Mutex<HashMap<RequestId, Arc<AtomicBool>>>> = Arc::default();
+    let (job_tx, job_rx) = std_mpsc::channel::<Job>();
+    let compute = spawn_compute_thread(config.clone(), job_rx, out_tx.clone(), Arc::clone(&cancels));
+
+    let mut reader = &*stream;
+    let outcome = loop {
+        let msg = match frame::read_msg::<ToWorker, _>(&mut reader, MAX_REQUEST_FRAME).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(anyhow::Error::new(error).context("reading from the gateway")),
+        };
+        match msg {
+            ToWorker::Ping { seq } => {
+                let memory =
+                    MemoryReport { heap_bytes: alloc::heap_bytes(), rss_bytes: alloc::rss_bytes() };
+                let _ = out_tx.send(FromWorker::Pong { seq, memory });
+            }
+            ToWorker::Request { id, query } => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                cancels.lock().expect("cancel map").insert(id, Arc::clone(&cancel));
+                if job_tx.send(Job { id, query, cancel }).is_err() {
+                    break Err(anyhow::format_err!("compute thread is gone"));
+                }
+            }
+            ToWorker::Cancel { id } => {
+                if let Some(flag) = cancels.lock().expect("cancel map").get(&id) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
+            ToWorker::Shutdown => break Ok(()),
+            ToWorker::Hello(_) => {
+                tracing::warn!("Ignoring a second Hello from the gateway.");
+            }
+        }
+    };
+    // Stop queued and running jobs, then let the writer drain what is already answered.
+    for flag in cancels.lock().expect("cancel map").values() {
+        flag.store(true, Ordering::Relaxed);
+    }
+    drop(job_tx);
+    drop(out_tx);
+    let _ = tokio::task::spawn_blocking(move || compute.join()).await;
+    let _ = writer.await;
+    outcome
+}
+
+fn spawn_compute_thread(
+    config: Config,
+    jobs: std_mpsc::Receiver<Job>,
+    out: mpsc::UnboundedSender<FromWorker>,
+    cancels: Arc<Mutex<HashMap<RequestId, Arc<AtomicBool>>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("usage-compute".into())
+        .spawn(move || {
+            let mut engine = Engine::new(EngineConfig {
+                state_dir: config.state_dir,
+                max_line_bytes: config.max_line_bytes,
+                threads: config.threads,
+            });
+            for job in jobs {
+                let started = Instant::now();
+                let result = if job.cancel.load(Ordering::Relaxed) {
+                    Err(WorkerError::new(WorkerErrorKind::Cancelled, "cancelled before it started"))
+                } else {
+                    crate::fault::maybe_inject(&job.query);
+                    let id = job.id;
+                    let progress_out = out.clone();
+                    let mut progress = move |progress| {
+                        let _ = progress_out.send(FromWorker::Progress { id, progress });
+                    };
+                    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        engine.answer(&job.query, &job.cancel, &mut progress)
+                    }));
+                    res.unwrap_or_else(|_| {
+                        Err(WorkerError::new(WorkerErrorKind::Internal, "the usage engine panicked"))
+                    })
+                };
+                cancels.lock().expect("cancel map").remove(&job.id);
+                match &result {
+                    Ok(answer) => tracing::info!(
+                        id = job.id,
+                        method = job.query.method.name(),
+                        files = answer.stats.files_total,
+                        files_parsed = answer.stats.files_parsed,
+                        bytes_parsed = answer.stats.bytes_parsed,
+                        lines_skipped = answer.stats.lines_skipped,
+                        ms = started.elapsed().as_millis() as u64,
+                        "Job done."
+                    ),
+                    Err(error) => tracing::info!(id = job.id, %error, "Job failed."),
+                }
+                if out.send(FromWorker::Response { id: job.id, result }).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawn the compute thread")
+}
