@@ -61,12 +61,16 @@ impl ApiError {
 impl From<CallError> for ApiError {
     fn from(error: CallError) -> ApiError {
         let retry_after = match &error {
-            CallError::Unavailable { retry_after, .. } => Some((*retry_after).max(Duration::from_millis(100))),
+            CallError::Unavailable { retry_after, .. } => {
+                Some((*retry_after).max(Duration::from_millis(100)))
+            }
             other if other.retryable() => Some(Duration::from_millis(500)),
             _ => None,
         };
         let code = match &error {
-            CallError::Worker(e) if e.kind == ipc_proto::WorkerErrorKind::InvalidRequest => ErrorCode::InvalidRequest,
+            CallError::Worker(e) if e.kind == ipc_proto::WorkerErrorKind::InvalidRequest => {
+                ErrorCode::InvalidRequest
+            }
             _ => ErrorCode::Unavailable,
         };
         ApiError { code, message: error.to_string(), retry_after }

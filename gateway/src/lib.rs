@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 mod dashboard;
 pub mod params;
+pub mod systemd;
 
 use std::{ffi::OsString, future::Future, sync::Arc, time::Instant};
 
@@ -61,7 +62,10 @@ pub fn check_config(config: &Config) -> anyhow::Result<()> {
 /// Binds, starts the worker supervisor, serves until `shutdown` resolves, then stops the worker.
 /// Prints one line `clawgate listening on http://ADDR` to stdout once the socket is bound, which
 /// scripts and tests wait for (useful with `--listen 127.0.0.1:0`).
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     check_config(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -76,15 +80,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         worker_args,
         config.run_dir.clone(),
     ));
-    let state = AppState { config: Arc::new(config), supervisor: supervisor.clone(), started_at: Instant::now() };
+    let state =
+        AppState { config: Arc::new(config), supervisor: supervisor.clone(), started_at: Instant::now() };
     {
         use std::io::Write as _;
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "clawgate listening on http://{local}");
         let _ = stdout.flush();
     }
+    systemd::notify_ready();
+    let _watchdog = systemd::spawn_watchdog();
     tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), "Gateway listening.");
     let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    systemd::notify_stopping();
     tracing::info!("Gateway stopping; stopping the usage worker.");
     supervisor.shutdown().await;
     served.context("serving HTTP")

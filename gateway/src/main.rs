@@ -129,7 +129,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let mut spec = if args.seed_size { demo_store::DemoSpec::seed_size() } else { demo_store::DemoSpec::default() };
+    let mut spec =
+        if args.seed_size { demo_store::DemoSpec::seed_size() } else { demo_store::DemoSpec::default() };
     if let Some(v) = args.agents {
         spec.agents = v;
     }

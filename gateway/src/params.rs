@@ -35,12 +35,32 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     };
     let allowed: &[&str] = match method {
         Method::SessionsUsage => &[
-            "key", "agentId", "agentScope", "creatorKey", "startDate", "endDate", "mode", "range",
-            "groupBy", "includeHistorical", "utcOffset", "timeZone", "limit", "includeContextWeight",
+            "key",
+            "agentId",
+            "agentScope",
+            "creatorKey",
+            "startDate",
+            "endDate",
+            "mode",
+            "range",
+            "groupBy",
+            "includeHistorical",
+            "utcOffset",
+            "timeZone",
+            "limit",
+            "includeContextWeight",
         ],
-        Method::UsageCost => {
-            &["agentId", "agentScope", "startDate", "endDate", "days", "mode", "range", "utcOffset", "timeZone"]
-        }
+        Method::UsageCost => &[
+            "agentId",
+            "agentScope",
+            "startDate",
+            "endDate",
+            "days",
+            "mode",
+            "range",
+            "utcOffset",
+            "timeZone",
+        ],
         Method::SessionsUsageTimeseries => &["key", "agentId"],
         Method::SessionsUsageLogs => &["key", "agentId", "limit"],
     };
@@ -65,7 +85,9 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
                     return Err(ParamsError("session key agent does not match agentId".into()));
                 }
             }
-            AgentScope::One(agent_id.map(|a| normalize_agent_id(&a)).or(key_agent).unwrap_or_else(|| "main".into()))
+            AgentScope::One(
+                agent_id.map(|a| normalize_agent_id(&a)).or(key_agent).unwrap_or_else(|| "main".into()),
+            )
         }
     };
     if matches!(method, Method::SessionsUsageTimeseries | Method::SessionsUsageLogs) && key.is_none() {
@@ -82,17 +104,35 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     };
     let include_historical = opt_bool(method, obj, "includeHistorical")?.unwrap_or(false);
     let group_by = match opt_str(method, obj, "groupBy")?.as_deref() {
-        None => if include_historical { GroupBy::Family } else { GroupBy::Instance },
+        None => {
+            if include_historical {
+                GroupBy::Family
+            } else {
+                GroupBy::Instance
+            }
+        }
         Some("instance") => GroupBy::Instance,
         Some("family") => GroupBy::Family,
-        Some(other) => return Err(invalid(method, format!("groupBy must be instance or family, got \"{other}\""))),
+        Some(other) => {
+            return Err(invalid(method, format!("groupBy must be instance or family, got \"{other}\"")));
+        }
     };
     let include_context_weight = opt_bool(method, obj, "includeContextWeight")?.unwrap_or(false);
     let _creator_key = opt_str(method, obj, "creatorKey")?;
 
     let (zone_offset_min, day_zone) = parse_zone(method, obj, now)?;
     let (start_ms, end_ms) = parse_range(method, obj, now, zone_offset_min)?;
-    Ok(UsageQuery { method, start_ms, end_ms, agents, key, limit, group_by, day_zone, include_context_weight })
+    Ok(UsageQuery {
+        method,
+        start_ms,
+        end_ms,
+        agents,
+        key,
+        limit,
+        group_by,
+        day_zone,
+        include_context_weight,
+    })
 }
 
 /// OpenClaw's agent id normalisation, as far as usage needs it: trimmed, lowercase.
@@ -126,7 +166,11 @@ fn opt_bool(method: Method, obj: &Map<String, Value>, name: &str) -> Result<Opti
 }
 
 /// The zone used for range cuts (as an offset in minutes at `now`) and for day keys.
-fn parse_zone(method: Method, obj: &Map<String, Value>, now: Timestamp) -> Result<(i32, DayZone), ParamsError> {
+fn parse_zone(
+    method: Method,
+    obj: &Map<String, Value>,
+    now: Timestamp,
+) -> Result<(i32, DayZone), ParamsError> {
     if let Some(name) = opt_str(method, obj, "timeZone")? {
         let tz = TimeZone::get(&name).map_err(|_| invalid(method, format!("unknown timeZone \"{name}\"")))?;
         let minutes = tz.to_offset(now).seconds() / 60;
@@ -144,11 +188,16 @@ fn parse_zone(method: Method, obj: &Map<String, Value>, now: Timestamp) -> Resul
                 return Err(invalid(method, "mode \"specific\" needs utcOffset (e.g. UTC+5:30)"));
             };
             let minutes = parse_utc_offset(&offset).ok_or_else(|| {
-                invalid(method, format!("utcOffset must look like UTC+5:30 within -12:00..+14:00, got \"{offset}\""))
+                invalid(
+                    method,
+                    format!("utcOffset must look like UTC+5:30 within -12:00..+14:00, got \"{offset}\""),
+                )
             })?;
             Ok((minutes, zone_of(minutes)))
         }
-        Some(other) => Err(invalid(method, format!("mode must be utc, gateway or specific, got \"{other}\""))),
+        Some(other) => {
+            Err(invalid(method, format!("mode must be utc, gateway or specific, got \"{other}\"")))
+        }
     }
 }
 
@@ -197,7 +246,12 @@ fn day_start_ms(date: Date, offset_min: i32) -> i64 {
     days * DAY_MS - i64::from(offset_min) * 60_000
 }
 
-fn parse_range(method: Method, obj: &Map<String, Value>, now: Timestamp, offset_min: i32) -> Result<(i64, i64), ParamsError> {
+fn parse_range(
+    method: Method,
+    obj: &Map<String, Value>,
+    now: Timestamp,
+    offset_min: i32,
+) -> Result<(i64, i64), ParamsError> {
     let now_ms = now.as_millisecond();
     let local_today = Timestamp::from_millisecond(now_ms + i64::from(offset_min) * 60_000)
         .map(|t| TimeZone::UTC.to_datetime(t).date())
@@ -213,7 +267,9 @@ fn parse_range(method: Method, obj: &Map<String, Value>, now: Timestamp, offset_
             }
         }
     }
-    if let (Some(start), Some(end)) = (start_date.as_deref().and_then(parse_date), end_date.as_deref().and_then(parse_date)) {
+    if let (Some(start), Some(end)) =
+        (start_date.as_deref().and_then(parse_date), end_date.as_deref().and_then(parse_date))
+    {
         let start_ms = day_start_ms(start, offset_min);
         let end_ms = day_start_ms(end, offset_min) + DAY_MS - 1;
         if end_ms < start_ms {
@@ -228,7 +284,12 @@ fn parse_range(method: Method, obj: &Map<String, Value>, now: Timestamp, offset_
             "90d" => 90,
             "1y" => 365,
             "all" => return Ok((0, end_of_today)),
-            other => return Err(invalid(method, format!("range must be 7d, 30d, 90d, 1y or all, got \"{other}\""))),
+            other => {
+                return Err(invalid(
+                    method,
+                    format!("range must be 7d, 30d, 90d, 1y or all, got \"{other}\""),
+                ));
+            }
         };
         return Ok((today_start - (days - 1) * DAY_MS, end_of_today));
     }
@@ -261,7 +322,11 @@ mod tests {
 
     #[test]
     fn explicit_dates_are_whole_utc_days() {
-        let query = q(Method::SessionsUsage, json!({"startDate":"2026-11-01","endDate":"2026-11-02","agentScope":"all"})).unwrap();
+        let query = q(
+            Method::SessionsUsage,
+            json!({"startDate":"2026-11-01","endDate":"2026-11-02","agentScope":"all"}),
+        )
+        .unwrap();
         assert_eq!(query.start_ms, 1_793_491_200_000);
         assert_eq!(query.end_ms, 1_793_491_200_000 + 2 * DAY_MS - 1);
         assert_eq!(query.agents, AgentScope::All);
@@ -270,7 +335,11 @@ mod tests {
 
     #[test]
     fn specific_offset_shifts_the_cut() {
-        let query = q(Method::UsageCost, json!({"startDate":"2026-11-01","endDate":"2026-11-01","mode":"specific","utcOffset":"UTC+5:30"})).unwrap();
+        let query = q(
+            Method::UsageCost,
+            json!({"startDate":"2026-11-01","endDate":"2026-11-01","mode":"specific","utcOffset":"UTC+5:30"}),
+        )
+        .unwrap();
         assert_eq!(query.start_ms, 1_793_491_200_000 - 330 * 60_000);
         assert_eq!(query.day_zone, DayZone::FixedOffsetMinutes(330));
         assert_eq!(query.agents, AgentScope::One("main".into()));
@@ -301,7 +370,7 @@ mod tests {
             (json!({"mode":"specific","utcOffset":"UTC+15"}), "utcOffset"),
             (json!({"agentScope":"all","agentId":"main"}), "cannot be combined"),
             (json!({"timeZone":"Mars/Olympus"}), "unknown timeZone"),
-            (json!([1,2]), "must be an object"),
+            (json!([1, 2]), "must be an object"),
         ];
         for (params, needle) in cases {
             let err = q(Method::SessionsUsage, params.clone()).unwrap_err();

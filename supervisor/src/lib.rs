@@ -95,12 +95,7 @@ pub struct SupervisorHandle {
 pub fn start(config: Config) -> SupervisorHandle {
     let (status, _) = watch::channel(WorkerStatus::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        live: Mutex::new(None),
-        status,
-        next_id: AtomicU64::new(1),
-        shutdown,
-    });
+    let shared = Arc::new(Shared { live: Mutex::new(None), status, next_id: AtomicU64::new(1), shutdown });
     let task = tokio::spawn(run::supervise(config, Arc::clone(&shared), shutdown_rx));
     SupervisorHandle { shared, task: Arc::new(Mutex::new(Some(task))) }
 }
@@ -110,19 +105,13 @@ impl SupervisorHandle {
     /// job in the worker. Fails at once when no worker is ready, and with `WorkerDied` when the
     /// worker exits mid-job; callers apply their own deadline.
     pub async fn call(&self, query: UsageQuery) -> Result<UsageAnswer, CallError> {
-        let live = self.shared.live.lock().expect("live slot").clone();
-        let Some(live) = live else {
-            let status = self.status();
-            return Err(CallError::Unavailable {
-                phase: status.phase,
-                retry_after: status.retry_after.unwrap_or(Duration::from_millis(500)),
-            });
-        };
+        let live = self.live_worker().await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         live.pending.lock().expect("pending map").insert(id, reply_tx);
         self.shared.status.send_modify(|s| s.jobs_in_flight += 1);
-        let mut guard = CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
+        let mut guard =
+            CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
         if live.to_worker.send(ToWorker::Request { id, query }).is_err() {
             guard.done = true;
             live.pending.lock().expect("pending map").remove(&id);
@@ -131,6 +120,33 @@ impl SupervisorHandle {
         let res = reply_rx.await.unwrap_or(Err(CallError::WorkerDied));
         guard.done = true;
         res
+    }
+
+    /// The live worker connection, waiting while one is starting or restarting (callers bound
+    /// the wait with their own deadline); fails at once when the worker is failed or stopped.
+    async fn live_worker(&self) -> Result<Live, CallError> {
+        let mut changes = self.shared.status.subscribe();
+        loop {
+            if let Some(live) = self.shared.live.lock().expect("live slot").clone() {
+                return Ok(live);
+            }
+            let (phase, retry_after) = {
+                let status = changes.borrow_and_update();
+                (status.phase, status.retry_after)
+            };
+            if matches!(phase, Phase::Failed | Phase::Stopped) {
+                return Err(CallError::Unavailable {
+                    phase,
+                    retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                });
+            }
+            if changes.changed().await.is_err() {
+                return Err(CallError::Unavailable {
+                    phase: Phase::Stopped,
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
     }
 
     /// The current status snapshot.

@@ -26,6 +26,8 @@ use crate::{
 const BUILD: &str = env!("CARGO_PKG_VERSION");
 /// How long a worker asked to shut down may take before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a worker whose connection closed may take to exit on its own before it is killed.
+const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
 
 /// Runs until shutdown is requested.
 pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -198,7 +200,12 @@ async fn serve_generation(
                     let _ = pong_tx.send((seq, memory));
                 }
                 Ok(Some(FromWorker::Progress { id, progress })) => {
-                    tracing::debug!(id, files_done = progress.files_done, files_total = progress.files_total, "Job progress.");
+                    tracing::debug!(
+                        id,
+                        files_done = progress.files_done,
+                        files_total = progress.files_total,
+                        "Job progress."
+                    );
                 }
                 Ok(Some(FromWorker::Hello(_))) => tracing::warn!("Unexpected second Hello from the worker."),
                 Ok(None) => break,
@@ -210,7 +217,8 @@ async fn serve_generation(
         }
     });
 
-    *shared.live.lock().expect("live slot") = Some(Live { to_worker: to_worker.clone(), pending: Arc::clone(&pending) });
+    *shared.live.lock().expect("live slot") =
+        Some(Live { to_worker: to_worker.clone(), pending: Arc::clone(&pending) });
     let ready_at = Instant::now();
     shared.status.send_modify(|s| s.ready_since = Some(ready_at));
     set_phase(shared, Phase::Ready, pid);
@@ -229,9 +237,18 @@ async fn serve_generation(
                 break (classify(status, ExitCause::ConnectionLost), status);
             }
             _ = &mut reader => {
-                // The connection is gone but the process may live on: it must not linger.
-                let ended = stop_child(&mut child, ExitCause::ConnectionLost, &stderr_tail).await;
-                break (ended.info.cause, None);
+                // The connection is gone. Usually the process is dying too (give it a moment so
+                // its real exit status is what we report); if it lingers, it must not stay.
+                match timeout(EXIT_AFTER_EOF, child.wait()).await {
+                    Ok(status) => {
+                        let status = status.ok();
+                        break (classify(status, ExitCause::ConnectionLost), status);
+                    }
+                    Err(_) => {
+                        stop_child(&mut child, ExitCause::ConnectionLost, &stderr_tail).await;
+                        break (ExitCause::ConnectionLost, None);
+                    }
+                }
             }
             Some((pong_seq, memory)) = pong_rx.recv() => {
                 last_answered = last_answered.max(pong_seq);
@@ -246,8 +263,8 @@ async fn serve_generation(
             _ = heartbeat.tick() => {
                 if seq.saturating_sub(last_answered) >= u64::from(config.heartbeat_misses) {
                     tracing::warn!(pid, missed = seq - last_answered, "Usage worker stopped answering pings; killing it.");
-                    let ended = stop_child(&mut child, ExitCause::Hang, &stderr_tail).await;
-                    break (ExitCause::Hang, ended.info.code.map(|_| None).unwrap_or(None));
+                    stop_child(&mut child, ExitCause::Hang, &stderr_tail).await;
+                    break (ExitCause::Hang, None);
                 }
                 seq += 1;
                 sent_at.insert(seq, Instant::now());
@@ -311,7 +328,12 @@ fn exit_from_status(
     info
 }
 
-fn exit_info(cause: ExitCause, code: Option<i32>, signal: Option<i32>, tail: &Option<StderrTail>) -> ExitInfo {
+fn exit_info(
+    cause: ExitCause,
+    code: Option<i32>,
+    signal: Option<i32>,
+    tail: &Option<StderrTail>,
+) -> ExitInfo {
     ExitInfo {
         cause,
         pid: None,

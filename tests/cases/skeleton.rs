@@ -21,8 +21,17 @@ const COST_FIELDS: [&str; 5] = ["totalCost", "inputCost", "outputCost", "cacheRe
 fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value {
     let out = dir.to_str().expect("utf-8 path");
     let (code, stdout, stderr) = run_clawgate(&[
-        "demo", "--out", out, "--agents", &agents.to_string(), "--sessions", &sessions.to_string(),
-        "--messages", &turns.to_string(), "--seed", "7",
+        "demo",
+        "--out",
+        out,
+        "--agents",
+        &agents.to_string(),
+        "--sessions",
+        &sessions.to_string(),
+        "--messages",
+        &turns.to_string(),
+        "--seed",
+        "7",
     ]);
     assert_eq!(code, 0, "clawgate demo failed: {stdout}{stderr}");
     let manifest = std::fs::read_to_string(dir.join("clawgate-demo.json")).expect("manifest");
@@ -58,7 +67,9 @@ fn demo_totals_are_exact_and_the_worker_is_a_separate_child() {
 
     let usage = gateway.call_ok("sessions.usage", &all_usage());
     assert_totals_eq(&usage["totals"], &manifest["totals"]);
-    assert_eq!(usage["sessions"].as_array().expect("sessions").len() as u64, manifest["sessions"].as_u64().unwrap());
+    // One row per transcript: live sessions plus archived (reset) instances.
+    let rows = manifest["sessions"].as_u64().unwrap() + manifest["archives"].as_u64().unwrap();
+    assert_eq!(usage["sessions"].as_array().expect("sessions").len() as u64, rows);
     for (agent, totals) in manifest["byAgent"].as_object().expect("byAgent") {
         let row = usage["aggregates"]["byAgent"]
             .as_array()
@@ -71,7 +82,8 @@ fn demo_totals_are_exact_and_the_worker_is_a_separate_child() {
 
     let cost = gateway.call_ok("usage.cost", &json!({"agentScope": "all", "range": "all"}));
     assert_totals_eq(&cost["totals"], &manifest["totals"]);
-    let daily_tokens: u64 = cost["daily"].as_array().expect("daily").iter().map(|d| d["totalTokens"].as_u64().unwrap()).sum();
+    let daily_tokens: u64 =
+        cost["daily"].as_array().expect("daily").iter().map(|d| d["totalTokens"].as_u64().unwrap()).sum();
     assert_eq!(daily_tokens, manifest["totals"]["totalTokens"].as_u64().unwrap());
 
     // The API refuses what it cannot answer, with OpenClaw's error shape.
@@ -111,13 +123,17 @@ fn a_token_guards_everything_but_health() {
     assert_eq!(res.status().as_u16(), 200);
 
     // And without a token, a public address is refused outright.
-    let (code, _, stderr) = run_clawgate(&["serve", "--listen", "0.0.0.0:0", "--state-dir", store.to_str().unwrap()]);
+    let (code, _, stderr) =
+        run_clawgate(&["serve", "--listen", "0.0.0.0:0", "--state-dir", store.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(stderr.contains("without a token"), "{stderr}");
 }
 
 /// Probes `/healthz` every 10 ms on its own connection until stopped; returns (count, failures, max).
-fn probe_health(base: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec<String>, Duration)> {
+fn probe_health(
+    base: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Vec<String>, Duration)> {
     std::thread::spawn(move || {
         let agent = http_agent(Duration::from_secs(2));
         let (mut count, mut failures, mut max) = (0u64, Vec::new(), Duration::ZERO);
@@ -156,8 +172,11 @@ fn sigkill_of_the_worker_never_reaches_health_and_it_comes_back() {
     let stop = Arc::new(AtomicBool::new(false));
     let prober = probe_health(gateway.base.clone(), Arc::clone(&stop));
     wait_until(Duration::from_millis(300), || None::<()>);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_worker as i32), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill worker");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first_worker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill worker");
     let second_worker = wait_until(Duration::from_secs(20), || {
         let status = gateway.status();
         let pid = status["worker"]["pid"].as_u64()? as u32;
@@ -171,7 +190,10 @@ fn sigkill_of_the_worker_never_reaches_health_and_it_comes_back() {
     let (count, failures, max) = prober.join().expect("prober");
 
     assert!(count >= 30, "only {count} probes ran");
-    assert!(failures.is_empty(), "health probes failed during the worker restart: {failures:?} (max {max:?})");
+    assert!(
+        failures.is_empty(),
+        "health probes failed during the worker restart: {failures:?} (max {max:?})"
+    );
     assert_ne!(second_worker, first_worker);
     assert!(!alive(first_worker), "the killed worker must be reaped");
     assert_eq!(proc_stat(second_worker).expect("new worker").0, gateway_pid);
@@ -218,8 +240,9 @@ fn malformed_lines_are_counted_skips_and_totals_stay_exact() {
     let ts = "2026-11-20T10:00:00.000Z";
     {
         let mut f = std::fs::OpenOptions::new().append(true).open(&transcripts[0]).expect("open");
-        f.write_all(b"{\"type\":\"message\",\"message\":{\"role\":\"assistant\",\"usage\":{\"input\":5\n").unwrap(); // broken JSON
-        f.write_all(&[0xff, 0xfe, 0x00, 0x01, 0x9c, b'\n']).unwrap(); // binary junk
+        f.write_all(b"{\"type\":\"message\",\"message\":{\"role\":\"assistant\",\"usage\":{\"input\":5\n")
+            .unwrap(); // broken JSON
+        f.write_all(&[0xff, 0xfe, 0x01, 0x9c, b'{', b'\n']).unwrap(); // binary junk, invalid UTF-8
         f.write_all(b"\x00\x00\x00\n").unwrap(); // NUL bytes
         // A valid message several MB long: counted.
         f.write_all(assistant_line(ts, 1000, 2000, 0.25, 4 << 20).as_bytes()).unwrap();
@@ -245,10 +268,11 @@ fn malformed_lines_are_counted_skips_and_totals_stay_exact() {
     }
     assert_totals_eq(&usage["totals"], &expected);
     let diagnostics = &usage["diagnostics"];
-    assert_eq!(diagnostics["malformedJsonLines"], 2, "{diagnostics}");
+    assert_eq!(diagnostics["malformedJsonLines"], 1, "{diagnostics}");
     assert_eq!(diagnostics["invalidUtf8Lines"], 1, "{diagnostics}");
+    assert_eq!(diagnostics["nulByteLines"], 1, "{diagnostics}");
     assert_eq!(diagnostics["oversizeLines"], 1, "{diagnostics}");
-    assert_eq!(diagnostics["pendingTailFiles"], 1, "{diagnostics}");
+    assert_eq!(diagnostics["pendingTails"], 1, "{diagnostics}");
 
     // The unterminated line counts once its newline arrives, exactly once.
     std::fs::OpenOptions::new().append(true).open(&transcripts[1]).unwrap().write_all(b"\n").unwrap();
@@ -260,5 +284,5 @@ fn malformed_lines_are_counted_skips_and_totals_stay_exact() {
         expected[field] = json!(expected[field].as_f64().unwrap() + 1.0);
     }
     assert_totals_eq(&usage["totals"], &expected);
-    assert_eq!(usage["diagnostics"]["pendingTailFiles"], 0);
+    assert_eq!(usage["diagnostics"]["pendingTails"], 0);
 }

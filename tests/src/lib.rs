@@ -78,11 +78,7 @@ pub fn run_clawgate(args: &[&str]) -> (i32, String, String) {
 
 /// An HTTP client that returns error statuses as values and never waits forever.
 pub fn http_agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
 }
 
 /// A running `clawgate serve`, killed (with its worker) on drop.
@@ -213,7 +209,10 @@ impl Drop for Gateway {
         // The worker exits when its connection closes; make sure of it anyway.
         for pid in self.seen_workers.lock().map(|w| w.clone()).unwrap_or_default() {
             if alive(pid) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
