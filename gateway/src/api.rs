@@ -15,21 +15,23 @@ use ipc_proto::Method;
 use serde_json::{Value, json};
 use supervisor::{CallError, Phase, WorkerStatus};
 
-use crate::{AppState, params};
+use crate::{AppState, cache::Served, params};
 
 /// OpenClaw's error codes that clawgate uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
     Unavailable,
+    /// `UNAVAILABLE` because the job queue is full: HTTP 429 rather than 503.
+    Overloaded,
     Unauthorized,
 }
 
 impl ErrorCode {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
-            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unavailable | ErrorCode::Overloaded => "UNAVAILABLE",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
         }
     }
@@ -82,6 +84,7 @@ impl IntoResponse for ApiError {
         let status = match self.code {
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         };
         (status, Json(json!({"ok": false, "error": self.body()}))).into_response()
@@ -125,6 +128,10 @@ pub fn status_json(state: &AppState) -> Value {
             "rssBytes": supervisor::rss_bytes(std::process::id()),
         },
         "worker": worker_json(&worker),
+        "eventLoop": state.lag.snapshot().to_json(),
+        "memory": state.lag.memory_json(),
+        "cache": state.cache.status_json(),
+        "websocket": state.ws.status_json(),
     })
 }
 
@@ -139,8 +146,29 @@ fn worker_json(worker: &WorkerStatus) -> Value {
             "stderrTail": exit.stderr_tail,
         })
     });
+    let memory = &worker.memory;
+    let last_action = memory.last_action.map(|(layer, at, rss)| {
+        json!({
+            "layer": layer,
+            "atMs": at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "rssBytes": rss,
+        })
+    });
+    let memory_json = json!({
+        "capBytes": memory.cap_bytes,
+        "budgetBytes": memory.budget_bytes,
+        "rssBytes": worker.rss_bytes,
+        "heapBytes": worker.reported_memory.map(|m| m.heap_bytes),
+        "cgroup": match &memory.cgroup { Ok(path) => json!({"enforced": true, "path": path}), Err(why) => json!({"enforced": false, "reason": why}) },
+        "rlimitAsBytes": memory.rlimit_as_bytes,
+        "budgetRefusals": memory.budget_refusals,
+        "rssKills": memory.rss_kills,
+        "oomKills": memory.oom_kills,
+        "lastAction": last_action,
+    });
     json!({
-        "mode": "managed",
+        "mode": worker.mode,
+        "memory": memory_json,
         "state": worker.state_name(),
         "pid": worker.pid,
         "build": worker.build,
@@ -174,42 +202,288 @@ pub async fn call(
             Err(e) => return ApiError::invalid(format!("params are not valid JSON: {e}")).into_response(),
         }
     };
-    match method.as_str() {
-        "health" => return ok_json(&json!({"ok": true, "ts": now_ms(), "status": status_json(&state)})),
-        "status" => return ok_json(&status_json(&state)),
-        _ => {}
-    }
-    let Some(method) = Method::from_name(&method) else {
-        return ApiError::invalid(format!("unknown method: {method}")).into_response();
-    };
-    match usage_call(&state, method, &params).await {
-        Ok(payload_json) => {
-            let mut body = String::with_capacity(payload_json.len() + 24);
-            body.push_str(r#"{"ok":true,"payload":"#);
-            body.push_str(&payload_json);
-            body.push('}');
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
+    match dispatch(&state, &method, &params).await {
+        Ok(Reply::Json(payload)) => ok_json(&payload),
+        Ok(Reply::Usage(served)) => usage_response(&served),
         Err(e) => e.into_response(),
     }
 }
 
-/// Validates params, asks the worker, applies the deadline. Returns the payload JSON text.
-pub async fn usage_call(state: &AppState, method: Method, params: &Value) -> Result<String, ApiError> {
-    let query = params::parse(method, params, jiff::Timestamp::now()).map_err(|e| ApiError::invalid(e.0))?;
-    match tokio::time::timeout(state.config.request_timeout, state.supervisor.call(query)).await {
-        Ok(Ok(answer)) => Ok(answer.payload_json),
-        Ok(Err(error)) => Err(error.into()),
-        Err(_) => Err(ApiError {
-            code: ErrorCode::Unavailable,
-            message: format!(
-                "{} did not finish within {} ms; retry shortly",
-                method.name(),
-                state.config.request_timeout.as_millis()
-            ),
-            retry_after: Some(Duration::from_secs(1)),
-        }),
+/// What a method answers: JSON built by the gateway, or a worker answer passed through as text.
+pub enum Reply {
+    Json(Value),
+    Usage(Served),
+}
+
+/// Every method clawgate serves, over WebSocket and `POST /api/v1/call/{method}` alike.
+pub const METHODS: [&str; 7] = [
+    "health",
+    "status",
+    "sessions.list",
+    "sessions.usage",
+    "sessions.usage.timeseries",
+    "sessions.usage.logs",
+    "usage.cost",
+];
+
+/// Runs one method; the one handler behind both transports.
+pub async fn dispatch(state: &AppState, method: &str, params: &Value) -> Result<Reply, ApiError> {
+    match method {
+        "health" => Ok(Reply::Json(health_json(state))),
+        "status" => Ok(Reply::Json(status_json(state))),
+        "sessions.list" => sessions_list(state, params).await.map(Reply::Json),
+        other => {
+            let Some(method) = Method::from_name(other) else {
+                return Err(ApiError::invalid(format!("unknown method: {other}")));
+            };
+            usage_call(state, method, params).await.map(Reply::Usage)
+        }
     }
+}
+
+/// Validates params and answers through the single-flight cache (deadline, stale, queue bound).
+pub async fn usage_call(state: &AppState, method: Method, params: &Value) -> Result<Served, ApiError> {
+    let query = params::parse(method, params, jiff::Timestamp::now()).map_err(|e| ApiError::invalid(e.0))?;
+    state.cache.get(query).await
+}
+
+/// `{"ok":true,"payload":<answer>}` streamed from the answer's bytes without copying them.
+fn usage_response(served: &Served) -> Response {
+    let mut parts = vec![Bytes::from_static(br#"{"ok":true,"payload":"#)];
+    parts.extend(served.chunks());
+    parts.push(Bytes::from_static(b"}"));
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(
+        parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, len)
+        .header("x-clawgate-cache", served.outcome.as_str())
+        .header("x-clawgate-served-by", served.outcome.served_by())
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The `health` method: OpenClaw's snapshot shape as far as clawgate has the facts, answered
+/// from the gateway alone (no worker round trip).
+pub fn health_json(state: &AppState) -> Value {
+    let started = std::time::Instant::now();
+    let worker = state.supervisor.status();
+    let mut health = json!({
+        "ok": true,
+        "ts": now_ms(),
+        "eventLoop": state.lag.snapshot().to_json(),
+        "memory": state.lag.memory_json(),
+        "uptimeMs": state.uptime_ms(),
+        "worker": {
+            "state": worker.state_name(),
+            "pid": worker.pid,
+            "restarts": worker.restarts,
+            "jobsInFlight": worker.jobs_in_flight,
+        },
+        "channels": {},
+        "channelOrder": [],
+        "channelLabels": {},
+        "defaultAgentId": "main",
+    });
+    health["durationMs"] = json!(started.elapsed().as_millis() as u64);
+    health
+}
+
+/// `sessions.list` params (OpenClaw's closed schema); only these filters apply here.
+const SESSIONS_LIST_PARAMS: [&str; 10] = [
+    "limit",
+    "activeMinutes",
+    "includeGlobal",
+    "includeUnknown",
+    "includeDerivedTitles",
+    "includeLastMessage",
+    "label",
+    "spawnedBy",
+    "agentId",
+    "search",
+];
+
+/// `sessions.list`, answered from a worker `sessions.usage` over all time (the gateway never
+/// reads sessions.json). Reshaping parses the worker's JSON here; that is acceptable because
+/// this method is not on the hot path, and it happens on the blocking pool.
+pub async fn sessions_list(state: &AppState, params: &Value) -> Result<Value, ApiError> {
+    let invalid = |detail: String| ApiError::invalid(format!("invalid sessions.list params: {detail}"));
+    let empty = serde_json::Map::new();
+    let obj = match params {
+        Value::Null => &empty,
+        Value::Object(obj) => obj,
+        _ => return Err(invalid("params must be an object".into())),
+    };
+    if let Some(unknown) = obj.keys().find(|k| !SESSIONS_LIST_PARAMS.contains(&k.as_str())) {
+        return Err(invalid(format!("unexpected property '{unknown}'")));
+    }
+    let positive = |name: &str| match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().filter(|n| *n >= 1).map(Some).ok_or_else(|| invalid(format!("{name} must be an integer >= 1"))),
+    };
+    let text = |name: &str| match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+        Some(_) => Err(invalid(format!("{name} must be a string"))),
+    };
+    let flag = |name: &str| match obj.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(invalid(format!("{name} must be a boolean"))),
+    };
+    let limit = positive("limit")?.map(|l| l.min(u64::from(params::MAX_LIMIT)) as usize);
+    let active_minutes = positive("activeMinutes")?;
+    let (label, search, agent_id) = (text("label")?, text("search")?, text("agentId")?);
+    let _ = (text("spawnedBy")?, flag("includeDerivedTitles")?, flag("includeLastMessage")?);
+    let (include_global, include_unknown) = (flag("includeGlobal")?, flag("includeUnknown")?);
+
+    let mut usage_params = json!({"range": "all", "limit": params::MAX_LIMIT});
+    match &agent_id {
+        Some(agent) => usage_params["agentId"] = json!(agent),
+        None => usage_params["agentScope"] = json!("all"),
+    }
+    let served = usage_call(state, Method::SessionsUsage, &usage_params).await?;
+    let path = match &agent_id {
+        Some(agent) => json!(state
+            .config
+            .state_dir
+            .join("agents")
+            .join(params::normalize_agent_id(agent))
+            .join("sessions/sessions.json")),
+        None => json!("(multiple)"),
+    };
+    let filter = SessionsFilter {
+        limit,
+        active_since_ms: active_minutes.map(|m| now_ms().saturating_sub(m.saturating_mul(60_000))),
+        label,
+        search: search.map(|s| s.to_lowercase()),
+        include_global,
+        include_unknown,
+    };
+    let payload = served.answer.payload.clone();
+    let rows = tokio::task::spawn_blocking(move || session_rows(&payload, &filter))
+        .await
+        .map_err(|e| ApiError { code: ErrorCode::Unavailable, message: e.to_string(), retry_after: None })?
+        .map_err(|e| ApiError {
+            code: ErrorCode::Unavailable,
+            message: format!("unreadable sessions.usage answer: {e}"),
+            retry_after: None,
+        })?;
+    Ok(json!({
+        "ts": now_ms(),
+        "path": path,
+        "count": rows.len(),
+        "defaults": {"modelProvider": null, "model": null, "contextTokens": null},
+        "sessions": rows,
+    }))
+}
+
+struct SessionsFilter {
+    limit: Option<usize>,
+    active_since_ms: Option<u64>,
+    label: Option<String>,
+    search: Option<String>,
+    include_global: bool,
+    include_unknown: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageRows {
+    sessions: Vec<UsageRow>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageRow {
+    key: String,
+    session_id: Option<String>,
+    label: Option<String>,
+    display_name: Option<String>,
+    updated_at: Option<u64>,
+    agent_id: Option<String>,
+    channel: Option<String>,
+    chat_type: Option<String>,
+    origin: Option<Value>,
+    model_provider: Option<String>,
+    model: Option<String>,
+    usage: Option<RowUsage>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RowUsage {
+    #[serde(default)]
+    input: u64,
+    #[serde(default)]
+    output: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(default)]
+    total_cost: f64,
+}
+
+/// `sessions.usage` rows → OpenClaw `sessions.list` rows, newest first, filtered.
+fn session_rows(payload: &[u8], filter: &SessionsFilter) -> Result<Vec<Value>, serde_json::Error> {
+    let parsed: UsageRows = serde_json::from_slice(payload)?;
+    let mut rows: Vec<UsageRow> = parsed
+        .sessions
+        .into_iter()
+        .filter(|r| filter.include_global || r.key != "global")
+        .filter(|r| filter.include_unknown || r.key != "unknown")
+        .filter(|r| filter.active_since_ms.is_none_or(|since| r.updated_at.unwrap_or(0) >= since))
+        .filter(|r| filter.label.as_ref().is_none_or(|l| r.label.as_ref() == Some(l)))
+        .filter(|r| {
+            filter.search.as_ref().is_none_or(|needle| {
+                [Some(&r.key), r.label.as_ref(), r.display_name.as_ref(), r.session_id.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|h| h.to_lowercase().contains(needle))
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.key.cmp(&b.key)));
+    rows.truncate(filter.limit.unwrap_or(usize::MAX));
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let kind = match r.key.as_str() {
+                "global" => "global",
+                "unknown" => "unknown",
+                k if k.contains(":group:") || k.contains(":channel:") => "group",
+                _ => "direct",
+            };
+            let usage = r.usage.unwrap_or(RowUsage { input: 0, output: 0, total_tokens: 0, total_cost: 0.0 });
+            let mut row = json!({
+                "key": r.key,
+                "kind": kind,
+                "updatedAt": r.updated_at,
+                "sessionId": r.session_id,
+                "agentId": r.agent_id,
+                "inputTokens": usage.input,
+                "outputTokens": usage.output,
+                "totalTokens": usage.total_tokens,
+                "estimatedCostUsd": usage.total_cost,
+            });
+            for (name, value) in [
+                ("label", r.label),
+                ("displayName", r.display_name),
+                ("channel", r.channel),
+                ("chatType", r.chat_type),
+                ("modelProvider", r.model_provider),
+                ("model", r.model),
+            ] {
+                if let Some(v) = value {
+                    row[name] = json!(v);
+                }
+            }
+            if let Some(origin) = r.origin {
+                row["origin"] = origin;
+            }
+            row
+        })
+        .collect())
 }
 
 fn ok_json(payload: &Value) -> Response {
@@ -220,12 +494,12 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Compares secrets in time independent of where they differ.
+/// Compares secrets in time independent of where they differ and of their lengths: both are
+/// hashed to fixed-size digests first.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
 }
 
 impl AppState {

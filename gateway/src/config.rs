@@ -17,9 +17,36 @@ pub struct Config {
     /// Private directory for the worker socket.
     pub run_dir: PathBuf,
     pub token: Option<String>,
-    pub worker_bin: PathBuf,
+    /// How the worker is run and watched (mode, binary, memory cap, restart policy). The
+    /// supervisor adds `--state-dir` itself.
+    pub worker: supervisor::Config,
     /// How long one API call may wait for the worker before it is answered `UNAVAILABLE`.
     pub request_timeout: Duration,
+    /// API tuning: job queue, refresher, WebSocket tick (see `cache.rs` and `ws.rs`).
+    pub api: ApiTuning,
+}
+
+/// Knobs of the request path; `Default` is what `serve` uses without flags.
+#[derive(Debug, Clone)]
+pub struct ApiTuning {
+    /// Distinct usage jobs running or queued at once; a request needing one more is answered
+    /// at once (stale, or `UNAVAILABLE`/429).
+    pub max_queued_jobs: usize,
+    /// How often recently requested usage queries are re-run while WebSocket clients are
+    /// connected, to push `usage.updated` (zero: never).
+    pub refresh_interval: Duration,
+    /// The WebSocket `tick` event interval (`policy.tickIntervalMs`).
+    pub tick_interval: Duration,
+}
+
+impl Default for ApiTuning {
+    fn default() -> ApiTuning {
+        ApiTuning {
+            max_queued_jobs: 16,
+            refresh_interval: Duration::from_secs(15),
+            tick_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The default listen address: loopback, next to OpenClaw's 18789.
@@ -39,6 +66,26 @@ pub fn default_data_dir() -> PathBuf {
         return PathBuf::from(dir).join("clawgate");
     }
     home_dir(&["HOME"]).join(".local/state/clawgate")
+}
+
+/// Parses a byte size: `536870912`, `512MiB`, `512M`, `1GiB`, `1.5G` (binary units).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("not a size: \"{text}\" (e.g. 512MiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit \"{other}\" (use B, KiB, MiB or GiB)")),
+    };
+    let bytes = number * factor as f64;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("size must be positive: \"{text}\""));
+    }
+    Ok(bytes as u64)
 }
 
 /// The worker binary: `$CLAWGATE_WORKER_BIN`, else `clawgate-usage-worker` beside this executable.
@@ -63,5 +110,20 @@ fn expand_tilde(path: &Path) -> PathBuf {
     match path.strip_prefix("~") {
         Ok(rest) => home_dir(&["OPENCLAW_HOME", "HOME"]).join(rest),
         Err(_) => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("1.5k"), Ok(1536));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("0").is_err());
     }
 }

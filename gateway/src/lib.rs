@@ -6,16 +6,22 @@
 //! alone, whatever the worker is doing.
 
 pub mod api;
+pub mod cache;
 pub mod config;
 mod dashboard;
+pub mod device;
+pub mod lag;
+pub mod metrics;
 pub mod params;
 pub mod systemd;
+pub mod ws;
 
 use std::{ffi::OsString, future::Future, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use axum::{
     Router,
+    middleware,
     routing::{get, post},
 };
 pub use config::Config;
@@ -27,9 +33,49 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub supervisor: SupervisorHandle,
     pub started_at: Instant,
+    /// Single-flight usage cache and job queue.
+    pub cache: Arc<cache::UsageCache>,
+    /// Runtime lag and memory pressure.
+    pub lag: lag::LagMonitor,
+    pub metrics: Arc<metrics::Metrics>,
+    /// WebSocket settings, connection count and the failed-auth limiter.
+    pub ws: Arc<ws::WsShared>,
 }
 
 impl AppState {
+    /// Builds the state and starts its background tasks (lag sampler, cache refresher). Must be
+    /// called inside a tokio runtime.
+    pub fn new(config: Config, supervisor: SupervisorHandle) -> AppState {
+        let tuning = cache::Tuning {
+            request_timeout: config.request_timeout,
+            // The supervisor cancels a job at its own timeout; ours is only a backstop.
+            job_timeout: config.worker.job_timeout + std::time::Duration::from_secs(5),
+            max_jobs: config.api.max_queued_jobs,
+            refresh_interval: config.api.refresh_interval,
+            ..cache::Tuning::default()
+        };
+        let cache = cache::UsageCache::new(supervisor.clone(), tuning);
+        cache.spawn_refresher();
+        let worker = supervisor.clone();
+        let lag = lag::LagMonitor::spawn(Box::new(move || {
+            let status = worker.status();
+            (status.rss_bytes, status.reported_memory.map(|m| m.heap_bytes))
+        }));
+        let ws = Arc::new(ws::WsShared::new(ws::WsConfig {
+            tick_interval: config.api.tick_interval,
+            ..ws::WsConfig::default()
+        }));
+        AppState {
+            config: Arc::new(config),
+            supervisor,
+            started_at: Instant::now(),
+            cache,
+            lag,
+            metrics: Arc::new(metrics::Metrics::default()),
+            ws,
+        }
+    }
+
     pub fn uptime_ms(&self) -> u64 {
         self.started_at.elapsed().as_millis() as u64
     }
@@ -38,13 +84,17 @@ impl AppState {
 /// The HTTP routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(dashboard::index))
+        .route("/", get(ws::root))
+        .route("/ws", get(ws::ws_only))
+        .route("/metrics", get(metrics::handler))
         .route("/healthz", get(api::healthz).head(api::healthz))
         .route("/health", get(api::healthz).head(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/ready", get(api::readyz))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/call/{method}", post(api::call))
+        .layer(middleware::from_fn_with_state(state.clone(), ws::limit_failed_auth))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
         .with_state(state)
 }
 
@@ -74,14 +124,10 @@ pub async fn serve(
     let mut config = config;
     config.listen = local;
 
-    let worker_args: Vec<OsString> = vec!["--state-dir".into(), config.state_dir.clone().into_os_string()];
-    let supervisor = supervisor::start(supervisor::Config::new(
-        config.worker_bin.clone(),
-        worker_args,
-        config.run_dir.clone(),
-    ));
-    let state =
-        AppState { config: Arc::new(config), supervisor: supervisor.clone(), started_at: Instant::now() };
+    let mut worker = config.worker.clone();
+    worker.worker_args.extend([OsString::from("--state-dir"), config.state_dir.clone().into_os_string()]);
+    let supervisor = supervisor::start(worker);
+    let state = AppState::new(config, supervisor.clone());
     {
         use std::io::Write as _;
         let mut stdout = std::io::stdout().lock();
@@ -91,7 +137,8 @@ pub async fn serve(
     systemd::notify_ready();
     let _watchdog = systemd::spawn_watchdog();
     tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), "Gateway listening.");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     systemd::notify_stopping();
     tracing::info!("Gateway stopping; stopping the usage worker.");
     supervisor.shutdown().await;

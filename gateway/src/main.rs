@@ -46,9 +46,59 @@ struct ServeArgs {
     /// The usage worker executable [default: clawgate-usage-worker beside this binary].
     #[arg(long, value_name = "PATH", env = "CLAWGATE_WORKER_BIN")]
     worker_bin: Option<PathBuf>,
+    /// `managed`: spawn and restart the worker ourselves. `external`: connect to a worker that
+    /// systemd runs with `clawgate-usage-worker --listen` (see packaging/).
+    #[arg(long, value_enum, default_value = "managed", env = "CLAWGATE_WORKER_MODE")]
+    worker_mode: WorkerMode,
+    /// The external worker's socket (external mode) [default: <run-dir>/worker.sock].
+    #[arg(long, value_name = "PATH", env = "CLAWGATE_WORKER_SOCKET")]
+    worker_socket: Option<PathBuf>,
+    /// The worker's memory cap (e.g. 512MiB). Its heap budget is 80% of it; above the cap its
+    /// RSS gets it killed and restarted.
+    #[arg(long, default_value = "512MiB", value_parser = config::parse_bytes, env = "CLAWGATE_WORKER_MEMORY_MAX")]
+    worker_memory_max: u64,
+    /// After more than --worker-max-restarts restarts within --worker-restart-window, the
+    /// worker is parked in `failed` this long before the next try (seconds).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    worker_cooldown: f64,
+    /// Restarts allowed within --worker-restart-window before the worker is parked.
+    #[arg(long, default_value_t = 5)]
+    worker_max_restarts: usize,
+    /// The window for --worker-max-restarts (seconds).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    worker_restart_window: f64,
+    /// How often the worker is pinged; three missed pings in a row count as a hang (ms).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    worker_heartbeat_ms: u64,
+    /// A worker job running longer than this is cancelled (seconds).
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    worker_job_timeout: f64,
+    /// A cancelled job still running after this counts as a hang and its worker is killed (ms).
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    worker_cancel_grace_ms: u64,
+    /// Try a cgroup v2 memory.max for the worker when this gateway's cgroup is delegated.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    worker_cgroup: String,
     /// Longest an API call waits for the worker before answering UNAVAILABLE (seconds).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     request_timeout: f64,
+    /// Re-run recently requested usage queries this often while WebSocket clients are
+    /// connected, pushing `usage.updated` when data changed (seconds; 0 turns it off).
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
+    refresh_interval: f64,
+    /// Distinct usage jobs running or queued at once; beyond it calls are answered at once
+    /// (stale data, or UNAVAILABLE with HTTP 429).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_queued_jobs: usize,
+    /// WebSocket `tick` event interval (seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", hide = true)]
+    tick_interval: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WorkerMode {
+    Managed,
+    External,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,14 +161,47 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|d| !d.is_zero())
         .context("--request-timeout must be a positive number of seconds")?;
+    let secs = |name: &str, value: f64| {
+        Duration::try_from_secs_f64(value)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("--{name} must be a positive number of seconds"))
+    };
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| data_dir.join("run"));
+    let mut worker = supervisor::Config::new(
+        args.worker_bin.unwrap_or_else(config::default_worker_bin),
+        Vec::new(),
+        run_dir.clone(),
+    );
+    worker.mode = match args.worker_mode {
+        WorkerMode::Managed => supervisor::Mode::Managed,
+        WorkerMode::External => {
+            supervisor::Mode::External { socket: args.worker_socket.unwrap_or_else(|| run_dir.join("worker.sock")) }
+        }
+    };
+    worker.memory_max = args.worker_memory_max;
+    worker.use_cgroup = args.worker_cgroup == "auto";
+    worker.heartbeat_interval = Duration::from_millis(args.worker_heartbeat_ms.max(10));
+    worker.job_timeout = secs("worker-job-timeout", args.worker_job_timeout)?;
+    worker.cancel_grace = Duration::from_millis(args.worker_cancel_grace_ms);
+    worker.restart.cooldown = secs("worker-cooldown", args.worker_cooldown)?;
+    worker.restart.max_restarts = args.worker_max_restarts;
+    worker.restart.window = secs("worker-restart-window", args.worker_restart_window)?;
     let config = gateway::Config {
         listen: args.listen,
-        run_dir: args.run_dir.unwrap_or_else(|| data_dir.join("run")),
+        run_dir,
         state_dir,
         data_dir,
         token: args.token.filter(|t| !t.is_empty()),
-        worker_bin: args.worker_bin.unwrap_or_else(config::default_worker_bin),
+        worker,
         request_timeout,
+        api: config::ApiTuning {
+            max_queued_jobs: args.max_queued_jobs.max(1),
+            refresh_interval: Duration::try_from_secs_f64(args.refresh_interval)
+                .ok()
+                .context("--refresh-interval must be a number of seconds (0: off)")?,
+            tick_interval: secs("tick-interval", args.tick_interval)?,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,18 +15,12 @@ use interprocess::local_socket::{
 
 /// Creates `dir` (and parents) if needed and makes sure it is ours and mode 0700.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
     if meta.uid() != current_uid() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "runtime directory {} is owned by another user",
-                dir.display()
-            ),
+            format!("runtime directory {} is owned by another user", dir.display()),
         ));
     }
     if meta.mode() & 0o777 != 0o700 {
@@ -62,7 +56,5 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
 }
 
 fn current_uid() -> u32 {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }

@@ -19,10 +19,8 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     let mut buf = vec![0u8; 4];
     rmp_serde::encode::write_named(&mut buf, msg)?;
     let len = buf.len() - 4;
-    let len32 = u32::try_from(len).map_err(|_| ProtoError::FrameTooLarge {
-        len: len as u64,
-        max: u64::from(u32::MAX),
-    })?;
+    let len32 = u32::try_from(len)
+        .map_err(|_| ProtoError::FrameTooLarge { len: len as u64, max: u64::from(u32::MAX) })?;
     buf[..4].copy_from_slice(&len32.to_be_bytes());
     Ok(buf)
 }
@@ -35,24 +33,15 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
 /// Decodes a whole buffer holding exactly one frame, prefix included; for tests and tools.
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: u32) -> Result<T, ProtoError> {
     let Some(prefix) = bytes.get(..4) else {
-        return Err(ProtoError::Truncated {
-            got: bytes.len() as u64,
-            expected: 4,
-        });
+        return Err(ProtoError::Truncated { got: bytes.len() as u64, expected: 4 });
     };
     let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes"));
     if len > max {
-        return Err(ProtoError::FrameTooLarge {
-            len: u64::from(len),
-            max: u64::from(max),
-        });
+        return Err(ProtoError::FrameTooLarge { len: u64::from(len), max: u64::from(max) });
     }
     let body = &bytes[4..];
     if body.len() < len as usize {
-        return Err(ProtoError::Truncated {
-            got: body.len() as u64,
-            expected: u64::from(len),
-        });
+        return Err(ProtoError::Truncated { got: body.len() as u64, expected: u64::from(len) });
     }
     decode(&body[..len as usize])
 }
@@ -70,29 +59,20 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             if got == 0 {
                 return Ok(None);
             }
-            return Err(ProtoError::Truncated {
-                got: got as u64,
-                expected: 4,
-            });
+            return Err(ProtoError::Truncated { got: got as u64, expected: 4 });
         }
         got += n;
     }
     let len = u32::from_be_bytes(prefix);
     if len > max {
-        return Err(ProtoError::FrameTooLarge {
-            len: u64::from(len),
-            max: u64::from(max),
-        });
+        return Err(ProtoError::FrameTooLarge { len: u64::from(len), max: u64::from(max) });
     }
     let mut body = vec![0u8; len as usize];
     let mut got = 0usize;
     while got < body.len() {
         let n = reader.read(&mut body[got..]).await?;
         if n == 0 {
-            return Err(ProtoError::Truncated {
-                got: got as u64,
-                expected: u64::from(len),
-            });
+            return Err(ProtoError::Truncated { got: got as u64, expected: u64::from(len) });
         }
         got += n;
     }
@@ -129,10 +109,7 @@ pub struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, max_incoming: u32) -> Connection<S> {
-        Connection {
-            stream,
-            max_incoming,
-        }
+        Connection { stream, max_incoming }
     }
 
     /// Reads one message; `Ok(None)` when the peer closed cleanly.
@@ -151,10 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match self.read::<FromWorker>().await? {
             Some(FromWorker::Hello(hello)) => check_version(hello),
             Some(other) => Err(ProtoError::NotHello { got: other.kind() }),
-            None => Err(ProtoError::Truncated {
-                got: 0,
-                expected: 4,
-            }),
+            None => Err(ProtoError::Truncated { got: 0, expected: 4 }),
         }
     }
 
@@ -166,10 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match first {
             Some(ToWorker::Hello(hello)) => check_version(hello),
             Some(other) => Err(ProtoError::NotHello { got: other.kind() }),
-            None => Err(ProtoError::Truncated {
-                got: 0,
-                expected: 4,
-            }),
+            None => Err(ProtoError::Truncated { got: 0, expected: 4 }),
         }
     }
 
@@ -183,9 +154,6 @@ fn check_version(hello: Hello) -> Result<Hello, ProtoError> {
     if hello.protocol == version::CURRENT {
         Ok(hello)
     } else {
-        Err(ProtoError::VersionMismatch {
-            ours: version::CURRENT,
-            theirs: hello.protocol,
-        })
+        Err(ProtoError::VersionMismatch { ours: version::CURRENT, theirs: hello.protocol })
     }
 }

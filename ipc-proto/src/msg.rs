@@ -22,11 +22,7 @@ pub struct Hello {
 impl Hello {
     /// This process's hello.
     pub fn ours(build: &str) -> Hello {
-        Hello {
-            protocol: crate::version::CURRENT,
-            build: build.to_owned(),
-            pid: std::process::id(),
-        }
+        Hello { protocol: crate::version::CURRENT, build: build.to_owned(), pid: std::process::id() }
     }
 }
 
@@ -54,10 +50,7 @@ pub enum FromWorker {
     /// Progress of a long request. Since [`crate::version::V1_INITIAL`].
     Progress { id: RequestId, progress: Progress },
     /// The final answer to a request. Since [`crate::version::V1_INITIAL`].
-    Response {
-        id: RequestId,
-        result: Result<UsageAnswer, WorkerError>,
-    },
+    Response { id: RequestId, result: Result<UsageAnswer, WorkerError> },
     /// Answer to `Ping`, with the worker's own view of its memory.
     /// Since [`crate::version::V1_INITIAL`].
     Pong { seq: u64, memory: MemoryReport },
@@ -129,14 +122,9 @@ impl Method {
 
     /// Parses an OpenClaw wire name.
     pub fn from_name(name: &str) -> Option<Method> {
-        [
-            Method::SessionsUsage,
-            Method::UsageCost,
-            Method::SessionsUsageTimeseries,
-            Method::SessionsUsageLogs,
-        ]
-        .into_iter()
-        .find(|m| m.name() == name)
+        [Method::SessionsUsage, Method::UsageCost, Method::SessionsUsageTimeseries, Method::SessionsUsageLogs]
+            .into_iter()
+            .find(|m| m.name() == name)
     }
 }
 
@@ -232,9 +220,6 @@ pub enum WorkerErrorKind {
 
 impl WorkerError {
     pub fn new(kind: WorkerErrorKind, message: impl Into<String>) -> WorkerError {
-        WorkerError {
-            kind,
-            message: message.into(),
-        }
+        WorkerError { kind, message: message.into() }
     }
 }

@@ -1,8 +1,8 @@
 //! Wire tests: round trips and every kind of bad input, each a typed error, never a panic.
 
 use crate::{
-    AgentScope, DayZone, FromWorker, GroupBy, Hello, JobStats, MemoryReport, Method, ProtoError,
-    ToWorker, UsageAnswer, UsageQuery, WorkerError, WorkerErrorKind, frame, version,
+    AgentScope, DayZone, FromWorker, GroupBy, Hello, JobStats, MemoryReport, Method, ProtoError, ToWorker,
+    UsageAnswer, UsageQuery, WorkerError, WorkerErrorKind, frame, version,
 };
 
 fn query() -> UsageQuery {
@@ -34,29 +34,17 @@ fn round_trip_from_worker(msg: FromWorker) {
 #[test]
 fn every_message_round_trips() {
     round_trip_to_worker(ToWorker::Hello(Hello::ours("test")));
-    round_trip_to_worker(ToWorker::Request {
-        id: 7,
-        query: query(),
-    });
+    round_trip_to_worker(ToWorker::Request { id: 7, query: query() });
     round_trip_to_worker(ToWorker::Cancel { id: 7 });
     round_trip_to_worker(ToWorker::Ping { seq: u64::MAX });
     round_trip_to_worker(ToWorker::Shutdown);
     round_trip_from_worker(FromWorker::Hello(Hello::ours("test")));
-    round_trip_from_worker(FromWorker::Pong {
-        seq: 3,
-        memory: MemoryReport {
-            heap_bytes: 1,
-            rss_bytes: 2,
-        },
-    });
+    round_trip_from_worker(FromWorker::Pong { seq: 3, memory: MemoryReport { heap_bytes: 1, rss_bytes: 2 } });
     round_trip_from_worker(FromWorker::Response {
         id: 9,
         result: Ok(UsageAnswer {
             payload_json: r#"{"totals":{}}"#.into(),
-            stats: JobStats {
-                files_total: 3,
-                ..JobStats::default()
-            },
+            stats: JobStats { files_total: 3, ..JobStats::default() },
         }),
     });
     round_trip_from_worker(FromWorker::Response {
@@ -99,18 +87,10 @@ fn valid_msgpack_of_the_wrong_shape_is_a_decode_error() {
 
 #[test]
 fn truncated_frames_are_typed_errors() {
-    let bytes = frame::encode(&ToWorker::Request {
-        id: 1,
-        query: query(),
-    })
-    .unwrap();
+    let bytes = frame::encode(&ToWorker::Request { id: 1, query: query() }).unwrap();
     for cut in [0, 2, 4, bytes.len() / 2, bytes.len() - 1] {
-        let err =
-            frame::decode_frame::<ToWorker>(&bytes[..cut], frame::MAX_REQUEST_FRAME).unwrap_err();
-        assert!(
-            matches!(err, ProtoError::Truncated { .. }),
-            "cut {cut}: {err}"
-        );
+        let err = frame::decode_frame::<ToWorker>(&bytes[..cut], frame::MAX_REQUEST_FRAME).unwrap_err();
+        assert!(matches!(err, ProtoError::Truncated { .. }), "cut {cut}: {err}");
     }
 }
 
@@ -118,25 +98,17 @@ fn truncated_frames_are_typed_errors() {
 async fn stream_reader_reports_truncation_and_clean_eof() {
     let bytes = frame::encode(&ToWorker::Ping { seq: 1 }).unwrap();
     let mut clean: &[u8] = &bytes;
-    let first: Option<ToWorker> = frame::read_msg(&mut clean, frame::MAX_REQUEST_FRAME)
-        .await
-        .unwrap();
+    let first: Option<ToWorker> = frame::read_msg(&mut clean, frame::MAX_REQUEST_FRAME).await.unwrap();
     assert_eq!(first, Some(ToWorker::Ping { seq: 1 }));
-    let eof: Option<ToWorker> = frame::read_msg(&mut clean, frame::MAX_REQUEST_FRAME)
-        .await
-        .unwrap();
+    let eof: Option<ToWorker> = frame::read_msg(&mut clean, frame::MAX_REQUEST_FRAME).await.unwrap();
     assert_eq!(eof, None);
 
     let mut cut: &[u8] = &bytes[..bytes.len() - 1];
-    let err = frame::read_msg::<ToWorker, _>(&mut cut, frame::MAX_REQUEST_FRAME)
-        .await
-        .unwrap_err();
+    let err = frame::read_msg::<ToWorker, _>(&mut cut, frame::MAX_REQUEST_FRAME).await.unwrap_err();
     assert!(matches!(err, ProtoError::Truncated { .. }), "{err}");
 
     let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-    let err = frame::read_msg::<ToWorker, _>(&mut huge, frame::MAX_REQUEST_FRAME)
-        .await
-        .unwrap_err();
+    let err = frame::read_msg::<ToWorker, _>(&mut huge, frame::MAX_REQUEST_FRAME).await.unwrap_err();
     assert!(matches!(err, ProtoError::FrameTooLarge { .. }), "{err}");
 }
 
@@ -153,9 +125,7 @@ async fn wrong_version_and_wrong_first_message_fail_the_handshake() {
     });
     let mut conn = crate::Connection::new(gateway_end, frame::MAX_RESPONSE_FRAME);
     let err = conn.handshake_as_gateway("test").await.unwrap_err();
-    assert!(
-        matches!(err, ProtoError::VersionMismatch { theirs, .. } if theirs == version::CURRENT + 1)
-    );
+    assert!(matches!(err, ProtoError::VersionMismatch { theirs, .. } if theirs == version::CURRENT + 1));
     worker.await.unwrap();
 
     let (gateway_end, worker_end) = tokio::io::duplex(1 << 16);
@@ -176,18 +146,12 @@ async fn socket_is_private_and_carries_frames() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     crate::endpoint::ensure_private_dir(&run_dir).unwrap();
-    assert_eq!(
-        std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777, 0o700);
     let path = run_dir.join("worker.sock");
     // A stale file from a dead gateway is replaced.
     std::fs::write(&path, b"stale").unwrap();
     let listener = crate::endpoint::bind(&path).unwrap();
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let server = tokio::spawn(async move {
         use interprocess::local_socket::traits::tokio::Listener as _;
         let stream = listener.accept().await.unwrap();

@@ -2,7 +2,8 @@
 //!
 //! stdin and stdout are closed (the worker speaks only over its socket); stderr is piped so the
 //! worker's log lines reach the gateway's log and the tail of them can be shown after a crash.
-//! `kill_on_drop` guarantees that a supervisor that unwinds never leaves a worker behind.
+//! `kill_on_drop` guarantees that a supervisor that unwinds never leaves a worker behind, and
+//! `PR_SET_PDEATHSIG` does the same if the whole gateway dies (even by SIGKILL).
 
 use std::{
     collections::VecDeque,
@@ -21,36 +22,79 @@ use crate::Config;
 /// How many stderr lines are kept for the last-exit report.
 const STDERR_TAIL_LINES: usize = 20;
 
-/// The last lines of a worker's stderr.
-pub(crate) type StderrTail = Arc<Mutex<VecDeque<String>>>;
+/// The last lines of a worker's stderr, and the task collecting them.
+#[derive(Default)]
+pub(crate) struct StderrTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StderrTail {
+    /// The lines, after giving the reader a moment to drain what a just-exited worker wrote
+    /// last (usually the reason it exited).
+    pub(crate) async fn collect(&mut self) -> Vec<String> {
+        if let Some(reader) = self.reader.as_mut() {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), reader).await;
+            self.reader = None;
+        }
+        self.lines.lock().expect("stderr tail").iter().cloned().collect()
+    }
+}
+
+/// The address-space limit for the worker: a loose backstop behind the real caps. Virtual size
+/// runs far above RSS (thread stacks, one 64 MiB malloc arena per thread), so it is set to
+/// 4x the cap and at least cap + 2 GiB; measured worker VSZ with 2 compute threads stays under
+/// 600 MiB (see docs/ops/memory.md).
+pub fn address_space_limit(cap: u64) -> u64 {
+    (cap.saturating_mul(4)).max(cap.saturating_add(2 << 30))
+}
 
 /// Spawns the worker, connecting back to `socket`, and starts forwarding its stderr.
 pub(crate) fn spawn_worker(config: &Config, socket: &Path) -> std::io::Result<(Child, StderrTail)> {
     let mut command = Command::new(&config.worker_bin);
+    let budget = config.memory_max / 10 * 8;
     command
         .arg("--socket")
         .arg(socket)
+        .arg("--memory-budget")
+        .arg(budget.to_string())
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
         .args(&config.worker_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = command.spawn()?;
-    let tail: StderrTail = Arc::default();
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&tail);
-        let pid = child.id().unwrap_or(0);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "clawgate::worker", worker_pid = pid, "{line}");
-                let mut tail = tail.lock().expect("stderr tail");
-                if tail.len() == STDERR_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
+    let rlimit = address_space_limit(config.memory_max);
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, setrlimit) without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
+            let limit = libc::rlimit { rlim_cur: rlimit as libc::rlim_t, rlim_max: rlimit as libc::rlim_t };
+            // Best effort: an unprivileged process may only lower its limit, which this does.
+            let _ = libc::setrlimit(libc::RLIMIT_AS, &limit);
+            Ok(())
         });
+    }
+    let mut child = command.spawn()?;
+    let mut tail = StderrTail::default();
+    if let Some(stderr) = child.stderr.take() {
+        let kept = Arc::clone(&tail.lines);
+        let pid = child.id().unwrap_or(0);
+        tail.reader = Some(tokio::spawn(async move {
+            let mut incoming = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = incoming.next_line().await {
+                tracing::info!(target: "clawgate::worker", worker_pid = pid, "{line}");
+                let mut kept = kept.lock().expect("stderr tail");
+                if kept.len() == STDERR_TAIL_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        }));
     }
     Ok((child, tail))
 }

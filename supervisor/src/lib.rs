@@ -1,14 +1,17 @@
-//! The supervisor: spawns the usage worker, handshakes with it, routes calls to it, watches it
-//! and restarts it with backoff when it exits, hangs or loses its connection.
+//! The supervisor: runs the usage worker, handshakes with it, routes calls to it, watches it and
+//! restarts it with backoff when it exits, hangs, overruns its memory cap or loses its connection.
 //!
 //! It is a library hosted inside the gateway process, and the only code in clawgate that spawns
 //! a process. It knows nothing about HTTP: callers get [`SupervisorHandle::call`] and a
 //! [`WorkerStatus`] snapshot, and build their own wire shapes from those.
 //!
-//! Invariants: exactly one live worker at a time; every child is reaped (we always `wait` it,
-//! and `kill_on_drop` covers panics); calls in flight when a worker dies fail at once with
-//! [`CallError::WorkerDied`] instead of hanging.
+//! Two modes share one state machine: `managed` (we spawn the worker and own its restarts) and
+//! `external` (systemd runs `clawgate-usage-worker --listen`; we connect and reconnect).
+//! Invariants: exactly one live worker at a time; every child is reaped; calls in flight when a
+//! worker dies fail at once with [`CallError::WorkerDied`] instead of hanging; a query that took
+//! down two workers is refused as poison.
 
+mod cgroup;
 mod command;
 mod error;
 mod memory;
@@ -17,51 +20,83 @@ mod run;
 mod status;
 
 use std::{
+    collections::HashMap,
     ffi::OsString,
+    hash::{Hash, Hasher},
     path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+pub use command::address_space_limit;
 pub use error::CallError;
 pub use memory::rss_bytes;
 pub use policy::RestartPolicy;
-pub use status::{ExitCause, ExitInfo, Phase, WorkerStatus};
+pub use status::{ExitCause, ExitInfo, MemoryStatus, Phase, WorkerStatus};
 
 use ipc_proto::{RequestId, ToWorker, UsageAnswer, UsageQuery};
 use tokio::sync::{oneshot, watch};
 
+/// Who starts the worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// We spawn it as our child and restart it.
+    Managed,
+    /// It runs under its own supervisor (systemd) and listens on `socket`; we connect.
+    External { socket: PathBuf },
+}
+
 /// How to run and watch the worker.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The `clawgate-usage-worker` executable.
+    pub mode: Mode,
+    /// The `clawgate-usage-worker` executable (managed mode).
     pub worker_bin: PathBuf,
-    /// Arguments after `--socket PATH` (e.g. `--state-dir DIR`).
+    /// Extra worker arguments (e.g. `--state-dir DIR`), managed mode.
     pub worker_args: Vec<OsString>,
-    /// Private directory for the worker socket (created 0700).
+    /// Private directory for the worker socket (created 0700), managed mode.
     pub run_dir: PathBuf,
-    /// Time allowed from spawn to a completed handshake.
+    /// The worker's memory cap in bytes; its heap budget is 80% of it.
+    pub memory_max: u64,
+    /// Whether to try a cgroup v2 `memory.max` for the worker.
+    pub use_cgroup: bool,
+    /// Time allowed from spawn (or connect) to a completed handshake.
     pub handshake_timeout: Duration,
     /// How often the worker is pinged.
     pub heartbeat_interval: Duration,
     /// Consecutive unanswered pings after which the worker counts as hung and is killed.
     pub heartbeat_misses: u32,
+    /// How often the worker's RSS is read from /proc and jobs are checked against deadlines.
+    pub watch_interval: Duration,
+    /// A job running longer than this is cancelled.
+    pub job_timeout: Duration,
+    /// A cancelled job still running after this counts as a hang: the worker is killed.
+    pub cancel_grace: Duration,
     pub restart: RestartPolicy,
 }
+
+/// Default worker memory cap: 512 MiB.
+pub const DEFAULT_MEMORY_MAX: u64 = 512 << 20;
 
 impl Config {
     /// Defaults for everything but the binary, its arguments and the run directory.
     pub fn new(worker_bin: PathBuf, worker_args: Vec<OsString>, run_dir: PathBuf) -> Config {
         Config {
+            mode: Mode::Managed,
             worker_bin,
             worker_args,
             run_dir,
+            memory_max: DEFAULT_MEMORY_MAX,
+            use_cgroup: true,
             handshake_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_misses: 3,
+            watch_interval: Duration::from_millis(250),
+            job_timeout: Duration::from_secs(300),
+            cancel_grace: Duration::from_secs(3),
             restart: RestartPolicy::default(),
         }
     }
@@ -69,12 +104,25 @@ impl Config {
 
 type Reply = oneshot::Sender<Result<UsageAnswer, CallError>>;
 
+/// A job the worker has been sent and not yet answered.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight {
+    /// Hash of the query: what poison tracking counts deaths by.
+    query_key: u64,
+    started: Instant,
+    cancel_sent: Option<Instant>,
+}
+
 /// The live connection's sending side, shared with callers.
 #[derive(Clone)]
 struct Live {
     to_worker: tokio::sync::mpsc::UnboundedSender<ToWorker>,
-    pending: Arc<Mutex<std::collections::HashMap<RequestId, Reply>>>,
+    pending: Arc<Mutex<HashMap<RequestId, Reply>>>,
+    in_flight: Arc<Mutex<HashMap<RequestId, InFlight>>>,
 }
+
+/// How long a query that killed two workers stays refused.
+const POISON_TTL: Duration = Duration::from_secs(600);
 
 /// State shared by the supervisor task and every handle.
 struct Shared {
@@ -82,6 +130,8 @@ struct Shared {
     status: watch::Sender<WorkerStatus>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// Worker deaths per query key, with the time of the last one.
+    deaths: Mutex<HashMap<u64, (u32, Instant)>>,
 }
 
 /// A cheap, cloneable handle to a running supervisor.
@@ -91,30 +141,60 @@ pub struct SupervisorHandle {
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
-/// Starts supervising: the first worker is spawned at once. Must be called inside a tokio runtime.
+/// Starts supervising: the first worker is started (or connected to) at once. Must be called
+/// inside a tokio runtime.
 pub fn start(config: Config) -> SupervisorHandle {
-    let (status, _) = watch::channel(WorkerStatus::new());
+    let mut initial = WorkerStatus::new();
+    initial.mode = if config.mode == Mode::Managed { "managed" } else { "external" };
+    initial.memory.cap_bytes = config.memory_max;
+    initial.memory.budget_bytes = config.memory_max / 10 * 8;
+    initial.memory.rlimit_as_bytes = command::address_space_limit(config.memory_max);
+    let (status, _) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared { live: Mutex::new(None), status, next_id: AtomicU64::new(1), shutdown });
+    let shared = Arc::new(Shared {
+        live: Mutex::new(None),
+        status,
+        next_id: AtomicU64::new(1),
+        shutdown,
+        deaths: Mutex::new(HashMap::new()),
+    });
     let task = tokio::spawn(run::supervise(config, Arc::clone(&shared), shutdown_rx));
     SupervisorHandle { shared, task: Arc::new(Mutex::new(Some(task))) }
 }
 
+fn query_key(query: &UsageQuery) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    query.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl SupervisorHandle {
     /// Sends `query` to the worker and waits for its answer. Dropping the future cancels the
-    /// job in the worker. Fails at once when no worker is ready, and with `WorkerDied` when the
-    /// worker exits mid-job; callers apply their own deadline.
+    /// job in the worker. While a worker is starting or restarting the call waits for it (bound
+    /// it with a deadline); when the worker is `failed` it fails at once. Fails with
+    /// `WorkerDied` when the worker exits mid-job, and with `Poisoned` for a query that already
+    /// took down two workers.
     pub async fn call(&self, query: UsageQuery) -> Result<UsageAnswer, CallError> {
+        let key = query_key(&query);
+        if let Some((deaths, at)) = self.shared.deaths.lock().expect("deaths").get(&key).copied() {
+            if deaths >= 2 && at.elapsed() < POISON_TTL {
+                return Err(CallError::Poisoned { deaths });
+            }
+        }
         let live = self.live_worker().await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         live.pending.lock().expect("pending map").insert(id, reply_tx);
+        live.in_flight
+            .lock()
+            .expect("in-flight map")
+            .insert(id, InFlight { query_key: key, started: Instant::now(), cancel_sent: None });
         self.shared.status.send_modify(|s| s.jobs_in_flight += 1);
-        let mut guard =
-            CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
+        let mut guard = CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
         if live.to_worker.send(ToWorker::Request { id, query }).is_err() {
             guard.done = true;
             live.pending.lock().expect("pending map").remove(&id);
+            live.in_flight.lock().expect("in-flight map").remove(&id);
             return Err(CallError::WorkerDied);
         }
         let res = reply_rx.await.unwrap_or(Err(CallError::WorkerDied));
@@ -141,15 +221,12 @@ impl SupervisorHandle {
                 });
             }
             if changes.changed().await.is_err() {
-                return Err(CallError::Unavailable {
-                    phase: Phase::Stopped,
-                    retry_after: Duration::from_secs(1),
-                });
+                return Err(CallError::Unavailable { phase: Phase::Stopped, retry_after: Duration::from_secs(1) });
             }
         }
     }
 
-    /// The current status snapshot.
+    /// The current status snapshot, with the worker's RSS read fresh from /proc.
     pub fn status(&self) -> WorkerStatus {
         let mut status = self.shared.status.borrow().clone();
         if let Some(pid) = status.pid {
@@ -174,7 +251,8 @@ impl SupervisorHandle {
 }
 
 /// Cancels the worker job when a call future is dropped before its answer arrived (the client
-/// went away or the caller's deadline fired), so the worker stops spending time on it.
+/// went away or the caller's deadline fired), so the worker stops spending time on it. The job
+/// stays in `in_flight` until the worker answers, so one that ignores the cancel is caught.
 struct CancelOnDrop {
     id: RequestId,
     live: Live,
@@ -187,6 +265,9 @@ impl Drop for CancelOnDrop {
         self.shared.status.send_modify(|s| s.jobs_in_flight = s.jobs_in_flight.saturating_sub(1));
         if !self.done {
             self.live.pending.lock().expect("pending map").remove(&self.id);
+            if let Some(job) = self.live.in_flight.lock().expect("in-flight map").get_mut(&self.id) {
+                job.cancel_sent.get_or_insert_with(Instant::now);
+            }
             let _ = self.live.to_worker.send(ToWorker::Cancel { id: self.id });
         }
     }

@@ -1,7 +1,11 @@
-//! When to restart: jittered exponential backoff, reset after a stable run. Pure, so it is
+//! When to restart: jittered exponential backoff reset after a stable run, and a restart
+//! intensity limit that parks a crash-looping worker in `failed` for a cool-down. Pure, so it is
 //! tested without processes or clocks.
 
-use std::time::Duration;
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 /// Restart timing.
 #[derive(Debug, Clone)]
@@ -12,6 +16,14 @@ pub struct RestartPolicy {
     pub backoff_max: Duration,
     /// A worker that stayed ready this long resets the backoff.
     pub stable_after: Duration,
+    /// More than this many restarts within `window` puts the worker in `failed`.
+    pub max_restarts: usize,
+    pub window: Duration,
+    /// How long `failed` lasts before the supervisor tries again.
+    pub cooldown: Duration,
+    /// How long `failed` lasts after exit code 78 (configuration error): long, since only the
+    /// operator can fix it, but not forever, so a fixed config recovers without a gateway restart.
+    pub config_error_cooldown: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -20,6 +32,10 @@ impl Default for RestartPolicy {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(60),
+            config_error_cooldown: Duration::from_secs(300),
         }
     }
 }
@@ -32,6 +48,27 @@ impl RestartPolicy {
         let base = base.min(self.backoff_max);
         let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
         base.mul_f64(factor).min(self.backoff_max)
+    }
+}
+
+/// Restart timestamps inside the intensity window.
+#[derive(Debug, Default)]
+pub(crate) struct Intensity {
+    recent: VecDeque<Instant>,
+}
+
+impl Intensity {
+    /// Records a restart at `now`; true when the window now holds more than the policy allows.
+    pub(crate) fn record(&mut self, policy: &RestartPolicy, now: Instant) -> bool {
+        self.recent.push_back(now);
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
+            self.recent.pop_front();
+        }
+        self.recent.len() > policy.max_restarts
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.recent.clear();
     }
 }
 
@@ -63,5 +100,22 @@ mod tests {
         let policy = RestartPolicy::default();
         assert_eq!(policy.delay(2, 0.0), Duration::from_millis(320));
         assert_eq!(policy.delay(2, 1.0), Duration::from_millis(480));
+    }
+
+    #[test]
+    fn intensity_trips_only_inside_the_window() {
+        let policy = RestartPolicy { max_restarts: 3, window: Duration::from_secs(10), ..RestartPolicy::default() };
+        let start = Instant::now();
+        let mut intensity = Intensity::default();
+        // Spread out: never trips.
+        for i in 0..10 {
+            assert!(!intensity.record(&policy, start + Duration::from_secs(11 * i)));
+        }
+        intensity.clear();
+        let t = start + Duration::from_secs(1000);
+        assert!(!intensity.record(&policy, t));
+        assert!(!intensity.record(&policy, t + Duration::from_secs(1)));
+        assert!(!intensity.record(&policy, t + Duration::from_secs(2)));
+        assert!(intensity.record(&policy, t + Duration::from_secs(3)));
     }
 }

@@ -1,14 +1,18 @@
-//! The supervision loop: spawn → handshake → serve (heartbeats) → exit → backoff → again.
+//! The supervision loop: start → handshake → serve (heartbeats, memory and job watch) → end →
+//! backoff or `failed` cool-down → again. One loop for both modes; only how a worker is started
+//! and whether we may kill it differ.
 
 use std::{
     collections::HashMap,
     os::unix::process::ExitStatusExt,
+    path::Path,
+    process::ExitStatus,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
-use interprocess::local_socket::traits::tokio::Listener as _;
-use ipc_proto::{Connection, FromWorker, MAX_RESPONSE_FRAME, ToWorker, frame};
+use interprocess::local_socket::{tokio::Stream, traits::tokio::Listener as _};
+use ipc_proto::{Connection, FromWorker, Hello, MAX_RESPONSE_FRAME, ToWorker, WorkerErrorKind, frame};
 use tokio::{
     process::Child,
     sync::{mpsc, watch},
@@ -16,10 +20,11 @@ use tokio::{
 };
 
 use crate::{
-    CallError, Config, Live, Shared,
+    CallError, Config, InFlight, Live, Mode, Shared,
+    cgroup::{self, WorkerCgroup},
     command::{self, StderrTail},
     memory,
-    policy::clock_jitter,
+    policy::{Intensity, clock_jitter},
     status::{ExitCause, ExitInfo, Phase},
 };
 
@@ -29,16 +34,50 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a worker whose connection closed may take to exit on its own before it is killed.
 const EXIT_AFTER_EOF: Duration = Duration::from_millis(500);
 
+/// How one worker generation ended.
+struct Ended {
+    info: ExitInfo,
+    /// It stayed ready long enough to reset the backoff.
+    stable: bool,
+    /// Jobs it had not answered; the oldest is blamed for its death.
+    in_flight: Vec<(u64, InFlight)>,
+}
+
+impl Ended {
+    fn before_ready(info: ExitInfo) -> Ended {
+        Ended { info, stable: false, in_flight: Vec::new() }
+    }
+}
+
 /// Runs until shutdown is requested.
 pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let socket = config.run_dir.join("worker.sock");
+    let cgroup = match (&config.mode, config.use_cgroup) {
+        (Mode::Managed, true) => cgroup::setup(config.memory_max),
+        (Mode::Managed, false) => Err("disabled".to_owned()),
+        (Mode::External { .. }, _) => Err("external mode: the worker's own unit sets MemoryMax=".to_owned()),
+    };
+    match &cgroup {
+        Ok(cg) => tracing::info!(path = %cg.path.display(), "Worker memory cap enforced by a cgroup v2 memory.max."),
+        Err(reason) => tracing::info!(%reason, "No cgroup for the worker; the budget and RSS layers enforce the cap."),
+    }
+    shared.status.send_modify(|s| {
+        s.memory.cgroup = cgroup.as_ref().map(|cg| cg.path.display().to_string()).map_err(Clone::clone);
+    });
+    let cgroup = cgroup.ok();
+
     let mut failures: u32 = 0;
+    let mut intensity = Intensity::default();
     loop {
         if is_stopping(&shutdown) {
             break;
         }
-        let generation = run_generation(&config, &shared, &socket, &mut shutdown).await;
+        let generation = match &config.mode {
+            Mode::Managed => run_managed(&config, &shared, &socket, cgroup.as_ref(), &mut shutdown).await,
+            Mode::External { socket } => run_external(&config, &shared, socket, &mut shutdown).await,
+        };
         let Some(ended) = generation else { break };
+        blame(&shared, &ended);
         if ended.stable {
             failures = 0;
         }
@@ -48,22 +87,28 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
             pid = ended.info.pid,
             code = ended.info.code,
             signal = ended.info.signal,
-            "Usage worker exited."
+            "Usage worker ended."
         );
-        if cause == ExitCause::ConfigError {
-            shared.status.send_modify(|s| {
-                s.phase = Phase::Failed;
-                s.pid = None;
-                s.last_exit = Some(ended.info.clone());
-            });
-            tracing::error!("Usage worker reported a configuration error (exit 78); not restarting.");
-            stopped(&mut shutdown).await;
-            break;
-        }
-        let delay = config.restart.delay(failures, clock_jitter());
-        failures = failures.saturating_add(1);
+        let (phase, delay) = if cause == ExitCause::ConfigError {
+            tracing::error!("Usage worker reported a configuration error (exit 78); retrying only after a long cool-down.");
+            (Phase::Failed, config.restart.config_error_cooldown)
+        } else if intensity.record(&config.restart, Instant::now()) {
+            intensity.clear();
+            failures = 0;
+            tracing::error!(
+                max_restarts = config.restart.max_restarts,
+                window_s = config.restart.window.as_secs(),
+                "Usage worker is crash-looping; parking it in failed for a cool-down."
+            );
+            (Phase::Failed, config.restart.cooldown)
+        } else {
+            let delay = config.restart.delay(failures, clock_jitter());
+            failures = failures.saturating_add(1);
+            (Phase::Backoff, delay)
+        };
+        let retry_at = Instant::now() + delay;
         shared.status.send_modify(|s| {
-            s.phase = Phase::Backoff;
+            s.phase = phase;
             s.pid = None;
             s.ready_since = None;
             s.restarts += 1;
@@ -71,10 +116,18 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
             s.last_exit = Some(ended.info.clone());
             s.retry_after = Some(delay);
         });
-        tracing::info!(delay_ms = delay.as_millis() as u64, "Restarting the usage worker after backoff.");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stopped(&mut shutdown) => break,
+        tracing::info!(phase = phase.as_str(), delay_ms = delay.as_millis() as u64, "Usage worker phase changed.");
+        // Keep `retry_after` counting down for callers and status readers.
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(retry_at.into()) => break,
+                _ = tick.tick() => {
+                    let left = retry_at.saturating_duration_since(Instant::now());
+                    shared.status.send_modify(|s| s.retry_after = Some(left));
+                }
+                () = stopped(&mut shutdown) => break,
+            }
         }
     }
     shared.status.send_modify(|s| {
@@ -82,14 +135,21 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
         s.pid = None;
         s.retry_after = None;
     });
-    let _ = std::fs::remove_file(&socket);
+    tracing::info!("Usage worker supervision stopped.");
+    if config.mode == Mode::Managed {
+        let _ = std::fs::remove_file(&socket);
+    }
 }
 
-/// How one worker generation ended.
-struct Ended {
-    info: ExitInfo,
-    /// It stayed ready long enough to reset the backoff.
-    stable: bool,
+/// Counts a death against the job that was running (the worker runs jobs in order, so the
+/// oldest unanswered one), so a query that kills two workers is refused as poison.
+fn blame(shared: &Shared, ended: &Ended) {
+    let Some((_, job)) = ended.in_flight.iter().min_by_key(|(id, _)| *id) else { return };
+    let mut deaths = shared.deaths.lock().expect("deaths");
+    let entry = deaths.entry(job.query_key).or_insert((0, Instant::now()));
+    entry.0 += 1;
+    entry.1 = Instant::now();
+    tracing::warn!(deaths = entry.0, "A usage query was running when its worker died.");
 }
 
 fn set_phase(shared: &Shared, phase: Phase, pid: Option<u32>) {
@@ -101,26 +161,32 @@ fn set_phase(shared: &Shared, phase: Phase, pid: Option<u32>) {
     tracing::info!(phase = phase.as_str(), pid, "Usage worker phase changed.");
 }
 
-/// Spawns one worker and serves it until it ends. `None` means shutdown was requested (the
-/// worker has been stopped and reaped).
-async fn run_generation(
+/// Managed mode: spawn, handshake, serve. `None` means shutdown was requested (the worker has
+/// been stopped and reaped).
+async fn run_managed(
     config: &Config,
     shared: &Arc<Shared>,
-    socket: &std::path::Path,
+    socket: &Path,
+    cgroup: Option<&WorkerCgroup>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Ended> {
     set_phase(shared, Phase::Spawning, None);
     let spawned = ipc_proto::endpoint::ensure_private_dir(&config.run_dir)
         .and_then(|()| ipc_proto::endpoint::bind(socket))
         .and_then(|listener| Ok((listener, command::spawn_worker(config, socket)?)));
-    let (listener, (mut child, stderr_tail)) = match spawned {
+    let (listener, (mut child, mut stderr_tail)) = match spawned {
         Ok(ok) => ok,
         Err(error) => {
             tracing::error!(%error, bin = %config.worker_bin.display(), "Cannot start the usage worker.");
-            return Some(Ended { info: exit_info(ExitCause::SpawnFailed, None, None, &None), stable: false });
+            return Some(Ended::before_ready(exit_info(ExitCause::SpawnFailed, None, None, Vec::new())));
         }
     };
     let pid = child.id();
+    if let (Some(cgroup), Some(pid)) = (cgroup, pid) {
+        if let Err(error) = cgroup.add(pid) {
+            tracing::warn!(%error, "Cannot move the worker into its cgroup.");
+        }
+    }
     set_phase(shared, Phase::Handshaking, pid);
 
     // Readiness is an accepted connection plus a valid Hello within the deadline.
@@ -130,47 +196,121 @@ async fn run_generation(
         let hello = conn.handshake_as_gateway(BUILD).await?;
         Ok::<_, ipc_proto::ProtoError>((conn, hello))
     };
-    let conn = tokio::select! {
+    let (conn, hello) = tokio::select! {
         res = timeout(config.handshake_timeout, handshake) => match res {
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "Usage worker handshake failed.");
-                return Some(stop_child(&mut child, ExitCause::Handshake, &stderr_tail).await);
+                return Some(Ended::before_ready(stop_child(&mut child, ExitCause::Handshake, &mut stderr_tail).await));
             }
             Err(_) => {
                 tracing::warn!("Usage worker did not complete its handshake in time.");
-                return Some(stop_child(&mut child, ExitCause::Handshake, &stderr_tail).await);
+                return Some(Ended::before_ready(stop_child(&mut child, ExitCause::Handshake, &mut stderr_tail).await));
             }
         },
         status = child.wait() => {
             let status = status.ok();
             let cause = classify(status, ExitCause::Handshake);
-            return Some(Ended { info: exit_from_status(cause, pid, status, &stderr_tail), stable: false });
+            let tail = stderr_tail.collect().await;
+            return Some(Ended::before_ready(exit_info(cause, pid, status, tail)));
         }
         () = stopped(shutdown) => {
-            stop_child(&mut child, ExitCause::ConnectionLost, &stderr_tail).await;
+            stop_child(&mut child, ExitCause::ConnectionLost, &mut stderr_tail).await;
             return None;
         }
     };
     drop(listener);
-    let (conn, hello) = conn;
-    shared.status.send_modify(|s| s.build = Some(hello.build.clone()));
-    serve_generation(config, shared, conn.into_inner(), child, stderr_tail, shutdown).await
+    let worker = Worker { child: Some(child), stderr_tail, cgroup: cgroup.cloned(), pid };
+    serve(config, shared, conn.into_inner(), hello, worker, shutdown).await
 }
 
-/// The ready phase: route messages, ping, and wait for the worker to end.
-async fn serve_generation(
+/// External mode: connect to the worker systemd runs, handshake, serve.
+async fn run_external(
     config: &Config,
     shared: &Arc<Shared>,
-    stream: interprocess::local_socket::tokio::Stream,
-    mut child: Child,
-    stderr_tail: StderrTail,
+    socket: &Path,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Ended> {
-    let pid = child.id();
+    set_phase(shared, Phase::Handshaking, None);
+    let connect = async {
+        let stream = ipc_proto::endpoint::connect(socket).await?;
+        let mut conn = Connection::new(stream, MAX_RESPONSE_FRAME);
+        let hello = conn.handshake_as_gateway(BUILD).await?;
+        Ok::<_, ipc_proto::ProtoError>((conn, hello))
+    };
+    let (conn, hello) = tokio::select! {
+        res = timeout(config.handshake_timeout, connect) => match res {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, socket = %socket.display(), "Cannot reach the external usage worker.");
+                return Some(Ended::before_ready(exit_info(ExitCause::Handshake, None, None, Vec::new())));
+            }
+            Err(_) => {
+                tracing::warn!(socket = %socket.display(), "The external usage worker did not answer in time.");
+                return Some(Ended::before_ready(exit_info(ExitCause::Handshake, None, None, Vec::new())));
+            }
+        },
+        () = stopped(shutdown) => return None,
+    };
+    let pid = Some(hello.pid);
+    let worker = Worker { child: None, stderr_tail: StderrTail::default(), cgroup: None, pid };
+    serve(config, shared, conn.into_inner(), hello, worker, shutdown).await
+}
+
+/// The process side of a generation: a child we own (managed) or nothing we may kill (external).
+struct Worker {
+    child: Option<Child>,
+    stderr_tail: StderrTail,
+    cgroup: Option<WorkerCgroup>,
+    pid: Option<u32>,
+}
+
+impl Worker {
+    async fn wait(&mut self) -> Option<ExitStatus> {
+        match &mut self.child {
+            Some(child) => child.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Kills (managed) and reaps; in external mode only the connection is dropped.
+    async fn stop(&mut self, cause: ExitCause) -> ExitInfo {
+        match &mut self.child {
+            Some(child) => stop_child(child, cause, &mut self.stderr_tail).await,
+            None => exit_info(cause, self.pid, None, Vec::new()),
+        }
+    }
+
+    /// The exit report for a worker that ended by itself.
+    async fn exited(&mut self, cause: ExitCause, status: Option<ExitStatus>) -> ExitInfo {
+        let tail = self.stderr_tail.collect().await;
+        exit_info(cause, self.pid, status, tail)
+    }
+}
+
+/// What ended the serve loop.
+enum Outcome {
+    Exited(Option<ExitStatus>),
+    ConnectionLost,
+    Kill(ExitCause),
+    Shutdown,
+}
+
+/// The ready phase: route messages, ping, watch memory and job deadlines, until the worker ends.
+async fn serve(
+    config: &Config,
+    shared: &Arc<Shared>,
+    stream: Stream,
+    hello: Hello,
+    mut worker: Worker,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Ended> {
+    let pid = worker.pid;
     let stream = Arc::new(stream);
     let (to_worker, mut outbox) = mpsc::unbounded_channel::<ToWorker>();
     let pending: Arc<Mutex<HashMap<u64, crate::Reply>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashMap<u64, InFlight>>> = Arc::default();
+    let oom_kills_before = worker.cgroup.as_ref().map(WorkerCgroup::oom_kills);
 
     let writer_stream = Arc::clone(&stream);
     let writer = tokio::spawn(async move {
@@ -182,15 +322,25 @@ async fn serve_generation(
         }
     });
 
-    // Pongs update this; the heartbeat compares it with what it sent.
     let (pong_tx, mut pong_rx) = mpsc::unbounded_channel::<(u64, ipc_proto::MemoryReport)>();
     let reader_stream = Arc::clone(&stream);
     let reader_pending = Arc::clone(&pending);
+    let reader_in_flight = Arc::clone(&in_flight);
+    let reader_shared = Arc::clone(shared);
     let mut reader = tokio::spawn(async move {
         let mut reader = &*reader_stream;
         loop {
             match frame::read_msg::<FromWorker, _>(&mut reader, MAX_RESPONSE_FRAME).await {
                 Ok(Some(FromWorker::Response { id, result })) => {
+                    reader_in_flight.lock().expect("in-flight map").remove(&id);
+                    if matches!(&result, Err(e) if e.kind == WorkerErrorKind::OverBudget) {
+                        let rss = pid.and_then(memory::rss_bytes);
+                        reader_shared.status.send_modify(|s| {
+                            s.memory.budget_refusals += 1;
+                            s.memory.last_action = Some(("budget", SystemTime::now(), rss));
+                        });
+                        tracing::warn!(id, "The usage worker refused a job over its memory budget.");
+                    }
                     let reply = reader_pending.lock().expect("pending map").remove(&id);
                     if let Some(reply) = reply {
                         let _ = reply.send(result.map_err(CallError::Worker));
@@ -200,12 +350,7 @@ async fn serve_generation(
                     let _ = pong_tx.send((seq, memory));
                 }
                 Ok(Some(FromWorker::Progress { id, progress })) => {
-                    tracing::debug!(
-                        id,
-                        files_done = progress.files_done,
-                        files_total = progress.files_total,
-                        "Job progress."
-                    );
+                    tracing::debug!(id, files_done = progress.files_done, files_total = progress.files_total, "Job progress.");
                 }
                 Ok(Some(FromWorker::Hello(_))) => tracing::warn!("Unexpected second Hello from the worker."),
                 Ok(None) => break,
@@ -217,39 +362,30 @@ async fn serve_generation(
         }
     });
 
-    *shared.live.lock().expect("live slot") =
-        Some(Live { to_worker: to_worker.clone(), pending: Arc::clone(&pending) });
+    *shared.live.lock().expect("live slot") = Some(Live {
+        to_worker: to_worker.clone(),
+        pending: Arc::clone(&pending),
+        in_flight: Arc::clone(&in_flight),
+    });
     let ready_at = Instant::now();
-    shared.status.send_modify(|s| s.ready_since = Some(ready_at));
+    shared.status.send_modify(|s| {
+        s.ready_since = Some(ready_at);
+        s.build = Some(hello.build.clone());
+    });
     set_phase(shared, Phase::Ready, pid);
 
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = tokio::time::interval(config.watch_interval);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq: u64 = 0;
     let mut last_answered: u64 = 0;
     let mut sent_at: HashMap<u64, Instant> = HashMap::new();
-    let mut stopping = false;
 
-    let (cause, status) = loop {
+    let outcome = loop {
         tokio::select! {
-            status = child.wait() => {
-                let status = status.ok();
-                break (classify(status, ExitCause::ConnectionLost), status);
-            }
-            _ = &mut reader => {
-                // The connection is gone. Usually the process is dying too (give it a moment so
-                // its real exit status is what we report); if it lingers, it must not stay.
-                match timeout(EXIT_AFTER_EOF, child.wait()).await {
-                    Ok(status) => {
-                        let status = status.ok();
-                        break (classify(status, ExitCause::ConnectionLost), status);
-                    }
-                    Err(_) => {
-                        stop_child(&mut child, ExitCause::ConnectionLost, &stderr_tail).await;
-                        break (ExitCause::ConnectionLost, None);
-                    }
-                }
-            }
+            status = worker.wait() => break Outcome::Exited(status),
+            _ = &mut reader => break Outcome::ConnectionLost,
             Some((pong_seq, memory)) = pong_rx.recv() => {
                 last_answered = last_answered.max(pong_seq);
                 let rtt = sent_at.remove(&pong_seq).map(|at| at.elapsed());
@@ -257,29 +393,66 @@ async fn serve_generation(
                 shared.status.send_modify(|s| {
                     s.reported_memory = Some(memory);
                     s.last_ping_rtt = rtt.or(s.last_ping_rtt);
-                    s.rss_bytes = pid.and_then(memory::rss_bytes);
                 });
             }
             _ = heartbeat.tick() => {
                 if seq.saturating_sub(last_answered) >= u64::from(config.heartbeat_misses) {
-                    tracing::warn!(pid, missed = seq - last_answered, "Usage worker stopped answering pings; killing it.");
-                    stop_child(&mut child, ExitCause::Hang, &stderr_tail).await;
-                    break (ExitCause::Hang, None);
+                    tracing::warn!(pid, missed = seq - last_answered, "Usage worker stopped answering pings.");
+                    break Outcome::Kill(ExitCause::Hang);
                 }
                 seq += 1;
                 sent_at.insert(seq, Instant::now());
                 let _ = to_worker.send(ToWorker::Ping { seq });
             }
-            _ = stopped(shutdown), if !stopping => {
-                stopping = true;
-                let _ = to_worker.send(ToWorker::Shutdown);
-                match timeout(SHUTDOWN_GRACE, child.wait()).await {
-                    Ok(status) => break (ExitCause::ConnectionLost, status.ok()),
-                    Err(_) => {
-                        stop_child(&mut child, ExitCause::ConnectionLost, &stderr_tail).await;
-                        break (ExitCause::ConnectionLost, None);
-                    }
+            _ = watch.tick() => {
+                let rss = pid.and_then(memory::rss_bytes);
+                shared.status.send_modify(|s| s.rss_bytes = rss);
+                if worker.child.is_some() && rss.is_some_and(|r| r > config.memory_max) {
+                    tracing::warn!(pid, rss, cap = config.memory_max, "Usage worker is over its memory cap; killing it.");
+                    shared.status.send_modify(|s| {
+                        s.memory.rss_kills += 1;
+                        s.memory.last_action = Some(("rss", SystemTime::now(), rss));
+                    });
+                    break Outcome::Kill(ExitCause::RssCap);
                 }
+                if let Some(cause) = check_jobs(config, &in_flight, &to_worker) {
+                    break Outcome::Kill(cause);
+                }
+            }
+            () = stopped(shutdown) => break Outcome::Shutdown,
+        }
+    };
+
+    let mut stopping = false;
+    let info = match outcome {
+        Outcome::Exited(status) => {
+            let mut cause = classify(status, ExitCause::ConnectionLost);
+            if cause == ExitCause::Signal && oom_killed(&worker, oom_kills_before, shared) {
+                cause = ExitCause::OomKill;
+            }
+            worker.exited(cause, status).await
+        }
+        Outcome::ConnectionLost => {
+            // Usually the process is dying too: give it a moment so its real exit status is
+            // what we report; if it lingers, it must not stay.
+            match timeout(EXIT_AFTER_EOF, worker.wait()).await {
+                Ok(status) => {
+                    let mut cause = classify(status, ExitCause::ConnectionLost);
+                    if cause == ExitCause::Signal && oom_killed(&worker, oom_kills_before, shared) {
+                        cause = ExitCause::OomKill;
+                    }
+                    worker.exited(cause, status).await
+                }
+                Err(_) => worker.stop(ExitCause::ConnectionLost).await,
+            }
+        }
+        Outcome::Kill(cause) => worker.stop(cause).await,
+        Outcome::Shutdown => {
+            stopping = true;
+            let _ = to_worker.send(ToWorker::Shutdown);
+            match timeout(SHUTDOWN_GRACE, worker.wait()).await {
+                Ok(status) => exit_info(ExitCause::ConnectionLost, pid, status, Vec::new()),
+                Err(_) => worker.stop(ExitCause::ConnectionLost).await,
             }
         }
     };
@@ -288,62 +461,80 @@ async fn serve_generation(
     for (_, reply) in pending.lock().expect("pending map").drain() {
         let _ = reply.send(Err(CallError::WorkerDied));
     }
+    let in_flight: Vec<_> = in_flight.lock().expect("in-flight map").drain().collect();
     reader.abort();
     writer.abort();
     if stopping {
         return None;
     }
     let stable = ready_at.elapsed() >= config.restart.stable_after;
-    Some(Ended { info: exit_from_status(cause, pid, status, &stderr_tail), stable })
+    Some(Ended { info, stable, in_flight })
+}
+
+/// Cancels jobs past the job deadline; reports a hang when a cancelled job outlives its grace.
+fn check_jobs(
+    config: &Config,
+    in_flight: &Mutex<HashMap<u64, InFlight>>,
+    to_worker: &mpsc::UnboundedSender<ToWorker>,
+) -> Option<ExitCause> {
+    let mut jobs = in_flight.lock().expect("in-flight map");
+    for (id, job) in jobs.iter_mut() {
+        match job.cancel_sent {
+            None if job.started.elapsed() > config.job_timeout => {
+                tracing::warn!(id, timeout_s = config.job_timeout.as_secs(), "Usage job ran past its deadline; cancelling it.");
+                job.cancel_sent = Some(Instant::now());
+                let _ = to_worker.send(ToWorker::Cancel { id: *id });
+            }
+            Some(at) if at.elapsed() > config.cancel_grace => {
+                tracing::warn!(id, "Usage job ignored its cancel; the worker counts as hung.");
+                return Some(ExitCause::Hang);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn oom_killed(worker: &Worker, before: Option<u64>, shared: &Shared) -> bool {
+    let (Some(cgroup), Some(before)) = (&worker.cgroup, before) else { return false };
+    let killed = cgroup.oom_kills() > before;
+    if killed {
+        shared.status.send_modify(|s| {
+            s.memory.oom_kills += 1;
+            s.memory.last_action = Some(("cgroup", SystemTime::now(), None));
+        });
+    }
+    killed
 }
 
 /// Kills and reaps the child.
-async fn stop_child(child: &mut Child, cause: ExitCause, tail: &StderrTail) -> Ended {
+async fn stop_child(child: &mut Child, cause: ExitCause, tail: &mut StderrTail) -> ExitInfo {
     let pid = child.id();
     let _ = child.start_kill();
     let status = child.wait().await.ok();
-    Ended { info: exit_from_status(cause, pid, status, tail), stable: false }
+    exit_info(cause, pid, status, tail.collect().await)
 }
 
 /// Turns an exit status into a cause, given what we expected at that point.
-fn classify(status: Option<std::process::ExitStatus>, default: ExitCause) -> ExitCause {
+fn classify(status: Option<ExitStatus>, default: ExitCause) -> ExitCause {
     match status {
         Some(status) if status.code() == Some(78) => ExitCause::ConfigError,
+        Some(status) if status.code() == Some(101) => ExitCause::Panic,
+        Some(status) if status.signal() == Some(libc::SIGABRT) => ExitCause::Abort,
         Some(status) if status.signal().is_some() => ExitCause::Signal,
         Some(status) if status.code().is_some_and(|c| c != 0) => ExitCause::Crash,
         _ => default,
     }
 }
 
-fn exit_from_status(
-    cause: ExitCause,
-    pid: Option<u32>,
-    status: Option<std::process::ExitStatus>,
-    tail: &StderrTail,
-) -> ExitInfo {
-    let code = status.and_then(|s| s.code());
-    let signal = status.and_then(|s| s.signal());
-    let mut info = exit_info(cause, code, signal, &Some(Arc::clone(tail)));
-    info.pid = pid;
-    info
-}
-
-fn exit_info(
-    cause: ExitCause,
-    code: Option<i32>,
-    signal: Option<i32>,
-    tail: &Option<StderrTail>,
-) -> ExitInfo {
+fn exit_info(cause: ExitCause, pid: Option<u32>, status: Option<ExitStatus>, stderr_tail: Vec<String>) -> ExitInfo {
     ExitInfo {
         cause,
-        pid: None,
-        code,
-        signal,
+        pid,
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
         at: SystemTime::now(),
-        stderr_tail: tail
-            .as_ref()
-            .map(|t| t.lock().expect("stderr tail").iter().cloned().collect())
-            .unwrap_or_default(),
+        stderr_tail,
     }
 }
 

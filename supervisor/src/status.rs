@@ -56,6 +56,14 @@ pub enum ExitCause {
     ConnectionLost,
     /// Exit code 78: configuration error, not restarted.
     ConfigError,
+    /// Its RSS went over the cap and the supervisor killed it.
+    RssCap,
+    /// The kernel's OOM killer ended it (the cgroup's `oom_kill` count rose).
+    OomKill,
+    /// It aborted (SIGABRT).
+    Abort,
+    /// A Rust panic ended it (exit code 101).
+    Panic,
 }
 
 impl ExitCause {
@@ -68,6 +76,10 @@ impl ExitCause {
             ExitCause::Hang => "hang",
             ExitCause::ConnectionLost => "connection_lost",
             ExitCause::ConfigError => "config_error",
+            ExitCause::RssCap => "rss_cap",
+            ExitCause::OomKill => "oom_kill",
+            ExitCause::Abort => "abort",
+            ExitCause::Panic => "panic",
         }
     }
 }
@@ -105,6 +117,45 @@ pub struct WorkerStatus {
     pub retry_after: Option<Duration>,
     /// Round trip of the last answered ping.
     pub last_ping_rtt: Option<Duration>,
+    /// `managed` (we spawn it) or `external` (systemd runs it; we connect).
+    pub mode: &'static str,
+    pub memory: MemoryStatus,
+}
+
+/// The memory cap and which layer of it acted last.
+#[derive(Debug, Clone)]
+pub struct MemoryStatus {
+    /// `--worker-memory-max`.
+    pub cap_bytes: u64,
+    /// The worker's own heap budget (80% of the cap).
+    pub budget_bytes: u64,
+    /// Where the kernel layer is: the worker cgroup's path, or why there is none.
+    pub cgroup: Result<String, String>,
+    /// The address-space backstop (`RLIMIT_AS`) given to managed workers.
+    pub rlimit_as_bytes: u64,
+    /// Jobs refused by the worker's budget (the worker stayed up).
+    pub budget_refusals: u64,
+    /// Workers killed by the supervisor's RSS watch.
+    pub rss_kills: u64,
+    /// Workers killed by the kernel in their cgroup.
+    pub oom_kills: u64,
+    /// The last layer that acted: `budget`, `rss` or `cgroup`, with when and at what RSS.
+    pub last_action: Option<(&'static str, SystemTime, Option<u64>)>,
+}
+
+impl Default for MemoryStatus {
+    fn default() -> MemoryStatus {
+        MemoryStatus {
+            cap_bytes: 0,
+            budget_bytes: 0,
+            cgroup: Err("not set up yet".into()),
+            rlimit_as_bytes: 0,
+            budget_refusals: 0,
+            rss_kills: 0,
+            oom_kills: 0,
+            last_action: None,
+        }
+    }
 }
 
 impl WorkerStatus {
@@ -122,6 +173,8 @@ impl WorkerStatus {
             jobs_in_flight: 0,
             retry_after: None,
             last_ping_rtt: None,
+            mode: "managed",
+            memory: MemoryStatus::default(),
         }
     }
 

@@ -1,4 +1,6 @@
 //! One e2e test binary; each module is one area of behaviour, driven through real processes.
 
+mod packaging;
 mod skeleton;
+mod supervisor;
 mod tidy;

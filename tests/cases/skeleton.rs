@@ -1,24 +1,19 @@
 //! The walking skeleton end to end: `clawgate serve` over a demo store, the worker as a separate
 //! supervised child process, exact totals, survival of a worker SIGKILL, and malformed input.
 
-use std::{
-    io::Write as _,
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, path::Path, time::Duration};
 
-use e2e::{Gateway, alive, assert_money_eq, exclusive, http_agent, proc_stat, run_clawgate, wait_until};
+use e2e::{
+    Gateway, HealthProbe, ProbeReport, alive, assert_money_eq, exclusive, http_agent, proc_stat, run_clawgate,
+    wait_until,
+};
 use serde_json::{Value, json};
 
 const TOKEN_FIELDS: [&str; 5] = ["input", "output", "cacheRead", "cacheWrite", "totalTokens"];
 const COST_FIELDS: [&str; 5] = ["totalCost", "inputCost", "outputCost", "cacheReadCost", "cacheWriteCost"];
 
 /// Writes a demo store with the real CLI and returns its manifest.
-fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value {
+pub(crate) fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value {
     let out = dir.to_str().expect("utf-8 path");
     let (code, stdout, stderr) = run_clawgate(&[
         "demo",
@@ -38,11 +33,11 @@ fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value {
     serde_json::from_str(&manifest).expect("manifest JSON")
 }
 
-fn all_usage() -> Value {
+pub(crate) fn all_usage() -> Value {
     json!({"agentScope": "all", "range": "all", "limit": 100000})
 }
 
-fn assert_totals_eq(actual: &Value, expected: &Value) {
+pub(crate) fn assert_totals_eq(actual: &Value, expected: &Value) {
     for field in TOKEN_FIELDS {
         assert_eq!(actual[field], expected[field], "{field}: {actual} vs {expected}");
     }
@@ -129,34 +124,6 @@ fn a_token_guards_everything_but_health() {
     assert!(stderr.contains("without a token"), "{stderr}");
 }
 
-/// Probes `/healthz` every 10 ms on its own connection until stopped; returns (count, failures, max).
-fn probe_health(
-    base: String,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, Vec<String>, Duration)> {
-    std::thread::spawn(move || {
-        let agent = http_agent(Duration::from_secs(2));
-        let (mut count, mut failures, mut max) = (0u64, Vec::new(), Duration::ZERO);
-        while !stop.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            let res = agent.get(format!("{base}/healthz")).call();
-            let took = started.elapsed();
-            count += 1;
-            max = max.max(took);
-            match res {
-                Ok(r) if r.status().as_u16() == 200 => {}
-                Ok(r) => failures.push(format!("status {}", r.status())),
-                Err(e) => failures.push(e.to_string()),
-            }
-            if took > Duration::from_millis(50) {
-                failures.push(format!("probe took {took:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(10).saturating_sub(took));
-        }
-        (count, failures, max)
-    })
-}
-
 #[test]
 fn sigkill_of_the_worker_never_reaches_health_and_it_comes_back() {
     let _lock = exclusive();
@@ -169,8 +136,7 @@ fn sigkill_of_the_worker_never_reaches_health_and_it_comes_back() {
     // Warm up the probe path before measuring.
     assert_eq!(gateway.get("/healthz").0, 200);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let prober = probe_health(gateway.base.clone(), Arc::clone(&stop));
+    let prober = HealthProbe::start(&gateway.base, Duration::from_millis(50));
     wait_until(Duration::from_millis(300), || None::<()>);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first_worker as i32),
@@ -186,8 +152,7 @@ fn sigkill_of_the_worker_never_reaches_health_and_it_comes_back() {
     let usage = gateway.call_ok("sessions.usage", &all_usage());
     // Keep probing a little after the restart, then stop.
     wait_until(Duration::from_millis(300), || None::<()>);
-    stop.store(true, Ordering::Relaxed);
-    let (count, failures, max) = prober.join().expect("prober");
+    let ProbeReport { count, failures, max } = prober.finish();
 
     assert!(count >= 30, "only {count} probes ran");
     assert!(

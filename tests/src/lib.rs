@@ -218,6 +218,59 @@ impl Drop for Gateway {
     }
 }
 
+/// What a [`HealthProbe`] saw.
+#[derive(Debug)]
+pub struct ProbeReport {
+    pub count: u64,
+    /// Failed probes and probes slower than the limit, described.
+    pub failures: Vec<String>,
+    pub max: Duration,
+}
+
+/// Probes `GET /healthz` every 10 ms on a thread of its own until stopped, counting failures
+/// and probes slower than `limit`.
+pub struct HealthProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<ProbeReport>,
+}
+
+impl HealthProbe {
+    pub fn start(base: &str, limit: Duration) -> HealthProbe {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let url = format!("{base}/healthz");
+        let thread = std::thread::spawn(move || {
+            let agent = http_agent(Duration::from_secs(2));
+            let mut report = ProbeReport { count: 0, failures: Vec::new(), max: Duration::ZERO };
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let res = agent.get(&url).call();
+                let took = started.elapsed();
+                report.count += 1;
+                report.max = report.max.max(took);
+                match res {
+                    Ok(r) if r.status().as_u16() == 200 => {}
+                    Ok(r) => report.failures.push(format!("status {}", r.status())),
+                    Err(e) => report.failures.push(e.to_string()),
+                }
+                if took > limit {
+                    report.failures.push(format!("probe took {took:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(took));
+            }
+            report
+        });
+        HealthProbe { stop, thread }
+    }
+
+    /// Stops probing and returns what was seen.
+    pub fn finish(self) -> ProbeReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("probe thread")
+    }
+}
+
 /// Compares two money sums within `1e-9` relative.
 pub fn assert_money_eq(actual: f64, expected: f64, what: &str) {
     let scale = expected.abs().max(1e-12);

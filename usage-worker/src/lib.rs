@@ -5,6 +5,7 @@
 //! wire types of `ipc-proto`; nothing here opens a network socket.
 
 pub mod alloc;
+mod budget;
 pub mod engine;
 mod fault;
 mod server;
@@ -31,6 +32,23 @@ pub struct ConfigError(String);
 /// Whether `error` is a [`ConfigError`], i.e. the worker should not be restarted.
 pub fn is_config_error(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| cause.is::<ConfigError>())
+}
+
+/// Exits the process when its parent is no longer `parent_pid` (the gateway died and we were
+/// re-parented): the third guard after the socket's EOF and `PR_SET_PDEATHSIG`.
+pub fn exit_when_orphaned(parent_pid: u32) {
+    std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                if std::os::unix::process::parent_id() != parent_pid {
+                    tracing::warn!(parent_pid, "The gateway is gone; exiting.");
+                    std::process::exit(0);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+        .expect("spawn the parent watch thread");
 }
 
 /// Runs the worker until its connection closes (managed) or forever (external).

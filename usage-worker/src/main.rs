@@ -31,14 +31,20 @@ struct Args {
     /// Threads one job may use.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Heap bytes a job may push the worker to before it is refused as over budget (0: no
+    /// budget). The supervisor passes 80% of `--worker-memory-max`.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    memory_budget: u64,
+    /// Exit when our parent process is no longer this pid (set by the supervisor).
+    #[arg(long, value_name = "PID")]
+    parent_pid: Option<u32>,
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_ansi(false)
         .init();
@@ -47,7 +53,11 @@ fn main() -> std::process::ExitCode {
         state_dir: args.state_dir,
         max_line_bytes: args.max_line_bytes,
         threads: args.threads.max(1),
+        memory_budget: args.memory_budget,
     };
+    if let Some(parent_pid) = args.parent_pid {
+        usage_worker::exit_when_orphaned(parent_pid);
+    }
     let endpoint = match (args.socket, args.listen) {
         (Some(path), _) => usage_worker::Endpoint::Connect(path),
         (None, Some(path)) => usage_worker::Endpoint::Listen(path),

@@ -19,8 +19,8 @@ use std::{
 use anyhow::Context as _;
 use interprocess::local_socket::tokio::Stream;
 use ipc_proto::{
-    Connection, FromWorker, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery,
-    WorkerError, WorkerErrorKind, frame,
+    Connection, FromWorker, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery, WorkerError,
+    WorkerErrorKind, frame,
 };
 use tokio::sync::mpsc;
 
@@ -38,6 +38,8 @@ pub struct Config {
     pub max_line_bytes: u64,
     /// Compute threads used by one job.
     pub threads: usize,
+    /// Heap bytes a job may push the worker to before it is refused as over budget (0: none).
+    pub memory_budget: u64,
 }
 
 const BUILD: &str = env!("CARGO_PKG_VERSION");
@@ -81,8 +83,7 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
         };
         match msg {
             ToWorker::Ping { seq } => {
-                let memory =
-                    MemoryReport { heap_bytes: alloc::heap_bytes(), rss_bytes: alloc::rss_bytes() };
+                let memory = MemoryReport { heap_bytes: alloc::heap_bytes(), rss_bytes: alloc::rss_bytes() };
                 let _ = out_tx.send(FromWorker::Pong { seq, memory });
             }
             ToWorker::Request { id, query } => {
@@ -123,28 +124,47 @@ fn spawn_compute_thread(
     std::thread::Builder::new()
         .name("usage-compute".into())
         .spawn(move || {
-            let mut engine = Engine::new(EngineConfig {
-                state_dir: config.state_dir,
+            let engine_config = EngineConfig {
+                state_dir: config.state_dir.clone(),
                 max_line_bytes: config.max_line_bytes,
                 threads: config.threads,
-            });
+            };
+            let mut engine = Engine::new(engine_config.clone());
+            let budget = crate::budget::Watch::start(config.memory_budget);
             for job in jobs {
                 let started = Instant::now();
                 let result = if job.cancel.load(Ordering::Relaxed) {
                     Err(WorkerError::new(WorkerErrorKind::Cancelled, "cancelled before it started"))
                 } else {
-                    crate::fault::maybe_inject(&job.query);
+                    let guard = budget.guard(&job.cancel);
                     let id = job.id;
                     let progress_out = out.clone();
                     let mut progress = move |progress| {
                         let _ = progress_out.send(FromWorker::Progress { id, progress });
                     };
                     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.answer(&job.query, &job.cancel, &mut progress)
+                        match crate::fault::maybe_inject(&job.query, &job.cancel) {
+                            Some(Err(error)) => Err(error),
+                            _ => engine.answer(&job.query, &job.cancel, &mut progress),
+                        }
                     }));
-                    res.unwrap_or_else(|_| {
+                    let res = res.unwrap_or_else(|_| {
                         Err(WorkerError::new(WorkerErrorKind::Internal, "the usage engine panicked"))
-                    })
+                    });
+                    if guard.tripped() {
+                        // Drop everything the engine holds: whatever pushed the heap over the
+                        // budget must not stay resident and refuse the next job too.
+                        engine = Engine::new(engine_config.clone());
+                        Err(WorkerError::new(
+                            WorkerErrorKind::OverBudget,
+                            format!(
+                                "the job needed more than the worker's memory budget of {} MiB; the worker stays up",
+                                config.memory_budget >> 20
+                            ),
+                        ))
+                    } else {
+                        res
+                    }
                 };
                 cancels.lock().expect("cancel map").remove(&job.id);
                 match &result {

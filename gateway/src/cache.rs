@@ -1,0 +1,745 @@
+//! The usage answer cache: single-flight jobs, stale answers when the worker is slow or down,
+//! a bounded job queue, and `usage.updated` events.
+//!
+//! Keys are validated [`UsageQuery`]s, so equal requests share one entry whatever their params
+//! looked like. Per request:
+//! - an answer younger than `fresh_for` (default 0: off) is served at once (`hit`);
+//! - else the request joins the query's running job (`shared`) or starts one (`miss`); at most
+//!   `max_jobs` distinct jobs run at a time, and a request that would start one more gets the
+//!   cached answer marked stale, or `UNAVAILABLE` (HTTP 429) at once;
+//! - it waits until its deadline (`request_timeout`). Past it, the job keeps running to refresh
+//!   the entry (stale-while-revalidate) and the request gets the last good answer with
+//!   `cacheStatus.status` set to `"stale"` (`stale`), or `UNAVAILABLE` with `retryable` and
+//!   `retryAfterMs` when there is none. A worker failure that is retryable does the same.
+//! - when every request waiting on a job has gone away (client disconnected) before its deadline
+//!   and the job is not a background refresh, the job is aborted, which cancels it in the worker.
+//!
+//! Answers stay JSON text (`Bytes`): the gateway never parses them on this path. The stale mark is
+//! a splice of the `cacheStatus` status word, found from the end of the text, where the worker
+//! writes it. Each finished job compares a fingerprint of its answer (ignoring the answer-time
+//! fields) with the entry's previous one and broadcasts `usage.updated` when the data changed.
+//! A background refresher re-runs recently requested queries every `refresh_interval` while
+//! WebSocket clients are connected, so dashboards get pushes without polling.
+
+use std::{
+    collections::HashMap,
+    hash::Hasher as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use ipc_proto::{AgentScope, JobStats, UsageQuery};
+use serde_json::json;
+use supervisor::SupervisorHandle;
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{ApiError, ErrorCode};
+
+/// Cache and queue limits.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Longest a request waits for its answer before it is served stale or `UNAVAILABLE`.
+    pub request_timeout: Duration,
+    /// Longest a job may run, even detached (the worker's own limit may be shorter).
+    pub job_timeout: Duration,
+    /// Distinct jobs running or queued in the worker at once.
+    pub max_jobs: usize,
+    /// Answers younger than this are served without asking the worker (0: always ask; the
+    /// worker's incremental rollups make a warm job cheap, and answers stay exact).
+    pub fresh_for: Duration,
+    /// Most entries kept; the least recently used idle ones go first.
+    pub max_entries: usize,
+    /// Most answer bytes kept.
+    pub max_bytes: usize,
+    /// How often recently requested queries are re-run for `usage.updated` (0: never).
+    pub refresh_interval: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            request_timeout: Duration::from_secs(10),
+            job_timeout: Duration::from_secs(300),
+            max_jobs: 16,
+            fresh_for: Duration::ZERO,
+            max_entries: 256,
+            max_bytes: 512 << 20,
+            refresh_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A cached answer within `fresh_for`.
+    Hit,
+    /// This request started the job that answered it.
+    Miss,
+    /// It joined a job another request or the refresher had started.
+    Shared,
+    /// The last good answer, marked stale: the worker was too slow, failing or saturated.
+    Stale,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Hit, Outcome::Miss, Outcome::Shared, Outcome::Stale];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Shared => "shared",
+            Outcome::Stale => "stale",
+        }
+    }
+
+    /// `worker` when a job computed the answer for this request, else `cache`.
+    pub fn served_by(self) -> &'static str {
+        match self {
+            Outcome::Miss | Outcome::Shared => "worker",
+            Outcome::Hit | Outcome::Stale => "cache",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One good answer from the worker.
+#[derive(Debug)]
+pub struct Answer {
+    /// The OpenClaw payload as JSON text, exactly as the worker wrote it.
+    pub payload: Bytes,
+    /// Hash of the data (answer-time fields excluded).
+    pub fingerprint: u64,
+    pub computed_at: Instant,
+    pub stats: JobStats,
+}
+
+/// What a request gets.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub answer: Arc<Answer>,
+    pub outcome: Outcome,
+}
+
+impl Served {
+    /// The payload text in pieces that concatenate to the answer, with the stale mark applied.
+    pub fn chunks(&self) -> Vec<Bytes> {
+        if self.outcome == Outcome::Stale { mark_status(&self.answer.payload, "stale") } else { vec![self.answer.payload.clone()] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks().iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Age of the answer.
+    pub fn age(&self) -> Duration {
+        self.answer.computed_at.elapsed()
+    }
+}
+
+/// Replaces the top-level `cacheStatus.status` word. The pattern cannot match inside a JSON
+/// string (quotes there are escaped), and the worker writes `cacheStatus` near the end, so the
+/// reverse search touches only the tail. Answers without it (timeseries, logs) are left as-is.
+pub fn mark_status(payload: &Bytes, status: &'static str) -> Vec<Bytes> {
+    const PATTERN: &[u8] = br#""cacheStatus":{"status":""#;
+    if let Some(at) = memchr::memmem::rfind(payload, PATTERN) {
+        let start = at + PATTERN.len();
+        if let Some(len) = memchr::memchr(b'"', &payload[start..]) {
+            return vec![payload.slice(..start), Bytes::from_static(status.as_bytes()), payload.slice(start + len..)];
+        }
+    }
+    vec![payload.clone()]
+}
+
+/// Hash of an answer's data. `updatedAt` (first field) and `cacheStatus.refreshedAt` are the time
+/// of answering, not data, so they are skipped: two answers over unchanged files match.
+pub fn fingerprint(payload: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    let mut body = payload;
+    if let Some(rest) = body.strip_prefix(br#"{"updatedAt":"#) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
+        body = &rest[digits..];
+    }
+    const REFRESHED: &[u8] = br#""refreshedAt":"#;
+    match memchr::memmem::rfind(body, REFRESHED) {
+        Some(at) => {
+            hasher.write(&body[..at]);
+            let rest = &body[at + REFRESHED.len()..];
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
+            hasher.write(&rest[digits..]);
+        }
+        None => hasher.write(body),
+    }
+    hasher.finish()
+}
+
+/// Fingerprints big answers on the blocking pool so a runtime thread never hashes 30 MB.
+async fn fingerprint_off_runtime(payload: Bytes) -> u64 {
+    if payload.len() < 256 << 10 {
+        return fingerprint(&payload);
+    }
+    let copy = payload.clone();
+    match tokio::task::spawn_blocking(move || fingerprint(&copy)).await {
+        Ok(f) => f,
+        Err(_) => fingerprint(&payload),
+    }
+}
+
+/// A `usage.updated` event, payload rendered once for every client.
+#[derive(Debug, Clone)]
+pub struct UsageUpdated {
+    /// `{ts, method, query:{...}, fingerprint}` as JSON text.
+    pub payload_json: Arc<str>,
+}
+
+/// Counters for `/metrics` and status.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub lookups: [AtomicU64; 4],
+    pub jobs_started: AtomicU64,
+    pub jobs_ok: AtomicU64,
+    pub jobs_failed: AtomicU64,
+    pub jobs_cancelled: AtomicU64,
+    pub rejected_queue_full: AtomicU64,
+    pub deadline_expired: AtomicU64,
+    pub events_sent: AtomicU64,
+    pub refreshes: AtomicU64,
+}
+
+/// A point-in-time view of the cache.
+#[derive(Debug, Clone, Default)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub answers: usize,
+    pub bytes: usize,
+    pub jobs_running: usize,
+    /// Age of the newest and oldest cached answers.
+    pub newest_age: Option<Duration>,
+    pub oldest_age: Option<Duration>,
+}
+
+struct Job {
+    id: u64,
+    result: watch::Sender<Option<Result<Arc<Answer>, ApiError>>>,
+    /// Requests waiting on it; changed only under the cache lock.
+    waiters: AtomicUsize,
+    /// Kept running without waiters: a background refresh, or a request's deadline passed.
+    detached: AtomicBool,
+    abort: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Job {
+    fn finished(&self) -> bool {
+        self.result.borrow().is_some()
+    }
+}
+
+#[derive(Default)]
+struct Entry {
+    good: Option<Arc<Answer>>,
+    job: Option<Arc<Job>>,
+    last_used: Option<Instant>,
+    /// Last time a client (not the refresher) asked for it.
+    last_requested: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<UsageQuery, Entry>,
+    running: usize,
+    bytes: usize,
+    next_job: u64,
+}
+
+/// The cache; share it as `Arc<UsageCache>`.
+pub struct UsageCache {
+    supervisor: SupervisorHandle,
+    tuning: Tuning,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<UsageUpdated>,
+    pub counters: Counters,
+}
+
+impl UsageCache {
+    pub fn new(supervisor: SupervisorHandle, tuning: Tuning) -> Arc<UsageCache> {
+        let (events, _) = broadcast::channel(64);
+        Arc::new(UsageCache { supervisor, tuning, inner: Mutex::default(), events, counters: Counters::default() })
+    }
+
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// Receives every `usage.updated`.
+    pub fn subscribe(&self) -> broadcast::Receiver<UsageUpdated> {
+        self.events.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Answers `query` within the request deadline; see the module docs for the rules.
+    pub async fn get(self: &Arc<Self>, query: UsageQuery) -> Result<Served, ApiError> {
+        let started = Instant::now();
+        enum Plan {
+            Ready(Served),
+            Busy(Option<Arc<Answer>>),
+            Wait(Arc<Job>, Option<Arc<Answer>>, Outcome),
+        }
+        let plan = {
+            let mut inner = self.lock();
+            let running = inner.running;
+            let entry = inner.entries.entry(query.clone()).or_default();
+            entry.last_used = Some(started);
+            entry.last_requested = Some(started);
+            let cached = entry.good.clone();
+            let fresh = cached.as_ref().filter(|a| a.computed_at.elapsed() < self.tuning.fresh_for);
+            if let Some(answer) = fresh {
+                Plan::Ready(Served { answer: Arc::clone(answer), outcome: Outcome::Hit })
+            } else if let Some(job) = entry.job.clone() {
+                job.waiters.fetch_add(1, Ordering::Relaxed);
+                Plan::Wait(job, cached, Outcome::Shared)
+            } else if running >= self.tuning.max_jobs {
+                Plan::Busy(cached)
+            } else {
+                let job = self.start_job_locked(&mut inner, &query, false);
+                job.waiters.fetch_add(1, Ordering::Relaxed);
+                Plan::Wait(job, cached, Outcome::Miss)
+            }
+        };
+        let result = match plan {
+            Plan::Ready(served) => Ok(served),
+            Plan::Busy(cached) => {
+                self.counters.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+                match cached {
+                    Some(answer) => Ok(Served { answer, outcome: Outcome::Stale }),
+                    None => Err(ApiError {
+                        code: ErrorCode::Overloaded,
+                        message: format!(
+                            "{} jobs are already running; retry shortly",
+                            self.tuning.max_jobs
+                        ),
+                        retry_after: Some(Duration::from_secs(1)),
+                    }),
+                }
+            }
+            Plan::Wait(job, cached, outcome) => self.wait(&query, job, cached, outcome, started).await,
+        };
+        if let Ok(served) = &result {
+            self.counters.lookups[served.outcome.index()].fetch_add(1, Ordering::Relaxed);
+            let stats = served.answer.stats;
+            let fields = (query.method.name(), scope_name(&query.agents), served.outcome.as_str(), started.elapsed().as_millis() as u64);
+            if served.outcome.served_by() == "cache" {
+                tracing::info!(method = fields.0, agents = %fields.1, files = stats.files_total, files_parsed = 0,
+                    bytes_parsed = 0, ms = fields.3, cache = fields.2, served_by = "cache",
+                    age_ms = served.age().as_millis() as u64, "Usage request served.");
+            } else {
+                tracing::debug!(method = fields.0, agents = %fields.1, ms = fields.3, cache = fields.2,
+                    served_by = "worker", "Usage request served.");
+            }
+        }
+        result
+    }
+
+    async fn wait(
+        self: &Arc<Self>,
+        query: &UsageQuery,
+        job: Arc<Job>,
+        cached: Option<Arc<Answer>>,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Result<Served, ApiError> {
+        let guard = Waiter { cache: Arc::clone(self), query, job: Arc::clone(&job) };
+        let mut rx = job.result.subscribe();
+        let left = self.tuning.request_timeout.saturating_sub(started.elapsed());
+        let waited = tokio::time::timeout(left, async {
+            match rx.wait_for(Option::is_some).await {
+                Ok(done) => done.clone().expect("checked by wait_for"),
+                Err(_) => Err(cancelled_error()),
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(answer)) => Ok(Served { answer, outcome }),
+            Ok(Err(error)) => match cached {
+                Some(answer) if error.retry_after.is_some() => Ok(Served { answer, outcome: Outcome::Stale }),
+                _ => Err(error),
+            },
+            Err(_) => {
+                // The job goes on so that a retry (or a `usage.updated`) finds the answer.
+                guard.job.detached.store(true, Ordering::Relaxed);
+                self.counters.deadline_expired.fetch_add(1, Ordering::Relaxed);
+                match cached {
+                    Some(answer) => Ok(Served { answer, outcome: Outcome::Stale }),
+                    None => Err(ApiError {
+                        code: ErrorCode::Unavailable,
+                        message: format!(
+                            "{} did not finish within {} ms; it continues in the background, retry shortly",
+                            query.method.name(),
+                            self.tuning.request_timeout.as_millis()
+                        ),
+                        retry_after: Some(Duration::from_secs(2)),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Starts a job for `query` (the caller holds the lock and checked the queue bound).
+    fn start_job_locked(self: &Arc<Self>, inner: &mut Inner, query: &UsageQuery, detached: bool) -> Arc<Job> {
+        inner.next_job += 1;
+        inner.running += 1;
+        let (result, _) = watch::channel(None);
+        let job = Arc::new(Job {
+            id: inner.next_job,
+            result,
+            waiters: AtomicUsize::new(0),
+            detached: AtomicBool::new(detached),
+            abort: Mutex::new(None),
+        });
+        inner.entries.entry(query.clone()).or_default().job = Some(Arc::clone(&job));
+        self.counters.jobs_started.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(Arc::clone(self).run_job(query.clone(), Arc::clone(&job)));
+        *job.abort.lock().expect("abort slot") = Some(task.abort_handle());
+        job
+    }
+
+    async fn run_job(self: Arc<Self>, query: UsageQuery, job: Arc<Job>) {
+        let mut guard = JobGuard { cache: Arc::clone(&self), query: Some(query.clone()), job: Arc::clone(&job) };
+        let started = Instant::now();
+        let called = tokio::time::timeout(self.tuning.job_timeout, self.supervisor.call(query.clone())).await;
+        let result = match called {
+            Ok(Ok(answer)) => {
+                let payload = Bytes::from(answer.payload_json);
+                let fingerprint = fingerprint_off_runtime(payload.clone()).await;
+                Ok(Arc::new(Answer { payload, fingerprint, computed_at: Instant::now(), stats: answer.stats }))
+            }
+            Ok(Err(error)) => Err(ApiError::from(error)),
+            Err(_) => Err(ApiError {
+                code: ErrorCode::Unavailable,
+                message: format!("{} did not finish within {} s", query.method.name(), self.tuning.job_timeout.as_secs()),
+                retry_after: Some(Duration::from_secs(5)),
+            }),
+        };
+        guard.query = None;
+        self.finish(&query, &job, result, started.elapsed());
+    }
+
+    /// Records a job's result, wakes its waiters and announces changed data.
+    fn finish(&self, query: &UsageQuery, job: &Arc<Job>, result: Result<Arc<Answer>, ApiError>, took: Duration) {
+        let (changed, waiters) = {
+            let mut inner = self.lock();
+            inner.running = inner.running.saturating_sub(1);
+            let waiters = job.waiters.load(Ordering::Relaxed);
+            let mut changed = false;
+            let mut delta: isize = 0;
+            if let Some(entry) = inner.entries.get_mut(query) {
+                if entry.job.as_ref().is_some_and(|j| j.id == job.id) {
+                    entry.job = None;
+                }
+                if let Ok(answer) = &result {
+                    changed = entry.good.as_ref().is_none_or(|old| old.fingerprint != answer.fingerprint);
+                    delta = answer.payload.len() as isize
+                        - entry.good.as_ref().map_or(0, |old| old.payload.len() as isize);
+                    entry.good = Some(Arc::clone(answer));
+                }
+            }
+            inner.bytes = inner.bytes.saturating_add_signed(delta);
+            self.evict_locked(&mut inner);
+            (changed, waiters)
+        };
+        let origin = if job.detached.load(Ordering::Relaxed) && waiters == 0 { "background" } else { "request" };
+        match &result {
+            Ok(answer) => {
+                self.counters.jobs_ok.fetch_add(1, Ordering::Relaxed);
+                let s = answer.stats;
+                tracing::info!(method = query.method.name(), agents = %scope_name(&query.agents), stores = s.agents,
+                    files = s.files_total, files_parsed = s.files_parsed, bytes_parsed = s.bytes_parsed,
+                    lines_skipped = s.lines_skipped, worker_ms = s.duration_ms, ms = took.as_millis() as u64,
+                    bytes = answer.payload.len(), waiters, origin, changed, cache = "miss", served_by = "worker",
+                    "Usage job done.");
+                if changed {
+                    self.announce(query, answer);
+                }
+            }
+            Err(error) => {
+                self.counters.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(method = query.method.name(), agents = %scope_name(&query.agents),
+                    ms = took.as_millis() as u64, waiters, origin, code = error.code.as_str(), error = %error.message,
+                    "Usage job failed.");
+            }
+        }
+        job.result.send_replace(Some(result));
+    }
+
+    fn announce(&self, query: &UsageQuery, answer: &Answer) {
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let payload = json!({
+            "ts": ts,
+            "method": query.method.name(),
+            "query": query_json(query),
+            "fingerprint": format!("{:016x}", answer.fingerprint),
+            "bytes": answer.payload.len(),
+        });
+        if self.events.send(UsageUpdated { payload_json: payload.to_string().into() }).is_ok() {
+            self.counters.events_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops idle entries, least recently used first, while over the entry or byte bound.
+    fn evict_locked(&self, inner: &mut Inner) {
+        while inner.entries.len() > self.tuning.max_entries || inner.bytes > self.tuning.max_bytes {
+            let victim = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| e.job.is_none())
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(q, _)| q.clone());
+            let Some(victim) = victim else { break };
+            if let Some(entry) = inner.entries.remove(&victim) {
+                inner.bytes = inner.bytes.saturating_sub(entry.good.map_or(0, |g| g.payload.len()));
+            }
+        }
+    }
+
+    /// The cached answer for `query`, without starting anything.
+    pub fn peek(&self, query: &UsageQuery) -> Option<Arc<Answer>> {
+        self.lock().entries.get(query).and_then(|e| e.good.clone())
+    }
+
+    /// Starts a background job for `query` unless one runs, its answer is younger than
+    /// `min_age`, or the queue is over half full (background work leaves room for clients).
+    pub fn prefetch(self: &Arc<Self>, query: &UsageQuery, min_age: Duration) -> bool {
+        let mut inner = self.lock();
+        if inner.running * 2 >= self.tuning.max_jobs {
+            return false;
+        }
+        let entry = inner.entries.entry(query.clone()).or_default();
+        if entry.job.is_some() || entry.good.as_ref().is_some_and(|g| g.computed_at.elapsed() < min_age) {
+            return false;
+        }
+        entry.last_used = Some(Instant::now());
+        self.start_job_locked(&mut inner, query, true);
+        self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Re-runs up to eight queries that clients asked for within four refresh intervals.
+    pub fn refresh_recent(self: &Arc<Self>) -> usize {
+        let recent_enough = self.tuning.refresh_interval * 4;
+        let mut candidates: Vec<(Instant, UsageQuery)> = {
+            let inner = self.lock();
+            inner
+                .entries
+                .iter()
+                .filter(|(_, e)| e.job.is_none() && e.good.is_some())
+                .filter_map(|(q, e)| e.last_requested.filter(|t| t.elapsed() <= recent_enough).map(|t| (t, q.clone())))
+                .collect()
+        };
+        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        let min_age = self.tuning.refresh_interval / 2;
+        candidates.into_iter().take(8).filter(|(_, q)| self.prefetch(q, min_age)).count()
+    }
+
+    /// Runs [`Self::refresh_recent`] every `refresh_interval` while anyone listens for events.
+    pub fn spawn_refresher(self: &Arc<Self>) {
+        if self.tuning.refresh_interval.is_zero() {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.tuning.refresh_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if this.events.receiver_count() > 0 {
+                    let started = this.refresh_recent();
+                    if started > 0 {
+                        tracing::debug!(started, "Refreshing recently requested usage queries.");
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.lock();
+        let ages: Vec<Duration> =
+            inner.entries.values().filter_map(|e| e.good.as_ref().map(|g| g.computed_at.elapsed())).collect();
+        CacheStats {
+            entries: inner.entries.len(),
+            answers: ages.len(),
+            bytes: inner.bytes,
+            jobs_running: inner.running,
+            newest_age: ages.iter().min().copied(),
+            oldest_age: ages.iter().max().copied(),
+        }
+    }
+
+    /// `{entries, answers, bytes, jobsRunning, maxJobs, ...counters}` for status.
+    pub fn status_json(&self) -> serde_json::Value {
+        let s = self.stats();
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lookups: serde_json::Map<String, serde_json::Value> =
+            Outcome::ALL.iter().map(|o| (o.as_str().to_owned(), json!(load(&c.lookups[o.index()])))).collect();
+        json!({
+            "entries": s.entries,
+            "answers": s.answers,
+            "bytes": s.bytes,
+            "jobsRunning": s.jobs_running,
+            "maxJobs": self.tuning.max_jobs,
+            "requestTimeoutMs": self.tuning.request_timeout.as_millis() as u64,
+            "refreshIntervalMs": self.tuning.refresh_interval.as_millis() as u64,
+            "newestAgeMs": s.newest_age.map(|d| d.as_millis() as u64),
+            "oldestAgeMs": s.oldest_age.map(|d| d.as_millis() as u64),
+            "lookups": lookups,
+            "jobs": {
+                "started": load(&c.jobs_started),
+                "ok": load(&c.jobs_ok),
+                "failed": load(&c.jobs_failed),
+                "cancelled": load(&c.jobs_cancelled),
+                "rejectedQueueFull": load(&c.rejected_queue_full),
+                "deadlineExpired": load(&c.deadline_expired),
+                "refreshes": load(&c.refreshes),
+            },
+            "eventsSent": load(&c.events_sent),
+        })
+    }
+}
+
+/// `all` or the agent id, for logs.
+pub fn scope_name(scope: &AgentScope) -> String {
+    match scope {
+        AgentScope::All => "all".to_owned(),
+        AgentScope::One(agent) => agent.clone(),
+    }
+}
+
+/// The normalised query, as clients see it in `usage.updated`.
+pub fn query_json(query: &UsageQuery) -> serde_json::Value {
+    let mut q = json!({
+        "agentScope": if query.agents == AgentScope::All { json!("all") } else { json!(null) },
+        "agentId": match &query.agents { AgentScope::One(a) => json!(a), AgentScope::All => json!(null) },
+        "startMs": query.start_ms,
+        "endMs": query.end_ms,
+    });
+    if let Some(key) = &query.key {
+        q["key"] = json!(key);
+    }
+    if let Some(limit) = query.limit {
+        q["limit"] = json!(limit);
+    }
+    q
+}
+
+fn cancelled_error() -> ApiError {
+    ApiError {
+        code: ErrorCode::Unavailable,
+        message: "the usage job was cancelled; retry".into(),
+        retry_after: Some(Duration::from_millis(500)),
+    }
+}
+
+/// One request waiting on a job. When the last waiter of a foreground job leaves before the
+/// job finished (its client went away), the job is aborted: dropping the supervisor call
+/// sends `Cancel` to the worker.
+struct Waiter<'a> {
+    cache: Arc<UsageCache>,
+    query: &'a UsageQuery,
+    job: Arc<Job>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let abort = {
+            let mut inner = self.cache.lock();
+            let left = self.job.waiters.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+            if left > 0 || self.job.detached.load(Ordering::Relaxed) || self.job.finished() {
+                None
+            } else {
+                if let Some(entry) = inner.entries.get_mut(self.query) {
+                    if entry.job.as_ref().is_some_and(|j| j.id == self.job.id) {
+                        entry.job = None;
+                    }
+                }
+                self.job.abort.lock().expect("abort slot").take()
+            }
+        };
+        if let Some(handle) = abort {
+            self.cache.counters.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(method = self.query.method.name(), agents = %scope_name(&self.query.agents),
+                "Usage job cancelled: every client waiting for it went away.");
+            handle.abort();
+        }
+    }
+}
+
+/// Releases a job's queue slot and wakes its waiters if the job task ends without finishing
+/// (aborted, or a panic).
+struct JobGuard {
+    cache: Arc<UsageCache>,
+    /// `None` once the job finished normally.
+    query: Option<UsageQuery>,
+    job: Arc<Job>,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        let Some(query) = self.query.take() else { return };
+        {
+            let mut inner = self.cache.lock();
+            inner.running = inner.running.saturating_sub(1);
+            if let Some(entry) = inner.entries.get_mut(&query) {
+                if entry.job.as_ref().is_some_and(|j| j.id == self.job.id) {
+                    entry.job = None;
+                }
+            }
+        }
+        self.job.result.send_replace(Some(Err(cancelled_error())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_mark_splices_the_status_word_only() {
+        let payload = Bytes::from_static(
+            br#"{"updatedAt":1,"sessions":[{"label":"\"cacheStatus\":{\"status\":\"x\""}],"cacheStatus":{"status":"fresh","cachedFiles":3,"refreshedAt":5},"diagnostics":{}}"#,
+        );
+        let chunks = mark_status(&payload, "stale");
+        let text: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(v["cacheStatus"]["status"], "stale");
+        assert_eq!(v["cacheStatus"]["cachedFiles"], 3);
+        assert_eq!(v["sessions"][0]["label"], r#""cacheStatus":{"status":"x""#);
+        // No cacheStatus: untouched, one chunk.
+        let plain = Bytes::from_static(br#"{"points":[]}"#);
+        assert_eq!(mark_status(&plain, "stale"), vec![plain.clone()]);
+    }
+
+    #[test]
+    fn fingerprint_ignores_answer_time_only() {
+        let a = br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000000000}}"#;
+        let b = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999}}"#;
+        let c = br#"{"updatedAt":1795000009999,"totals":{"input":6},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999}}"#;
+        assert_eq!(fingerprint(a), fingerprint(b));
+        assert_ne!(fingerprint(b), fingerprint(c));
+    }
+}

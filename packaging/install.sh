@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Installs (or uninstalls) clawgate: the two binaries, the systemd unit pair, an environment file
+# and the operator docs. Idempotent: running it again upgrades binaries, units and docs and keeps
+# the environment file. Every path it creates is recorded in a manifest, so --uninstall removes
+# exactly that and nothing else. See docs/ops/install.md.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: install.sh (--system | --user) [options]
+       install.sh (--system | --user) --uninstall [--purge] [options]
+
+Modes:
+  --system              system units in /etc/systemd/system, config /etc/clawgate/clawgate.env,
+                        binaries in PREFIX/bin (default PREFIX /usr/local); run as root
+  --user                user units in ~/.config/systemd/user, config ~/.config/clawgate/clawgate.env,
+                        binaries in PREFIX/bin (default PREFIX ~/.local); for `systemctl --user`
+
+Options:
+  --prefix DIR          installation prefix (binaries in DIR/bin, docs in DIR/share/doc/clawgate)
+  --destdir DIR         stage everything under DIR (packaging, tests); implies --no-systemctl
+  --from DIR            where the built clawgate and clawgate-usage-worker are
+                        [default: ../target/release beside this script, else ./bin beside it]
+  --service-user NAME   (system) the user both services run as: the one that owns the OpenClaw
+                        state dir [default: openclaw]
+  --openclaw-state-dir DIR
+                        OPENCLAW_STATE_DIR written into a new environment file
+                        [default: the service user's ~/.openclaw (system); ~/.openclaw (user)]
+  --no-systemctl        do not run systemctl (daemon-reload, disable on uninstall) or verify
+  --uninstall           remove what a previous install with the same mode, prefix and destdir put
+                        there; an environment file you changed is kept unless --purge
+  --purge               with --uninstall: remove the environment file even if changed
+  -h, --help            this text
+EOF
+}
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+
+mode="" prefix="" destdir="" from="" service_user="openclaw" state_dir="" systemctl_ok=1
+uninstall=0 purge=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --system) mode=system ;;
+    --user) mode=user ;;
+    --prefix) prefix="${2:?--prefix needs a value}"; shift ;;
+    --destdir) destdir="${2:?--destdir needs a value}"; shift ;;
+    --from) from="${2:?--from needs a value}"; shift ;;
+    --service-user) service_user="${2:?--service-user needs a value}"; shift ;;
+    --openclaw-state-dir) state_dir="${2:?--openclaw-state-dir needs a value}"; shift ;;
+    --no-systemctl) systemctl_ok=0 ;;
+    --uninstall) uninstall=1 ;;
+    --purge) purge=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+  shift
+done
+[ -n "$mode" ] || { usage >&2; die "choose --system or --user"; }
+[ "$purge" = 0 ] || [ "$uninstall" = 1 ] || die "--purge only goes with --uninstall"
+[ -z "$destdir" ] || { destdir="${destdir%/}"; systemctl_ok=0; }
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+if [ "$mode" = system ]; then
+  : "${prefix:=/usr/local}"
+  unit_dir=/etc/systemd/system
+  conf_dir=/etc/clawgate
+  unit_src="$here/systemd"
+  systemctl=(systemctl)
+else
+  [ -n "${HOME:-}" ] || die "--user needs \$HOME"
+  : "${prefix:=$HOME/.local}"
+  config_home="${XDG_CONFIG_HOME:-$HOME/.config}"
+  unit_dir="$config_home/systemd/user"
+  conf_dir="$config_home/clawgate"
+  unit_src="$here/systemd/user"
+  systemctl=(systemctl --user)
+fi
+case "$prefix" in /*) ;; *) die "--prefix must be absolute: $prefix" ;; esac
+prefix="${prefix%/}"
+bin_dir="$prefix/bin"
+doc_dir="$prefix/share/doc/clawgate"
+manifest="$prefix/share/clawgate/install-manifest"
+units=(clawgate.service clawgate-usage-worker.service)
+binaries=(clawgate clawgate-usage-worker)
+
+# systemctl only when it can talk to a running manager of this kind.
+use_systemctl() {
+  [ "$systemctl_ok" = 1 ] && command -v systemctl >/dev/null 2>&1 || return 1
+  if [ "$mode" = system ]; then [ -d /run/systemd/system ]; else "${systemctl[@]}" show-environment >/dev/null 2>&1; fi
+}
+
+# Paths in the manifest are real paths (without DESTDIR): "file PATH SHA256" or "dir PATH".
+created_dirs=()
+installed_files=()
+
+# mkdir -p that remembers which directories it created, for a clean uninstall.
+make_dir() {
+  local dir="$1" missing=() d
+  d="$dir"
+  while [ -n "$d" ] && [ "$d" != / ] && [ ! -d "$destdir$d" ]; do
+    missing=("$d" "${missing[@]}")
+    d="$(dirname "$d")"
+  done
+  mkdir -p "$destdir$dir"
+  created_dirs+=("${missing[@]}")
+}
+
+put_file() { # MODE SOURCE DEST
+  make_dir "$(dirname "$3")"
+  # Through a temp file and rename, so a running binary is never overwritten in place.
+  local tmp
+  tmp="$(mktemp "$destdir$3.XXXXXX")"
+  cat "$2" >"$tmp"
+  chmod "$1" "$tmp"
+  mv -f "$tmp" "$destdir$3"
+  installed_files+=("$3")
+}
+
+# Units as shipped name /usr/local/bin (system) or %h/.local/bin (user) and the docs beside them;
+# point them at this prefix and user.
+render_unit() {
+  local src="$1" default_prefix group
+  if [ "$mode" = system ]; then default_prefix=/usr/local; else default_prefix='%h/.local'; fi
+  local target_prefix="$prefix"
+  [ "$mode" = user ] && [ "$prefix" = "$HOME/.local" ] && target_prefix='%h/.local'
+  group="$(id -gn "$service_user" 2>/dev/null || echo "$service_user")"
+  sed -e "s|$default_prefix/bin/|$target_prefix/bin/|g" \
+      -e "s|$default_prefix/share/doc/clawgate/|$target_prefix/share/doc/clawgate/|g" \
+      -e "s|^User=openclaw\$|User=$service_user|" \
+      -e "s|^Group=openclaw\$|Group=$group|" "$src"
+}
+
+render_env() {
+  local dir="$state_dir"
+  if [ -z "$dir" ] && [ "$mode" = system ]; then
+    local home
+    home="$(getent passwd "$service_user" 2>/dev/null | cut -d: -f6 || true)"
+    dir="${home:-/home/$service_user}/.openclaw"
+  fi
+  if [ -n "$dir" ]; then
+    sed -e "s|^#OPENCLAW_STATE_DIR=.*|OPENCLAW_STATE_DIR=$dir|" "$here/clawgate.env"
+  else
+    cat "$here/clawgate.env"
+  fi
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+read_manifest() { # prints lines of the existing manifest, if any
+  if [ -f "$destdir$manifest" ]; then cat "$destdir$manifest"; fi
+}
+
+do_install() {
+  if [ -z "$from" ]; then
+    for candidate in "$repo/target/release" "$here/bin"; do
+      if [ -x "$candidate/clawgate" ] && [ -x "$candidate/clawgate-usage-worker" ]; then from="$candidate"; break; fi
+    done
+    [ -n "$from" ] || die "no built binaries found: run 'cargo build --release --workspace --bins' or pass --from DIR"
+  fi
+  for b in "${binaries[@]}"; do [ -x "$from/$b" ] || die "$from/$b is missing or not executable"; done
+
+  for b in "${binaries[@]}"; do put_file 0755 "$from/$b" "$bin_dir/$b"; done
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  for u in "${units[@]}"; do
+    render_unit "$unit_src/$u" >"$tmp/$u"
+    put_file 0644 "$tmp/$u" "$unit_dir/$u"
+  done
+  for doc in "$repo"/docs/ops/*.md; do
+    [ -f "$doc" ] && put_file 0644 "$doc" "$doc_dir/ops/$(basename "$doc")"
+  done
+  put_file 0644 "$here/clawgate.env" "$doc_dir/clawgate.env.example"
+
+  # The environment file is the operator's: written once, never overwritten.
+  local env_file="$conf_dir/clawgate.env" env_sha=""
+  if [ -e "$destdir$env_file" ]; then
+    echo "kept      $env_file (yours; the current template is $doc_dir/clawgate.env.example)"
+    env_sha="$(read_manifest | awk -v p="$env_file" '$1 == "file" && $2 == p { print $3 }')"
+  else
+    render_env >"$tmp/clawgate.env"
+    make_dir "$conf_dir"
+    chmod 0700 "$destdir$conf_dir"
+    put_file 0600 "$tmp/clawgate.env" "$env_file"
+    env_sha="$(sha "$destdir$env_file")"
+    echo "wrote     $env_file"
+  fi
+
+  # Merge with the previous manifest: directories created by an earlier run stay ours.
+  make_dir "$(dirname "$manifest")"
+  {
+    read_manifest | awk '$1 == "dir"'
+    for d in "${created_dirs[@]}"; do echo "dir $d"; done
+    for f in "${installed_files[@]}"; do
+      [ "$f" = "$env_file" ] || echo "file $f"
+    done
+    # An env file kept from before is listed only if an install of ours wrote it.
+    [ -z "$env_sha" ] || echo "file $env_file $env_sha"
+    echo "file $manifest"
+  } | awk '!seen[$1 " " $2]++' >"$tmp/manifest"
+  cat "$tmp/manifest" >"$destdir$manifest"
+  chmod 0644 "$destdir$manifest"
+
+  for b in "${binaries[@]}"; do echo "installed $bin_dir/$b"; done
+  for u in "${units[@]}"; do echo "installed $unit_dir/$u"; done
+
+  if use_systemctl; then
+    "${systemctl[@]}" daemon-reload
+    if command -v systemd-analyze >/dev/null 2>&1; then
+      local analyze=(systemd-analyze)
+      [ "$mode" = user ] && analyze+=(--user)
+      (cd "$unit_dir" && "${analyze[@]}" verify --man=no "${units[@]}") ||
+        echo "warning: systemd-analyze verify reported problems with the units above" >&2
+    fi
+  fi
+  next_steps
+}
+
+next_steps() {
+  local sc="${systemctl[*]}" sudo=""
+  [ "$mode" = system ] && sudo="sudo "
+  echo
+  echo "Next steps:"
+  if [ "$mode" = system ] && ! id "$service_user" >/dev/null 2>&1; then
+    echo "  - The service user '$service_user' does not exist. Run the services as the user that owns"
+    echo "    the OpenClaw state dir (reinstall with --service-user NAME), or create one that can read it."
+  fi
+  echo "  1. Review $conf_dir/clawgate.env: OPENCLAW_STATE_DIR, CLAWGATE_LISTEN, CLAWGATE_TOKEN."
+  echo "  2. ${sudo}$sc daemon-reload && ${sudo}$sc enable --now clawgate.service"
+  echo "     (the gateway pulls in clawgate-usage-worker.service; after an upgrade:"
+  echo "     ${sudo}$sc restart clawgate.service, which restarts the worker too)"
+  if [ "$mode" = user ]; then
+    echo "  3. To keep it running when you are logged out: loginctl enable-linger \"\$USER\""
+  fi
+  echo "  Check: curl -s http://127.0.0.1:18790/healthz; $sc status clawgate.service clawgate-usage-worker.service"
+  echo "  Docs:  $doc_dir/ops/README.md"
+}
+
+do_uninstall() {
+  if [ ! -f "$destdir$manifest" ]; then
+    echo "nothing to uninstall: no manifest at $destdir$manifest (same --$mode, --prefix and --destdir as the install?)"
+    return 0
+  fi
+  if use_systemctl; then
+    "${systemctl[@]}" disable --now "${units[@]}" 2>/dev/null || true
+  fi
+  local kind path hash dirs=() kept=()
+  while read -r kind path hash; do
+    case "$kind" in
+      file)
+        [ "$path" = "$manifest" ] && continue
+        [ -e "$destdir$path" ] || continue
+        if [ -n "$hash" ] && [ "$purge" = 0 ] && [ "$(sha "$destdir$path")" != "$hash" ]; then
+          echo "kept      $path (changed since install; --uninstall --purge removes it)"
+          kept+=("file $path $hash")
+          continue
+        fi
+        rm -f "$destdir$path"
+        echo "removed   $path"
+        ;;
+      dir) dirs+=("$path") ;;
+    esac
+  done < <(read_manifest)
+  if [ "${#kept[@]}" -gt 0 ]; then
+    # Remember what was kept (and the directories around it) for a later --purge.
+    { printf '%s\n' "${kept[@]}"; printf 'dir %s\n' "${dirs[@]}"; echo "file $manifest"; } >"$destdir$manifest.new"
+    mv -f "$destdir$manifest.new" "$destdir$manifest"
+  else
+    rm -f "$destdir$manifest"
+  fi
+  # Deepest first; only directories we created, and only once empty.
+  local d
+  while read -r d; do
+    if [ -n "$d" ]; then rmdir "$destdir$d" 2>/dev/null || true; fi
+  done < <(printf '%s\n' "${dirs[@]}" "$(dirname "$manifest")" | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+  if use_systemctl; then "${systemctl[@]}" daemon-reload || true; fi
+  echo "clawgate uninstalled ($mode)."
+}
+
+if [ "$uninstall" = 1 ]; then do_uninstall; else do_install; fi

@@ -1,0 +1,332 @@
+//! The supervisor against real processes: memory caps in their layers, hangs, crash loops,
+//! poison queries, gateway death and external mode. Faults are injected through the worker's
+//! real compute path with `key: "__fault__:<fault>"`, which only debug builds honour.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{Gateway, HealthProbe, alive, bin, exclusive, proc_stat, wait_until};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::{Value, json};
+
+use crate::skeleton::{all_usage, assert_totals_eq, demo};
+
+fn fault(name: &str) -> Value {
+    json!({"key": format!("__fault__:{name}"), "range": "all"})
+}
+
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).expect("signal");
+}
+
+/// Waits for a ready worker other than `old`.
+fn next_worker(gateway: &Gateway, old: u32) -> u32 {
+    wait_until(Duration::from_secs(20), || {
+        let status = gateway.status();
+        let pid = status["worker"]["pid"].as_u64()? as u32;
+        (pid != old && status["worker"]["state"] == "ready").then_some(pid)
+    })
+    .unwrap_or_else(|| panic!("no new worker became ready: {}", gateway.status()))
+}
+
+fn assert_retryable_unavailable(code: u16, body: &Value) {
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+    assert_eq!(body["error"]["retryable"], true, "{body}");
+    assert!(body["error"]["retryAfterMs"].as_u64().is_some(), "{body}");
+}
+
+#[test]
+fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 3, 4);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
+    let worker = gateway.ready_worker_pid();
+    let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
+
+    let started = Instant::now();
+    let (code, body) = gateway.call("sessions.usage", &fault("alloc:400"));
+    let took = started.elapsed();
+    assert_retryable_unavailable(code, &body);
+    assert!(body["error"]["message"].as_str().unwrap().contains("memory budget"), "{body}");
+    // 51 MiB of budget at ~2 ms per MiB: crossed after ~0.1 s, refused well within 1 s of it.
+    assert!(took < Duration::from_millis(1500), "refusal took {took:?}");
+
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+    let report = probe.finish();
+    assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
+    let status = gateway.status();
+    assert_eq!(status["worker"]["pid"].as_u64(), Some(u64::from(worker)), "the worker stays up: {status}");
+    assert_eq!(status["worker"]["restarts"], 0);
+    let memory = &status["worker"]["memory"];
+    assert_eq!(memory["capBytes"], 64 << 20);
+    assert_eq!(memory["budgetRefusals"], 1, "{memory}");
+    assert_eq!(memory["lastAction"]["layer"], "budget", "{memory}");
+    eprintln!("budget refusal after {took:?}; health max {:?} over {} probes", report.max, report.count);
+}
+
+#[test]
+fn rss_over_the_cap_gets_the_worker_killed_and_replaced() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 3, 4);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
+    let gateway_pid = gateway.pid();
+    let worker = gateway.ready_worker_pid();
+    let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
+
+    let started = Instant::now();
+    let (code, body) = gateway.call("sessions.usage", &fault("rss:300"));
+    let took = started.elapsed();
+    assert_retryable_unavailable(code, &body);
+    // Crossing 64 MiB takes ~0.1 s; the RSS watch runs every 250 ms.
+    assert!(took < Duration::from_millis(1500), "kill took {took:?}");
+    let replacement = next_worker(&gateway, worker);
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+    let report = probe.finish();
+    assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
+
+    assert!(!alive(worker));
+    assert_eq!(proc_stat(replacement).expect("replacement").0, gateway_pid);
+    let status = gateway.status();
+    assert_eq!(status["gateway"]["pid"].as_u64(), Some(u64::from(gateway_pid)));
+    assert_eq!(status["worker"]["lastExit"]["cause"], "rss_cap", "{status}");
+    assert_eq!(status["worker"]["restartsByCause"]["rss_cap"], 1, "{status}");
+    assert_eq!(status["worker"]["memory"]["rssKills"], 1);
+    assert_eq!(status["worker"]["memory"]["lastAction"]["layer"], "rss");
+    eprintln!("rss kill answered after {took:?}; health max {:?}", report.max);
+}
+
+#[test]
+fn a_cap_far_below_what_a_query_needs_never_reaches_health() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 2, 8, 20);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-memory-max", "3MiB", "--worker-cooldown", "1", "--request-timeout", "5"],
+        &[],
+    );
+    let gateway_pid = gateway.pid();
+    let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
+    // Each call is refused or loses its worker (retryable); once the same query has taken
+    // down two workers it is refused outright as poison. Never a hang, never the gateway.
+    for _ in 0..3 {
+        let (code, body) = gateway.call("sessions.usage", &all_usage());
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+    }
+    let report = probe.finish();
+    assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
+    let status = gateway.status();
+    assert_eq!(status["gateway"]["pid"].as_u64(), Some(u64::from(gateway_pid)));
+    let memory = &status["worker"]["memory"];
+    let acted = memory["budgetRefusals"].as_u64().unwrap() + memory["rssKills"].as_u64().unwrap();
+    assert!(acted >= 1, "a memory layer must have acted: {status}");
+}
+
+#[test]
+fn a_stopped_worker_is_killed_after_missed_heartbeats() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat-ms", "200"], &[]);
+    let worker = gateway.ready_worker_pid();
+    let started = Instant::now();
+    signal(worker, Signal::SIGSTOP);
+    let replacement = next_worker(&gateway, worker);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "hang detection took {took:?}");
+    assert!(wait_until(Duration::from_secs(5), || (!alive(worker)).then_some(())).is_some());
+    let status = gateway.status();
+    assert_eq!(status["worker"]["lastExit"]["cause"], "hang", "{status}");
+    assert_ne!(replacement, worker);
+}
+
+#[test]
+fn a_job_spinning_past_its_cancel_is_killed_as_a_hang() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 2, 2);
+    let gateway =
+        Gateway::start(dir.path(), &store, &["--request-timeout", "1", "--worker-cancel-grace-ms", "500"], &[]);
+    let worker = gateway.ready_worker_pid();
+    let started = Instant::now();
+    let (code, body) = gateway.call("sessions.usage", &fault("hang"));
+    assert_retryable_unavailable(code, &body);
+    assert!(started.elapsed() < Duration::from_secs(3), "the deadline must answer: {:?}", started.elapsed());
+    next_worker(&gateway, worker);
+    let status = gateway.status();
+    assert_eq!(status["worker"]["lastExit"]["cause"], "hang", "{status}");
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+}
+
+#[test]
+fn a_query_that_kills_two_workers_is_refused_as_poison() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    let mut worker = gateway.ready_worker_pid();
+    for _ in 0..2 {
+        let (code, body) = gateway.call("sessions.usage", &fault("panic"));
+        assert_retryable_unavailable(code, &body);
+        worker = next_worker(&gateway, worker);
+    }
+    let (code, body) = gateway.call("sessions.usage", &fault("panic"));
+    assert_eq!(code, 503, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("refusing"), "{body}");
+    assert!(body["error"].get("retryable").is_none(), "{body}");
+    let status = gateway.status();
+    assert_eq!(status["worker"]["pid"].as_u64(), Some(u64::from(worker)), "no third death: {status}");
+    assert_eq!(status["worker"]["restartsByCause"]["abort"], 2, "{status}");
+}
+
+#[test]
+fn a_crash_loop_parks_the_worker_in_failed_and_it_recovers_after_the_cooldown() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 2, 2);
+    let flag = dir.path().join("broken");
+    std::fs::write(&flag, b"").unwrap();
+    let wrapper = dir.path().join("flaky-worker.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo 'broken on purpose' >&2; exit 3; fi\nexec '{}' \"$@\"\n",
+            flag.display(),
+            bin("clawgate-usage-worker").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper_str = wrapper.to_str().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &[
+            "--worker-bin", wrapper_str, "--worker-max-restarts", "3", "--worker-restart-window", "30",
+            "--worker-cooldown", "3",
+        ],
+        &[("CLAWGATE_WORKER_BIN", wrapper_str)],
+    );
+    let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
+    let failed = wait_until(Duration::from_secs(10), || {
+        let status = gateway.status();
+        (status["worker"]["state"] == "failed").then_some(status)
+    })
+    .expect("the crash loop reaches failed");
+    assert!(failed["worker"]["restarts"].as_u64().unwrap() >= 4, "{failed}");
+    assert_eq!(failed["worker"]["lastExit"]["cause"], "crash", "{failed}");
+    assert_eq!(failed["worker"]["lastExit"]["code"], 3, "{failed}");
+    assert_eq!(failed["worker"]["lastExit"]["stderrTail"][0], "broken on purpose", "{failed}");
+    let started = Instant::now();
+    let (code, body) = gateway.call("sessions.usage", &all_usage());
+    assert_retryable_unavailable(code, &body);
+    assert!(started.elapsed() < Duration::from_millis(500), "failed answers at once");
+    assert_eq!(gateway.get("/readyz").0, 503);
+
+    std::fs::remove_file(&flag).unwrap();
+    let worker = gateway.ready_worker_pid();
+    assert!(alive(worker));
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+    let report = probe.finish();
+    assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
+}
+
+#[test]
+fn killing_the_gateway_leaves_no_worker_behind() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    let worker = gateway.ready_worker_pid();
+    signal(gateway.pid(), Signal::SIGKILL);
+    let gone = wait_until(Duration::from_secs(5), || (!alive(worker)).then_some(()));
+    assert!(gone.is_some(), "worker {worker} outlived its gateway: {:?}", proc_stat(worker));
+}
+
+/// A standalone worker in external mode, killed on drop.
+struct ExternalWorker(Child);
+
+impl ExternalWorker {
+    fn start(socket: &std::path::Path, store: &std::path::Path) -> ExternalWorker {
+        let child = Command::new(bin("clawgate-usage-worker"))
+            .arg("--listen")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        ExternalWorker(child)
+    }
+}
+
+impl Drop for ExternalWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn external_mode_reconnects_when_the_worker_is_restarted_by_its_own_supervisor() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 3, 4);
+    let socket = dir.path().join("run-ext/worker.sock");
+    let mut worker = ExternalWorker::start(&socket, &store);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-mode", "external", "--worker-socket", socket.to_str().unwrap()],
+        &[],
+    );
+    let gateway_pid = gateway.pid();
+    let first = gateway.ready_worker_pid();
+    assert_eq!(first, worker.0.id());
+    assert_eq!(gateway.status()["worker"]["mode"], "external");
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+
+    let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
+    let _ = worker.0.kill();
+    let _ = worker.0.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || (gateway.status()["worker"]["state"] != "ready").then_some(()))
+            .is_some()
+    );
+    worker = ExternalWorker::start(&socket, &store);
+    let second = next_worker(&gateway, first);
+    assert_eq!(second, worker.0.id());
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+    let report = probe.finish();
+    assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
+    assert_eq!(gateway.pid(), gateway_pid);
+    assert!(alive(gateway_pid));
+}

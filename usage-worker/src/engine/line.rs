@@ -1,0 +1,700 @@
+//! One transcript line → the few facts usage needs, without building a JSON tree.
+//!
+//! Lines are decoded with serde_json's borrowed, visitor-driven deserialisation: only the fields
+//! OpenClaw's usage code reads are kept, everything else (message text, tool output, thinking
+//! blocks, which are most of the bytes) is skipped with [`IgnoredAny`], which scans strings
+//! without copying them. Every field is *lenient*: a field of an unexpected JSON type is treated
+//! the way JavaScript's `typeof` checks treat it (ignored), never as a malformed line, so a
+//! valid-JSON line is never lost because one field has a surprising type.
+//!
+//! Field semantics follow OpenClaw's `session-cost-usage` reader (REFERENCE §2) with the 2026.9
+//! addition that `toolResult` messages are counted (as `toolResults`, and as `errors` when
+//! `isError` is true; 2026.5 ignored them because only `user`/`assistant` rows passed its role
+//! filter).
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::time::parse_iso_ms;
+
+/// Message roles that count for usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+    /// 2026.9: counted as a tool result, never as a message in `messages.total`.
+    ToolResult,
+}
+
+/// Normalised token counts of one usage object (`normalizeUsage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_write: Option<u64>,
+    pub total: Option<u64>,
+}
+
+impl Usage {
+    /// The four components, missing ones as 0.
+    pub fn parts(&self) -> [u64; 4] {
+        [
+            self.input.unwrap_or(0),
+            self.output.unwrap_or(0),
+            self.cache_read.unwrap_or(0),
+            self.cache_write.unwrap_or(0),
+        ]
+    }
+
+    /// `usage.total` if present, else the four-component sum (OpenClaw's `totalTokens`).
+    pub fn total_tokens(&self) -> u64 {
+        self.total.unwrap_or_else(|| self.parts().iter().sum())
+    }
+}
+
+/// A stored cost (`usage.cost`) whose `total` is finite and ≥ 0; missing parts count as 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CostParts {
+    pub total: f64,
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: f64,
+    pub cache_write: f64,
+}
+
+/// What one counted line contributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry<'a> {
+    pub role: Role,
+    /// Entry `timestamp` (ISO) preferred, else `message.timestamp` (epoch ms).
+    pub ts: Option<i64>,
+    /// `message.durationMs`, else the entry's `durationMs`.
+    pub duration_ms: Option<f64>,
+    pub usage: Option<Usage>,
+    pub cost: Option<CostParts>,
+    pub provider: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
+    /// `stopReason` is `error`, `aborted` or `timeout`.
+    pub error_stop: bool,
+    /// Tool-call names, trimmed and de-duplicated within the message.
+    pub tool_names: Vec<Cow<'a, str>>,
+    pub tool_results: u32,
+    pub tool_errors: u32,
+}
+
+/// How a line that is valid UTF-8 without NUL bytes was classified.
+// Returned by value once per line and consumed at once; boxing would cost an allocation per line.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineOutcome<'a> {
+    Entry(Entry<'a>),
+    /// Valid JSON object that does not count (headers, other roles, custom entries).
+    Ignored,
+    /// Not JSON, or JSON that is not an object.
+    Malformed,
+}
+
+/// Parses one line (already trimmed, UTF-8 checked).
+pub fn parse_line(line: &str) -> LineOutcome<'_> {
+    match serde_json::from_str::<F<RawLine<'_>>>(line) {
+        Ok(F::Val(raw)) => match raw.into_entry() {
+            Some(e) => LineOutcome::Entry(e),
+            None => LineOutcome::Ignored,
+        },
+        Ok(_) | Err(_) => LineOutcome::Malformed,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lenient field plumbing.
+
+/// A present field: JSON `null`, a value of the wanted type, or anything else.
+/// (`undefined`, i.e. an absent key, is the `Option::None` around it.)
+#[derive(Debug, Clone, PartialEq)]
+enum F<T> {
+    Null,
+    Other,
+    Val(T),
+}
+
+impl<T> F<T> {
+    fn val(self) -> Option<T> {
+        match self {
+            F::Val(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// JavaScript `a ?? b` over optional lenient fields, then the wanted type.
+fn coalesce<T>(a: Option<F<T>>, b: Option<F<T>>) -> Option<T> {
+    match a {
+        None | Some(F::Null) => b.and_then(F::val),
+        Some(f) => f.val(),
+    }
+}
+
+/// How a type is built from the JSON value kinds it accepts; everything else becomes `Other`.
+trait FromJson<'de>: Sized {
+    const WANTS_STR: bool = false;
+    fn from_str(_: Cow<'de, str>) -> Option<Self> {
+        None
+    }
+    fn from_num(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+struct FVisitor<T>(PhantomData<T>);
+
+fn wrap<T>(v: Option<T>) -> F<T> {
+    v.map_or(F::Other, F::Val)
+}
+
+impl<'de, T: FromJson<'de>> Visitor<'de> for FVisitor<T> {
+    type Value = F<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<F<T>, E> {
+        Ok(F::Null)
+    }
+    fn visit_none<E>(self) -> Result<F<T>, E> {
+        Ok(F::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<F<T>, E> {
+        Ok(wrap(T::from_bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<F<T>, E> {
+        Ok(wrap(T::from_num(v as f64)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<F<T>, E> {
+        Ok(wrap(T::from_num(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<F<T>, E> {
+        Ok(wrap(T::from_num(v)))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<F<T>, E> {
+        Ok(wrap(T::from_str(Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<F<T>, E> {
+        if T::WANTS_STR { Ok(wrap(T::from_str(Cow::Owned(v.to_owned())))) } else { Ok(F::Other) }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<F<T>, A::Error> {
+        Ok(wrap(T::from_map(map)?))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<F<T>, A::Error> {
+        Ok(wrap(T::from_seq(seq)?))
+    }
+}
+
+impl<'de, T: FromJson<'de>> Deserialize<'de> for F<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FVisitor(PhantomData))
+    }
+}
+
+impl<'de> FromJson<'de> for Cow<'de, str> {
+    const WANTS_STR: bool = true;
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(s)
+    }
+}
+
+impl FromJson<'_> for f64 {
+    fn from_num(v: f64) -> Option<Self> {
+        v.is_finite().then_some(v)
+    }
+}
+
+impl FromJson<'_> for bool {
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// An object key, borrowed unless it contains escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KV;
+        impl<'de> Visitor<'de> for KV {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KV)
+    }
+}
+
+type OStr<'a> = Option<F<Cow<'a, str>>>;
+
+// ---------------------------------------------------------------------------------------------
+// The shapes.
+
+#[derive(Default)]
+struct RawLine<'a> {
+    timestamp: OStr<'a>,
+    message: Option<F<RawMessage<'a>>>,
+    usage: Option<F<RawUsage>>,
+    provider: OStr<'a>,
+    model: OStr<'a>,
+    duration_ms: Option<F<f64>>,
+}
+
+impl<'de> FromJson<'de> for RawLine<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut r = RawLine::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match &*k {
+                "timestamp" => r.timestamp = Some(map.next_value()?),
+                "message" => r.message = Some(map.next_value()?),
+                "usage" => r.usage = Some(map.next_value()?),
+                "provider" => r.provider = Some(map.next_value()?),
+                "model" => r.model = Some(map.next_value()?),
+                "durationMs" => r.duration_ms = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(r))
+    }
+}
+
+#[derive(Default)]
+struct RawMessage<'a> {
+    role: OStr<'a>,
+    usage: Option<F<RawUsage>>,
+    provider: OStr<'a>,
+    model: OStr<'a>,
+    stop_reason: OStr<'a>,
+    duration_ms: Option<F<f64>>,
+    timestamp: Option<F<f64>>,
+    tool_name: OStr<'a>,
+    tool_name_snake: OStr<'a>,
+    content: Option<F<Content<'a>>>,
+    is_error: Option<F<bool>>,
+}
+
+impl<'de> FromJson<'de> for RawMessage<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut m = RawMessage::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match &*k {
+                "role" => m.role = Some(map.next_value()?),
+                "usage" => m.usage = Some(map.next_value()?),
+                "provider" => m.provider = Some(map.next_value()?),
+                "model" => m.model = Some(map.next_value()?),
+                "stopReason" => m.stop_reason = Some(map.next_value()?),
+                "durationMs" => m.duration_ms = Some(map.next_value()?),
+                "timestamp" => m.timestamp = Some(map.next_value()?),
+                "toolName" => m.tool_name = Some(map.next_value()?),
+                "tool_name" => m.tool_name_snake = Some(map.next_value()?),
+                "content" => m.content = Some(map.next_value()?),
+                "isError" => m.is_error = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(m))
+    }
+}
+
+/// What the `content` array says about tools.
+#[derive(Default)]
+struct Content<'a> {
+    tool_names: Vec<Cow<'a, str>>,
+    tool_results: u32,
+    tool_errors: u32,
+}
+
+impl<'de> FromJson<'de> for Content<'de> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut c = Content::default();
+        while let Some(block) = seq.next_element::<F<Block<'de>>>()? {
+            let F::Val(b) = block else { continue };
+            let Some(ty) = b.ty else { continue };
+            let ty = ty.trim();
+            if ty.eq_ignore_ascii_case("tool_use")
+                || ty.eq_ignore_ascii_case("toolcall")
+                || ty.eq_ignore_ascii_case("tool_call")
+            {
+                if let Some(name) = b.name {
+                    push_name(&mut c.tool_names, name);
+                }
+            } else if ty.eq_ignore_ascii_case("tool_result") || ty.eq_ignore_ascii_case("tool_result_error") {
+                c.tool_results += 1;
+                if b.is_error {
+                    c.tool_errors += 1;
+                }
+            }
+        }
+        Ok(Some(c))
+    }
+}
+
+/// Adds a trimmed, non-empty tool name unless the message already has it.
+fn push_name<'a>(names: &mut Vec<Cow<'a, str>>, name: Cow<'a, str>) {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || names.iter().any(|n| n == trimmed) {
+        return;
+    }
+    let name = if trimmed.len() == name.len() {
+        name
+    } else {
+        match name {
+            Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+            Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+        }
+    };
+    names.push(name);
+}
+
+#[derive(Default)]
+struct Block<'a> {
+    ty: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    is_error: bool,
+}
+
+impl<'de> FromJson<'de> for Block<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut b = Block::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match &*k {
+                "type" => b.ty = map.next_value::<F<Cow<'de, str>>>()?.val(),
+                "name" => b.name = map.next_value::<F<Cow<'de, str>>>()?.val(),
+                "is_error" => b.is_error = map.next_value::<F<bool>>()?.val() == Some(true),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(b))
+    }
+}
+
+/// A raw usage object: every alias kept in OpenClaw's preference order.
+#[derive(Default, Debug)]
+struct RawUsage {
+    /// input, inputTokens, input_tokens, promptTokens, prompt_tokens, prompt_n
+    input: [Option<f64>; 6],
+    /// output, outputTokens, output_tokens, completionTokens, completion_tokens, predicted_n
+    output: [Option<f64>; 6],
+    /// cacheRead, cache_read, cache_read_input_tokens, cached_tokens, *_tokens_details.cached_tokens
+    cache_read: [Option<f64>; 5],
+    /// cacheWrite, cache_write, cache_creation_input_tokens
+    cache_write: [Option<f64>; 3],
+    /// total, totalTokens, total_tokens
+    total: [Option<f64>; 3],
+    cost: Option<RawCost>,
+}
+
+impl<'de> FromJson<'de> for RawUsage {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut u = RawUsage::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            let slot = match &*k {
+                "input" => &mut u.input[0],
+                "inputTokens" => &mut u.input[1],
+                "input_tokens" => &mut u.input[2],
+                "promptTokens" => &mut u.input[3],
+                "prompt_tokens" => &mut u.input[4],
+                "prompt_n" => &mut u.input[5],
+                "output" => &mut u.output[0],
+                "outputTokens" => &mut u.output[1],
+                "output_tokens" => &mut u.output[2],
+                "completionTokens" => &mut u.output[3],
+                "completion_tokens" => &mut u.output[4],
+                "predicted_n" => &mut u.output[5],
+                "cacheRead" => &mut u.cache_read[0],
+                "cache_read" => &mut u.cache_read[1],
+                "cache_read_input_tokens" => &mut u.cache_read[2],
+                "cached_tokens" => &mut u.cache_read[3],
+                "cacheWrite" => &mut u.cache_write[0],
+                "cache_write" => &mut u.cache_write[1],
+                "cache_creation_input_tokens" => &mut u.cache_write[2],
+                "total" => &mut u.total[0],
+                "totalTokens" => &mut u.total[1],
+                "total_tokens" => &mut u.total[2],
+                "cost" => {
+                    u.cost = map.next_value::<F<RawCost>>()?.val();
+                    continue;
+                }
+                other if other.ends_with("_tokens_details") => {
+                    let d = map.next_value::<F<Details>>()?.val().and_then(|d| d.cached);
+                    if u.cache_read[4].is_none() {
+                        u.cache_read[4] = d;
+                    }
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value::<F<f64>>()?.val();
+        }
+        Ok(Some(u))
+    }
+}
+
+#[derive(Default)]
+struct Details {
+    cached: Option<f64>,
+}
+
+impl<'de> FromJson<'de> for Details {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut d = Details::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            if k == "cached_tokens" {
+                d.cached = map.next_value::<F<f64>>()?.val();
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Some(d))
+    }
+}
+
+#[derive(Default, Debug)]
+struct RawCost {
+    total: Option<f64>,
+    input: Option<f64>,
+    output: Option<f64>,
+    cache_read: Option<f64>,
+    cache_write: Option<f64>,
+}
+
+impl<'de> FromJson<'de> for RawCost {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut c = RawCost::default();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            let slot = match &*k {
+                "total" => &mut c.total,
+                "input" => &mut c.input,
+                "output" => &mut c.output,
+                "cacheRead" => &mut c.cache_read,
+                "cacheWrite" => &mut c.cache_write,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value::<F<f64>>()?.val();
+        }
+        Ok(Some(c))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation.
+
+/// The first positive alias, else the first finite one (`normalizeUsage`'s `pick`).
+fn pick(vals: &[Option<f64>]) -> Option<f64> {
+    vals.iter().flatten().copied().find(|v| *v > 0.0).or_else(|| vals.iter().flatten().copied().next())
+}
+
+/// Truncates to an integer; negative values become 0.
+fn tokens(v: f64) -> u64 {
+    if v > 0.0 { v.trunc() as u64 } else { 0 }
+}
+
+impl RawUsage {
+    fn normalize(&self) -> Option<Usage> {
+        let mut u = Usage {
+            input: pick(&self.input).map(tokens),
+            output: pick(&self.output).map(tokens),
+            cache_read: pick(&self.cache_read).map(tokens),
+            cache_write: pick(&self.cache_write).map(tokens),
+            total: pick(&self.total).map(tokens),
+        };
+        if u == Usage::default() {
+            return None;
+        }
+        // OpenAI-shaped usage counts cached prompt tokens inside the prompt count.
+        let openai = self.cache_read[3].is_some() || self.cache_read[4].is_some();
+        if openai && let (Some(i), Some(c)) = (u.input, u.cache_read) {
+            u.input = Some(i.saturating_sub(c));
+        }
+        Some(u)
+    }
+
+    fn cost(&self) -> Option<CostParts> {
+        let c = self.cost.as_ref()?;
+        let total = c.total.filter(|t| *t >= 0.0)?;
+        Some(CostParts {
+            total,
+            input: c.input.unwrap_or(0.0),
+            output: c.output.unwrap_or(0.0),
+            cache_read: c.cache_read.unwrap_or(0.0),
+            cache_write: c.cache_write.unwrap_or(0.0),
+        })
+    }
+}
+
+impl<'a> RawLine<'a> {
+    fn into_entry(self) -> Option<Entry<'a>> {
+        let F::Val(m) = self.message? else {
+            return None;
+        };
+        let role = match m.role.and_then(F::val).as_deref() {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("toolResult") => Role::ToolResult,
+            _ => return None,
+        };
+        let ts = self.timestamp.and_then(F::val).and_then(|s| parse_iso_ms(&s)).or_else(|| {
+            m.timestamp.and_then(F::val).filter(|t| t.abs() <= 8.64e15).map(|t| t.trunc() as i64)
+        });
+        if role == Role::ToolResult {
+            let err = m.is_error.and_then(F::val) == Some(true);
+            return Some(Entry {
+                role,
+                ts,
+                duration_ms: None,
+                usage: None,
+                cost: None,
+                provider: None,
+                model: None,
+                error_stop: false,
+                tool_names: Vec::new(),
+                tool_results: 1,
+                tool_errors: u32::from(err),
+            });
+        }
+        let raw_usage = coalesce(m.usage, self.usage);
+        let usage = raw_usage.as_ref().and_then(RawUsage::normalize);
+        let cost = raw_usage.as_ref().and_then(RawUsage::cost);
+        let content = m.content.and_then(F::val).unwrap_or_default();
+        let mut tool_names = Vec::new();
+        if let Some(n) = coalesce(m.tool_name, m.tool_name_snake) {
+            push_name(&mut tool_names, n);
+        }
+        for n in content.tool_names {
+            push_name(&mut tool_names, n);
+        }
+        let error_stop =
+            matches!(m.stop_reason.and_then(F::val).as_deref(), Some("error" | "aborted" | "timeout"));
+        Some(Entry {
+            role,
+            ts,
+            duration_ms: m.duration_ms.and_then(F::val).or_else(|| self.duration_ms.and_then(F::val)),
+            usage,
+            cost,
+            provider: m.provider.and_then(F::val).or_else(|| self.provider.and_then(F::val)),
+            model: m.model.and_then(F::val).or_else(|| self.model.and_then(F::val)),
+            error_stop,
+            tool_names,
+            tool_results: content.tool_results,
+            tool_errors: content.tool_errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(line: &str) -> Entry<'_> {
+        match parse_line(line) {
+            LineOutcome::Entry(e) => e,
+            other => panic!("not an entry: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn assistant_line() {
+        let e = entry(
+            r#"{"type":"message","timestamp":"2026-11-09T10:36:33.469Z","message":{"role":"assistant","content":[{"type":"text","text":"hi \"there\""},{"type":"toolCall","id":"c1","name":"edit","arguments":{"path":"x"}},{"type":"toolCall","name":" edit "}],"provider":"openai","model":"gpt-5","usage":{"input":391,"output":2287,"cacheRead":57642,"cacheWrite":0,"totalTokens":60320,"cost":{"input":0.00048875,"output":0.02287,"cacheRead":0.00720525,"cacheWrite":0.0,"total":0.030564}},"stopReason":"toolUse","timestamp":1794220593469}}"#,
+        );
+        assert_eq!(e.role, Role::Assistant);
+        assert_eq!(e.ts, Some(1_794_220_593_469));
+        assert_eq!(e.provider.as_deref(), Some("openai"));
+        assert_eq!(e.tool_names, vec![Cow::Borrowed("edit")]);
+        let u = e.usage.unwrap();
+        assert_eq!(u.parts(), [391, 2287, 57642, 0]);
+        assert_eq!(u.total_tokens(), 60320);
+        assert_eq!(e.cost.unwrap().total, 0.030564);
+        assert!(!e.error_stop);
+    }
+
+    #[test]
+    fn aliases_and_openai_shape() {
+        let e = entry(
+            r#"{"message":{"role":"assistant","usage":{"prompt_tokens":1000,"completion_tokens":20.9,"prompt_tokens_details":{"cached_tokens":600},"total_tokens":1020}},"usage":{"input":5}}"#,
+        );
+        let u = e.usage.unwrap();
+        assert_eq!(u.parts(), [400, 20, 600, 0]);
+        assert_eq!(u.total, Some(1020));
+        assert!(e.cost.is_none());
+        assert_eq!(e.ts, None);
+    }
+
+    #[test]
+    fn fallbacks_and_leniency() {
+        // message.usage null → top-level usage; wrong-typed fields are ignored, not fatal.
+        let e = entry(
+            r#"{"timestamp":12,"provider":"p","model":"m","usage":{"input":-3,"inputTokens":7,"output":"x","cost":{"total":-1}},"message":{"role":"user","usage":null,"timestamp":1000.7,"content":"hello","stopReason":"error","tool_name":"bash"}}"#,
+        );
+        assert_eq!(e.ts, Some(1000));
+        assert_eq!(e.usage.unwrap().input, Some(7));
+        assert_eq!(e.usage.unwrap().output, None);
+        assert!(e.cost.is_none());
+        assert_eq!(e.provider.as_deref(), Some("p"));
+        assert!(e.error_stop);
+        assert_eq!(e.tool_names, vec![Cow::Borrowed("bash")]);
+    }
+
+    #[test]
+    fn tool_results_and_ignored_lines() {
+        let e = entry(
+            r#"{"type":"message","timestamp":"2026-11-09T10:36:36.088Z","message":{"role":"toolResult","toolName":"edit","content":[{"type":"text","text":"long"}],"isError":true}}"#,
+        );
+        assert_eq!((e.role, e.tool_results, e.tool_errors), (Role::ToolResult, 1, 1));
+        assert!(e.tool_names.is_empty());
+        let e = entry(
+            r#"{"message":{"role":"user","content":[{"type":"tool_result","is_error":true},{"type":"TOOL_RESULT"}]}}"#,
+        );
+        assert_eq!((e.tool_results, e.tool_errors), (2, 1));
+        assert_eq!(parse_line(r#"{"type":"session","id":"x"}"#), LineOutcome::Ignored);
+        assert_eq!(parse_line(r#"{"message":{"role":"system"}}"#), LineOutcome::Ignored);
+        assert_eq!(parse_line(r#"{"message":"text"}"#), LineOutcome::Ignored);
+        assert_eq!(parse_line(r#"[1,2]"#), LineOutcome::Malformed);
+        assert_eq!(parse_line(r#"{"message":"#), LineOutcome::Malformed);
+        assert_eq!(parse_line(r#"{"a":1} x"#), LineOutcome::Malformed);
+    }
+
+    #[test]
+    fn escaped_keys_and_strings_work() {
+        let e = entry(r#"{"message":{"r\u006fle":"assistant","model":"m\"1","usage":{"output":3}}}"#);
+        assert_eq!(e.model.as_deref(), Some("m\"1"));
+        assert_eq!(e.usage.unwrap().output, Some(3));
+    }
+}

@@ -1,0 +1,568 @@
+//! The usage engine: answers OpenClaw usage queries over a legacy (JSONL) session store from
+//! incrementally maintained per-file rollups.
+//!
+//! One [`Engine`] lives in the worker process for its lifetime. Each [`Engine::answer`] call
+//! lists the agents and transcripts in scope (cheap: `readdir` + `stat`), brings every changed
+//! file's rollup up to date (parsing only appended bytes when the file merely grew; changed
+//! files are parsed on `threads` threads), then aggregates rollups into the response. Unchanged
+//! files cost a `stat`, so a warm answer is dominated by aggregation and serialisation.
+//!
+//! Module map: [`discover`] finds files, [`reader`] streams lines, [`line`] decodes a line,
+//! [`rollup`] folds lines into quarter-hour buckets, [`summary`] aggregates buckets for a range,
+//! [`respond`] and [`series`] build payloads, [`store`] reads `sessions.json` / `models.json`.
+
+mod discover;
+mod line;
+mod num;
+mod reader;
+mod respond;
+mod rollup;
+mod series;
+mod store;
+mod summary;
+mod time;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ipc_proto::{
+    AgentScope, JobStats, Method, Progress, UsageAnswer, UsageQuery, WorkerError, WorkerErrorKind,
+};
+
+use discover::{Discovered, FileMeta};
+use line::{LineOutcome, parse_line};
+use reader::{ReadError, anchor_hash, read_lines};
+use respond::{Diagnostics, FileRef, KeyTarget, View};
+use rollup::{Checkpoint, FileRollup};
+use store::{Cached, Price, PriceTable, StoreIndex};
+
+/// The agent whose `models.json` is consulted first for prices, as OpenClaw consults the
+/// default agent's catalog before anything else.
+const DEFAULT_AGENT: &str = "main";
+/// Minimum time between two progress reports while parsing.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How the engine reads the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The OpenClaw state dir (`~/.openclaw`), holding `agents/`.
+    pub state_dir: PathBuf,
+    /// Lines longer than this are skipped and counted (`oversizeLines`), never buffered whole.
+    pub max_line_bytes: u64,
+    /// Parser threads for changed files.
+    pub threads: usize,
+}
+
+impl EngineConfig {
+    /// 16 MiB: far above any real transcript line, far below memory trouble.
+    pub const DEFAULT_MAX_LINE_BYTES: u64 = 16 << 20;
+    /// The machine this ships on has two cores.
+    pub const DEFAULT_THREADS: usize = 2;
+
+    /// Defaults for a state dir.
+    pub fn new(state_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            state_dir: state_dir.into(),
+            max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES,
+            threads: Self::DEFAULT_THREADS,
+        }
+    }
+}
+
+/// One transcript the engine knows, with its rollup.
+#[derive(Debug, Clone)]
+struct FileState {
+    disc: Discovered,
+    rollup: FileRollup,
+}
+
+/// Owns the per-file rollups between calls.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    files: HashMap<PathBuf, FileState>,
+    stores: HashMap<String, Cached<StoreIndex>>,
+    prices: HashMap<String, Cached<PriceTable>>,
+}
+
+/// What [`Engine::refresh`] did.
+#[derive(Debug, Default)]
+struct RefreshStats {
+    files_parsed: u64,
+    bytes_parsed: u64,
+}
+
+/// A file whose rollup must be brought up to date.
+struct Job {
+    disc: Discovered,
+    prev: Option<FileRollup>,
+}
+
+enum JobResult {
+    Done { disc: Discovered, rollup: Box<FileRollup>, bytes: u64 },
+    Unreadable { disc: Discovered, error: String },
+    Cancelled,
+}
+
+fn cancelled() -> WorkerError {
+    WorkerError::new(WorkerErrorKind::Cancelled, "cancelled")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine { config, files: HashMap::new(), stores: HashMap::new(), prices: HashMap::new() }
+    }
+
+    /// The configuration this engine reads with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Number of transcripts with a rollup in memory.
+    pub fn cached_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Approximate heap bytes held by rollups.
+    pub fn rollup_bytes(&self) -> usize {
+        self.files.values().map(|f| f.rollup.heap_bytes()).sum()
+    }
+
+    /// Answers one query. Called on a compute thread (not async). `cancel` is polled between
+    /// files (and every few MB inside a big file); when set, the answer is
+    /// [`WorkerErrorKind::Cancelled`], and rollups of files finished so far are kept.
+    /// `progress` is called now and then (files done/total, bytes).
+    pub fn answer(
+        &mut self,
+        query: &UsageQuery,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<UsageAnswer, WorkerError> {
+        let started = Instant::now();
+        let all_agents = discover::list_agents(&self.config.state_dir).map_err(|e| {
+            WorkerError::new(
+                WorkerErrorKind::StoreUnavailable,
+                format!("cannot read {}: {e}", self.config.state_dir.display()),
+            )
+        })?;
+        let agents: Vec<String> = match &query.agents {
+            AgentScope::All => all_agents,
+            AgentScope::One(id) => all_agents.into_iter().filter(|a| a.eq_ignore_ascii_case(id)).collect(),
+        };
+        let mut diag = Diagnostics { agents: agents.len() as u64, ..Diagnostics::default() };
+        self.refresh_json(&agents, &mut diag);
+        let listed = self.discover(&agents, &mut diag);
+
+        let target = match (&query.key, query.method) {
+            (Some(key), _) => Some(self.resolve_key(key, &agents, &listed)?),
+            (None, Method::SessionsUsageTimeseries | Method::SessionsUsageLogs) => {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidRequest,
+                    format!("key is required for {}", query.method.name().rsplit('.').next().unwrap_or("")),
+                ));
+            }
+            (None, _) => None,
+        };
+        if query.method == Method::SessionsUsageLogs {
+            return Err(WorkerError::new(
+                WorkerErrorKind::InvalidRequest,
+                "sessions.usage.logs is not supported yet",
+            ));
+        }
+        if query.method == Method::SessionsUsageTimeseries {
+            let t = target.as_ref().expect("key checked above");
+            let file = listed
+                .iter()
+                .filter(|d| d.agent_id == t.agent && d.session_id == t.session_id)
+                .max_by_key(|d| matches!(d.kind, discover::FileKind::Primary));
+            let Some(file) = file else {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidRequest,
+                    format!("No transcript found for session: {}", query.key.as_deref().unwrap_or("")),
+                ));
+            };
+            let price = self.price_fn();
+            let (payload, bytes) =
+                series::timeseries(file, &t.session_id, self.config.max_line_bytes, cancel, &price)?;
+            return Ok(UsageAnswer {
+                payload_json: payload,
+                stats: JobStats {
+                    agents: agents.len() as u64,
+                    files_total: 1,
+                    files_parsed: 1,
+                    bytes_parsed: bytes,
+                    lines_skipped: 0,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                },
+            });
+        }
+
+        // Which files need to be current: all listed ones, or the key's session (+ family).
+        let selection: Vec<&Discovered> = match &target {
+            None => listed.iter().collect(),
+            Some(t) => {
+                let mut ids: HashSet<&str> = HashSet::from([t.session_id.as_str()]);
+                if let Some(store) = self.stores.get(&t.agent).and_then(|c| c.value.as_ref())
+                    && let Some(e) = store.by_session_id(&t.session_id)
+                {
+                    ids.extend(e.family_ids.iter().map(String::as_str));
+                }
+                listed
+                    .iter()
+                    .filter(|d| d.agent_id == t.agent && ids.contains(d.session_id.as_str()))
+                    .collect()
+            }
+        };
+        let stats = self.refresh(&selection, cancel, progress, &mut diag)?;
+        diag.files_parsed = stats.files_parsed;
+        diag.bytes_parsed = stats.bytes_parsed;
+
+        let files: Vec<FileRef<'_>> = selection
+            .iter()
+            .filter_map(|d| self.files.get(&d.path))
+            .map(|f| FileRef { disc: &f.disc, rollup: &f.rollup })
+            .collect();
+        diag.files = files.len() as u64;
+        for f in &files {
+            diag.skips.add(&f.rollup.skips);
+            diag.pending_tails += u64::from(f.rollup.pending_tail);
+        }
+        let stores: HashMap<&str, &StoreIndex> =
+            self.stores.iter().filter_map(|(a, c)| c.value.as_ref().map(|v| (a.as_str(), v))).collect();
+        let price = self.price_fn();
+        let view = View { query, now_ms: now_ms(), files, stores, price: &price, diag: &diag };
+        let payload = match query.method {
+            Method::UsageCost => respond::usage_cost(&view)?,
+            _ => respond::sessions_usage(&view, target.as_ref())?,
+        };
+        Ok(UsageAnswer {
+            payload_json: payload,
+            stats: JobStats {
+                agents: agents.len() as u64,
+                files_total: diag.files,
+                files_parsed: stats.files_parsed,
+                bytes_parsed: stats.bytes_parsed,
+                // Skipped lines of the files in scope as they stand (not only those met in
+                // this job's bytes), plus unterminated tails waiting for their newline.
+                lines_skipped: diag.skips.total() + diag.pending_tails,
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
+        })
+    }
+
+    /// A price lookup: the default agent's catalog first, then the entry's own agent's.
+    fn price_fn(&self) -> impl Fn(&str, Option<&str>, Option<&str>) -> Option<Price> + '_ {
+        move |agent: &str, provider: Option<&str>, model: Option<&str>| {
+            let (p, m) = (provider?, model?);
+            let table = |a: &str| self.prices.get(a).and_then(|c| c.value.as_ref()).and_then(|t| t.get(p, m));
+            table(DEFAULT_AGENT).or_else(|| table(agent))
+        }
+    }
+
+    /// Re-reads changed `sessions.json` / `models.json` files of the agents in scope.
+    fn refresh_json(&mut self, agents: &[String], diag: &mut Diagnostics) {
+        let dir = self.config.state_dir.clone();
+        for a in agents {
+            let c = self.stores.entry(a.clone()).or_default();
+            c.refresh(&store::store_path(&dir, a), StoreIndex::parse);
+            if let Some(e) = &c.error {
+                diag.sessions_json_errors += 1;
+                diag.error(format!("sessions.json: {e}"));
+            }
+        }
+        let mut price_agents: Vec<&str> = agents.iter().map(String::as_str).collect();
+        price_agents.push(DEFAULT_AGENT);
+        for a in price_agents {
+            let c = self.prices.entry(a.to_owned()).or_default();
+            c.refresh(&store::models_path(&dir, a), PriceTable::parse);
+            if let Some(e) = &c.error {
+                diag.models_json_errors += 1;
+                diag.error(format!("models.json: {e}"));
+            }
+        }
+    }
+
+    /// Lists the counted files of `agents`, follows renames (same device and inode) and drops
+    /// rollups of files that are gone.
+    fn discover(&mut self, agents: &[String], diag: &mut Diagnostics) -> Vec<Discovered> {
+        let mut listed = Vec::new();
+        for a in agents {
+            match discover::list_files(&self.config.state_dir, a) {
+                Ok(files) => listed.extend(files),
+                Err(e) => diag.error(format!("listing sessions of agent {a}: {e}")),
+            }
+        }
+        let in_scope: HashSet<&str> = agents.iter().map(String::as_str).collect();
+        let present: HashSet<&PathBuf> = listed.iter().map(|d| &d.path).collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(p, f)| in_scope.contains(f.disc.agent_id.as_str()) && !present.contains(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !gone.is_empty() {
+            let mut by_inode: HashMap<(u64, u64), FileState> = HashMap::new();
+            for p in gone {
+                if let Some(f) = self.files.remove(&p) {
+                    by_inode.insert((f.disc.meta.dev, f.disc.meta.ino), f);
+                }
+            }
+            for d in &listed {
+                if self.files.contains_key(&d.path) {
+                    continue;
+                }
+                if let Some(mut f) = by_inode.remove(&(d.meta.dev, d.meta.ino)) {
+                    // Renamed (e.g. archived to `.deleted.<ts>`): same bytes, new name.
+                    f.disc = Discovered { meta: f.disc.meta, ..d.clone() };
+                    self.files.insert(d.path.clone(), f);
+                }
+            }
+        }
+        listed
+    }
+
+    /// Resolves a `key`: a session key from a store, `agent:<id>:<sessionId>`, or a bare session
+    /// id, within the agents in scope.
+    fn resolve_key(
+        &self,
+        key: &str,
+        agents: &[String],
+        listed: &[Discovered],
+    ) -> Result<KeyTarget, WorkerError> {
+        let store = |a: &str| self.stores.get(a).and_then(|c| c.value.as_ref());
+        let has_file = |a: &str, id: &str| listed.iter().any(|d| d.agent_id == a && d.session_id == id);
+        let parsed = key.strip_prefix("agent:").and_then(|rest| rest.split_once(':'));
+        if let Some((agent, rest)) = parsed {
+            let Some(agent) = agents.iter().find(|a| a.eq_ignore_ascii_case(agent)) else {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidRequest,
+                    format!("unknown session key: {key}"),
+                ));
+            };
+            if let Some(s) = store(agent) {
+                if let Some(e) = s.by_key(key).or_else(|| s.by_session_id(rest)) {
+                    return Ok(KeyTarget { agent: agent.clone(), session_id: e.session_id.clone() });
+                }
+            }
+            if has_file(agent, rest) {
+                return Ok(KeyTarget { agent: agent.clone(), session_id: rest.to_owned() });
+            }
+        } else {
+            for a in agents {
+                if let Some(e) = store(a).and_then(|s| s.by_key(key).or_else(|| s.by_session_id(key))) {
+                    return Ok(KeyTarget { agent: a.clone(), session_id: e.session_id.clone() });
+                }
+            }
+            for a in agents {
+                if has_file(a, key) {
+                    return Ok(KeyTarget { agent: a.clone(), session_id: key.to_owned() });
+                }
+            }
+        }
+        Err(WorkerError::new(WorkerErrorKind::InvalidRequest, format!("unknown session key: {key}")))
+    }
+
+    /// Brings the rollups of `selection` up to date, parsing changed files in parallel.
+    fn refresh(
+        &mut self,
+        selection: &[&Discovered],
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Progress),
+        diag: &mut Diagnostics,
+    ) -> Result<RefreshStats, WorkerError> {
+        let mut jobs: Vec<Job> = Vec::new();
+        for d in selection {
+            match self.files.get_mut(&d.path) {
+                Some(f) if same_stat(&f.rollup.checkpoint, &d.meta) => {
+                    f.disc = (*d).clone();
+                }
+                Some(f) => {
+                    let prev = std::mem::take(&mut f.rollup);
+                    jobs.push(Job { disc: (*d).clone(), prev: Some(prev) });
+                }
+                None => jobs.push(Job { disc: (*d).clone(), prev: None }),
+            }
+        }
+        let total = selection.len() as u64;
+        let mut done = total - jobs.len() as u64;
+        let mut stats = RefreshStats::default();
+        progress(Progress { files_done: done, files_total: total, bytes_done: 0 });
+        if jobs.is_empty() {
+            return Ok(stats);
+        }
+        // Biggest first, so one large file does not finish last on one core.
+        jobs.sort_by_key(|j| {
+            std::cmp::Reverse(
+                j.disc.meta.size.saturating_sub(j.prev.as_ref().map_or(0, |p| p.checkpoint.offset)),
+            )
+        });
+        let max_line = self.config.max_line_bytes;
+        let threads = self.config.threads.clamp(1, jobs.len());
+        let queue: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+        let next = AtomicUsize::new(0);
+        let mut was_cancelled = false;
+        let mut last_report = Instant::now();
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<JobResult>();
+            for _ in 0..threads {
+                let tx = tx.clone();
+                let (queue, next) = (&queue, &next);
+                scope.spawn(move || {
+                    loop {
+                        if cancel.load(Ordering::Relaxed) {
+                            let _ = tx.send(JobResult::Cancelled);
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(slot) = queue.get(i) else { return };
+                        let job = slot.lock().map(|mut s| s.take()).ok().flatten();
+                        let Some(job) = job else { continue };
+                        if tx.send(run_job(job, max_line, cancel)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for r in rx {
+                match r {
+                    JobResult::Done { disc, rollup, bytes } => {
+                        done += 1;
+                        stats.files_parsed += 1;
+                        stats.bytes_parsed += bytes;
+                        self.files.insert(disc.path.clone(), FileState { disc, rollup: *rollup });
+                    }
+                    JobResult::Unreadable { disc, error } => {
+                        done += 1;
+                        diag.unreadable_files += 1;
+                        diag.error(format!("{}: {error}", disc.path.display()));
+                        self.files.remove(&disc.path);
+                    }
+                    JobResult::Cancelled => was_cancelled = true,
+                }
+                // At most ~10 reports a second: the callback may cross a process boundary.
+                if last_report.elapsed() >= PROGRESS_EVERY || done == total {
+                    last_report = Instant::now();
+                    progress(Progress {
+                        files_done: done,
+                        files_total: total,
+                        bytes_done: stats.bytes_parsed,
+                    });
+                }
+            }
+        });
+        // Files whose job never ran (cancelled) lost their taken rollup: forget them so the
+        // next call rescans them instead of trusting a stale checkpoint.
+        for slot in queue {
+            if let Ok(Some(job)) = slot.into_inner() {
+                self.files.remove(&job.disc.path);
+            }
+        }
+        if was_cancelled || cancel.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
+        Ok(stats)
+    }
+}
+
+/// Whether a checkpoint was taken at exactly this stat (then the file is unchanged).
+fn same_stat(cp: &Checkpoint, m: &FileMeta) -> bool {
+    cp.dev == m.dev && cp.ino == m.ino && cp.size == m.size && cp.mtime_ns == m.mtime_ns
+}
+
+/// Parses one file: only the appended bytes when its checkpoint still matches, else all of it.
+fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
+    let Job { mut disc, prev } = job;
+    let file = match File::open(&disc.path) {
+        Ok(f) => f,
+        Err(e) => {
+            return JobResult::Unreadable { disc, error: e.to_string() };
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => FileMeta::of(&m),
+        Err(e) => {
+            return JobResult::Unreadable { disc, error: e.to_string() };
+        }
+    };
+    disc.meta = meta;
+    let mut rollup = match prev {
+        Some(p) if can_append(&file, &p.checkpoint, &meta) => p,
+        _ => FileRollup::default(),
+    };
+    let start = rollup.checkpoint.offset;
+    match scan_into(&file, &mut rollup, start, max_line, cancel) {
+        Ok(bytes) => {
+            rollup.checkpoint.dev = meta.dev;
+            rollup.checkpoint.ino = meta.ino;
+            rollup.checkpoint.size = meta.size;
+            rollup.checkpoint.mtime_ns = meta.mtime_ns;
+            JobResult::Done { disc, rollup: Box::new(rollup), bytes }
+        }
+        Err(ReadError::Cancelled) => JobResult::Cancelled,
+        Err(ReadError::Io(e)) => JobResult::Unreadable { disc, error: e.to_string() },
+    }
+}
+
+/// Same file, grown (or untouched) since the checkpoint, and the bytes before the offset
+/// unchanged. A file that did not grow but has a new mtime was rewritten in place (transcripts
+/// only ever grow), which the anchor cannot see when the change lies before its 4 KiB: rescan.
+fn can_append(file: &File, cp: &Checkpoint, m: &FileMeta) -> bool {
+    cp.dev == m.dev
+        && cp.ino == m.ino
+        && m.size >= cp.offset
+        && (m.size > cp.size || m.mtime_ns == cp.mtime_ns)
+        && (cp.offset == 0 || anchor_hash(file, cp.offset).is_ok_and(|h| h == cp.anchor))
+}
+
+/// Reads lines from `start` into `rollup`, updating its skip counts, tail flag and checkpoint
+/// offset/anchor. Returns the bytes read.
+fn scan_into(
+    file: &File,
+    rollup: &mut FileRollup,
+    start: u64,
+    max_line: u64,
+    cancel: &AtomicBool,
+) -> Result<u64, ReadError> {
+    let mut skips = rollup::SkipCounts::default();
+    let out = read_lines(file, start, max_line, cancel, |raw| {
+        let line = raw.trim_ascii();
+        if line.is_empty() {
+            return;
+        }
+        if memchr::memchr(0, line).is_some() {
+            skips.nul_bytes += 1;
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            skips.invalid_utf8 += 1;
+            return;
+        };
+        match parse_line(text) {
+            LineOutcome::Entry(e) => rollup.add(&e),
+            LineOutcome::Ignored => {}
+            LineOutcome::Malformed => skips.malformed_json += 1,
+        }
+    })?;
+    skips.oversize += out.oversize;
+    rollup.skips.add(&skips);
+    rollup.shrink();
+    rollup.pending_tail = out.pending_tail;
+    if out.end_offset != rollup.checkpoint.offset || rollup.checkpoint.anchor == 0 {
+        rollup.checkpoint.offset = out.end_offset;
+        rollup.checkpoint.anchor = anchor_hash(file, out.end_offset)?;
+    }
+    Ok(out.bytes_read)
+}

@@ -1,0 +1,1001 @@
+//! Building OpenClaw 2026.9 response payloads from rollups.
+//!
+//! Field names, order and optionality follow a real 2026.9.6 `sessions.usage` response
+//! (`samples/sessions.usage.small.json`); JavaScript number formatting comes from [`Js`].
+//! Differences from 2026.5 that we follow (2026.9):
+//! - `sessions.usage` `totals`/`aggregates` cover **every** session row in range and scope, and
+//!   only `sessions[]` is cut to `limit` (2026.5 aggregated the returned rows only; the 2026.9
+//!   sample has `limit:3` with `sessionCount:180` and complete totals).
+//! - `aggregates` gains `sessionCount`, `longestSessionDurationMs`, `byCreator`, `costDaily`;
+//!   rows gain `creatorKey` and `hasContextWeight`; `dailyBreakdown` rows carry the eleven
+//!   totals besides `tokens`/`cost`; the top level gains `creatorOptions`.
+//! - `usage.cost` `days` is the number of days in the range (`(end - start + 1) / 1 day`, 90
+//!   for a 90-day range; 2026.5 printed one more) and `daily` lists every day of the range, zeros
+//!   included (for an unbounded range, from the first day with data).
+//!
+//! clawgate adds one top-level object, `diagnostics`, to both payloads: skipped-line counts per
+//! kind, unreadable files, and `sessions.json`/`models.json` errors. Legacy stores carry no
+//! creator metadata, so every row's `creatorKey` is `["unknown"]`, as 2026.9 reports for them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ipc_proto::{GroupBy, UsageQuery, WorkerError, WorkerErrorKind};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::value::RawValue;
+
+use super::discover::{Discovered, FileKind};
+use super::num::{Js, KSum};
+use super::rollup::{FileRollup, MsgCounts, SkipCounts};
+use super::store::{Price, PriceFn, StoreEntry, StoreIndex};
+use super::summary::{
+    DayModel, LatencyStats, ModelRow, SessionLatency, Summary, Totals, Want, Window, model_key_eq, summarize,
+};
+use super::time::{DAY_MS, QUARTERS_PER_DAY, day_of, format_day, zone_offset_ms};
+
+/// The creator key of sessions without creator metadata.
+const UNKNOWN_CREATOR: &str = "[\"unknown\"]";
+/// Longest `usage.cost` range that is listed day by day from its start.
+const MAX_DENSE_DAYS: i64 = 1000;
+
+/// Counters that are not part of OpenClaw's payload (the `diagnostics` object).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    pub agents: u64,
+    pub files: u64,
+    pub files_parsed: u64,
+    pub bytes_parsed: u64,
+    pub skips: SkipCounts,
+    pub pending_tails: u64,
+    pub unreadable_files: u64,
+    pub sessions_json_errors: u64,
+    pub models_json_errors: u64,
+    /// The first few error messages, for humans.
+    pub errors: Vec<String>,
+}
+
+impl Diagnostics {
+    pub fn error(&mut self, msg: String) {
+        if self.errors.len() < 20 {
+            self.errors.push(msg);
+        }
+    }
+}
+
+impl Serialize for Diagnostics {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Diagnostics", 12)?;
+        st.serialize_field("agents", &self.agents)?;
+        st.serialize_field("files", &self.files)?;
+        st.serialize_field("filesParsed", &self.files_parsed)?;
+        st.serialize_field("bytesParsed", &self.bytes_parsed)?;
+        st.serialize_field("malformedJsonLines", &self.skips.malformed_json)?;
+        st.serialize_field("invalidUtf8Lines", &self.skips.invalid_utf8)?;
+        st.serialize_field("nulByteLines", &self.skips.nul_bytes)?;
+        st.serialize_field("oversizeLines", &self.skips.oversize)?;
+        st.serialize_field("pendingTails", &self.pending_tails)?;
+        st.serialize_field("unreadableFiles", &self.unreadable_files)?;
+        st.serialize_field("sessionsJsonErrors", &self.sessions_json_errors)?;
+        st.serialize_field("modelsJsonErrors", &self.models_json_errors)?;
+        st.serialize_field("errors", &self.errors)?;
+        st.end()
+    }
+}
+
+/// One readable, up-to-date transcript in scope.
+pub struct FileRef<'a> {
+    pub disc: &'a Discovered,
+    pub rollup: &'a FileRollup,
+}
+
+/// Everything a payload is built from.
+pub struct View<'a> {
+    pub query: &'a UsageQuery,
+    pub now_ms: i64,
+    pub files: Vec<FileRef<'a>>,
+    pub stores: HashMap<&'a str, &'a StoreIndex>,
+    /// Price of (agent, provider, model) for entries without a stored cost.
+    pub price: &'a PriceFn<'a>,
+    pub diag: &'a Diagnostics,
+}
+
+impl View<'_> {
+    fn window(&self) -> Window {
+        Window {
+            start: self.query.start_ms,
+            end: self.query.end_ms,
+            offset_ms: zone_offset_ms(&self.query.day_zone),
+        }
+    }
+
+    fn summarize(&self, f: &FileRef<'_>, want: Want) -> Summary {
+        let prices: Vec<Option<Price>> = f
+            .rollup
+            .models
+            .iter()
+            .map(|(p, m)| (self.price)(&f.disc.agent_id, p.as_deref(), m.as_deref()))
+            .collect();
+        summarize(f.rollup, &self.window(), &prices, want)
+    }
+
+    fn entry_for(&self, d: &Discovered) -> Option<&StoreEntry> {
+        self.stores.get(d.agent_id.as_str()).and_then(|s| s.for_file(&d.session_id, &d.file_name))
+    }
+
+    /// Discovery's range filter: files last modified before the range start are not listed.
+    fn listed(&self, d: &Discovered) -> bool {
+        self.query.start_ms <= 0 || d.meta.mtime_ms() >= self.query.start_ms
+    }
+
+    fn cache_status(&self) -> CacheStatus {
+        CacheStatus { cached: self.files.len() as u64, refreshed_at: self.now_ms }
+    }
+}
+
+struct CacheStatus {
+    cached: u64,
+    refreshed_at: i64,
+}
+
+impl Serialize for CacheStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CacheStatus", 5)?;
+        st.serialize_field("status", "fresh")?;
+        st.serialize_field("cachedFiles", &self.cached)?;
+        st.serialize_field("pendingFiles", &0)?;
+        st.serialize_field("staleFiles", &0)?;
+        st.serialize_field("refreshedAt", &self.refreshed_at)?;
+        st.end()
+    }
+}
+
+fn internal(e: serde_json::Error) -> WorkerError {
+    WorkerError::new(WorkerErrorKind::Internal, format!("serialising the answer: {e}"))
+}
+
+fn raw(s: &str) -> Option<Box<RawValue>> {
+    RawValue::from_string(s.to_owned()).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// usage.cost
+
+/// `usage.cost`: daily totals of timestamped entries in range, over the agents in scope.
+pub fn usage_cost(v: &View<'_>) -> Result<String, WorkerError> {
+    let w = v.window();
+    let want = Want { quarters: false, latency: false, untimed: false };
+    let mut days: BTreeMap<i64, Totals> = BTreeMap::new();
+    let mut totals = Totals::default();
+    for f in v.files.iter().filter(|f| v.listed(f.disc)) {
+        let s = v.summarize(f, want);
+        for (d, da) in &s.days {
+            if da.usage_count > 0 {
+                days.entry(*d).or_default().merge(&da.totals);
+                totals.merge(&da.totals);
+            }
+        }
+    }
+    let (mut lo, hi) = (day_of(w.start, w.offset_ms), day_of(w.end, w.offset_ms));
+    if hi - lo + 1 > MAX_DENSE_DAYS {
+        lo = days.keys().next().copied().unwrap_or(hi + 1);
+    }
+    let daily: Vec<DatedTotals<'_>> = if lo <= hi {
+        let empty = Totals::default();
+        (lo..=hi)
+            .map(|d| DatedTotals {
+                date: format_day(d),
+                totals: days.get(&d).unwrap_or(&empty).clone(),
+                lead: None,
+                _p: std::marker::PhantomData,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let days_count = (w.end - w.start + 1 + DAY_MS - 1).div_euclid(DAY_MS).max(0);
+    let payload = CostPayload {
+        updated_at: v.now_ms,
+        days: days_count,
+        daily,
+        totals,
+        cache_status: v.cache_status(),
+        diagnostics: v.diag,
+    };
+    serde_json::to_string(&payload).map_err(internal)
+}
+
+struct CostPayload<'a> {
+    updated_at: i64,
+    days: i64,
+    daily: Vec<DatedTotals<'a>>,
+    totals: Totals,
+    cache_status: CacheStatus,
+    diagnostics: &'a Diagnostics,
+}
+
+impl Serialize for CostPayload<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CostUsageSummary", 6)?;
+        st.serialize_field("updatedAt", &self.updated_at)?;
+        st.serialize_field("days", &self.days)?;
+        st.serialize_field("daily", &self.daily)?;
+        st.serialize_field("totals", &self.totals)?;
+        st.serialize_field("cacheStatus", &self.cache_status)?;
+        st.serialize_field("diagnostics", self.diagnostics)?;
+        st.end()
+    }
+}
+
+/// `{date, [tokens, cost,] …eleven totals}`.
+struct DatedTotals<'a> {
+    date: String,
+    totals: Totals,
+    /// `dailyBreakdown` rows lead with `tokens` (four-component sum) and `cost`.
+    lead: Option<(u64, f64)>,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+impl Serialize for DatedTotals<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Daily", 14)?;
+        st.serialize_field("date", &self.date)?;
+        if let Some((tokens, cost)) = self.lead {
+            st.serialize_field("tokens", &tokens)?;
+            st.serialize_field("cost", &Js(cost))?;
+        }
+        self.totals.write_fields(&mut st)?;
+        st.end()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sessions.usage rows
+
+/// One `sessions[]` row before serialisation.
+struct Row<'a> {
+    key: String,
+    session_id: &'a str,
+    family: Option<Family>,
+    updated_at: f64,
+    mtime_ms: i64,
+    file_name: &'a str,
+    agent_id: &'a str,
+    entry: Option<&'a StoreEntry>,
+    session_file: String,
+    summary: Summary,
+}
+
+struct Family {
+    key: String,
+    included: Vec<String>,
+}
+
+/// Which row a file becomes, or `None` when family mode folds it into another row.
+fn row_key(agent: &str, d: &Discovered, entry: Option<&StoreEntry>) -> String {
+    entry.map_or_else(|| format!("agent:{agent}:{}", d.session_id), |e| e.key.clone())
+}
+
+/// The transcript OpenClaw would read for a session id: the primary file, else the newest
+/// archive.
+fn file_for_session<'v, 'a>(
+    files: &'v [FileRef<'a>],
+    agent: &str,
+    session_id: &str,
+) -> Option<&'v FileRef<'a>> {
+    let mut best: Option<&FileRef<'a>> = None;
+    for f in files.iter().filter(|f| f.disc.agent_id == agent && f.disc.session_id == session_id) {
+        let rank = |f: &FileRef<'_>| match &f.disc.kind {
+            FileKind::Primary => (1, String::new()),
+            FileKind::Reset(ts) | FileKind::Deleted(ts) => (0, ts.clone()),
+        };
+        if best.is_none_or(|b| rank(f) > rank(b)) {
+            best = Some(f);
+        }
+    }
+    best
+}
+
+/// A resolved `key` parameter.
+pub struct KeyTarget {
+    pub agent: String,
+    pub session_id: String,
+}
+
+/// `sessions.usage`. With `target`, only that session's row.
+pub fn sessions_usage(v: &View<'_>, target: Option<&KeyTarget>) -> Result<String, WorkerError> {
+    let want = Want { quarters: true, latency: true, untimed: true };
+    let family_mode = v.query.group_by == GroupBy::Family;
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    let candidates: Vec<&FileRef<'_>> = match target {
+        Some(t) => file_for_session(&v.files, &t.agent, &t.session_id).into_iter().collect(),
+        None => v.files.iter().filter(|f| v.listed(f.disc)).collect(),
+    };
+    for f in candidates {
+        let d = f.disc;
+        let entry = v.entry_for(d);
+        if family_mode
+            && entry.is_none()
+            && target.is_none()
+            && v.stores.get(d.agent_id.as_str()).is_some_and(|s| s.family_ids.contains(&d.session_id))
+        {
+            continue;
+        }
+        let mut summary = v.summarize(f, want);
+        let family = match (family_mode, entry) {
+            (true, Some(e)) => {
+                let mut included = vec![d.session_id.clone()];
+                for id in &e.family_ids {
+                    if !included.contains(id) {
+                        included.push(id.clone());
+                    }
+                }
+                for id in included.iter().skip(1) {
+                    if let Some(other) = file_for_session(&v.files, &d.agent_id, id) {
+                        summary.merge(&v.summarize(other, want));
+                    }
+                }
+                Some(Family { key: e.family_key.clone().unwrap_or_else(|| e.key.clone()), included })
+            }
+            _ => None,
+        };
+        rows.push(Row {
+            key: row_key(&d.agent_id, d, entry),
+            session_id: &d.session_id,
+            family,
+            updated_at: entry.and_then(|e| e.updated_at).unwrap_or(d.meta.mtime_ms() as f64),
+            mtime_ms: d.meta.mtime_ms(),
+            file_name: &d.file_name,
+            agent_id: &d.agent_id,
+            entry,
+            session_file: d.path.display().to_string(),
+            summary,
+        });
+    }
+    rows.sort_by(|a, b| {
+        b.updated_at
+            .total_cmp(&a.updated_at)
+            .then(b.mtime_ms.cmp(&a.mtime_ms))
+            .then(a.file_name.cmp(b.file_name))
+    });
+    let aggregates = Aggregates::of(&rows);
+    let limit = v.query.limit.unwrap_or(50).max(1) as usize;
+    let w = v.window();
+    let payload = SessionsPayload {
+        v,
+        start_date: format_day(day_of(w.start, 0)),
+        end_date: format_day(day_of(w.end, 0)),
+        rows: &rows[..rows.len().min(limit)],
+        aggregates,
+    };
+    serde_json::to_string(&payload).map_err(internal)
+}
+
+struct SessionsPayload<'a, 'v> {
+    v: &'a View<'v>,
+    start_date: String,
+    end_date: String,
+    rows: &'a [Row<'a>],
+    aggregates: Aggregates,
+}
+
+impl Serialize for SessionsPayload<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("SessionsUsageResult", 9)?;
+        st.serialize_field("updatedAt", &self.v.now_ms)?;
+        st.serialize_field("startDate", &self.start_date)?;
+        st.serialize_field("endDate", &self.end_date)?;
+        let include_cw = self.v.query.include_context_weight;
+        let rows: Vec<RowOut<'_>> = self.rows.iter().map(|r| RowOut { r, include_cw }).collect();
+        st.serialize_field("sessions", &rows)?;
+        st.serialize_field("totals", &self.aggregates.totals)?;
+        st.serialize_field("aggregates", &self.aggregates)?;
+        let options: Vec<CreatorOption> =
+            if self.aggregates.session_count > 0 { vec![CreatorOption] } else { Vec::new() };
+        st.serialize_field("creatorOptions", &options)?;
+        st.serialize_field("cacheStatus", &self.v.cache_status())?;
+        st.serialize_field("diagnostics", self.v.diag)?;
+        st.end()
+    }
+}
+
+struct CreatorOption;
+
+impl Serialize for CreatorOption {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CreatorOption", 1)?;
+        st.serialize_field("key", UNKNOWN_CREATOR)?;
+        st.end()
+    }
+}
+
+struct RowOut<'a> {
+    r: &'a Row<'a>,
+    include_cw: bool,
+}
+
+impl Serialize for RowOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.r;
+        let e = r.entry;
+        let mut st = s.serialize_struct("SessionUsageEntry", 22)?;
+        st.serialize_field("key", &r.key)?;
+        if let Some(l) = e.and_then(|e| e.label.as_ref()) {
+            st.serialize_field("label", l)?;
+        }
+        st.serialize_field("sessionId", r.session_id)?;
+        match &r.family {
+            Some(f) => {
+                st.serialize_field("scope", "family")?;
+                st.serialize_field("sessionFamilyKey", &f.key)?;
+                st.serialize_field("currentSessionId", r.session_id)?;
+                st.serialize_field("includedSessionIds", &f.included)?;
+                st.serialize_field("historicalInstanceCount", &f.included.len())?;
+            }
+            None => st.serialize_field("scope", "instance")?,
+        }
+        st.serialize_field("updatedAt", &Js(r.updated_at))?;
+        st.serialize_field("agentId", r.agent_id)?;
+        st.serialize_field("creatorKey", UNKNOWN_CREATOR)?;
+        if let Some(c) = e.and_then(|e| e.channel.as_ref()) {
+            st.serialize_field("channel", c)?;
+        }
+        if let Some(c) = e.and_then(|e| e.chat_type.as_ref()) {
+            st.serialize_field("chatType", c)?;
+        }
+        if let Some(o) = e.and_then(|e| e.origin.as_deref()).and_then(raw) {
+            st.serialize_field("origin", &o)?;
+        }
+        if let Some(m) = e.and_then(|e| e.model_override.as_ref()) {
+            st.serialize_field("modelOverride", m)?;
+        }
+        if let Some(p) = e.and_then(|e| e.provider_override.as_ref()) {
+            st.serialize_field("providerOverride", p)?;
+        }
+        if let Some(p) = e.and_then(|e| e.model_provider.as_ref()) {
+            st.serialize_field("modelProvider", p)?;
+        }
+        if let Some(m) = e.and_then(|e| e.model.as_ref()) {
+            st.serialize_field("model", m)?;
+        }
+        st.serialize_field(
+            "usage",
+            &UsageOut { s: &r.summary, session_id: r.session_id, session_file: &r.session_file },
+        )?;
+        let cw = e.and_then(|e| e.context_weight.as_deref());
+        st.serialize_field("hasContextWeight", &cw.is_some())?;
+        if self.include_cw {
+            st.serialize_field("contextWeight", &cw.and_then(raw))?;
+        }
+        st.end()
+    }
+}
+
+struct CountsOut<'a>(&'a MsgCounts);
+
+impl Serialize for CountsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("MessageCounts", 6)?;
+        write_counts(&mut st, self.0)?;
+        st.end()
+    }
+}
+
+fn write_counts<S: SerializeStruct>(st: &mut S, c: &MsgCounts) -> Result<(), S::Error> {
+    st.serialize_field("total", &c.total)?;
+    st.serialize_field("user", &c.user)?;
+    st.serialize_field("assistant", &c.assistant)?;
+    st.serialize_field("toolCalls", &c.tool_calls)?;
+    st.serialize_field("toolResults", &c.tool_results)?;
+    st.serialize_field("errors", &c.errors)
+}
+
+/// `{totalCalls, uniqueTools, tools: [{name, count}]}`, by count, descending.
+struct ToolsOut<'a>(&'a [(String, u64)]);
+
+impl Serialize for ToolsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut tools: Vec<&(String, u64)> = self.0.iter().collect();
+        tools.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let list: Vec<NameCount<'_>> = tools.iter().map(|(n, c)| NameCount(n, *c)).collect();
+        let mut st = s.serialize_struct("ToolUsage", 3)?;
+        st.serialize_field("totalCalls", &self.0.iter().map(|t| t.1).sum::<u64>())?;
+        st.serialize_field("uniqueTools", &self.0.len())?;
+        st.serialize_field("tools", &list)?;
+        st.end()
+    }
+}
+
+struct NameCount<'a>(&'a str, u64);
+
+impl Serialize for NameCount<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Tool", 2)?;
+        st.serialize_field("name", self.0)?;
+        st.serialize_field("count", &self.1)?;
+        st.end()
+    }
+}
+
+/// Model rows sorted by cost, then tokens, descending (stable).
+fn sorted_models(rows: &[ModelRow]) -> Vec<&ModelRow> {
+    let mut v: Vec<&ModelRow> = rows.iter().collect();
+    v.sort_by(|a, b| {
+        b.totals
+            .total_cost
+            .value()
+            .total_cmp(&a.totals.total_cost.value())
+            .then(b.totals.total_tokens.cmp(&a.totals.total_tokens))
+    });
+    v
+}
+
+struct ModelOut<'a> {
+    m: &'a ModelRow,
+    with_model: bool,
+}
+
+impl Serialize for ModelOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ModelUsage", 4)?;
+        if let Some(p) = &self.m.provider {
+            st.serialize_field("provider", p)?;
+        }
+        if self.with_model
+            && let Some(m) = &self.m.model
+        {
+            st.serialize_field("model", m)?;
+        }
+        st.serialize_field("count", &self.m.count)?;
+        st.serialize_field("totals", &self.m.totals)?;
+        st.end()
+    }
+}
+
+struct UsageOut<'a> {
+    s: &'a Summary,
+    session_id: &'a str,
+    session_file: &'a str,
+}
+
+impl Serialize for UsageOut<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let s = self.s;
+        let mut st = ser.serialize_struct("SessionCostSummary", 27)?;
+        s.totals.write_fields(&mut st)?;
+        st.serialize_field("sessionId", self.session_id)?;
+        st.serialize_field("sessionFile", self.session_file)?;
+        if let Some(f) = s.first {
+            st.serialize_field("firstActivity", &f)?;
+        }
+        if let Some(l) = s.last {
+            st.serialize_field("lastActivity", &l)?;
+        }
+        if let Some(d) = s.duration_ms() {
+            st.serialize_field("durationMs", &d)?;
+        }
+        st.serialize_field("messageCounts", &CountsOut(&s.counts))?;
+        if !s.tools.is_empty() {
+            st.serialize_field("toolUsage", &ToolsOut(&s.tools))?;
+        }
+        if !s.models.is_empty() {
+            let rows: Vec<ModelOut<'_>> =
+                sorted_models(&s.models).into_iter().map(|m| ModelOut { m, with_model: true }).collect();
+            st.serialize_field("modelUsage", &rows)?;
+        }
+        if let Some(l) = &s.latency {
+            st.serialize_field("latency", &SessionLatency(l))?;
+        }
+        let dates: Vec<String> = s.days.keys().map(|d| format_day(*d)).collect();
+        st.serialize_field("activityDates", &dates)?;
+        let breakdown: Vec<DatedTotals<'_>> = s
+            .days
+            .iter()
+            .filter(|(_, d)| d.usage_count > 0)
+            .map(|(d, da)| DatedTotals {
+                date: format_day(*d),
+                totals: da.totals.clone(),
+                lead: Some((da.totals.tokens4(), da.totals.total_cost.value())),
+                _p: std::marker::PhantomData,
+            })
+            .collect();
+        st.serialize_field("dailyBreakdown", &breakdown)?;
+        let counts: Vec<DatedCounts> = s
+            .days
+            .iter()
+            .filter(|(_, d)| !d.counts.is_empty())
+            .map(|(d, da)| DatedCounts { date: format_day(*d), quarter: None, counts: da.counts })
+            .collect();
+        st.serialize_field("dailyMessageCounts", &counts)?;
+        if !s.quarters.is_empty() {
+            let qc: Vec<DatedCounts> = s
+                .quarters
+                .iter()
+                .filter(|(_, q)| !q.counts.is_empty())
+                .map(|(q, qa)| DatedCounts {
+                    date: format_day(q.div_euclid(QUARTERS_PER_DAY)),
+                    quarter: Some(q.rem_euclid(QUARTERS_PER_DAY)),
+                    counts: qa.counts,
+                })
+                .collect();
+            st.serialize_field("utcQuarterHourMessageCounts", &qc)?;
+            let qt: Vec<QuarterTokens<'_>> = s
+                .quarters
+                .iter()
+                .filter(|(_, q)| q.has_usage)
+                .map(|(q, qa)| QuarterTokens { q: *q, tokens: &qa.tokens, cost: qa.cost })
+                .collect();
+            st.serialize_field("utcQuarterHourTokenUsage", &qt)?;
+        }
+        let lat: Vec<DatedLatency> = s
+            .days
+            .iter()
+            .filter_map(|(d, da)| {
+                da.latency.map(|l| DatedLatency { date: format_day(*d), l, session_order: true })
+            })
+            .collect();
+        if !lat.is_empty() {
+            st.serialize_field("dailyLatency", &lat)?;
+        }
+        let mut dm: Vec<DatedModel<'_>> = Vec::new();
+        for (d, da) in &s.days {
+            let mut ms: Vec<&DayModel> = da.models.iter().collect();
+            ms.sort_by(|a, b| b.cost.value().total_cmp(&a.cost.value()));
+            dm.extend(ms.into_iter().map(|m| DatedModel { day: *d, m }));
+        }
+        if !dm.is_empty() {
+            st.serialize_field("dailyModelUsage", &dm)?;
+        }
+        st.end()
+    }
+}
+
+struct DatedCounts {
+    date: String,
+    quarter: Option<i64>,
+    counts: MsgCounts,
+}
+
+impl Serialize for DatedCounts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("DailyMessageCounts", 8)?;
+        st.serialize_field("date", &self.date)?;
+        if let Some(q) = self.quarter {
+            st.serialize_field("quarterIndex", &q)?;
+        }
+        write_counts(&mut st, &self.counts)?;
+        st.end()
+    }
+}
+
+struct QuarterTokens<'a> {
+    q: i64,
+    tokens: &'a [u64; 5],
+    cost: KSum,
+}
+
+impl Serialize for QuarterTokens<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("QuarterTokens", 8)?;
+        st.serialize_field("date", &format_day(self.q.div_euclid(QUARTERS_PER_DAY)))?;
+        st.serialize_field("quarterIndex", &self.q.rem_euclid(QUARTERS_PER_DAY))?;
+        st.serialize_field("input", &self.tokens[0])?;
+        st.serialize_field("output", &self.tokens[1])?;
+        st.serialize_field("cacheRead", &self.tokens[2])?;
+        st.serialize_field("cacheWrite", &self.tokens[3])?;
+        st.serialize_field("totalTokens", &self.tokens[4])?;
+        st.serialize_field("totalCost", &self.cost)?;
+        st.end()
+    }
+}
+
+/// Daily latency; sessions print `p95Ms` before `minMs`, aggregates after `maxMs`.
+struct DatedLatency {
+    date: String,
+    l: LatencyStats,
+    session_order: bool,
+}
+
+impl Serialize for DatedLatency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = &self.l;
+        let mut st = s.serialize_struct("DailyLatency", 6)?;
+        st.serialize_field("date", &self.date)?;
+        st.serialize_field("count", &l.count)?;
+        st.serialize_field("avgMs", &Js(l.avg))?;
+        if self.session_order {
+            st.serialize_field("p95Ms", &Js(l.p95))?;
+        }
+        st.serialize_field("minMs", &Js(l.min))?;
+        st.serialize_field("maxMs", &Js(l.max))?;
+        if !self.session_order {
+            st.serialize_field("p95Ms", &Js(l.p95))?;
+        }
+        st.end()
+    }
+}
+
+struct DatedModel<'a> {
+    day: i64,
+    m: &'a DayModel,
+}
+
+impl Serialize for DatedModel<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("DailyModelUsage", 6)?;
+        st.serialize_field("date", &format_day(self.day))?;
+        if let Some(p) = &self.m.provider {
+            st.serialize_field("provider", p)?;
+        }
+        if let Some(m) = &self.m.model {
+            st.serialize_field("model", m)?;
+        }
+        st.serialize_field("tokens", &self.m.tokens)?;
+        st.serialize_field("cost", &self.m.cost)?;
+        st.serialize_field("count", &self.m.count)?;
+        st.end()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// aggregates
+
+#[derive(Default)]
+struct DailyAgg {
+    tokens: u64,
+    cost: KSum,
+    messages: u64,
+    tool_calls: u64,
+    errors: u64,
+}
+
+#[derive(Default)]
+struct Aggregates {
+    session_count: u64,
+    longest: i64,
+    totals: Totals,
+    messages: MsgCounts,
+    tools: Vec<(String, u64)>,
+    by_model: Vec<ModelRow>,
+    by_provider: Vec<ModelRow>,
+    by_agent: Vec<(String, Totals)>,
+    by_channel: Vec<(String, Totals)>,
+    cost_daily: BTreeMap<i64, Totals>,
+    activity: BTreeMap<Vec<i64>, u64>,
+    latency: Option<LatencyStats>,
+    daily_latency: BTreeMap<i64, LatencyStats>,
+    model_daily: BTreeMap<i64, Vec<DayModel>>,
+    daily: BTreeMap<i64, DailyAgg>,
+}
+
+fn add_named(list: &mut Vec<(String, Totals)>, name: &str, t: &Totals) {
+    match list.iter_mut().find(|(n, _)| n == name) {
+        Some((_, x)) => x.merge(t),
+        None => list.push((name.to_owned(), t.clone())),
+    }
+}
+
+impl Aggregates {
+    fn of(rows: &[Row<'_>]) -> Aggregates {
+        let mut a = Aggregates::default();
+        for r in rows {
+            let s = &r.summary;
+            a.session_count += 1;
+            a.longest = a.longest.max(s.duration_ms().unwrap_or(0));
+            a.totals.merge(&s.totals);
+            a.messages.add(&s.counts);
+            for (t, n) in &s.tools {
+                match a.tools.iter_mut().find(|(x, _)| x == t) {
+                    Some((_, c)) => *c += n,
+                    None => a.tools.push((t.clone(), *n)),
+                }
+            }
+            for m in sorted_models(&s.models) {
+                let i = match a
+                    .by_model
+                    .iter()
+                    .position(|x| model_key_eq((&x.provider, &x.model), (&m.provider, &m.model)))
+                {
+                    Some(i) => i,
+                    None => {
+                        a.by_model.push(ModelRow {
+                            provider: m.provider.clone(),
+                            model: m.model.clone(),
+                            ..ModelRow::default()
+                        });
+                        a.by_model.len() - 1
+                    }
+                };
+                a.by_model[i].count += m.count;
+                a.by_model[i].totals.merge(&m.totals);
+                let pk = m.provider.as_deref().unwrap_or("unknown");
+                let j =
+                    match a.by_provider.iter().position(|x| x.provider.as_deref().unwrap_or("unknown") == pk)
+                    {
+                        Some(j) => j,
+                        None => {
+                            a.by_provider
+                                .push(ModelRow { provider: m.provider.clone(), ..ModelRow::default() });
+                            a.by_provider.len() - 1
+                        }
+                    };
+                a.by_provider[j].count += m.count;
+                a.by_provider[j].totals.merge(&m.totals);
+            }
+            a.latency = LatencyStats::merge(a.latency, s.latency);
+            add_named(&mut a.by_agent, r.agent_id, &s.totals);
+            if let Some(c) = r.entry.and_then(|e| e.channel.as_deref()) {
+                add_named(&mut a.by_channel, c, &s.totals);
+            }
+            let dates: Vec<i64> = s.days.keys().copied().collect();
+            *a.activity.entry(dates).or_default() += 1;
+            for (d, da) in &s.days {
+                if da.usage_count > 0 {
+                    a.cost_daily.entry(*d).or_default().merge(&da.totals);
+                }
+                if let Some(l) = da.latency {
+                    let x = a.daily_latency.remove(d);
+                    if let Some(m) = LatencyStats::merge(x, Some(l)) {
+                        a.daily_latency.insert(*d, m);
+                    }
+                }
+                let md = a.model_daily.entry(*d).or_default();
+                for m in &da.models {
+                    match md
+                        .iter_mut()
+                        .find(|x| model_key_eq((&x.provider, &x.model), (&m.provider, &m.model)))
+                    {
+                        Some(x) => {
+                            x.tokens += m.tokens;
+                            x.cost.merge(&m.cost);
+                            x.count += m.count;
+                        }
+                        None => md.push(m.clone()),
+                    }
+                }
+                let dd = a.daily.entry(*d).or_default();
+                if da.usage_count > 0 {
+                    dd.tokens += da.totals.tokens4();
+                    dd.cost.merge(&da.totals.total_cost);
+                }
+                dd.messages += da.counts.total;
+                dd.tool_calls += da.counts.tool_calls;
+                dd.errors += da.counts.errors;
+            }
+        }
+        a
+    }
+}
+
+fn by_cost_desc(list: &mut [(String, Totals)]) {
+    list.sort_by(|a, b| b.1.total_cost.value().total_cmp(&a.1.total_cost.value()));
+}
+
+impl Serialize for Aggregates {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("SessionsUsageAggregates", 14)?;
+        st.serialize_field("sessionCount", &self.session_count)?;
+        st.serialize_field("longestSessionDurationMs", &self.longest)?;
+        st.serialize_field("messages", &CountsOut(&self.messages))?;
+        st.serialize_field("tools", &ToolsOut(&self.tools))?;
+        let models: Vec<ModelOut<'_>> =
+            sorted_models(&self.by_model).into_iter().map(|m| ModelOut { m, with_model: true }).collect();
+        st.serialize_field("byModel", &models)?;
+        let providers: Vec<ModelOut<'_>> =
+            sorted_models(&self.by_provider).into_iter().map(|m| ModelOut { m, with_model: false }).collect();
+        st.serialize_field("byProvider", &providers)?;
+        let mut agents = self.by_agent.clone();
+        by_cost_desc(&mut agents);
+        let agents: Vec<Named<'_>> = agents.iter().map(|(n, t)| Named("agentId", n, t)).collect();
+        st.serialize_field("byAgent", &agents)?;
+        let mut channels = self.by_channel.clone();
+        by_cost_desc(&mut channels);
+        let channels: Vec<Named<'_>> = channels.iter().map(|(n, t)| Named("channel", n, t)).collect();
+        st.serialize_field("byChannel", &channels)?;
+        let creators: Vec<CreatorOut<'_>> =
+            if self.session_count > 0 { vec![CreatorOut(self)] } else { Vec::new() };
+        st.serialize_field("byCreator", &creators)?;
+        st.serialize_field("costDaily", &self.cost_daily_rows())?;
+        if let Some(l) = &self.latency {
+            st.serialize_field("latency", &AggLatency(l))?;
+        }
+        let dl: Vec<DatedLatency> = self
+            .daily_latency
+            .iter()
+            .map(|(d, l)| DatedLatency { date: format_day(*d), l: *l, session_order: false })
+            .collect();
+        st.serialize_field("dailyLatency", &dl)?;
+        let mut md: Vec<DatedModel<'_>> = Vec::new();
+        for (d, ms) in &self.model_daily {
+            let mut ms: Vec<&DayModel> = ms.iter().collect();
+            ms.sort_by(|a, b| b.cost.value().total_cmp(&a.cost.value()));
+            md.extend(ms.into_iter().map(|m| DatedModel { day: *d, m }));
+        }
+        st.serialize_field("modelDaily", &md)?;
+        let daily: Vec<DailyOut<'_>> = self.daily.iter().map(|(d, x)| DailyOut(*d, x)).collect();
+        st.serialize_field("daily", &daily)?;
+        st.end()
+    }
+}
+
+impl Aggregates {
+    fn cost_daily_rows(&self) -> Vec<DatedTotals<'_>> {
+        self.cost_daily
+            .iter()
+            .map(|(d, t)| DatedTotals {
+                date: format_day(*d),
+                totals: t.clone(),
+                lead: None,
+                _p: std::marker::PhantomData,
+            })
+            .collect()
+    }
+}
+
+struct Named<'a>(&'static str, &'a str, &'a Totals);
+
+impl Serialize for Named<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Named", 2)?;
+        st.serialize_field(self.0, self.1)?;
+        st.serialize_field("totals", self.2)?;
+        st.end()
+    }
+}
+
+struct AggLatency<'a>(&'a LatencyStats);
+
+impl Serialize for AggLatency<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = self.0;
+        let mut st = s.serialize_struct("Latency", 5)?;
+        st.serialize_field("count", &l.count)?;
+        st.serialize_field("avgMs", &Js(l.avg))?;
+        st.serialize_field("minMs", &Js(l.min))?;
+        st.serialize_field("maxMs", &Js(l.max))?;
+        st.serialize_field("p95Ms", &Js(l.p95))?;
+        st.end()
+    }
+}
+
+struct DailyOut<'a>(i64, &'a DailyAgg);
+
+impl Serialize for DailyOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Daily", 6)?;
+        st.serialize_field("date", &format_day(self.0))?;
+        st.serialize_field("tokens", &self.1.tokens)?;
+        st.serialize_field("cost", &self.1.cost)?;
+        st.serialize_field("messages", &self.1.messages)?;
+        st.serialize_field("toolCalls", &self.1.tool_calls)?;
+        st.serialize_field("errors", &self.1.errors)?;
+        st.end()
+    }
+}
+
+/// The single `byCreator` group legacy stores have.
+struct CreatorOut<'a>(&'a Aggregates);
+
+impl Serialize for CreatorOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let mut st = s.serialize_struct("CreatorUsage", 5)?;
+        st.serialize_field("key", UNKNOWN_CREATOR)?;
+        st.serialize_field("totals", &a.totals)?;
+        st.serialize_field("sessionCount", &a.session_count)?;
+        st.serialize_field("daily", &a.cost_daily_rows())?;
+        let activity: Vec<Activity<'_>> = a.activity.iter().map(|(d, n)| Activity(d, *n)).collect();
+        st.serialize_field("sessionActivity", &activity)?;
+        st.end()
+    }
+}
+
+struct Activity<'a>(&'a [i64], u64);
+
+impl Serialize for Activity<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let dates: Vec<String> = self.0.iter().map(|d| format_day(*d)).collect();
+        let mut st = s.serialize_struct("SessionActivity", 2)?;
+        st.serialize_field("dates", &dates)?;
+        st.serialize_field("sessionCount", &self.1)?;
+        st.end()
+    }
+}

@@ -1,0 +1,428 @@
+//! Turning rollups into one session's summary for a range and day zone, and merging summaries
+//! the way OpenClaw merges them (family rows, aggregates).
+//!
+//! Merging follows OpenClaw's rules, including its approximations: merged latency keeps the
+//! count-weighted mean but the *maximum* of the p95s (not a true p95), per day as well.
+
+use std::collections::BTreeMap;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use super::num::{Js, KSum};
+use super::rollup::{FileRollup, ModelAgg, MsgCounts, NO_MODEL};
+use super::store::Price;
+use super::time::day_of;
+
+/// The eleven usage/cost totals OpenClaw reports everywhere.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub total_tokens: u64,
+    pub total_cost: KSum,
+    pub input_cost: KSum,
+    pub output_cost: KSum,
+    pub cache_read_cost: KSum,
+    pub cache_write_cost: KSum,
+    pub missing: u64,
+}
+
+impl Totals {
+    /// Adds one bucket-model aggregate. Entries without a stored cost are priced per million
+    /// tokens when `price` is known (breakdown included, so the parts add up to the total),
+    /// else counted in `missingCostEntries`.
+    pub fn add_agg(&mut self, a: &ModelAgg, price: Option<Price>) {
+        self.input += a.tokens[0];
+        self.output += a.tokens[1];
+        self.cache_read += a.tokens[2];
+        self.cache_write += a.tokens[3];
+        self.total_tokens += a.tokens[4];
+        self.total_cost.add(a.cost[0]);
+        self.input_cost.add(a.cost[1]);
+        self.output_cost.add(a.cost[2]);
+        self.cache_read_cost.add(a.cost[3]);
+        self.cache_write_cost.add(a.cost[4]);
+        if a.unpriced > 0 {
+            match price {
+                Some(p) => {
+                    let t = &a.unpriced_tokens;
+                    let ci = t[0] as f64 * p.input / 1e6;
+                    let co = t[1] as f64 * p.output / 1e6;
+                    let cr = t[2] as f64 * p.cache_read / 1e6;
+                    let cw = t[3] as f64 * p.cache_write / 1e6;
+                    self.total_cost.add(ci + co + cr + cw);
+                    self.input_cost.add(ci);
+                    self.output_cost.add(co);
+                    self.cache_read_cost.add(cr);
+                    self.cache_write_cost.add(cw);
+                }
+                None => self.missing += a.unpriced,
+            }
+        }
+    }
+
+    pub fn merge(&mut self, o: &Totals) {
+        self.input += o.input;
+        self.output += o.output;
+        self.cache_read += o.cache_read;
+        self.cache_write += o.cache_write;
+        self.total_tokens += o.total_tokens;
+        self.total_cost.merge(&o.total_cost);
+        self.input_cost.merge(&o.input_cost);
+        self.output_cost.merge(&o.output_cost);
+        self.cache_read_cost.merge(&o.cache_read_cost);
+        self.cache_write_cost.merge(&o.cache_write_cost);
+        self.missing += o.missing;
+    }
+
+    /// input + output + cacheRead + cacheWrite (the `tokens` of daily rows).
+    pub fn tokens4(&self) -> u64 {
+        self.input + self.output + self.cache_read + self.cache_write
+    }
+
+    /// Serializes the eleven fields into an open struct (for rows that extend them).
+    pub fn write_fields<S: SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error> {
+        s.serialize_field("input", &self.input)?;
+        s.serialize_field("output", &self.output)?;
+        s.serialize_field("cacheRead", &self.cache_read)?;
+        s.serialize_field("cacheWrite", &self.cache_write)?;
+        s.serialize_field("totalTokens", &self.total_tokens)?;
+        s.serialize_field("totalCost", &self.total_cost)?;
+        s.serialize_field("inputCost", &self.input_cost)?;
+        s.serialize_field("outputCost", &self.output_cost)?;
+        s.serialize_field("cacheReadCost", &self.cache_read_cost)?;
+        s.serialize_field("cacheWriteCost", &self.cache_write_cost)?;
+        s.serialize_field("missingCostEntries", &self.missing)
+    }
+}
+
+impl Serialize for Totals {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Totals", 11)?;
+        self.write_fields(&mut st)?;
+        st.end()
+    }
+}
+
+/// `{count, avgMs, p95Ms, minMs, maxMs}`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub avg: f64,
+    pub p95: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl LatencyStats {
+    /// Exact stats; p95 is `sorted[ceil(0.95 n) - 1]`.
+    pub fn of(values: &mut [f64]) -> Option<LatencyStats> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let mut sum = KSum::default();
+        for v in values.iter() {
+            sum.add(*v);
+        }
+        let idx = ((n as f64 * 0.95).ceil() as usize).saturating_sub(1).min(n - 1);
+        Some(LatencyStats {
+            count: n as u64,
+            avg: sum.value() / n as f64,
+            p95: values[idx],
+            min: values[0],
+            max: values[n - 1],
+        })
+    }
+
+    /// OpenClaw's merge: weighted mean, max of p95s.
+    pub fn merge(a: Option<LatencyStats>, b: Option<LatencyStats>) -> Option<LatencyStats> {
+        match (a, b) {
+            (None, x) | (x, None) => x,
+            (Some(a), Some(b)) => {
+                let count = a.count + b.count;
+                Some(LatencyStats {
+                    count,
+                    avg: if count > 0 {
+                        (a.avg * a.count as f64 + b.avg * b.count as f64) / count as f64
+                    } else {
+                        0.0
+                    },
+                    p95: a.p95.max(b.p95),
+                    min: a.min.min(b.min),
+                    max: a.max.max(b.max),
+                })
+            }
+        }
+    }
+}
+
+/// Per-model usage within a summary (`modelUsage` row).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelRow {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub count: u64,
+    pub totals: Totals,
+}
+
+/// OpenClaw's model key: missing parts read as `unknown`.
+pub fn model_key_eq(a: (&Option<String>, &Option<String>), b: (&Option<String>, &Option<String>)) -> bool {
+    let n = |x: &Option<String>| x.as_deref().unwrap_or("unknown").to_owned();
+    let eq = |x: &Option<String>, y: &Option<String>| match (x, y) {
+        (Some(x), Some(y)) => x == y,
+        _ => n(x) == n(y),
+    };
+    eq(a.0, b.0) && eq(a.1, b.1)
+}
+
+/// Per-day, per-model usage (`dailyModelUsage` row): tokens are the four-component sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayModel {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens: u64,
+    pub cost: KSum,
+    pub count: u64,
+}
+
+/// One day of one summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayAgg {
+    pub totals: Totals,
+    /// Usage entries that day (a day with messages but no usage has no `dailyBreakdown` row).
+    pub usage_count: u64,
+    pub counts: MsgCounts,
+    pub models: Vec<DayModel>,
+    pub latency: Option<LatencyStats>,
+}
+
+/// One UTC quarter hour of one summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QuarterAgg {
+    pub counts: MsgCounts,
+    /// input, output, cacheRead, cacheWrite, totalTokens
+    pub tokens: [u64; 5],
+    pub cost: KSum,
+    pub has_usage: bool,
+}
+
+/// A session's usage over a range: the `SessionCostSummary` before serialisation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub totals: Totals,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    pub counts: MsgCounts,
+    /// Tool calls by name, in first-seen order.
+    pub tools: Vec<(String, u64)>,
+    pub models: Vec<ModelRow>,
+    pub latency: Option<LatencyStats>,
+    /// Keyed by day number in the query's zone.
+    pub days: BTreeMap<i64, DayAgg>,
+    /// Keyed by UTC quarter index; only filled when asked for.
+    pub quarters: BTreeMap<i64, QuarterAgg>,
+}
+
+/// The range and zone of a query.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+    pub offset_ms: i64,
+}
+
+impl Window {
+    fn contains(&self, ts: i64) -> bool {
+        ts >= self.start && ts <= self.end
+    }
+}
+
+/// What a caller needs beyond totals and days.
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub quarters: bool,
+    pub latency: bool,
+    /// Include timestamp-less entries (`sessions.usage` does, `usage.cost` does not).
+    pub untimed: bool,
+}
+
+fn add_tool(tools: &mut Vec<(String, u64)>, name: &str, n: u64) {
+    match tools.iter_mut().find(|(t, _)| t == name) {
+        Some((_, c)) => *c += n,
+        None => tools.push((name.to_owned(), n)),
+    }
+}
+
+fn add_model_row(rows: &mut Vec<ModelRow>, provider: &Option<String>, model: &Option<String>) -> usize {
+    if let Some(i) = rows.iter().position(|r| model_key_eq((&r.provider, &r.model), (provider, model))) {
+        return i;
+    }
+    rows.push(ModelRow { provider: provider.clone(), model: model.clone(), ..ModelRow::default() });
+    rows.len() - 1
+}
+
+fn add_day_model(rows: &mut Vec<DayModel>, provider: &Option<String>, model: &Option<String>) -> usize {
+    if let Some(i) = rows.iter().position(|r| model_key_eq((&r.provider, &r.model), (provider, model))) {
+        return i;
+    }
+    rows.push(DayModel { provider: provider.clone(), model: model.clone(), ..DayModel::default() });
+    rows.len() - 1
+}
+
+/// Summarises one file's rollup. `prices[i]` is the price of `r.models[i]`.
+pub fn summarize(r: &FileRollup, w: &Window, prices: &[Option<Price>], want: Want) -> Summary {
+    let mut s = Summary::default();
+    let none = (None, None);
+    let names = |m: u32| {
+        if m == NO_MODEL { &none } else { &r.models[m as usize] }
+    };
+    let price = |m: u32| {
+        if m == NO_MODEL { None } else { prices.get(m as usize).copied().flatten() }
+    };
+    let fold = |s: &mut Summary, b: &super::rollup::Bucket, timed: bool| {
+        s.counts.add(&b.counts);
+        for (t, n) in &b.tools {
+            add_tool(&mut s.tools, &r.tools[*t as usize], *n);
+        }
+        let day = timed.then(|| day_of(b.min_ts, w.offset_ms));
+        let mut bucket_totals = Totals::default();
+        for a in &b.models {
+            let p = price(a.model);
+            let mut t = Totals::default();
+            t.add_agg(a, p);
+            bucket_totals.merge(&t);
+            if a.model != NO_MODEL {
+                let (prov, model) = names(a.model);
+                let i = add_model_row(&mut s.models, prov, model);
+                s.models[i].count += a.count;
+                s.models[i].totals.merge(&t);
+                if let Some(d) = day {
+                    let da = s.days.entry(d).or_default();
+                    let j = add_day_model(&mut da.models, prov, model);
+                    da.models[j].tokens += t.tokens4();
+                    da.models[j].cost.merge(&t.total_cost);
+                    da.models[j].count += a.count;
+                }
+            }
+        }
+        s.totals.merge(&bucket_totals);
+        if let Some(d) = day {
+            s.first = Some(s.first.map_or(b.min_ts, |f| f.min(b.min_ts)));
+            s.last = Some(s.last.map_or(b.max_ts, |l| l.max(b.max_ts)));
+            let da = s.days.entry(d).or_default();
+            da.counts.add(&b.counts);
+            da.totals.merge(&bucket_totals);
+            da.usage_count += b.models.iter().map(|a| a.count).sum::<u64>();
+            if want.quarters {
+                let qa = s.quarters.entry(b.q).or_default();
+                qa.counts.add(&b.counts);
+                qa.tokens[0] += bucket_totals.input;
+                qa.tokens[1] += bucket_totals.output;
+                qa.tokens[2] += bucket_totals.cache_read;
+                qa.tokens[3] += bucket_totals.cache_write;
+                qa.tokens[4] += bucket_totals.total_tokens;
+                qa.cost.merge(&bucket_totals.total_cost);
+                qa.has_usage |= !b.models.is_empty();
+            }
+        }
+    };
+    let from = r.buckets.partition_point(|b| b.max_ts < w.start);
+    for b in &r.buckets[from..] {
+        if b.min_ts > w.end {
+            break;
+        }
+        if w.contains(b.min_ts) {
+            fold(&mut s, b, true);
+        }
+    }
+    if want.untimed {
+        fold(&mut s, &r.untimed, false);
+    }
+    if want.latency {
+        let mut all = Vec::new();
+        let mut by_day: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for l in &r.latency {
+            if w.contains(l.ts) && (l.user_ts == i64::MIN || l.user_ts >= w.start) {
+                all.push(l.ms);
+                by_day.entry(day_of(l.ts, w.offset_ms)).or_default().push(l.ms);
+            }
+        }
+        s.latency = LatencyStats::of(&mut all);
+        for (d, mut v) in by_day {
+            s.days.entry(d).or_default().latency = LatencyStats::of(&mut v);
+        }
+    }
+    s
+}
+
+impl Summary {
+    /// Folds another summary in (OpenClaw's `mergeSessionUsageInto`).
+    pub fn merge(&mut self, o: &Summary) {
+        self.totals.merge(&o.totals);
+        self.first = match (self.first, o.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = match (self.last, o.last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.counts.add(&o.counts);
+        for (t, n) in &o.tools {
+            add_tool(&mut self.tools, t, *n);
+        }
+        for m in &o.models {
+            let i = add_model_row(&mut self.models, &m.provider, &m.model);
+            self.models[i].count += m.count;
+            self.models[i].totals.merge(&m.totals);
+        }
+        self.latency = LatencyStats::merge(self.latency, o.latency);
+        for (d, od) in &o.days {
+            let da = self.days.entry(*d).or_default();
+            da.totals.merge(&od.totals);
+            da.usage_count += od.usage_count;
+            da.counts.add(&od.counts);
+            for m in &od.models {
+                let j = add_day_model(&mut da.models, &m.provider, &m.model);
+                da.models[j].tokens += m.tokens;
+                da.models[j].cost.merge(&m.cost);
+                da.models[j].count += m.count;
+            }
+            da.latency = LatencyStats::merge(da.latency, od.latency);
+        }
+        for (q, oq) in &o.quarters {
+            let qa = self.quarters.entry(*q).or_default();
+            qa.counts.add(&oq.counts);
+            for (a, b) in qa.tokens.iter_mut().zip(oq.tokens) {
+                *a += b;
+            }
+            qa.cost.merge(&oq.cost);
+            qa.has_usage |= oq.has_usage;
+        }
+    }
+
+    /// `lastActivity - firstActivity`, when both exist.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some((self.last? - self.first?).max(0))
+    }
+}
+
+/// Latency stats as `{count, avgMs, p95Ms, minMs, maxMs}` (session order).
+pub struct SessionLatency<'a>(pub &'a LatencyStats);
+
+impl Serialize for SessionLatency<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = self.0;
+        let mut st = s.serialize_struct("Latency", 5)?;
+        st.serialize_field("count", &l.count)?;
+        st.serialize_field("avgMs", &Js(l.avg))?;
+        st.serialize_field("p95Ms", &Js(l.p95))?;
+        st.serialize_field("minMs", &Js(l.min))?;
+        st.serialize_field("maxMs", &Js(l.max))?;
+        st.end()
+    }
+}

@@ -1,0 +1,63 @@
+//! Throughput measurement on a large generated store (ignored by default; run in release):
+//! `CLAWGATE_BENCH_DIR=/tmp/big cargo test --release -p usage-worker --lib bench_ -- --ignored --nocapture`
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use ipc_proto::Method;
+
+use super::generate::{Spec, generate};
+use super::query;
+use crate::engine::{Engine, EngineConfig};
+
+fn bench_dir() -> PathBuf {
+    let dir =
+        PathBuf::from(std::env::var("CLAWGATE_BENCH_DIR").unwrap_or_else(|_| "/tmp/clawgate-bench".into()));
+    if !dir.join("agents").exists() {
+        let spec = Spec { agents: 9, sessions_per_agent: 184, turns: 100, tool_result_bytes: 7000, seed: 1 };
+        let t = Instant::now();
+        let bytes = generate(&dir, &spec);
+        eprintln!("generated {} MB in {:?}", bytes >> 20, t.elapsed());
+    }
+    dir
+}
+
+#[test]
+#[ignore = "benchmark: needs a release build and ~1.5 GB of disk"]
+fn bench_cold_and_warm() {
+    let dir = bench_dir();
+    let threads: usize =
+        std::env::var("CLAWGATE_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let mut cfg = EngineConfig::new(&dir);
+    cfg.threads = threads;
+    let mut e = Engine::new(cfg);
+    let cancel = AtomicBool::new(false);
+    let mut q = query(Method::SessionsUsage);
+    q.limit = Some(1000);
+    let t = Instant::now();
+    let a = e.answer(&q, &cancel, &mut |_| {}).unwrap();
+    let cold = t.elapsed();
+    eprintln!(
+        "cold: {} files, {} MB parsed in {:?} = {:.0} MB/s on {threads} threads; answer {} KB; rollups ~{} MB",
+        a.stats.files_total,
+        a.stats.bytes_parsed >> 20,
+        cold,
+        a.stats.bytes_parsed as f64 / 1048576.0 / cold.as_secs_f64(),
+        a.payload_json.len() >> 10,
+        e.rollup_bytes() >> 20,
+    );
+    for method in [Method::SessionsUsage, Method::UsageCost] {
+        let mut q = query(method);
+        q.limit = Some(1000);
+        let t = Instant::now();
+        let a = e.answer(&q, &cancel, &mut |_| {}).unwrap();
+        eprintln!(
+            "warm {}: {:?}, parsed {} bytes, answer {} KB",
+            method.name(),
+            t.elapsed(),
+            a.stats.bytes_parsed,
+            a.payload_json.len() >> 10
+        );
+    }
+}

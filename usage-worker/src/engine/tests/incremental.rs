@@ -1,0 +1,135 @@
+//! Incremental refresh: after appends, truncation, replacement, in-place rewrites, deletion and
+//! renames, a long-lived engine answers exactly like a fresh one, parsing only what changed.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::generate::{Rng, Spec, generate, transcript};
+use super::{ask, assert_json_close, engine, query, strip_volatile};
+use crate::engine::Engine;
+use ipc_proto::{Method, UsageQuery};
+
+const SPEC: Spec = Spec { agents: 2, sessions_per_agent: 6, turns: 12, tool_result_bytes: 800, seed: 11 };
+
+fn queries() -> Vec<UsageQuery> {
+    let mut s = query(Method::SessionsUsage);
+    s.limit = Some(3);
+    let mut f = query(Method::SessionsUsage);
+    f.group_by = ipc_proto::GroupBy::Family;
+    vec![query(Method::UsageCost), query(Method::SessionsUsage), s, f]
+}
+
+/// The warm engine's answers equal a fresh engine's, for every query.
+fn assert_same_as_fresh(warm: &mut Engine, dir: &Path) -> u64 {
+    let mut fresh = engine(dir);
+    let mut parsed = 0;
+    for (i, q) in queries().iter().enumerate() {
+        let (mut a, stats) = ask(warm, q);
+        if i == 0 {
+            parsed = stats.bytes_parsed;
+        }
+        let (mut b, _) = ask(&mut fresh, q);
+        strip_volatile(&mut a);
+        strip_volatile(&mut b);
+        assert_json_close(&a, &b, "answer");
+    }
+    parsed
+}
+
+fn first_transcript(dir: &Path, agent: &str) -> PathBuf {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("agents").join(agent).join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "jsonl")
+                && !p.to_string_lossy().contains(".checkpoint.")
+                && !p.to_string_lossy().contains(".trajectory")
+        })
+        .collect();
+    files.sort();
+    files.remove(0)
+}
+
+fn bump_mtime(p: &Path) {
+    let f = OpenOptions::new().write(true).open(p).unwrap();
+    let m = fs::metadata(p).unwrap().modified().unwrap();
+    f.set_modified(m + Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn appends_parse_only_new_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let mut warm = engine(dir.path());
+    let total = assert_same_as_fresh(&mut warm, dir.path());
+    assert!(total > 0);
+    let p = first_transcript(dir.path(), "main");
+    let mut rng = Rng::new(99);
+    let extra = transcript(&mut rng, "x", &SPEC, 1_793_000_000_000);
+    // Drop the header line so the append looks like more turns.
+    let extra = extra.split_once('\n').unwrap().1.to_owned();
+    OpenOptions::new().append(true).open(&p).unwrap().write_all(extra.as_bytes()).unwrap();
+    let parsed = assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(parsed, extra.len() as u64);
+    // Nothing changed: nothing parsed.
+    assert_eq!(assert_same_as_fresh(&mut warm, dir.path()), 0);
+}
+
+#[test]
+fn truncation_replacement_rewrite_deletion_and_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let mut warm = engine(dir.path());
+    assert_same_as_fresh(&mut warm, dir.path());
+
+    // Truncate to the first half of its lines.
+    let p = first_transcript(dir.path(), "main");
+    let body = fs::read_to_string(&p).unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    let half = lines[..lines.len() / 2].join("\n") + "\n";
+    fs::write(&p, &half).unwrap();
+    let parsed = assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(parsed, half.len() as u64);
+
+    // Replace with different content via a new inode (write + rename over).
+    let mut rng = Rng::new(5);
+    let other = transcript(&mut rng, "y", &SPEC, 1_792_000_000_000);
+    let tmp = p.with_extension("tmp");
+    fs::write(&tmp, &other).unwrap();
+    fs::rename(&tmp, &p).unwrap();
+    let parsed = assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(parsed, other.len() as u64);
+
+    // Rewrite in place, same length, different bytes before the checkpoint.
+    let at = other.find("\"output\":").unwrap() + "\"output\":".len();
+    let mut bytes = other.clone().into_bytes();
+    bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+    let body = String::from_utf8(bytes).unwrap();
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(body.as_bytes(), 0).unwrap();
+    drop(f);
+    bump_mtime(&p);
+    let parsed = assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(parsed, body.len() as u64, "rescanned");
+
+    // Delete one file.
+    fs::remove_file(&p).unwrap();
+    assert_eq!(assert_same_as_fresh(&mut warm, dir.path()), 0);
+
+    // Archive another by renaming it: followed by inode, nothing re-parsed.
+    let q = first_transcript(dir.path(), "agent1");
+    let archived = PathBuf::from(format!("{}.deleted.2026-11-29T10-00-00.000Z", q.display()));
+    fs::rename(&q, &archived).unwrap();
+    assert_eq!(assert_same_as_fresh(&mut warm, dir.path()), 0);
+    let (v, _) = ask(&mut warm, &query(Method::SessionsUsage));
+    let files: Vec<&str> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["usage"]["sessionFile"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&archived.to_str().unwrap()));
+}
