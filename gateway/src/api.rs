@@ -168,6 +168,7 @@ fn worker_json(worker: &WorkerStatus) -> Value {
     });
     json!({
         "mode": worker.mode,
+        "socket": worker.socket,
         "memory": memory_json,
         "state": worker.state_name(),
         "pid": worker.pid,
@@ -182,6 +183,30 @@ fn worker_json(worker: &WorkerStatus) -> Value {
         "retryAfterMs": worker.retry_after.map(|d| d.as_millis() as u64),
         "lastPingRttUs": worker.last_ping_rtt.map(|d| d.as_micros() as u64),
     })
+}
+
+/// `GET /api/v1/worker/ping`: one ping round trip to the worker through the supervisor, for
+/// `clawgate status --deep`. Bounded by a 2 s deadline.
+pub async fn worker_ping(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = state.authorize(&headers) {
+        return e.into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.supervisor.ping()).await {
+        Ok(Ok((rtt, memory))) => Json(json!({
+            "ok": true,
+            "rttUs": rtt.as_micros() as u64,
+            "heapBytes": memory.heap_bytes,
+            "rssBytes": memory.rss_bytes,
+        }))
+        .into_response(),
+        Ok(Err(error)) => ApiError::from(error).into_response(),
+        Err(_) => ApiError {
+            code: ErrorCode::Unavailable,
+            message: "the worker did not answer a ping within 2 s".into(),
+            retry_after: Some(Duration::from_secs(1)),
+        }
+        .into_response(),
+    }
 }
 
 /// `POST /api/v1/call/{method}`: the HTTP mirror of OpenClaw's WS methods.
@@ -321,7 +346,11 @@ pub async fn sessions_list(state: &AppState, params: &Value) -> Result<Value, Ap
     }
     let positive = |name: &str| match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().filter(|n| *n >= 1).map(Some).ok_or_else(|| invalid(format!("{name} must be an integer >= 1"))),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{name} must be an integer >= 1"))),
     };
     let text = |name: &str| match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -346,12 +375,14 @@ pub async fn sessions_list(state: &AppState, params: &Value) -> Result<Value, Ap
     }
     let served = usage_call(state, Method::SessionsUsage, &usage_params).await?;
     let path = match &agent_id {
-        Some(agent) => json!(state
-            .config
-            .state_dir
-            .join("agents")
-            .join(params::normalize_agent_id(agent))
-            .join("sessions/sessions.json")),
+        Some(agent) => json!(
+            state
+                .config
+                .state_dir
+                .join("agents")
+                .join(params::normalize_agent_id(agent))
+                .join("sessions/sessions.json")
+        ),
         None => json!("(multiple)"),
     };
     let filter = SessionsFilter {

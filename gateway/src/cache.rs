@@ -132,7 +132,11 @@ pub struct Served {
 impl Served {
     /// The payload text in pieces that concatenate to the answer, with the stale mark applied.
     pub fn chunks(&self) -> Vec<Bytes> {
-        if self.outcome == Outcome::Stale { mark_status(&self.answer.payload, "stale") } else { vec![self.answer.payload.clone()] }
+        if self.outcome == Outcome::Stale {
+            mark_status(&self.answer.payload, "stale")
+        } else {
+            vec![self.answer.payload.clone()]
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -157,7 +161,11 @@ pub fn mark_status(payload: &Bytes, status: &'static str) -> Vec<Bytes> {
     if let Some(at) = memchr::memmem::rfind(payload, PATTERN) {
         let start = at + PATTERN.len();
         if let Some(len) = memchr::memchr(b'"', &payload[start..]) {
-            return vec![payload.slice(..start), Bytes::from_static(status.as_bytes()), payload.slice(start + len..)];
+            return vec![
+                payload.slice(..start),
+                Bytes::from_static(status.as_bytes()),
+                payload.slice(start + len..),
+            ];
         }
     }
     vec![payload.clone()]
@@ -275,7 +283,13 @@ pub struct UsageCache {
 impl UsageCache {
     pub fn new(supervisor: SupervisorHandle, tuning: Tuning) -> Arc<UsageCache> {
         let (events, _) = broadcast::channel(64);
-        Arc::new(UsageCache { supervisor, tuning, inner: Mutex::default(), events, counters: Counters::default() })
+        Arc::new(UsageCache {
+            supervisor,
+            tuning,
+            inner: Mutex::default(),
+            events,
+            counters: Counters::default(),
+        })
     }
 
     pub fn tuning(&self) -> &Tuning {
@@ -328,10 +342,7 @@ impl UsageCache {
                     Some(answer) => Ok(Served { answer, outcome: Outcome::Stale }),
                     None => Err(ApiError {
                         code: ErrorCode::Overloaded,
-                        message: format!(
-                            "{} jobs are already running; retry shortly",
-                            self.tuning.max_jobs
-                        ),
+                        message: format!("{} jobs are already running; retry shortly", self.tuning.max_jobs),
                         retry_after: Some(Duration::from_secs(1)),
                     }),
                 }
@@ -341,7 +352,12 @@ impl UsageCache {
         if let Ok(served) = &result {
             self.counters.lookups[served.outcome.index()].fetch_add(1, Ordering::Relaxed);
             let stats = served.answer.stats;
-            let fields = (query.method.name(), scope_name(&query.agents), served.outcome.as_str(), started.elapsed().as_millis() as u64);
+            let fields = (
+                query.method.name(),
+                scope_name(&query.agents),
+                served.outcome.as_str(),
+                started.elapsed().as_millis() as u64,
+            );
             if served.outcome.served_by() == "cache" {
                 tracing::info!(method = fields.0, agents = %fields.1, files = stats.files_total, files_parsed = 0,
                     bytes_parsed = 0, ms = fields.3, cache = fields.2, served_by = "cache",
@@ -418,19 +434,29 @@ impl UsageCache {
     }
 
     async fn run_job(self: Arc<Self>, query: UsageQuery, job: Arc<Job>) {
-        let mut guard = JobGuard { cache: Arc::clone(&self), query: Some(query.clone()), job: Arc::clone(&job) };
+        let mut guard =
+            JobGuard { cache: Arc::clone(&self), query: Some(query.clone()), job: Arc::clone(&job) };
         let started = Instant::now();
         let called = tokio::time::timeout(self.tuning.job_timeout, self.supervisor.call(query.clone())).await;
         let result = match called {
             Ok(Ok(answer)) => {
                 let payload = Bytes::from(answer.payload_json);
                 let fingerprint = fingerprint_off_runtime(payload.clone()).await;
-                Ok(Arc::new(Answer { payload, fingerprint, computed_at: Instant::now(), stats: answer.stats }))
+                Ok(Arc::new(Answer {
+                    payload,
+                    fingerprint,
+                    computed_at: Instant::now(),
+                    stats: answer.stats,
+                }))
             }
             Ok(Err(error)) => Err(ApiError::from(error)),
             Err(_) => Err(ApiError {
                 code: ErrorCode::Unavailable,
-                message: format!("{} did not finish within {} s", query.method.name(), self.tuning.job_timeout.as_secs()),
+                message: format!(
+                    "{} did not finish within {} s",
+                    query.method.name(),
+                    self.tuning.job_timeout.as_secs()
+                ),
                 retry_after: Some(Duration::from_secs(5)),
             }),
         };
@@ -439,7 +465,13 @@ impl UsageCache {
     }
 
     /// Records a job's result, wakes its waiters and announces changed data.
-    fn finish(&self, query: &UsageQuery, job: &Arc<Job>, result: Result<Arc<Answer>, ApiError>, took: Duration) {
+    fn finish(
+        &self,
+        query: &UsageQuery,
+        job: &Arc<Job>,
+        result: Result<Arc<Answer>, ApiError>,
+        took: Duration,
+    ) {
         let (changed, waiters) = {
             let mut inner = self.lock();
             inner.running = inner.running.saturating_sub(1);
@@ -461,7 +493,8 @@ impl UsageCache {
             self.evict_locked(&mut inner);
             (changed, waiters)
         };
-        let origin = if job.detached.load(Ordering::Relaxed) && waiters == 0 { "background" } else { "request" };
+        let origin =
+            if job.detached.load(Ordering::Relaxed) && waiters == 0 { "background" } else { "request" };
         match &result {
             Ok(answer) => {
                 self.counters.jobs_ok.fetch_add(1, Ordering::Relaxed);
@@ -546,7 +579,9 @@ impl UsageCache {
                 .entries
                 .iter()
                 .filter(|(_, e)| e.job.is_none() && e.good.is_some())
-                .filter_map(|(q, e)| e.last_requested.filter(|t| t.elapsed() <= recent_enough).map(|t| (t, q.clone())))
+                .filter_map(|(q, e)| {
+                    e.last_requested.filter(|t| t.elapsed() <= recent_enough).map(|t| (t, q.clone()))
+                })
                 .collect()
         };
         candidates.sort_by(|a, b| b.0.cmp(&a.0));
@@ -595,8 +630,10 @@ impl UsageCache {
         let s = self.stats();
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let lookups: serde_json::Map<String, serde_json::Value> =
-            Outcome::ALL.iter().map(|o| (o.as_str().to_owned(), json!(load(&c.lookups[o.index()])))).collect();
+        let lookups: serde_json::Map<String, serde_json::Value> = Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str().to_owned(), json!(load(&c.lookups[o.index()]))))
+            .collect();
         json!({
             "entries": s.entries,
             "answers": s.answers,

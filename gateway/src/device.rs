@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 pub const MAX_SIGNATURE_SKEW_MS: i64 = 10 * 60 * 1000;
 
 /// SPKI DER prefix of an Ed25519 public key (the raw key follows it).
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const ED25519_SPKI_PREFIX: [u8; 12] =
+    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// What the client claims in `connect.params.device`.
 #[derive(Debug, Clone)]
@@ -101,11 +102,14 @@ pub fn base64url(bytes: &[u8]) -> String {
 /// Decodes base64url or standard base64, padded or not (clients differ).
 fn decode_b64(text: &str) -> Option<Vec<u8>> {
     let trimmed = text.trim().trim_end_matches('=');
-    let url: String = trimmed.chars().map(|c| match c {
-        '+' => '-',
-        '/' => '_',
-        c => c,
-    }).collect();
+    let url: String = trimmed
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
     URL_SAFE_NO_PAD.decode(url.as_bytes()).ok()
 }
 
@@ -158,7 +162,11 @@ pub fn payload_v3(
 }
 
 /// Checks a device claim against the connection: key format, id, nonce, clock skew, signature.
-pub fn verify(claim: &DeviceClaim<'_>, ctx: &SignedContext<'_>, now_ms: i64) -> Result<VerifiedDevice, DeviceError> {
+pub fn verify(
+    claim: &DeviceClaim<'_>,
+    ctx: &SignedContext<'_>,
+    now_ms: i64,
+) -> Result<VerifiedDevice, DeviceError> {
     let raw = raw_public_key(claim.public_key).ok_or(DeviceError::PublicKeyInvalid)?;
     let key = VerifyingKey::from_bytes(&raw).map_err(|_| DeviceError::PublicKeyInvalid)?;
     let id = device_id(&raw);
@@ -234,11 +242,19 @@ mod tests {
             (payload_v3(&id, &ctx, NOW, nonce, "linux", ""), "v3"),
         ] {
             let signature = signed(&payload, &signing);
-            let claim = DeviceClaim { id: &id, public_key: &public, signature: &signature, signed_at_ms: NOW, nonce: Some(nonce) };
+            let claim = DeviceClaim {
+                id: &id,
+                public_key: &public,
+                signature: &signature,
+                signed_at_ms: NOW,
+                nonce: Some(nonce),
+            };
             let verified = verify(&claim, &ctx, NOW + 5_000).expect(version);
             assert_eq!(verified, VerifiedDevice { id: id.clone(), payload_version: version });
         }
-        assert!(payload_v2(&id, &ctx, NOW, nonce).starts_with(&format!("v2|{id}|gateway-client|backend|operator|operator.read,operator.write|{NOW}|s3cret|")));
+        assert!(payload_v2(&id, &ctx, NOW, nonce).starts_with(&format!(
+            "v2|{id}|gateway-client|backend|operator|operator.read,operator.write|{NOW}|s3cret|"
+        )));
     }
 
     #[test]
@@ -250,14 +266,21 @@ mod tests {
         let ctx = ctx(&scopes);
         let nonce = ctx.challenge_nonce;
         let signature = signed(&payload_v2(&id, &ctx, NOW, nonce), &signing);
-        let claim = DeviceClaim { id: &id, public_key: &public, signature: &signature, signed_at_ms: NOW, nonce: Some(nonce) };
+        let claim = DeviceClaim {
+            id: &id,
+            public_key: &public,
+            signature: &signature,
+            signed_at_ms: NOW,
+            nonce: Some(nonce),
+        };
 
         // A signature over other scopes (privilege escalation) does not verify.
         let wider = vec!["operator.admin".to_owned()];
         let err = verify(&claim, &SignedContext { scopes: &wider, ..ctx.clone() }, NOW).unwrap_err();
         assert_eq!(err.code(), "DEVICE_AUTH_SIGNATURE_INVALID");
         // A replay on another connection (another challenge) is refused.
-        let err = verify(&claim, &SignedContext { challenge_nonce: "other", ..ctx.clone() }, NOW).unwrap_err();
+        let err =
+            verify(&claim, &SignedContext { challenge_nonce: "other", ..ctx.clone() }, NOW).unwrap_err();
         assert_eq!(err, DeviceError::NonceMismatch);
         let err = verify(&claim, &ctx, NOW + MAX_SIGNATURE_SKEW_MS + 1).unwrap_err();
         assert_eq!(err.code(), "DEVICE_AUTH_SIGNATURE_EXPIRED");
@@ -278,7 +301,8 @@ mod tests {
         let raw = signing.verifying_key().to_bytes();
         let mut spki = ED25519_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(&raw);
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(&spki));
+        let pem =
+            format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(&spki));
         assert_eq!(raw_public_key(&pem), Some(raw));
         assert_eq!(raw_public_key(&STANDARD.encode(raw)), Some(raw));
         assert_eq!(raw_public_key(&base64url(&spki)), Some(raw));

@@ -322,7 +322,14 @@ impl MemoryWatch {
         (gateway, worker)
     }
 
-    fn one(&mut self, now: Instant, which: usize, name: &str, rss: Option<u64>, heap: Option<u64>) -> ProcessMemory {
+    fn one(
+        &mut self,
+        now: Instant,
+        which: usize,
+        name: &str,
+        rss: Option<u64>,
+        heap: Option<u64>,
+    ) -> ProcessMemory {
         let history = &mut self.history[which];
         if let Some(r) = rss {
             history.push_back((now, r));
@@ -335,7 +342,8 @@ impl MemoryWatch {
         let pressure = classify(&self.thresholds, rss, heap, growth);
         if let Some(p) = &pressure {
             let key = (which, p.level, p.reason);
-            let due = self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= self.thresholds.cooldown);
+            let due =
+                self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= self.thresholds.cooldown);
             if due {
                 self.last_logged.insert(key, now);
                 let (rss, heap) = (rss.unwrap_or(0), heap.unwrap_or(0));
@@ -394,7 +402,12 @@ mod tests {
             hist.record(500).unwrap();
         }
         hist.record(1_500_000).unwrap();
-        ring.push_back(Slot { hist, busy: Duration::from_millis(1900), cpu: Duration::from_millis(950), wall: Duration::from_secs(1) });
+        ring.push_back(Slot {
+            hist,
+            busy: Duration::from_millis(1900),
+            cpu: Duration::from_millis(950),
+            wall: Duration::from_secs(1),
+        });
         let s = summarise(&ring, 2);
         assert_eq!(s.samples, 100);
         assert!((s.delay_p99_ms - 0.5).abs() < 0.01, "{s:?}");
@@ -408,6 +421,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_blocked_worker_thread_shows_up_as_delay() {
         let monitor = LagMonitor::spawn(Box::new(|| (None, None)));
+        // Wait for the first slot, so the sampler is in its loop before the stall.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while monitor.snapshot().samples == 0 {
+            assert!(Instant::now() < deadline, "the sampler never reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Block both runtime threads for 60 ms, the way a parse on the runtime would.
         let a = tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) });
         let b = tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) });

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod cli_status;
 pub mod config;
 mod dashboard;
 pub mod device;
@@ -20,8 +21,7 @@ use std::{ffi::OsString, future::Future, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use axum::{
-    Router,
-    middleware,
+    Router, middleware,
     routing::{get, post},
 };
 pub use config::Config;
@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/ready", get(api::readyz))
         .route("/api/v1/status", get(api::status))
+        .route("/api/v1/worker/ping", get(api::worker_ping))
         .route("/api/v1/call/{method}", post(api::call))
         .layer(middleware::from_fn_with_state(state.clone(), ws::limit_failed_auth))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))

@@ -21,6 +21,29 @@ enum Command {
     Serve(ServeArgs),
     /// Write a realistic synthetic OpenClaw store (legacy layout) for demos and tests.
     Demo(DemoArgs),
+    /// Report on a running gateway and its worker; never hangs. Exit 0 ok, 1 degraded,
+    /// 2 unreachable or failed.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The gateway's URL [default: http://$CLAWGATE_LISTEN, else http://127.0.0.1:18790].
+    #[arg(long, env = "CLAWGATE_URL")]
+    url: Option<String>,
+    /// Bearer token, if the gateway has one.
+    #[arg(long, env = "CLAWGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Total deadline for the whole command (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = gateway::cli_status::parse_duration)]
+    timeout: Duration,
+    /// Also probe a WebSocket handshake, a worker ping, a tiny usage call, the socket's
+    /// permissions and systemd's view of the units.
+    #[arg(long)]
+    deep: bool,
+    /// Print one JSON document (schema clawgate.status/v1) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +157,19 @@ fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Demo(args) => demo(args),
+        Command::Status(args) => {
+            let listen =
+                std::env::var("CLAWGATE_LISTEN").unwrap_or_else(|_| config::DEFAULT_LISTEN.to_owned());
+            let url = args.url.unwrap_or_else(|| format!("http://{listen}"));
+            let opts = gateway::cli_status::Options {
+                url: url.trim_end_matches('/').to_owned(),
+                token: args.token.filter(|t| !t.is_empty()),
+                timeout: args.timeout,
+                deep: args.deep,
+                json: args.json,
+            };
+            return std::process::ExitCode::from(gateway::cli_status::run(&opts) as u8);
+        }
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -175,9 +211,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     worker.mode = match args.worker_mode {
         WorkerMode::Managed => supervisor::Mode::Managed,
-        WorkerMode::External => {
-            supervisor::Mode::External { socket: args.worker_socket.unwrap_or_else(|| run_dir.join("worker.sock")) }
-        }
+        WorkerMode::External => supervisor::Mode::External {
+            socket: args.worker_socket.unwrap_or_else(|| run_dir.join("worker.sock")),
+        },
     };
     worker.memory_max = args.worker_memory_max;
     worker.use_cgroup = args.worker_cgroup == "auto";

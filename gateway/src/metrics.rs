@@ -72,9 +72,18 @@ impl Metrics {
     /// `outcome` `ok`, an error code, or an HTTP status.
     pub fn observe(&self, transport: &'static str, method: &str, outcome: &str, took: Duration) {
         let method = label_method(method);
-        *self.requests.lock().expect("requests").entry((transport, method.clone(), outcome.to_owned())).or_default() +=
-            1;
-        self.latency.lock().expect("latency").entry((transport, method)).or_default().observe(took.as_secs_f64());
+        *self
+            .requests
+            .lock()
+            .expect("requests")
+            .entry((transport, method.clone(), outcome.to_owned()))
+            .or_default() += 1;
+        self.latency
+            .lock()
+            .expect("latency")
+            .entry((transport, method))
+            .or_default()
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -138,7 +147,8 @@ async fn usage_breakdown(state: &AppState) -> Option<Arc<Breakdown>> {
         }
     }
     let payload = answer.payload.clone();
-    let parsed = tokio::task::spawn_blocking(move || serde_json::from_slice::<UsagePayload>(&payload)).await.ok()?;
+    let parsed =
+        tokio::task::spawn_blocking(move || serde_json::from_slice::<UsagePayload>(&payload)).await.ok()?;
     let parsed = match parsed {
         Ok(p) => Arc::new(p.aggregates),
         Err(error) => {
@@ -226,33 +236,69 @@ fn render(state: &AppState, usage: Option<&Breakdown>) -> String {
 
     out.family("clawgate_requests_total", "counter", "Requests by transport, method or route, and outcome.");
     for ((transport, method, outcome), n) in m.requests.lock().expect("requests").iter() {
-        out.sample("clawgate_requests_total", &[("transport", transport), ("method", method), ("outcome", outcome)], *n as f64);
+        out.sample(
+            "clawgate_requests_total",
+            &[("transport", transport), ("method", method), ("outcome", outcome)],
+            *n as f64,
+        );
     }
-    out.family("clawgate_request_duration_seconds", "histogram", "Request latency by transport and method or route.");
+    out.family(
+        "clawgate_request_duration_seconds",
+        "histogram",
+        "Request latency by transport and method or route.",
+    );
     for ((transport, method), h) in m.latency.lock().expect("latency").iter() {
         let base = [("transport", *transport), ("method", method.as_str())];
         for (bound, count) in BUCKETS.iter().zip(h.counts) {
             let le = bound.to_string();
-            out.sample("clawgate_request_duration_seconds_bucket", &[base[0], base[1], ("le", &le)], count as f64);
+            out.sample(
+                "clawgate_request_duration_seconds_bucket",
+                &[base[0], base[1], ("le", &le)],
+                count as f64,
+            );
         }
-        out.sample("clawgate_request_duration_seconds_bucket", &[base[0], base[1], ("le", "+Inf")], h.count as f64);
+        out.sample(
+            "clawgate_request_duration_seconds_bucket",
+            &[base[0], base[1], ("le", "+Inf")],
+            h.count as f64,
+        );
         out.sample("clawgate_request_duration_seconds_sum", &base, h.sum);
         out.sample("clawgate_request_duration_seconds_count", &base, h.count as f64);
     }
 
     let lag = state.lag.snapshot();
-    out.family("clawgate_runtime_lag_max_seconds", "gauge", "Largest scheduling delay of the gateway runtime over the window.");
+    out.family(
+        "clawgate_runtime_lag_max_seconds",
+        "gauge",
+        "Largest scheduling delay of the gateway runtime over the window.",
+    );
     out.sample("clawgate_runtime_lag_max_seconds", &[], lag.delay_max_ms / 1000.0);
-    out.family("clawgate_runtime_lag_p99_seconds", "gauge", "99th percentile scheduling delay over the window.");
+    out.family(
+        "clawgate_runtime_lag_p99_seconds",
+        "gauge",
+        "99th percentile scheduling delay over the window.",
+    );
     out.sample("clawgate_runtime_lag_p99_seconds", &[], lag.delay_p99_ms / 1000.0);
-    out.family("clawgate_runtime_utilization_ratio", "gauge", "Share of runtime worker time spent busy over the window.");
+    out.family(
+        "clawgate_runtime_utilization_ratio",
+        "gauge",
+        "Share of runtime worker time spent busy over the window.",
+    );
     out.sample("clawgate_runtime_utilization_ratio", &[], lag.utilization);
-    out.family("clawgate_gateway_cpu_core_ratio", "gauge", "Gateway CPU time over wall time over the window.");
+    out.family(
+        "clawgate_gateway_cpu_core_ratio",
+        "gauge",
+        "Gateway CPU time over wall time over the window.",
+    );
     out.sample("clawgate_gateway_cpu_core_ratio", &[], lag.cpu_core_ratio);
 
     let worker = state.supervisor.status();
     out.family("clawgate_worker_up", "gauge", "1 when the usage worker is ready (or busy).");
-    out.sample("clawgate_worker_up", &[], f64::from(u8::from(matches!(worker.state_name(), "ready" | "busy"))));
+    out.sample(
+        "clawgate_worker_up",
+        &[],
+        f64::from(u8::from(matches!(worker.state_name(), "ready" | "busy"))),
+    );
     out.family("clawgate_worker_restarts_total", "counter", "Usage worker restarts by cause.");
     for (cause, n) in &worker.restarts_by_cause {
         out.sample("clawgate_worker_restarts_total", &[("cause", cause)], *n as f64);
@@ -271,10 +317,18 @@ fn render(state: &AppState, usage: Option<&Breakdown>) -> String {
         out.sample("clawgate_worker_heap_bytes", &[], heap as f64);
     }
     let (gateway_memory, worker_memory) = state.lag.memory();
-    out.family("clawgate_memory_pressure", "gauge", "1 while a process is under memory pressure, by level and reason.");
+    out.family(
+        "clawgate_memory_pressure",
+        "gauge",
+        "1 while a process is under memory pressure, by level and reason.",
+    );
     for (process, memory) in [("gateway", gateway_memory), ("worker", worker_memory)] {
         if let Some(p) = memory.pressure {
-            out.sample("clawgate_memory_pressure", &[("process", process), ("level", p.level), ("reason", p.reason)], 1.0);
+            out.sample(
+                "clawgate_memory_pressure",
+                &[("process", process), ("level", p.level), ("reason", p.reason)],
+                1.0,
+            );
         }
     }
 
@@ -290,9 +344,17 @@ fn render(state: &AppState, usage: Option<&Breakdown>) -> String {
         out.sample("clawgate_cache_answer_age_seconds", &[("which", "newest")], newest.as_secs_f64());
         out.sample("clawgate_cache_answer_age_seconds", &[("which", "oldest")], oldest.as_secs_f64());
     }
-    out.family("clawgate_cache_lookups_total", "counter", "Usage requests by how they were served (hit, miss, shared, stale).");
+    out.family(
+        "clawgate_cache_lookups_total",
+        "counter",
+        "Usage requests by how they were served (hit, miss, shared, stale).",
+    );
     for outcome in Outcome::ALL {
-        out.sample("clawgate_cache_lookups_total", &[("result", outcome.as_str())], load(&c.lookups[outcome as usize]));
+        out.sample(
+            "clawgate_cache_lookups_total",
+            &[("result", outcome.as_str())],
+            load(&c.lookups[outcome as usize]),
+        );
     }
     out.family("clawgate_usage_jobs_total", "counter", "Worker jobs started and how they ended.");
     for (what, value) in [
@@ -306,9 +368,17 @@ fn render(state: &AppState, usage: Option<&Breakdown>) -> String {
     }
     out.family("clawgate_usage_jobs_running", "gauge", "Distinct usage jobs running or queued.");
     out.sample("clawgate_usage_jobs_running", &[], cache.jobs_running as f64);
-    out.family("clawgate_usage_rejected_total", "counter", "Requests refused at once because the job queue was full.");
+    out.family(
+        "clawgate_usage_rejected_total",
+        "counter",
+        "Requests refused at once because the job queue was full.",
+    );
     out.sample("clawgate_usage_rejected_total", &[], load(&c.rejected_queue_full));
-    out.family("clawgate_usage_deadline_expired_total", "counter", "Requests answered stale or UNAVAILABLE at their deadline.");
+    out.family(
+        "clawgate_usage_deadline_expired_total",
+        "counter",
+        "Requests answered stale or UNAVAILABLE at their deadline.",
+    );
     out.sample("clawgate_usage_deadline_expired_total", &[], load(&c.deadline_expired));
     out.family("clawgate_usage_updated_events_total", "counter", "usage.updated events broadcast.");
     out.sample("clawgate_usage_updated_events_total", &[], load(&c.events_sent));
@@ -320,22 +390,42 @@ fn render(state: &AppState, usage: Option<&Breakdown>) -> String {
     out.sample("clawgate_auth_failures_total", &[], load(&m.auth_failures));
 
     if let Some(usage) = usage {
-        let token_types = |t: &Totals| [("input", t.input), ("output", t.output), ("cache_read", t.cache_read), ("cache_write", t.cache_write)];
-        out.family("clawgate_usage_tokens_total", "counter", "Tokens over all time by agent, provider or model, and token type.");
+        let token_types = |t: &Totals| {
+            [
+                ("input", t.input),
+                ("output", t.output),
+                ("cache_read", t.cache_read),
+                ("cache_write", t.cache_write),
+            ]
+        };
+        out.family(
+            "clawgate_usage_tokens_total",
+            "counter",
+            "Tokens over all time by agent, provider or model, and token type.",
+        );
         for row in &usage.by_agent {
             let agent = row.agent_id.as_deref().unwrap_or("unknown");
             for (kind, n) in token_types(&row.totals) {
-                out.sample("clawgate_usage_tokens_total", &[("by", "agent"), ("agent", agent), ("type", kind)], n as f64);
+                out.sample(
+                    "clawgate_usage_tokens_total",
+                    &[("by", "agent"), ("agent", agent), ("type", kind)],
+                    n as f64,
+                );
             }
         }
         for row in &usage.by_provider {
             let provider = row.provider.as_deref().unwrap_or("unknown");
             for (kind, n) in token_types(&row.totals) {
-                out.sample("clawgate_usage_tokens_total", &[("by", "provider"), ("provider", provider), ("type", kind)], n as f64);
+                out.sample(
+                    "clawgate_usage_tokens_total",
+                    &[("by", "provider"), ("provider", provider), ("type", kind)],
+                    n as f64,
+                );
             }
         }
         for row in &usage.by_model {
-            let (provider, model) = (row.provider.as_deref().unwrap_or("unknown"), row.model.as_deref().unwrap_or("unknown"));
+            let (provider, model) =
+                (row.provider.as_deref().unwrap_or("unknown"), row.model.as_deref().unwrap_or("unknown"));
             for (kind, n) in token_types(&row.totals) {
                 out.sample(
                     "clawgate_usage_tokens_total",
@@ -344,16 +434,33 @@ fn render(state: &AppState, usage: Option<&Breakdown>) -> String {
                 );
             }
         }
-        out.family("clawgate_usage_cost_usd_total", "counter", "Cost in USD over all time by agent, provider or model.");
+        out.family(
+            "clawgate_usage_cost_usd_total",
+            "counter",
+            "Cost in USD over all time by agent, provider or model.",
+        );
         for row in &usage.by_agent {
-            out.sample("clawgate_usage_cost_usd_total", &[("by", "agent"), ("agent", row.agent_id.as_deref().unwrap_or("unknown"))], row.totals.total_cost);
+            out.sample(
+                "clawgate_usage_cost_usd_total",
+                &[("by", "agent"), ("agent", row.agent_id.as_deref().unwrap_or("unknown"))],
+                row.totals.total_cost,
+            );
         }
         for row in &usage.by_provider {
-            out.sample("clawgate_usage_cost_usd_total", &[("by", "provider"), ("provider", row.provider.as_deref().unwrap_or("unknown"))], row.totals.total_cost);
+            out.sample(
+                "clawgate_usage_cost_usd_total",
+                &[("by", "provider"), ("provider", row.provider.as_deref().unwrap_or("unknown"))],
+                row.totals.total_cost,
+            );
         }
         for row in &usage.by_model {
-            let (provider, model) = (row.provider.as_deref().unwrap_or("unknown"), row.model.as_deref().unwrap_or("unknown"));
-            out.sample("clawgate_usage_cost_usd_total", &[("by", "model"), ("provider", provider), ("model", model)], row.totals.total_cost);
+            let (provider, model) =
+                (row.provider.as_deref().unwrap_or("unknown"), row.model.as_deref().unwrap_or("unknown"));
+            out.sample(
+                "clawgate_usage_cost_usd_total",
+                &[("by", "model"), ("provider", provider), ("model", model)],
+                row.totals.total_cost,
+            );
         }
     }
     out.0

@@ -18,7 +18,8 @@ pub struct WorkerCgroup {
 /// a sibling leaf first (cgroup v2 forbids processes in a cgroup that delegates controllers).
 pub fn setup(cap: u64) -> Result<WorkerCgroup, String> {
     let mount = cgroup2_mount().ok_or("no cgroup v2 mount")?;
-    let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let own =
+        fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
     let rel = own
         .lines()
         .find_map(|l| l.strip_prefix("0::"))

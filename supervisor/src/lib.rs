@@ -119,7 +119,12 @@ struct Live {
     to_worker: tokio::sync::mpsc::UnboundedSender<ToWorker>,
     pending: Arc<Mutex<HashMap<RequestId, Reply>>>,
     in_flight: Arc<Mutex<HashMap<RequestId, InFlight>>>,
+    /// On-demand pings (`status --deep`), kept apart from the heartbeat's sequence numbers.
+    pings: Arc<Mutex<HashMap<u64, oneshot::Sender<ipc_proto::MemoryReport>>>>,
 }
+
+/// Sequence numbers at or above this are on-demand pings, never heartbeats.
+pub(crate) const PROBE_PING_BASE: u64 = 1 << 63;
 
 /// How long a query that killed two workers stays refused.
 const POISON_TTL: Duration = Duration::from_secs(600);
@@ -190,7 +195,8 @@ impl SupervisorHandle {
             .expect("in-flight map")
             .insert(id, InFlight { query_key: key, started: Instant::now(), cancel_sent: None });
         self.shared.status.send_modify(|s| s.jobs_in_flight += 1);
-        let mut guard = CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
+        let mut guard =
+            CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
         if live.to_worker.send(ToWorker::Request { id, query }).is_err() {
             guard.done = true;
             live.pending.lock().expect("pending map").remove(&id);
@@ -221,9 +227,28 @@ impl SupervisorHandle {
                 });
             }
             if changes.changed().await.is_err() {
-                return Err(CallError::Unavailable { phase: Phase::Stopped, retry_after: Duration::from_secs(1) });
+                return Err(CallError::Unavailable {
+                    phase: Phase::Stopped,
+                    retry_after: Duration::from_secs(1),
+                });
             }
         }
+    }
+
+    /// One ping round trip to the worker, answered off its compute path: what
+    /// `clawgate status --deep` reports as the worker's responsiveness.
+    pub async fn ping(&self) -> Result<(Duration, ipc_proto::MemoryReport), CallError> {
+        let live = self.live_worker().await?;
+        let seq = PROBE_PING_BASE | self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        live.pings.lock().expect("ping map").insert(seq, tx);
+        let started = Instant::now();
+        if live.to_worker.send(ToWorker::Ping { seq }).is_err() {
+            live.pings.lock().expect("ping map").remove(&seq);
+            return Err(CallError::WorkerDied);
+        }
+        let memory = rx.await.map_err(|_| CallError::WorkerDied)?;
+        Ok((started.elapsed(), memory))
     }
 
     /// The current status snapshot, with the worker's RSS read fresh from /proc.

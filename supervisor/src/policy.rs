@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn intensity_trips_only_inside_the_window() {
-        let policy = RestartPolicy { max_restarts: 3, window: Duration::from_secs(10), ..RestartPolicy::default() };
+        let policy =
+            RestartPolicy { max_restarts: 3, window: Duration::from_secs(10), ..RestartPolicy::default() };
         let start = Instant::now();
         let mut intensity = Intensity::default();
         // Spread out: never trips.

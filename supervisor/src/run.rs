@@ -58,10 +58,19 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
         (Mode::External { .. }, _) => Err("external mode: the worker's own unit sets MemoryMax=".to_owned()),
     };
     match &cgroup {
-        Ok(cg) => tracing::info!(path = %cg.path.display(), "Worker memory cap enforced by a cgroup v2 memory.max."),
-        Err(reason) => tracing::info!(%reason, "No cgroup for the worker; the budget and RSS layers enforce the cap."),
+        Ok(cg) => {
+            tracing::info!(path = %cg.path.display(), "Worker memory cap enforced by a cgroup v2 memory.max.")
+        }
+        Err(reason) => {
+            tracing::info!(%reason, "No cgroup for the worker; the budget and RSS layers enforce the cap.")
+        }
     }
+    let socket_path = match &config.mode {
+        Mode::Managed => socket.clone(),
+        Mode::External { socket } => socket.clone(),
+    };
     shared.status.send_modify(|s| {
+        s.socket = Some(socket_path);
         s.memory.cgroup = cgroup.as_ref().map(|cg| cg.path.display().to_string()).map_err(Clone::clone);
     });
     let cgroup = cgroup.ok();
@@ -90,7 +99,9 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
             "Usage worker ended."
         );
         let (phase, delay) = if cause == ExitCause::ConfigError {
-            tracing::error!("Usage worker reported a configuration error (exit 78); retrying only after a long cool-down.");
+            tracing::error!(
+                "Usage worker reported a configuration error (exit 78); retrying only after a long cool-down."
+            );
             (Phase::Failed, config.restart.config_error_cooldown)
         } else if intensity.record(&config.restart, Instant::now()) {
             intensity.clear();
@@ -116,7 +127,11 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
             s.last_exit = Some(ended.info.clone());
             s.retry_after = Some(delay);
         });
-        tracing::info!(phase = phase.as_str(), delay_ms = delay.as_millis() as u64, "Usage worker phase changed.");
+        tracing::info!(
+            phase = phase.as_str(),
+            delay_ms = delay.as_millis() as u64,
+            "Usage worker phase changed."
+        );
         // Keep `retry_after` counting down for callers and status readers.
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -327,6 +342,9 @@ async fn serve(
     let reader_pending = Arc::clone(&pending);
     let reader_in_flight = Arc::clone(&in_flight);
     let reader_shared = Arc::clone(shared);
+    let pings: Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<ipc_proto::MemoryReport>>>> =
+        Arc::default();
+    let reader_pings = Arc::clone(&pings);
     let mut reader = tokio::spawn(async move {
         let mut reader = &*reader_stream;
         loop {
@@ -346,11 +364,21 @@ async fn serve(
                         let _ = reply.send(result.map_err(CallError::Worker));
                     }
                 }
+                Ok(Some(FromWorker::Pong { seq, memory })) if seq >= crate::PROBE_PING_BASE => {
+                    if let Some(waiter) = reader_pings.lock().expect("ping map").remove(&seq) {
+                        let _ = waiter.send(memory);
+                    }
+                }
                 Ok(Some(FromWorker::Pong { seq, memory })) => {
                     let _ = pong_tx.send((seq, memory));
                 }
                 Ok(Some(FromWorker::Progress { id, progress })) => {
-                    tracing::debug!(id, files_done = progress.files_done, files_total = progress.files_total, "Job progress.");
+                    tracing::debug!(
+                        id,
+                        files_done = progress.files_done,
+                        files_total = progress.files_total,
+                        "Job progress."
+                    );
                 }
                 Ok(Some(FromWorker::Hello(_))) => tracing::warn!("Unexpected second Hello from the worker."),
                 Ok(None) => break,
@@ -366,6 +394,7 @@ async fn serve(
         to_worker: to_worker.clone(),
         pending: Arc::clone(&pending),
         in_flight: Arc::clone(&in_flight),
+        pings,
     });
     let ready_at = Instant::now();
     shared.status.send_modify(|s| {
@@ -481,7 +510,11 @@ fn check_jobs(
     for (id, job) in jobs.iter_mut() {
         match job.cancel_sent {
             None if job.started.elapsed() > config.job_timeout => {
-                tracing::warn!(id, timeout_s = config.job_timeout.as_secs(), "Usage job ran past its deadline; cancelling it.");
+                tracing::warn!(
+                    id,
+                    timeout_s = config.job_timeout.as_secs(),
+                    "Usage job ran past its deadline; cancelling it."
+                );
                 job.cancel_sent = Some(Instant::now());
                 let _ = to_worker.send(ToWorker::Cancel { id: *id });
             }
@@ -527,7 +560,12 @@ fn classify(status: Option<ExitStatus>, default: ExitCause) -> ExitCause {
     }
 }
 
-fn exit_info(cause: ExitCause, pid: Option<u32>, status: Option<ExitStatus>, stderr_tail: Vec<String>) -> ExitInfo {
+fn exit_info(
+    cause: ExitCause,
+    pid: Option<u32>,
+    status: Option<ExitStatus>,
+    stderr_tail: Vec<String>,
+) -> ExitInfo {
     ExitInfo {
         cause,
         pid,

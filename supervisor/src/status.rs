@@ -119,6 +119,8 @@ pub struct WorkerStatus {
     pub last_ping_rtt: Option<Duration>,
     /// `managed` (we spawn it) or `external` (systemd runs it; we connect).
     pub mode: &'static str,
+    /// The worker socket's path.
+    pub socket: Option<std::path::PathBuf>,
     pub memory: MemoryStatus,
 }
 
@@ -174,6 +176,7 @@ impl WorkerStatus {
             retry_after: None,
             last_ping_rtt: None,
             mode: "managed",
+            socket: None,
             memory: MemoryStatus::default(),
         }
     }

@@ -2,5 +2,6 @@
 
 mod packaging;
 mod skeleton;
+mod status;
 mod supervisor;
 mod tidy;

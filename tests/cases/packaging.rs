@@ -255,6 +255,17 @@ fn systemd_units_have_the_pair_shape_the_issue_requires() {
         let high = bytes(&one(&worker, "Service", "MemoryHigh"));
         let max = bytes(&one(&worker, "Service", "MemoryMax"));
         assert!(high < max, "{ctx}: MemoryHigh must throttle before MemoryMax kills");
+        // The worker refuses an over-budget job itself before the kernel steps in.
+        let budget: u64 = values(&worker, "Service", "Environment")
+            .iter()
+            .find_map(|v| v.strip_prefix("CLAWGATE_WORKER_MEMORY_BUDGET=")?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("{ctx}: no CLAWGATE_WORKER_MEMORY_BUDGET= in the worker's Environment=")
+            });
+        assert!(budget < high && budget * 10 >= max * 7, "{ctx}: budget {budget} vs MemoryHigh {high}");
+        assert!(
+            one(&worker, "Service", "ExecStart").contains("--memory-budget ${CLAWGATE_WORKER_MEMORY_BUDGET}")
+        );
         assert_eq!(one(&worker, "Service", "MemorySwapMax"), "0", "{ctx}");
         assert_eq!(one(&worker, "Service", "OOMPolicy"), "kill", "{ctx}");
         assert_eq!(one(&worker, "Service", "PrivateNetwork"), "yes", "{ctx}");
@@ -551,17 +562,42 @@ fn gateway_sends_ready_watchdog_and_stopping_to_notify_socket() {
     expect_notification(&notify, "STOPPING=1", Duration::from_secs(10), &mut seen);
 }
 
-/// A standalone worker as systemd's `clawgate-usage-worker.service` runs it; killed on drop.
+/// A system unit's `ExecStart=` as systemd would run it: `%t` is `runtime`, `${VAR}` and `$VAR`
+/// expand from the unit's `Environment=` (unset ones vanish, as `$CLAWGATE_OPTS` does with an
+/// empty environment file) and the binary is the built one. Returns (binary, arguments).
+fn unit_exec(unit: &str, runtime: &Path) -> (PathBuf, Vec<String>) {
+    let parsed = parse_unit(&Kind::System.unit_dir().join(unit));
+    let env: BTreeMap<String, String> = values(&parsed, "Service", "Environment")
+        .iter()
+        .filter_map(|v| v.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let exec = one(&parsed, "Service", "ExecStart");
+    let mut words = exec.split_whitespace();
+    let binary =
+        words.next().expect("binary").strip_prefix(Kind::System.shipped_bin_prefix()).expect("bin path");
+    let args = words
+        .filter_map(|w| {
+            let name = w.strip_prefix("${").and_then(|w| w.strip_suffix('}')).or_else(|| w.strip_prefix('$'));
+            match name {
+                Some(name) => env.get(name).cloned(),
+                None => Some(w.replace("%t", runtime.to_str().expect("utf-8"))),
+            }
+        })
+        .collect();
+    (e2e::bin(binary), args)
+}
+
+/// The worker as `clawgate-usage-worker.service` runs it, with `OPENCLAW_STATE_DIR` as the
+/// environment file sets it; killed on drop.
 struct ExternalWorker(Child);
 
 impl ExternalWorker {
-    fn start(socket: &Path, store: &Path, log: &Path) -> ExternalWorker {
+    fn start(runtime: &Path, store: &Path, log: &Path) -> ExternalWorker {
+        let (binary, args) = unit_exec(WORKER, runtime);
         let log = fs::OpenOptions::new().create(true).append(true).open(log).expect("worker log");
-        let child = Command::new(e2e::bin("clawgate-usage-worker"))
-            .arg("--listen")
-            .arg(socket)
-            .arg("--state-dir")
-            .arg(store)
+        let child = Command::new(binary)
+            .args(args)
+            .env("OPENCLAW_STATE_DIR", store)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -625,23 +661,26 @@ fn external_worker_killed_and_restarted_as_systemd_would_never_fails_health() {
             .expect("json");
     let want_tokens = manifest["totals"]["totalTokens"].as_u64().expect("totalTokens");
 
-    // The same layout as the units: a socket in the worker's own 0700 runtime directory.
-    let socket = tmp.path().join("run/clawgate-worker/worker.sock");
+    // The units' own command lines, with %t (the runtime dir) in the test's temp dir.
+    let runtime = tmp.path().join("run");
+    let socket = runtime.join("clawgate-worker/worker.sock");
     let worker_log = tmp.path().join("worker.log");
-    let mut worker = ExternalWorker::start(&socket, &store, &worker_log);
-    let socket_arg = socket.to_str().expect("utf-8");
-    let gateway = Gateway::start(
-        tmp.path(),
-        &store,
-        &["--worker-mode", "external", "--worker-socket", socket_arg, "--request-timeout", "2"],
-        &[],
-    );
-    let query = json!({"agentScope": "all", "range": "all"});
-    let usage_tokens = |gateway: &Gateway| {
-        let (code, body) = gateway.call("sessions.usage", &query);
+    let mut worker = ExternalWorker::start(&runtime, &store, &worker_log);
+    let (binary, mut args) = unit_exec(GATEWAY, &runtime);
+    assert_eq!(binary, e2e::bin("clawgate"));
+    assert_eq!(args.remove(0), "serve");
+    assert!(args.contains(&socket.to_str().expect("utf-8").to_owned()), "{args:?}");
+    args.extend(["--request-timeout".to_owned(), "2".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(tmp.path(), &store, &args, &[]);
+    // Each phase asks a query no earlier phase asked (`limit` differs), so no cached answer can
+    // stand in for the worker's.
+    let query = |limit: u32| json!({"agentScope": "all", "range": "all", "limit": limit});
+    let usage_tokens = |gateway: &Gateway, limit: u32| {
+        let (code, body) = gateway.call("sessions.usage", &query(limit));
         (code == 200).then(|| body["payload"]["totals"]["totalTokens"].as_u64()).flatten()
     };
-    let tokens = wait_until(Duration::from_secs(30), || usage_tokens(&gateway));
+    let tokens = wait_until(Duration::from_secs(30), || usage_tokens(&gateway, 1000));
     let worker_text = || fs::read_to_string(&worker_log).unwrap_or_default();
     assert_eq!(tokens, Some(want_tokens), "first answer; worker log:\n{}", worker_text());
     // The gateway connected to our worker and spawned none of its own.
@@ -655,14 +694,16 @@ fn external_worker_killed_and_restarted_as_systemd_would_never_fails_health() {
     let prober = probe_health(gateway.base.clone(), Arc::clone(&stop));
     wait_until(Duration::from_millis(300), || None::<()>);
     worker.kill();
-    // While nothing listens, calls fail fast and retryably; health does not notice.
-    let (code, body) = gateway.call("sessions.usage", &query);
-    assert_eq!(code, 503, "{body}");
+    // While nothing listens, a new query fails retryably within --request-timeout; health does
+    // not notice.
+    let (code, body) = gateway.call("sessions.usage", &query(999));
+    assert!(matches!(code, 429 | 503), "{code} {body}");
     assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+    assert_eq!(body["error"]["retryable"], true, "{body}");
     // RestartSec=1s, then systemd starts the same command line again.
     std::thread::sleep(Duration::from_secs(1));
-    let second = ExternalWorker::start(&socket, &store, &worker_log);
-    let tokens = wait_until(Duration::from_secs(30), || usage_tokens(&gateway));
+    let second = ExternalWorker::start(&runtime, &store, &worker_log);
+    let tokens = wait_until(Duration::from_secs(30), || usage_tokens(&gateway, 998));
     assert_eq!(tokens, Some(want_tokens), "answer after the restart; worker log:\n{}", worker_text());
     assert_eq!(gateway.status()["worker"]["pid"].as_u64(), Some(u64::from(second.0.id())));
     wait_until(Duration::from_millis(300), || None::<()>);

@@ -4,8 +4,8 @@
 use std::{io::Write as _, path::Path, time::Duration};
 
 use e2e::{
-    Gateway, HealthProbe, ProbeReport, alive, assert_money_eq, exclusive, http_agent, proc_stat, run_clawgate,
-    wait_until,
+    Gateway, HealthProbe, ProbeReport, alive, assert_money_eq, exclusive, http_agent, proc_stat,
+    run_clawgate, wait_until,
 };
 use serde_json::{Value, json};
 

@@ -163,8 +163,12 @@ fn a_job_spinning_past_its_cancel_is_killed_as_a_hang() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 2, 2);
-    let gateway =
-        Gateway::start(dir.path(), &store, &["--request-timeout", "1", "--worker-cancel-grace-ms", "500"], &[]);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--request-timeout", "1", "--worker-cancel-grace-ms", "500"],
+        &[],
+    );
     let worker = gateway.ready_worker_pid();
     let started = Instant::now();
     let (code, body) = gateway.call("sessions.usage", &fault("hang"));
@@ -223,8 +227,14 @@ fn a_crash_loop_parks_the_worker_in_failed_and_it_recovers_after_the_cooldown() 
         dir.path(),
         &store,
         &[
-            "--worker-bin", wrapper_str, "--worker-max-restarts", "3", "--worker-restart-window", "30",
-            "--worker-cooldown", "3",
+            "--worker-bin",
+            wrapper_str,
+            "--worker-max-restarts",
+            "3",
+            "--worker-restart-window",
+            "30",
+            "--worker-cooldown",
+            "3",
         ],
         &[("CLAWGATE_WORKER_BIN", wrapper_str)],
     );

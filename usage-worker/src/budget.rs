@@ -46,7 +46,11 @@ impl Watch {
                         }
                         if let Some((cancel, tripped)) = slot.lock().expect("budget slot").as_ref() {
                             if !tripped.swap(true, Ordering::Relaxed) {
-                                tracing::warn!(heap = alloc::heap_bytes(), budget, "Job crossed the memory budget; cancelling it.");
+                                tracing::warn!(
+                                    heap = alloc::heap_bytes(),
+                                    budget,
+                                    "Job crossed the memory budget; cancelling it."
+                                );
                             }
                             cancel.store(true, Ordering::Relaxed);
                         }
