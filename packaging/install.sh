@@ -78,6 +78,9 @@ else
   systemctl=(systemctl --user)
 fi
 case "$prefix" in /*) ;; *) die "--prefix must be absolute: $prefix" ;; esac
+if [ "$mode" = system ] && [ -z "$destdir" ] && [ "$(id -u)" != 0 ]; then
+  die "--system writes to /etc and $prefix: run it as root (sudo), or stage it with --destdir"
+fi
 prefix="${prefix%/}"
 bin_dir="$prefix/bin"
 doc_dir="$prefix/share/doc/clawgate"

@@ -15,6 +15,7 @@ mod catalog;
 mod clock;
 mod plan;
 mod rng;
+pub mod sqlite;
 mod store;
 mod text;
 mod transcript;

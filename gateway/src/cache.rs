@@ -171,8 +171,9 @@ pub fn mark_status(payload: &Bytes, status: &'static str) -> Vec<Bytes> {
     vec![payload.clone()]
 }
 
-/// Hash of an answer's data. `updatedAt` (first field) and `cacheStatus.refreshedAt` are the time
-/// of answering, not data, so they are skipped: two answers over unchanged files match.
+/// Hash of an answer's data. `updatedAt` (first field) is the time of answering, and the worker
+/// ends its answers with `cacheStatus` and `diagnostics` (refresh time, files parsed by this job):
+/// none of that is data, so it is skipped and two answers over unchanged files match.
 pub fn fingerprint(payload: &[u8]) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     let mut body = payload;
@@ -180,16 +181,10 @@ pub fn fingerprint(payload: &[u8]) -> u64 {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
         body = &rest[digits..];
     }
-    const REFRESHED: &[u8] = br#""refreshedAt":"#;
-    match memchr::memmem::rfind(body, REFRESHED) {
-        Some(at) => {
-            hasher.write(&body[..at]);
-            let rest = &body[at + REFRESHED.len()..];
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
-            hasher.write(&rest[digits..]);
-        }
-        None => hasher.write(body),
+    if let Some(at) = memchr::memmem::rfind(body, br#""cacheStatus":{"#) {
+        body = &body[..at];
     }
+    hasher.write(body);
     hasher.finish()
 }
 
@@ -233,6 +228,8 @@ pub struct CacheStats {
     pub answers: usize,
     pub bytes: usize,
     pub jobs_running: usize,
+    /// Requests waiting on running jobs.
+    pub waiters: usize,
     /// Age of the newest and oldest cached answers.
     pub newest_age: Option<Duration>,
     pub oldest_age: Option<Duration>,
@@ -584,7 +581,7 @@ impl UsageCache {
                 })
                 .collect()
         };
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let min_age = self.tuning.refresh_interval / 2;
         candidates.into_iter().take(8).filter(|(_, q)| self.prefetch(q, min_age)).count()
     }
@@ -620,6 +617,7 @@ impl UsageCache {
             answers: ages.len(),
             bytes: inner.bytes,
             jobs_running: inner.running,
+            waiters: inner.entries.values().filter_map(|e| e.job.as_ref()).map(|j| j.waiters.load(Ordering::Relaxed)).sum(),
             newest_age: ages.iter().min().copied(),
             oldest_age: ages.iter().max().copied(),
         }
@@ -639,6 +637,7 @@ impl UsageCache {
             "answers": s.answers,
             "bytes": s.bytes,
             "jobsRunning": s.jobs_running,
+            "waiters": s.waiters,
             "maxJobs": self.tuning.max_jobs,
             "requestTimeoutMs": self.tuning.request_timeout.as_millis() as u64,
             "refreshIntervalMs": self.tuning.refresh_interval.as_millis() as u64,
@@ -773,8 +772,8 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_answer_time_only() {
-        let a = br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000000000}}"#;
-        let b = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999}}"#;
+        let a = br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000000000},"diagnostics":{"filesParsed":9}}"#;
+        let b = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999},"diagnostics":{"filesParsed":0}}"#;
         let c = br#"{"updatedAt":1795000009999,"totals":{"input":6},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999}}"#;
         assert_eq!(fingerprint(a), fingerprint(b));
         assert_ne!(fingerprint(b), fingerprint(c));

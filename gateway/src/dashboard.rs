@@ -1,10 +1,139 @@
-//! The dashboard page, embedded in the binary: no CDN, no build step, works offline.
+//! The dashboard page, embedded in the binary: no CDN, no build step, no network at run time.
+//!
+//! `GET /` (browsers; WebSocket upgrades on `/` go to `ws.rs`) answers `index.html`, which loads
+//! `/assets/app.js` and `/assets/style.css`. The page talks OpenClaw's protocol v4 over `/ws`.
+//! Assets are public (they hold no data); every data call is authenticated by the WebSocket
+//! `connect` or the bearer token. Responses carry a strict content security policy (scripts and
+//! styles from this origin only, connections to this origin only, no framing), `nosniff`, and
+//! an `ETag` so reloads revalidate with a `304` instead of downloading again.
 
-use axum::response::Html;
+use std::sync::LazyLock;
 
-static INDEX: &str = include_str!("../assets/index.html");
+use axum::{
+    extract::Path,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use sha2::{Digest, Sha256};
 
-/// `GET /`
-pub async fn index() -> Html<&'static str> {
-    Html(INDEX)
+/// One embedded file.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+static INDEX: Asset =
+    Asset { name: "index.html", content_type: "text/html; charset=utf-8", body: include_str!("../assets/index.html") };
+
+static ASSETS: [Asset; 2] = [
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../assets/app.js"),
+    },
+    Asset { name: "style.css", content_type: "text/css; charset=utf-8", body: include_str!("../assets/style.css") },
+];
+
+/// The page may load its own script and styles, connect (WebSocket and fetch) to its own origin,
+/// download exports from blob URLs, and nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Strong validators: a digest of each embedded file, computed once.
+static ETAGS: LazyLock<Vec<(&'static str, HeaderValue)>> = LazyLock::new(|| {
+    std::iter::once(&INDEX)
+        .chain(ASSETS.iter())
+        .map(|asset| {
+            let digest = Sha256::digest(asset.body.as_bytes());
+            let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+            (asset.name, HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex etag"))
+        })
+        .collect()
+});
+
+fn etag(name: &str) -> Option<&'static HeaderValue> {
+    ETAGS.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|list| list.split(',').any(|t| t.trim() == "*" || t.trim().as_bytes() == etag.as_bytes()))
+}
+
+fn serve(asset: &'static Asset, request: Option<&HeaderMap>) -> Response {
+    let tag = etag(asset.name);
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    ];
+    if let (Some(tag), Some(headers)) = (tag, request) {
+        if not_modified(headers, tag) {
+            let mut response = (StatusCode::NOT_MODIFIED, common).into_response();
+            response.headers_mut().insert(header::ETAG, tag.clone());
+            return response;
+        }
+    }
+    let mut response =
+        (common, [(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type))], asset.body)
+            .into_response();
+    if let Some(tag) = tag {
+        response.headers_mut().insert(header::ETAG, tag.clone());
+    }
+    response
+}
+
+/// `GET /` for browsers (called by `ws::root` when the request is not a WebSocket upgrade).
+pub async fn index() -> Response {
+    serve(&INDEX, None)
+}
+
+/// `GET /index.html`, with conditional requests.
+pub async fn index_html(headers: HeaderMap) -> Response {
+    serve(&INDEX, Some(&headers))
+}
+
+/// `GET /assets/{file}`.
+pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match ASSETS.iter().find(|a| a.name == file) {
+        Some(asset) => serve(asset, Some(&headers)),
+        None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_references_only_embedded_same_origin_assets() {
+        for reference in ["/assets/app.js", "/assets/style.css"] {
+            assert!(INDEX.body.contains(reference), "index.html must load {reference}");
+        }
+        // No absolute URL anywhere but the SVG namespace and the page's own WebSocket scheme.
+        for asset in std::iter::once(&INDEX).chain(ASSETS.iter()) {
+            let text = asset.body.replace("http://www.w3.org/2000/svg", "").replace("\"wss://\"", "").replace("\"ws://\"", "");
+            assert!(!text.contains("://"), "{} refers to another origin", asset.name);
+            assert!(!text.contains("<script>"), "{}: inline scripts break the CSP", asset.name);
+        }
+    }
+
+    #[test]
+    fn etags_are_strong_and_revalidate() {
+        let tag = etag("app.js").expect("etag").clone();
+        assert!(tag.to_str().unwrap().starts_with('"'));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, tag.clone());
+        assert_eq!(serve(&ASSETS[0], Some(&headers)).status(), StatusCode::NOT_MODIFIED);
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        let fresh = serve(&ASSETS[0], Some(&headers));
+        assert_eq!(fresh.status(), StatusCode::OK);
+        assert_eq!(fresh.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(fresh.headers()[header::ETAG], tag);
+    }
 }

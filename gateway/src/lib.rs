@@ -85,6 +85,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(ws::root))
+        .route("/index.html", get(dashboard::index_html))
+        .route("/assets/{file}", get(dashboard::asset))
         .route("/ws", get(ws::ws_only))
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(api::healthz).head(api::healthz))

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (HTTP API, health, dashboard) and its usage worker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a realistic synthetic OpenClaw store (legacy layout) for demos and tests.
     Demo(DemoArgs),
     /// Report on a running gateway and its worker; never hangs. Exit 0 ok, 1 degraded,
@@ -155,7 +155,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Demo(args) => demo(args),
         Command::Status(args) => {
             let listen =

@@ -5,3 +5,4 @@ mod skeleton;
 mod status;
 mod supervisor;
 mod tidy;
+mod ws;

@@ -122,6 +122,7 @@ fn verify(kind: Kind, sandbox: &Path, dir: &Path, names: &[String]) -> (bool, St
 
 #[test]
 fn systemd_units_pass_analyze_verify_without_any_warning() {
+    let _lock = exclusive();
     let tmp = tempfile::tempdir().expect("tempdir");
     for kind in [Kind::System, Kind::User] {
         let dir = tmp.path().join(format!("{kind:?}"));
@@ -143,6 +144,7 @@ fn systemd_units_pass_analyze_verify_without_any_warning() {
 
 #[test]
 fn systemd_security_exposure_is_within_the_recorded_thresholds() {
+    let _lock = exclusive();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut report = Vec::new();
     for (kind, unit, threshold) in EXPOSURE_THRESHOLDS {
@@ -335,12 +337,26 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Option<Vec<u8>>)> {
     out
 }
 
-fn install_sh(home: &Path, args: &[&str]) -> String {
+/// Two tiny executables standing in for the binaries, so repeated installs copy bytes, not the
+/// 100+ MB debug builds (the real ones are installed once, in the system-mode test).
+fn fake_bins(dir: &Path) -> PathBuf {
+    let bins = dir.join("fake-bin");
+    fs::create_dir_all(&bins).expect("fake bin dir");
+    for bin in ["clawgate", "clawgate-usage-worker"] {
+        let path = bins.join(bin);
+        fs::write(&path, format!("#!/bin/sh\necho {bin} stand-in\n")).expect("fake bin");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    bins
+}
+
+/// Runs install.sh with `HOME` = `home`, binaries from `from`; panics on failure.
+fn install_sh(home: &Path, from: &Path, args: &[&str]) -> String {
     let out = Command::new("bash")
         .arg(repo_root().join("packaging/install.sh"))
         .args(args)
         .arg("--from")
-        .arg(bin_dir())
+        .arg(from)
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .stdin(Stdio::null())
@@ -362,18 +378,18 @@ fn text_of(tree: &BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>, path: &str) -> Stri
 
 /// Install twice (same tree), keep an edited environment file across a reinstall and an
 /// uninstall, then `--uninstall --purge` leaves `root` exactly as it was before.
-fn install_round_trip(root: &Path, home: &Path, args: &[&str], env_file: &str) {
+fn install_round_trip(root: &Path, home: &Path, from: &Path, args: &[&str], env_file: &str) {
     let before = tree(root);
-    let first = install_sh(home, args);
+    let first = install_sh(home, from, args);
     assert!(first.contains("Next steps:"), "{first}");
     let installed = tree(root);
-    install_sh(home, args);
+    install_sh(home, from, args);
     assert_eq!(tree(root), installed, "a second install must change nothing");
 
     let env_path = root.join(env_file);
     let edited = fs::read_to_string(&env_path).expect("env file") + "CLAWGATE_TOKEN=edited\n";
     fs::write(&env_path, &edited).expect("edit env");
-    let again = install_sh(home, args);
+    let again = install_sh(home, from, args);
     assert!(again.contains("kept"), "{again}");
     assert_eq!(
         fs::read_to_string(&env_path).expect("env"),
@@ -383,27 +399,29 @@ fn install_round_trip(root: &Path, home: &Path, args: &[&str], env_file: &str) {
 
     let mut uninstall: Vec<&str> = args.to_vec();
     uninstall.push("--uninstall");
-    install_sh(home, &uninstall);
+    install_sh(home, from, &uninstall);
     assert_eq!(
         fs::read_to_string(&env_path).expect("env kept"),
         edited,
         "a changed env file survives --uninstall"
     );
     uninstall.push("--purge");
-    install_sh(home, &uninstall);
+    install_sh(home, from, &uninstall);
     assert_eq!(tree(root), before, "--uninstall --purge must leave nothing behind");
     // Uninstalling again is a no-op.
-    install_sh(home, &uninstall);
+    install_sh(home, from, &uninstall);
 }
 
 #[test]
 fn install_sh_system_mode_into_a_destdir_installs_reinstalls_and_uninstalls_cleanly() {
+    let _lock = exclusive();
     let tmp = tempfile::tempdir().expect("tempdir");
     let home = tmp.path().join("home");
     let root = tmp.path().join("root");
     fs::create_dir_all(&home).expect("home");
     fs::create_dir_all(&root).expect("root");
     let root_arg = root.to_str().expect("utf-8");
+    let fake = fake_bins(tmp.path());
     let args = [
         "--system",
         "--destdir",
@@ -414,7 +432,7 @@ fn install_sh_system_mode_into_a_destdir_installs_reinstalls_and_uninstalls_clea
         "/srv/openclaw",
     ];
 
-    install_sh(&home, &args);
+    install_sh(&home, &bin_dir(), &args);
     let t = tree(&root);
     for bin in ["clawgate", "clawgate-usage-worker"] {
         let path = format!("usr/local/bin/{bin}");
@@ -439,30 +457,42 @@ fn install_sh_system_mode_into_a_destdir_installs_reinstalls_and_uninstalls_clea
     let docs = fs::read_dir(repo_root().join("docs/ops")).expect("docs/ops").count();
     let installed_docs = t.keys().filter(|p| p.starts_with("usr/local/share/doc/clawgate/ops")).count() - 1;
     assert_eq!(installed_docs, docs, "every docs/ops page is installed");
-    install_sh(&home, &["--system", "--destdir", root_arg, "--uninstall", "--purge"]);
+    install_sh(&home, &fake, &["--system", "--destdir", root_arg, "--uninstall", "--purge"]);
     assert!(tree(&root).is_empty(), "left behind: {:?}", tree(&root).keys());
 
     // A custom prefix moves the binaries and the units' ExecStart with them.
-    install_sh(&home, &["--system", "--destdir", root_arg, "--prefix", "/opt/clawgate"]);
+    install_sh(&home, &fake, &["--system", "--destdir", root_arg, "--prefix", "/opt/clawgate"]);
     let unit = fs::read_to_string(root.join("etc/systemd/system").join(GATEWAY)).expect("unit");
     assert!(unit.contains("ExecStart=/opt/clawgate/bin/clawgate serve"), "{unit}");
     assert!(unit.contains("Documentation=file:///opt/clawgate/share/doc/clawgate/ops/README.md"), "{unit}");
     assert!(root.join("opt/clawgate/bin/clawgate-usage-worker").exists());
-    install_sh(&home, &["--system", "--destdir", root_arg, "--prefix", "/opt/clawgate", "--uninstall"]);
+    install_sh(
+        &home,
+        &fake,
+        &["--system", "--destdir", root_arg, "--prefix", "/opt/clawgate", "--uninstall"],
+    );
     assert!(tree(&root).is_empty(), "left behind: {:?}", tree(&root).keys());
 
-    install_round_trip(&root, &home, &["--system", "--destdir", root_arg], "etc/clawgate/clawgate.env");
+    install_round_trip(
+        &root,
+        &home,
+        &fake,
+        &["--system", "--destdir", root_arg],
+        "etc/clawgate/clawgate.env",
+    );
     assert!(tree(&home).is_empty(), "system mode must not touch HOME: {:?}", tree(&home).keys());
 }
 
 #[test]
 fn install_sh_user_mode_into_a_fake_home_installs_verifies_and_uninstalls_cleanly() {
+    let _lock = exclusive();
     let tmp = tempfile::tempdir().expect("tempdir");
     let home = tmp.path().join("home");
     fs::create_dir_all(&home).expect("home");
     let args = ["--user", "--no-systemctl"];
+    let fake = fake_bins(tmp.path());
 
-    install_sh(&home, &args);
+    install_sh(&home, &fake, &args);
     let t = tree(&home);
     for bin in ["clawgate", "clawgate-usage-worker"] {
         assert_eq!(mode_of(&t, &format!(".local/bin/{bin}")), 0o755);
@@ -487,19 +517,19 @@ fn install_sh_user_mode_into_a_fake_home_installs_verifies_and_uninstalls_cleanl
 
     let mut uninstall = args.to_vec();
     uninstall.extend(["--uninstall", "--purge"]);
-    install_sh(&home, &uninstall);
+    install_sh(&home, &fake, &uninstall);
     assert!(tree(&home).is_empty(), "left behind: {:?}", tree(&home).keys());
 
     // A prefix outside HOME gets absolute ExecStart paths.
     let prefix = tmp.path().join("opt");
     let prefix_arg = prefix.to_str().expect("utf-8");
-    install_sh(&home, &["--user", "--no-systemctl", "--prefix", prefix_arg]);
+    install_sh(&home, &fake, &["--user", "--no-systemctl", "--prefix", prefix_arg]);
     let unit = fs::read_to_string(unit_dir.join(WORKER)).expect("unit");
     assert!(unit.contains(&format!("ExecStart={prefix_arg}/bin/clawgate-usage-worker --listen")), "{unit}");
-    install_sh(&home, &["--user", "--no-systemctl", "--prefix", prefix_arg, "--uninstall"]);
+    install_sh(&home, &fake, &["--user", "--no-systemctl", "--prefix", prefix_arg, "--uninstall"]);
     assert!(tree(&home).is_empty() && tree(&prefix).is_empty(), "left behind");
 
-    install_round_trip(&home, &home, &args, ".config/clawgate/clawgate.env");
+    install_round_trip(&home, &home, &fake, &args, ".config/clawgate/clawgate.env");
 }
 
 /// Reads datagrams from `socket` until one contains `want` or `deadline` passes.
@@ -738,4 +768,31 @@ fn worker_exit_codes_match_the_units_restart_prevent_exit_status() {
     assert_eq!(status.code(), Some(2));
     let unit = parse_unit(&Kind::System.unit_dir().join(WORKER));
     assert_eq!(values(&unit, "Service", "RestartPreventExitStatus"), ["2", "78"]);
+}
+
+/// The long flags a `--help` output lists (hidden ones are not listed, so not required).
+fn help_flags(binary: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new(e2e::bin(binary)).args(args).arg("--help").output().expect("run --help");
+    assert!(out.status.success(), "{binary} {args:?} --help failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let flag = line.trim_start().split([' ', ',', '=']).find(|w| w.starts_with("--"))?;
+            (flag != "--help" && flag != "--version").then(|| flag.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_flag_of_serve_status_and_the_worker_is_in_the_configuration_doc() {
+    let doc = fs::read_to_string(repo_root().join("docs/ops/configuration.md")).expect("configuration.md");
+    let (_, commands, _) = run_clawgate(&["--help"]);
+    let mut flags = help_flags("clawgate", &["serve"]);
+    if commands.lines().any(|l| l.trim_start().starts_with("status ")) {
+        flags.extend(help_flags("clawgate", &["status"]));
+    }
+    flags.extend(help_flags("clawgate-usage-worker", &[]));
+    assert!(flags.len() > 10, "{flags:?}");
+    let missing: Vec<_> = flags.iter().filter(|f| !doc.contains(&format!("`{f}"))).collect();
+    assert!(missing.is_empty(), "docs/ops/configuration.md does not document {missing:?}");
 }

@@ -163,10 +163,12 @@ fn a_job_spinning_past_its_cancel_is_killed_as_a_hang() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 2, 2);
+    // The request deadline answers the caller; the job itself may go on filling the cache
+    // until the job deadline cancels it. A job that ignores that cancel is a hang.
     let gateway = Gateway::start(
         dir.path(),
         &store,
-        &["--request-timeout", "1", "--worker-cancel-grace-ms", "500"],
+        &["--request-timeout", "1", "--worker-job-timeout", "1", "--worker-cancel-grace-ms", "500"],
         &[],
     );
     let worker = gateway.ready_worker_pid();

@@ -1,4 +1,4 @@
-//! Fault injection for tests, compiled into debug builds only.
+//! Fault injection for tests, compiled into debug builds and `--features faults` builds only.
 //!
 //! A query whose `key` is `__fault__:<fault>` misbehaves through the worker's real compute path,
 //! so tests exercise the supervisor against the real binary, one request at a time:
@@ -16,7 +16,7 @@ const PREFIX: &str = "__fault__:";
 /// Runs the fault named by the query, if any. `Some` is the job's result when the fault
 /// returns instead of killing the process.
 pub fn maybe_inject(query: &UsageQuery, cancel: &AtomicBool) -> Option<Result<(), WorkerError>> {
-    if !cfg!(debug_assertions) {
+    if !cfg!(any(debug_assertions, feature = "faults")) {
         return None;
     }
     let fault = query.key.as_deref()?.strip_prefix(PREFIX)?;

@@ -25,6 +25,11 @@ struct Args {
     /// The OpenClaw state directory to read.
     #[arg(long, value_name = "DIR", env = "OPENCLAW_STATE_DIR")]
     state_dir: PathBuf,
+    /// Where the worker keeps its persistent rollup cache (the gateway passes
+    /// `<data-dir>/cache`). Without it, rollups live in memory only and a restarted worker
+    /// rescans the store.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Lines longer than this many bytes are skipped and counted.
     #[arg(long, default_value_t = 16 << 20)]
     max_line_bytes: u64,
@@ -51,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let config = usage_worker::Config {
         state_dir: args.state_dir,
+        data_dir: args.data_dir,
         max_line_bytes: args.max_line_bytes,
         threads: args.threads.max(1),
         memory_budget: args.memory_budget,

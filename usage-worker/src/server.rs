@@ -34,6 +34,8 @@ use crate::{
 pub struct Config {
     /// The OpenClaw state directory (read only).
     pub state_dir: PathBuf,
+    /// clawgate's cache directory for persisted rollups (`None`: memory only).
+    pub data_dir: Option<PathBuf>,
     /// Lines longer than this are skipped and counted, never buffered.
     pub max_line_bytes: u64,
     /// Compute threads used by one job.
@@ -126,6 +128,7 @@ fn spawn_compute_thread(
         .spawn(move || {
             let engine_config = EngineConfig {
                 state_dir: config.state_dir.clone(),
+                data_dir: config.data_dir.clone(),
                 max_line_bytes: config.max_line_bytes,
                 threads: config.threads,
             };

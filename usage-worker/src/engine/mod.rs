@@ -18,6 +18,8 @@ mod reader;
 mod respond;
 mod rollup;
 mod series;
+mod sqlite;
+mod sqlite_schema;
 mod store;
 mod summary;
 mod time;
@@ -55,6 +57,8 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100
 pub struct EngineConfig {
     /// The OpenClaw state dir (`~/.openclaw`), holding `agents/`.
     pub state_dir: PathBuf,
+    /// Where rollups persist between worker runs (`None`: memory only).
+    pub data_dir: Option<PathBuf>,
     /// Lines longer than this are skipped and counted (`oversizeLines`), never buffered whole.
     pub max_line_bytes: u64,
     /// Parser threads for changed files.
@@ -71,6 +75,7 @@ impl EngineConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> EngineConfig {
         EngineConfig {
             state_dir: state_dir.into(),
+            data_dir: None,
             max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES,
             threads: Self::DEFAULT_THREADS,
         }
@@ -91,6 +96,8 @@ pub struct Engine {
     files: HashMap<PathBuf, FileState>,
     stores: HashMap<String, Cached<StoreIndex>>,
     prices: HashMap<String, Cached<PriceTable>>,
+    /// Agents read from an OpenClaw 2026.7+ database instead of files.
+    sqlite: sqlite::Databases,
 }
 
 /// What [`Engine::refresh`] did.
@@ -122,7 +129,13 @@ fn now_ms() -> i64 {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
-        Engine { config, files: HashMap::new(), stores: HashMap::new(), prices: HashMap::new() }
+        Engine {
+            config,
+            files: HashMap::new(),
+            stores: HashMap::new(),
+            prices: HashMap::new(),
+            sqlite: sqlite::Databases::default(),
+        }
     }
 
     /// The configuration this engine reads with.
@@ -275,6 +288,9 @@ impl Engine {
     fn refresh_json(&mut self, agents: &[String], diag: &mut Diagnostics) {
         let dir = self.config.state_dir.clone();
         for a in agents {
+            if sqlite::has_db(&dir, a) {
+                continue; // its session index comes from the database (`discover`)
+            }
             let c = self.stores.entry(a.clone()).or_default();
             c.refresh(&store::store_path(&dir, a), StoreIndex::parse);
             if let Some(e) = &c.error {
@@ -299,6 +315,10 @@ impl Engine {
     fn discover(&mut self, agents: &[String], diag: &mut Diagnostics) -> Vec<Discovered> {
         let mut listed = Vec::new();
         for a in agents {
+            if let Some(sessions) = self.sqlite.list(&self.config.state_dir, a, &mut self.stores, diag) {
+                listed.extend(sessions);
+                continue;
+            }
             match discover::list_files(&self.config.state_dir, a) {
                 Ok(files) => listed.extend(files),
                 Err(e) => diag.error(format!("listing sessions of agent {a}: {e}")),
@@ -484,6 +504,9 @@ fn same_stat(cp: &Checkpoint, m: &FileMeta) -> bool {
 
 /// Parses one file: only the appended bytes when its checkpoint still matches, else all of it.
 fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
+    if sqlite::is_session(&job.disc) {
+        return sqlite::run_job(job, max_line, cancel);
+    }
     let Job { mut disc, prev } = job;
     let file = match File::open(&disc.path) {
         Ok(f) => f,

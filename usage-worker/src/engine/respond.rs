@@ -47,6 +47,8 @@ pub struct Diagnostics {
     pub skips: SkipCounts,
     pub pending_tails: u64,
     pub unreadable_files: u64,
+    /// Agent databases skipped whole: locked, corrupt, or of an unknown schema.
+    pub unreadable_databases: u64,
     pub sessions_json_errors: u64,
     pub models_json_errors: u64,
     /// The first few error messages, for humans.
@@ -72,8 +74,10 @@ impl Serialize for Diagnostics {
         st.serialize_field("invalidUtf8Lines", &self.skips.invalid_utf8)?;
         st.serialize_field("nulByteLines", &self.skips.nul_bytes)?;
         st.serialize_field("oversizeLines", &self.skips.oversize)?;
+        st.serialize_field("undecodableRows", &self.skips.undecodable)?;
         st.serialize_field("pendingTails", &self.pending_tails)?;
         st.serialize_field("unreadableFiles", &self.unreadable_files)?;
+        st.serialize_field("unreadableDatabases", &self.unreadable_databases)?;
         st.serialize_field("sessionsJsonErrors", &self.sessions_json_errors)?;
         st.serialize_field("modelsJsonErrors", &self.models_json_errors)?;
         st.serialize_field("errors", &self.errors)?;
@@ -174,20 +178,27 @@ pub fn usage_cost(v: &View<'_>) -> Result<String, WorkerError> {
             }
         }
     }
-    let (mut lo, hi) = (day_of(w.start, w.offset_ms), day_of(w.end, w.offset_ms));
+    let (mut lo, mut hi) = (day_of(w.start, w.offset_ms), day_of(w.end, w.offset_ms));
     if hi - lo + 1 > MAX_DENSE_DAYS {
+        // An unbounded range: from the first day with data to today (or the last day with
+        // data, if later).
         lo = days.keys().next().copied().unwrap_or(hi + 1);
+        let last = days.keys().next_back().copied().unwrap_or(lo);
+        hi = hi.min(last.max(day_of(v.now_ms, w.offset_ms)));
     }
-    let daily: Vec<DatedTotals<'_>> = if lo <= hi {
-        let empty = Totals::default();
-        (lo..=hi)
-            .map(|d| DatedTotals {
-                date: format_day(d),
-                totals: days.get(&d).unwrap_or(&empty).clone(),
-                lead: None,
-                _p: std::marker::PhantomData,
-            })
-            .collect()
+    let empty = Totals::default();
+    let dated = |d: i64| DatedTotals {
+        date: format_day(d),
+        totals: days.get(&d).unwrap_or(&empty).clone(),
+        lead: None,
+        _p: std::marker::PhantomData,
+    };
+    let daily: Vec<DatedTotals<'_>> = if hi - lo + 1 > MAX_DENSE_DAYS {
+        // Still huge (timestamps far in the past or future): days with data only, so a bogus
+        // timestamp cannot make the answer millions of empty rows.
+        days.keys().copied().filter(|d| (lo..=hi).contains(d)).map(dated).collect()
+    } else if lo <= hi {
+        (lo..=hi).map(dated).collect()
     } else {
         Vec::new()
     };

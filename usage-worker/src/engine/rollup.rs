@@ -39,11 +39,14 @@ pub struct SkipCounts {
     pub invalid_utf8: u64,
     pub nul_bytes: u64,
     pub oversize: u64,
+    /// SQLite rows whose compressed event does not inflate to its recorded size (or that hold
+    /// no event at all).
+    pub undecodable: u64,
 }
 
 impl SkipCounts {
     pub fn total(&self) -> u64 {
-        self.malformed_json + self.invalid_utf8 + self.nul_bytes + self.oversize
+        self.malformed_json + self.invalid_utf8 + self.nul_bytes + self.oversize + self.undecodable
     }
 
     pub fn add(&mut self, o: &SkipCounts) {
@@ -51,6 +54,7 @@ impl SkipCounts {
         self.invalid_utf8 += o.invalid_utf8;
         self.nul_bytes += o.nul_bytes;
         self.oversize += o.oversize;
+        self.undecodable += o.undecodable;
     }
 }
 

@@ -14,6 +14,8 @@ use super::discover::Discovered;
 use super::line::{LineOutcome, parse_line};
 use super::num::{Js, KSum};
 use super::reader::{ReadError, read_lines};
+use super::sqlite;
+use super::sqlite_schema::SqliteError;
 use super::store::PriceFn;
 
 const MAX_POINTS: usize = 200;
@@ -65,14 +67,14 @@ pub fn timeseries(
     cancel: &AtomicBool,
     price: &PriceFn<'_>,
 ) -> Result<(String, u64), WorkerError> {
-    let f = File::open(&file.path).map_err(|e| {
+    let not_found = |e: &dyn std::fmt::Display| {
         WorkerError::new(
             WorkerErrorKind::InvalidRequest,
             format!("No transcript found for session: {session_id} ({e})"),
         )
-    })?;
+    };
     let mut points = Vec::new();
-    let out = read_lines(&f, 0, max_line, cancel, |raw| {
+    let on_line = |raw: &[u8]| {
         let line = raw.trim_ascii();
         if line.is_empty() || memchr::memchr(0, line).is_some() {
             return;
@@ -101,20 +103,27 @@ pub fn timeseries(
             }),
         };
         points.push(Point { ts, tokens: [i, o, cr, cw, u.total_tokens()], cost, ..Point::default() });
-    })
-    .map_err(|e| match e {
-        ReadError::Cancelled => WorkerError::new(WorkerErrorKind::Cancelled, "cancelled"),
-        ReadError::Io(e) => WorkerError::new(
-            WorkerErrorKind::InvalidRequest,
-            format!("No transcript found for session: {session_id} ({e})"),
-        ),
-    })?;
+    };
+    let cancelled = || WorkerError::new(WorkerErrorKind::Cancelled, "cancelled");
+    let bytes_read = if sqlite::is_session(file) {
+        sqlite::read_events(file, max_line, cancel, on_line).map_err(|e| match e {
+            SqliteError::Cancelled => cancelled(),
+            e => not_found(&e),
+        })?
+    } else {
+        let f = File::open(&file.path).map_err(|e| not_found(&e))?;
+        let out = read_lines(&f, 0, max_line, cancel, on_line).map_err(|e| match e {
+            ReadError::Cancelled => cancelled(),
+            ReadError::Io(e) => not_found(&e),
+        })?;
+        out.bytes_read
+    };
     points.sort_by_key(|p| p.ts);
     let points = downsample(points);
     let payload = Payload { session_id, points };
     let json = serde_json::to_string(&payload)
         .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?;
-    Ok((json, out.bytes_read))
+    Ok((json, bytes_read))
 }
 
 /// Cumulative sums, and buckets of `ceil(n / 200)` points above 200 points.

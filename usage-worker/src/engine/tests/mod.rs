@@ -7,6 +7,7 @@ mod generate;
 mod incremental;
 mod malformed;
 mod reference;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -1,0 +1,713 @@
+//! OpenClaw 2026.7+ stores: one SQLite database per agent, read live and read-only (SQLITE.md).
+//!
+//! An agent with `<stateDir>/agents/<id>/agent/openclaw-agent.sqlite` is read from that database
+//! and its legacy `sessions/` files are ignored (after `openclaw doctor --session-sqlite import`
+//! they are archived copies of what the database holds). Each session (a `session_windows`
+//! instance with `transcript_events` rows) becomes one [`Discovered`] whose path is OpenClaw's
+//! own `sessionFile` for it, `sqlite:<agentId>:<sessionId>:<db path>`, and whose rollup is built
+//! by the same line parser and [`FileRollup`] as a JSONL file: each event row is the JSON of one
+//! transcript line. `session_nodes` (with `session_windows` filling the gaps) stands in for
+//! `sessions.json`, and `previous_session_id` links a key's instances into a usage family.
+//!
+//! Incremental reads: a session's checkpoint is the last `seq` read, the rows counted up to it, a
+//! watermark (a hash of the session, its `transcript_rewrite_watermarks` generation and that
+//! seq) and an anchor (a hash of the last row as stored). The next read resumes after that seq
+//! when all still hold, and re-reads the whole session when rows were rewritten or deleted (count
+//! mismatch, max seq shrank, a new generation, a changed last row). [`SqliteCheckpoint`] is
+//! stored in the rollup's plain [`Checkpoint`] (see [`SqliteCheckpoint::encode`]), so it persists
+//! with the rollup and the engine's stat comparison finds unchanged sessions unchanged.
+//!
+//! Listing is cheap when nothing changed: the database and WAL file stats are compared first,
+//! and only a changed database is queried (one short read transaction: per-session row counts
+//! from the primary-key index, windows, nodes, generations). Rows are read in slices of
+//! [`SLICE_ROWS`], one read transaction each, so OpenClaw's WAL checkpoints are never held back
+//! for long. A database that cannot be opened, is corrupt or has an unknown schema is skipped and
+//! reported for that agent only; an undecodable or oversized row is skipped and counted.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::discover::{Discovered, FileKind, FileMeta};
+use super::line::{LineOutcome, parse_line};
+use super::respond::Diagnostics;
+use super::rollup::{Checkpoint, FileRollup, SkipCounts};
+use super::sqlite_schema::{self, RowDecoder, RowSkip, SqliteError};
+use super::store::{Cached, StoreIndex};
+use super::{Job, JobResult};
+
+/// The database of an agent, relative to its agent directory.
+pub const DB_RELATIVE: &str = "agent/openclaw-agent.sqlite";
+/// The "device" of a SQLite session's [`FileMeta`] and [`Checkpoint`]: no filesystem has it, so
+/// the engine's rename-following (by device and inode) never mistakes a session for a file.
+pub const SQLITE_DEV: u64 = u64::MAX;
+/// Rows read per read transaction.
+pub const SLICE_ROWS: i64 = 512;
+/// How often (in rows) a read looks at the cancel flag.
+const CANCEL_EVERY: u64 = 64;
+/// A database whose files changed this recently is queried again on the next call even if its
+/// stats look unchanged: a commit in the same timestamp tick would not move them.
+const RACY_NS: i128 = 2_000_000_000;
+
+/// Where an agent's database lives.
+pub fn db_path(state_dir: &Path, agent: &str) -> PathBuf {
+    state_dir.join("agents").join(agent).join(DB_RELATIVE)
+}
+
+/// Whether the agent is read from a database (which then wins over any legacy files).
+pub fn has_db(state_dir: &Path, agent: &str) -> bool {
+    fs::metadata(db_path(state_dir, agent)).is_ok_and(|m| m.is_file())
+}
+
+/// Whether a discovered transcript is a SQLite session.
+pub fn is_session(d: &Discovered) -> bool {
+    d.meta.dev == SQLITE_DEV
+}
+
+/// OpenClaw 2026.9's `sessionFile` for a SQLite session.
+pub fn session_path(agent: &str, session_id: &str, db: &Path) -> PathBuf {
+    PathBuf::from(format!("sqlite:{agent}:{session_id}:{}", db.display()))
+}
+
+/// The database path inside a session path.
+fn db_of(d: &Discovered) -> Option<PathBuf> {
+    let prefix = format!("sqlite:{}:{}:", d.agent_id, d.session_id);
+    d.path.to_str()?.strip_prefix(&prefix).map(PathBuf::from)
+}
+
+/// FNV-1a, stable across builds (checkpoints persist).
+fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Identity of "this session, at this rewrite generation, read up to this seq".
+fn watermark(path: &Path, generation: Option<&str>, last_seq: i64) -> u64 {
+    let mut h = fnv1a(FNV_SEED, path.as_os_str().as_encoded_bytes());
+    h = fnv1a(h, &[0xff]);
+    if let Some(g) = generation {
+        h = fnv1a(fnv1a(h, &[1]), g.as_bytes());
+    }
+    fnv1a(h, &last_seq.to_le_bytes())
+}
+
+/// Hash of a row as stored (either column), so an in-place rewrite of the last row read shows.
+fn row_anchor(seq: i64, json: Option<&[u8]>, zstd: Option<&[u8]>) -> u64 {
+    let h = fnv1a(FNV_SEED, &seq.to_le_bytes());
+    let h = fnv1a(fnv1a(h, &[u8::from(json.is_some())]), json.unwrap_or_default());
+    fnv1a(fnv1a(h, &[u8::from(zstd.is_some())]), zstd.unwrap_or_default())
+}
+
+/// Where the next incremental read of a session starts, and how to tell nothing moved under it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqliteCheckpoint {
+    /// The last `seq` read.
+    pub last_seq: i64,
+    /// Rows read, i.e. rows with `seq <= last_seq` when read.
+    pub rows: u64,
+    /// [`watermark`] of the session at its generation and `last_seq`.
+    pub watermark: u64,
+    /// `transcript_updated_at` (else `updated_at`) of the session's window, epoch ms.
+    pub updated_ms: i64,
+    /// [`row_anchor`] of the row at `last_seq`.
+    pub anchor: u64,
+}
+
+impl SqliteCheckpoint {
+    /// The rollup's checkpoint form: `dev` [`SQLITE_DEV`], `ino` the watermark, `size` the rows,
+    /// `mtime_ns` the update time, `offset` the last seq (two's complement), `anchor` the anchor.
+    pub fn encode(&self) -> Checkpoint {
+        Checkpoint {
+            dev: SQLITE_DEV,
+            ino: self.watermark,
+            size: self.rows,
+            mtime_ns: i128::from(self.updated_ms) * 1_000_000,
+            offset: self.last_seq as u64,
+            anchor: self.anchor,
+        }
+    }
+
+    /// Inverse of [`Self::encode`]; `None` for a file's checkpoint or an empty read.
+    pub fn decode(cp: &Checkpoint) -> Option<SqliteCheckpoint> {
+        (cp.dev == SQLITE_DEV && cp.size > 0).then(|| SqliteCheckpoint {
+            last_seq: cp.offset as i64,
+            rows: cp.size,
+            watermark: cp.ino,
+            updated_ms: i64::try_from(cp.mtime_ns.div_euclid(1_000_000)).unwrap_or(0),
+            anchor: cp.anchor,
+        })
+    }
+
+    /// The stat-like facts listing compares with, equal to the checkpoint's exactly when the
+    /// session is as it was read.
+    fn meta(&self) -> FileMeta {
+        let cp = self.encode();
+        FileMeta { dev: cp.dev, ino: cp.ino, size: cp.size, mtime_ns: cp.mtime_ns }
+    }
+}
+
+/// Stats of the database and its WAL: equal stats, same content (outside the racy window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DbStamp {
+    db: (u64, u64, u64, i128),
+    wal: Option<(u64, u64, u64, i128)>,
+}
+
+fn stat_of(m: &fs::Metadata) -> (u64, u64, u64, i128) {
+    let f = FileMeta::of(m);
+    (f.dev, f.ino, f.size, f.mtime_ns)
+}
+
+impl DbStamp {
+    fn of(db: &Path) -> Option<DbStamp> {
+        let m = fs::metadata(db).ok().filter(fs::Metadata::is_file)?;
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Some(DbStamp { db: stat_of(&m), wal: fs::metadata(PathBuf::from(wal)).ok().map(|m| stat_of(&m)) })
+    }
+
+    fn newest_ns(&self) -> i128 {
+        self.db.3.max(self.wal.map_or(i128::MIN, |w| w.3))
+    }
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// What the engine remembers of one agent's database between calls.
+#[derive(Debug)]
+struct AgentDb {
+    stamp: DbStamp,
+    racy: bool,
+    listed: Vec<Discovered>,
+}
+
+/// The SQLite side of the engine: per-agent database listings.
+#[derive(Debug, Default)]
+pub struct Databases {
+    agents: HashMap<String, AgentDb>,
+}
+
+impl Databases {
+    /// Lists the sessions of `agent` if it has a database (`None`: read its legacy files), and
+    /// puts the database's session index into `stores`. An unreadable database lists nothing
+    /// and is counted in `diag`.
+    pub fn list(
+        &mut self,
+        state_dir: &Path,
+        agent: &str,
+        stores: &mut HashMap<String, Cached<StoreIndex>>,
+        diag: &mut Diagnostics,
+    ) -> Option<Vec<Discovered>> {
+        let db = db_path(state_dir, agent);
+        let Some(stamp) = DbStamp::of(&db) else {
+            self.agents.remove(agent);
+            return None;
+        };
+        if let Some(known) = self.agents.get(agent)
+            && known.stamp == stamp
+            && !known.racy
+        {
+            return Some(known.listed.clone());
+        }
+        let racy = now_ns() - stamp.newest_ns() < RACY_NS;
+        // The absolute path, as OpenClaw prints it in `sessionFile`.
+        let abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
+        match snapshot(&abs, agent) {
+            Ok((listed, index)) => {
+                let mut c = Cached::default();
+                c.value = Some(index);
+                stores.insert(agent.to_owned(), c);
+                self.agents.insert(agent.to_owned(), AgentDb { stamp, racy, listed: listed.clone() });
+                Some(listed)
+            }
+            Err(e) => {
+                self.agents.remove(agent);
+                stores.remove(agent);
+                tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
+                diag.unreadable_databases += 1;
+                diag.error(format!("{}: {e}", db.display()));
+                Some(Vec::new())
+            }
+        }
+    }
+}
+
+/// One `session_windows` row, as far as usage cares.
+struct Window {
+    key: String,
+    previous: Option<String>,
+    updated_ms: Option<i64>,
+    channel: Option<String>,
+    chat_type: Option<String>,
+    model_provider: Option<String>,
+    model: Option<String>,
+}
+
+/// One `session_nodes` row.
+struct Node {
+    key: String,
+    current: String,
+    entry_json: String,
+    label: Option<String>,
+    updated_ms: i64,
+}
+
+/// Lists an agent's sessions and builds its session index, in one read transaction.
+fn snapshot(db: &Path, agent: &str) -> Result<(Vec<Discovered>, StoreIndex), SqliteError> {
+    let conn = sqlite_schema::open(db)?;
+    let tx = conn.unchecked_transaction()?;
+    // Counted from the primary-key index alone; sessions without rows have no transcript.
+    let mut counts: Vec<(String, u64, i64)> = Vec::new();
+    {
+        let mut st = tx.prepare("SELECT session_id, count(*), max(seq) FROM transcript_events GROUP BY session_id")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            counts.push((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
+        }
+    }
+    let mut windows: HashMap<String, Window> = HashMap::new();
+    {
+        let mut st = tx.prepare(
+            "SELECT session_id, session_key, previous_session_id, coalesce(transcript_updated_at, updated_at),
+                    channel, chat_type, model_provider, model FROM session_windows",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            windows.insert(
+                r.get(0)?,
+                Window {
+                    key: r.get(1)?,
+                    previous: r.get(2)?,
+                    updated_ms: r.get(3)?,
+                    channel: r.get(4)?,
+                    chat_type: r.get(5)?,
+                    model_provider: r.get(6)?,
+                    model: r.get(7)?,
+                },
+            );
+        }
+    }
+    let mut generations: HashMap<String, String> = HashMap::new();
+    {
+        let mut st = tx.prepare("SELECT session_id, generation FROM transcript_rewrite_watermarks")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            generations.insert(r.get(0)?, r.get(1)?);
+        }
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    {
+        let mut st =
+            tx.prepare("SELECT session_key, current_session_id, entry_json, label, updated_at FROM session_nodes")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            nodes.push(Node {
+                key: r.get(0)?,
+                current: r.get(1)?,
+                entry_json: r.get(2)?,
+                label: r.get(3)?,
+                updated_ms: r.get(4)?,
+            });
+        }
+    }
+    let mut listed = Vec::with_capacity(counts.len());
+    for (session_id, rows, max_seq) in counts {
+        let updated_ms = match windows.get(&session_id).and_then(|w| w.updated_ms) {
+            Some(u) => u,
+            // Rows without a window (not expected): the last event's time stands in.
+            None => last_created_at(&tx, &session_id)?.unwrap_or(0),
+        };
+        let path = session_path(agent, &session_id, db);
+        let generation = generations.get(&session_id).map(String::as_str);
+        let cp = SqliteCheckpoint {
+            last_seq: max_seq,
+            rows,
+            watermark: watermark(&path, generation, max_seq),
+            updated_ms,
+            anchor: 0,
+        };
+        listed.push(Discovered {
+            path,
+            file_name: session_id.clone(),
+            agent_id: agent.to_owned(),
+            session_id,
+            kind: FileKind::Primary,
+            meta: cp.meta(),
+        });
+    }
+    tx.commit()?;
+    listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    let index = StoreIndex::parse(sessions_json(&nodes, &windows).as_bytes())
+        .map_err(|e| SqliteError::Other(format!("session_nodes: {e}")))?;
+    Ok((listed, index))
+}
+
+fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, SqliteError> {
+    Ok(conn
+        .query_row(
+            "SELECT created_at FROM transcript_events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [session_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+fn json_str(s: &str) -> Box<RawValue> {
+    RawValue::from_string(serde_json::to_string(s).expect("a string serialises")).expect("valid JSON")
+}
+
+/// The `sessions.json` the nodes stand for, so one parser serves both layouts. Each node's
+/// `entry_json` is the imported `sessions.json` entry; where 2026.9 moved a field out of it, the
+/// columns fill in: `sessionId` is `current_session_id`, `origin` comes from `delivery.origin`,
+/// `channel`/`chatType`/model from the current window, `label` from the node, and the usage
+/// family is every instance reachable through `previous_session_id` or sharing the key. Values
+/// stay raw JSON text, so pass-through objects keep their key order.
+fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
+    let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, w) in windows {
+        by_key.entry(w.key.as_str()).or_default().push(id.as_str());
+    }
+    let mut out: BTreeMap<&str, BTreeMap<String, Box<RawValue>>> = BTreeMap::new();
+    for n in nodes {
+        let mut e: BTreeMap<String, Box<RawValue>> = serde_json::from_str(&n.entry_json).unwrap_or_default();
+        e.remove("sessionFile");
+        e.insert("sessionId".into(), json_str(&n.current));
+        e.entry("updatedAt".into())
+            .or_insert_with(|| RawValue::from_string(n.updated_ms.to_string()).expect("a number"));
+        if !e.contains_key("origin") {
+            let origin = e
+                .get("delivery")
+                .and_then(|d| serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(d.get()).ok())
+                .and_then(|mut d| d.remove("origin"));
+            if let Some(o) = origin {
+                e.insert("origin".into(), o);
+            }
+        }
+        if let Some(w) = windows.get(&n.current) {
+            for (field, value) in [
+                ("channel", &w.channel),
+                ("chatType", &w.chat_type),
+                ("modelProvider", &w.model_provider),
+                ("model", &w.model),
+            ] {
+                if let Some(v) = value
+                    && !e.contains_key(field)
+                {
+                    e.insert(field.into(), json_str(v));
+                }
+            }
+        }
+        if let Some(l) = &n.label {
+            e.insert("label".into(), json_str(l));
+        }
+        // The family: the entry's own list, then the previous-instance chain, then any other
+        // instance of the key.
+        let mut family: Vec<String> = e
+            .get("usageFamilySessionIds")
+            .and_then(|v| serde_json::from_str::<Vec<String>>(v.get()).ok())
+            .unwrap_or_default();
+        let mut seen: HashSet<String> = family.iter().cloned().collect();
+        seen.insert(n.current.clone());
+        let mut at = windows.get(&n.current).and_then(|w| w.previous.clone());
+        while let Some(id) = at {
+            if !seen.insert(id.clone()) {
+                break;
+            }
+            at = windows.get(&id).and_then(|w| w.previous.clone());
+            family.push(id);
+        }
+        let mut same_key: Vec<&str> = by_key.get(n.key.as_str()).cloned().unwrap_or_default();
+        same_key.sort_unstable();
+        for id in same_key {
+            if seen.insert(id.to_owned()) {
+                family.push(id.to_owned());
+            }
+        }
+        if !family.is_empty() {
+            let raw = serde_json::to_string(&family).expect("strings serialise");
+            e.insert("usageFamilySessionIds".into(), RawValue::from_string(raw).expect("valid JSON"));
+        }
+        out.insert(n.key.as_str(), e);
+    }
+    serde_json::to_string(&out).expect("raw JSON serialises")
+}
+
+thread_local! {
+    /// The job threads' connection, reused across the sessions of one refresh (the threads end
+    /// with it, closing the connection).
+    static CONNECTION: RefCell<Option<(PathBuf, Connection)>> = const { RefCell::new(None) };
+}
+
+fn with_connection<T>(
+    db: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, SqliteError>,
+) -> Result<T, SqliteError> {
+    CONNECTION.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(p, _)| p != db) {
+            *slot = None;
+            *slot = Some((db.to_owned(), sqlite_schema::open(db)?));
+        }
+        let result = f(&slot.as_ref().expect("just opened").1);
+        if result.is_err() {
+            // A connection that failed (corrupt page, lock) is not trusted again.
+            *slot = None;
+        }
+        result
+    })
+}
+
+/// Brings one session's rollup up to date; the SQLite counterpart of the engine's file job.
+pub(super) fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
+    let Job { mut disc, prev } = job;
+    let Some(db) = db_of(&disc) else {
+        return JobResult::Unreadable { disc, error: "not a SQLite session path".into() };
+    };
+    match with_connection(&db, |conn| read_session(conn, &disc, prev, max_line, cancel)) {
+        Ok((rollup, bytes)) => {
+            if let Some(cp) = SqliteCheckpoint::decode(&rollup.checkpoint) {
+                disc.meta = cp.meta();
+            }
+            JobResult::Done { disc, rollup: Box::new(rollup), bytes }
+        }
+        Err(SqliteError::Cancelled) => JobResult::Cancelled,
+        Err(e) => JobResult::Unreadable { disc, error: e.to_string() },
+    }
+}
+
+/// Folds one event's JSON into a rollup, classifying bad input like the JSONL reader does.
+fn fold(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
+    let line = raw.trim_ascii();
+    if line.is_empty() {
+        return;
+    }
+    if memchr::memchr(0, line).is_some() {
+        skips.nul_bytes += 1;
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        skips.invalid_utf8 += 1;
+        return;
+    };
+    match parse_line(text) {
+        LineOutcome::Entry(e) => rollup.add(&e),
+        LineOutcome::Ignored => {}
+        LineOutcome::Malformed => skips.malformed_json += 1,
+    }
+}
+
+fn count_skip(skips: &mut SkipCounts, s: RowSkip) {
+    match s {
+        RowSkip::Oversize => skips.oversize += 1,
+        RowSkip::Undecodable => skips.undecodable += 1,
+    }
+}
+
+/// Reads a session's new rows (all of them when its checkpoint no longer holds) into its
+/// rollup. Returns the rollup, checkpoint set, and the event bytes read.
+fn read_session(
+    conn: &Connection,
+    disc: &Discovered,
+    prev: Option<FileRollup>,
+    max_line: u64,
+    cancel: &AtomicBool,
+) -> Result<(FileRollup, u64), SqliteError> {
+    let sid = disc.session_id.as_str();
+    let tx = conn.unchecked_transaction()?;
+    let generation: Option<String> = tx
+        .query_row("SELECT generation FROM transcript_rewrite_watermarks WHERE session_id = ?1", [sid], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let resume = match prev {
+        Some(p) => match SqliteCheckpoint::decode(&p.checkpoint) {
+            Some(cp) if still_holds(&tx, disc, generation.as_deref(), &cp)? => Some((p, cp)),
+            _ => None,
+        },
+        None => None,
+    };
+    let (mut rollup, mut cp) = match resume {
+        Some((p, cp)) => (p, cp),
+        None => (FileRollup::default(), SqliteCheckpoint { last_seq: i64::MIN, ..SqliteCheckpoint::default() }),
+    };
+    let mut skips = SkipCounts::default();
+    let mut decoder = RowDecoder::new().map_err(|e| SqliteError::Other(e.to_string()))?;
+    let mut bytes = 0u64;
+    let mut tx = Some(tx);
+    loop {
+        let t = match tx.take() {
+            Some(t) => t,
+            None => conn.unchecked_transaction()?,
+        };
+        let mut n = 0i64;
+        {
+            let mut st = t.prepare_cached(
+                "SELECT seq, event_json, event_zstd, event_utf8_bytes FROM transcript_events
+                 WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = st.query(params![sid, cp.last_seq, SLICE_ROWS])?;
+            while let Some(r) = rows.next()? {
+                n += 1;
+                if (cp.rows + 1) % CANCEL_EVERY == 0 && cancel.load(Ordering::Relaxed) {
+                    return Err(SqliteError::Cancelled);
+                }
+                let seq: i64 = r.get(0)?;
+                let (json, zstd, size) = (r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?);
+                match decoder.decode(json, zstd, size, max_line) {
+                    Ok(text) => {
+                        bytes += text.len() as u64;
+                        fold(&mut rollup, &mut skips, text);
+                    }
+                    Err(s) => count_skip(&mut skips, s),
+                }
+                cp.last_seq = seq;
+                cp.rows += 1;
+            }
+        }
+        let done = n < SLICE_ROWS;
+        if done {
+            // Read in the same snapshot as the last rows, so the checkpoint describes exactly
+            // what was folded in.
+            if cp.rows > 0 {
+                cp.anchor = anchor_at(&t, sid, cp.last_seq)?.unwrap_or(0);
+                cp.updated_ms = updated_ms(&t, sid)?.unwrap_or(0);
+            }
+            t.commit()?;
+            break;
+        }
+        t.commit()?;
+    }
+    rollup.skips.add(&skips);
+    rollup.shrink();
+    rollup.pending_tail = false;
+    cp.watermark = watermark(&disc.path, generation.as_deref(), cp.last_seq);
+    rollup.checkpoint = if cp.rows > 0 { cp.encode() } else { Checkpoint { dev: SQLITE_DEV, ..Checkpoint::default() } };
+    Ok((rollup, bytes))
+}
+
+/// Whether a checkpoint still describes the session's first rows: same generation, as many
+/// rows up to its seq, and the same last row.
+fn still_holds(
+    conn: &Connection,
+    disc: &Discovered,
+    generation: Option<&str>,
+    cp: &SqliteCheckpoint,
+) -> Result<bool, SqliteError> {
+    if watermark(&disc.path, generation, cp.last_seq) != cp.watermark {
+        return Ok(false);
+    }
+    let sid = disc.session_id.as_str();
+    let rows: i64 = conn.query_row(
+        "SELECT count(*) FROM transcript_events WHERE session_id = ?1 AND seq <= ?2",
+        params![sid, cp.last_seq],
+        |r| r.get(0),
+    )?;
+    if rows as u64 != cp.rows {
+        return Ok(false);
+    }
+    Ok(anchor_at(conn, sid, cp.last_seq)? == Some(cp.anchor))
+}
+
+fn anchor_at(conn: &Connection, sid: &str, seq: i64) -> Result<Option<u64>, SqliteError> {
+    let mut st =
+        conn.prepare_cached("SELECT event_json, event_zstd FROM transcript_events WHERE session_id = ?1 AND seq = ?2")?;
+    let mut rows = st.query(params![sid, seq])?;
+    let Some(r) = rows.next()? else { return Ok(None) };
+    let bytes = |v: rusqlite::types::ValueRef<'_>| v.as_bytes_or_null().ok().flatten().map(<[u8]>::to_vec);
+    Ok(Some(row_anchor(seq, bytes(r.get_ref(0)?).as_deref(), bytes(r.get_ref(1)?).as_deref())))
+}
+
+fn updated_ms(conn: &Connection, sid: &str) -> Result<Option<i64>, SqliteError> {
+    let w: Option<Option<i64>> = conn
+        .query_row(
+            "SELECT coalesce(transcript_updated_at, updated_at) FROM session_windows WHERE session_id = ?1",
+            [sid],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match w.flatten() {
+        Some(u) => Ok(Some(u)),
+        None => last_created_at(conn, sid),
+    }
+}
+
+/// Calls `on_line` with every decodable event of a session in `seq` order (for the per-message
+/// views, which read one session in full like OpenClaw does). Returns the event bytes read.
+pub fn read_events(
+    d: &Discovered,
+    max_line: u64,
+    cancel: &AtomicBool,
+    mut on_line: impl FnMut(&[u8]),
+) -> Result<u64, SqliteError> {
+    let db = db_of(d).ok_or_else(|| SqliteError::Other("not a SQLite session path".into()))?;
+    let conn = sqlite_schema::open(&db)?;
+    let mut decoder = RowDecoder::new().map_err(|e| SqliteError::Other(e.to_string()))?;
+    let (mut after, mut bytes, mut seen) = (i64::MIN, 0u64, 0u64);
+    loop {
+        let t = conn.unchecked_transaction()?;
+        let mut n = 0;
+        {
+            let mut st = t.prepare_cached(
+                "SELECT seq, event_json, event_zstd, event_utf8_bytes FROM transcript_events
+                 WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = st.query(params![d.session_id, after, SLICE_ROWS])?;
+            while let Some(r) = rows.next()? {
+                n += 1;
+                seen += 1;
+                if seen % CANCEL_EVERY == 0 && cancel.load(Ordering::Relaxed) {
+                    return Err(SqliteError::Cancelled);
+                }
+                after = r.get(0)?;
+                if let Ok(text) = decoder.decode(r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?, max_line) {
+                    bytes += text.len() as u64;
+                    on_line(text);
+                }
+            }
+        }
+        t.commit()?;
+        if n < SLICE_ROWS {
+            return Ok(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trips_through_the_rollup_form() {
+        let cp = SqliteCheckpoint { last_seq: -3, rows: 7, watermark: 42, updated_ms: 1_794_000_000_123, anchor: 9 };
+        assert_eq!(SqliteCheckpoint::decode(&cp.encode()), Some(cp));
+        assert_eq!(SqliteCheckpoint::decode(&Checkpoint::default()), None);
+        let json = serde_json::to_string(&cp).unwrap();
+        assert_eq!(serde_json::from_str::<SqliteCheckpoint>(&json).unwrap(), cp);
+    }
+
+    #[test]
+    fn session_paths_are_openclaws_session_files() {
+        let db = Path::new("/s/agents/main/agent/openclaw-agent.sqlite");
+        let p = session_path("main", "abc", db);
+        assert_eq!(p, Path::new("sqlite:main:abc:/s/agents/main/agent/openclaw-agent.sqlite"));
+        let d = Discovered {
+            path: p,
+            file_name: "abc".into(),
+            agent_id: "main".into(),
+            session_id: "abc".into(),
+            kind: FileKind::Primary,
+            meta: FileMeta { dev: SQLITE_DEV, ..FileMeta::default() },
+        };
+        assert!(is_session(&d));
+        assert_eq!(db_of(&d).as_deref(), Some(db));
+    }
+}

@@ -1,0 +1,269 @@
+//! Opening an OpenClaw agent database read-only, checking its schema, and decoding one
+//! `transcript_events` row into the JSON text of a transcript line (SQLITE.md).
+//!
+//! The database belongs to a running OpenClaw that keeps writing it in WAL mode, so a connection
+//! here is read-only (`mode=ro`, `query_only`), waits only a few milliseconds for a lock, and
+//! every read is a short transaction. A WAL database whose index (`-shm`) does not exist has no
+//! open connection at all: it is opened `immutable`, so reading never creates `-shm`/`-wal`
+//! files in OpenClaw's directory (they would carry clawgate's owner, and a read-only directory
+//! would refuse them). Rows are decoded with bounded memory: a compressed event is inflated into
+//! a buffer of exactly its recorded size, never more.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+/// The `schema_meta` versions whose layout this reader was checked against (openclaw 2026.9.6
+/// writes 23). Another version may have moved the columns read here: its agent is skipped and
+/// reported rather than misread.
+pub const SUPPORTED_SCHEMA_VERSIONS: std::ops::RangeInclusive<i64> = 23..=23;
+/// The `schema_meta.role` of a per-agent database (the shared state database has another).
+pub const AGENT_ROLE: &str = "agent";
+/// OpenClaw's bound on a compressed event and on its inflated size (the table's CHECK).
+pub const MAX_COMPRESSED_EVENT_BYTES: u64 = 4 * 1024 * 1024;
+/// How long a statement waits for a lock: long enough to ride out a commit, short enough that
+/// a database held by a long write costs the answer a few milliseconds, not a stall.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(25);
+
+/// Columns this reader needs, per table.
+const REQUIRED: &[(&str, &[&str])] = &[
+    ("transcript_events", &["session_id", "seq", "event_json", "event_zstd", "event_utf8_bytes", "created_at"]),
+    (
+        "session_windows",
+        &[
+            "session_id",
+            "session_key",
+            "previous_session_id",
+            "updated_at",
+            "transcript_updated_at",
+            "channel",
+            "chat_type",
+            "model_provider",
+            "model",
+        ],
+    ),
+    ("session_nodes", &["session_key", "current_session_id", "entry_json", "label", "updated_at"]),
+    ("transcript_rewrite_watermarks", &["session_id", "generation"]),
+];
+
+/// Why a database (or one of its sessions) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    #[error("database is locked or busy: {0}")]
+    Busy(String),
+    #[error("database is corrupt or not a database: {0}")]
+    Corrupt(String),
+    #[error("cannot open the database: {0}")]
+    CannotOpen(String),
+    #[error("unknown schema: {0}")]
+    UnknownSchema(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<rusqlite::Error> for SqliteError {
+    fn from(e: rusqlite::Error) -> Self {
+        let msg = e.to_string();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqliteError::Busy(msg),
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => SqliteError::Corrupt(msg),
+            Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+                SqliteError::CannotOpen(msg)
+            }
+            _ => SqliteError::Other(msg),
+        }
+    }
+}
+
+/// `file:` URI of a path, percent-encoding what URIs reserve.
+fn file_uri(path: &Path, immutable: bool) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str(if immutable { "?mode=ro&immutable=1" } else { "?mode=ro" });
+    uri
+}
+
+fn open_uri(uri: &str) -> Result<Connection, SqliteError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(uri, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Belt and braces: even a statement that would write is refused.
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// Opens `path` read-only and checks that it is an agent database this reader understands.
+pub fn open(path: &Path) -> Result<Connection, SqliteError> {
+    // A rollback-journal database is written in place: it is always read under SQLite's locks.
+    let immutable = is_wal(path) && !shm_path(path).exists();
+    let conn = open_uri(&file_uri(path, immutable))?;
+    check_schema(&conn)?;
+    Ok(conn)
+}
+
+/// Whether the header says WAL mode (file format versions 2 at offsets 18 and 19).
+fn is_wal(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && head.starts_with(b"SQLite format 3\0")
+        && head[18] == 2
+        && head[19] == 2
+}
+
+fn shm_path(path: &Path) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("-shm");
+    s.into()
+}
+
+/// `schema_meta` says agent database of a supported version, and the columns read exist.
+pub fn check_schema(conn: &Connection) -> Result<(), SqliteError> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Err(SqliteError::UnknownSchema("no schema_meta table".into()));
+    }
+    let meta: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT role, schema_version FROM schema_meta ORDER BY meta_key = 'primary' DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })?;
+    let Some((role, version)) = meta else {
+        return Err(SqliteError::UnknownSchema("schema_meta is empty".into()));
+    };
+    if role != AGENT_ROLE {
+        return Err(SqliteError::UnknownSchema(format!("schema_meta role {role:?}, expected {AGENT_ROLE:?}")));
+    }
+    if !SUPPORTED_SCHEMA_VERSIONS.contains(&version) {
+        return Err(SqliteError::UnknownSchema(format!(
+            "schema_version {version} (this reader knows {}..={})",
+            SUPPORTED_SCHEMA_VERSIONS.start(),
+            SUPPORTED_SCHEMA_VERSIONS.end()
+        )));
+    }
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    for (table, columns) in REQUIRED {
+        let have: Vec<String> = stmt.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        if let Some(missing) = columns.iter().find(|c| !have.iter().any(|h| h == *c)) {
+            return Err(SqliteError::UnknownSchema(format!("{table}.{missing} is missing")));
+        }
+    }
+    Ok(())
+}
+
+/// Why a row yields no line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowSkip {
+    /// Longer than the engine's line limit.
+    Oversize,
+    /// Neither column set, a compressed blob that does not inflate to exactly its recorded
+    /// size, or sizes outside OpenClaw's own bounds.
+    Undecodable,
+}
+
+/// Inflates compressed rows into one reused buffer.
+pub struct RowDecoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+    buf: Vec<u8>,
+}
+
+impl RowDecoder {
+    pub fn new() -> std::io::Result<RowDecoder> {
+        Ok(RowDecoder { zstd: zstd::bulk::Decompressor::new()?, buf: Vec::new() })
+    }
+
+    /// The event's JSON bytes from `(event_json, event_zstd, event_utf8_bytes)`.
+    pub fn decode<'a>(
+        &'a mut self,
+        json: ValueRef<'a>,
+        zstd: ValueRef<'a>,
+        utf8_bytes: ValueRef<'a>,
+        max_line: u64,
+    ) -> Result<&'a [u8], RowSkip> {
+        match json {
+            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                return if t.len() as u64 > max_line { Err(RowSkip::Oversize) } else { Ok(t) };
+            }
+            ValueRef::Null => {}
+            _ => return Err(RowSkip::Undecodable),
+        }
+        let ValueRef::Blob(blob) = zstd else {
+            return Err(RowSkip::Undecodable);
+        };
+        let ValueRef::Integer(n) = utf8_bytes else {
+            return Err(RowSkip::Undecodable);
+        };
+        let n = u64::try_from(n).map_err(|_| RowSkip::Undecodable)?;
+        if n > max_line {
+            return Err(RowSkip::Oversize);
+        }
+        if n == 0 || n > MAX_COMPRESSED_EVENT_BYTES || blob.is_empty() || blob.len() as u64 > MAX_COMPRESSED_EVENT_BYTES
+        {
+            return Err(RowSkip::Undecodable);
+        }
+        self.buf.clear();
+        // Exactly the recorded size: a blob that inflates to more fails instead of growing.
+        self.buf.reserve_exact(n as usize);
+        let cap = self.buf.capacity();
+        match self.zstd.decompress_to_buffer(blob, &mut self.buf) {
+            Ok(len) if len as u64 == n && cap >= len => Ok(&self.buf[..len]),
+            _ => Err(RowSkip::Undecodable),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_escapes_reserved_characters() {
+        assert_eq!(file_uri(Path::new("/a b/c?d#e%f.sqlite"), false), "file:/a%20b/c%3Fd%23e%25f.sqlite?mode=ro");
+        assert!(file_uri(Path::new("/x"), true).ends_with("?mode=ro&immutable=1"));
+    }
+
+    #[test]
+    fn decodes_plain_and_compressed_rows_with_bounds() {
+        let mut d = RowDecoder::new().unwrap();
+        let text = br#"{"type":"message"}"#;
+        assert_eq!(d.decode(ValueRef::Text(text), ValueRef::Null, ValueRef::Null, 100).unwrap(), text);
+        assert_eq!(d.decode(ValueRef::Text(text), ValueRef::Null, ValueRef::Null, 5), Err(RowSkip::Oversize));
+        let big = vec![b'x'; 5000];
+        let z = zstd::bulk::compress(&big, 1).unwrap();
+        let n = ValueRef::Integer(5000);
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Blob(&z), n, 1 << 20).unwrap().len(), 5000);
+        // Recorded size smaller than the content: refused, not grown.
+        assert_eq!(
+            d.decode(ValueRef::Null, ValueRef::Blob(&z), ValueRef::Integer(4999), 1 << 20),
+            Err(RowSkip::Undecodable)
+        );
+        assert_eq!(
+            d.decode(ValueRef::Null, ValueRef::Blob(&z), ValueRef::Integer(5001), 1 << 20),
+            Err(RowSkip::Undecodable)
+        );
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Blob(&z), n, 4000), Err(RowSkip::Oversize));
+        assert_eq!(
+            d.decode(ValueRef::Null, ValueRef::Blob(b"not zstd"), n, 1 << 20),
+            Err(RowSkip::Undecodable)
+        );
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Null, ValueRef::Null, 1 << 20), Err(RowSkip::Undecodable));
+    }
+}

@@ -1,0 +1,534 @@
+//! OpenClaw 2026.7+ SQLite stores: the same answers as the legacy layout (the shared fixture in
+//! both layouts, and generated stores through clawgate's converter), live appends read
+//! incrementally, rewrites re-read, bad databases and rows counted while other agents answer,
+//! and a store holding both layouts after an import counted once.
+//!
+//! Every test works on a copy: opening a WAL database may create its `-shm`/`-wal` files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ipc_proto::{AgentScope, GroupBy, Method, UsageQuery};
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use super::generate::{Spec, generate};
+use super::{ask, assert_json_close, engine, query, strip_volatile, tiny_dir, try_ask};
+use crate::engine::{Engine, EngineConfig};
+
+const DB: &str = "agent/openclaw-agent.sqlite";
+
+/// The shared fixture's SQLite layout, as openclaw 2026.9.6's importer wrote it (copied into the
+/// repo beside the legacy copy).
+fn tiny_sqlite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/tests/tiny-sqlite")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for ent in fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let dst = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_tree(&ent.path(), &dst);
+        } else {
+            fs::copy(ent.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// A writable copy of the fixture's SQLite layout.
+fn sqlite_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&tiny_sqlite_dir(), dir.path());
+    dir
+}
+
+fn db(dir: &Path, agent: &str) -> PathBuf {
+    dir.join("agents").join(agent).join(DB)
+}
+
+/// A read-write connection, as OpenClaw holds one.
+fn writer(dir: &Path, agent: &str) -> Connection {
+    let c = Connection::open(db(dir, agent)).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn queries() -> Vec<UsageQuery> {
+    let mut family = query(Method::SessionsUsage);
+    family.group_by = GroupBy::Family;
+    let mut one = query(Method::UsageCost);
+    one.agents = AgentScope::One("agent1".into());
+    let mut offset = query(Method::SessionsUsage);
+    offset.day_zone = ipc_proto::DayZone::FixedOffsetMinutes(330);
+    let mut limited = query(Method::SessionsUsage);
+    limited.limit = Some(2);
+    vec![query(Method::SessionsUsage), query(Method::UsageCost), family, one, offset, limited]
+}
+
+/// Drops what legitimately differs between layouts: `sessionFile` (a path vs OpenClaw's
+/// `sqlite:<agent>:<session>:<db>`), plus the clock and diagnostics.
+fn normalise(mut v: Value) -> Value {
+    strip_volatile(&mut v);
+    if let Some(rows) = v.get_mut("sessions").and_then(Value::as_array_mut) {
+        for r in rows {
+            if let Some(u) = r.get_mut("usage").and_then(Value::as_object_mut) {
+                u.remove("sessionFile");
+            }
+        }
+    }
+    v
+}
+
+/// The Control UI's own chat: OpenClaw's importer stores it as internal delivery and keeps
+/// neither its channel nor its origin, so a database cannot say what `sessions.json` said.
+const INTERNAL_CHANNEL: &str = "webchat";
+
+/// What a legacy answer says that the imported database no longer can: the channel and origin
+/// of `webchat` sessions (and so their `byChannel` group).
+fn forget_internal_channel(mut v: Value) -> Value {
+    if let Some(rows) = v.get_mut("sessions").and_then(Value::as_array_mut) {
+        for r in rows.iter_mut().filter(|r| r["channel"] == INTERNAL_CHANNEL) {
+            let r = r.as_object_mut().unwrap();
+            r.remove("channel");
+            r.remove("origin");
+        }
+    }
+    if let Some(groups) = v.pointer_mut("/aggregates/byChannel").and_then(Value::as_array_mut) {
+        groups.retain(|g| g["channel"] != INTERNAL_CHANNEL);
+    }
+    v
+}
+
+/// `legacy` on the legacy layout and `sqlite` on the SQLite one answer alike.
+fn assert_same_answers(legacy: &mut Engine, sqlite: &mut Engine, qs: &[UsageQuery]) {
+    for q in qs {
+        let (va, _) = ask(legacy, q);
+        let (vb, _) = ask(sqlite, q);
+        let what = format!("{:?} {:?}", q.method, q.group_by);
+        assert_json_close(&forget_internal_channel(normalise(va)), &normalise(vb), &what);
+    }
+}
+
+#[test]
+fn fixture_gives_the_same_answers_in_both_layouts() {
+    let dir = sqlite_copy();
+    let mut legacy = engine(&tiny_dir());
+    let mut sqlite = engine(dir.path());
+    assert_same_answers(&mut legacy, &mut sqlite, &queries());
+    // Exactly the fields said to differ do: nothing else was stripped above.
+    let (v, stats) = ask(&mut sqlite, &query(Method::SessionsUsage));
+    assert_eq!(stats.files_total, 6);
+    assert_eq!(stats.lines_skipped, 0);
+    assert_eq!(v["totals"]["totalTokens"], 3_013_505);
+    for r in v["sessions"].as_array().unwrap() {
+        let (agent, id) = (r["agentId"].as_str().unwrap(), r["sessionId"].as_str().unwrap());
+        let abs = std::path::absolute(db(dir.path(), agent)).unwrap();
+        assert_eq!(r["usage"]["sessionFile"], format!("sqlite:{agent}:{id}:{}", abs.display()));
+    }
+    // Labels come from the database: the importer moved `origin` into `delivery`.
+    let main = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
+    assert_eq!(main["origin"], serde_json::json!({"provider":"slack","chatType":"direct","from":"slack:user0"}));
+    assert_eq!(main["channel"], "slack");
+    assert_eq!(v["diagnostics"]["unreadableDatabases"], 0);
+}
+
+#[test]
+fn keys_and_timeseries_work_on_sqlite_sessions() {
+    let dir = sqlite_copy();
+    let mut legacy = engine(&tiny_dir());
+    let mut sqlite = engine(dir.path());
+    for key in ["agent:main:main", "6513270e-269e-4d37-b2a7-4de452e6b438", "agent:agent1:whatsapp:group:g1", "agent:main:nope"] {
+        for method in [Method::SessionsUsage, Method::SessionsUsageTimeseries] {
+            let mut q = query(method);
+            q.key = Some(key.into());
+            match (try_ask(&mut legacy, &q), try_ask(&mut sqlite, &q)) {
+                (Ok((a, _)), Ok((b, _))) => assert_json_close(&normalise(a), &normalise(b), key),
+                (Err(a), Err(b)) => assert_eq!(a.kind, b.kind, "{key}"),
+                (a, b) => panic!("{key}: {a:?} vs {b:?}"),
+            }
+        }
+    }
+}
+
+/// The converter's output of the legacy fixture answers like the importer's.
+#[test]
+fn converted_fixture_answers_like_the_importers_database() {
+    let out = tempfile::tempdir().unwrap();
+    let stats = demo_store::sqlite::convert_to_sqlite(&tiny_dir(), out.path()).unwrap();
+    assert_eq!((stats.agents, stats.sessions, stats.events), (2, 6, 102));
+    // The importer compressed 25 of these 102 events; the converter's size rule agrees.
+    assert_eq!(stats.compressed_events, 25);
+    let fixture = sqlite_copy();
+    let mut a = engine(fixture.path());
+    let mut b = engine(out.path());
+    for q in queries() {
+        let (va, _) = ask(&mut a, &q);
+        let (vb, _) = ask(&mut b, &q);
+        assert_json_close(&normalise(va), &normalise(vb), &format!("{:?}", q.method));
+    }
+    // Byte-identical blobs: same level, checksum and content size as the importer.
+    let blob = |dir: &Path| -> Vec<u8> {
+        Connection::open(db(dir, "main"))
+            .unwrap()
+            .query_row(
+                "SELECT event_zstd FROM transcript_events WHERE session_id LIKE '6513%' AND seq = 3",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(blob(out.path()), blob(fixture.path()));
+}
+
+/// Generated stores with archives, families, unpriced models, aliases, untimed entries and
+/// malformed lines: the converted store answers like the JSONL one, up to the times of
+/// archived instances (a file's mtime versus its window's last update).
+#[test]
+fn generated_stores_give_the_same_answers_in_both_layouts() {
+    let legacy = tempfile::tempdir().unwrap();
+    let spec = Spec { agents: 3, sessions_per_agent: 7, turns: 9, tool_result_bytes: 2500, seed: 7 };
+    generate(legacy.path(), &spec);
+    let out = tempfile::tempdir().unwrap();
+    demo_store::sqlite::convert_to_sqlite(legacy.path(), out.path()).unwrap();
+    let mut a = engine(legacy.path());
+    let mut b = engine(out.path());
+    for q in [query(Method::UsageCost), query(Method::SessionsUsage)] {
+        let (va, _) = ask(&mut a, &q);
+        let (vb, _) = ask(&mut b, &q);
+        let (va, vb) = (normalise(va), normalise(vb));
+        for k in ["totals", "daily"] {
+            if va.get(k).is_some() {
+                assert_json_close(&va[k], &vb[k], k);
+            }
+        }
+        if q.method == Method::SessionsUsage {
+            assert_json_close(&va["aggregates"], &vb["aggregates"], "aggregates");
+            let by_id = |v: &Value| -> std::collections::BTreeMap<String, Value> {
+                v["sessions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        if r.get("label").is_none() && r["key"].as_str().unwrap().ends_with(r["sessionId"].as_str().unwrap()) {
+                            // No store entry: its updatedAt is the transcript's own time.
+                            r.as_object_mut().unwrap().remove("updatedAt");
+                        }
+                        (format!("{}/{}", r["agentId"], r["sessionId"]), r)
+                    })
+                    .collect()
+            };
+            let (ra, rb) = (by_id(&va), by_id(&vb));
+            assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
+            for (k, r) in &ra {
+                assert_json_close(r, &rb[k], k);
+            }
+        }
+    }
+}
+
+/// An assistant event with the given usage, as OpenClaw writes one.
+fn assistant_event(id: &str, ts: &str, input: u64, pad: usize) -> String {
+    format!(
+        r#"{{"type":"message","id":"{id}","parentId":null,"timestamp":"{ts}","message":{{"role":"assistant","content":[{{"type":"text","text":"{}"}}],"provider":"openai","model":"gpt-5","usage":{{"input":{input},"output":2,"cacheRead":0,"cacheWrite":0,"totalTokens":{},"cost":{{"input":0.5,"output":0.25,"cacheRead":0,"cacheWrite":0,"total":0.75}}}},"stopReason":"stop","timestamp":1794700000000}}}}"#,
+        "y".repeat(pad),
+        input + 2
+    )
+}
+
+/// Appends events as OpenClaw does: next seq, plain or compressed by size, window touched.
+fn append(c: &Connection, session: &str, events: &[String]) -> u64 {
+    let mut bytes = 0;
+    for e in events {
+        let seq: i64 = c
+            .query_row("SELECT coalesce(max(seq), -1) + 1 FROM transcript_events WHERE session_id = ?1", [session], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if e.len() > demo_store::sqlite::COMPRESS_ABOVE_BYTES {
+            let blob = zstd::bulk::compress(e.as_bytes(), 1).unwrap();
+            c.execute(
+                "INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_zstd, event_utf8_bytes, navigation_json)
+                 VALUES (?1, ?2, NULL, 1794700000000, ?3, ?4, ?5)",
+                params![session, seq, blob, e.len() as i64, NAV],
+            )
+            .unwrap();
+        } else {
+            c.execute(
+                "INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_utf8_bytes) VALUES (?1, ?2, ?3, 1794700000000, ?4)",
+                params![session, seq, e, e.len() as i64],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "UPDATE session_windows SET transcript_updated_at = transcript_updated_at + 1 WHERE session_id = ?1",
+            [session],
+        )
+        .unwrap();
+        bytes += e.len() as u64;
+    }
+    bytes
+}
+
+/// A `navigation_json` the table's CHECK accepts.
+const NAV: &str = r#"{"version":1,"report":{"kind":"canonical"},"navigation":{},"reset":{},"model":{},"modelBytes":1,"modelWithoutCheckpointBytes":1,"withoutCustomDataBytes":1}"#;
+
+const MAIN_SESSION: &str = "6513270e-269e-4d37-b2a7-4de452e6b438";
+
+#[test]
+fn appended_events_are_read_incrementally_while_openclaw_holds_the_database() {
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    let (v0, s0) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s0.files_parsed, 6);
+    // OpenClaw keeps its connection open (WAL mode) while clawgate reads.
+    let w = writer(dir.path(), "main");
+    assert_eq!(w.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).unwrap(), "wal");
+    let added = append(
+        &w,
+        MAIN_SESSION,
+        &[
+            assistant_event("n1", "2026-11-20T10:00:00.000Z", 1000, 10),
+            assistant_event("n2", "2026-11-20T10:05:00.000Z", 20_000, 3000), // compressed
+        ],
+    );
+    let (v1, s1) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s1.files_parsed, 1, "only the grown session");
+    assert_eq!(s1.bytes_parsed, added, "only the new rows");
+    let input = |v: &Value| v["totals"]["input"].as_u64().unwrap();
+    assert_eq!(input(&v1), input(&v0) + 21_000);
+    assert_eq!(v1["aggregates"]["messages"]["assistant"], v0["aggregates"]["messages"]["assistant"].as_u64().unwrap() + 2);
+    // Unchanged: nothing read, same answer; a fresh engine agrees.
+    let (v2, s2) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!((s2.files_parsed, s2.bytes_parsed), (0, 0));
+    assert_json_close(&normalise(v1.clone()), &normalise(v2), "unchanged");
+    let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+    assert_json_close(&normalise(v1), &normalise(fresh), "fresh");
+}
+
+#[test]
+fn events_appended_during_reads_are_all_counted() {
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    let (v0, _) = ask(&mut e, &query(Method::UsageCost));
+    let path = dir.path().to_path_buf();
+    let writer_thread = std::thread::spawn(move || {
+        let w = writer(&path, "main");
+        let mut n = 0;
+        for i in 0..40 {
+            let ev = assistant_event(&format!("c{i}"), "2026-11-21T10:00:00.000Z", 100, if i % 5 == 0 { 2000 } else { 5 });
+            append(&w, MAIN_SESSION, &[ev]);
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        n
+    });
+    // Answers while the writer writes: each is consistent (never an error), totals only grow.
+    let mut last = v0["totals"]["input"].as_u64().unwrap();
+    while !writer_thread.is_finished() {
+        let (v, _) = ask(&mut e, &query(Method::UsageCost));
+        let now = v["totals"]["input"].as_u64().unwrap();
+        assert!(now >= last && (now - last) % 100 == 0, "{last} -> {now}");
+        last = now;
+    }
+    let n = writer_thread.join().unwrap();
+    let (v, _) = ask(&mut e, &query(Method::UsageCost));
+    assert_eq!(v["totals"]["input"].as_u64().unwrap(), v0["totals"]["input"].as_u64().unwrap() + 100 * n);
+    let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::UsageCost));
+    assert_json_close(&normalise(v), &normalise(fresh), "fresh");
+}
+
+/// Bytes of a whole session as stored (decoded), i.e. what a full re-read parses.
+fn session_bytes(c: &Connection, session: &str) -> u64 {
+    c.query_row("SELECT sum(event_utf8_bytes) FROM transcript_events WHERE session_id = ?1", [session], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap() as u64
+}
+
+#[test]
+fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    ask(&mut e, &query(Method::SessionsUsage));
+    let w = writer(dir.path(), "main");
+    let check = |e: &mut Engine, what: &str| {
+        let (v, s) = ask(e, &query(Method::SessionsUsage));
+        assert_eq!(s.files_parsed, 1, "{what}");
+        assert_eq!(s.bytes_parsed, session_bytes(&w, MAIN_SESSION), "{what}: whole session re-read");
+        let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+        assert_json_close(&normalise(v), &normalise(fresh), what);
+    };
+    // A middle row deleted: the count up to the checkpoint no longer matches.
+    w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq = 5", [MAIN_SESSION]).unwrap();
+    check(&mut e, "middle row deleted");
+    // The last row rewritten in place, same length: its anchor changed.
+    let last: String = w
+        .query_row(
+            "SELECT event_json FROM transcript_events WHERE session_id = ?1 AND seq = 16",
+            [MAIN_SESSION],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let at = last.find("\"output\":").unwrap() + "\"output\":".len();
+    let mut changed = last.clone().into_bytes();
+    changed[at] = if changed[at] == b'1' { b'2' } else { b'1' };
+    w.execute(
+        "UPDATE transcript_events SET event_json = ?2 WHERE session_id = ?1 AND seq = 16",
+        params![MAIN_SESSION, String::from_utf8(changed).unwrap()],
+    )
+    .unwrap();
+    // Nothing else moved, so listing cannot see it; the session's next change re-reads it whole
+    // instead of appending to rows that are no longer there.
+    let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s.files_parsed, 0);
+    append(&w, MAIN_SESSION, &[assistant_event("r1", "2026-11-20T11:00:00.000Z", 5, 1)]);
+    check(&mut e, "last row rewritten, then an append");
+    // The last rows deleted: the max seq shrank.
+    w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq >= 15", [MAIN_SESSION]).unwrap();
+    check(&mut e, "tail deleted");
+    // A new rewrite generation, rows untouched.
+    w.execute("UPDATE transcript_rewrite_watermarks SET generation = 'g2' WHERE session_id = ?1", [MAIN_SESSION])
+        .unwrap();
+    check(&mut e, "new generation");
+    // A deleted session leaves the answer.
+    w.execute("DELETE FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!((s.files_total, s.files_parsed), (5, 0));
+    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
+}
+
+#[test]
+fn bad_databases_and_rows_are_counted_and_other_agents_still_answer() {
+    let dir = sqlite_copy();
+    let (all, _) = ask(&mut engine(dir.path()), &query(Method::UsageCost));
+    let mut main_only = query(Method::UsageCost);
+    main_only.agents = AgentScope::One("main".into());
+    let (main, _) = ask(&mut engine(dir.path()), &main_only);
+    let main_tokens = main["totals"]["totalTokens"].clone();
+    assert_ne!(all["totals"]["totalTokens"], main_tokens);
+
+    // Unknown schema version.
+    let w = writer(dir.path(), "agent1");
+    w.execute("UPDATE schema_meta SET schema_version = 99", []).unwrap();
+    drop(w);
+    let mut e = engine(dir.path());
+    let (v, _) = ask(&mut e, &query(Method::UsageCost));
+    assert_eq!(v["totals"]["totalTokens"], main_tokens);
+    assert_eq!(v["diagnostics"]["unreadableDatabases"], 1);
+    assert!(v["diagnostics"]["errors"][0].as_str().unwrap().contains("schema_version 99"), "{}", v["diagnostics"]);
+    let w = writer(dir.path(), "agent1");
+    w.execute("UPDATE schema_meta SET schema_version = 23", []).unwrap();
+    drop(w);
+    let (v, _) = ask(&mut e, &query(Method::UsageCost));
+    assert_eq!(v["totals"], all["totals"], "recovers once fixed");
+
+    // A locked database (a rollback-journal writer mid-transaction holds it exclusively).
+    let w = writer(dir.path(), "agent1");
+    w.execute_batch("PRAGMA journal_mode = DELETE; BEGIN EXCLUSIVE;").unwrap();
+    let (v, _) = ask(&mut engine(dir.path()), &query(Method::UsageCost));
+    assert_eq!(v["totals"]["totalTokens"], main_tokens);
+    assert_eq!(v["diagnostics"]["unreadableDatabases"], 1);
+    assert!(v["diagnostics"]["errors"][0].as_str().unwrap().contains("locked"), "{}", v["diagnostics"]);
+    w.execute_batch("COMMIT").unwrap();
+    drop(w);
+
+    // A corrupt file.
+    let p = db(dir.path(), "agent1");
+    fs::write(&p, b"this is not an SQLite database, but it is long enough to have a header....").unwrap();
+    let (v, _) = ask(&mut engine(dir.path()), &query(Method::UsageCost));
+    assert_eq!(v["totals"]["totalTokens"], main_tokens);
+    assert_eq!(v["diagnostics"]["unreadableDatabases"], 1);
+}
+
+#[test]
+fn undecodable_and_oversize_rows_are_skipped_and_counted() {
+    let dir = sqlite_copy();
+    let w = writer(dir.path(), "main");
+    // A compressed toolResult whose blob is garbage, and one whose recorded size lies.
+    let compressed: Vec<(String, i64)> = w
+        .prepare("SELECT session_id, seq FROM transcript_events WHERE event_zstd IS NOT NULL ORDER BY session_id, seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(compressed.len(), 12);
+    w.execute(
+        "UPDATE transcript_events SET event_zstd = x'28b52ffd00112233' WHERE session_id = ?1 AND seq = ?2",
+        params![compressed[0].0, compressed[0].1],
+    )
+    .unwrap();
+    w.execute(
+        "UPDATE transcript_events SET event_utf8_bytes = event_utf8_bytes - 1 WHERE session_id = ?1 AND seq = ?2",
+        params![compressed[1].0, compressed[1].1],
+    )
+    .unwrap();
+    drop(w);
+    let mut e = engine(dir.path());
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(v["diagnostics"]["undecodableRows"], 2);
+    assert_eq!(s.lines_skipped, 2);
+    // Tool results carry no usage: totals are untouched, two tool results fewer.
+    assert_eq!(v["totals"]["totalTokens"], 3_013_505);
+    assert_eq!(v["aggregates"]["messages"]["toolResults"], 22);
+
+    // Oversize: with a 4000-byte limit the larger compressed events are skipped unread.
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.max_line_bytes = 4000;
+    let (v, _) = ask(&mut Engine::new(cfg), &query(Method::SessionsUsage));
+    let big: i64 = Connection::open(db(dir.path(), "main"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM transcript_events WHERE event_utf8_bytes > 4000", [], |r| r.get(0))
+        .unwrap();
+    let big1: i64 = Connection::open(db(dir.path(), "agent1"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM transcript_events WHERE event_utf8_bytes > 4000", [], |r| r.get(0))
+        .unwrap();
+    assert!(big > 0);
+    assert_eq!(v["diagnostics"]["oversizeLines"].as_i64().unwrap(), big + big1);
+    assert_eq!(v["totals"]["totalTokens"], 3_013_505);
+}
+
+#[test]
+fn a_store_holding_both_layouts_after_an_import_counts_once() {
+    let dir = sqlite_copy();
+    for agent in ["main", "agent1"] {
+        let legacy = tiny_dir().join("agents").join(agent).join("sessions");
+        // What the importer archives, and what it may leave behind.
+        let archive = dir.path().join("agents").join(agent).join("session-sqlite-import-archive");
+        fs::create_dir_all(&archive).unwrap();
+        let sessions = dir.path().join("agents").join(agent).join("sessions");
+        fs::create_dir_all(&sessions).unwrap();
+        for ent in fs::read_dir(&legacy).unwrap() {
+            let ent = ent.unwrap();
+            let name = ent.file_name().into_string().unwrap();
+            fs::copy(ent.path(), archive.join(format!("{name}.imported-1795973187107"))).unwrap();
+            fs::copy(ent.path(), sessions.join(&name)).unwrap();
+        }
+    }
+    let mut both = engine(dir.path());
+    let mut legacy = engine(&tiny_dir());
+    assert_same_answers(&mut legacy, &mut both, &queries());
+    let (v, s) = ask(&mut both, &query(Method::SessionsUsage));
+    assert_eq!(s.files_total, 6);
+    assert!(v["sessions"][0]["usage"]["sessionFile"].as_str().unwrap().starts_with("sqlite:"));
+}
+
+#[test]
+fn reading_creates_no_files_beside_a_database_nobody_has_open() {
+    let dir = sqlite_copy();
+    let agent_dir = dir.path().join("agents/agent1/agent");
+    let before: Vec<_> = fs::read_dir(&agent_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&agent_dir, fs::Permissions::from_mode(0o555)).unwrap();
+    let mut one = query(Method::UsageCost);
+    one.agents = AgentScope::One("agent1".into());
+    let (v, _) = ask(&mut engine(dir.path()), &one);
+    assert_eq!(v["totals"]["totalTokens"], 1_423_011);
+    let after: Vec<_> = fs::read_dir(&agent_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    fs::set_permissions(&agent_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(before, after, "no -shm/-wal created");
+}
