@@ -6,6 +6,7 @@
 //! [`DemoSpec`] and records the exact expected usage totals in a [`DemoManifest`], so a reader's
 //! numbers can be checked against ground truth ([`generate_or_reuse`] keeps an existing store
 //! whose spec differs only in its end time). [`append_turn`] grows a transcript live.
+//! [`sqlite::convert_to_sqlite`] rewrites a store into OpenClaw 2026.7+'s per-agent SQLite layout.
 //!
 //! Floats are written by serde_json in shortest round-trip form; this crate enables serde_json's
 //! `float_roundtrip` feature so that reading them back is exact too.

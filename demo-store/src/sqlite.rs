@@ -153,9 +153,8 @@ fn convert_agent(legacy: &Path, out: &Path, agent: &str) -> Result<ConvertStats,
     let sessions_dir = src.join("sessions");
     let store_path = sessions_dir.join("sessions.json");
     let store: BTreeMap<String, BTreeMap<String, Box<RawValue>>> = match fs::read(&store_path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|source| DemoError::Json { path: store_path.clone(), source })?
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|source| DemoError::Json { path: store_path.clone(), source })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(DemoError::io(&store_path)(e)),
     };
@@ -210,7 +209,12 @@ fn convert_agent(legacy: &Path, out: &Path, agent: &str) -> Result<ConvertStats,
     }
     for (id, path) in &files {
         if claimed.insert(id.clone()) {
-            transcripts.push(Transcript { path: path.clone(), session_id: id.clone(), key: None, previous: None });
+            transcripts.push(Transcript {
+                path: path.clone(),
+                session_id: id.clone(),
+                key: None,
+                previous: None,
+            });
         }
     }
 
@@ -260,12 +264,16 @@ fn convert_agent(legacy: &Path, out: &Path, agent: &str) -> Result<ConvertStats,
         stats.nodes += 1;
     }
     // The importer leaves every node validated.
-    tx.execute_batch("UPDATE session_nodes SET entry_valid = 1; DELETE FROM session_canonical_validation_pending;")
-        .map_err(&err)?;
+    tx.execute_batch(
+        "UPDATE session_nodes SET entry_valid = 1; DELETE FROM session_canonical_validation_pending;",
+    )
+    .map_err(&err)?;
     tx.commit().map_err(&err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
     conn.close().map_err(|(_, e)| err(e))?;
-    for p in [suffixed(&db, "-wal"), suffixed(&db, "-shm"), suffixed(&partial, "-wal"), suffixed(&partial, "-shm")] {
+    for p in
+        [suffixed(&db, "-wal"), suffixed(&db, "-shm"), suffixed(&partial, "-wal"), suffixed(&partial, "-shm")]
+    {
         let _ = fs::remove_file(p);
     }
     fs::rename(&partial, &db).map_err(DemoError::io(&db))?;
@@ -384,7 +392,14 @@ fn write_events(
         };
         if let Some(id) = event_id {
             identity
-                .execute(params![t.session_id, id, seq, meta.ty.as_deref(), meta.parent_id.as_deref(), created])
+                .execute(params![
+                    t.session_id,
+                    id,
+                    seq,
+                    meta.ty.as_deref(),
+                    meta.parent_id.as_deref(),
+                    created
+                ])
                 .map_err(&err)?;
         }
         stats.events += 1;
@@ -439,7 +454,8 @@ fn write_window(
 ) -> rusqlite::Result<()> {
     let key = t.key.clone().unwrap_or_else(|| format!("agent:{agent}:{}", t.session_id));
     // Only the current instance carries the entry's labels; archives keep their times.
-    let current = entry.is_some_and(|e| raw_str(Some(e), "sessionId").as_deref() == Some(t.session_id.as_str()));
+    let current =
+        entry.is_some_and(|e| raw_str(Some(e), "sessionId").as_deref() == Some(t.session_id.as_str()));
     let entry = entry.filter(|_| current);
     let origin: Option<BTreeMap<String, Box<RawValue>>> =
         entry.and_then(|e| e.get("origin")).and_then(|o| serde_json::from_str(o.get()).ok());
@@ -485,8 +501,10 @@ fn write_window(
     ])?;
     // A rewrite generation per transcript, as the importer records one.
     let generation = format!("{:016x}{:016x}", fnv(t.session_id.as_bytes()), fnv(agent.as_bytes()));
-    tx.prepare_cached("INSERT INTO transcript_rewrite_watermarks (session_id, generation, updated_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![t.session_id, generation, last])?;
+    tx.prepare_cached(
+        "INSERT INTO transcript_rewrite_watermarks (session_id, generation, updated_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![t.session_id, generation, last])?;
     Ok(())
 }
 

@@ -16,14 +16,14 @@
 //!
 //! Answers stay JSON text (`Bytes`): the gateway never parses them on this path. The stale mark is
 //! a splice of the `cacheStatus` status word, found from the end of the text, where the worker
-//! writes it. Each finished job compares a fingerprint of its answer (ignoring the answer-time
-//! fields) with the entry's previous one and broadcasts `usage.updated` when the data changed.
+//! writes it. Each finished job compares its answer's data bytes (all but the answer-time fields
+//! and the job's own diagnostics) with the entry's previous answer, a `memcmp`, and broadcasts
+//! `usage.updated` when the data changed.
 //! A background refresher re-runs recently requested queries every `refresh_interval` while
 //! WebSocket clients are connected, so dashboards get pushes without polling.
 
 use std::{
     collections::HashMap,
-    hash::Hasher as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -67,7 +67,7 @@ impl Default for Tuning {
             max_jobs: 16,
             fresh_for: Duration::ZERO,
             max_entries: 256,
-            max_bytes: 512 << 20,
+            max_bytes: 256 << 20,
             refresh_interval: Duration::from_secs(15),
         }
     }
@@ -116,8 +116,8 @@ impl Outcome {
 pub struct Answer {
     /// The OpenClaw payload as JSON text, exactly as the worker wrote it.
     pub payload: Bytes,
-    /// Hash of the data (answer-time fields excluded).
-    pub fingerprint: u64,
+    /// Changes exactly when the data changes (answer-time fields excluded); unique per cache.
+    pub version: u64,
     pub computed_at: Instant,
     pub stats: JobStats,
 }
@@ -137,14 +137,6 @@ impl Served {
         } else {
             vec![self.answer.payload.clone()]
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.chunks().iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Age of the answer.
@@ -171,11 +163,10 @@ pub fn mark_status(payload: &Bytes, status: &'static str) -> Vec<Bytes> {
     vec![payload.clone()]
 }
 
-/// Hash of an answer's data. `updatedAt` (first field) is the time of answering, and the worker
-/// ends its answers with `cacheStatus` and `diagnostics` (refresh time, files parsed by this job):
-/// none of that is data, so it is skipped and two answers over unchanged files match.
-pub fn fingerprint(payload: &[u8]) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
+/// The part of an answer that is data. `updatedAt` (first field) is the time of answering, and
+/// the worker ends its answers with `cacheStatus` and `diagnostics` (refresh time, files parsed
+/// by this job): none of that is data, so two answers over unchanged files have equal data bytes.
+pub fn data_bytes(payload: &[u8]) -> &[u8] {
     let mut body = payload;
     if let Some(rest) = body.strip_prefix(br#"{"updatedAt":"#) {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
@@ -184,26 +175,23 @@ pub fn fingerprint(payload: &[u8]) -> u64 {
     if let Some(at) = memchr::memmem::rfind(body, br#""cacheStatus":{"#) {
         body = &body[..at];
     }
-    hasher.write(body);
-    hasher.finish()
+    body
 }
 
-/// Fingerprints big answers on the blocking pool so a runtime thread never hashes 30 MB.
-async fn fingerprint_off_runtime(payload: Bytes) -> u64 {
-    if payload.len() < 256 << 10 {
-        return fingerprint(&payload);
+/// Whether `new` carries other data than `old` (a `memcmp`, cheap even in debug builds); big
+/// answers are compared on the blocking pool so a runtime thread never compares 30 MB.
+async fn data_changed(old: Option<Arc<Answer>>, new: Bytes) -> bool {
+    let Some(old) = old else { return true };
+    if new.len() < 4 << 20 {
+        return data_bytes(&old.payload) != data_bytes(&new);
     }
-    let copy = payload.clone();
-    match tokio::task::spawn_blocking(move || fingerprint(&copy)).await {
-        Ok(f) => f,
-        Err(_) => fingerprint(&payload),
-    }
+    tokio::task::spawn_blocking(move || data_bytes(&old.payload) != data_bytes(&new)).await.unwrap_or(true)
 }
 
 /// A `usage.updated` event, payload rendered once for every client.
 #[derive(Debug, Clone)]
 pub struct UsageUpdated {
-    /// `{ts, method, query:{...}, fingerprint}` as JSON text.
+    /// `{ts, method, query:{...}, version, bytes}` as JSON text.
     pub payload_json: Arc<str>,
 }
 
@@ -274,6 +262,7 @@ pub struct UsageCache {
     tuning: Tuning,
     inner: Mutex<Inner>,
     events: broadcast::Sender<UsageUpdated>,
+    next_version: AtomicU64,
     pub counters: Counters,
 }
 
@@ -285,6 +274,7 @@ impl UsageCache {
             tuning,
             inner: Mutex::default(),
             events,
+            next_version: AtomicU64::new(1),
             counters: Counters::default(),
         })
     }
@@ -438,13 +428,14 @@ impl UsageCache {
         let result = match called {
             Ok(Ok(answer)) => {
                 let payload = Bytes::from(answer.payload_json);
-                let fingerprint = fingerprint_off_runtime(payload.clone()).await;
-                Ok(Arc::new(Answer {
-                    payload,
-                    fingerprint,
-                    computed_at: Instant::now(),
-                    stats: answer.stats,
-                }))
+                // One job per query at a time, so the previous answer cannot change meanwhile.
+                let old = self.peek(&query);
+                let changed = data_changed(old.clone(), payload.clone()).await;
+                let version = match old {
+                    Some(old) if !changed => old.version,
+                    _ => self.next_version.fetch_add(1, Ordering::Relaxed),
+                };
+                Ok(Arc::new(Answer { payload, version, computed_at: Instant::now(), stats: answer.stats }))
             }
             Ok(Err(error)) => Err(ApiError::from(error)),
             Err(_) => Err(ApiError {
@@ -480,7 +471,7 @@ impl UsageCache {
                     entry.job = None;
                 }
                 if let Ok(answer) = &result {
-                    changed = entry.good.as_ref().is_none_or(|old| old.fingerprint != answer.fingerprint);
+                    changed = entry.good.as_ref().is_none_or(|old| old.version != answer.version);
                     delta = answer.payload.len() as isize
                         - entry.good.as_ref().map_or(0, |old| old.payload.len() as isize);
                     entry.good = Some(Arc::clone(answer));
@@ -521,7 +512,7 @@ impl UsageCache {
             "ts": ts,
             "method": query.method.name(),
             "query": query_json(query),
-            "fingerprint": format!("{:016x}", answer.fingerprint),
+            "version": answer.version,
             "bytes": answer.payload.len(),
         });
         if self.events.send(UsageUpdated { payload_json: payload.to_string().into() }).is_ok() {
@@ -617,7 +608,12 @@ impl UsageCache {
             answers: ages.len(),
             bytes: inner.bytes,
             jobs_running: inner.running,
-            waiters: inner.entries.values().filter_map(|e| e.job.as_ref()).map(|j| j.waiters.load(Ordering::Relaxed)).sum(),
+            waiters: inner
+                .entries
+                .values()
+                .filter_map(|e| e.job.as_ref())
+                .map(|j| j.waiters.load(Ordering::Relaxed))
+                .sum(),
             newest_age: ages.iter().min().copied(),
             oldest_age: ages.iter().max().copied(),
         }
@@ -771,11 +767,12 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_answer_time_only() {
+    fn data_bytes_ignore_answer_time_and_diagnostics_only() {
         let a = br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000000000},"diagnostics":{"filesParsed":9}}"#;
         let b = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999},"diagnostics":{"filesParsed":0}}"#;
         let c = br#"{"updatedAt":1795000009999,"totals":{"input":6},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999}}"#;
-        assert_eq!(fingerprint(a), fingerprint(b));
-        assert_ne!(fingerprint(b), fingerprint(c));
+        assert_eq!(data_bytes(a), data_bytes(b));
+        assert_ne!(data_bytes(b), data_bytes(c));
+        assert_eq!(data_bytes(br#"{"points":[]}"#), br#"{"points":[]}"#);
     }
 }

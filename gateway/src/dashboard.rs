@@ -23,8 +23,11 @@ struct Asset {
     body: &'static str,
 }
 
-static INDEX: Asset =
-    Asset { name: "index.html", content_type: "text/html; charset=utf-8", body: include_str!("../assets/index.html") };
+static INDEX: Asset = Asset {
+    name: "index.html",
+    content_type: "text/html; charset=utf-8",
+    body: include_str!("../assets/index.html"),
+};
 
 static ASSETS: [Asset; 2] = [
     Asset {
@@ -32,7 +35,11 @@ static ASSETS: [Asset; 2] = [
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../assets/app.js"),
     },
-    Asset { name: "style.css", content_type: "text/css; charset=utf-8", body: include_str!("../assets/style.css") },
+    Asset {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../assets/style.css"),
+    },
 ];
 
 /// The page may load its own script and styles, connect (WebSocket and fetch) to its own origin,
@@ -57,10 +64,9 @@ fn etag(name: &str) -> Option<&'static HeaderValue> {
 }
 
 fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|list| list.split(',').any(|t| t.trim() == "*" || t.trim().as_bytes() == etag.as_bytes()))
+    headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|list| {
+        list.split(',').any(|t| t.trim() == "*" || t.trim().as_bytes() == etag.as_bytes())
+    })
 }
 
 fn serve(asset: &'static Asset, request: Option<&HeaderMap>) -> Response {
@@ -117,7 +123,11 @@ mod tests {
         }
         // No absolute URL anywhere but the SVG namespace and the page's own WebSocket scheme.
         for asset in std::iter::once(&INDEX).chain(ASSETS.iter()) {
-            let text = asset.body.replace("http://www.w3.org/2000/svg", "").replace("\"wss://\"", "").replace("\"ws://\"", "");
+            let text = asset
+                .body
+                .replace("http://www.w3.org/2000/svg", "")
+                .replace("\"wss://\"", "")
+                .replace("\"ws://\"", "");
             assert!(!text.contains("://"), "{} refers to another origin", asset.name);
             assert!(!text.contains("<script>"), "{}: inline scripts break the CSP", asset.name);
         }

@@ -2,12 +2,13 @@
 //! figures (REFERENCE §6).
 //!
 //! A sampler task sleeps 10 ms at a time and records how late it wakes up: that overshoot is the
-//! scheduling delay any request would have seen. Samples go into one-second `hdrhistogram`
-//! slots; the snapshot covers the last 30 s (max, p99, mean) plus runtime utilisation (tokio
-//! worker busy time / wall time) and the process's CPU-core ratio, with OpenClaw's `degraded`
-//! reasons. Reading the snapshot is a mutex copy, so `health` stays cheap however busy the
-//! runtime is. Every 30 s the same task samples gateway and worker memory and logs OpenClaw-style
-//! `memory pressure` lines (with a 5-minute cooldown per process, level and reason).
+//! scheduling delay any request would have seen. Each second it hands its raw samples to a
+//! summariser thread, which keeps one-second `hdrhistogram` slots; the snapshot covers the last
+//! 30 s (max, p99, mean) plus runtime utilisation (tokio worker busy time / wall time) and the
+//! process's CPU-core ratio, with OpenClaw's `degraded` reasons. Reading the snapshot is a mutex
+//! copy, so `health` stays cheap however busy the runtime is. Every 30 s the summariser samples
+//! gateway and worker memory and logs OpenClaw-style `memory pressure` lines (with a 5-minute
+//! cooldown per process, level and reason).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -172,13 +173,23 @@ pub struct LagMonitor {
 }
 
 impl LagMonitor {
-    /// Starts the sampler on the current runtime.
+    /// Starts the sampler on the current runtime and its summariser thread.
     pub fn spawn(worker_memory: WorkerMemoryFn) -> LagMonitor {
         let shared = Arc::new(Shared {
             lag: Mutex::new(LagSnapshot::default()),
             memory: Mutex::new((ProcessMemory::default(), ProcessMemory::default())),
         });
-        tokio::spawn(sample(Arc::clone(&shared), worker_memory, MemoryThresholds::default()));
+        let (slots, received) = std::sync::mpsc::channel();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let summariser = Arc::clone(&shared);
+        let thresholds = MemoryThresholds::default();
+        let spawned = std::thread::Builder::new()
+            .name("clawgate-lag".into())
+            .spawn(move || summarise_slots(summariser, received, metrics, worker_memory, thresholds));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "Cannot start the runtime-lag summariser; lag figures stay empty.");
+        }
+        tokio::spawn(sample(slots));
         LagMonitor { shared }
     }
 
@@ -217,37 +228,66 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
 }
 
-async fn sample(shared: Arc<Shared>, worker_memory: WorkerMemoryFn, thresholds: MemoryThresholds) {
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let workers = metrics.num_workers().max(1);
-    let busy_total = || (0..workers).map(|w| metrics.worker_total_busy_duration(w)).sum::<Duration>();
-    let mut ring: VecDeque<Slot> = VecDeque::with_capacity(WINDOW_SLOTS + 1);
-    let mut current = new_hist();
-    let (mut slot_start, mut busy_at, mut cpu_at) = (Instant::now(), busy_total(), process_cpu());
-    let mut memory = MemoryWatch::new(thresholds);
-    let mut next_memory = Instant::now();
+/// One slot's raw samples: how late each 10 ms sleep woke up, in µs.
+struct SlotSamples {
+    late_us: Vec<u64>,
+    ended: Instant,
+}
+
+/// The runtime side: only sleeps, measures and hands raw samples over. Everything costly
+/// (histograms, percentiles, /proc reads, memory checks) runs on the summariser thread, so the
+/// monitor does not add the delay it measures (a histogram merge in a debug build takes ms).
+async fn sample(slots: std::sync::mpsc::Sender<SlotSamples>) {
+    let mut late_us = Vec::with_capacity(128);
+    let mut slot_start = Instant::now();
     loop {
         let before = Instant::now();
         tokio::time::sleep(SAMPLE_INTERVAL).await;
-        let late = before.elapsed().saturating_sub(SAMPLE_INTERVAL);
-        current.saturating_record(late.as_micros().max(1) as u64);
         let now = Instant::now();
-        if now.duration_since(slot_start) < SLOT {
-            continue;
+        late_us.push(now.duration_since(before).saturating_sub(SAMPLE_INTERVAL).as_micros().max(1) as u64);
+        if now.duration_since(slot_start) >= SLOT {
+            slot_start = now;
+            let full = std::mem::replace(&mut late_us, Vec::with_capacity(128));
+            if slots.send(SlotSamples { late_us: full, ended: now }).is_err() {
+                return;
+            }
         }
+    }
+}
+
+/// The summariser thread: builds the window from slots and samples memory every 30 s.
+fn summarise_slots(
+    shared: Arc<Shared>,
+    slots: std::sync::mpsc::Receiver<SlotSamples>,
+    metrics: tokio::runtime::RuntimeMetrics,
+    worker_memory: WorkerMemoryFn,
+    thresholds: MemoryThresholds,
+) {
+    let workers = metrics.num_workers().max(1);
+    let busy_total = || (0..workers).map(|w| metrics.worker_total_busy_duration(w)).sum::<Duration>();
+    let mut ring: VecDeque<Slot> = VecDeque::with_capacity(WINDOW_SLOTS + 1);
+    let (mut slot_start, mut busy_at, mut cpu_at) = (Instant::now(), busy_total(), process_cpu());
+    let mut memory = MemoryWatch::new(thresholds);
+    let mut next_memory = Instant::now();
+    for slot in slots {
         let (busy, cpu) = (busy_total(), process_cpu());
+        let mut hist = new_hist();
+        for late in &slot.late_us {
+            hist.saturating_record(*late);
+        }
         ring.push_back(Slot {
-            hist: std::mem::replace(&mut current, new_hist()),
+            hist,
             busy: busy.saturating_sub(busy_at),
             cpu: cpu.saturating_sub(cpu_at),
-            wall: now.duration_since(slot_start),
+            wall: slot.ended.saturating_duration_since(slot_start),
         });
         if ring.len() > WINDOW_SLOTS {
             ring.pop_front();
         }
-        (slot_start, busy_at, cpu_at) = (now, busy, cpu);
+        (slot_start, busy_at, cpu_at) = (slot.ended, busy, cpu);
         let snapshot = summarise(&ring, workers);
         *shared.lag.lock().expect("lag snapshot") = snapshot;
+        let now = Instant::now();
         if now >= next_memory {
             next_memory = now + MEMORY_INTERVAL;
             let gateway_rss = supervisor::rss_bytes(std::process::id());

@@ -128,7 +128,12 @@ pub async fn serve(
     config.listen = local;
 
     let mut worker = config.worker.clone();
-    worker.worker_args.extend([OsString::from("--state-dir"), config.state_dir.clone().into_os_string()]);
+    worker.worker_args.extend([
+        OsString::from("--state-dir"),
+        config.state_dir.clone().into_os_string(),
+        OsString::from("--data-dir"),
+        config.data_dir.join("cache").into_os_string(),
+    ]);
     let supervisor = supervisor::start(worker);
     let state = AppState::new(config, supervisor.clone());
     {
@@ -141,6 +146,11 @@ pub async fn serve(
     let _watchdog = systemd::spawn_watchdog();
     tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), "Gateway listening.");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // No Nagle: a small frame right after another (an event, then a response) must not wait for
+    // the client's delayed ACK (40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     systemd::notify_stopping();
     tracing::info!("Gateway stopping; stopping the usage worker.");

@@ -141,8 +141,8 @@ async fn usage_breakdown(state: &AppState) -> Option<Arc<Breakdown>> {
     let min_age = state.cache.tuning().refresh_interval.max(Duration::from_secs(5));
     state.cache.prefetch(&query, min_age);
     let answer = state.cache.peek(&query)?;
-    if let Some((fingerprint, parsed)) = state.metrics.usage.lock().expect("usage memo").as_ref() {
-        if *fingerprint == answer.fingerprint {
+    if let Some((version, parsed)) = state.metrics.usage.lock().expect("usage memo").as_ref() {
+        if *version == answer.version {
             return Some(Arc::clone(parsed));
         }
     }
@@ -156,7 +156,7 @@ async fn usage_breakdown(state: &AppState) -> Option<Arc<Breakdown>> {
             return None;
         }
     };
-    *state.metrics.usage.lock().expect("usage memo") = Some((answer.fingerprint, Arc::clone(&parsed)));
+    *state.metrics.usage.lock().expect("usage memo") = Some((answer.version, Arc::clone(&parsed)));
     Some(parsed)
 }
 

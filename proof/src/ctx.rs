@@ -57,7 +57,8 @@ pub struct Calls {
     pub fault_errors: u64,
     pub failures: u64,
     pub failure_examples: Vec<String>,
-    /// First answer of a worker generation (it had to read the store) vs later ones.
+    /// Dashboard (WebSocket) call latency: sent before the worker generation had answered that
+    /// method (it has to read the store: cold) or after (warm).
     pub cold: Histogram<u64>,
     pub warm: Histogram<u64>,
     /// Answers checked, exactly (field by field) or against bounds only.
@@ -241,8 +242,9 @@ impl Ctx {
         }
     }
 
-    /// Facts about the moment a call was sent, for classifying its outcome.
-    pub fn sent(&self, method: Method) -> Sent {
+    /// Facts about the moment a call was sent, for classifying its outcome. `timed`: its
+    /// latency counts in the cold/warm figures (the dashboards' calls; not the settle polls).
+    pub fn sent(&self, method: Method, timed: bool) -> Sent {
         let generation = self.generation.load(Ordering::Relaxed);
         Sent {
             method,
@@ -250,6 +252,7 @@ impl Ctx {
             generation,
             worker_running: self.worker_pid.load(Ordering::Relaxed) != 0,
             cold: self.warm_gen[method.index()].load(Ordering::Relaxed) != generation,
+            timed,
         }
     }
 
@@ -263,8 +266,10 @@ impl Ctx {
         let mut calls = self.calls();
         calls.ok += 1;
         calls.stale += u64::from(stale);
-        let hist = if sent.cold { &mut calls.cold } else { &mut calls.warm };
-        let _ = hist.record((took.as_micros() as u64).max(1));
+        if sent.timed {
+            let hist = if sent.cold { &mut calls.cold } else { &mut calls.warm };
+            let _ = hist.record((took.as_micros() as u64).max(1));
+        }
         calls.verdict(verdict);
     }
 
@@ -297,6 +302,7 @@ pub struct Sent {
     pub generation: u64,
     pub worker_running: bool,
     pub cold: bool,
+    pub timed: bool,
 }
 
 /// An HTTP agent that returns error statuses as values and never waits longer than `timeout`.

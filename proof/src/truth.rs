@@ -46,7 +46,14 @@ pub struct Tot {
 
 impl Tot {
     fn tokens(&self) -> [i64; 6] {
-        [self.input, self.output, self.cache_read, self.cache_write, self.total_tokens, self.missing_cost_entries]
+        [
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_write,
+            self.total_tokens,
+            self.missing_cost_entries,
+        ]
     }
 
     fn costs(&self) -> [f64; 5] {
@@ -63,7 +70,11 @@ impl Tot {
 
     /// Every field within `[lo, hi]` (costs with the same tolerance as [`Tot::matches`]).
     pub fn within(&self, lo: &Tot, hi: &Tot) -> bool {
-        let t = self.tokens().iter().zip(lo.tokens().iter().zip(hi.tokens())).all(|(v, (l, h))| *l <= *v && *v <= h);
+        let t = self
+            .tokens()
+            .iter()
+            .zip(lo.tokens().iter().zip(hi.tokens()))
+            .all(|(v, (l, h))| *l <= *v && *v <= h);
         let c = self.costs().iter().zip(lo.costs().iter().zip(hi.costs())).all(|(v, (l, h))| {
             let slack = 1e-9 * h.abs().max(1e-12);
             *l - slack <= *v && *v <= h + slack
@@ -355,8 +366,12 @@ struct State {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// Consistent. `exact`: checked field by field against known values (not only bounds);
-    /// `converged`: equals the store with every append so far.
-    Ok { exact: bool, converged: bool },
+    /// `converged`: equals the store with every append so far; `behind`: when not, why.
+    Ok {
+        exact: bool,
+        converged: bool,
+        behind: Option<String>,
+    },
     Wrong(String),
 }
 
@@ -373,7 +388,11 @@ impl Truth {
         Truth {
             store: store.to_path_buf(),
             manifest: Tot::from_demo(&manifest.totals),
-            manifest_by_agent: manifest.by_agent.iter().map(|(a, t)| (a.clone(), Tot::from_demo(t))).collect(),
+            manifest_by_agent: manifest
+                .by_agent
+                .iter()
+                .map(|(a, t)| (a.clone(), Tot::from_demo(t)))
+                .collect(),
             state: RwLock::new(State::default()),
         }
     }
@@ -448,18 +467,24 @@ impl Truth {
         let st = self.read();
         let scale = self.manifest.total_cost.abs();
         let mut seen: HashMap<&str, Tot> = HashMap::new();
-        let mut all_full = true;
+        let mut behind: Option<String> = None;
         for row in &p.sessions {
             let (Some(u), Some(agent)) = (&row.usage, &row.agent_id) else { continue };
-            let Some(name) = u.session_file.as_deref().and_then(|f| Path::new(f).file_name()?.to_str()) else {
+            let Some(name) = u.session_file.as_deref().and_then(|f| Path::new(f).file_name()?.to_str())
+            else {
                 continue;
             };
             let key = format!("{agent}/{name}");
             let Some((key, ft)) = st.files.get_key_value(&key) else { continue };
             let got = u.tot();
-            let at = ft.cum.iter().position(|c| got.matches(&(ft.base + *c), 0.0));
+            // The last match: a zero-usage message (an API error reply) repeats the previous sum.
+            let at = ft.cum.iter().rposition(|c| got.matches(&(ft.base + *c), 0.0));
             match at {
-                Some(k) => all_full &= k + 1 == ft.cum.len(),
+                Some(k) if k + 1 < ft.cum.len() && behind.is_none() => {
+                    behind =
+                        Some(format!("row {key} shows {k} of the {} messages appended", ft.cum.len() - 1));
+                }
+                Some(_) => {}
                 None => {
                     return Verdict::Wrong(format!(
                         "sessions.usage row {key}: got {got}; expected its original {} plus one of the {} prefixes of the {} messages appended (all of them: {})",
@@ -476,7 +501,9 @@ impl Truth {
         let answer_agents: BTreeMap<&str, Tot> =
             p.aggregates.by_agent.iter().map(|r| (r.agent_id.as_str(), r.totals)).collect();
         if let Some(extra) = answer_agents.keys().find(|a| !self.manifest_by_agent.contains_key(**a)) {
-            return Verdict::Wrong(format!("sessions.usage byAgent lists an agent the store does not have: {extra}"));
+            return Verdict::Wrong(format!(
+                "sessions.usage byAgent lists an agent the store does not have: {extra}"
+            ));
         }
         if all_rows {
             // Totals minus the touched rows must be exactly the untouched rest of the store.
@@ -505,8 +532,8 @@ impl Truth {
                     ));
                 }
             }
-            let converged = all_full && p.totals.matches(&(self.manifest + st.appended), scale);
-            return Verdict::Ok { exact: true, converged };
+            let converged = behind.is_none() && p.totals.matches(&(self.manifest + st.appended), scale);
+            return Verdict::Ok { exact: true, converged, behind };
         }
         // Some touched rows were cut by `limit`: bounds only.
         let (lo, hi) = (self.manifest, self.manifest + st.appended);
@@ -525,7 +552,8 @@ impl Truth {
                 ));
             }
         }
-        Verdict::Ok { exact: false, converged: false }
+        let missing = st.files.keys().find(|k| !seen.contains_key(k.as_str()));
+        Verdict::Ok { exact: false, converged: false, behind: missing.map(|k| format!("row {k} not listed")) }
     }
 
     /// Checks a `usage.cost` answer over the whole store: within bounds, and converged when it
@@ -540,7 +568,8 @@ impl Truth {
             ));
         }
         let converged = p.totals.matches(&hi, self.manifest.total_cost.abs());
-        Verdict::Ok { exact: converged, converged }
+        let behind = (!converged).then(|| format!("totals {} vs every append {hi}", p.totals));
+        Verdict::Ok { exact: converged, converged, behind }
     }
 
     /// Truncates every touched transcript back to its original length and removes the marker.
@@ -558,7 +587,8 @@ impl Truth {
 }
 
 fn truncate(path: &Path, len: u64) -> anyhow::Result<()> {
-    let f = OpenOptions::new().write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f =
+        OpenOptions::new().write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
     f.set_len(len).with_context(|| format!("truncating {}", path.display()))
 }
 
@@ -567,7 +597,8 @@ fn write_marker(store: &Path, files: &HashMap<String, FileTruth>) -> anyhow::Res
         files.values().map(|f| (f.path.display().to_string(), f.orig_len)).collect();
     let path = store.join(DIRTY_MARKER);
     let tmp = store.join(format!("{DIRTY_MARKER}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&lens)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&lens)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -591,7 +622,12 @@ mod tests {
     #[test]
     fn the_harness_reads_a_generated_store_to_its_manifest_sums() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = demo_store::DemoSpec { agents: 2, sessions_per_agent: 3, turns_per_session: 4, ..Default::default() };
+        let spec = demo_store::DemoSpec {
+            agents: 2,
+            sessions_per_agent: 3,
+            turns_per_session: 4,
+            ..Default::default()
+        };
         let manifest = demo_store::generate(dir.path(), &spec).unwrap();
         let mut sum = Tot::default();
         for entry in walk(&dir.path().join("agents")) {
@@ -615,7 +651,12 @@ mod tests {
     #[test]
     fn appends_are_recorded_per_message_and_undone() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = demo_store::DemoSpec { agents: 1, sessions_per_agent: 2, turns_per_session: 3, ..Default::default() };
+        let spec = demo_store::DemoSpec {
+            agents: 1,
+            sessions_per_agent: 2,
+            turns_per_session: 3,
+            ..Default::default()
+        };
         let manifest = demo_store::generate(dir.path(), &spec).unwrap();
         let truth = Truth::new(dir.path(), &manifest);
         let sessions = dir.path().join("agents/main/sessions");
@@ -633,12 +674,18 @@ mod tests {
         assert_eq!(appends, 1);
         assert!(expected.matches(&(Tot::from_demo(&manifest.totals) + added), 0.0));
         let cost = UsageCost { totals: expected, cache_status: None };
-        assert_eq!(truth.check_usage_cost(&cost), Verdict::Ok { exact: true, converged: true });
+        assert!(matches!(truth.check_usage_cost(&cost), Verdict::Ok { exact: true, converged: true, .. }));
         let before = UsageCost { totals: truth.manifest(), cache_status: None };
-        assert_eq!(truth.check_usage_cost(&before), Verdict::Ok { exact: false, converged: false });
+        assert!(matches!(
+            truth.check_usage_cost(&before),
+            Verdict::Ok { exact: false, converged: false, .. }
+        ));
         let mut wrong = expected;
         wrong.output += 1;
-        assert!(matches!(truth.check_usage_cost(&UsageCost { totals: wrong, cache_status: None }), Verdict::Wrong(_)));
+        assert!(matches!(
+            truth.check_usage_cost(&UsageCost { totals: wrong, cache_status: None }),
+            Verdict::Wrong(_)
+        ));
         // Interrupted run: the marker undoes the append.
         assert_eq!(restore_from_marker(dir.path()).unwrap(), 1);
         assert_eq!(std::fs::metadata(&file).unwrap().len(), len);

@@ -19,6 +19,9 @@ use tokio::{
 
 use crate::Config;
 
+/// The worker's nice value: below the gateway, so health and WebSocket stay prompt while it computes.
+const WORKER_NICE: libc::c_int = 10;
+
 /// How many stderr lines are kept for the last-exit report.
 const STDERR_TAIL_LINES: usize = 20;
 
@@ -73,6 +76,9 @@ pub(crate) fn spawn_worker(config: &Config, socket: &Path) -> std::io::Result<(C
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The worker is batch work: on a 2-core host its compute threads must not compete
+            // with the gateway's runtime on equal terms, or probe latency suffers.
+            let _ = libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICE);
             let limit = libc::rlimit { rlim_cur: rlimit as libc::rlim_t, rlim_max: rlimit as libc::rlim_t };
             // Best effort: an unprivileged process may only lower its limit, which this does.
             let _ = libc::setrlimit(libc::RLIMIT_AS, &limit);

@@ -1,6 +1,8 @@
 //! One e2e test binary; each module is one area of behaviour, driven through real processes.
 
+mod dashboard;
 mod packaging;
+mod proof;
 mod skeleton;
 mod status;
 mod supervisor;

@@ -757,11 +757,20 @@ fn worker_exit_codes_match_the_units_restart_prevent_exit_status() {
         .status()
         .expect("run worker");
     assert_eq!(status.code(), Some(78));
-    // No state dir at all (OPENCLAW_STATE_DIR unset in the env file): a usage error, 2.
+    // No state dir given: OpenClaw's default (~/.openclaw) is used; missing, it is 78 too.
     let status = Command::new(e2e::bin("clawgate-usage-worker"))
         .arg("--listen")
         .arg(&socket)
         .env_remove("OPENCLAW_STATE_DIR")
+        .env_remove("OPENCLAW_HOME")
+        .env("HOME", tmp.path())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run worker");
+    assert_eq!(status.code(), Some(78));
+    // A bad command line is a usage error: 2.
+    let status = Command::new(e2e::bin("clawgate-usage-worker"))
+        .args(["--listen", "x", "--no-such-flag"])
         .stderr(Stdio::null())
         .status()
         .expect("run worker");

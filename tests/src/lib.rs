@@ -276,3 +276,70 @@ pub fn assert_money_eq(actual: f64, expected: f64, what: &str) {
     let scale = expected.abs().max(1e-12);
     assert!(((actual - expected) / scale).abs() <= 1e-9, "{what}: {actual} != {expected}");
 }
+
+impl Gateway {
+    /// Like [`Gateway::start`], but listening on `listen` (e.g. the address of a gateway that was
+    /// just stopped, to restart it where its clients expect it).
+    pub fn start_at(
+        listen: &str,
+        work_dir: &Path,
+        state_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let data_dir = work_dir.join("data");
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work_dir.join("gateway.log"))
+            .expect("gateway log");
+        let mut command = Command::new(bin("clawgate"));
+        command
+            .args(["serve", "--listen", listen, "--state-dir"])
+            .arg(state_dir)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra_args)
+            .env("CLAWGATE_WORKER_BIN", bin("clawgate-usage-worker"))
+            .env_remove("CLAWGATE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn clawgate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let base = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("clawgate listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(work_dir.join("gateway.log")).unwrap_or_default();
+                    panic!(
+                        "clawgate serve --listen {listen} did not report listening within 30 s; log:\n{log}"
+                    );
+                }
+            }
+        };
+        Gateway {
+            child,
+            base,
+            data_dir,
+            agent: http_agent(Duration::from_secs(60)),
+            seen_workers: Mutex::new(Vec::new()),
+        }
+    }
+}

@@ -81,7 +81,10 @@ impl Worker {
             match self.conn.read::<FromWorker>().await.expect("read").expect("worker closed") {
                 FromWorker::Response { id: got, result } if got == id => {
                     let elapsed = t.elapsed();
-                    return (result.unwrap_or_else(|e| panic!("{} failed: {e}", query.method.name())), elapsed);
+                    return (
+                        result.unwrap_or_else(|e| panic!("{} failed: {e}", query.method.name())),
+                        elapsed,
+                    );
                 }
                 _ => {}
             }
@@ -179,6 +182,8 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
     let store = root.join(label);
     fs::create_dir_all(&store).expect("store dir");
     let t = Instant::now();
+    let marker = root.join(format!("{label}-appended.json"));
+    undo_appends(&marker);
     let manifest = demo_store::generate_or_reuse(&store, spec).expect("generate the store");
     eprintln!("[{label}] store ready in {:.1?} ({} files)", t.elapsed(), manifest.files);
     let p = Paths {
@@ -228,6 +233,8 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
 
     // Append one turn (4 lines) to one session, then call; each method after its own append.
     let target = files.iter().find(|p| p.extension().is_some_and(|e| e == "jsonl")).expect("a transcript");
+    let original_len = fs::metadata(target).expect("transcript").len();
+    fs::write(&marker, serde_json::json!({"path": target, "len": original_len}).to_string()).expect("marker");
     let mut appended = 0u64;
     let mut at = manifest.last_ms.unwrap_or(0) + 60_000;
     let (mut cost, mut sess) = (Vec::new(), Vec::new());
@@ -259,7 +266,21 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
     assert_eq!(total_tokens(&a), manifest.totals.total_tokens + appended);
     f.rss_restarted = w.peak_rss();
     w.stop().await;
+    undo_appends(&marker);
     f
+}
+
+/// Cuts the transcript the bench appended to back to its generated length, so the store keeps
+/// matching its manifest (also after an interrupted run, which leaves the marker behind).
+fn undo_appends(marker: &Path) {
+    let Ok(text) = fs::read_to_string(marker) else { return };
+    let v: serde_json::Value = serde_json::from_str(&text).expect("append marker");
+    let path = PathBuf::from(v["path"].as_str().expect("path"));
+    let len = v["len"].as_u64().expect("len");
+    if let Ok(f) = fs::OpenOptions::new().write(true).open(&path) {
+        f.set_len(len).expect("truncate the appended transcript");
+    }
+    fs::remove_file(marker).expect("remove the append marker");
 }
 
 fn ms(d: Duration) -> String {
@@ -354,14 +375,25 @@ fn main() {
     let seed = demo_store::DemoSpec::seed_size();
     let half = demo_store::DemoSpec { sessions_per_agent: seed.sessions_per_agent / 2, ..seed.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // `CLAWGATE_BENCH_ONLY=seed|half` measures one store (for profiling).
+    let only = std::env::var("CLAWGATE_BENCH_ONLY").unwrap_or_default();
     let figs = runtime.block_on(async {
-        let a = measure("seed-9x184", &root, &seed).await;
-        let b = measure("half-9x92", &root, &half).await;
-        vec![a, b]
+        let mut figs = Vec::new();
+        if only != "half" {
+            figs.push(measure("seed-9x184", &root, &seed).await);
+        }
+        if only != "seed" {
+            figs.push(measure("half-9x92", &root, &half).await);
+        }
+        figs
     });
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_default();
     println!(
         "usage engine bench: worker {WORKER}, {} cores ({cpu}), page cache warm",

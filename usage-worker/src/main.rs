@@ -22,9 +22,9 @@ struct Args {
     /// Listen on a socket at PATH and serve gateways one at a time (external mode).
     #[arg(long, value_name = "PATH")]
     listen: Option<PathBuf>,
-    /// The OpenClaw state directory to read.
-    #[arg(long, value_name = "DIR", env = "OPENCLAW_STATE_DIR")]
-    state_dir: PathBuf,
+    /// The OpenClaw state directory to read [default: $OPENCLAW_STATE_DIR, else ~/.openclaw].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Where the worker keeps its persistent rollup cache (the gateway passes
     /// `<data-dir>/cache`). Without it, rollups live in memory only and a restarted worker
     /// rescans the store.
@@ -37,9 +37,10 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Heap bytes a job may push the worker to before it is refused as over budget (0: no
-    /// budget). The supervisor passes 80% of `--worker-memory-max`.
-    #[arg(long, default_value_t = 0, value_name = "BYTES")]
-    memory_budget: u64,
+    /// budget). The supervisor passes 80% of `--worker-memory-max`; without it, 80% of this
+    /// process's cgroup `memory.max` (e.g. systemd's `MemoryMax=`) when there is one.
+    #[arg(long, value_name = "BYTES", env = "CLAWGATE_WORKER_MEMORY_BUDGET")]
+    memory_budget: Option<u64>,
     /// Exit when our parent process is no longer this pid (set by the supervisor).
     #[arg(long, value_name = "PID")]
     parent_pid: Option<u32>,
@@ -55,11 +56,11 @@ fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let config = usage_worker::Config {
-        state_dir: args.state_dir,
+        state_dir: args.state_dir.unwrap_or_else(usage_worker::default_state_dir),
         data_dir: args.data_dir,
         max_line_bytes: args.max_line_bytes,
         threads: args.threads.max(1),
-        memory_budget: args.memory_budget,
+        memory_budget: args.memory_budget.unwrap_or_else(usage_worker::default_memory_budget),
     };
     if let Some(parent_pid) = args.parent_pid {
         usage_worker::exit_when_orphaned(parent_pid);

@@ -60,12 +60,15 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
     tracing::info!(gateway_pid = gateway.pid, gateway_build = %gateway.build, "Connected to the gateway.");
     let stream = Arc::new(conn.into_inner());
 
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<FromWorker>();
+    // Frames are encoded by their sender (a big answer on the compute thread, into a buffer of
+    // the right size), so the writer only copies bytes to the socket.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer_stream = Arc::clone(&stream);
     let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
         let mut writer = &*writer_stream;
-        while let Some(msg) = out_rx.recv().await {
-            if let Err(error) = frame::write_msg(&mut writer, &msg).await {
+        while let Some(bytes) = out_rx.recv().await {
+            if let Err(error) = async { writer.write_all(&bytes).await?; writer.flush().await }.await {
                 tracing::warn!(%error, "Cannot write to the gateway.");
                 break;
             }
@@ -86,7 +89,9 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
         match msg {
             ToWorker::Ping { seq } => {
                 let memory = MemoryReport { heap_bytes: alloc::heap_bytes(), rss_bytes: alloc::rss_bytes() };
-                let _ = out_tx.send(FromWorker::Pong { seq, memory });
+                if let Ok(frame) = encode(&FromWorker::Pong { seq, memory }, 0) {
+                    let _ = out_tx.send(frame);
+                }
             }
             ToWorker::Request { id, query } => {
                 let cancel = Arc::new(AtomicBool::new(false));
@@ -120,7 +125,7 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
 fn spawn_compute_thread(
     config: Config,
     jobs: std_mpsc::Receiver<Job>,
-    out: mpsc::UnboundedSender<FromWorker>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
     cancels: Arc<Mutex<HashMap<RequestId, Arc<AtomicBool>>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -133,8 +138,25 @@ fn spawn_compute_thread(
                 threads: config.threads,
             };
             let mut engine = Engine::new(engine_config.clone());
+            // Off the handshake and ping path: the async side answers those meanwhile.
+            engine.load_persisted();
             let budget = crate::budget::Watch::start(config.memory_budget);
-            for job in jobs {
+            loop {
+                // Wait for a job, or until a debounced save of changed rollups is due.
+                let job = match engine.save_due_in() {
+                    None => match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                    Some(wait) => match jobs.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                            engine.save_if_dirty();
+                            continue;
+                        }
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                    },
+                };
                 let started = Instant::now();
                 let result = if job.cancel.load(Ordering::Relaxed) {
                     Err(WorkerError::new(WorkerErrorKind::Cancelled, "cancelled before it started"))
@@ -143,7 +165,9 @@ fn spawn_compute_thread(
                     let id = job.id;
                     let progress_out = out.clone();
                     let mut progress = move |progress| {
-                        let _ = progress_out.send(FromWorker::Progress { id, progress });
+                        if let Ok(frame) = encode(&FromWorker::Progress { id, progress }, 0) {
+                            let _ = progress_out.send(frame);
+                        }
                     };
                     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         match crate::fault::maybe_inject(&job.query, &job.cancel) {
@@ -178,15 +202,49 @@ fn spawn_compute_thread(
                         files_parsed = answer.stats.files_parsed,
                         bytes_parsed = answer.stats.bytes_parsed,
                         lines_skipped = answer.stats.lines_skipped,
+                        cache_kib = engine.cache_bytes() >> 10,
                         ms = started.elapsed().as_millis() as u64,
                         "Job done."
                     ),
                     Err(error) => tracing::info!(id = job.id, %error, "Job failed."),
                 }
-                if out.send(FromWorker::Response { id: job.id, result }).is_err() {
+                let size = result.as_ref().map_or(0, |a| a.payload_json.len());
+                let frame = encode(&FromWorker::Response { id: job.id, result }, size).unwrap_or_else(|e| {
+                    let error = WorkerError::new(WorkerErrorKind::Internal, format!("cannot send the answer: {e}"));
+                    encode(&FromWorker::Response { id: job.id, result: Err(error) }, 0).unwrap_or_default()
+                });
+                if out.send(frame).is_err() {
                     break;
                 }
             }
+            engine.save_if_dirty();
         })
         .expect("spawn the compute thread")
+}
+
+/// One frame, exactly as `ipc_proto::frame::encode` lays it out (u32 big-endian length, then
+/// named MessagePack), but in a buffer sized for `payload` bytes up front: a large answer is
+/// then copied once, not again at every doubling of a growing buffer.
+fn encode(msg: &FromWorker, payload: usize) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::with_capacity(payload + 1024);
+    buf.extend_from_slice(&[0u8; 4]);
+    rmp_serde::encode::write_named(&mut buf, msg).map_err(|e| e.to_string())?;
+    let len = u32::try_from(buf.len() - 4).map_err(|_| format!("answer of {} bytes is too large", buf.len()))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_with_ipc_proto() {
+        let answer = ipc_proto::UsageAnswer { payload_json: "{\"a\":1}".repeat(1000), stats: Default::default() };
+        let msg = FromWorker::Response { id: 7, result: Ok(answer) };
+        let bytes = encode(&msg, 8000).unwrap();
+        assert_eq!(bytes, frame::encode(&msg).unwrap());
+        let back: FromWorker = frame::decode_frame(&bytes, ipc_proto::MAX_RESPONSE_FRAME).unwrap();
+        assert_eq!(back, msg);
+    }
 }

@@ -10,8 +10,10 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 /// What kind of usage-counted file a name is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
     Primary,
     /// `.jsonl.reset.<ts>`
@@ -21,7 +23,7 @@ pub enum FileKind {
 }
 
 /// The stat facts a checkpoint compares.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileMeta {
     pub dev: u64,
     pub ino: u64,
@@ -47,7 +49,7 @@ impl FileMeta {
 }
 
 /// One counted file found on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovered {
     pub path: PathBuf,
     pub file_name: String,

@@ -10,10 +10,14 @@
 //! Module map: [`discover`] finds files, [`reader`] streams lines, [`line`] decodes a line,
 //! [`rollup`] folds lines into quarter-hour buckets, [`summary`] aggregates buckets for a range,
 //! [`respond`] and [`series`] build payloads, [`store`] reads `sessions.json` / `models.json`.
+//! [`sqlite`] (with [`sqlite_schema`]) reads agents that have an OpenClaw 2026.7+ database instead.
 
+mod cache;
 mod discover;
 mod line;
+mod logs;
 mod num;
+mod persist;
 mod reader;
 mod respond;
 mod rollup;
@@ -87,6 +91,8 @@ impl EngineConfig {
 struct FileState {
     disc: Discovered,
     rollup: FileRollup,
+    /// Changes whenever `rollup` or `disc` does: what answer caches are checked against.
+    generation: u64,
 }
 
 /// Owns the per-file rollups between calls.
@@ -98,6 +104,12 @@ pub struct Engine {
     prices: HashMap<String, Cached<PriceTable>>,
     /// Agents read from an OpenClaw 2026.7+ database instead of files.
     sqlite: sqlite::Databases,
+    /// Summaries and rendered answers (derived data, never persisted).
+    cache: cache::AnswerCache,
+    /// Source of [`FileState::generation`].
+    next_gen: u64,
+    /// The on-disk copy of `files` in the data dir, if there is one.
+    persisted: persist::Persisted,
 }
 
 /// What [`Engine::refresh`] did.
@@ -135,7 +147,15 @@ impl Engine {
             stores: HashMap::new(),
             prices: HashMap::new(),
             sqlite: sqlite::Databases::default(),
+            cache: cache::AnswerCache::default(),
+            next_gen: 1,
+            persisted: persist::Persisted::default(),
         }
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
     }
 
     /// The configuration this engine reads with.
@@ -153,6 +173,11 @@ impl Engine {
         self.files.values().map(|f| f.rollup.heap_bytes()).sum()
     }
 
+    /// Approximate heap bytes held by answer caches (summaries, rendered rows and answers).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.heap_bytes()
+    }
+
     /// Answers one query. Called on a compute thread (not async). `cancel` is polled between
     /// files (and every few MB inside a big file); when set, the answer is
     /// [`WorkerErrorKind::Cancelled`], and rollups of files finished so far are kept.
@@ -164,6 +189,8 @@ impl Engine {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<UsageAnswer, WorkerError> {
         let started = Instant::now();
+        let cpu_started = thread_cpu_us();
+        self.load_persisted();
         let all_agents = discover::list_agents(&self.config.state_dir).map_err(|e| {
             WorkerError::new(
                 WorkerErrorKind::StoreUnavailable,
@@ -175,6 +202,7 @@ impl Engine {
             AgentScope::One(id) => all_agents.into_iter().filter(|a| a.eq_ignore_ascii_case(id)).collect(),
         };
         let mut diag = Diagnostics { agents: agents.len() as u64, ..Diagnostics::default() };
+        self.persisted.report(&mut diag);
         self.refresh_json(&agents, &mut diag);
         let listed = self.discover(&agents, &mut diag);
 
@@ -188,13 +216,7 @@ impl Engine {
             }
             (None, _) => None,
         };
-        if query.method == Method::SessionsUsageLogs {
-            return Err(WorkerError::new(
-                WorkerErrorKind::InvalidRequest,
-                "sessions.usage.logs is not supported yet",
-            ));
-        }
-        if query.method == Method::SessionsUsageTimeseries {
+        if matches!(query.method, Method::SessionsUsageTimeseries | Method::SessionsUsageLogs) {
             let t = target.as_ref().expect("key checked above");
             let file = listed
                 .iter()
@@ -206,9 +228,13 @@ impl Engine {
                     format!("No transcript found for session: {}", query.key.as_deref().unwrap_or("")),
                 ));
             };
-            let price = self.price_fn();
-            let (payload, bytes) =
-                series::timeseries(file, &t.session_id, self.config.max_line_bytes, cancel, &price)?;
+            let price = price_fn(&self.prices);
+            let max_line = self.config.max_line_bytes;
+            let (payload, bytes) = if query.method == Method::SessionsUsageLogs {
+                logs::logs(file, &t.session_id, query.limit, max_line, cancel, &price)?
+            } else {
+                series::timeseries(file, &t.session_id, max_line, cancel, &price)?
+            };
             return Ok(UsageAnswer {
                 payload_json: payload,
                 stats: JobStats {
@@ -238,14 +264,16 @@ impl Engine {
                     .collect()
             }
         };
+        let listed_at = started.elapsed();
         let stats = self.refresh(&selection, cancel, progress, &mut diag)?;
+        let refreshed_at = started.elapsed();
         diag.files_parsed = stats.files_parsed;
         diag.bytes_parsed = stats.bytes_parsed;
 
         let files: Vec<FileRef<'_>> = selection
             .iter()
             .filter_map(|d| self.files.get(&d.path))
-            .map(|f| FileRef { disc: &f.disc, rollup: &f.rollup })
+            .map(|f| FileRef { disc: &f.disc, rollup: &f.rollup, generation: f.generation })
             .collect();
         diag.files = files.len() as u64;
         for f in &files {
@@ -254,12 +282,31 @@ impl Engine {
         }
         let stores: HashMap<&str, &StoreIndex> =
             self.stores.iter().filter_map(|(a, c)| c.value.as_ref().map(|v| (a.as_str(), v))).collect();
-        let price = self.price_fn();
-        let view = View { query, now_ms: now_ms(), files, stores, price: &price, diag: &diag };
-        let payload = match query.method {
-            Method::UsageCost => respond::usage_cost(&view)?,
-            _ => respond::sessions_usage(&view, target.as_ref())?,
+        let store_stamps: HashMap<&str, u64> = self.stores.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
+        let mut price_stamps: Vec<(&str, u64)> = self.prices.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
+        price_stamps.sort_unstable();
+        let price = price_fn(&self.prices);
+        let view = View {
+            query,
+            now_ms: now_ms(),
+            files,
+            stores,
+            store_stamps,
+            prices_stamp: cache::hash_of(&price_stamps),
+            price: &price,
+            diag: &diag,
         };
+        let payload = match query.method {
+            Method::UsageCost => respond::usage_cost(&view, &mut self.cache)?,
+            _ => respond::sessions_usage(&view, target.as_ref(), &mut self.cache)?,
+        };
+        tracing::debug!(
+            list_us = listed_at.as_micros() as u64,
+            refresh_us = (refreshed_at - listed_at).as_micros() as u64,
+            answer_us = (started.elapsed() - refreshed_at).as_micros() as u64,
+            cpu_us = thread_cpu_us() - cpu_started,
+            "Answer phases."
+        );
         Ok(UsageAnswer {
             payload_json: payload,
             stats: JobStats {
@@ -273,15 +320,6 @@ impl Engine {
                 duration_ms: started.elapsed().as_millis() as u64,
             },
         })
-    }
-
-    /// A price lookup: the default agent's catalog first, then the entry's own agent's.
-    fn price_fn(&self) -> impl Fn(&str, Option<&str>, Option<&str>) -> Option<Price> + '_ {
-        move |agent: &str, provider: Option<&str>, model: Option<&str>| {
-            let (p, m) = (provider?, model?);
-            let table = |a: &str| self.prices.get(a).and_then(|c| c.value.as_ref()).and_then(|t| t.get(p, m));
-            table(DEFAULT_AGENT).or_else(|| table(agent))
-        }
     }
 
     /// Re-reads changed `sessions.json` / `models.json` files of the agents in scope.
@@ -346,9 +384,13 @@ impl Engine {
                 if let Some(mut f) = by_inode.remove(&(d.meta.dev, d.meta.ino)) {
                     // Renamed (e.g. archived to `.deleted.<ts>`): same bytes, new name.
                     f.disc = Discovered { meta: f.disc.meta, ..d.clone() };
+                    f.generation = self.next_gen();
                     self.files.insert(d.path.clone(), f);
                 }
             }
+            self.persisted.changed();
+            let files = &self.files;
+            self.cache.forget_missing(|p| files.contains_key(p));
         }
         listed
     }
@@ -462,13 +504,17 @@ impl Engine {
                         done += 1;
                         stats.files_parsed += 1;
                         stats.bytes_parsed += bytes;
-                        self.files.insert(disc.path.clone(), FileState { disc, rollup: *rollup });
+                        let generation = self.next_gen();
+                        self.files.insert(disc.path.clone(), FileState { disc, rollup: *rollup, generation });
+                        self.persisted.changed();
                     }
                     JobResult::Unreadable { disc, error } => {
                         done += 1;
                         diag.unreadable_files += 1;
                         diag.error(format!("{}: {error}", disc.path.display()));
-                        self.files.remove(&disc.path);
+                        if self.files.remove(&disc.path).is_some() {
+                            self.persisted.changed();
+                        }
                     }
                     JobResult::Cancelled => was_cancelled = true,
                 }
@@ -488,12 +534,35 @@ impl Engine {
         for slot in queue {
             if let Ok(Some(job)) = slot.into_inner() {
                 self.files.remove(&job.disc.path);
+                self.persisted.changed();
             }
         }
         if was_cancelled || cancel.load(Ordering::Relaxed) {
             return Err(cancelled());
         }
         Ok(stats)
+    }
+}
+
+/// CPU time of the calling thread, µs (what a job cost, however busy the machine is).
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// A price lookup: the default agent's catalog first, then the entry's own agent's.
+fn price_fn(
+    prices: &HashMap<String, Cached<PriceTable>>,
+) -> impl Fn(&str, Option<&str>, Option<&str>) -> Option<Price> + '_ {
+    move |agent: &str, provider: Option<&str>, model: Option<&str>| {
+        let (p, m) = (provider?, model?);
+        let table = |a: &str| prices.get(a).and_then(|c| c.value.as_ref()).and_then(|t| t.get(p, m));
+        table(DEFAULT_AGENT).or_else(|| table(agent))
     }
 }
 

@@ -18,11 +18,15 @@
 //! creator metadata, so every row's `creatorKey` is `["unknown"]`, as 2026.9 reports for them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+use std::path::PathBuf;
 
 use ipc_proto::{GroupBy, UsageQuery, WorkerError, WorkerErrorKind};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
 
+use super::cache::{AnswerCache, Fnv, SessionsBody, Shape, SummaryMap, assemble, fields_of, hash_of};
 use super::discover::{Discovered, FileKind};
 use super::num::{Js, KSum};
 use super::rollup::{FileRollup, MsgCounts, SkipCounts};
@@ -51,6 +55,9 @@ pub struct Diagnostics {
     pub unreadable_databases: u64,
     pub sessions_json_errors: u64,
     pub models_json_errors: u64,
+    /// Persisted rollup caches found corrupt, old or foreign (discarded and rebuilt) since the
+    /// worker started.
+    pub rollup_cache_discards: u64,
     /// The first few error messages, for humans.
     pub errors: Vec<String>,
 }
@@ -80,6 +87,7 @@ impl Serialize for Diagnostics {
         st.serialize_field("unreadableDatabases", &self.unreadable_databases)?;
         st.serialize_field("sessionsJsonErrors", &self.sessions_json_errors)?;
         st.serialize_field("modelsJsonErrors", &self.models_json_errors)?;
+        st.serialize_field("rollupCacheDiscards", &self.rollup_cache_discards)?;
         st.serialize_field("errors", &self.errors)?;
         st.end()
     }
@@ -89,6 +97,8 @@ impl Serialize for Diagnostics {
 pub struct FileRef<'a> {
     pub disc: &'a Discovered,
     pub rollup: &'a FileRollup,
+    /// Changes whenever the rollup does (cache validity).
+    pub generation: u64,
 }
 
 /// Everything a payload is built from.
@@ -97,10 +107,18 @@ pub struct View<'a> {
     pub now_ms: i64,
     pub files: Vec<FileRef<'a>>,
     pub stores: HashMap<&'a str, &'a StoreIndex>,
+    /// [`super::store::Cached::stamp`] of each agent's store index.
+    pub store_stamps: HashMap<&'a str, u64>,
+    /// One stamp over every price table: summaries hold priced costs.
+    pub prices_stamp: u64,
     /// Price of (agent, provider, model) for entries without a stored cost.
     pub price: &'a PriceFn<'a>,
     pub diag: &'a Diagnostics,
 }
+
+/// What cached per-file summaries hold: everything but quarter hours, which only rendered rows
+/// need (and rendered rows are cached as text).
+const CACHED_WANT: Want = Want { quarters: false, latency: true, untimed: true };
 
 impl View<'_> {
     fn window(&self) -> Window {
@@ -111,6 +129,11 @@ impl View<'_> {
         }
     }
 
+    fn shape(&self) -> Shape {
+        let w = self.window();
+        Shape { start: w.start, end: w.end, offset_ms: w.offset_ms, prices: self.prices_stamp }
+    }
+
     fn summarize(&self, f: &FileRef<'_>, want: Want) -> Summary {
         let prices: Vec<Option<Price>> = f
             .rollup
@@ -119,6 +142,41 @@ impl View<'_> {
             .map(|(p, m)| (self.price)(&f.disc.agent_id, p.as_deref(), m.as_deref()))
             .collect();
         summarize(f.rollup, &self.window(), &prices, want)
+    }
+
+    /// Brings the cached summaries of `files` up to date; returns them.
+    fn summaries<'c, 'f>(
+        &self,
+        cache: &'c mut AnswerCache,
+        files: impl Iterator<Item = &'f FileRef<'f>>,
+    ) -> &'c SummaryMap
+    where
+        Self: 'f,
+    {
+        let map = cache.summaries(self.shape());
+        for f in files {
+            if map.get(&f.disc.path).is_none_or(|(generation, _)| *generation != f.generation) {
+                map.insert(f.disc.path.clone(), (f.generation, self.summarize(f, CACHED_WANT)));
+            }
+        }
+        map
+    }
+
+    /// Everything an answer is built from, hashed: the query, the day (unbounded `usage.cost`
+    /// ranges end today), prices, store indexes, and each file in scope with its generation.
+    fn fingerprint(&self) -> u64 {
+        let mut h = Fnv::default();
+        self.query.hash(&mut h);
+        day_of(self.now_ms, 0).hash(&mut h);
+        self.prices_stamp.hash(&mut h);
+        let mut stamps: Vec<(&str, u64)> = self.store_stamps.iter().map(|(a, s)| (*a, *s)).collect();
+        stamps.sort_unstable();
+        stamps.hash(&mut h);
+        for f in &self.files {
+            f.disc.path.hash(&mut h);
+            f.generation.hash(&mut h);
+        }
+        h.finish()
     }
 
     fn entry_for(&self, d: &Discovered) -> Option<&StoreEntry> {
@@ -132,6 +190,20 @@ impl View<'_> {
 
     fn cache_status(&self) -> CacheStatus {
         CacheStatus { cached: self.files.len() as u64, refreshed_at: self.now_ms }
+    }
+
+    /// The fields that change on every call, rendered last: `,"cacheStatus":…,"diagnostics":…`.
+    fn volatile_tail(&self) -> Result<String, WorkerError> {
+        struct Tail<'a>(CacheStatus, &'a Diagnostics);
+        impl Serialize for Tail<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut st = s.serialize_struct("Tail", 2)?;
+                st.serialize_field("cacheStatus", &self.0)?;
+                st.serialize_field("diagnostics", self.1)?;
+                st.end()
+            }
+        }
+        Ok(format!(",{}", fields_of(&Tail(self.cache_status(), self.diag)).map_err(internal)?))
     }
 }
 
@@ -164,13 +236,19 @@ fn raw(s: &str) -> Option<Box<RawValue>> {
 // usage.cost
 
 /// `usage.cost`: daily totals of timestamped entries in range, over the agents in scope.
-pub fn usage_cost(v: &View<'_>) -> Result<String, WorkerError> {
+pub fn usage_cost(v: &View<'_>, cache: &mut AnswerCache) -> Result<String, WorkerError> {
+    let fingerprint = v.fingerprint();
+    let tail = v.volatile_tail()?;
+    if let Some(body) = cache.body(v.query, fingerprint) {
+        return Ok(assemble(v.now_ms, &[body], &tail));
+    }
     let w = v.window();
-    let want = Want { quarters: false, latency: false, untimed: false };
+    let listed: Vec<&FileRef<'_>> = v.files.iter().filter(|f| v.listed(f.disc)).collect();
+    let sums = v.summaries(cache, listed.iter().copied());
     let mut days: BTreeMap<i64, Totals> = BTreeMap::new();
     let mut totals = Totals::default();
-    for f in v.files.iter().filter(|f| v.listed(f.disc)) {
-        let s = v.summarize(f, want);
+    for f in &listed {
+        let (_, s) = &sums[&f.disc.path];
         for (d, da) in &s.days {
             if da.usage_count > 0 {
                 days.entry(*d).or_default().merge(&da.totals);
@@ -203,35 +281,25 @@ pub fn usage_cost(v: &View<'_>) -> Result<String, WorkerError> {
         Vec::new()
     };
     let days_count = (w.end - w.start + 1 + DAY_MS - 1).div_euclid(DAY_MS).max(0);
-    let payload = CostPayload {
-        updated_at: v.now_ms,
-        days: days_count,
-        daily,
-        totals,
-        cache_status: v.cache_status(),
-        diagnostics: v.diag,
-    };
-    serde_json::to_string(&payload).map_err(internal)
+    let body = fields_of(&CostBody { days: days_count, daily, totals }).map_err(internal)?;
+    let out = assemble(v.now_ms, &[&body], &tail);
+    cache.put_body(v.query, fingerprint, body);
+    Ok(out)
 }
 
-struct CostPayload<'a> {
-    updated_at: i64,
+/// `usage.cost` between `updatedAt` and `cacheStatus`.
+struct CostBody<'a> {
     days: i64,
     daily: Vec<DatedTotals<'a>>,
     totals: Totals,
-    cache_status: CacheStatus,
-    diagnostics: &'a Diagnostics,
 }
 
-impl Serialize for CostPayload<'_> {
+impl Serialize for CostBody<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("CostUsageSummary", 6)?;
-        st.serialize_field("updatedAt", &self.updated_at)?;
+        let mut st = s.serialize_struct("CostUsageSummary", 3)?;
         st.serialize_field("days", &self.days)?;
         st.serialize_field("daily", &self.daily)?;
         st.serialize_field("totals", &self.totals)?;
-        st.serialize_field("cacheStatus", &self.cache_status)?;
-        st.serialize_field("diagnostics", self.diagnostics)?;
         st.end()
     }
 }
@@ -261,18 +329,29 @@ impl Serialize for DatedTotals<'_> {
 // ---------------------------------------------------------------------------------------------
 // sessions.usage rows
 
-/// One `sessions[]` row before serialisation.
-struct Row<'a> {
+/// One `sessions[]` row before its summary is attached.
+struct Row<'v, 'a> {
+    file: &'v FileRef<'a>,
+    /// Family mode: the other instances whose usage this row includes.
+    members: Vec<&'v FileRef<'a>>,
     key: String,
-    session_id: &'a str,
     family: Option<Family>,
     updated_at: f64,
-    mtime_ms: i64,
-    file_name: &'a str,
-    agent_id: &'a str,
-    entry: Option<&'a StoreEntry>,
-    session_file: String,
-    summary: Summary,
+    entry: Option<&'v StoreEntry>,
+}
+
+impl Row<'_, '_> {
+    /// What the row's rendered text depends on within one shape.
+    fn stamp(&self, v: &View<'_>) -> u64 {
+        let mut h = Fnv::default();
+        self.file.generation.hash(&mut h);
+        for m in &self.members {
+            m.disc.path.hash(&mut h);
+            m.generation.hash(&mut h);
+        }
+        v.store_stamps.get(self.file.disc.agent_id.as_str()).hash(&mut h);
+        h.finish()
+    }
 }
 
 struct Family {
@@ -312,14 +391,36 @@ pub struct KeyTarget {
 }
 
 /// `sessions.usage`. With `target`, only that session's row.
-pub fn sessions_usage(v: &View<'_>, target: Option<&KeyTarget>) -> Result<String, WorkerError> {
-    let want = Want { quarters: true, latency: true, untimed: true };
+///
+/// Rows are ordered from file and store metadata alone. Then, in that order, every row's
+/// summary (cached per file and shape) is folded into the aggregates, and the first `limit`
+/// rows are written out: copied from the previous answer of the same shape when their stamp is
+/// unchanged, rendered from a full summary otherwise.
+pub fn sessions_usage(
+    v: &View<'_>,
+    target: Option<&KeyTarget>,
+    cache: &mut AnswerCache,
+) -> Result<String, WorkerError> {
+    let fingerprint = v.fingerprint();
+    let tail = v.volatile_tail()?;
+    let shape = v.shape();
+    let row_shape = hash_of(&(shape, v.query.group_by, v.query.include_context_weight));
+    let old = cache.sessions.take().filter(|b| b.row_shape == row_shape);
+    if let Some(b) = &old
+        && b.fingerprint == fingerprint
+        && b.query == *v.query
+    {
+        let out = assemble(v.now_ms, &[&b.text], &tail);
+        cache.sessions = old;
+        return Ok(out);
+    }
+
     let family_mode = v.query.group_by == GroupBy::Family;
-    let mut rows: Vec<Row<'_>> = Vec::new();
     let candidates: Vec<&FileRef<'_>> = match target {
         Some(t) => file_for_session(&v.files, &t.agent, &t.session_id).into_iter().collect(),
         None => v.files.iter().filter(|f| v.listed(f.disc)).collect(),
     };
+    let mut rows: Vec<Row<'_, '_>> = Vec::with_capacity(candidates.len());
     for f in candidates {
         let d = f.disc;
         let entry = v.entry_for(d);
@@ -330,8 +431,7 @@ pub fn sessions_usage(v: &View<'_>, target: Option<&KeyTarget>) -> Result<String
         {
             continue;
         }
-        let mut summary = v.summarize(f, want);
-        let family = match (family_mode, entry) {
+        let (family, members) = match (family_mode, entry) {
             (true, Some(e)) => {
                 let mut included = vec![d.session_id.clone()];
                 for id in &e.family_ids {
@@ -339,71 +439,144 @@ pub fn sessions_usage(v: &View<'_>, target: Option<&KeyTarget>) -> Result<String
                         included.push(id.clone());
                     }
                 }
-                for id in included.iter().skip(1) {
-                    if let Some(other) = file_for_session(&v.files, &d.agent_id, id) {
-                        summary.merge(&v.summarize(other, want));
-                    }
-                }
-                Some(Family { key: e.family_key.clone().unwrap_or_else(|| e.key.clone()), included })
+                let members = included
+                    .iter()
+                    .skip(1)
+                    .filter_map(|id| file_for_session(&v.files, &d.agent_id, id))
+                    .collect();
+                (Some(Family { key: e.family_key.clone().unwrap_or_else(|| e.key.clone()), included }), members)
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
         rows.push(Row {
+            file: f,
+            members,
             key: row_key(&d.agent_id, d, entry),
-            session_id: &d.session_id,
             family,
             updated_at: entry.and_then(|e| e.updated_at).unwrap_or(d.meta.mtime_ms() as f64),
-            mtime_ms: d.meta.mtime_ms(),
-            file_name: &d.file_name,
-            agent_id: &d.agent_id,
             entry,
-            session_file: d.path.display().to_string(),
-            summary,
         });
     }
     rows.sort_by(|a, b| {
         b.updated_at
             .total_cmp(&a.updated_at)
-            .then(b.mtime_ms.cmp(&a.mtime_ms))
-            .then(a.file_name.cmp(b.file_name))
+            .then(b.file.disc.meta.mtime_ms().cmp(&a.file.disc.meta.mtime_ms()))
+            .then(a.file.disc.file_name.cmp(&b.file.disc.file_name))
     });
-    let aggregates = Aggregates::of(&rows);
+
     let limit = v.query.limit.unwrap_or(50).max(1) as usize;
     let w = v.window();
-    let payload = SessionsPayload {
-        v,
-        start_date: format_day(day_of(w.start, 0)),
-        end_date: format_day(day_of(w.end, 0)),
-        rows: &rows[..rows.len().min(limit)],
-        aggregates,
-    };
-    serde_json::to_string(&payload).map_err(internal)
+    let mut text = format!(
+        "{},\"sessions\":[",
+        fields_of(&Dates(format_day(day_of(w.start, 0)), format_day(day_of(w.end, 0)))).map_err(internal)?
+    );
+    let mut placed: HashMap<PathBuf, (u64, Range<usize>)> = HashMap::with_capacity(rows.len().min(limit));
+    let mut aggregates = Aggregates::default();
+    let full = Want { quarters: true, latency: true, untimed: true };
+    let map = cache.summaries(shape);
+    for (i, r) in rows.iter().enumerate() {
+        let channel = r.entry.and_then(|e| e.channel.as_deref());
+        let agent = r.file.disc.agent_id.as_str();
+        let row_files = || std::iter::once(r.file).chain(r.members.iter().copied());
+        let render = i < limit;
+        let stamp = if render { r.stamp(v) } else { 0 };
+        let reuse = old
+            .as_ref()
+            .filter(|_| render)
+            .and_then(|b| b.rows.get(&r.file.disc.path))
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, range)| range.clone());
+        if render && i > 0 {
+            text.push(',');
+        }
+        let start = text.len();
+        if render && reuse.is_none() {
+            // A full summary (with quarter hours) renders the row; its files' cached summaries
+            // are refreshed from the same computation.
+            let mut merged: Option<Summary> = None;
+            for f in row_files() {
+                let s = v.summarize(f, full);
+                if map.get(&f.disc.path).is_none_or(|(g, _)| *g != f.generation) {
+                    map.insert(f.disc.path.clone(), (f.generation, s.without_quarters()));
+                }
+                match &mut merged {
+                    None => merged = Some(s),
+                    Some(m) => m.merge(&s),
+                }
+            }
+            let s = merged.expect("a row has its own file");
+            aggregates.add(agent, channel, &s);
+            let row = RowOut { r, s: &s, include_cw: v.query.include_context_weight };
+            serde_json::to_writer(StringWriter(&mut text), &row).map_err(internal)?;
+        } else {
+            for f in row_files() {
+                if map.get(&f.disc.path).is_none_or(|(g, _)| *g != f.generation) {
+                    map.insert(f.disc.path.clone(), (f.generation, v.summarize(f, CACHED_WANT)));
+                }
+            }
+            let own = &map[&r.file.disc.path].1;
+            if r.members.is_empty() {
+                aggregates.add(agent, channel, own);
+            } else {
+                let mut merged = own.clone();
+                for m in &r.members {
+                    merged.merge(&map[&m.disc.path].1);
+                }
+                aggregates.add(agent, channel, &merged);
+            }
+            if let (Some(range), Some(b)) = (reuse, &old) {
+                text.push_str(&b.text[range]);
+            }
+        }
+        if render {
+            placed.insert(r.file.disc.path.clone(), (stamp, start..text.len()));
+        }
+    }
+    drop(old);
+    text.push_str("],");
+    text.push_str(&fields_of(&SessionsTail(&aggregates)).map_err(internal)?);
+    let out = assemble(v.now_ms, &[&text], &tail);
+    cache.sessions = Some(SessionsBody { query: v.query.clone(), fingerprint, row_shape, text, rows: placed });
+    Ok(out)
 }
 
-struct SessionsPayload<'a, 'v> {
-    v: &'a View<'v>,
-    start_date: String,
-    end_date: String,
-    rows: &'a [Row<'a>],
-    aggregates: Aggregates,
+/// Lets serde_json write straight into a `String` (it only ever writes valid UTF-8).
+struct StringWriter<'a>(&'a mut String);
+
+impl std::io::Write for StringWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s = std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.0.push_str(s);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-impl Serialize for SessionsPayload<'_, '_> {
+struct Dates(String, String);
+
+impl Serialize for Dates {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("SessionsUsageResult", 9)?;
-        st.serialize_field("updatedAt", &self.v.now_ms)?;
-        st.serialize_field("startDate", &self.start_date)?;
-        st.serialize_field("endDate", &self.end_date)?;
-        let include_cw = self.v.query.include_context_weight;
-        let rows: Vec<RowOut<'_>> = self.rows.iter().map(|r| RowOut { r, include_cw }).collect();
-        st.serialize_field("sessions", &rows)?;
-        st.serialize_field("totals", &self.aggregates.totals)?;
-        st.serialize_field("aggregates", &self.aggregates)?;
+        let mut st = s.serialize_struct("Dates", 2)?;
+        st.serialize_field("startDate", &self.0)?;
+        st.serialize_field("endDate", &self.1)?;
+        st.end()
+    }
+}
+
+/// `totals`, `aggregates` and `creatorOptions`.
+struct SessionsTail<'a>(&'a Aggregates);
+
+impl Serialize for SessionsTail<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("SessionsUsageResult", 3)?;
+        st.serialize_field("totals", &self.0.totals)?;
+        st.serialize_field("aggregates", self.0)?;
         let options: Vec<CreatorOption> =
-            if self.aggregates.session_count > 0 { vec![CreatorOption] } else { Vec::new() };
+            if self.0.session_count > 0 { vec![CreatorOption] } else { Vec::new() };
         st.serialize_field("creatorOptions", &options)?;
-        st.serialize_field("cacheStatus", &self.v.cache_status())?;
-        st.serialize_field("diagnostics", self.v.diag)?;
         st.end()
     }
 }
@@ -418,33 +591,35 @@ impl Serialize for CreatorOption {
     }
 }
 
-struct RowOut<'a> {
-    r: &'a Row<'a>,
+struct RowOut<'a, 'v, 'f> {
+    r: &'a Row<'v, 'f>,
+    s: &'a Summary,
     include_cw: bool,
 }
 
-impl Serialize for RowOut<'_> {
+impl Serialize for RowOut<'_, '_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.r;
+        let d = r.file.disc;
         let e = r.entry;
         let mut st = s.serialize_struct("SessionUsageEntry", 22)?;
         st.serialize_field("key", &r.key)?;
         if let Some(l) = e.and_then(|e| e.label.as_ref()) {
             st.serialize_field("label", l)?;
         }
-        st.serialize_field("sessionId", r.session_id)?;
+        st.serialize_field("sessionId", &d.session_id)?;
         match &r.family {
             Some(f) => {
                 st.serialize_field("scope", "family")?;
                 st.serialize_field("sessionFamilyKey", &f.key)?;
-                st.serialize_field("currentSessionId", r.session_id)?;
+                st.serialize_field("currentSessionId", &d.session_id)?;
                 st.serialize_field("includedSessionIds", &f.included)?;
                 st.serialize_field("historicalInstanceCount", &f.included.len())?;
             }
             None => st.serialize_field("scope", "instance")?,
         }
         st.serialize_field("updatedAt", &Js(r.updated_at))?;
-        st.serialize_field("agentId", r.agent_id)?;
+        st.serialize_field("agentId", &d.agent_id)?;
         st.serialize_field("creatorKey", UNKNOWN_CREATOR)?;
         if let Some(c) = e.and_then(|e| e.channel.as_ref()) {
             st.serialize_field("channel", c)?;
@@ -469,7 +644,7 @@ impl Serialize for RowOut<'_> {
         }
         st.serialize_field(
             "usage",
-            &UsageOut { s: &r.summary, session_id: r.session_id, session_file: &r.session_file },
+            &UsageOut { s: self.s, session_id: &d.session_id, session_file: &d.path.display().to_string() },
         )?;
         let cw = e.and_then(|e| e.context_weight.as_deref());
         st.serialize_field("hasContextWeight", &cw.is_some())?;
@@ -785,10 +960,10 @@ fn add_named(list: &mut Vec<(String, Totals)>, name: &str, t: &Totals) {
 }
 
 impl Aggregates {
-    fn of(rows: &[Row<'_>]) -> Aggregates {
-        let mut a = Aggregates::default();
-        for r in rows {
-            let s = &r.summary;
+    /// Folds one row in (rows in answer order: first-seen order decides ties).
+    fn add(&mut self, agent_id: &str, channel: Option<&str>, s: &Summary) {
+        let a = self;
+        {
             a.session_count += 1;
             a.longest = a.longest.max(s.duration_ms().unwrap_or(0));
             a.totals.merge(&s.totals);
@@ -832,8 +1007,8 @@ impl Aggregates {
                 a.by_provider[j].totals.merge(&m.totals);
             }
             a.latency = LatencyStats::merge(a.latency, s.latency);
-            add_named(&mut a.by_agent, r.agent_id, &s.totals);
-            if let Some(c) = r.entry.and_then(|e| e.channel.as_deref()) {
+            add_named(&mut a.by_agent, agent_id, &s.totals);
+            if let Some(c) = channel {
                 add_named(&mut a.by_channel, c, &s.totals);
             }
             let dates: Vec<i64> = s.days.keys().copied().collect();
@@ -872,7 +1047,6 @@ impl Aggregates {
                 dd.errors += da.counts.errors;
             }
         }
-        a
     }
 }
 

@@ -9,6 +9,8 @@
 //! token sums per model and priced at answer time, so a `models.json` change needs no rescan.
 //! Everything here is plain data (no handles, no interior pointers) so it can be serialized later.
 
+use serde::{Deserialize, Serialize};
+
 use super::line::{Entry, Role};
 use super::time::quarter_of;
 
@@ -18,7 +20,7 @@ pub const NO_MODEL: u32 = u32::MAX;
 const MAX_LATENCY_MS: f64 = 12.0 * 60.0 * 60.0 * 1000.0;
 
 /// Where the next incremental parse of a file starts, and how to tell the file is the same one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub dev: u64,
     pub ino: u64,
@@ -33,7 +35,7 @@ pub struct Checkpoint {
 }
 
 /// Lines skipped per kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkipCounts {
     pub malformed_json: u64,
     pub invalid_utf8: u64,
@@ -59,7 +61,7 @@ impl SkipCounts {
 }
 
 /// Message counts (`messageCounts` shape).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MsgCounts {
     pub total: u64,
     pub user: u64,
@@ -85,7 +87,7 @@ impl MsgCounts {
 }
 
 /// Usage of one model within one bucket, for entries that carried a stored cost or none.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelAgg {
     /// Index into [`FileRollup::models`], or [`NO_MODEL`].
     pub model: u32,
@@ -103,7 +105,7 @@ pub struct ModelAgg {
 }
 
 /// One quarter hour of one file.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     /// Quarter-hour index since the epoch (UTC).
     pub q: i64,
@@ -122,7 +124,7 @@ impl Bucket {
 }
 
 /// One assistant-message latency.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencySample {
     /// The assistant message's time.
     pub ts: i64,
@@ -134,7 +136,7 @@ pub struct LatencySample {
 }
 
 /// Everything one transcript file contributes.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileRollup {
     pub checkpoint: Checkpoint,
     /// Buckets sorted by `q`.

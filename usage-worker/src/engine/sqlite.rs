@@ -194,6 +194,8 @@ struct AgentDb {
 #[derive(Debug, Default)]
 pub struct Databases {
     agents: HashMap<String, AgentDb>,
+    /// The last error of each unreadable database, so a persisting one is logged once.
+    failing: HashMap<String, String>,
 }
 
 impl Databases {
@@ -227,14 +229,21 @@ impl Databases {
                 c.value = Some(index);
                 stores.insert(agent.to_owned(), c);
                 self.agents.insert(agent.to_owned(), AgentDb { stamp, racy, listed: listed.clone() });
+                if self.failing.remove(agent).is_some() {
+                    tracing::info!(agent, db = %db.display(), "agent database readable again");
+                }
                 Some(listed)
             }
             Err(e) => {
                 self.agents.remove(agent);
                 stores.remove(agent);
-                tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
+                let msg = format!("{}: {e}", db.display());
+                if self.failing.get(agent) != Some(&msg) {
+                    tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
+                    self.failing.insert(agent.to_owned(), msg.clone());
+                }
                 diag.unreadable_databases += 1;
-                diag.error(format!("{}: {e}", db.display()));
+                diag.error(msg);
                 Some(Vec::new())
             }
         }
@@ -268,7 +277,8 @@ fn snapshot(db: &Path, agent: &str) -> Result<(Vec<Discovered>, StoreIndex), Sql
     // Counted from the primary-key index alone; sessions without rows have no transcript.
     let mut counts: Vec<(String, u64, i64)> = Vec::new();
     {
-        let mut st = tx.prepare("SELECT session_id, count(*), max(seq) FROM transcript_events GROUP BY session_id")?;
+        let mut st =
+            tx.prepare("SELECT session_id, count(*), max(seq) FROM transcript_events GROUP BY session_id")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             counts.push((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
@@ -306,8 +316,9 @@ fn snapshot(db: &Path, agent: &str) -> Result<(Vec<Discovered>, StoreIndex), Sql
     }
     let mut nodes: Vec<Node> = Vec::new();
     {
-        let mut st =
-            tx.prepare("SELECT session_key, current_session_id, entry_json, label, updated_at FROM session_nodes")?;
+        let mut st = tx.prepare(
+            "SELECT session_key, current_session_id, entry_json, label, updated_at FROM session_nodes",
+        )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             nodes.push(Node {
@@ -442,25 +453,28 @@ fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
 }
 
 thread_local! {
-    /// The job threads' connection, reused across the sessions of one refresh (the threads end
-    /// with it, closing the connection).
-    static CONNECTION: RefCell<Option<(PathBuf, Connection)>> = const { RefCell::new(None) };
+    /// The job threads' connections, one per database, reused across the sessions of one
+    /// refresh (the threads end with it, closing them).
+    static CONNECTIONS: RefCell<Vec<(PathBuf, Connection)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_connection<T>(
     db: &Path,
     f: impl FnOnce(&Connection) -> Result<T, SqliteError>,
 ) -> Result<T, SqliteError> {
-    CONNECTION.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(p, _)| p != db) {
-            *slot = None;
-            *slot = Some((db.to_owned(), sqlite_schema::open(db)?));
-        }
-        let result = f(&slot.as_ref().expect("just opened").1);
+    CONNECTIONS.with(|cell| {
+        let mut conns = cell.borrow_mut();
+        let i = match conns.iter().position(|(p, _)| p == db) {
+            Some(i) => i,
+            None => {
+                conns.push((db.to_owned(), sqlite_schema::open(db)?));
+                conns.len() - 1
+            }
+        };
+        let result = f(&conns[i].1);
         if result.is_err() {
             // A connection that failed (corrupt page, lock) is not trusted again.
-            *slot = None;
+            conns.swap_remove(i);
         }
         result
     })
@@ -537,7 +551,9 @@ fn read_session(
     };
     let (mut rollup, mut cp) = match resume {
         Some((p, cp)) => (p, cp),
-        None => (FileRollup::default(), SqliteCheckpoint { last_seq: i64::MIN, ..SqliteCheckpoint::default() }),
+        None => {
+            (FileRollup::default(), SqliteCheckpoint { last_seq: i64::MIN, ..SqliteCheckpoint::default() })
+        }
     };
     let mut skips = SkipCounts::default();
     let mut decoder = RowDecoder::new().map_err(|e| SqliteError::Other(e.to_string()))?;
@@ -590,7 +606,8 @@ fn read_session(
     rollup.shrink();
     rollup.pending_tail = false;
     cp.watermark = watermark(&disc.path, generation.as_deref(), cp.last_seq);
-    rollup.checkpoint = if cp.rows > 0 { cp.encode() } else { Checkpoint { dev: SQLITE_DEV, ..Checkpoint::default() } };
+    rollup.checkpoint =
+        if cp.rows > 0 { cp.encode() } else { Checkpoint { dev: SQLITE_DEV, ..Checkpoint::default() } };
     Ok((rollup, bytes))
 }
 
@@ -618,8 +635,9 @@ fn still_holds(
 }
 
 fn anchor_at(conn: &Connection, sid: &str, seq: i64) -> Result<Option<u64>, SqliteError> {
-    let mut st =
-        conn.prepare_cached("SELECT event_json, event_zstd FROM transcript_events WHERE session_id = ?1 AND seq = ?2")?;
+    let mut st = conn.prepare_cached(
+        "SELECT event_json, event_zstd FROM transcript_events WHERE session_id = ?1 AND seq = ?2",
+    )?;
     let mut rows = st.query(params![sid, seq])?;
     let Some(r) = rows.next()? else { return Ok(None) };
     let bytes = |v: rusqlite::types::ValueRef<'_>| v.as_bytes_or_null().ok().flatten().map(<[u8]>::to_vec);
@@ -687,7 +705,13 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trips_through_the_rollup_form() {
-        let cp = SqliteCheckpoint { last_seq: -3, rows: 7, watermark: 42, updated_ms: 1_794_000_000_123, anchor: 9 };
+        let cp = SqliteCheckpoint {
+            last_seq: -3,
+            rows: 7,
+            watermark: 42,
+            updated_ms: 1_794_000_000_123,
+            anchor: 9,
+        };
         assert_eq!(SqliteCheckpoint::decode(&cp.encode()), Some(cp));
         assert_eq!(SqliteCheckpoint::decode(&Checkpoint::default()), None);
         let json = serde_json::to_string(&cp).unwrap();

@@ -29,7 +29,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(25);
 
 /// Columns this reader needs, per table.
 const REQUIRED: &[(&str, &[&str])] = &[
-    ("transcript_events", &["session_id", "seq", "event_json", "event_zstd", "event_utf8_bytes", "created_at"]),
+    (
+        "transcript_events",
+        &["session_id", "seq", "event_json", "event_zstd", "event_utf8_bytes", "created_at"],
+    ),
     (
         "session_windows",
         &[
@@ -95,7 +98,8 @@ fn file_uri(path: &Path, immutable: bool) -> String {
 }
 
 fn open_uri(uri: &str) -> Result<Connection, SqliteError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(uri, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Belt and braces: even a statement that would write is refused.
@@ -150,7 +154,9 @@ pub fn check_schema(conn: &Connection) -> Result<(), SqliteError> {
         return Err(SqliteError::UnknownSchema("schema_meta is empty".into()));
     };
     if role != AGENT_ROLE {
-        return Err(SqliteError::UnknownSchema(format!("schema_meta role {role:?}, expected {AGENT_ROLE:?}")));
+        return Err(SqliteError::UnknownSchema(format!(
+            "schema_meta role {role:?}, expected {AGENT_ROLE:?}"
+        )));
     }
     if !SUPPORTED_SCHEMA_VERSIONS.contains(&version) {
         return Err(SqliteError::UnknownSchema(format!(
@@ -215,7 +221,10 @@ impl RowDecoder {
         if n > max_line {
             return Err(RowSkip::Oversize);
         }
-        if n == 0 || n > MAX_COMPRESSED_EVENT_BYTES || blob.is_empty() || blob.len() as u64 > MAX_COMPRESSED_EVENT_BYTES
+        if n == 0
+            || n > MAX_COMPRESSED_EVENT_BYTES
+            || blob.is_empty()
+            || blob.len() as u64 > MAX_COMPRESSED_EVENT_BYTES
         {
             return Err(RowSkip::Undecodable);
         }
@@ -236,7 +245,10 @@ mod tests {
 
     #[test]
     fn uri_escapes_reserved_characters() {
-        assert_eq!(file_uri(Path::new("/a b/c?d#e%f.sqlite"), false), "file:/a%20b/c%3Fd%23e%25f.sqlite?mode=ro");
+        assert_eq!(
+            file_uri(Path::new("/a b/c?d#e%f.sqlite"), false),
+            "file:/a%20b/c%3Fd%23e%25f.sqlite?mode=ro"
+        );
         assert!(file_uri(Path::new("/x"), true).ends_with("?mode=ro&immutable=1"));
     }
 
@@ -264,6 +276,9 @@ mod tests {
             d.decode(ValueRef::Null, ValueRef::Blob(b"not zstd"), n, 1 << 20),
             Err(RowSkip::Undecodable)
         );
-        assert_eq!(d.decode(ValueRef::Null, ValueRef::Null, ValueRef::Null, 1 << 20), Err(RowSkip::Undecodable));
+        assert_eq!(
+            d.decode(ValueRef::Null, ValueRef::Null, ValueRef::Null, 1 << 20),
+            Err(RowSkip::Undecodable)
+        );
     }
 }

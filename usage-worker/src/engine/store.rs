@@ -192,7 +192,8 @@ pub struct Price {
 /// One agent's `models.json` prices, keyed by (provider, model id).
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    map: HashMap<(String, String), Price>,
+    /// provider → model id → price (nested, so a lookup needs no allocation).
+    map: HashMap<String, HashMap<String, Price>>,
 }
 
 impl PriceTable {
@@ -214,7 +215,7 @@ impl PriceTable {
                     continue;
                 };
                 let num = |k: &str| cost.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                t.map.entry((p.clone(), id.to_owned())).or_insert(Price {
+                t.map.entry(p.clone()).or_default().entry(id.to_owned()).or_insert(Price {
                     input: num("input"),
                     output: num("output"),
                     cache_read: num("cacheRead"),
@@ -226,14 +227,19 @@ impl PriceTable {
     }
 
     pub fn get(&self, provider: &str, model: &str) -> Option<Price> {
-        // Allocation-free lookup is not possible with a tuple key; tables are tiny and lookups
-        // happen once per (file, model) per answer.
-        self.map.get(&(provider.to_owned(), model.to_owned())).copied()
+        self.map.get(provider)?.get(model).copied()
     }
 }
 
 /// Prices entries without a stored cost: (agent, provider, model) → per-million prices.
 pub type PriceFn<'a> = dyn Fn(&str, Option<&str>, Option<&str>) -> Option<Price> + 'a;
+
+/// Stamps of [`Cached`] values: process-wide, so two values never share one.
+static NEXT_STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A parsed file remembered with the stat facts it was parsed at.
 #[derive(Debug, Clone)]
@@ -241,35 +247,39 @@ pub struct Cached<T> {
     meta: Option<FileMeta>,
     pub value: Option<T>,
     pub error: Option<String>,
+    /// Changes whenever `value` or `error` may have changed, so answers built from this value can
+    /// be cached against it. A fresh `Cached` (e.g. a database's re-read session index) gets a
+    /// new stamp.
+    pub stamp: u64,
 }
 
 impl<T> Default for Cached<T> {
     fn default() -> Self {
-        Cached { meta: None, value: None, error: None }
+        Cached { meta: None, value: None, error: None, stamp: next_stamp() }
     }
 }
 
 impl<T> Cached<T> {
+    /// Forgets the value; the stamp changes only if there was something to forget.
+    fn clear(&mut self, error: Option<String>) {
+        if self.meta.is_some() || self.value.is_some() || self.error != error {
+            *self = Cached { error, ..Cached::default() };
+        }
+    }
+
     /// Re-parses `path` if it changed; a missing file is `None` without an error.
     pub fn refresh(&mut self, path: &Path, parse: impl FnOnce(&[u8]) -> Result<T, String>) {
         let meta = match fs::metadata(path) {
             Ok(m) if m.is_file() => FileMeta::of(&m),
-            Ok(_) => {
-                *self = Cached::default();
-                return;
-            }
-            Err(e) => {
-                *self = Cached::default();
-                if e.kind() != io::ErrorKind::NotFound {
-                    self.error = Some(format!("{}: {e}", path.display()));
-                }
-                return;
-            }
+            Ok(_) => return self.clear(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.clear(None),
+            Err(e) => return self.clear(Some(format!("{}: {e}", path.display()))),
         };
         if self.meta == Some(meta) {
             return;
         }
         self.meta = Some(meta);
+        self.stamp = next_stamp();
         match fs::read(path) {
             Ok(bytes) => match parse(&bytes) {
                 Ok(v) => {

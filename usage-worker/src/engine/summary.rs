@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::num::{Js, KSum};
-use super::rollup::{FileRollup, ModelAgg, MsgCounts, NO_MODEL};
+use super::rollup::{Bucket, FileRollup, ModelAgg, MsgCounts, NO_MODEL};
 use super::store::Price;
 use super::time::day_of;
 
@@ -117,25 +117,25 @@ pub struct LatencyStats {
 }
 
 impl LatencyStats {
-    /// Exact stats; p95 is `sorted[ceil(0.95 n) - 1]`.
+    /// Exact stats; p95 is `sorted[ceil(0.95 n) - 1]`, found by selection rather than a sort.
+    /// Reorders `values`.
     pub fn of(values: &mut [f64]) -> Option<LatencyStats> {
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_by(f64::total_cmp);
         let n = values.len();
+        let (&first, _) = values.split_first()?;
         let mut sum = KSum::default();
-        for v in values.iter() {
-            sum.add(*v);
+        let (mut min, mut max) = (first, first);
+        for &v in values.iter() {
+            sum.add(v);
+            if v.total_cmp(&min).is_lt() {
+                min = v;
+            }
+            if v.total_cmp(&max).is_gt() {
+                max = v;
+            }
         }
         let idx = ((n as f64 * 0.95).ceil() as usize).saturating_sub(1).min(n - 1);
-        Some(LatencyStats {
-            count: n as u64,
-            avg: sum.value() / n as f64,
-            p95: values[idx],
-            min: values[0],
-            max: values[n - 1],
-        })
+        let (_, p95, _) = values.select_nth_unstable_by(idx, f64::total_cmp);
+        Some(LatencyStats { count: n as u64, avg: sum.value() / n as f64, p95: *p95, min, max })
     }
 
     /// OpenClaw's merge: weighted mean, max of p95s.
@@ -275,60 +275,14 @@ fn add_day_model(rows: &mut Vec<DayModel>, provider: &Option<String>, model: &Op
 
 /// Summarises one file's rollup. `prices[i]` is the price of `r.models[i]`.
 pub fn summarize(r: &FileRollup, w: &Window, prices: &[Option<Price>], want: Want) -> Summary {
-    let mut s = Summary::default();
-    let none = (None, None);
-    let names = |m: u32| {
-        if m == NO_MODEL { &none } else { &r.models[m as usize] }
-    };
-    let price = |m: u32| {
-        if m == NO_MODEL { None } else { prices.get(m as usize).copied().flatten() }
-    };
-    let fold = |s: &mut Summary, b: &super::rollup::Bucket, timed: bool| {
-        s.counts.add(&b.counts);
-        for (t, n) in &b.tools {
-            add_tool(&mut s.tools, &r.tools[*t as usize], *n);
-        }
-        let day = timed.then(|| day_of(b.min_ts, w.offset_ms));
-        let mut bucket_totals = Totals::default();
-        for a in &b.models {
-            let p = price(a.model);
-            let mut t = Totals::default();
-            t.add_agg(a, p);
-            bucket_totals.merge(&t);
-            if a.model != NO_MODEL {
-                let (prov, model) = names(a.model);
-                let i = add_model_row(&mut s.models, prov, model);
-                s.models[i].count += a.count;
-                s.models[i].totals.merge(&t);
-                if let Some(d) = day {
-                    let da = s.days.entry(d).or_default();
-                    let j = add_day_model(&mut da.models, prov, model);
-                    da.models[j].tokens += t.tokens4();
-                    da.models[j].cost.merge(&t.total_cost);
-                    da.models[j].count += a.count;
-                }
-            }
-        }
-        s.totals.merge(&bucket_totals);
-        if let Some(d) = day {
-            s.first = Some(s.first.map_or(b.min_ts, |f| f.min(b.min_ts)));
-            s.last = Some(s.last.map_or(b.max_ts, |l| l.max(b.max_ts)));
-            let da = s.days.entry(d).or_default();
-            da.counts.add(&b.counts);
-            da.totals.merge(&bucket_totals);
-            da.usage_count += b.models.iter().map(|a| a.count).sum::<u64>();
-            if want.quarters {
-                let qa = s.quarters.entry(b.q).or_default();
-                qa.counts.add(&b.counts);
-                qa.tokens[0] += bucket_totals.input;
-                qa.tokens[1] += bucket_totals.output;
-                qa.tokens[2] += bucket_totals.cache_read;
-                qa.tokens[3] += bucket_totals.cache_write;
-                qa.tokens[4] += bucket_totals.total_tokens;
-                qa.cost.merge(&bucket_totals.total_cost);
-                qa.has_usage |= !b.models.is_empty();
-            }
-        }
+    let mut acc = Acc {
+        r,
+        prices,
+        s: Summary::default(),
+        model_rows: vec![u32::MAX; r.models.len()],
+        tool_rows: vec![u32::MAX; r.tools.len()],
+        day: None,
+        quarters: Vec::new(),
     };
     let from = r.buckets.partition_point(|b| b.max_ts < w.start);
     for b in &r.buckets[from..] {
@@ -336,12 +290,16 @@ pub fn summarize(r: &FileRollup, w: &Window, prices: &[Option<Price>], want: Wan
             break;
         }
         if w.contains(b.min_ts) {
-            fold(&mut s, b, true);
+            acc.fold(b, Some(day_of(b.min_ts, w.offset_ms)), want.quarters);
         }
     }
+    acc.flush_day();
     if want.untimed {
-        fold(&mut s, &r.untimed, false);
+        acc.fold(&r.untimed, None, false);
     }
+    let mut s = acc.s;
+    // Buckets come in time order, so quarters are sorted: a bulk build.
+    s.quarters = acc.quarters.into_iter().collect();
     if want.latency {
         let mut all = Vec::new();
         let mut by_day: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
@@ -359,7 +317,140 @@ pub fn summarize(r: &FileRollup, w: &Window, prices: &[Option<Price>], want: Wan
     s
 }
 
+/// [`summarize`]'s working state. Rollup model and tool indexes are mapped to the summary's
+/// rows once (first use), so the per-bucket work compares integers, not names.
+struct Acc<'a> {
+    r: &'a FileRollup,
+    prices: &'a [Option<Price>],
+    s: Summary,
+    model_rows: Vec<u32>,
+    tool_rows: Vec<u32>,
+    /// The day being filled (days arrive in order, as buckets do), with the summary model row
+    /// of each of its `models`.
+    day: Option<(i64, DayAgg, Vec<u32>)>,
+    quarters: Vec<(i64, QuarterAgg)>,
+}
+
+impl Acc<'_> {
+    fn model_row(&mut self, m: u32) -> usize {
+        let slot = &mut self.model_rows[m as usize];
+        if *slot == u32::MAX {
+            let (prov, model) = &self.r.models[m as usize];
+            *slot = add_model_row(&mut self.s.models, prov, model) as u32;
+        }
+        *slot as usize
+    }
+
+    fn tool_row(&mut self, t: u32) -> usize {
+        let slot = &mut self.tool_rows[t as usize];
+        if *slot == u32::MAX {
+            let name = &self.r.tools[t as usize];
+            *slot = match self.s.tools.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    self.s.tools.push((name.clone(), 0));
+                    self.s.tools.len() - 1
+                }
+            } as u32;
+        }
+        *slot as usize
+    }
+
+    fn flush_day(&mut self) {
+        if let Some((d, da, _)) = self.day.take() {
+            debug_assert!(!self.s.days.contains_key(&d), "days arrive in order");
+            self.s.days.insert(d, da);
+        }
+    }
+
+    fn fold(&mut self, b: &Bucket, day: Option<i64>, quarters: bool) {
+        self.s.counts.add(&b.counts);
+        for &(t, n) in &b.tools {
+            let i = self.tool_row(t);
+            self.s.tools[i].1 += n;
+        }
+        if let Some(d) = day
+            && self.day.as_ref().is_none_or(|(cur, _, _)| *cur != d)
+        {
+            self.flush_day();
+            self.day = Some((d, DayAgg::default(), Vec::new()));
+        }
+        let mut bucket_totals = Totals::default();
+        for a in &b.models {
+            let p = if a.model == NO_MODEL { None } else { self.prices.get(a.model as usize).copied().flatten() };
+            let mut t = Totals::default();
+            t.add_agg(a, p);
+            bucket_totals.merge(&t);
+            if a.model == NO_MODEL {
+                continue;
+            }
+            let i = self.model_row(a.model);
+            let row = &mut self.s.models[i];
+            row.count += a.count;
+            row.totals.merge(&t);
+            if let Some((_, da, rows)) = &mut self.day {
+                let j = match rows.iter().position(|&x| x as usize == i) {
+                    Some(j) => j,
+                    None => {
+                        let row = &self.s.models[i];
+                        da.models.push(DayModel {
+                            provider: row.provider.clone(),
+                            model: row.model.clone(),
+                            ..DayModel::default()
+                        });
+                        rows.push(i as u32);
+                        rows.len() - 1
+                    }
+                };
+                let dm = &mut da.models[j];
+                dm.tokens += t.tokens4();
+                dm.cost.merge(&t.total_cost);
+                dm.count += a.count;
+            }
+        }
+        self.s.totals.merge(&bucket_totals);
+        if let Some((_, da, _)) = &mut self.day {
+            self.s.first = Some(self.s.first.map_or(b.min_ts, |f| f.min(b.min_ts)));
+            self.s.last = Some(self.s.last.map_or(b.max_ts, |l| l.max(b.max_ts)));
+            da.counts.add(&b.counts);
+            da.totals.merge(&bucket_totals);
+            da.usage_count += b.models.iter().map(|a| a.count).sum::<u64>();
+            if quarters {
+                let tokens = [
+                    bucket_totals.input,
+                    bucket_totals.output,
+                    bucket_totals.cache_read,
+                    bucket_totals.cache_write,
+                    bucket_totals.total_tokens,
+                ];
+                let qa = QuarterAgg {
+                    counts: b.counts,
+                    tokens,
+                    cost: bucket_totals.total_cost,
+                    has_usage: !b.models.is_empty(),
+                };
+                self.quarters.push((b.q, qa));
+            }
+        }
+    }
+}
+
 impl Summary {
+    /// A copy without quarter hours (what cached summaries keep).
+    pub fn without_quarters(&self) -> Summary {
+        Summary {
+            totals: self.totals.clone(),
+            first: self.first,
+            last: self.last,
+            counts: self.counts,
+            tools: self.tools.clone(),
+            models: self.models.clone(),
+            latency: self.latency,
+            days: self.days.clone(),
+            quarters: BTreeMap::new(),
+        }
+    }
+
     /// Folds another summary in (OpenClaw's `mergeSessionUsageInto`).
     pub fn merge(&mut self, o: &Summary) {
         self.totals.merge(&o.totals);

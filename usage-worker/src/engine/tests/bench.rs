@@ -38,6 +38,9 @@ fn bench_cold_and_warm() {
     let t = Instant::now();
     let a = e.answer(&q, &cancel, &mut |_| {}).unwrap();
     let cold = t.elapsed();
+    if let Ok(out) = std::env::var("CLAWGATE_BENCH_DUMP") {
+        std::fs::write(out, &a.payload_json).unwrap();
+    }
     eprintln!(
         "cold: {} files, {} MB parsed in {:?} = {:.0} MB/s on {threads} threads; answer {} KB; rollups ~{} MB",
         a.stats.files_total,
@@ -48,20 +51,23 @@ fn bench_cold_and_warm() {
         e.rollup_bytes() >> 20,
     );
     let rounds: usize = std::env::var("CLAWGATE_BENCH_ROUNDS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
-    for method in [Method::SessionsUsage, Method::UsageCost] {
+    let methods = match std::env::var("CLAWGATE_BENCH_METHOD").as_deref() {
+        Ok("cost") => vec![Method::UsageCost],
+        Ok("sessions") => vec![Method::SessionsUsage],
+        _ => vec![Method::SessionsUsage, Method::UsageCost],
+    };
+    for method in methods {
         let mut q = query(method);
         q.limit = Some(1000);
         q.end_ms = i64::MAX / 4;
+        let mut times = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
             let a = e.answer(&q, &cancel, &mut |_| {}).unwrap();
-            eprintln!(
-                "warm {}: {:?}, parsed {} bytes, answer {} KB",
-                method.name(),
-                t.elapsed(),
-                a.stats.bytes_parsed,
-                a.payload_json.len() >> 10
-            );
+            times.push(t.elapsed());
+            assert_eq!(a.stats.bytes_parsed, 0);
         }
+        times.sort();
+        eprintln!("warm {}: median {:?} over {rounds} calls", method.name(), times[times.len() / 2]);
     }
 }

@@ -235,9 +235,36 @@ fn timeseries_points() {
     let pts = v["points"].as_array().unwrap();
     assert_eq!(pts.len(), 8);
     assert_eq!(pts.last().unwrap()["cumulativeTokens"], 478_090);
+}
+
+#[test]
+fn logs_entries() {
+    let mut e = engine(&tiny_dir());
     let mut q = query(Method::SessionsUsageLogs);
     q.key = Some("agent:main:main".into());
-    assert!(super::try_ask(&mut e, &q).is_err());
+    q.limit = None;
+    let (v, _) = ask(&mut e, &q);
+    let logs = v["logs"].as_array().unwrap();
+    assert!(!logs.is_empty());
+    let ts: Vec<i64> = logs.iter().map(|l| l["timestamp"].as_i64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "ascending");
+    for l in logs {
+        let role = l["role"].as_str().unwrap();
+        assert!(["user", "assistant", "tool", "toolResult"].contains(&role), "{role}");
+        assert!(l["content"].as_str().unwrap().chars().count() <= 2001);
+        if l.get("tokens").is_some() {
+            assert_eq!(role, "assistant");
+        }
+    }
+    // The tokens of assistant entries add up to the timeseries' cumulative total.
+    let tokens: u64 = logs.iter().filter_map(|l| l["tokens"].as_u64()).sum();
+    assert_eq!(tokens, 478_090);
+    // `limit` keeps the last entries.
+    q.limit = Some(3);
+    let (w, _) = ask(&mut e, &q);
+    assert_eq!(w["logs"].as_array().unwrap()[..], logs[logs.len() - 3..]);
+    q.key = None;
+    assert!(super::try_ask(&mut e, &q).is_err(), "key is required");
 }
 
 #[test]
@@ -310,4 +337,14 @@ fn cancellation_is_reported_and_recovers() {
     let last = seen.last().unwrap();
     assert_eq!((last.files_done, last.files_total), (6, 6));
     assert!(last.bytes_done > 0);
+}
+
+#[test]
+#[ignore = "prints a logs payload for eyeballing"]
+fn dump_logs() {
+    let mut e = engine(&tiny_dir());
+    let mut q = query(Method::SessionsUsageLogs);
+    q.key = Some("agent:main:main".into());
+    let (v, _) = ask(&mut e, &q);
+    println!("{}", serde_json::to_string_pretty(&v).unwrap());
 }

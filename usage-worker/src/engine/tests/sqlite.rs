@@ -129,7 +129,10 @@ fn fixture_gives_the_same_answers_in_both_layouts() {
     }
     // Labels come from the database: the importer moved `origin` into `delivery`.
     let main = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
-    assert_eq!(main["origin"], serde_json::json!({"provider":"slack","chatType":"direct","from":"slack:user0"}));
+    assert_eq!(
+        main["origin"],
+        serde_json::json!({"provider":"slack","chatType":"direct","from":"slack:user0"})
+    );
     assert_eq!(main["channel"], "slack");
     assert_eq!(v["diagnostics"]["unreadableDatabases"], 0);
 }
@@ -139,7 +142,12 @@ fn keys_and_timeseries_work_on_sqlite_sessions() {
     let dir = sqlite_copy();
     let mut legacy = engine(&tiny_dir());
     let mut sqlite = engine(dir.path());
-    for key in ["agent:main:main", "6513270e-269e-4d37-b2a7-4de452e6b438", "agent:agent1:whatsapp:group:g1", "agent:main:nope"] {
+    for key in [
+        "agent:main:main",
+        "6513270e-269e-4d37-b2a7-4de452e6b438",
+        "agent:agent1:whatsapp:group:g1",
+        "agent:main:nope",
+    ] {
         for method in [Method::SessionsUsage, Method::SessionsUsageTimeseries] {
             let mut q = query(method);
             q.key = Some(key.into());
@@ -212,7 +220,9 @@ fn generated_stores_give_the_same_answers_in_both_layouts() {
                     .iter()
                     .map(|r| {
                         let mut r = r.clone();
-                        if r.get("label").is_none() && r["key"].as_str().unwrap().ends_with(r["sessionId"].as_str().unwrap()) {
+                        if r.get("label").is_none()
+                            && r["key"].as_str().unwrap().ends_with(r["sessionId"].as_str().unwrap())
+                        {
                             // No store entry: its updatedAt is the transcript's own time.
                             r.as_object_mut().unwrap().remove("updatedAt");
                         }
@@ -243,9 +253,11 @@ fn append(c: &Connection, session: &str, events: &[String]) -> u64 {
     let mut bytes = 0;
     for e in events {
         let seq: i64 = c
-            .query_row("SELECT coalesce(max(seq), -1) + 1 FROM transcript_events WHERE session_id = ?1", [session], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT coalesce(max(seq), -1) + 1 FROM transcript_events WHERE session_id = ?1",
+                [session],
+                |r| r.get(0),
+            )
             .unwrap();
         if e.len() > demo_store::sqlite::COMPRESS_ABOVE_BYTES {
             let blob = zstd::bulk::compress(e.as_bytes(), 1).unwrap();
@@ -299,7 +311,10 @@ fn appended_events_are_read_incrementally_while_openclaw_holds_the_database() {
     assert_eq!(s1.bytes_parsed, added, "only the new rows");
     let input = |v: &Value| v["totals"]["input"].as_u64().unwrap();
     assert_eq!(input(&v1), input(&v0) + 21_000);
-    assert_eq!(v1["aggregates"]["messages"]["assistant"], v0["aggregates"]["messages"]["assistant"].as_u64().unwrap() + 2);
+    assert_eq!(
+        v1["aggregates"]["messages"]["assistant"],
+        v0["aggregates"]["messages"]["assistant"].as_u64().unwrap() + 2
+    );
     // Unchanged: nothing read, same answer; a fresh engine agrees.
     let (v2, s2) = ask(&mut e, &query(Method::SessionsUsage));
     assert_eq!((s2.files_parsed, s2.bytes_parsed), (0, 0));
@@ -318,7 +333,12 @@ fn events_appended_during_reads_are_all_counted() {
         let w = writer(&path, "main");
         let mut n = 0;
         for i in 0..40 {
-            let ev = assistant_event(&format!("c{i}"), "2026-11-21T10:00:00.000Z", 100, if i % 5 == 0 { 2000 } else { 5 });
+            let ev = assistant_event(
+                &format!("c{i}"),
+                "2026-11-21T10:00:00.000Z",
+                100,
+                if i % 5 == 0 { 2000 } else { 5 },
+            );
             append(&w, MAIN_SESSION, &[ev]);
             n += 1;
             std::thread::sleep(std::time::Duration::from_millis(3));
@@ -390,8 +410,11 @@ fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
     w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq >= 15", [MAIN_SESSION]).unwrap();
     check(&mut e, "tail deleted");
     // A new rewrite generation, rows untouched.
-    w.execute("UPDATE transcript_rewrite_watermarks SET generation = 'g2' WHERE session_id = ?1", [MAIN_SESSION])
-        .unwrap();
+    w.execute(
+        "UPDATE transcript_rewrite_watermarks SET generation = 'g2' WHERE session_id = ?1",
+        [MAIN_SESSION],
+    )
+    .unwrap();
     check(&mut e, "new generation");
     // A deleted session leaves the answer.
     w.execute("DELETE FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
@@ -418,7 +441,11 @@ fn bad_databases_and_rows_are_counted_and_other_agents_still_answer() {
     let (v, _) = ask(&mut e, &query(Method::UsageCost));
     assert_eq!(v["totals"]["totalTokens"], main_tokens);
     assert_eq!(v["diagnostics"]["unreadableDatabases"], 1);
-    assert!(v["diagnostics"]["errors"][0].as_str().unwrap().contains("schema_version 99"), "{}", v["diagnostics"]);
+    assert!(
+        v["diagnostics"]["errors"][0].as_str().unwrap().contains("schema_version 99"),
+        "{}",
+        v["diagnostics"]
+    );
     let w = writer(dir.path(), "agent1");
     w.execute("UPDATE schema_meta SET schema_version = 23", []).unwrap();
     drop(w);

@@ -1,0 +1,218 @@
+//! Injected faults, on fixed schedules: SIGKILL of the worker, hangs (SIGSTOP: the supervisor
+//! must notice the missed heartbeats and replace it), and memory overruns through the worker's
+//! real compute path (`__fault__:alloc:<MiB>`, refused by the heap budget, and
+//! `__fault__:rss:<MiB>`, killed by the supervisor's RSS watch).
+//!
+//! A worker is signalled only when the gateway's status names it ready or busy and /proc
+//! confirms it is that gateway's worker child. Each memory fault asks a slightly different size,
+//! so the supervisor's poison rule (a query that killed two workers is refused) does not turn
+//! later injections into refusals.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    ctx::{Ctx, agent, call, status},
+    procs,
+};
+
+/// Which faults, how often. `None` turns one off.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub kill_every: Option<Duration>,
+    pub hang_every: Option<Duration>,
+    pub memory_every: Option<Duration>,
+    /// The worker's memory cap, MiB.
+    pub cap_mib: u64,
+    /// How long a stopped worker may stay before the hang counts as undetected.
+    pub hang_deadline: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Kill,
+    Hang,
+    Memory,
+}
+
+/// Runs the schedule until `stop`; memory faults run on threads of their own (their calls
+/// block until the fault resolves), joined before returning.
+pub fn run(ctx: Arc<Ctx>, config: ChaosConfig, stop: Arc<AtomicBool>) {
+    let http = agent(Duration::from_secs(5));
+    let start = Instant::now();
+    // Offsets keep the kinds from landing on the same instant.
+    let mut next: Vec<(Kind, Duration, Instant)> = [
+        (Kind::Kill, config.kill_every, 1.0),
+        (Kind::Hang, config.hang_every, 0.5),
+        (Kind::Memory, config.memory_every, 0.25),
+    ]
+    .into_iter()
+    .filter_map(|(kind, every, phase)| every.map(|e| (kind, e, start + e.mul_f64(phase))))
+    .collect();
+    let mut memory_faults: Vec<JoinHandle<()>> = Vec::new();
+    let mut memory_count = 0u64;
+    let mut stopped: Vec<(u32, Instant)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        check_hangs(&ctx, &mut stopped, config.hang_deadline);
+        let Some(i) = (0..next.len()).min_by_key(|i| next[*i].2) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let (kind, every, at) = next[i];
+        if Instant::now() < at {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+            continue;
+        }
+        next[i].2 = at + every;
+        match kind {
+            Kind::Kill => match ready_worker(&ctx, &http) {
+                Some(pid) => {
+                    ctx.fault();
+                    if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+                        ctx.injected().sigkill += 1;
+                    }
+                }
+                None => ctx.injected().sigkill_skipped += 1,
+            },
+            Kind::Hang => match ready_worker(&ctx, &http) {
+                Some(pid) => {
+                    ctx.fault();
+                    if kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).is_ok() {
+                        ctx.injected().sigstop += 1;
+                        stopped.push((pid, Instant::now()));
+                    }
+                }
+                None => ctx.injected().sigstop_skipped += 1,
+            },
+            Kind::Memory => {
+                memory_count += 1;
+                let (ctx, cap) = (Arc::clone(&ctx), config.cap_mib);
+                let rss = memory_count % 2 == 0;
+                memory_faults.push(std::thread::spawn(move || memory_fault(&ctx, cap, memory_count, rss)));
+            }
+        }
+    }
+    for handle in memory_faults {
+        let _ = handle.join();
+    }
+    // A hang injected just before the end must still be detected.
+    let end = Instant::now() + config.hang_deadline;
+    while !stopped.is_empty() && Instant::now() < end {
+        check_hangs(&ctx, &mut stopped, config.hang_deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check_hangs(&ctx, &mut stopped, Duration::ZERO);
+}
+
+/// The pid of the worker when it is ready or busy (not starting, not in backoff).
+fn ready_worker(ctx: &Ctx, http: &ureq::Agent) -> Option<u32> {
+    let status = status(ctx, http).ok()?;
+    let worker = &status["worker"];
+    let ready = matches!(worker["state"].as_str(), Some("ready" | "busy"));
+    let pid = worker["pid"].as_u64()? as u32;
+    (ready && procs::is_worker_of(pid, ctx.gateway_pid)).then_some(pid)
+}
+
+/// Stopped workers must be gone (killed by the supervisor) within `deadline`; one that is not
+/// is counted and killed here so the run can go on.
+fn check_hangs(ctx: &Ctx, stopped: &mut Vec<(u32, Instant)>, deadline: Duration) {
+    stopped.retain(|(pid, at)| {
+        let alive = matches!(procs::stat(*pid), Some((state, ppid)) if ppid == ctx.gateway_pid && state != 'Z' && state != 'X');
+        if !alive {
+            return false;
+        }
+        if at.elapsed() < deadline {
+            return true;
+        }
+        let mut injected = ctx.injected();
+        injected.hangs_undetected += 1;
+        injected.unexpected_outcomes.push(format!(
+            "worker {pid} stopped (SIGSTOP) at {:.1}s was still there after {} ms",
+            at.duration_since(ctx.started).as_secs_f64(),
+            deadline.as_millis()
+        ));
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        false
+    });
+}
+
+/// One memory overrun through the worker's compute path: `alloc` asks twice the cap of heap
+/// (the budget must refuse it, the worker stays), `rss` maps cap + 256 MiB outside the heap
+/// (the RSS watch must kill the worker).
+fn memory_fault(ctx: &Ctx, cap_mib: u64, n: u64, rss: bool) {
+    let fault = if rss { format!("rss:{}", cap_mib + 256 + n) } else { format!("alloc:{}", cap_mib * 2 + n) };
+    if rss {
+        ctx.rss_fault_running.store(true, Ordering::Relaxed);
+    }
+    ctx.fault();
+    let http = agent(Duration::from_secs(60));
+    let started = Instant::now();
+    let result =
+        call(ctx, &http, "sessions.usage", &json!({"key": format!("__fault__:{fault}"), "range": "all"}));
+    ctx.fault();
+    if rss {
+        // Let the sampler see the killed worker gone before its samples count as normal again.
+        std::thread::sleep(Duration::from_millis(500));
+        ctx.rss_fault_running.store(false, Ordering::Relaxed);
+    }
+    let body: Value = match &result {
+        Ok((_, body)) => serde_json::from_str(body).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    let error = &body["error"];
+    let message = error["message"].as_str().unwrap_or("");
+    let mut injected = ctx.injected();
+    let expected = if rss {
+        injected.rss += 1;
+        // Killed mid-job: a retryable UNAVAILABLE (or a refusal when the query is poison).
+        let ok = error["code"] == "UNAVAILABLE";
+        injected.rss_killed += u64::from(ok && error["retryable"] == true);
+        ok
+    } else {
+        injected.alloc += 1;
+        let ok = error["code"] == "UNAVAILABLE" && message.contains("budget");
+        injected.alloc_refused += u64::from(ok);
+        ok
+    };
+    if !expected {
+        injected.unexpected_outcomes.push(format!(
+            "fault {fault} at {:.1}s answered after {} ms: {}",
+            started.duration_since(ctx.started).as_secs_f64(),
+            started.elapsed().as_millis(),
+            match &result {
+                Ok((status, body)) => format!("HTTP {status} {body:.300}"),
+                Err(e) => e.clone(),
+            }
+        ));
+    }
+}
+
+/// Whether the worker honours `__fault__:` keys (debug builds, or `--features faults`): an
+/// `alloc` of twice the cap must be refused by the heap budget. A build without fault injection
+/// answers `INVALID_REQUEST` (an unknown session key) at once.
+pub fn preflight(ctx: &Ctx, cap_mib: u64) -> anyhow::Result<bool> {
+    let http = agent(Duration::from_secs(60));
+    let params = json!({"key": format!("__fault__:alloc:{}", cap_mib * 2), "range": "all"});
+    let (status, body) = call(ctx, &http, "sessions.usage", &params).map_err(anyhow::Error::msg)?;
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    if body["error"]["code"] == "UNAVAILABLE" && message.contains("budget") {
+        return Ok(true);
+    }
+    if status == 400 {
+        return Ok(false);
+    }
+    anyhow::bail!("the fault-injection preflight got an unexpected answer: HTTP {status} {body}")
+}

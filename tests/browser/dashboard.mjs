@@ -1,0 +1,552 @@
+// Browser tests of the clawgate dashboard in headless Chromium (Debian's /usr/bin/chromium through
+// playwright-core; no browser download). Driven by tests/cases/dashboard.rs, which starts the real
+// gateway, runs this script with a deadline and performs the process actions it asks for.
+//
+//   node dashboard.mjs --base http://127.0.0.1:PORT --scenario main|token|remote|perf --artifacts DIR
+//                      [--token T] [--tz Asia/Kolkata]
+//
+// Output: one JSON object per line on stdout:
+//   {"type":"check","name":…,"ok":bool,"detail":…}   an assertion (the Rust test fails on any false)
+//   {"type":"metric","name":…,"value":…,"unit":…}    a measurement (first render times)
+//   {"type":"artifact","path":…}                     a screenshot or download kept for people
+//   {"type":"request","id":n,"action":…}              the Rust side acts, then answers on stdin
+//                                                     with one line {"id":n,"ok":bool,…}
+//   {"type":"done","ok":bool,"failed":[…]}            last line
+import { createInterface } from "node:readline";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const base = args.base;
+const scenario = args.scenario || "main";
+const artifacts = args.artifacts || "artifacts";
+const tz = args.tz || "Asia/Kolkata";
+const chromiumPath = process.env.CLAWGATE_CHROMIUM || "/usr/bin/chromium";
+mkdirSync(artifacts, { recursive: true });
+
+const failed = [];
+let currentPage = null;
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+function check(name, ok, detail) {
+  emit({ type: "check", name, ok: !!ok, detail: detail === undefined ? null : detail });
+  if (!ok) failed.push(name);
+  return !!ok;
+}
+const metric = (name, value, unit) => emit({ type: "metric", name, value, unit });
+
+// ------------------------------------------------------------------ requests to the Rust side
+const pending = new Map();
+let nextRequest = 1;
+const stdin = createInterface({ input: process.stdin });
+stdin.on("line", (line) => {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    return;
+  }
+  const p = pending.get(msg.id);
+  if (p) {
+    pending.delete(msg.id);
+    p(msg);
+  }
+});
+function ask(action, extra) {
+  const id = nextRequest++;
+  emit({ type: "request", id, action, ...(extra || {}) });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer to ${action} within 60 s`)), 60000);
+    pending.set(id, (msg) => {
+      clearTimeout(timer);
+      msg.ok ? resolve(msg) : reject(new Error(`${action} failed: ${msg.error || "?"}`));
+    });
+  });
+}
+
+// ------------------------------------------------------------------ API helpers (the truth)
+async function api(method, params) {
+  const headers = { "content-type": "application/json" };
+  if (args.token) headers.authorization = "Bearer " + args.token;
+  const res = await fetch(`${base}/api/v1/call/${method}`, { method: "POST", headers, body: JSON.stringify(params) });
+  const body = await res.json();
+  if (!body.ok) throw new Error(`${method} ${JSON.stringify(params)}: ${JSON.stringify(body.error)}`);
+  return body.payload;
+}
+async function status() {
+  const headers = args.token ? { authorization: "Bearer " + args.token } : {};
+  return (await fetch(`${base}/api/v1/status`, { headers })).json();
+}
+const sameMoney = (a, b) => Math.abs(a - b) <= 1e-9 * Math.max(1e-12, Math.abs(b));
+const fmtInt = (n) => new Intl.NumberFormat("en-US").format(n);
+
+// ------------------------------------------------------------------ dates as the page computes them
+function todayIn(zone) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date());
+}
+const addDays = (d, n) => new Date(Date.parse(d + "T00:00:00Z") + n * 86400000).toISOString().slice(0, 10);
+function offsetOf(zone) {
+  const now = new Date();
+  const local = new Date(now.toLocaleString("en-US", { timeZone: zone }));
+  const utc = new Date(now.toLocaleString("en-US", { timeZone: "UTC" }));
+  const off = Math.round((local - utc) / 60000);
+  const a = Math.abs(off);
+  return "UTC" + (off < 0 ? "-" : "+") + Math.floor(a / 60) + (a % 60 ? ":" + String(a % 60).padStart(2, "0") : "");
+}
+function expectedParams({ preset = "30d", zone = tz, utc = false, agent = "", start, end }) {
+  const today = todayIn(utc ? "UTC" : zone);
+  const back = { today: 0, "7d": 6, "30d": 29, "90d": 89 }[preset];
+  const range = start ? [start, end] : preset === "all" ? ["1970-01-01", today] : [addDays(today, -back), today];
+  const p = { startDate: range[0], endDate: range[1] };
+  if (utc) p.mode = "utc";
+  else Object.assign(p, { mode: "specific", utcOffset: offsetOf(zone) });
+  if (agent) p.agentId = agent;
+  else p.agentScope = "all";
+  return p;
+}
+
+// ------------------------------------------------------------------ page helpers
+async function shot(page, name, fullPage = false) {
+  const path = join(artifacts, name);
+  await page.screenshot({ path, fullPage });
+  emit({ type: "artifact", path });
+}
+/** Waits until the page shows figures for exactly `params`, and no load is in flight. */
+async function waitForView(page, params, timeout = 20000) {
+  const want = JSON.stringify(params);
+  await page.waitForFunction(
+    (want) => {
+      const q = document.body.dataset.query;
+      if (!q) return false;
+      const same = JSON.stringify(JSON.parse(q)) === want;
+      return same && document.querySelector("#progress").hidden && document.querySelector("#sessions").getAttribute("aria-busy") === "false";
+    },
+    want,
+    { timeout, polling: 50 },
+  );
+}
+async function cards(page) {
+  return page.evaluate(() => {
+    const out = {};
+    for (const id of ["tokens", "cost", "messages", "sessions", "cache"]) {
+      const v = document.querySelector(`#card-${id} .value`);
+      out[id] = { raw: v.dataset.value === "" ? null : Number(v.dataset.value), text: v.textContent };
+    }
+    return out;
+  });
+}
+/** The page's figures against `sessions.usage` (and `usage.cost` for all agents) with the same params. */
+async function compareWithApi(page, label, params) {
+  const [usage, c] = await Promise.all([api("sessions.usage", { ...params, limit: 100000 }), cards(page)]);
+  const t = usage.totals;
+  const a = usage.aggregates;
+  const prompt = t.input + t.cacheRead + t.cacheWrite;
+  let ok = true;
+  ok &= check(`${label}: tokens card = API totalTokens`, c.tokens.raw === t.totalTokens && c.tokens.text === fmtInt(t.totalTokens), { page: c.tokens, api: t.totalTokens });
+  ok &= check(`${label}: cost card = API totalCost`, sameMoney(c.cost.raw, t.totalCost) && c.cost.text.startsWith("$"), { page: c.cost, api: t.totalCost });
+  ok &= check(`${label}: messages card = API messages.total`, c.messages.raw === a.messages.total, { page: c.messages, api: a.messages.total });
+  ok &= check(`${label}: sessions card = API sessionCount`, c.sessions.raw === a.sessionCount, { page: c.sessions, api: a.sessionCount });
+  if (prompt) ok &= check(`${label}: cache hit rate = cacheRead/(input+cacheRead+cacheWrite)`, Math.abs(c.cache.raw - t.cacheRead / prompt) < 1e-12, { page: c.cache, api: t.cacheRead / prompt });
+  const total = await page.$eval("#page-info", (e) => Number(e.dataset.total || -1));
+  const search = await page.$eval("#search", (e) => e.value);
+  if (!search) ok &= check(`${label}: sessions table lists every API row`, total === usage.sessions.length, { page: total, api: usage.sessions.length });
+  if (params.agentScope === "all") {
+    const cost = await api("usage.cost", { startDate: params.startDate, endDate: params.endDate, mode: params.mode, utcOffset: params.utcOffset, agentScope: "all" });
+    ok &= check(`${label}: usage.cost agrees with the page`, cost.totals.totalTokens === c.tokens.raw && sameMoney(cost.totals.totalCost, c.cost.raw), { usageCost: cost.totals.totalTokens, page: c.tokens.raw });
+  }
+  return { ok, usage };
+}
+async function bannerKinds(page) {
+  return page.$eval("#banner", (b) => (b.hidden ? [] : (b.dataset.kinds || "").split(" ").filter(Boolean)));
+}
+async function launch() {
+  return chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+  });
+}
+function watchErrors(page, errors) {
+  page.on("pageerror", (e) => errors.push("pageerror: " + e.message));
+  page.on("console", (m) => {
+    // Refused WebSocket connections while the gateway restarts are expected console noise.
+    if (m.type() === "error" && !/WebSocket connection|ERR_CONNECTION_REFUSED|net::ERR/.test(m.text())) errors.push("console: " + m.text());
+  });
+}
+async function newPage(browser, opts) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, timezoneId: tz, acceptDownloads: true, locale: "en-US", ...(opts || {}) });
+  const page = await context.newPage();
+  currentPage = page;
+  return { context, page };
+}
+async function download(page, button) {
+  const [dl] = await Promise.all([page.waitForEvent("download", { timeout: 10000 }), page.click(button)]);
+  const path = join(artifacts, dl.suggestedFilename());
+  await dl.saveAs(path);
+  emit({ type: "artifact", path });
+  return { name: dl.suggestedFilename(), text: readFileSync(path, "utf8") };
+}
+
+// ------------------------------------------------------------------ accessibility basics
+async function contrastReport(page) {
+  return page.evaluate(() => {
+    const parse = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return null;
+      const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+      return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+    };
+    const lum = ({ r, g, b }) => {
+      const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4));
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const bgOf = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = parse(getComputedStyle(e).backgroundColor);
+        if (c && c.a > 0.5) return c;
+      }
+      return { r: 255, g: 255, b: 255, a: 1 };
+    };
+    const selectors = ["body", ".muted", ".card h2", ".card .value", ".card .sub", "table.data thead th", "table.data td", ".linkish", ".btn", '.btn[aria-pressed="true"]', ".badge", ".health dt", ".chart .axis", ".field", "#page-info", ".banner p"];
+    const out = [];
+    for (const sel of selectors) {
+      const el = document.querySelector(sel);
+      if (!el || !el.getClientRects().length) continue;
+      const fg = parse(getComputedStyle(el).color);
+      const isSvg = el instanceof SVGElement;
+      const fill = isSvg ? parse(getComputedStyle(el).fill) : null;
+      const color = fill || fg;
+      const bg = bgOf(el);
+      const [l1, l2] = [lum(color), lum(bg)].sort((x, y) => y - x);
+      out.push({ sel, ratio: Math.round(((l1 + 0.05) / (l2 + 0.05)) * 100) / 100 });
+    }
+    return out;
+  });
+}
+async function unlabelled(page) {
+  return page.evaluate(() =>
+    Array.from(document.querySelectorAll("input:not([type=hidden]):not([hidden]), select, button"))
+      .filter((e) => e.getClientRects().length)
+      .filter((e) => !((e.labels && e.labels.length) || e.getAttribute("aria-label") || (e.tagName === "BUTTON" && e.textContent.trim())))
+      .map((e) => e.outerHTML.slice(0, 80)),
+  );
+}
+
+// ------------------------------------------------------------------ scenarios
+async function scenarioMain(browser) {
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  await page.goto(base + "/");
+  await page.waitForSelector("body[data-sessions-ready]", { timeout: 30000 });
+  await page.evaluate(() => (window.__noReload = "still here"));
+
+  // 1. Default view: last 30 days in the browser's zone, all agents.
+  let params = expectedParams({ preset: "30d" });
+  await waitForView(page, params);
+  check("default view is 30 days in local time (UTC+5:30)", true, params);
+  await compareWithApi(page, "30d local", params);
+  check("the daily chart has one bar group per day of the range", (await page.$eval("#chart", (e) => Number(e.dataset.days))) === 30);
+  await shot(page, "dashboard-1280x800.png");
+  await shot(page, "dashboard-full.png", true);
+
+  // 2. Range presets and a custom range change the figures, and correctly.
+  await page.click('[data-preset="7d"]');
+  params = expectedParams({ preset: "7d" });
+  await waitForView(page, params);
+  const week = await compareWithApi(page, "7d local", params);
+  await page.click('[data-preset="all"]');
+  params = expectedParams({ preset: "all" });
+  await waitForView(page, params);
+  let all = await compareWithApi(page, "all local", params);
+  check("All shows more tokens than 7d", all.usage.totals.totalTokens > week.usage.totals.totalTokens, [week.usage.totals.totalTokens, all.usage.totals.totalTokens]);
+  await page.click('[data-preset="today"]');
+  params = expectedParams({ preset: "today" });
+  await waitForView(page, params);
+  await compareWithApi(page, "today local", params);
+
+  await page.selectOption("#tz", "utc");
+  await page.click('[data-preset="90d"]');
+  params = expectedParams({ preset: "90d", utc: true });
+  await waitForView(page, params);
+  await compareWithApi(page, "90d UTC", params);
+
+  const end = addDays(todayIn("UTC"), -20);
+  const start = addDays(end, -9);
+  await page.fill("#start", start);
+  await page.fill("#end", end);
+  await page.dispatchEvent("#end", "change");
+  params = expectedParams({ utc: true, start, end });
+  await waitForView(page, params);
+  await compareWithApi(page, "custom 10 days UTC", params);
+  check("a custom range unpresses the presets", (await page.$$('[data-preset][aria-pressed="true"]')).length === 0);
+
+  // 3. Agent filter.
+  await page.click('[data-preset="all"]');
+  params = expectedParams({ preset: "all", utc: true });
+  await waitForView(page, params);
+  const byAgent = all.usage.aggregates.byAgent;
+  const agent = byAgent[byAgent.length - 1].agentId;
+  await page.selectOption("#agent", agent);
+  params = expectedParams({ preset: "all", utc: true, agent });
+  await waitForView(page, params);
+  const one = await compareWithApi(page, `agent ${agent}`, params);
+  const rowsAgents = new Set(one.usage.sessions.map((s) => s.agentId));
+  check("the agent filter shows only that agent's sessions", rowsAgents.size === 1 && rowsAgents.has(agent), [...rowsAgents]);
+  await page.selectOption("#agent", "");
+  params = expectedParams({ preset: "all", utc: true });
+  await waitForView(page, params);
+
+  // 4. New usage arrives by push (usage.updated), without reload or polling.
+  const before = (await cards(page)).tokens.raw;
+  await ask("append-usage");
+  const pushed = await page
+    .waitForFunction((b) => Number(document.querySelector("#card-tokens .value").dataset.value) > b, before, { timeout: 30000, polling: 100 })
+    .then(() => true, () => false);
+  check("appended usage reaches the page by push", pushed, { before });
+  if (pushed) {
+    await waitForView(page, params);
+    all = await compareWithApi(page, "after push", params);
+  }
+
+  // 5. Sessions table: sort, search, paginate, detail by keyboard.
+  await page.click('th[data-sort="tokens"] button');
+  const tokensDesc = await page.$$eval("#sessions-body tr", (rows) => rows.map((r) => Number(r.children[5].textContent.replace(/,/g, ""))));
+  check("sorting by tokens puts the largest first", tokensDesc.every((v, i) => i === 0 || tokensDesc[i - 1] >= v) && (await page.getAttribute('th[data-sort="tokens"]', "aria-sort")) === "descending", tokensDesc.slice(0, 5));
+  await page.click('th[data-sort="tokens"] button');
+  const tokensAsc = await page.$$eval("#sessions-body tr", (rows) => rows.map((r) => Number(r.children[5].textContent.replace(/,/g, ""))));
+  check("a second click sorts ascending", tokensAsc.every((v, i) => i === 0 || tokensAsc[i - 1] <= v) && (await page.getAttribute('th[data-sort="tokens"]', "aria-sort")) === "ascending", tokensAsc.slice(0, 5));
+  const total = await page.$eval("#page-info", (e) => Number(e.dataset.total));
+  if (total > 25) {
+    await page.click("#next");
+    check("Next shows the second page", (await page.textContent("#page-info")).startsWith("26–"), await page.textContent("#page-info"));
+    await page.click("#prev");
+  }
+  await page.fill("#search", agent);
+  await page.waitForFunction((t) => Number(document.querySelector("#page-info").dataset.total) < t, total, { timeout: 5000 }).catch(() => {});
+  const shown = await page.$$eval("#sessions-body tr", (rows) => rows.map((r) => r.textContent + " " + (r.querySelector("button") || {}).title));
+  const matching = all.usage.sessions.filter((s) => [s.key, s.label, s.sessionId, s.agentId, s.channel, s.model].join(" ").toLowerCase().includes(agent.toLowerCase())).length;
+  check("search filters the sessions", Number(await page.$eval("#page-info", (e) => e.dataset.total)) === matching && shown.every((t) => t.toLowerCase().includes(agent.toLowerCase())), { matching, shown: shown.length });
+  await page.fill("#search", "");
+  await page.waitForFunction((t) => Number(document.querySelector("#page-info").dataset.total) === t, total, { timeout: 5000 });
+  await page.click('th[data-sort="cost"] button');
+
+  const firstKey = await page.$eval("#sessions-body [data-open]", (b) => b.dataset.open);
+  await page.focus("#sessions-body [data-open]");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#detail[open]", { timeout: 5000 });
+  await page.waitForSelector('#ts-chart[data-state="ready"]', { timeout: 20000 });
+  const series = await api("sessions.usage.timeseries", { key: firstKey });
+  check("the detail view charts sessions.usage.timeseries", Number(await page.$eval("#ts-chart", (e) => e.dataset.points)) === series.points.length && series.points.length > 0, { key: firstKey, points: series.points.length });
+  check("the detail view shows the session's cost", (await page.textContent("#detail-body")).includes("Cost"));
+  await shot(page, "dashboard-session-detail.png");
+  await page.click('[data-series="turn"]');
+  check("per-call view draws bars", (await page.$$("#ts-chart rect")).length > 0);
+  await page.keyboard.press("Escape");
+  await page.waitForSelector("#detail", { state: "hidden", timeout: 5000 });
+
+  // 6. Exports.
+  const sessionsCsv = await download(page, "#export-sessions");
+  const lines = sessionsCsv.text.trim().split(/\r\n/);
+  check("Sessions CSV has a header and one line per session", lines[0].startsWith("key,label,sessionId") && lines.length === all.usage.sessions.length + 1, { lines: lines.length, sessions: all.usage.sessions.length });
+  const dailyCsv = await download(page, "#export-daily");
+  const dl = dailyCsv.text.trim().split(/\r\n/);
+  const col = dl[0].split(",").indexOf("totalTokens");
+  const sum = dl.slice(1).reduce((x, l) => x + Number(l.split(",")[col]), 0);
+  check("Daily CSV sums to the total tokens", sum === all.usage.totals.totalTokens, { sum, api: all.usage.totals.totalTokens });
+  const json = JSON.parse((await download(page, "#export-json")).text);
+  check("JSON export carries the answer and the query", json.sessionsUsage.totals.totalTokens === all.usage.totals.totalTokens && json.query.startDate === "1970-01-01");
+
+  // 7. Accessibility basics, at desktop and phone widths, light and dark.
+  check("every control has a label", (await unlabelled(page)).length === 0, await unlabelled(page));
+  // From the top of the page: the skip link comes first, then the header and the filters.
+  await page.evaluate(() => document.querySelector(".skip").focus());
+  check("keyboard: the skip link shows when focused", await page.$eval(".skip", (e) => e.getBoundingClientRect().left >= 0));
+  const order = [];
+  for (let i = 0; i < 24 && order.length < 12; i++) {
+    await page.keyboard.press("Tab");
+    const at = await page.evaluate(() => {
+      const e = document.activeElement;
+      return e ? (e.id ? "#" + e.id : e.dataset.preset ? "preset:" + e.dataset.preset : e.tagName.toLowerCase() + ":" + e.textContent.trim().slice(0, 20)) : "";
+    });
+    // A date input takes one Tab per field (month, day, year).
+    if (order[order.length - 1] !== at) order.push(at);
+  }
+  check("keyboard: Tab goes through refresh, presets, dates, zone and agent in order", ["#refresh", "preset:today", "preset:7d", "preset:30d", "preset:90d", "preset:all", "#start", "#end", "#tz", "#agent"].every((x, i) => order[i] === x), order);
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const low = (await contrastReport(page)).filter((r) => r.ratio < 4.5);
+    check(`contrast: text is at least 4.5:1 (${scheme})`, low.length === 0, low);
+  }
+  await shot(page, "dashboard-dark.png");
+  await page.emulateMedia({ colorScheme: "light" });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check("phone width: no horizontal page scroll", overflow <= 1, { overflow });
+  await shot(page, "dashboard-phone.png", true);
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // 8. Kill the worker: the health panel shows the restart; the page recovers by itself.
+  const st0 = await status();
+  const oldPid = st0.worker.pid;
+  const killed = await ask("kill-worker", { signal: "KILL" });
+  await page.click("#refresh");
+  await page.waitForFunction((old) => {
+    const b = document.querySelector("#health-body");
+    return b.dataset.workerPid && b.dataset.workerPid !== String(old) && Number(b.dataset.restarts) >= 1 && ["ready", "busy"].includes(b.dataset.workerState);
+  }, oldPid, { timeout: 30000, polling: 100 });
+  const st1 = await status();
+  const restartsText = await page.textContent('[data-field="worker-restarts"]');
+  const lastExit = await page.textContent('[data-field="last-exit"]');
+  check("health panel: restart count and cause match the API", restartsText.startsWith(String(st1.worker.restarts)) && Object.entries(st1.worker.restartsByCause).every(([c, n]) => !n || restartsText.includes(`${c} ${n}`)), { restartsText, api: st1.worker.restartsByCause });
+  check("health panel: last exit shows the SIGKILL", lastExit.includes("SIGKILL") && lastExit.includes(st1.worker.lastExit.cause), { lastExit, killed: killed.pid });
+  check("health panel: the new worker pid", (await page.textContent('[data-field="worker-pid"]')).trim() === String(st1.worker.pid));
+  await page.waitForFunction(() => !/stale|error|worker|conn/.test(document.querySelector("#banner").dataset.kinds || "") || document.querySelector("#banner").hidden, null, { timeout: 30000 });
+  await waitForView(page, params);
+  await compareWithApi(page, "after worker restart", params);
+  await shot(page, "dashboard-worker-restarted.png");
+
+  // 9. A stopped (hung) worker: the last figures stay, with a stale banner, until the
+  //    supervisor replaces it; then fresh figures replace them.
+  const figures = await cards(page);
+  const stopped = await ask("stop-worker");
+  await page.click("#refresh");
+  const sawStale = await page
+    .waitForFunction(() => /stale|worker|error/.test(document.querySelector("#banner").dataset.kinds || ""), null, { timeout: 20000, polling: 50 })
+    .then(() => true, () => false);
+  check("a hung worker shows a stale banner", sawStale, await bannerKinds(page));
+  const during = await cards(page);
+  check("the figures stay on screen while the worker is down", during.tokens.raw === figures.tokens.raw && during.cost.raw === figures.cost.raw, { during, figures });
+  await shot(page, "dashboard-stale.png");
+  await page.waitForFunction((old) => {
+    const b = document.querySelector("#health-body");
+    return b.dataset.workerPid !== String(old) && ["ready", "busy"].includes(b.dataset.workerState);
+  }, stopped.pid, { timeout: 40000, polling: 100 });
+  await page.waitForFunction(() => document.querySelector("#banner").hidden, null, { timeout: 30000, polling: 100 });
+  check("after the hang the page is fresh again, without a reload", (await page.evaluate(() => window.__noReload)) === "still here");
+  await compareWithApi(page, "after hang restart", params);
+
+  // 10. Gateway restart: the page keeps its figures, says it is reconnecting, and reconnects.
+  const gwBefore = (await status()).gateway.pid;
+  await ask("stop-gateway");
+  await page.waitForFunction(() => (document.querySelector("#banner").dataset.kinds || "").includes("conn"), null, { timeout: 20000, polling: 50 });
+  const offline = await cards(page);
+  check("gateway down: the figures stay, with a reconnecting banner", offline.tokens.raw === figures.tokens.raw || offline.tokens.raw > 0, offline.tokens);
+  await shot(page, "dashboard-gateway-down.png");
+  await ask("start-gateway");
+  await page.waitForFunction((old) => document.querySelector("#health-body").dataset.gatewayPid !== String(old) && document.querySelector("#conn").dataset.state === "open", gwBefore, { timeout: 30000, polling: 100 });
+  await page.waitForFunction(() => document.querySelector("#banner").hidden, null, { timeout: 30000, polling: 100 });
+  check("the page reconnected to the new gateway without a reload", (await page.evaluate(() => window.__noReload)) === "still here");
+  await waitForView(page, params);
+  await compareWithApi(page, "after gateway restart", params);
+  await shot(page, "dashboard-reconnected.png");
+
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
+async function scenarioToken(browser) {
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  await page.goto(base + "/");
+  await page.waitForSelector("#token-dialog[open]", { timeout: 15000 });
+  check("a token prompt appears when the gateway needs one", (await bannerKinds(page)).includes("auth"));
+  await shot(page, "dashboard-token-prompt.png");
+  await page.fill("#token-input", "wrong-" + args.token);
+  await page.click("#token-submit");
+  await page.waitForFunction(() => document.querySelector("#token-dialog").open && /refused/.test(document.querySelector("#token-why").textContent), null, { timeout: 15000 });
+  check("a wrong token is refused with a clear message", true);
+  await page.fill("#token-input", args.token);
+  await page.click("#token-submit");
+  await page.waitForSelector("body[data-sessions-ready]", { timeout: 30000 });
+  const params = expectedParams({ preset: "30d" });
+  await waitForView(page, params);
+  await compareWithApi(page, "with token", params);
+  await page.reload();
+  await page.waitForSelector("body[data-sessions-ready]", { timeout: 30000 });
+  check("the token is remembered across reloads", !(await page.$eval("#token-dialog", (d) => d.open)));
+  check("no script errors in the page", errors.filter((e) => !/401|403/.test(e)).length === 0, errors);
+}
+
+async function scenarioRemote(browser) {
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  // A setup script may print the address with the token in the fragment (never sent to a server).
+  await page.goto(base + "/#token=" + encodeURIComponent(args.token));
+  await page.waitForSelector("body[data-sessions-ready]", { timeout: 30000 });
+  check("the token in the address is stored, then removed from it", !page.url().includes("token=") && (await page.evaluate(() => JSON.parse(localStorage.getItem("clawgate.token")))) === args.token, page.url());
+  const conn = await page.$eval("#conn", (e) => e.dataset.state);
+  check("a remote browser without a device identity falls back to the HTTP API", conn === "polling" && (await bannerKinds(page)).includes("http"), { conn, banner: await bannerKinds(page) });
+  const params = expectedParams({ preset: "30d" });
+  await waitForView(page, params);
+  await compareWithApi(page, "remote over HTTP", params);
+  await page.waitForSelector('#health-body [data-field="worker-state"]', { timeout: 10000 });
+  check("the health panel works over HTTP", (await page.textContent('[data-field="connection"]')).includes("HTTP"));
+  await shot(page, "dashboard-remote-http.png");
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
+async function scenarioPerf(browser) {
+  // Three page loads in fresh browser contexts (no saved snapshot, no HTTP cache); the median
+  // is the figure, so that one load slowed by other work on a 2-core machine does not decide.
+  const firsts = [];
+  const tables = [];
+  let page;
+  const errors = [];
+  for (let i = 0; i < 3; i++) {
+    if (page) await page.context().close();
+    ({ page } = await newPage(browser));
+    watchErrors(page, errors);
+    await page.goto(base + "/");
+    await page.waitForSelector("body[data-ready]", { timeout: 60000 });
+    await page.waitForSelector("body[data-sessions-ready]", { timeout: 60000 });
+    const marks = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType("mark").map((m) => [m.name, m.startTime])));
+    firsts.push(Math.round(marks["clawgate:first-data"]));
+    tables.push(Math.round(marks["clawgate:sessions"]));
+    emit({ type: "log", load: i + 1, marks });
+  }
+  const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  metric("firstRenderMs", median(firsts), "ms");
+  emit({ type: "log", firstRenderRunsMs: firsts, sessionsTableRunsMs: tables });
+  metric("sessionsTableMs", median(tables), "ms");
+  const params = expectedParams({ preset: "30d" });
+  await waitForView(page, params);
+  const { usage } = await compareWithApi(page, "large store 30d", params);
+  metric("sessionsInView", usage.sessions.length, "sessions");
+  check("first render (totals, chart, breakdowns; median of 3 loads) under 1 s", median(firsts) < 1000, firsts);
+  await shot(page, "dashboard-large-store.png");
+  // The whole store: every session in the table.
+  const t0 = Date.now();
+  await page.click('[data-preset="all"]');
+  const all = expectedParams({ preset: "all" });
+  await waitForView(page, all, 60000);
+  metric("allSessionsViewMs", Date.now() - t0, "ms");
+  const { usage: everything } = await compareWithApi(page, "large store all", all);
+  metric("sessionsInStore", everything.aggregates.sessionCount, "sessions");
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
+// ------------------------------------------------------------------ main
+const deadline = setTimeout(() => {
+  check("scenario finished within its deadline", false, scenario);
+  emit({ type: "done", ok: false, failed });
+  process.exit(2);
+}, Number(args.deadline || 240) * 1000);
+let browser;
+try {
+  browser = await launch();
+  const run = { main: scenarioMain, token: scenarioToken, remote: scenarioRemote, perf: scenarioPerf }[scenario];
+  if (!run) throw new Error("unknown scenario " + scenario);
+  await run(browser);
+} catch (e) {
+  check("scenario ran to the end", false, String((e && e.stack) || e));
+  if (currentPage) await shot(currentPage, `failure-${scenario}.png`, true).catch(() => {});
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  clearTimeout(deadline);
+  emit({ type: "done", ok: failed.length === 0, failed });
+  stdin.close();
+}
