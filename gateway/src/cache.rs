@@ -558,18 +558,17 @@ impl UsageCache {
         true
     }
 
-    /// Re-runs up to eight queries that clients asked for within four refresh intervals.
+    /// Re-runs the eight most recently requested queries. It runs only while WebSocket clients
+    /// listen, and carries no age limit: a dashboard left open for hours asked its queries
+    /// long ago and must still get `usage.updated` pushes without polling.
     pub fn refresh_recent(self: &Arc<Self>) -> usize {
-        let recent_enough = self.tuning.refresh_interval * 4;
         let mut candidates: Vec<(Instant, UsageQuery)> = {
             let inner = self.lock();
             inner
                 .entries
                 .iter()
                 .filter(|(_, e)| e.job.is_none() && e.good.is_some())
-                .filter_map(|(q, e)| {
-                    e.last_requested.filter(|t| t.elapsed() <= recent_enough).map(|t| (t, q.clone()))
-                })
+                .filter_map(|(q, e)| e.last_requested.map(|t| (t, q.clone())))
                 .collect()
         };
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));

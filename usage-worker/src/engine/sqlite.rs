@@ -188,6 +188,9 @@ struct AgentDb {
     stamp: DbStamp,
     racy: bool,
     listed: Vec<Discovered>,
+    /// Hash of the `sessions.json` the nodes stood for: an unchanged index keeps its
+    /// [`Cached`] (and stamp), so answers cached against it stay valid.
+    index_hash: u64,
 }
 
 /// The SQLite side of the engine: per-agent database listings.
@@ -223,12 +226,16 @@ impl Databases {
         let racy = now_ns() - stamp.newest_ns() < RACY_NS;
         // The absolute path, as OpenClaw prints it in `sessionFile`.
         let abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
-        match snapshot(&abs, agent) {
-            Ok((listed, index)) => {
-                let mut c = Cached::default();
-                c.value = Some(index);
-                stores.insert(agent.to_owned(), c);
-                self.agents.insert(agent.to_owned(), AgentDb { stamp, racy, listed: listed.clone() });
+        let known_index = self.agents.get(agent).map(|a| a.index_hash).filter(|_| stores.contains_key(agent));
+        match snapshot(&abs, agent, known_index) {
+            Ok((listed, index_hash, index)) => {
+                if let Some(index) = index {
+                    let mut c = Cached::default();
+                    c.value = Some(index);
+                    stores.insert(agent.to_owned(), c);
+                }
+                self.agents
+                    .insert(agent.to_owned(), AgentDb { stamp, racy, listed: listed.clone(), index_hash });
                 if self.failing.remove(agent).is_some() {
                     tracing::info!(agent, db = %db.display(), "agent database readable again");
                 }
@@ -270,8 +277,13 @@ struct Node {
     updated_ms: i64,
 }
 
-/// Lists an agent's sessions and builds its session index, in one read transaction.
-fn snapshot(db: &Path, agent: &str) -> Result<(Vec<Discovered>, StoreIndex), SqliteError> {
+/// Lists an agent's sessions and builds its session index, in one read transaction. The index
+/// is `None` when its hash equals `known_index`.
+fn snapshot(
+    db: &Path,
+    agent: &str,
+    known_index: Option<u64>,
+) -> Result<(Vec<Discovered>, u64, Option<StoreIndex>), SqliteError> {
     let conn = sqlite_schema::open(db)?;
     let tx = conn.unchecked_transaction()?;
     // Counted from the primary-key index alone; sessions without rows have no transcript.
@@ -357,9 +369,14 @@ fn snapshot(db: &Path, agent: &str) -> Result<(Vec<Discovered>, StoreIndex), Sql
     }
     tx.commit()?;
     listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    let index = StoreIndex::parse(sessions_json(&nodes, &windows).as_bytes())
-        .map_err(|e| SqliteError::Other(format!("session_nodes: {e}")))?;
-    Ok((listed, index))
+    let json = sessions_json(&nodes, &windows);
+    let hash = fnv1a(FNV_SEED, json.as_bytes());
+    if known_index == Some(hash) {
+        return Ok((listed, hash, None));
+    }
+    let index =
+        StoreIndex::parse(json.as_bytes()).map_err(|e| SqliteError::Other(format!("session_nodes: {e}")))?;
+    Ok((listed, hash, Some(index)))
 }
 
 fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, SqliteError> {

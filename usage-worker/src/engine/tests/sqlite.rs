@@ -559,3 +559,22 @@ fn reading_creates_no_files_beside_a_database_nobody_has_open() {
     fs::set_permissions(&agent_dir, fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(before, after, "no -shm/-wal created");
 }
+
+#[test]
+fn an_unrelated_write_keeps_the_session_index_and_a_label_change_shows() {
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    ask(&mut e, &query(Method::SessionsUsage));
+    let stamp = e.stores["main"].stamp;
+    let w = writer(dir.path(), "main");
+    w.execute("UPDATE session_nodes SET last_read_at = 1", []).unwrap();
+    let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s.files_parsed, 0);
+    assert_eq!(e.stores["main"].stamp, stamp, "answers cached against the index stay valid");
+    w.execute("UPDATE session_nodes SET label = 'Ops' WHERE session_key = 'agent:main:main'", []).unwrap();
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s.files_parsed, 0);
+    assert_ne!(e.stores["main"].stamp, stamp);
+    let row = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
+    assert_eq!(row["label"], "Ops");
+}
