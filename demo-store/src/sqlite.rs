@@ -10,7 +10,8 @@
 //! - one `session_windows` row per transcript, archives (`.jsonl.reset.<ts>` / `.deleted.<ts>`)
 //!   included: an entry's `usageFamilySessionIds` become earlier windows of its key, linked by
 //!   `previous_session_id`;
-//! - one `session_nodes` row per `sessions.json` entry, whose `entry_json` is the entry without
+//! - one `session_nodes` row per `sessions.json` entry (and a minimal one per transcript no
+//!   entry names, as the window's key must exist), whose `entry_json` is the entry without
 //!   `sessionFile`/`channel`/`lastChannel`/`origin`/`usageFamilySessionIds` (the importer moves
 //!   `origin` and the channel into `delivery`, and keeps neither for `webchat`, the Control UI's
 //!   internal chat);
@@ -263,6 +264,16 @@ fn convert_agent(legacy: &Path, out: &Path, agent: &str) -> Result<ConvertStats,
         write_node(&tx, key, &current, entry).map_err(&err)?;
         stats.nodes += 1;
     }
+    // A transcript no entry names gets a minimal node of its own, so every window's key exists
+    // (OpenClaw enforces the foreign key).
+    for t in transcripts.iter().filter(|t| t.key.is_none()) {
+        let facts = &windows[&t.session_id];
+        let updated = facts.last_ms.unwrap_or(0);
+        let entry = format!(r#"{{"sessionId":{},"updatedAt":{updated}}}"#, json_string(&t.session_id));
+        let entry: BTreeMap<String, Box<RawValue>> = serde_json::from_str(&entry).expect("valid JSON");
+        write_node(&tx, &orphan_key(agent, &t.session_id), &t.session_id, &entry).map_err(&err)?;
+        stats.nodes += 1;
+    }
     // The importer leaves every node validated.
     tx.execute_batch(
         "UPDATE session_nodes SET entry_valid = 1; DELETE FROM session_canonical_validation_pending;",
@@ -452,7 +463,7 @@ fn write_window(
     entry: Option<&BTreeMap<String, Box<RawValue>>>,
     facts: &WindowFacts,
 ) -> rusqlite::Result<()> {
-    let key = t.key.clone().unwrap_or_else(|| format!("agent:{agent}:{}", t.session_id));
+    let key = t.key.clone().unwrap_or_else(|| orphan_key(agent, &t.session_id));
     // Only the current instance carries the entry's labels; archives keep their times.
     let current =
         entry.is_some_and(|e| raw_str(Some(e), "sessionId").as_deref() == Some(t.session_id.as_str()));
@@ -506,6 +517,15 @@ fn write_window(
     )?
     .execute(params![t.session_id, generation, last])?;
     Ok(())
+}
+
+/// The key OpenClaw reports for a transcript without a store entry.
+fn orphan_key(agent: &str, session_id: &str) -> String {
+    format!("agent:{agent}:{session_id}")
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
 }
 
 fn fnv(bytes: &[u8]) -> u64 {

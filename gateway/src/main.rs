@@ -144,6 +144,11 @@ struct DemoArgs {
     /// The seed-size store of the incident: 9 agents x 184 sessions, about 1.45 GB.
     #[arg(long)]
     seed_size: bool,
+    /// `legacy`: sessions.json + JSONL (OpenClaw up to 2026.6). `sqlite`: also one
+    /// `agents/<id>/agent/openclaw-agent.sqlite` per agent, as OpenClaw 2026.7+ keeps them (the
+    /// database wins over the JSONL files, as after OpenClaw's own import).
+    #[arg(long, value_parser = ["legacy", "sqlite"], default_value = "legacy")]
+    layout: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -265,6 +270,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let manifest = demo_store::generate_or_reuse(&args.out, &spec)
         .with_context(|| format!("writing the demo store to {}", args.out.display()))?;
+    if args.layout == "sqlite" {
+        let converted = demo_store::sqlite::convert_to_sqlite(&args.out, &args.out)
+            .with_context(|| format!("converting {} to the SQLite layout", args.out.display()))?;
+        println!("converted to the SQLite layout: {converted:?}");
+    }
     println!(
         "wrote {} sessions in {} files ({} bytes) to {} in {:.1} s; totals: {} tokens, ${:.2}; manifest: {}",
         manifest.sessions,

@@ -144,6 +144,8 @@ pub struct Injected {
     pub alloc_refused: u64,
     pub rss: u64,
     pub rss_killed: u64,
+    /// Memory faults whose worker another fault took first.
+    pub memory_interrupted: u64,
     pub unexpected_outcomes: Vec<String>,
 }
 

@@ -135,10 +135,17 @@ struct Args {
     /// Keep the work directory (gateway log, and the store when it is temporary).
     #[arg(long)]
     keep_work: bool,
+    /// Internal: be the probe process for the gateway at this base URL.
+    #[arg(long, value_name = "URL", hide = true)]
+    probe_child: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(base) = &args.probe_child {
+        probe::child_main(base, args.probe_every, args.probe_timeout);
+        return ExitCode::SUCCESS;
+    }
     match run(&args) {
         Ok(summary) => {
             println!("{summary}");
@@ -329,12 +336,8 @@ fn run(args: &Args) -> anyhow::Result<Value> {
 
     // The measured window.
     let window = Instant::now();
-    let probe_stop = Arc::new(AtomicBool::new(false));
-    let prober = {
-        let (ctx, stop, every, timeout) =
-            (Arc::clone(&ctx), Arc::clone(&probe_stop), args.probe_every, args.probe_timeout);
-        std::thread::spawn(move || probe::run(ctx, every, timeout, stop))
-    };
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let prober = probe::Prober::start(&exe, &ctx.base, args.probe_every, args.probe_timeout)?;
     let ws_stop = Arc::new(AtomicBool::new(false));
     let ws_config = ws::WsConfig {
         call_every: args.call_every,
@@ -411,8 +414,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     let final_converged =
         writer::settle(&ctx, args.final_settle_deadline, &AtomicBool::new(false), &mut final_settles);
     let final_ms = final_started.elapsed().as_millis() as u64;
-    probe_stop.store(true, Ordering::Relaxed);
-    let probes = prober.join().map_err(|_| anyhow::anyhow!("the prober panicked"))?;
+    let probes = prober.finish()?;
     let final_status = status(&ctx, &agent(Duration::from_secs(5))).unwrap_or(Value::Null);
     sampler_stop.store(true, Ordering::Relaxed);
     let memory = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
@@ -450,7 +452,7 @@ struct Summary<'a> {
     store: &'a Path,
     manifest: &'a demo_store::DemoManifest,
     measured: Duration,
-    probes: &'a probe::ProbeReport,
+    probes: &'a Value,
     memory: &'a procs::MemoryReport,
     settles: &'a writer::Settles,
     final_settle: (bool, u64, Option<String>),
@@ -475,7 +477,6 @@ fn summarize(s: &Summary<'_>) -> Value {
         gateway_rss_bytes: s.args.target_gateway_rss,
         worker_cap_bytes: s.args.worker_memory_max,
     };
-    let probe_latency = report::latency(&s.probes.hist);
     let mut summary = json!({
         "schema": "clawgate.proof/v1",
         "durationS": (s.measured.as_secs_f64() * 10.0).round() / 10.0,
@@ -486,15 +487,7 @@ fn summarize(s: &Summary<'_>) -> Value {
             "files": s.manifest.files,
             "bytes": s.manifest.bytes,
         },
-        "probes": {
-            "count": s.probes.hist.len(),
-            "failures": s.probes.failures,
-            "p50Ms": probe_latency["p50Ms"],
-            "p99Ms": probe_latency["p99Ms"],
-            "maxMs": probe_latency["maxMs"],
-            "maxAtS": (s.probes.max_at_s * 10.0).round() / 10.0,
-            "failureExamples": s.probes.failure_examples,
-        },
+        "probes": s.probes,
         "ws": {
             "clients": s.args.clients,
             "connects": ws.connects,
@@ -540,6 +533,7 @@ fn summarize(s: &Summary<'_>) -> Value {
             "allocRefused": injected.alloc_refused,
             "rss": injected.rss,
             "rssKilled": injected.rss_killed,
+            "memoryInterrupted": injected.memory_interrupted,
             "unexpectedOutcomes": injected.unexpected_outcomes,
         },
         "worker": {

@@ -1,7 +1,15 @@
-//! `/healthz` probes on a fixed schedule, on a thread of their own, over one keep-alive
-//! connection (as a load balancer's health checker would).
+//! `/healthz` probes on a fixed schedule over one keep-alive connection, as a load balancer's
+//! health checker would send them.
+//!
+//! They run in a child process of their own (this executable with `--probe-child`), so that
+//! the harness's own work (parsing 20 dashboards' answers) cannot stall them in its address
+//! space and pass for gateway latency. The child probes until its stdin closes, then prints its
+//! figures as one JSON line.
 
 use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    path::Path,
+    process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -9,52 +17,107 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hdrhistogram::Histogram;
+use anyhow::Context as _;
+use serde_json::{Value, json};
 
-use crate::ctx::{Ctx, agent, histogram};
+use crate::{ctx::histogram, report};
 
-/// What the prober saw.
-pub struct ProbeReport {
-    /// Latencies, µs.
-    pub hist: Histogram<u64>,
-    pub failures: u64,
-    pub failure_examples: Vec<String>,
-    /// When the slowest probe was sent, seconds into the run.
-    pub max_at_s: f64,
-}
-
-/// Probes `GET /healthz` every `every` until `stop`. A probe fails on any status but 200 or
-/// when it takes longer than `timeout`.
-pub fn run(ctx: Arc<Ctx>, every: Duration, timeout: Duration, stop: Arc<AtomicBool>) -> ProbeReport {
-    let agent = agent(timeout);
-    let url = format!("{}/healthz", ctx.base);
-    let mut report =
-        ProbeReport { hist: histogram(), failures: 0, failure_examples: Vec::new(), max_at_s: 0.0 };
+/// Probes `GET {base}/healthz` every `every` until `stop` and returns the figures: a probe
+/// fails on any status but 200, or when it takes longer than `timeout`.
+pub fn probe(base: &str, every: Duration, timeout: Duration, stop: &AtomicBool) -> Value {
+    let agent = crate::ctx::agent(timeout);
+    let url = format!("{base}/healthz");
+    let mut hist = histogram();
+    let (mut failures, mut examples, mut max_at_s) = (0u64, Vec::<String>::new(), 0.0f64);
+    let started = Instant::now();
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
+        let sent = Instant::now();
         let result = agent.get(&url).call().map_err(|e| e.to_string()).and_then(|mut res| {
             let status = res.status().as_u16();
             let body = res.body_mut().read_to_string().map_err(|e| e.to_string())?;
             if status == 200 { Ok(()) } else { Err(format!("status {status}: {body:.200}")) }
         });
-        let took = started.elapsed();
+        let took = sent.elapsed();
         let micros = (took.as_micros() as u64).max(1);
-        if micros >= report.hist.max() {
-            report.max_at_s = started.duration_since(ctx.started).as_secs_f64();
+        if micros >= hist.max() {
+            max_at_s = sent.duration_since(started).as_secs_f64();
         }
-        let _ = report.hist.record(micros);
+        let _ = hist.record(micros);
         if let Err(why) = result {
-            report.failures += 1;
-            if report.failure_examples.len() < 8 {
-                let what = format!("probe at {:.2}s failed after {took:?}: {why}", ctx.secs());
-                eprintln!("clawgate-proof: FAILURE: {what}");
-                report.failure_examples.push(what);
+            failures += 1;
+            if examples.len() < 8 {
+                examples.push(format!(
+                    "probe at {:.2}s failed after {took:?}: {why}",
+                    sent.duration_since(started).as_secs_f64()
+                ));
             }
         }
         // A fixed schedule: a slow probe delays the next one, never causes a burst.
         next = (next + every).max(Instant::now());
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
-    report
+    let latency = report::latency(&hist);
+    json!({
+        "count": hist.len(),
+        "failures": failures,
+        "p50Ms": latency["p50Ms"],
+        "p99Ms": latency["p99Ms"],
+        "maxMs": latency["maxMs"],
+        "maxAtS": (max_at_s * 10.0).round() / 10.0,
+        "failureExamples": examples,
+    })
+}
+
+/// The `--probe-child` process: probes until stdin closes, then prints the figures.
+pub fn child_main(base: &str, every: Duration, timeout: Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        flag.store(true, Ordering::Relaxed);
+    });
+    println!("{}", probe(base, every, timeout, &stop));
+}
+
+/// A running probe child.
+pub struct Prober {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Prober {
+    pub fn start(exe: &Path, base: &str, every: Duration, timeout: Duration) -> anyhow::Result<Prober> {
+        let mut child = Command::new(exe)
+            .arg("--probe-child")
+            .arg(base)
+            .arg("--probe-every")
+            .arg(format!("{}ms", every.as_secs_f64() * 1000.0))
+            .arg("--probe-timeout")
+            .arg(format!("{}ms", timeout.as_secs_f64() * 1000.0))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the prober {}", exe.display()))?;
+        let stdin = child.stdin.take();
+        Ok(Prober { child, stdin })
+    }
+
+    /// Stops probing and returns the figures.
+    pub fn finish(mut self) -> anyhow::Result<Value> {
+        drop(self.stdin.take());
+        let stdout = self.child.stdout.take().context("prober stdout")?;
+        let line = BufReader::new(stdout).lines().next().context("the prober printed nothing")??;
+        let _ = self.child.wait();
+        serde_json::from_str(&line).context("the prober's figures")
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

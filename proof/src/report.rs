@@ -175,8 +175,15 @@ pub fn table(s: &Value) -> String {
         (
             "faults injected",
             format!(
-                "SIGKILL {} (+{} skipped: no worker), SIGSTOP {}, alloc {}, rss {}",
-                f["sigkill"], f["sigkillSkipped"], f["sigstop"], f["alloc"], f["rss"]
+                "SIGKILL {} (+{} skipped: no worker), SIGSTOP {}, alloc {} ({} refused), rss {} ({} killed), {} taken by another fault first",
+                f["sigkill"],
+                f["sigkillSkipped"],
+                f["sigstop"],
+                f["alloc"],
+                f["allocRefused"],
+                f["rss"],
+                f["rssKilled"],
+                f["memoryInterrupted"]
             ),
         ),
         (

@@ -4,6 +4,7 @@ mod dashboard;
 mod packaging;
 mod proof;
 mod skeleton;
+mod sqlite;
 mod status;
 mod supervisor;
 mod tidy;

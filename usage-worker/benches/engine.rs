@@ -292,8 +292,11 @@ fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
+/// How one table cell is computed from a store's figures.
+type Cell = Box<dyn Fn(&Figures) -> String>;
+
 fn print_table(figs: &[Figures]) {
-    let rows: Vec<(&str, Box<dyn Fn(&Figures) -> String>)> = vec![
+    let rows: Vec<(&str, Cell)> = vec![
         ("transcript files", Box::new(|f| f.files.to_string())),
         ("transcript bytes", Box::new(|f| mb(f.bytes))),
         ("cat to /dev/null", Box::new(|f| ms(f.cat))),

@@ -68,7 +68,12 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
         use tokio::io::AsyncWriteExt as _;
         let mut writer = &*writer_stream;
         while let Some(bytes) = out_rx.recv().await {
-            if let Err(error) = async { writer.write_all(&bytes).await?; writer.flush().await }.await {
+            if let Err(error) = async {
+                writer.write_all(&bytes).await?;
+                writer.flush().await
+            }
+            .await
+            {
                 tracing::warn!(%error, "Cannot write to the gateway.");
                 break;
             }
@@ -229,7 +234,8 @@ fn encode(msg: &FromWorker, payload: usize) -> Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(payload + 1024);
     buf.extend_from_slice(&[0u8; 4]);
     rmp_serde::encode::write_named(&mut buf, msg).map_err(|e| e.to_string())?;
-    let len = u32::try_from(buf.len() - 4).map_err(|_| format!("answer of {} bytes is too large", buf.len()))?;
+    let len =
+        u32::try_from(buf.len() - 4).map_err(|_| format!("answer of {} bytes is too large", buf.len()))?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
 }
@@ -240,7 +246,8 @@ mod tests {
 
     #[test]
     fn frames_decode_with_ipc_proto() {
-        let answer = ipc_proto::UsageAnswer { payload_json: "{\"a\":1}".repeat(1000), stats: Default::default() };
+        let answer =
+            ipc_proto::UsageAnswer { payload_json: "{\"a\":1}".repeat(1000), stats: Default::default() };
         let msg = FromWorker::Response { id: 7, result: Ok(answer) };
         let bytes = encode(&msg, 8000).unwrap();
         assert_eq!(bytes, frame::encode(&msg).unwrap());

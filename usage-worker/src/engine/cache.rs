@@ -14,7 +14,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 
 use ipc_proto::UsageQuery;
 
@@ -49,6 +48,30 @@ impl Hasher for Fnv {
     }
 }
 
+/// Hashes the unique `u64` ids the caches are keyed by (generations, stamps) with one multiply:
+/// they are already well spread, and SipHash would cost more than the lookup.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// A map keyed by unique ids.
+pub type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The FNV hash of a value.
 pub fn hash_of<T: Hash + ?Sized>(t: &T) -> u64 {
     let mut h = Fnv::default();
@@ -65,8 +88,9 @@ pub struct Shape {
     pub prices: u64,
 }
 
-/// Per-file summaries of one shape: path → (rollup generation, summary).
-pub type SummaryMap = HashMap<PathBuf, (u64, Summary)>;
+/// Per-file summaries of one shape, by the file's generation (which changes with its rollup
+/// and its path, so an entry can never be stale, only unused).
+pub type SummaryMap = IdMap<Summary>;
 
 /// The last `sessions.usage` answer without its volatile fields.
 pub struct SessionsBody {
@@ -76,8 +100,8 @@ pub struct SessionsBody {
     pub row_shape: u64,
     /// The answer between `{"updatedAt":…,` and `,"cacheStatus"…`.
     pub text: String,
-    /// Row path → (row stamp, byte range of the row's JSON in `text`).
-    pub rows: HashMap<PathBuf, (u64, std::ops::Range<usize>)>,
+    /// Row stamp → byte range of the row's JSON in `text`.
+    pub rows: IdMap<std::ops::Range<usize>>,
 }
 
 /// The engine's answer caches.
@@ -111,7 +135,7 @@ impl AnswerCache {
             }
             None => {
                 self.summaries.truncate(SUMMARY_SLOTS - 1);
-                self.summaries.push_front((shape, HashMap::new()));
+                self.summaries.push_front((shape, IdMap::default()));
             }
         }
         &mut self.summaries[0].1
@@ -128,13 +152,6 @@ impl AnswerCache {
             self.bodies.pop_front();
         }
         self.bodies.push_back((query.clone(), fingerprint, body));
-    }
-
-    /// Drops summaries of files that no longer exist (called after a refresh dropped some).
-    pub fn forget_missing(&mut self, exists: impl Fn(&Path) -> bool) {
-        for (_, map) in &mut self.summaries {
-            map.retain(|p, _| exists(p));
-        }
     }
 
     /// Approximate heap bytes held, for logs.
@@ -189,7 +206,7 @@ mod tests {
     fn summary_slots_are_lru() {
         let mut c = AnswerCache::default();
         let shape = |start| Shape { start, end: 10, offset_ms: 0, prices: 0 };
-        c.summaries(shape(1)).insert(PathBuf::from("a"), (1, Summary::default()));
+        c.summaries(shape(1)).insert(1, Summary::default());
         c.summaries(shape(2));
         assert_eq!(c.summaries(shape(1)).len(), 1, "kept while among the last two");
         c.summaries(shape(3));

@@ -182,9 +182,11 @@ fn log_of(line: &str, seq: u64, agent: &str, price: &PriceFn<'_>) -> Option<Log>
     };
     let ts = match &entry {
         Some(e) => e.ts,
-        None => v.get("timestamp").and_then(Value::as_str).and_then(super::time::parse_iso_ms).or_else(|| {
-            m.get("timestamp").and_then(Value::as_f64).filter(|t| t.abs() <= 8.64e15).map(|t| t as i64)
-        }),
+        None => {
+            v.get("timestamp").and_then(Value::as_str).and_then(super::time::parse_iso_ms).or_else(|| {
+                m.get("timestamp").and_then(Value::as_f64).filter(|t| t.abs() <= 8.64e15).map(|t| t as i64)
+            })
+        }
     }?;
     let raw = m.get("content").map(content_text).unwrap_or_default();
     let text = if role == "user" { strip_envelope(&raw).to_owned() } else { raw };
@@ -200,7 +202,10 @@ fn log_of(line: &str, seq: u64, agent: &str, price: &PriceFn<'_>) -> Option<Log>
             Some(c) => Some(c.total),
             None => price(agent, e.provider.as_deref(), e.model.as_deref()).map(|p| {
                 let [i, o, cr, cw] = u.parts();
-                (i as f64 * p.input + o as f64 * p.output + cr as f64 * p.cache_read + cw as f64 * p.cache_write)
+                (i as f64 * p.input
+                    + o as f64 * p.output
+                    + cr as f64 * p.cache_read
+                    + cw as f64 * p.cache_write)
                     / 1e6
             }),
         };

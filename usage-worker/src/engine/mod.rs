@@ -33,6 +33,7 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -282,8 +283,10 @@ impl Engine {
         }
         let stores: HashMap<&str, &StoreIndex> =
             self.stores.iter().filter_map(|(a, c)| c.value.as_ref().map(|v| (a.as_str(), v))).collect();
-        let store_stamps: HashMap<&str, u64> = self.stores.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
-        let mut price_stamps: Vec<(&str, u64)> = self.prices.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
+        let store_stamps: HashMap<&str, u64> =
+            self.stores.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
+        let mut price_stamps: Vec<(&str, u64)> =
+            self.prices.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
         price_stamps.sort_unstable();
         let price = price_fn(&self.prices);
         let view = View {
@@ -351,25 +354,59 @@ impl Engine {
     /// Lists the counted files of `agents`, follows renames (same device and inode) and drops
     /// rollups of files that are gone.
     fn discover(&mut self, agents: &[String], diag: &mut Diagnostics) -> Vec<Discovered> {
-        let mut listed = Vec::new();
+        // Databases first (in order); directory listings then run on the worker's threads, as
+        // `stat`ing every transcript is most of an unchanged call's cost.
+        let mut per_agent: Vec<Option<io::Result<Vec<Discovered>>>> = Vec::with_capacity(agents.len());
         for a in agents {
-            if let Some(sessions) = self.sqlite.list(&self.config.state_dir, a, &mut self.stores, diag) {
-                listed.extend(sessions);
-                continue;
-            }
-            match discover::list_files(&self.config.state_dir, a) {
-                Ok(files) => listed.extend(files),
-                Err(e) => diag.error(format!("listing sessions of agent {a}: {e}")),
+            let db = self.sqlite.list(&self.config.state_dir, a, &mut self.stores, diag);
+            per_agent.push(db.map(Ok));
+        }
+        let todo: Vec<usize> = (0..agents.len()).filter(|&i| per_agent[i].is_none()).collect();
+        let threads = self.config.threads.clamp(1, todo.len().max(1));
+        let state_dir = &self.config.state_dir;
+        let lists: Vec<(usize, io::Result<Vec<Discovered>>)> = if threads <= 1 {
+            todo.iter().map(|&i| (i, discover::list_files(state_dir, &agents[i]))).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let mine: Vec<usize> = todo.iter().copied().skip(t).step_by(threads).collect();
+                        scope.spawn(move || {
+                            mine.into_iter()
+                                .map(|i| (i, discover::list_files(state_dir, &agents[i])))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().flat_map(|h| h.join().expect("listing thread")).collect()
+            })
+        };
+        for (i, l) in lists {
+            per_agent[i] = Some(l);
+        }
+        let mut listed = Vec::new();
+        for (a, l) in agents.iter().zip(per_agent) {
+            match l {
+                Some(Ok(files)) => listed.extend(files),
+                Some(Err(e)) => diag.error(format!("listing sessions of agent {a}: {e}")),
+                None => {}
             }
         }
         let in_scope: HashSet<&str> = agents.iter().map(String::as_str).collect();
-        let present: HashSet<&PathBuf> = listed.iter().map(|d| &d.path).collect();
-        let gone: Vec<PathBuf> = self
-            .files
-            .iter()
-            .filter(|(p, f)| in_scope.contains(f.disc.agent_id.as_str()) && !present.contains(p))
-            .map(|(p, _)| p.clone())
-            .collect();
+        // Usually every known file is still listed: then nothing is gone, without building a set.
+        let known = listed.iter().filter(|d| self.files.contains_key(&d.path)).count();
+        let known_in_scope =
+            self.files.values().filter(|f| in_scope.contains(f.disc.agent_id.as_str())).count();
+        let gone: Vec<PathBuf> = if known == known_in_scope {
+            Vec::new()
+        } else {
+            let present: HashSet<&PathBuf> = listed.iter().map(|d| &d.path).collect();
+            self.files
+                .iter()
+                .filter(|(p, f)| in_scope.contains(f.disc.agent_id.as_str()) && !present.contains(p))
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
         if !gone.is_empty() {
             let mut by_inode: HashMap<(u64, u64), FileState> = HashMap::new();
             for p in gone {
@@ -389,8 +426,6 @@ impl Engine {
                 }
             }
             self.persisted.changed();
-            let files = &self.files;
-            self.cache.forget_missing(|p| files.contains_key(p));
         }
         listed
     }
@@ -448,7 +483,11 @@ impl Engine {
         for d in selection {
             match self.files.get_mut(&d.path) {
                 Some(f) if same_stat(&f.rollup.checkpoint, &d.meta) => {
-                    f.disc = (*d).clone();
+                    if f.disc != **d {
+                        f.disc = (*d).clone();
+                        self.next_gen += 1;
+                        f.generation = self.next_gen;
+                    }
                 }
                 Some(f) => {
                     let prev = std::mem::take(&mut f.rollup);

@@ -89,7 +89,7 @@ impl Persisted {
     pub fn report(&mut self, diag: &mut Diagnostics) {
         diag.rollup_cache_discards = self.discards;
         if let Some(r) = self.discard_reason.take() {
-            diag.error(format!("rollup cache discarded and rebuilt: {r}"));
+            diag.error(format!("rollup cache not used, rebuilt from the store: {r}"));
         }
     }
 
@@ -284,6 +284,12 @@ impl Engine {
                     path = %path.display(),
                     "Loaded the rollup cache."
                 );
+            }
+            Err(PersistError::Io(e)) => {
+                // The data dir itself is the problem (permissions, not a directory): nothing
+                // to discard; answers are built from the store and saving will fail loudly.
+                tracing::warn!(path = %path.display(), error = %e, "Cannot read the rollup cache.");
+                self.persisted.discard_reason = Some(format!("cannot read {}: {e}", path.display()));
             }
             Err(e) => self.persisted.discard(&path, &e),
         }

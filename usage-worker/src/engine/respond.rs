@@ -17,16 +17,15 @@
 //! kind, unreadable files, and `sessions.json`/`models.json` errors. Legacy stores carry no
 //! creator metadata, so every row's `creatorKey` is `["unknown"]`, as 2026.9 reports for them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
-use std::path::PathBuf;
 
 use ipc_proto::{GroupBy, UsageQuery, WorkerError, WorkerErrorKind};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
 
-use super::cache::{AnswerCache, Fnv, SessionsBody, Shape, SummaryMap, assemble, fields_of, hash_of};
+use super::cache::{AnswerCache, Fnv, IdMap, SessionsBody, Shape, SummaryMap, assemble, fields_of, hash_of};
 use super::discover::{Discovered, FileKind};
 use super::num::{Js, KSum};
 use super::rollup::{FileRollup, MsgCounts, SkipCounts};
@@ -155,15 +154,26 @@ impl View<'_> {
     {
         let map = cache.summaries(self.shape());
         for f in files {
-            if map.get(&f.disc.path).is_none_or(|(generation, _)| *generation != f.generation) {
-                map.insert(f.disc.path.clone(), (f.generation, self.summarize(f, CACHED_WANT)));
+            if !map.contains_key(&f.generation) {
+                map.insert(f.generation, self.summarize(f, CACHED_WANT));
             }
         }
+        self.prune(map);
         map
     }
 
+    /// Drops summaries of generations not in scope once they are many (files changed or went
+    /// away); a scope narrower than the last one only costs recomputation later.
+    fn prune(&self, map: &mut SummaryMap) {
+        if map.len() > 2 * self.files.len() + 64 {
+            let live: HashSet<u64> = self.files.iter().map(|f| f.generation).collect();
+            map.retain(|g, _| live.contains(g));
+        }
+    }
+
     /// Everything an answer is built from, hashed: the query, the day (unbounded `usage.cost`
-    /// ranges end today), prices, store indexes, and each file in scope with its generation.
+    /// ranges end today), prices, store indexes, and each file in scope by its generation
+    /// (unique per path and rollup state within this process).
     fn fingerprint(&self) -> u64 {
         let mut h = Fnv::default();
         self.query.hash(&mut h);
@@ -173,8 +183,7 @@ impl View<'_> {
         stamps.sort_unstable();
         stamps.hash(&mut h);
         for f in &self.files {
-            f.disc.path.hash(&mut h);
-            f.generation.hash(&mut h);
+            h.write_u64(f.generation);
         }
         h.finish()
     }
@@ -248,7 +257,7 @@ pub fn usage_cost(v: &View<'_>, cache: &mut AnswerCache) -> Result<String, Worke
     let mut days: BTreeMap<i64, Totals> = BTreeMap::new();
     let mut totals = Totals::default();
     for f in &listed {
-        let (_, s) = &sums[&f.disc.path];
+        let s = &sums[&f.generation];
         for (d, da) in &s.days {
             if da.usage_count > 0 {
                 days.entry(*d).or_default().merge(&da.totals);
@@ -346,7 +355,6 @@ impl Row<'_, '_> {
         let mut h = Fnv::default();
         self.file.generation.hash(&mut h);
         for m in &self.members {
-            m.disc.path.hash(&mut h);
             m.generation.hash(&mut h);
         }
         v.store_stamps.get(self.file.disc.agent_id.as_str()).hash(&mut h);
@@ -444,7 +452,10 @@ pub fn sessions_usage(
                     .skip(1)
                     .filter_map(|id| file_for_session(&v.files, &d.agent_id, id))
                     .collect();
-                (Some(Family { key: e.family_key.clone().unwrap_or_else(|| e.key.clone()), included }), members)
+                (
+                    Some(Family { key: e.family_key.clone().unwrap_or_else(|| e.key.clone()), included }),
+                    members,
+                )
             }
             _ => (None, Vec::new()),
         };
@@ -470,7 +481,7 @@ pub fn sessions_usage(
         "{},\"sessions\":[",
         fields_of(&Dates(format_day(day_of(w.start, 0)), format_day(day_of(w.end, 0)))).map_err(internal)?
     );
-    let mut placed: HashMap<PathBuf, (u64, Range<usize>)> = HashMap::with_capacity(rows.len().min(limit));
+    let mut placed: IdMap<Range<usize>> = IdMap::default();
     let mut aggregates = Aggregates::default();
     let full = Want { quarters: true, latency: true, untimed: true };
     let map = cache.summaries(shape);
@@ -483,9 +494,8 @@ pub fn sessions_usage(
         let reuse = old
             .as_ref()
             .filter(|_| render)
-            .and_then(|b| b.rows.get(&r.file.disc.path))
-            .filter(|(s, _)| *s == stamp)
-            .map(|(_, range)| range.clone());
+            .and_then(|b| b.rows.get(&stamp))
+            .cloned();
         if render && i > 0 {
             text.push(',');
         }
@@ -496,8 +506,8 @@ pub fn sessions_usage(
             let mut merged: Option<Summary> = None;
             for f in row_files() {
                 let s = v.summarize(f, full);
-                if map.get(&f.disc.path).is_none_or(|(g, _)| *g != f.generation) {
-                    map.insert(f.disc.path.clone(), (f.generation, s.without_quarters()));
+                if !map.contains_key(&f.generation) {
+                    map.insert(f.generation, s.without_quarters());
                 }
                 match &mut merged {
                     None => merged = Some(s),
@@ -510,17 +520,17 @@ pub fn sessions_usage(
             serde_json::to_writer(StringWriter(&mut text), &row).map_err(internal)?;
         } else {
             for f in row_files() {
-                if map.get(&f.disc.path).is_none_or(|(g, _)| *g != f.generation) {
-                    map.insert(f.disc.path.clone(), (f.generation, v.summarize(f, CACHED_WANT)));
+                if !map.contains_key(&f.generation) {
+                    map.insert(f.generation, v.summarize(f, CACHED_WANT));
                 }
             }
-            let own = &map[&r.file.disc.path].1;
+            let own = &map[&r.file.generation];
             if r.members.is_empty() {
                 aggregates.add(agent, channel, own);
             } else {
                 let mut merged = own.clone();
                 for m in &r.members {
-                    merged.merge(&map[&m.disc.path].1);
+                    merged.merge(&map[&m.generation]);
                 }
                 aggregates.add(agent, channel, &merged);
             }
@@ -529,14 +539,16 @@ pub fn sessions_usage(
             }
         }
         if render {
-            placed.insert(r.file.disc.path.clone(), (stamp, start..text.len()));
+            placed.insert(stamp, start..text.len());
         }
     }
+    v.prune(map);
     drop(old);
     text.push_str("],");
     text.push_str(&fields_of(&SessionsTail(&aggregates)).map_err(internal)?);
     let out = assemble(v.now_ms, &[&text], &tail);
-    cache.sessions = Some(SessionsBody { query: v.query.clone(), fingerprint, row_shape, text, rows: placed });
+    cache.sessions =
+        Some(SessionsBody { query: v.query.clone(), fingerprint, row_shape, text, rows: placed });
     Ok(out)
 }
 
@@ -545,7 +557,8 @@ struct StringWriter<'a>(&'a mut String);
 
 impl std::io::Write for StringWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let s = std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let s =
+            std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.0.push_str(s);
         Ok(buf.len())
     }

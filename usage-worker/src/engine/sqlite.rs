@@ -13,7 +13,9 @@
 //! watermark (a hash of the session, its `transcript_rewrite_watermarks` generation and that
 //! seq) and an anchor (a hash of the last row as stored). The next read resumes after that seq
 //! when all still hold, and re-reads the whole session when rows were rewritten or deleted (count
-//! mismatch, max seq shrank, a new generation, a changed last row). [`SqliteCheckpoint`] is
+//! mismatch, max seq shrank, a new generation, a changed last row; a row rewritten in place
+//! while count, max seq, generation and window all stay put is noticed at the session's next
+//! change, as listing looks at no row contents). [`SqliteCheckpoint`] is
 //! stored in the rollup's plain [`Checkpoint`] (see [`SqliteCheckpoint::encode`]), so it persists
 //! with the rollup and the engine's stat comparison finds unchanged sessions unchanged.
 //!
@@ -469,10 +471,28 @@ fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
     serde_json::to_string(&out).expect("raw JSON serialises")
 }
 
+/// A job thread's connection to one database.
+struct Pooled {
+    db: PathBuf,
+    conn: Connection,
+    /// Opened `immutable` (nobody had the database open): valid only while that holds.
+    immutable: bool,
+    /// Device and inode of the file opened: a replaced database needs a new connection.
+    file: (u64, u64),
+}
+
 thread_local! {
-    /// The job threads' connections, one per database, reused across the sessions of one
-    /// refresh (the threads end with it, closing them).
-    static CONNECTIONS: RefCell<Vec<(PathBuf, Connection)>> = const { RefCell::new(Vec::new()) };
+    /// The job threads' connections, one per database, reused across the sessions of a refresh
+    /// (its threads end with it, closing them; the checks in [`with_connection`] keep a reused
+    /// one honest should threads ever live longer).
+    static CONNECTIONS: RefCell<Vec<Pooled>> = const { RefCell::new(Vec::new()) };
+}
+
+fn file_id(db: &Path) -> Option<(u64, u64)> {
+    fs::metadata(db).ok().map(|m| {
+        let f = FileMeta::of(&m);
+        (f.dev, f.ino)
+    })
 }
 
 fn with_connection<T>(
@@ -481,14 +501,24 @@ fn with_connection<T>(
 ) -> Result<T, SqliteError> {
     CONNECTIONS.with(|cell| {
         let mut conns = cell.borrow_mut();
-        let i = match conns.iter().position(|(p, _)| p == db) {
+        let file = file_id(db).ok_or_else(|| SqliteError::CannotOpen(format!("{} is gone", db.display())))?;
+        let valid =
+            |p: &Pooled| p.db == db && p.file == file && (!p.immutable || sqlite_schema::opens_immutable(db));
+        conns.retain(|p| p.db != db || valid(p));
+        let i = match conns.iter().position(|p| p.db == db) {
             Some(i) => i,
             None => {
-                conns.push((db.to_owned(), sqlite_schema::open(db)?));
+                let immutable = sqlite_schema::opens_immutable(db);
+                conns.push(Pooled {
+                    db: db.to_owned(),
+                    conn: sqlite_schema::open_as(db, immutable)?,
+                    immutable,
+                    file,
+                });
                 conns.len() - 1
             }
         };
-        let result = f(&conns[i].1);
+        let result = f(&conns[i].conn);
         if result.is_err() {
             // A connection that failed (corrupt page, lock) is not trusted again.
             conns.swap_remove(i);

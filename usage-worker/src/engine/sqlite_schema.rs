@@ -3,9 +3,9 @@
 //!
 //! The database belongs to a running OpenClaw that keeps writing it in WAL mode, so a connection
 //! here is read-only (`mode=ro`, `query_only`), waits only a few milliseconds for a lock, and
-//! every read is a short transaction. A WAL database whose index (`-shm`) does not exist has no
-//! open connection at all: it is opened `immutable`, so reading never creates `-shm`/`-wal`
-//! files in OpenClaw's directory (they would carry clawgate's owner, and a read-only directory
+//! every read is a short transaction. A WAL database whose index (`-shm`) does not exist (and
+//! whose WAL holds no frames) has no open connection at all: it is opened `immutable`, so reading
+//! never creates `-shm`/`-wal` files in OpenClaw's directory (they would carry clawgate's owner, and a read-only directory
 //! would refuse them). Rows are decoded with bounded memory: a compressed event is inflated into
 //! a buffer of exactly its recorded size, never more.
 
@@ -109,11 +109,23 @@ fn open_uri(uri: &str) -> Result<Connection, SqliteError> {
 
 /// Opens `path` read-only and checks that it is an agent database this reader understands.
 pub fn open(path: &Path) -> Result<Connection, SqliteError> {
-    // A rollback-journal database is written in place: it is always read under SQLite's locks.
-    let immutable = is_wal(path) && !shm_path(path).exists();
+    open_as(path, opens_immutable(path))
+}
+
+/// [`open`] with the mode decided by the caller (from [`opens_immutable`]).
+pub fn open_as(path: &Path, immutable: bool) -> Result<Connection, SqliteError> {
     let conn = open_uri(&file_uri(path, immutable))?;
     check_schema(&conn)?;
     Ok(conn)
+}
+
+/// Whether [`open`] would open `path` as `immutable` now: a WAL database nobody has open. A
+/// rollback-journal database is written in place, so it is always read under SQLite's locks;
+/// so is a WAL holding frames without an index (a copied or crashed store), which only SQLite's
+/// recovery reads. An `immutable` connection must not outlive this state.
+pub fn opens_immutable(path: &Path) -> bool {
+    let wal_frames = std::fs::metadata(suffixed(path, "-wal")).is_ok_and(|m| m.len() > 0);
+    is_wal(path) && !suffixed(path, "-shm").exists() && !wal_frames
 }
 
 /// Whether the header says WAL mode (file format versions 2 at offsets 18 and 19).
@@ -126,9 +138,9 @@ fn is_wal(path: &Path) -> bool {
         && head[19] == 2
 }
 
-fn shm_path(path: &Path) -> std::path::PathBuf {
+fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push("-shm");
+    s.push(suffix);
     s.into()
 }
 

@@ -377,7 +377,8 @@ impl Acc<'_> {
         }
         let mut bucket_totals = Totals::default();
         for a in &b.models {
-            let p = if a.model == NO_MODEL { None } else { self.prices.get(a.model as usize).copied().flatten() };
+            let p =
+                if a.model == NO_MODEL { None } else { self.prices.get(a.model as usize).copied().flatten() };
             let mut t = Totals::default();
             t.add_agg(a, p);
             bucket_totals.merge(&t);

@@ -60,14 +60,44 @@ fn bench_cold_and_warm() {
         let mut q = query(method);
         q.limit = Some(1000);
         q.end_ms = i64::MAX / 4;
+        // `CLAWGATE_BENCH_TOUCH=1`: append a blank line to one transcript before each call, so
+        // every call re-reads one file and re-aggregates (the store is left with blank lines).
+        let touch = std::env::var("CLAWGATE_BENCH_TOUCH").is_ok_and(|v| v == "1");
+        let target = crate::engine::discover::list_files(&dir, "main").unwrap()[0].path.clone();
         let mut times = Vec::new();
         for _ in 0..rounds {
+            if touch {
+                use std::io::Write as _;
+                std::fs::OpenOptions::new().append(true).open(&target).unwrap().write_all(b"\n").unwrap();
+            }
             let t = Instant::now();
             let a = e.answer(&q, &cancel, &mut |_| {}).unwrap();
             times.push(t.elapsed());
-            assert_eq!(a.stats.bytes_parsed, 0);
+            assert_eq!(a.stats.bytes_parsed, u64::from(touch));
         }
         times.sort();
         eprintln!("warm {}: median {:?} over {rounds} calls", method.name(), times[times.len() / 2]);
+    }
+}
+
+#[test]
+#[ignore = "benchmark: times the stat pass over a store in CLAWGATE_BENCH_DIR"]
+fn bench_listing() {
+    let dir = bench_dir();
+    let agents = crate::engine::discover::list_agents(&dir).unwrap();
+    for round in 0..5 {
+        let t = Instant::now();
+        let mut n = 0;
+        for a in &agents {
+            n += crate::engine::discover::list_files(&dir, a).unwrap().len();
+        }
+        let listed = t.elapsed();
+        let t = Instant::now();
+        for a in &agents {
+            for e in std::fs::read_dir(crate::engine::discover::sessions_dir(&dir, a)).unwrap() {
+                let _ = e.unwrap().metadata();
+            }
+        }
+        eprintln!("round {round}: list_files {n} files in {listed:?}; bare readdir+stat {:?}", t.elapsed());
     }
 }

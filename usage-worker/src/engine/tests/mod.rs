@@ -6,7 +6,10 @@ mod fixture;
 mod generate;
 mod incremental;
 mod malformed;
+mod persist;
+mod property;
 mod reference;
+mod shape;
 mod sqlite;
 
 use std::path::{Path, PathBuf};

@@ -190,51 +190,88 @@ fn converted_fixture_answers_like_the_importers_database() {
     assert_eq!(blob(out.path()), blob(fixture.path()));
 }
 
-/// Generated stores with archives, families, unpriced models, aliases, untimed entries and
-/// malformed lines: the converted store answers like the JSONL one, up to the times of
-/// archived instances (a file's mtime versus its window's last update).
+/// Generated stores (clawgate's test generator: archives, orphans, sidecars, unpriced models,
+/// aliases, untimed entries, malformed lines; and the demo generator: usage families across
+/// resets): the converted store answers like the JSONL one, up to transcripts without a store
+/// entry (their time is a file's mtime versus its window's last update, and in the database they
+/// have a node of their own).
 #[test]
 fn generated_stores_give_the_same_answers_in_both_layouts() {
-    let legacy = tempfile::tempdir().unwrap();
-    let spec = Spec { agents: 3, sessions_per_agent: 7, turns: 9, tool_result_bytes: 2500, seed: 7 };
-    generate(legacy.path(), &spec);
-    let out = tempfile::tempdir().unwrap();
-    demo_store::sqlite::convert_to_sqlite(legacy.path(), out.path()).unwrap();
-    let mut a = engine(legacy.path());
-    let mut b = engine(out.path());
-    for q in [query(Method::UsageCost), query(Method::SessionsUsage)] {
+    let test_store = tempfile::tempdir().unwrap();
+    let spec = Spec { agents: 2, sessions_per_agent: 10, turns: 9, tool_result_bytes: 2500, seed: 7 };
+    generate(test_store.path(), &spec);
+    let demo = tempfile::tempdir().unwrap();
+    let demo_spec = demo_store::DemoSpec {
+        agents: 2,
+        sessions_per_agent: 12,
+        turns_per_session: 5,
+        seed: 5,
+        days: 30,
+        end_ms: 1_795_000_000_000,
+        tool_result_bytes: 2000,
+    };
+    let manifest = demo_store::generate(demo.path(), &demo_spec).unwrap();
+    assert!(manifest.archives > 0, "the demo store has usage families");
+    for legacy in [test_store.path(), demo.path()] {
+        let out = tempfile::tempdir().unwrap();
+        demo_store::sqlite::convert_to_sqlite(legacy, out.path()).unwrap();
+        assert_converted_answers_alike(legacy, out.path());
+    }
+}
+
+fn assert_converted_answers_alike(legacy: &Path, converted: &Path) {
+    let mut a = engine(legacy);
+    let mut b = engine(converted);
+    let mut family = query(Method::SessionsUsage);
+    family.group_by = GroupBy::Family;
+    for q in [query(Method::UsageCost), query(Method::SessionsUsage), family] {
         let (va, _) = ask(&mut a, &q);
         let (vb, _) = ask(&mut b, &q);
-        let (va, vb) = (normalise(va), normalise(vb));
+        let (va, vb) = (forget_internal_channel(normalise(va)), normalise(vb));
         for k in ["totals", "daily"] {
             if va.get(k).is_some() {
                 assert_json_close(&va[k], &vb[k], k);
             }
         }
-        if q.method == Method::SessionsUsage {
-            assert_json_close(&va["aggregates"], &vb["aggregates"], "aggregates");
-            let by_id = |v: &Value| -> std::collections::BTreeMap<String, Value> {
-                v["sessions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| {
-                        let mut r = r.clone();
-                        if r.get("label").is_none()
-                            && r["key"].as_str().unwrap().ends_with(r["sessionId"].as_str().unwrap())
-                        {
-                            // No store entry: its updatedAt is the transcript's own time.
-                            r.as_object_mut().unwrap().remove("updatedAt");
+        if q.method != Method::SessionsUsage {
+            continue;
+        }
+        assert_json_close(&va["aggregates"], &vb["aggregates"], "aggregates");
+        let by_id = |v: &Value| -> std::collections::BTreeMap<String, Value> {
+            v["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    let key = r["key"].as_str().unwrap();
+                    if r.get("label").is_none() && key.ends_with(r["sessionId"].as_str().unwrap()) {
+                        // No store entry in `sessions.json`: its updatedAt is the transcript's
+                        // own time, and the converter gives it a node of its own (the window's
+                        // key must exist), which family mode shows as a family of one.
+                        let r = r.as_object_mut().unwrap();
+                        for k in [
+                            "updatedAt",
+                            "scope",
+                            "sessionFamilyKey",
+                            "currentSessionId",
+                            "includedSessionIds",
+                            "historicalInstanceCount",
+                        ] {
+                            r.remove(k);
                         }
-                        (format!("{}/{}", r["agentId"], r["sessionId"]), r)
-                    })
-                    .collect()
-            };
-            let (ra, rb) = (by_id(&va), by_id(&vb));
-            assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
-            for (k, r) in &ra {
-                assert_json_close(r, &rb[k], k);
-            }
+                    }
+                    (format!("{}/{}", r["agentId"], r["sessionId"]), r)
+                })
+                .collect()
+        };
+        let (ra, rb) = (by_id(&va), by_id(&vb));
+        assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
+        for (k, r) in &ra {
+            assert_json_close(r, &rb[k], k);
+        }
+        if q.group_by == GroupBy::Family && legacy.join(demo_store::MANIFEST_FILE).is_file() {
+            assert!(ra.values().any(|r| r["historicalInstanceCount"].as_u64() > Some(1)), "families merged");
         }
     }
 }

@@ -1,0 +1,158 @@
+//! The persisted rollup cache: a restarted engine answers from it without parsing, picks up
+//! what changed while it was down, and discards (and reports) a cache that is corrupt,
+//! truncated, of another format version, or written for another state dir.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use ipc_proto::Method;
+use serde_json::Value;
+
+use super::generate::{Rng, Spec, generate, transcript};
+use super::{ask, assert_json_close, engine, query, strip_volatile};
+use crate::engine::persist::FILE_NAME;
+use crate::engine::{Engine, EngineConfig};
+
+const SPEC: Spec = Spec { agents: 2, sessions_per_agent: 4, turns: 5, tool_result_bytes: 500, seed: 21 };
+
+fn persistent(dir: &Path, data: &Path) -> Engine {
+    let mut cfg = EngineConfig::new(dir);
+    cfg.data_dir = Some(data.to_path_buf());
+    Engine::new(cfg)
+}
+
+fn answer(e: &mut Engine) -> (Value, u64) {
+    let (mut v, stats) = ask(e, &query(Method::SessionsUsage));
+    let discards = v["diagnostics"]["rollupCacheDiscards"].as_u64().unwrap();
+    strip_volatile(&mut v);
+    (v, stats.bytes_parsed + discards * 1_000_000_000_000)
+}
+
+/// A store, a data dir, and the answer of a fresh engine that saved its cache there.
+fn saved() -> (tempfile::TempDir, tempfile::TempDir, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let mut first = persistent(dir.path(), data.path());
+    let (v, parsed) = answer(&mut first);
+    assert!(parsed > 0);
+    assert!(first.save_due_in().is_some(), "a save is due after the rollups changed");
+    first.save_if_dirty();
+    assert!(first.save_due_in().is_none(), "nothing to save after a save");
+    assert!(data.path().join(FILE_NAME).is_file());
+    (dir, data, v)
+}
+
+#[test]
+fn a_restarted_engine_answers_from_the_cache() {
+    let (dir, data, want) = saved();
+    let mut second = persistent(dir.path(), data.path());
+    let (got, parsed) = answer(&mut second);
+    assert_eq!(parsed, 0, "nothing parsed, nothing discarded");
+    assert_json_close(&got, &want, "restarted");
+    // No temporary files are left behind.
+    let names: Vec<String> =
+        fs::read_dir(data.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, [FILE_NAME]);
+}
+
+#[test]
+fn changes_made_while_down_are_picked_up_incrementally() {
+    let (dir, data, _) = saved();
+    let p = dir.path().join("agents/main/sessions").join(
+        fs::read_dir(dir.path().join("agents/main/sessions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|n| n.ends_with(".jsonl") && !n.contains(".checkpoint.") && !n.contains(".trajectory"))
+            .unwrap(),
+    );
+    let extra = transcript(&mut Rng::new(4), "x", &SPEC, 1_793_000_000_000);
+    let extra = extra.split_once('\n').unwrap().1;
+    OpenOptions::new().append(true).open(&p).unwrap().write_all(extra.as_bytes()).unwrap();
+    let mut second = persistent(dir.path(), data.path());
+    let (got, parsed) = answer(&mut second);
+    assert_eq!(parsed, extra.len() as u64, "only the appended bytes");
+    let (want, _) = answer(&mut engine(dir.path()));
+    assert_json_close(&got, &want, "after appends while down");
+}
+
+/// Damages the cache file with `damage`, then checks the next engine discards it, says so in
+/// its diagnostics, rebuilds, and answers correctly.
+fn discarded_after(damage: impl FnOnce(&Path, &Path)) {
+    let (dir, data, want) = saved();
+    damage(dir.path(), &data.path().join(FILE_NAME));
+    let mut second = persistent(dir.path(), data.path());
+    let (mut v, stats) = ask(&mut second, &query(Method::SessionsUsage));
+    assert_eq!(v["diagnostics"]["rollupCacheDiscards"], 1);
+    let errors = v["diagnostics"]["errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e.as_str().unwrap().contains("rollup cache not used")), "{errors:?}");
+    assert!(stats.bytes_parsed > 0, "rebuilt from the store");
+    strip_volatile(&mut v);
+    assert_json_close(&v, &want, "after a discard");
+    // The rebuilt cache is saved again and then trusted.
+    second.save_if_dirty();
+    let (_, parsed) = answer(&mut persistent(dir.path(), data.path()));
+    assert_eq!(parsed, 0);
+}
+
+#[test]
+fn a_corrupt_cache_is_discarded() {
+    discarded_after(|_, f| {
+        let mut bytes = fs::read(f).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        fs::write(f, bytes).unwrap();
+    });
+}
+
+#[test]
+fn a_truncated_cache_is_discarded() {
+    discarded_after(|_, f| {
+        let len = fs::metadata(f).unwrap().len();
+        OpenOptions::new().write(true).open(f).unwrap().set_len(len - 7).unwrap();
+    });
+}
+
+#[test]
+fn garbage_is_discarded() {
+    discarded_after(|_, f| fs::write(f, b"not a cache at all").unwrap());
+}
+
+#[test]
+fn an_older_format_is_discarded() {
+    discarded_after(|_, f| {
+        let mut bytes = fs::read(f).unwrap();
+        bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+        fs::write(f, bytes).unwrap();
+    });
+}
+
+#[test]
+fn a_cache_of_another_state_dir_is_discarded() {
+    discarded_after(|dir, f| {
+        // Written by an engine over a copy of the store elsewhere.
+        let other = tempfile::tempdir().unwrap();
+        generate(other.path(), &SPEC);
+        let scratch = tempfile::tempdir().unwrap();
+        let mut e = persistent(other.path(), scratch.path());
+        answer(&mut e);
+        e.save_if_dirty();
+        fs::copy(scratch.path().join(FILE_NAME), f).unwrap();
+        assert!(dir.is_dir());
+    });
+}
+
+#[test]
+fn an_unwritable_data_dir_does_not_fail_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    // A data dir below a regular file cannot be created.
+    let mut e = persistent(dir.path(), &blocker.path().join("cache"));
+    let (v, _) = answer(&mut e);
+    e.save_if_dirty();
+    let (again, parsed) = answer(&mut e);
+    assert_eq!(parsed, 0);
+    assert_json_close(&again, &v, "still answering");
+}
