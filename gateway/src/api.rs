@@ -131,6 +131,8 @@ pub fn status_json(state: &AppState) -> Value {
         "eventLoop": state.lag.snapshot().to_json(),
         "memory": state.lag.memory_json(),
         "cache": state.cache.status_json(),
+        "jobs": state.cache.jobs_json(),
+        "stores": state.cache.stores_json(),
         "websocket": state.ws.status_json(),
     })
 }

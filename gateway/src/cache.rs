@@ -254,7 +254,14 @@ struct Inner {
     running: usize,
     bytes: usize,
     next_job: u64,
+    /// Durations of the last [`RECENT_JOBS`] finished jobs, for p50/p99 in status.
+    recent_ms: std::collections::VecDeque<u64>,
+    /// The most recent successful job and when it finished: what status reports of the stores.
+    last_ok: Option<(std::time::SystemTime, ipc_proto::JobStats, AgentScope)>,
 }
+
+/// How many finished jobs the duration percentiles cover.
+const RECENT_JOBS: usize = 256;
 
 /// The cache; share it as `Arc<UsageCache>`.
 pub struct UsageCache {
@@ -478,6 +485,18 @@ impl UsageCache {
                 }
             }
             inner.bytes = inner.bytes.saturating_add_signed(delta);
+            if inner.recent_ms.len() == RECENT_JOBS {
+                inner.recent_ms.pop_front();
+            }
+            inner.recent_ms.push_back(took.as_millis() as u64);
+            if let Ok(answer) = &result {
+                // Prefer the widest view of the stores: an all-agents answer replaces anything.
+                let wider = query.agents == AgentScope::All
+                    || inner.last_ok.as_ref().is_none_or(|(_, _, scope)| *scope != AgentScope::All);
+                if wider {
+                    inner.last_ok = Some((std::time::SystemTime::now(), answer.stats, query.agents.clone()));
+                }
+            }
             self.evict_locked(&mut inner);
             (changed, waiters)
         };
@@ -616,6 +635,42 @@ impl UsageCache {
             newest_age: ages.iter().min().copied(),
             oldest_age: ages.iter().max().copied(),
         }
+    }
+
+    /// Recent job durations (p50, p99, count) and the queue: the `jobs` section of status.
+    pub fn jobs_json(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let mut sorted: Vec<u64> = inner.recent_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let pct = |p: f64| -> Option<u64> {
+            (!sorted.is_empty()).then(|| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1])
+        };
+        let waiters: usize =
+            inner.entries.values().filter_map(|e| e.job.as_ref()).map(|j| j.waiters.load(Ordering::Relaxed)).sum();
+        json!({
+            "recent": sorted.len(),
+            "p50Ms": pct(0.5),
+            "p99Ms": pct(0.99),
+            "running": inner.running,
+            "maxJobs": self.tuning.max_jobs,
+            "waiters": waiters,
+        })
+    }
+
+    /// What the last successful job saw of the stores (widest scope first): the `stores`
+    /// section of status. `null` before the first answer.
+    pub fn stores_json(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let Some((at, stats, scope)) = &inner.last_ok else { return serde_json::Value::Null };
+        json!({
+            "scope": scope_name(scope),
+            "agents": stats.agents,
+            "files": stats.files_total,
+            "filesParsed": stats.files_parsed,
+            "bytesParsed": stats.bytes_parsed,
+            "linesSkipped": stats.lines_skipped,
+            "atMs": at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        })
     }
 
     /// `{entries, answers, bytes, jobsRunning, maxJobs, ...counters}` for status.

@@ -451,11 +451,43 @@ pub fn render(report: &Value, colour: bool) -> String {
             ));
         }
     }
-    for (label, key) in [("Cache", "cache"), ("Jobs", "jobs"), ("Stores", "stores")] {
-        let v = &report[key];
-        if !v.is_null() {
-            out.push_str(&format!("{label:<9} {}\n", compact(v)));
-        }
+    let c = &report["cache"];
+    if !c.is_null() {
+        out.push_str(&format!(
+            "Cache     {} answers ({} bytes), newest {} old, oldest {} old; hits {} misses {} stale {} shared {}\n",
+            na(&c["answers"]),
+            na(&c["bytes"]),
+            c["newestAgeMs"].as_u64().map(human_age).unwrap_or_else(|| "n/a".into()),
+            c["oldestAgeMs"].as_u64().map(human_age).unwrap_or_else(|| "n/a".into()),
+            na(&c["lookups"]["hit"]),
+            na(&c["lookups"]["miss"]),
+            na(&c["lookups"]["stale"]),
+            na(&c["lookups"]["shared"])
+        ));
+    }
+    let j = &report["jobs"];
+    if !j.is_null() {
+        out.push_str(&format!(
+            "Jobs      p50 {} ms, p99 {} ms over the last {}; running {} of {}, {} waiting\n",
+            na(&j["p50Ms"]),
+            na(&j["p99Ms"]),
+            na(&j["recent"]),
+            na(&j["running"]),
+            na(&j["maxJobs"]),
+            na(&j["waiters"])
+        ));
+    }
+    let st = &report["stores"];
+    if !st.is_null() {
+        out.push_str(&format!(
+            "Stores    {} agents, {} files ({} scope); last job parsed {} files, {} bytes, skipped {} lines\n",
+            na(&st["agents"]),
+            na(&st["files"]),
+            na(&st["scope"]),
+            na(&st["filesParsed"]),
+            na(&st["bytesParsed"]),
+            na(&st["linesSkipped"])
+        ));
     }
     if let Some(probes) = report["probes"].as_object() {
         for (name, probe) in probes.iter().filter(|(n, _)| !matches!(n.as_str(), "health" | "status")) {

@@ -164,6 +164,7 @@ fn memory_fault(ctx: &Ctx, cap_mib: u64, n: u64, rss: bool) {
         injected.sigkill + injected.sigstop
     };
     let signalled = signals(ctx);
+    let worker = ctx.worker_pid.load(Ordering::Relaxed);
     let result =
         call(ctx, &http, "sessions.usage", &json!({"key": format!("__fault__:{fault}"), "range": "all"}));
     ctx.fault();
@@ -178,9 +179,11 @@ fn memory_fault(ctx: &Ctx, cap_mib: u64, n: u64, rss: bool) {
     };
     let error = &body["error"];
     let message = error["message"].as_str().unwrap_or("");
-    // Another fault (a SIGKILL or hang) took the worker while this one ran: its outcome says
-    // nothing about the memory layers (an unexplained worker exit shows in the restart causes).
-    let interrupted = signals(ctx) != signalled && error["retryable"] == true;
+    // Another fault (a SIGKILL or hang) took the worker while this one ran, or no worker was
+    // up to run it (a restart backoff after earlier faults): its outcome says nothing about the
+    // memory layers. (A worker exit no fault explains shows in the restart causes instead.)
+    let taken = signals(ctx) != signalled || worker == 0 || ctx.worker_pid.load(Ordering::Relaxed) != worker;
+    let interrupted = taken && error["retryable"] == true;
     let mut injected = ctx.injected();
     let expected = if rss {
         injected.rss += 1;

@@ -61,6 +61,12 @@ fn a_healthy_gateway_reports_ok_and_deep_probes_pass() {
     }
     assert_eq!(report["worker"]["state"], "ready");
     assert!(report["systemd"].is_object(), "{report}");
+    // The deep usage probe ran a job: the next report shows its duration and what it saw.
+    let (_, report, _) = status(&gateway.base, &[]);
+    assert!(report["jobs"]["recent"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["jobs"]["p99Ms"].is_number(), "{report}");
+    assert_eq!(report["stores"]["agents"], 1, "{report}");
+    assert!(report["stores"]["files"].as_u64().unwrap() >= 2, "{report}");
 
     // The text form says the same, without colour when not on a terminal.
     let out = Command::new(bin("clawgate")).args(["status", "--url", &gateway.base]).output().unwrap();
@@ -68,6 +74,8 @@ fn a_healthy_gateway_reports_ok_and_deep_probes_pass() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.starts_with("clawgate status: ok"), "{text}");
     assert!(text.contains("Worker    ready (managed)"), "{text}");
+    assert!(text.contains("Jobs      p50 "), "{text}");
+    assert!(text.contains("Stores    1 agents"), "{text}");
     assert!(!text.contains('\x1b'), "{text}");
 }
 
