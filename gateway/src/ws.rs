@@ -110,11 +110,24 @@ impl Default for WsConfig {
 pub struct WsShared {
     pub config: WsConfig,
     pub limiter: AuthLimiter,
+    /// Gateway-wide budget, in KiB, for large `res` frames that exist at once (rendered and not
+    /// yet sent). Twenty dashboards sharing one 8 MB answer would otherwise each hold a copy;
+    /// with the budget they are rendered and sent a few at a time and the gateway stays small.
+    pub frame_budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// See [`WsShared::frame_budget`]: 24 MiB of large frames at once, gateway-wide.
+const FRAME_BUDGET_KIB: usize = 24 << 10;
+/// Frames below this size never wait for the frame budget (health, status, small answers).
+const LARGE_FRAME: usize = 1 << 20;
 
 impl WsShared {
     pub fn new(config: WsConfig) -> WsShared {
-        WsShared { config, limiter: AuthLimiter::new(20, Duration::from_secs(60)) }
+        WsShared {
+            config,
+            limiter: AuthLimiter::new(20, Duration::from_secs(60)),
+            frame_budget: Arc::new(tokio::sync::Semaphore::new(FRAME_BUDGET_KIB)),
+        }
     }
 
     pub fn status_json(&self) -> Value {
@@ -708,6 +721,8 @@ pub fn hello_ok(state: &AppState, session: &Session, conn_id: &str) -> Value {
 struct Outgoing {
     frame: String,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Held until the frame is sent: its share of the gateway-wide frame budget.
+    _global: Option<OwnedSemaphorePermit>,
 }
 
 struct Conn {
@@ -998,12 +1013,25 @@ async fn on_request(
             Ok(Reply::Json(_)) => "ok",
             Err(error) => error.code.as_str(),
         };
+        let size = match &reply {
+            Ok(Reply::Usage(served)) => served.chunks().iter().map(Bytes::len).sum::<usize>(),
+            _ => 0,
+        };
+        let global = if size >= LARGE_FRAME {
+            let kib = (size >> 10).clamp(1, FRAME_BUDGET_KIB) as u32;
+            match Arc::clone(&state.ws.frame_budget).acquire_many_owned(kib).await {
+                Ok(permit) => Some(permit),
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
         let frame = render_reply(&id, &reply).await;
         drop(reply);
         state.metrics.observe("ws", &method, outcome, started.elapsed());
         let permits = frame.len().clamp(1, max_budget) as u32;
         let Ok(permit) = budget.acquire_many_owned(permits).await else { return };
-        let _ = out_tx.send(Outgoing { frame, _permit: Some(permit) }).await;
+        let _ = out_tx.send(Outgoing { frame, _permit: Some(permit), _global: global }).await;
     });
     true
 }

@@ -1,6 +1,8 @@
 //! One usage answer, from a WebSocket `res` frame or an HTTP body: parse only what is checked,
 //! check it against the truth, and count it.
 
+use std::time::Instant;
+
 use serde::Deserialize;
 use serde_json::{Value, value::RawValue};
 
@@ -29,12 +31,13 @@ pub enum Outcome {
     Failed,
 }
 
-/// Checks and counts the answer to the call described by `sent`.
-pub fn handle(ctx: &Ctx, sent: &Sent, envelope: &Envelope<'_>) -> Outcome {
+/// Checks and counts the answer to the call described by `sent`, fully received at
+/// `received` (its latency ends there: checking it is the harness's time, not the gateway's).
+pub fn handle(ctx: &Ctx, sent: &Sent, received: Instant, envelope: &Envelope<'_>) -> Outcome {
     match (envelope.ok, envelope.payload) {
         (Some(true), Some(raw)) => {
             let (verdict, stale) = check(ctx, sent.method, raw.get());
-            ctx.answered(sent, stale, &verdict);
+            ctx.answered(sent, received, stale, &verdict);
             Outcome::Answer { verdict, stale }
         }
         _ => {

@@ -3,8 +3,9 @@
 //! real compute path (`__fault__:alloc:<MiB>`, refused by the heap budget, and
 //! `__fault__:rss:<MiB>`, killed by the supervisor's RSS watch).
 //!
-//! A worker is signalled only when the gateway's status names it ready or busy and /proc
-//! confirms it is that gateway's worker child. Each memory fault asks a slightly different size,
+//! One fault at a time: a slot that comes while the previous fault is still being handled is
+//! skipped (counted as deferred). A worker is signalled only when the gateway's status names it
+//! ready or busy and /proc confirms it is that gateway's worker child. Each memory fault asks a slightly different size,
 //! so the supervisor's poison rule (a query that killed two workers is refused) does not turn
 //! later injections into refusals.
 
@@ -24,7 +25,7 @@ use nix::{
 use serde_json::{Value, json};
 
 use crate::{
-    ctx::{Ctx, agent, call, status},
+    ctx::{Ctx, MEMORY_ALLOC, MEMORY_RSS, agent, call, status},
     procs,
 };
 
@@ -63,7 +64,8 @@ pub fn run(ctx: Arc<Ctx>, config: ChaosConfig, stop: Arc<AtomicBool>) {
     .collect();
     let mut memory_faults: Vec<JoinHandle<()>> = Vec::new();
     let mut memory_count = 0u64;
-    let mut stopped: Vec<(u32, Instant)> = Vec::new();
+    // Stopped workers: pid, when, and the fault interval to end when they are gone.
+    let mut stopped: Vec<(u32, Instant, usize)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         check_hangs(&ctx, &mut stopped, config.hang_deadline);
         let Some(i) = (0..next.len()).min_by_key(|i| next[*i].2) else {
@@ -76,6 +78,13 @@ pub fn run(ctx: Arc<Ctx>, config: ChaosConfig, stop: Arc<AtomicBool>) {
             continue;
         }
         next[i].2 = at + every;
+        // One fault at a time: a slot that comes while the last fault is still being handled
+        // (a stopped worker not yet replaced, a memory fault not yet answered) is skipped, so
+        // every fault's handling is seen on its own rather than cut short by the next one.
+        if !stopped.is_empty() || memory_faults.iter().any(|h| !h.is_finished()) {
+            ctx.injected().deferred += 1;
+            continue;
+        }
         match kind {
             Kind::Kill => match ready_worker(&ctx, &http) {
                 Some(pid) => {
@@ -88,10 +97,12 @@ pub fn run(ctx: Arc<Ctx>, config: ChaosConfig, stop: Arc<AtomicBool>) {
             },
             Kind::Hang => match ready_worker(&ctx, &http) {
                 Some(pid) => {
-                    ctx.fault();
+                    let fault = ctx.fault_begin();
                     if kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).is_ok() {
                         ctx.injected().sigstop += 1;
-                        stopped.push((pid, Instant::now()));
+                        stopped.push((pid, Instant::now(), fault));
+                    } else {
+                        ctx.fault_end(fault);
                     }
                 }
                 None => ctx.injected().sigstop_skipped += 1,
@@ -127,10 +138,11 @@ fn ready_worker(ctx: &Ctx, http: &ureq::Agent) -> Option<u32> {
 
 /// Stopped workers must be gone (killed by the supervisor) within `deadline`; one that is not
 /// is counted and killed here so the run can go on.
-fn check_hangs(ctx: &Ctx, stopped: &mut Vec<(u32, Instant)>, deadline: Duration) {
-    stopped.retain(|(pid, at)| {
+fn check_hangs(ctx: &Ctx, stopped: &mut Vec<(u32, Instant, usize)>, deadline: Duration) {
+    stopped.retain(|(pid, at, fault)| {
         let alive = matches!(procs::stat(*pid), Some((state, ppid)) if ppid == ctx.gateway_pid && state != 'Z' && state != 'X');
         if !alive {
+            ctx.fault_end(*fault);
             return false;
         }
         if at.elapsed() < deadline {
@@ -144,6 +156,7 @@ fn check_hangs(ctx: &Ctx, stopped: &mut Vec<(u32, Instant)>, deadline: Duration)
             deadline.as_millis()
         ));
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        ctx.fault_end(*fault);
         false
     });
 }
@@ -151,45 +164,65 @@ fn check_hangs(ctx: &Ctx, stopped: &mut Vec<(u32, Instant)>, deadline: Duration)
 /// One memory overrun through the worker's compute path: `alloc` asks twice the cap of heap
 /// (the budget must refuse it, the worker stays), `rss` maps cap + 256 MiB outside the heap
 /// (the RSS watch must kill the worker).
+///
+/// It is sent when the worker is ready and idle (waiting up to 5 s for that), so that it runs
+/// at once rather than queued behind a cold read: a fault still queued when its call hits the
+/// gateway's deadline would go on running unobserved.
 fn memory_fault(ctx: &Ctx, cap_mib: u64, n: u64, rss: bool) {
     let fault = if rss { format!("rss:{}", cap_mib + 256 + n) } else { format!("alloc:{}", cap_mib * 2 + n) };
-    if rss {
-        ctx.rss_fault_running.store(true, Ordering::Relaxed);
-    }
-    ctx.fault();
     let http = agent(Duration::from_secs(60));
+    let waiting = Instant::now() + Duration::from_secs(5);
+    let worker = loop {
+        if let Some(pid) = idle_worker(ctx, &http) {
+            break pid;
+        }
+        if Instant::now() > waiting {
+            ctx.injected().memory_skipped += 1;
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ctx.memory_fault.store(if rss { MEMORY_RSS } else { MEMORY_ALLOC }, Ordering::Relaxed);
+    let interval = ctx.fault_begin();
     let started = Instant::now();
     let signals = |ctx: &Ctx| {
         let injected = ctx.injected();
         injected.sigkill + injected.sigstop
     };
     let signalled = signals(ctx);
-    let worker = ctx.worker_pid.load(Ordering::Relaxed);
     let result =
         call(ctx, &http, "sessions.usage", &json!({"key": format!("__fault__:{fault}"), "range": "all"}));
-    ctx.fault();
-    if rss {
-        // Let the sampler see the killed worker gone before its samples count as normal again.
-        std::thread::sleep(Duration::from_millis(500));
-        ctx.rss_fault_running.store(false, Ordering::Relaxed);
-    }
     let body: Value = match &result {
         Ok((_, body)) => serde_json::from_str(body).unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
     let error = &body["error"];
     let message = error["message"].as_str().unwrap_or("");
-    // Another fault (a SIGKILL or hang) took the worker while this one ran, or no worker was
-    // up to run it (a restart backoff after earlier faults): its outcome says nothing about the
-    // memory layers. (A worker exit no fault explains shows in the restart causes instead.)
-    let taken = signals(ctx) != signalled || worker == 0 || ctx.worker_pid.load(Ordering::Relaxed) != worker;
+    // Past the gateway's deadline the job goes on in the worker: keep its samples and its
+    // interval marked until it has played out (the worker replaced, or time enough to refuse).
+    let delayed = message.contains("did not finish");
+    if delayed {
+        let end = Instant::now() + Duration::from_secs(if rss { 20 } else { 5 });
+        while Instant::now() < end && (!rss || ctx.worker_pid.load(Ordering::Relaxed) == worker) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Let the sampler see the worker's peak (or the killed worker gone) before samples count
+    // as normal again.
+    std::thread::sleep(Duration::from_millis(300));
+    ctx.memory_fault.store(0, Ordering::Relaxed);
+    ctx.fault_end(interval);
+    // Another fault (a SIGKILL or hang) took the worker while this one ran: its outcome says
+    // nothing about the memory layers. (A worker exit no fault explains shows in the restart
+    // causes instead.)
+    let taken = signals(ctx) != signalled || ctx.worker_pid.load(Ordering::Relaxed) != worker;
     let interrupted = taken && error["retryable"] == true;
     let mut injected = ctx.injected();
     let expected = if rss {
         injected.rss += 1;
-        // Killed mid-job: a retryable UNAVAILABLE (or a refusal when the query is poison).
-        let ok = error["code"] == "UNAVAILABLE";
-        injected.rss_killed += u64::from(ok && error["retryable"] == true);
+        // Killed mid-job: a retryable UNAVAILABLE.
+        let ok = error["code"] == "UNAVAILABLE" && error["retryable"] == true && !delayed;
+        injected.rss_killed += u64::from(ok);
         ok
     } else {
         injected.alloc += 1;
@@ -197,7 +230,9 @@ fn memory_fault(ctx: &Ctx, cap_mib: u64, n: u64, rss: bool) {
         injected.alloc_refused += u64::from(ok);
         ok
     };
-    if !expected && interrupted {
+    if !expected && delayed {
+        injected.memory_delayed += 1;
+    } else if !expected && interrupted {
         injected.memory_interrupted += 1;
     } else if !expected {
         injected.unexpected_outcomes.push(format!(
@@ -212,13 +247,26 @@ fn memory_fault(ctx: &Ctx, cap_mib: u64, n: u64, rss: bool) {
     }
 }
 
+/// The pid of the worker when it is ready with no job in flight.
+fn idle_worker(ctx: &Ctx, http: &ureq::Agent) -> Option<u32> {
+    let status = status(ctx, http).ok()?;
+    let worker = &status["worker"];
+    let idle = worker["state"] == "ready" && worker["jobsInFlight"].as_u64() == Some(0);
+    let pid = worker["pid"].as_u64()? as u32;
+    (idle && procs::is_worker_of(pid, ctx.gateway_pid)).then_some(pid)
+}
+
 /// Whether the worker honours `__fault__:` keys (debug builds, or `--features faults`): an
 /// `alloc` of twice the cap must be refused by the heap budget. A build without fault injection
 /// answers `INVALID_REQUEST` (an unknown session key) at once.
 pub fn preflight(ctx: &Ctx, cap_mib: u64) -> anyhow::Result<bool> {
     let http = agent(Duration::from_secs(60));
     let params = json!({"key": format!("__fault__:alloc:{}", cap_mib * 2), "range": "all"});
-    let (status, body) = call(ctx, &http, "sessions.usage", &params).map_err(anyhow::Error::msg)?;
+    ctx.memory_fault.store(MEMORY_ALLOC, Ordering::Relaxed);
+    let answer = call(ctx, &http, "sessions.usage", &params);
+    std::thread::sleep(Duration::from_millis(300));
+    ctx.memory_fault.store(0, Ordering::Relaxed);
+    let (status, body) = answer.map_err(anyhow::Error::msg)?;
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let message = body["error"]["message"].as_str().unwrap_or("");
     if body["error"]["code"] == "UNAVAILABLE" && message.contains("budget") {

@@ -2,7 +2,8 @@
 //! running, when faults happened, and the counters every thread adds to.
 //!
 //! Fault attribution: a call that fails with a retryable `UNAVAILABLE` is expected (not a
-//! failure) when it overlapped an injected fault or a worker death, was sent while no worker
+//! failure) when it overlapped an injected fault (a SIGKILL; a hang until its worker was
+//! replaced; a memory fault until it was answered) or a worker death, was sent while no worker
 //! was running after one, or was the cold first call of a worker generation started by one.
 //! Everything else that fails, or answers late, is a failure.
 
@@ -10,7 +11,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -39,6 +40,10 @@ impl Method {
         self as usize
     }
 }
+
+/// [`Ctx::memory_fault`] values (bits).
+pub const MEMORY_ALLOC: u8 = 1;
+pub const MEMORY_RSS: u8 = 2;
 
 /// How many examples of each kind of problem are kept for the report.
 const EXAMPLES: usize = 8;
@@ -146,6 +151,12 @@ pub struct Injected {
     pub rss_killed: u64,
     /// Memory faults whose worker another fault took first.
     pub memory_interrupted: u64,
+    /// Slots skipped because the previous fault was still being handled.
+    pub deferred: u64,
+    /// Memory faults not sent: no idle worker within 5 s.
+    pub memory_skipped: u64,
+    /// Memory faults whose call hit the gateway's deadline (queued behind other work).
+    pub memory_delayed: u64,
     pub unexpected_outcomes: Vec<String>,
 }
 
@@ -164,10 +175,12 @@ pub struct Ctx {
     pub generation: AtomicU64,
     /// Per method: the generation that has answered it fresh (warm from then on).
     warm_gen: [AtomicU64; 2],
-    /// Injected faults and observed worker deaths.
-    faults: Mutex<Vec<Instant>>,
-    /// Set while an `rss:` fault is running: worker samples then count as fault peaks.
-    pub rss_fault_running: AtomicBool,
+    /// Injected faults and observed worker deaths, as intervals: a hang lasts until its worker
+    /// is replaced, a memory fault until its call is answered (`None`: still going on).
+    faults: Mutex<Vec<(Instant, Option<Instant>)>>,
+    /// The memory fault running, if any ([`MEMORY_ALLOC`], [`MEMORY_RSS`]): worker samples
+    /// taken meanwhile count toward that fault's peak.
+    pub memory_fault: AtomicU8,
     pub calls: Mutex<Calls>,
     pub ws: Mutex<WsCounts>,
     pub injected: Mutex<Injected>,
@@ -197,7 +210,7 @@ impl Ctx {
             generation: AtomicU64::new(0),
             warm_gen: [AtomicU64::new(0), AtomicU64::new(0)],
             faults: Mutex::new(Vec::new()),
-            rss_fault_running: AtomicBool::new(false),
+            memory_fault: AtomicU8::new(0),
             calls: Mutex::default(),
             ws: Mutex::default(),
             injected: Mutex::default(),
@@ -220,17 +233,32 @@ impl Ctx {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Records an injected fault or an observed worker death.
+    /// Records an instant fault (a SIGKILL) or an observed worker death.
     pub fn fault(&self) {
-        lock(&self.faults).push(Instant::now());
+        let now = Instant::now();
+        lock(&self.faults).push((now, Some(now)));
+    }
+
+    /// Starts a fault that lasts; [`Ctx::fault_end`] ends it.
+    pub fn fault_begin(&self) -> usize {
+        let mut faults = lock(&self.faults);
+        faults.push((Instant::now(), None));
+        faults.len() - 1
+    }
+
+    pub fn fault_end(&self, index: usize) {
+        if let Some(f) = lock(&self.faults).get_mut(index) {
+            f.1 = Some(Instant::now());
+        }
     }
 
     fn fault_between(&self, from: Instant, to: Instant) -> bool {
-        lock(&self.faults).iter().any(|t| *t >= from && *t <= to)
+        let now = Instant::now();
+        lock(&self.faults).iter().any(|(start, end)| *start <= to && end.unwrap_or(now) >= from)
     }
 
     fn any_fault_before(&self, at: Instant) -> bool {
-        lock(&self.faults).iter().any(|t| *t <= at)
+        lock(&self.faults).iter().any(|(start, _)| *start <= at)
     }
 
     /// The query params of the dashboard calls (and of the settle's `usage.cost`).
@@ -260,8 +288,8 @@ impl Ctx {
 
     /// A successful answer: latency into the cold or warm histogram; a fresh answer from the
     /// generation the call was sent to warms that generation for the method.
-    pub fn answered(&self, sent: &Sent, stale: bool, verdict: &Verdict) {
-        let took = sent.at.elapsed();
+    pub fn answered(&self, sent: &Sent, received: Instant, stale: bool, verdict: &Verdict) {
+        let took = received.saturating_duration_since(sent.at);
         if !stale && self.generation.load(Ordering::Relaxed) == sent.generation {
             self.warm_gen[sent.method.index()].store(sent.generation, Ordering::Relaxed);
         }

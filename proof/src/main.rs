@@ -82,6 +82,10 @@ struct Args {
     /// Clients reconnect after about this long (0.5-1.5x), as browser tabs come and go.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     reconnect_every: Duration,
+    /// Nice value of the client threads, so that checking their answers yields the CPU to the
+    /// gateway under test and the prober (0: same priority as everything else).
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
+    client_nice: i32,
     /// A usage call unanswered after this is a failure.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     call_deadline: Duration,
@@ -345,6 +349,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         call_deadline: args.call_deadline,
         limit: args.limit,
         clients: args.clients,
+        nice: args.client_nice,
     };
     let clients: Vec<_> = (0..args.clients)
         .map(|i| {
@@ -534,6 +539,9 @@ fn summarize(s: &Summary<'_>) -> Value {
             "rss": injected.rss,
             "rssKilled": injected.rss_killed,
             "memoryInterrupted": injected.memory_interrupted,
+            "deferred": injected.deferred,
+            "memorySkipped": injected.memory_skipped,
+            "memoryDelayed": injected.memory_delayed,
             "unexpectedOutcomes": injected.unexpected_outcomes,
         },
         "worker": {
@@ -542,6 +550,8 @@ fn summarize(s: &Summary<'_>) -> Value {
             "unexpectedExits": unexpected,
             "generations": s.memory.generations,
             "peakRssBytes": s.memory.worker_peak,
+            "peakAtS": (s.memory.worker_peak_at_s * 10.0).round() / 10.0,
+            "allocFaultPeakRssBytes": s.memory.alloc_fault_peak,
             "capBytes": s.args.worker_memory_max,
             "rssFaultPeakBytes": s.memory.rss_fault_peak,
         },

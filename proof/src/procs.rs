@@ -21,7 +21,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, MEMORY_ALLOC, MEMORY_RSS};
 
 /// A running `clawgate serve`, stopped (with its worker) on drop.
 pub struct Gateway {
@@ -157,9 +157,13 @@ fn workers_of(parent: u32) -> Vec<u32> {
 pub struct MemoryReport {
     /// The gateway's VmHWM (peak RSS over its life).
     pub gateway_peak: u64,
-    /// Peak RSS of workers while no `rss:` fault was pushing them.
+    /// Peak RSS of workers no memory fault was pushing, and when (seconds into the run).
     pub worker_peak: u64,
-    /// Peak RSS of workers an `rss:` fault was pushing past the cap (until they were killed).
+    pub worker_peak_at_s: f64,
+    /// Peak RSS of workers an `alloc:` fault pushed toward the heap budget (which must keep
+    /// them within the cap).
+    pub alloc_fault_peak: u64,
+    /// Peak RSS of workers an `rss:` fault pushed past the cap (until they were killed).
     pub rss_fault_peak: u64,
     pub generations: u64,
     pub deaths_seen: u64,
@@ -169,8 +173,8 @@ pub struct MemoryReport {
 /// tracking worker generations (a new pid is a new generation; a vanished one is a death).
 pub fn sampler(ctx: Arc<Ctx>, stop: Arc<AtomicBool>) -> MemoryReport {
     let mut report = MemoryReport::default();
-    // Per live worker pid: whether an `rss:` fault has been pushing it.
-    let mut live: Vec<(u32, bool)> = Vec::new();
+    // Per live worker pid: the memory faults that have pushed it (its VmHWM keeps their peak).
+    let mut live: Vec<(u32, u8)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         sample(&ctx, &mut report, &mut live);
         std::thread::sleep(Duration::from_millis(100));
@@ -179,7 +183,7 @@ pub fn sampler(ctx: Arc<Ctx>, stop: Arc<AtomicBool>) -> MemoryReport {
     report
 }
 
-fn sample(ctx: &Ctx, report: &mut MemoryReport, live: &mut Vec<(u32, bool)>) {
+fn sample(ctx: &Ctx, report: &mut MemoryReport, live: &mut Vec<(u32, u8)>) {
     if let Some((_, hwm)) = memory(ctx.gateway_pid) {
         report.gateway_peak = report.gateway_peak.max(hwm);
     }
@@ -190,20 +194,23 @@ fn sample(ctx: &Ctx, report: &mut MemoryReport, live: &mut Vec<(u32, bool)>) {
         report.deaths_seen += (before - live.len()) as u64;
         ctx.fault();
     }
-    let faulting = ctx.rss_fault_running.load(Ordering::Relaxed);
+    let faulting = ctx.memory_fault.load(Ordering::Relaxed);
     for pid in now {
         if !live.iter().any(|(p, _)| *p == pid) {
-            live.push((pid, false));
+            live.push((pid, 0));
             report.generations += 1;
             ctx.generation.fetch_add(1, Ordering::Relaxed);
         }
         let Some(slot) = live.iter_mut().find(|(p, _)| *p == pid) else { continue };
         slot.1 |= faulting;
         if let Some((_, hwm)) = memory(pid) {
-            if slot.1 {
+            if slot.1 & MEMORY_RSS != 0 {
                 report.rss_fault_peak = report.rss_fault_peak.max(hwm);
-            } else {
-                report.worker_peak = report.worker_peak.max(hwm);
+            } else if slot.1 & MEMORY_ALLOC != 0 {
+                report.alloc_fault_peak = report.alloc_fault_peak.max(hwm);
+            } else if hwm > report.worker_peak {
+                report.worker_peak = hwm;
+                report.worker_peak_at_s = ctx.secs();
             }
         }
     }

@@ -97,6 +97,13 @@ pub fn missed(s: &Value, t: &Targets) -> Vec<String> {
             w["peakRssBytes"], t.worker_cap_bytes
         ));
     }
+    // The heap budget refuses an `alloc:` overrun at 80% of the cap: RSS must stay within it.
+    if count(&w["allocFaultPeakRssBytes"]) > t.worker_cap_bytes {
+        missed.push(format!(
+            "worker peak RSS under an alloc fault {} bytes > its cap {} bytes",
+            w["allocFaultPeakRssBytes"], t.worker_cap_bytes
+        ));
+    }
     if count(&w["unexpectedExits"]) > 0 {
         missed.push(format!("{} worker exits not caused by injected faults", w["unexpectedExits"]));
     }
@@ -175,7 +182,7 @@ pub fn table(s: &Value) -> String {
         (
             "faults injected",
             format!(
-                "SIGKILL {} (+{} skipped: no worker), SIGSTOP {}, alloc {} ({} refused), rss {} ({} killed), {} taken by another fault first",
+                "SIGKILL {} (+{} skipped: no worker), SIGSTOP {}, alloc {} ({} refused), rss {} ({} killed), {} taken by another fault first, {} past the deadline, {} not sent (worker never idle); {} slots skipped while a fault was being handled",
                 f["sigkill"],
                 f["sigkillSkipped"],
                 f["sigstop"],
@@ -183,7 +190,10 @@ pub fn table(s: &Value) -> String {
                 f["allocRefused"],
                 f["rss"],
                 f["rssKilled"],
-                f["memoryInterrupted"]
+                f["memoryInterrupted"],
+                f["memoryDelayed"],
+                f["memorySkipped"],
+                f["deferred"]
             ),
         ),
         (
@@ -196,10 +206,11 @@ pub fn table(s: &Value) -> String {
         (
             "peak RSS",
             format!(
-                "gateway {}, worker {} (cap {}), worker pushed by rss faults {}",
+                "gateway {}, worker {} (cap {}), under alloc faults {}, pushed by rss faults {}",
                 mb(&s["gateway"]["peakRssBytes"]),
                 mb(&w["peakRssBytes"]),
                 mb(&w["capBytes"]),
+                mb(&w["allocFaultPeakRssBytes"]),
                 mb(&w["rssFaultPeakBytes"])
             ),
         ),
@@ -238,7 +249,7 @@ mod tests {
             "usage": {"failures": 0},
             "correctness": {"wrong": 0, "checkedExact": 5, "finalSettle": {"converged": true}},
             "gateway": {"peakRssBytes": 20_000_000},
-            "worker": {"peakRssBytes": 100_000_000, "unexpectedExits": 0},
+            "worker": {"peakRssBytes": 100_000_000, "allocFaultPeakRssBytes": 400_000_000, "unexpectedExits": 0},
             "faults": {"hangsUndetected": 0, "unexpectedOutcomes": []},
         });
         assert!(missed(&s, &t).is_empty(), "{:?}", missed(&s, &t));

@@ -690,4 +690,79 @@ mod tests {
         assert_eq!(restore_from_marker(dir.path()).unwrap(), 1);
         assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
     }
+
+    fn row(agent: &str, file: &Path, t: Tot) -> Row {
+        let u = RowUsage {
+            session_file: Some(file.display().to_string()),
+            input: t.input,
+            output: t.output,
+            cache_read: t.cache_read,
+            cache_write: t.cache_write,
+            total_tokens: t.total_tokens,
+            total_cost: t.total_cost,
+            input_cost: t.input_cost,
+            output_cost: t.output_cost,
+            cache_read_cost: t.cache_read_cost,
+            cache_write_cost: t.cache_write_cost,
+            missing_cost_entries: t.missing_cost_entries,
+        };
+        Row { agent_id: Some(agent.to_owned()), usage: Some(u) }
+    }
+
+    #[test]
+    fn sessions_usage_rows_may_show_any_prefix_and_the_rest_must_be_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = demo_store::DemoSpec {
+            agents: 1,
+            sessions_per_agent: 2,
+            turns_per_session: 3,
+            ..Default::default()
+        };
+        let manifest = demo_store::generate(dir.path(), &spec).unwrap();
+        let truth = Truth::new(dir.path(), &manifest);
+        let file = std::fs::read_dir(dir.path().join("agents/main/sessions"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .unwrap();
+        truth.append("main", &file, 3, spec.end_ms + 1000).unwrap();
+        let (base, cum) = {
+            let st = truth.read();
+            let ft = st.files.values().next().unwrap();
+            (ft.base, ft.cum.clone())
+        };
+        let manifest_total = truth.manifest();
+        let answer = |k: usize, extra: i64| {
+            let shown = base + cum[k];
+            let mut totals = manifest_total - base + shown;
+            totals.output += extra;
+            SessionsUsage {
+                totals,
+                aggregates: Aggregates { by_agent: vec![AgentRow { agent_id: "main".into(), totals }] },
+                sessions: vec![row("main", &file, shown)],
+                cache_status: None,
+            }
+        };
+        let last = cum.len() - 1;
+        assert!(matches!(
+            truth.check_sessions_usage(&answer(last, 0)),
+            Verdict::Ok { exact: true, converged: true, .. }
+        ));
+        // Mid-append views are correct, not converged.
+        assert!(matches!(
+            truth.check_sessions_usage(&answer(0, 0)),
+            Verdict::Ok { exact: true, converged: false, .. }
+        ));
+        // One token off anywhere else is wrong.
+        assert!(matches!(truth.check_sessions_usage(&answer(last, 1)), Verdict::Wrong(_)));
+        let mut off = answer(last, 0);
+        off.sessions[0].usage.as_mut().unwrap().output += 1;
+        assert!(matches!(truth.check_sessions_usage(&off), Verdict::Wrong(_)));
+        // Without the touched row (cut by `limit`), only bounds apply.
+        let mut cut = answer(last, 0);
+        cut.sessions.clear();
+        assert!(matches!(truth.check_sessions_usage(&cut), Verdict::Ok { exact: false, .. }));
+        truth.restore().unwrap();
+    }
 }

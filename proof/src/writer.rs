@@ -4,6 +4,9 @@
 //! Live sessions are the newer half of each agent's `sessions.json` entries (what a running
 //! deployment writes to); their rows sort near the top of `sessions.usage`, so a dashboard's
 //! `limit:1000` answer lists them and can be checked exactly.
+//!
+//! `CLAWGATE_PROOF_DUMP=DIR` keeps the settle's last answer of each method in `DIR`, for a
+//! bug report when a settle does not converge.
 
 use std::{
     path::{Path, PathBuf},
@@ -128,12 +131,13 @@ pub fn settle(ctx: &Ctx, deadline: Duration, stop: &AtomicBool, settles: &mut Se
             let sent = ctx.sent(method, false);
             match call(ctx, &http, method.name(), &params) {
                 Ok((_, body)) => {
+                    let received = Instant::now();
                     if let Some(dir) = std::env::var_os("CLAWGATE_PROOF_DUMP") {
                         let _ =
                             std::fs::write(Path::new(&dir).join(format!("{}.json", method.name())), &body);
                     }
                     match serde_json::from_str::<Envelope<'_>>(&body) {
-                        Ok(envelope) => match answer::handle(ctx, &sent, &envelope) {
+                        Ok(envelope) => match answer::handle(ctx, &sent, received, &envelope) {
                             Outcome::Answer { verdict: Verdict::Ok { converged, behind, .. }, stale } => {
                                 done[i] = converged && !stale;
                                 last[i] = format!(

@@ -39,13 +39,15 @@ struct Ended {
     info: ExitInfo,
     /// It stayed ready long enough to reset the backoff.
     stable: bool,
-    /// Jobs it had not answered; the oldest is blamed for its death.
+    /// Jobs it had not answered; the oldest is blamed for its death when `job_caused`.
     in_flight: Vec<(u64, InFlight)>,
+    /// Whether the running job can have caused this end (see [`blame`]).
+    job_caused: bool,
 }
 
 impl Ended {
     fn before_ready(info: ExitInfo) -> Ended {
-        Ended { info, stable: false, in_flight: Vec::new() }
+        Ended { info, stable: false, in_flight: Vec::new(), job_caused: false }
     }
 }
 
@@ -157,8 +159,14 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
 }
 
 /// Counts a death against the job that was running (the worker runs jobs in order, so the
-/// oldest unanswered one), so a query that kills two workers is refused as poison.
+/// oldest unanswered one), so a query that kills two workers is refused as poison. Only ends
+/// the job can have caused count: a crash, abort, panic, memory kill, or a job that ignored its
+/// cancel. A SIGKILL from outside or a stopped process (missed heartbeats) is not the query's
+/// fault, and must not get a dashboard's query refused.
 fn blame(shared: &Shared, ended: &Ended) {
+    if !ended.job_caused {
+        return;
+    }
     let Some((_, job)) = ended.in_flight.iter().min_by_key(|(id, _)| *id) else { return };
     let mut deaths = shared.deaths.lock().expect("deaths");
     let entry = deaths.entry(job.query_key).or_insert((0, Instant::now()));
@@ -308,6 +316,8 @@ enum Outcome {
     Exited(Option<ExitStatus>),
     ConnectionLost,
     Kill(ExitCause),
+    /// A cancelled job outlived its grace: kill, as a hang the job caused.
+    JobHang,
     Shutdown,
 }
 
@@ -444,8 +454,8 @@ async fn serve(
                     });
                     break Outcome::Kill(ExitCause::RssCap);
                 }
-                if let Some(cause) = check_jobs(config, &in_flight, &to_worker) {
-                    break Outcome::Kill(cause);
+                if check_jobs(config, &in_flight, &to_worker) {
+                    break Outcome::JobHang;
                 }
             }
             () = stopped(shutdown) => break Outcome::Shutdown,
@@ -453,6 +463,9 @@ async fn serve(
     };
 
     let mut stopping = false;
+    // A hang found by the job watch (a cancelled job still running) is the job's doing; one
+    // found by missed heartbeats (a stopped or starved process) is not.
+    let mut job_hang = false;
     let info = match outcome {
         Outcome::Exited(status) => {
             let mut cause = classify(status, ExitCause::ConnectionLost);
@@ -476,6 +489,10 @@ async fn serve(
             }
         }
         Outcome::Kill(cause) => worker.stop(cause).await,
+        Outcome::JobHang => {
+            job_hang = true;
+            worker.stop(ExitCause::Hang).await
+        }
         Outcome::Shutdown => {
             stopping = true;
             let _ = to_worker.send(ToWorker::Shutdown);
@@ -497,15 +514,20 @@ async fn serve(
         return None;
     }
     let stable = ready_at.elapsed() >= config.restart.stable_after;
-    Some(Ended { info, stable, in_flight })
+    let job_caused = job_hang
+        || matches!(
+            info.cause,
+            ExitCause::Crash | ExitCause::Abort | ExitCause::Panic | ExitCause::RssCap | ExitCause::OomKill
+        );
+    Some(Ended { info, stable, in_flight, job_caused })
 }
 
-/// Cancels jobs past the job deadline; reports a hang when a cancelled job outlives its grace.
+/// Cancels jobs past the job deadline; true (a hang) when a cancelled job outlives its grace.
 fn check_jobs(
     config: &Config,
     in_flight: &Mutex<HashMap<u64, InFlight>>,
     to_worker: &mpsc::UnboundedSender<ToWorker>,
-) -> Option<ExitCause> {
+) -> bool {
     let mut jobs = in_flight.lock().expect("in-flight map");
     for (id, job) in jobs.iter_mut() {
         match job.cancel_sent {
@@ -520,12 +542,12 @@ fn check_jobs(
             }
             Some(at) if at.elapsed() > config.cancel_grace => {
                 tracing::warn!(id, "Usage job ignored its cancel; the worker counts as hung.");
-                return Some(ExitCause::Hang);
+                return true;
             }
             _ => {}
         }
     }
-    None
+    false
 }
 
 fn oom_killed(worker: &Worker, before: Option<u64>, shared: &Shared) -> bool {

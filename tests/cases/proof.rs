@@ -33,13 +33,14 @@ fn a_short_proof_run_under_faults_meets_its_targets() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stdout.lines().last().unwrap_or_else(|| panic!("no summary on stdout; stderr:\n{stderr}"));
-    let summary: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {line}"));
+    let summary: Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {line}"));
     eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(0), "missed: {}\n{stderr}", summary["missed"]);
     assert_eq!(summary["targetsMet"], true);
     let faults = &summary["faults"];
-    for (kind, at_least) in [("sigkill", 2), ("sigstop", 1), ("alloc", 1), ("rss", 1)] {
-        assert!(faults[kind].as_u64().unwrap() >= at_least, "{kind}: {faults}");
+    for kind in ["sigkill", "sigstop", "alloc", "rss"] {
+        assert!(faults[kind].as_u64().unwrap() >= 1, "every kind of fault must be injected: {faults}");
     }
     let correctness = &summary["correctness"];
     assert_eq!(correctness["wrong"], 0, "{correctness}");

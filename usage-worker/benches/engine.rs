@@ -2,7 +2,8 @@
 //! `cargo bench -p usage-worker --bench engine`.
 //!
 //! It generates (or reuses) the seed-size demo store (9 agents x 184 sessions x 100 turns,
-//! ~1.45 GB) and a half-size one (9 x 92) under `$CLAWGATE_BENCH_DIR` (kept between runs) or a
+//! ~1.45 GB), a half-size one (9 x 92) and one with the seed's sessions but twice its bytes
+//! (tool results twice as long) under `$CLAWGATE_BENCH_DIR` (kept between runs) or a
 //! temporary dir, then for each store: `cat`s every transcript to /dev/null (the physical
 //! reference), starts the release `clawgate-usage-worker` exactly as the supervisor does (a
 //! private socket, `Hello` both ways, requests as ipc-proto frames) and times a cold call, warm
@@ -377,16 +378,20 @@ fn main() {
     }
     let seed = demo_store::DemoSpec::seed_size();
     let half = demo_store::DemoSpec { sessions_per_agent: seed.sessions_per_agent / 2, ..seed.clone() };
+    // Same sessions and messages as the seed store, twice the bytes (tool results): memory
+    // should follow sessions, not bytes.
+    let fat = demo_store::DemoSpec { tool_result_bytes: seed.tool_result_bytes * 2, ..seed.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    // `CLAWGATE_BENCH_ONLY=seed|half` measures one store (for profiling).
+    // `CLAWGATE_BENCH_ONLY=seed|half|fat` measures one store (for profiling).
     let only = std::env::var("CLAWGATE_BENCH_ONLY").unwrap_or_default();
     let figs = runtime.block_on(async {
         let mut figs = Vec::new();
-        if only != "half" {
-            figs.push(measure("seed-9x184", &root, &seed).await);
-        }
-        if only != "seed" {
-            figs.push(measure("half-9x92", &root, &half).await);
+        for (name, label, spec) in
+            [("seed", "seed-9x184", &seed), ("half", "half-9x92", &half), ("fat", "seed-2x-bytes", &fat)]
+        {
+            if only.is_empty() || only == name {
+                figs.push(measure(label, &root, spec).await);
+            }
         }
         figs
     });
@@ -398,8 +403,14 @@ fn main() {
             })
         })
         .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!("`cargo bench -p usage-worker --bench engine`, {date}");
     println!(
-        "usage engine bench: worker {WORKER}, {} cores ({cpu}), page cache warm",
+        "worker {WORKER} (--threads 2), {} cores ({cpu}), page cache warm; warm/append rows are medians of {REPEAT} calls",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print_table(&figs);

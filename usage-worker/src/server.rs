@@ -19,14 +19,14 @@ use std::{
 use anyhow::Context as _;
 use interprocess::local_socket::tokio::Stream;
 use ipc_proto::{
-    Connection, FromWorker, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery, WorkerError,
-    WorkerErrorKind, frame,
+    Connection, FromWorker, JobStats, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery,
+    WorkerError, WorkerErrorKind, frame,
 };
 use tokio::sync::mpsc;
 
 use crate::{
     alloc,
-    engine::{Engine, EngineConfig},
+    engine::{Engine, EngineConfig, Payload},
 };
 
 /// What the worker needs to serve.
@@ -60,20 +60,15 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
     tracing::info!(gateway_pid = gateway.pid, gateway_build = %gateway.build, "Connected to the gateway.");
     let stream = Arc::new(conn.into_inner());
 
-    // Frames are encoded by their sender (a big answer on the compute thread, into a buffer of
-    // the right size), so the writer only copies bytes to the socket.
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    // Frames are encoded by their sender; a large answer arrives as its shared pieces, which
+    // the writer streams through one small buffer.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<OutFrame>();
     let writer_stream = Arc::clone(&stream);
     let writer = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt as _;
         let mut writer = &*writer_stream;
-        while let Some(bytes) = out_rx.recv().await {
-            if let Err(error) = async {
-                writer.write_all(&bytes).await?;
-                writer.flush().await
-            }
-            .await
-            {
+        let mut buf = Vec::with_capacity(WRITE_BUFFER);
+        while let Some(frame) = out_rx.recv().await {
+            if let Err(error) = frame.write_to(&mut writer, &mut buf).await {
                 tracing::warn!(%error, "Cannot write to the gateway.");
                 break;
             }
@@ -95,7 +90,7 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
             ToWorker::Ping { seq } => {
                 let memory = MemoryReport { heap_bytes: alloc::heap_bytes(), rss_bytes: alloc::rss_bytes() };
                 if let Ok(frame) = encode(&FromWorker::Pong { seq, memory }, 0) {
-                    let _ = out_tx.send(frame);
+                    let _ = out_tx.send(OutFrame::bytes(frame));
                 }
             }
             ToWorker::Request { id, query } => {
@@ -130,7 +125,7 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
 fn spawn_compute_thread(
     config: Config,
     jobs: std_mpsc::Receiver<Job>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<OutFrame>,
     cancels: Arc<Mutex<HashMap<RequestId, Arc<AtomicBool>>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -171,13 +166,15 @@ fn spawn_compute_thread(
                     let progress_out = out.clone();
                     let mut progress = move |progress| {
                         if let Ok(frame) = encode(&FromWorker::Progress { id, progress }, 0) {
-                            let _ = progress_out.send(frame);
+                            let _ = progress_out.send(OutFrame::bytes(frame));
                         }
                     };
                     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         match crate::fault::maybe_inject(&job.query, &job.cancel) {
                             Some(Err(error)) => Err(error),
-                            _ => engine.answer(&job.query, &job.cancel, &mut progress),
+                            _ => engine
+                                .answer_parts(&job.query, &job.cancel, &mut progress)
+                                .map(|(payload, stats)| (encode_answer(id, &payload, &stats), stats)),
                         }
                     }));
                     let res = res.unwrap_or_else(|_| {
@@ -200,23 +197,31 @@ fn spawn_compute_thread(
                 };
                 cancels.lock().expect("cancel map").remove(&job.id);
                 match &result {
-                    Ok(answer) => tracing::info!(
+                    Ok((_, stats)) => tracing::info!(
                         id = job.id,
                         method = job.query.method.name(),
-                        files = answer.stats.files_total,
-                        files_parsed = answer.stats.files_parsed,
-                        bytes_parsed = answer.stats.bytes_parsed,
-                        lines_skipped = answer.stats.lines_skipped,
+                        files = stats.files_total,
+                        files_parsed = stats.files_parsed,
+                        bytes_parsed = stats.bytes_parsed,
+                        lines_skipped = stats.lines_skipped,
                         cache_kib = engine.cache_bytes() >> 10,
                         ms = started.elapsed().as_millis() as u64,
                         "Job done."
                     ),
                     Err(error) => tracing::info!(id = job.id, %error, "Job failed."),
                 }
-                let size = result.as_ref().map_or(0, |a| a.payload_json.len());
-                let frame = encode(&FromWorker::Response { id: job.id, result }, size).unwrap_or_else(|e| {
-                    let error = WorkerError::new(WorkerErrorKind::Internal, format!("cannot send the answer: {e}"));
-                    encode(&FromWorker::Response { id: job.id, result: Err(error) }, 0).unwrap_or_default()
+                let frame = match result {
+                    Ok((Ok(frame), _)) => Ok(frame),
+                    Ok((Err(e), _)) => Err(WorkerError::new(
+                        WorkerErrorKind::Internal,
+                        format!("cannot send the answer: {e}"),
+                    )),
+                    Err(error) => Err(error),
+                };
+                let frame = frame.unwrap_or_else(|error| {
+                    OutFrame::bytes(
+                        encode(&FromWorker::Response { id: job.id, result: Err(error) }, 0).unwrap_or_default(),
+                    )
                 });
                 if out.send(frame).is_err() {
                     break;
@@ -227,10 +232,100 @@ fn spawn_compute_thread(
         .expect("spawn the compute thread")
 }
 
+/// What the writer task sends: `head`, the payload's pieces, `tail`. Small messages are all
+/// `head`.
+struct OutFrame {
+    head: Vec<u8>,
+    parts: Vec<Arc<str>>,
+    tail: Vec<u8>,
+}
+
+/// The writer's coalescing buffer: pieces (rows of a few KB) go out in writes of this size.
+const WRITE_BUFFER: usize = 256 << 10;
+
+impl OutFrame {
+    fn bytes(head: Vec<u8>) -> OutFrame {
+        OutFrame { head, parts: Vec::new(), tail: Vec::new() }
+    }
+
+    async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        buf.clear();
+        let pieces = std::iter::once(&self.head[..])
+            .chain(self.parts.iter().map(|p| p.as_bytes()))
+            .chain(std::iter::once(&self.tail[..]));
+        for piece in pieces {
+            if buf.len() + piece.len() > WRITE_BUFFER && !buf.is_empty() {
+                w.write_all(buf).await?;
+                buf.clear();
+            }
+            if piece.len() >= WRITE_BUFFER {
+                w.write_all(piece).await?;
+            } else {
+                buf.extend_from_slice(piece);
+            }
+        }
+        if !buf.is_empty() {
+            w.write_all(buf).await?;
+        }
+        w.flush().await
+    }
+}
+
+/// `FromWorker::Response { id, result: Ok(UsageAnswer { payload_json, stats }) }` with the
+/// payload borrowed: the same MessagePack (variants and fields go by name).
+#[derive(serde::Serialize)]
+enum ResponseRef<'a> {
+    Response { id: RequestId, result: Result<AnswerRef<'a>, WorkerError> },
+}
+
+#[derive(serde::Serialize)]
+struct AnswerRef<'a> {
+    payload_json: &'a str,
+    stats: JobStats,
+}
+
+/// The frame of a successful answer without copying the payload: the message is encoded with
+/// an empty `payload_json`, and the string's MessagePack header plus the payload's pieces take
+/// the empty string's place. A test checks the bytes against ipc-proto's own encoding.
+fn encode_answer(id: RequestId, payload: &Payload, stats: &JobStats) -> Result<OutFrame, String> {
+    let msg = ResponseRef::Response { id, result: Ok(AnswerRef { payload_json: "", stats: *stats }) };
+    let frame = encode(&msg, 0)?;
+    // The key `payload_json` (a 12-byte fixstr), then the empty string (0xa0).
+    let key: &[u8] = b"\xacpayload_json\xa0";
+    let at = frame
+        .windows(key.len())
+        .position(|w| w == key)
+        .ok_or("the answer's encoding has no payload_json field")?;
+    let len = payload.len();
+    let too_large = || format!("answer of {len} bytes is too large");
+    let mut head = frame[..at + key.len() - 1].to_vec();
+    match len {
+        0..=31 => head.push(0xa0 | len as u8),
+        32..=0xff => head.extend([0xd9, len as u8]),
+        0x100..=0xffff => {
+            head.push(0xda);
+            head.extend((len as u16).to_be_bytes());
+        }
+        _ => {
+            head.push(0xdb);
+            head.extend(u32::try_from(len).map_err(|_| too_large())?.to_be_bytes());
+        }
+    }
+    let tail = frame[at + key.len()..].to_vec();
+    let body = u32::try_from(head.len() - 4 + len + tail.len()).map_err(|_| too_large())?;
+    head[..4].copy_from_slice(&body.to_be_bytes());
+    Ok(OutFrame { head, parts: payload.parts().to_vec(), tail })
+}
+
 /// One frame, exactly as `ipc_proto::frame::encode` lays it out (u32 big-endian length, then
 /// named MessagePack), but in a buffer sized for `payload` bytes up front: a large answer is
 /// then copied once, not again at every doubling of a growing buffer.
-fn encode(msg: &FromWorker, payload: usize) -> Result<Vec<u8>, String> {
+fn encode<T: serde::Serialize>(msg: &T, payload: usize) -> Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(payload + 1024);
     buf.extend_from_slice(&[0u8; 4]);
     rmp_serde::encode::write_named(&mut buf, msg).map_err(|e| e.to_string())?;
@@ -253,5 +348,27 @@ mod tests {
         assert_eq!(bytes, frame::encode(&msg).unwrap());
         let back: FromWorker = frame::decode_frame(&bytes, ipc_proto::MAX_RESPONSE_FRAME).unwrap();
         assert_eq!(back, msg);
+        // An answer's frame from its pieces is byte for byte ipc-proto's frame, for every
+        // string header size, ids and stats of every size, and pieces split anywhere.
+        for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536, 300_000] {
+            for id in [0, 200, u64::MAX - 3] {
+                let stats =
+                    JobStats { agents: 2, files_total: id % 7, bytes_parsed: 1 << 40, ..JobStats::default() };
+                let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+                let cut = len / 3;
+                let parts = vec![Arc::from(&text[..cut]), Arc::from(""), Arc::from(&text[cut..])];
+                let payload = Payload::from_parts(parts);
+                let owned = FromWorker::Response {
+                    id,
+                    result: Ok(ipc_proto::UsageAnswer { payload_json: text.clone(), stats }),
+                };
+                let f = encode_answer(id, &payload, &stats).unwrap();
+                // What the writer puts on the wire, through its coalescing buffer.
+                let mut bytes: Vec<u8> = Vec::new();
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(f.write_to(&mut bytes, &mut Vec::new())).unwrap();
+                assert_eq!(bytes, frame::encode(&owned).unwrap(), "len {len}, id {id}");
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use ipc_proto::UsageQuery;
 
@@ -92,16 +93,85 @@ pub struct Shape {
 /// and its path, so an entry can never be stale, only unused).
 pub type SummaryMap = IdMap<Summary>;
 
-/// The last `sessions.usage` answer without its volatile fields.
+/// The last `sessions.usage` answer without its volatile fields, as shared pieces: the text
+/// is `{"updatedAt":…,` + `head` + rows joined by commas + `tail` + the volatile tail + `}`.
 pub struct SessionsBody {
     pub query: UsageQuery,
     pub fingerprint: u64,
     /// What rows depend on besides their own stamps: shape, grouping, context weights.
     pub row_shape: u64,
-    /// The answer between `{"updatedAt":…,` and `,"cacheStatus"…`.
-    pub text: String,
-    /// Row stamp → byte range of the row's JSON in `text`.
-    pub rows: IdMap<std::ops::Range<usize>>,
+    /// `"startDate":…,"endDate":…,"sessions":[`
+    pub head: Arc<str>,
+    /// Rendered rows in answer order, with the stamp each was rendered at.
+    pub rows: Vec<(u64, Arc<str>)>,
+    /// `],"totals":…,"aggregates":…,"creatorOptions":[…]`
+    pub tail: Arc<str>,
+}
+
+impl SessionsBody {
+    /// The whole answer as pieces, with this call's volatile fields.
+    pub fn payload(&self, now_ms: i64, volatile_tail: &str) -> Payload {
+        let mut parts = Vec::with_capacity(2 * self.rows.len() + 4);
+        parts.push(Arc::from(volatile_head(now_ms)));
+        parts.push(Arc::clone(&self.head));
+        let comma: Arc<str> = Arc::from(",");
+        for (i, (_, row)) in self.rows.iter().enumerate() {
+            if i > 0 {
+                parts.push(Arc::clone(&comma));
+            }
+            parts.push(Arc::clone(row));
+        }
+        parts.push(Arc::clone(&self.tail));
+        parts.push(Arc::from(format!("{volatile_tail}}}")));
+        Payload::from_parts(parts)
+    }
+}
+
+/// An answer's JSON text as pieces to be written one after the other. Large answers keep their
+/// rows shared with the cache, so sending one never copies it into a single buffer first.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    parts: Vec<Arc<str>>,
+    len: usize,
+}
+
+impl Payload {
+    pub fn from_parts(parts: Vec<Arc<str>>) -> Payload {
+        let len = parts.iter().map(|p| p.len()).sum();
+        Payload { parts, len }
+    }
+
+    pub fn text(text: String) -> Payload {
+        Payload::from_parts(vec![Arc::from(text)])
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[Arc<str>] {
+        &self.parts
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The text in one string (a copy).
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(self.len);
+        for p in &self.parts {
+            out.push_str(p);
+        }
+        out
+    }
+}
+
+/// `{"updatedAt":…,`: what every answer starts with.
+pub fn volatile_head(now_ms: i64) -> String {
+    format!("{{\"updatedAt\":{now_ms},")
 }
 
 /// The engine's answer caches.
@@ -157,20 +227,20 @@ impl AnswerCache {
     /// Approximate heap bytes held, for logs.
     pub fn heap_bytes(&self) -> usize {
         let bodies: usize = self.bodies.iter().map(|(_, _, b)| b.capacity()).sum();
-        let sessions = self.sessions.as_ref().map_or(0, |s| s.text.capacity() + s.rows.len() * 128);
+        let sessions = self.sessions.as_ref().map_or(0, |s| {
+            s.head.len() + s.tail.len() + s.rows.iter().map(|(_, r)| r.len() + 40).sum::<usize>()
+        });
         let summaries: usize = self.summaries.iter().map(|(_, m)| m.len() * 1024).sum();
         bodies + sessions + summaries
     }
 }
 
 /// The answer text: `{"updatedAt":…,` + body fields + `,"cacheStatus":…,"diagnostics":…}`.
-/// `body` holds the fields in between, without braces.
+/// `parts` hold the fields in between, without braces.
 pub fn assemble(updated_at: i64, parts: &[&str], tail: &str) -> String {
     let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + tail.len() + 40;
     let mut out = String::with_capacity(len);
-    out.push_str("{\"updatedAt\":");
-    out.push_str(&updated_at.to_string());
-    out.push(',');
+    out.push_str(&volatile_head(updated_at));
     for p in parts {
         out.push_str(p);
     }

@@ -51,7 +51,7 @@ impl Usage {
 
     /// `usage.total` if present, else the four-component sum (OpenClaw's `totalTokens`).
     pub fn total_tokens(&self) -> u64 {
-        self.total.unwrap_or_else(|| self.parts().iter().sum())
+        self.total.unwrap_or_else(|| self.parts().iter().fold(0u64, |a, b| a.saturating_add(*b)))
     }
 }
 
@@ -521,9 +521,13 @@ fn pick(vals: &[Option<f64>]) -> Option<f64> {
     vals.iter().flatten().copied().find(|v| *v > 0.0).or_else(|| vals.iter().flatten().copied().next())
 }
 
-/// Truncates to an integer; negative values become 0.
+/// The largest token count one field keeps: JavaScript's `Number.MAX_SAFE_INTEGER`, beyond
+/// which OpenClaw itself cannot count exactly. Sums saturate at `u64::MAX` instead of wrapping.
+pub const MAX_TOKENS: f64 = 9_007_199_254_740_991.0;
+
+/// Truncates to an integer; negative values become 0, huge ones [`MAX_TOKENS`].
 fn tokens(v: f64) -> u64 {
-    if v > 0.0 { v.trunc() as u64 } else { 0 }
+    if v > 0.0 { v.trunc().min(MAX_TOKENS) as u64 } else { 0 }
 }
 
 impl RawUsage {

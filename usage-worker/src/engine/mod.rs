@@ -5,11 +5,17 @@
 //! lists the agents and transcripts in scope (cheap: `readdir` + `stat`), brings every changed
 //! file's rollup up to date (parsing only appended bytes when the file merely grew; changed
 //! files are parsed on `threads` threads), then aggregates rollups into the response. Unchanged
-//! files cost a `stat`, so a warm answer is dominated by aggregation and serialisation.
+//! files cost a `stat` (none in a watched directory without change events); per-file summaries
+//! and rendered rows are cached against generation stamps, so an unchanged store is answered
+//! from cached text and one appended file costs one file's summary and row. Rollups persist in
+//! the data dir, so a restarted worker does not re-read the store. Semantics and choices:
+//! `docs/usage-engine.md`.
 //!
 //! Module map: [`discover`] finds files, [`reader`] streams lines, [`line`] decodes a line,
 //! [`rollup`] folds lines into quarter-hour buckets, [`summary`] aggregates buckets for a range,
-//! [`respond`] and [`series`] build payloads, [`store`] reads `sessions.json` / `models.json`.
+//! [`respond`], [`series`] and [`logs`] build payloads, [`cache`] remembers answers,
+//! [`persist`] keeps rollups on disk, [`watch`] spares listings of unchanged directories,
+//! [`store`] reads `sessions.json` / `models.json`.
 //! [`sqlite`] (with [`sqlite_schema`]) reads agents that have an OpenClaw 2026.7+ database instead.
 
 mod cache;
@@ -27,6 +33,7 @@ mod sqlite_schema;
 mod store;
 mod summary;
 mod time;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -50,6 +57,8 @@ use reader::{ReadError, anchor_hash, read_lines};
 use respond::{Diagnostics, FileRef, KeyTarget, View};
 use rollup::{Checkpoint, FileRollup};
 use store::{Cached, Price, PriceTable, StoreIndex};
+
+pub use cache::Payload;
 
 /// The agent whose `models.json` is consulted first for prices, as OpenClaw consults the
 /// default agent's catalog before anything else.
@@ -96,11 +105,31 @@ struct FileState {
     generation: u64,
 }
 
+/// A path as a map key, hashed and compared as bytes: `Path` hashes and compares component by
+/// component, which made the per-call lookups of every known file a visible cost.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileKey(std::ffi::OsString);
+
+impl FileKey {
+    fn of(path: &std::path::Path) -> FileKey {
+        FileKey(path.as_os_str().to_owned())
+    }
+}
+
+impl std::borrow::Borrow<std::ffi::OsStr> for FileKey {
+    fn borrow(&self) -> &std::ffi::OsStr {
+        &self.0
+    }
+}
+
+/// Known transcripts by path (look them up with `path.as_os_str()`).
+type FileMap = HashMap<FileKey, FileState, std::hash::BuildHasherDefault<cache::Fnv>>;
+
 /// Owns the per-file rollups between calls.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    files: HashMap<PathBuf, FileState>,
+    files: FileMap,
     stores: HashMap<String, Cached<StoreIndex>>,
     prices: HashMap<String, Cached<PriceTable>>,
     /// Agents read from an OpenClaw 2026.7+ database instead of files.
@@ -111,6 +140,9 @@ pub struct Engine {
     next_gen: u64,
     /// The on-disk copy of `files` in the data dir, if there is one.
     persisted: persist::Persisted,
+    /// Change events of the transcript directories, and their last listings.
+    watch: watch::Watch,
+    listings: HashMap<String, Vec<Discovered>>,
 }
 
 /// What [`Engine::refresh`] did.
@@ -144,13 +176,15 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
             config,
-            files: HashMap::new(),
+            files: FileMap::default(),
             stores: HashMap::new(),
             prices: HashMap::new(),
             sqlite: sqlite::Databases::default(),
             cache: cache::AnswerCache::default(),
             next_gen: 1,
             persisted: persist::Persisted::default(),
+            watch: watch::Watch::default(),
+            listings: HashMap::new(),
         }
     }
 
@@ -189,6 +223,19 @@ impl Engine {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<UsageAnswer, WorkerError> {
+        let (payload, stats) = self.answer_parts(query, cancel, progress)?;
+        Ok(UsageAnswer { payload_json: payload.to_text(), stats })
+    }
+
+    /// [`Self::answer`] with the payload as pieces (see [`Payload`]): a large answer's rows stay
+    /// shared with the engine's cache, and the worker writes them to its socket without first
+    /// copying them into one buffer.
+    pub fn answer_parts(
+        &mut self,
+        query: &UsageQuery,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(Payload, JobStats), WorkerError> {
         let started = Instant::now();
         let cpu_started = thread_cpu_us();
         self.load_persisted();
@@ -198,6 +245,12 @@ impl Engine {
                 format!("cannot read {}: {e}", self.config.state_dir.display()),
             )
         })?;
+        // Rollups of agents that no longer exist would otherwise stay (and persist) forever.
+        let before = self.files.len();
+        self.files.retain(|_, f| all_agents.contains(&f.disc.agent_id));
+        if self.files.len() != before {
+            self.persisted.changed();
+        }
         let agents: Vec<String> = match &query.agents {
             AgentScope::All => all_agents,
             AgentScope::One(id) => all_agents.into_iter().filter(|a| a.eq_ignore_ascii_case(id)).collect(),
@@ -236,17 +289,15 @@ impl Engine {
             } else {
                 series::timeseries(file, &t.session_id, max_line, cancel, &price)?
             };
-            return Ok(UsageAnswer {
-                payload_json: payload,
-                stats: JobStats {
-                    agents: agents.len() as u64,
-                    files_total: 1,
-                    files_parsed: 1,
-                    bytes_parsed: bytes,
-                    lines_skipped: 0,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                },
-            });
+            let stats = JobStats {
+                agents: agents.len() as u64,
+                files_total: 1,
+                files_parsed: 1,
+                bytes_parsed: bytes,
+                lines_skipped: 0,
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            return Ok((Payload::text(payload), stats));
         }
 
         // Which files need to be current: all listed ones, or the key's session (+ family).
@@ -273,7 +324,7 @@ impl Engine {
 
         let files: Vec<FileRef<'_>> = selection
             .iter()
-            .filter_map(|d| self.files.get(&d.path))
+            .filter_map(|d| self.files.get(d.path.as_os_str()))
             .map(|f| FileRef { disc: &f.disc, rollup: &f.rollup, generation: f.generation })
             .collect();
         diag.files = files.len() as u64;
@@ -300,7 +351,7 @@ impl Engine {
             diag: &diag,
         };
         let payload = match query.method {
-            Method::UsageCost => respond::usage_cost(&view, &mut self.cache)?,
+            Method::UsageCost => Payload::text(respond::usage_cost(&view, &mut self.cache)?),
             _ => respond::sessions_usage(&view, target.as_ref(), &mut self.cache)?,
         };
         tracing::debug!(
@@ -310,19 +361,17 @@ impl Engine {
             cpu_us = thread_cpu_us() - cpu_started,
             "Answer phases."
         );
-        Ok(UsageAnswer {
-            payload_json: payload,
-            stats: JobStats {
-                agents: agents.len() as u64,
-                files_total: diag.files,
-                files_parsed: stats.files_parsed,
-                bytes_parsed: stats.bytes_parsed,
-                // Skipped lines of the files in scope as they stand (not only those met in
-                // this job's bytes), plus unterminated tails waiting for their newline.
-                lines_skipped: diag.skips.total() + diag.pending_tails,
-                duration_ms: started.elapsed().as_millis() as u64,
-            },
-        })
+        let stats = JobStats {
+            agents: agents.len() as u64,
+            files_total: diag.files,
+            files_parsed: stats.files_parsed,
+            bytes_parsed: stats.bytes_parsed,
+            // Skipped lines of the files in scope as they stand (not only those met in this
+            // job's bytes), plus unterminated tails waiting for their newline.
+            lines_skipped: diag.skips.total() + diag.pending_tails,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok((payload, stats))
     }
 
     /// Re-reads changed `sessions.json` / `models.json` files of the agents in scope.
@@ -361,7 +410,22 @@ impl Engine {
             let db = self.sqlite.list(&self.config.state_dir, a, &mut self.stores, diag);
             per_agent.push(db.map(Ok));
         }
-        let todo: Vec<usize> = (0..agents.len()).filter(|&i| per_agent[i].is_none()).collect();
+        // A directory without change events since its last listing is not listed again.
+        self.watch.drain();
+        let mut todo: Vec<usize> = Vec::new();
+        for (i, a) in agents.iter().enumerate() {
+            if per_agent[i].is_some() {
+                continue;
+            }
+            let dir = discover::sessions_dir(&self.config.state_dir, a);
+            match self.listings.get(a) {
+                Some(l) if self.watch.is_clean(&dir) => per_agent[i] = Some(Ok(l.clone())),
+                _ => {
+                    self.watch.listing(&dir);
+                    todo.push(i);
+                }
+            }
+        }
         let threads = self.config.threads.clamp(1, todo.len().max(1));
         let state_dir = &self.config.state_dir;
         let lists: Vec<(usize, io::Result<Vec<Discovered>>)> = if threads <= 1 {
@@ -382,6 +446,15 @@ impl Engine {
             })
         };
         for (i, l) in lists {
+            match &l {
+                Ok(files) => {
+                    self.listings.insert(agents[i].clone(), files.clone());
+                }
+                Err(_) => {
+                    self.listings.remove(&agents[i]);
+                    self.watch.forget(&discover::sessions_dir(&self.config.state_dir, &agents[i]));
+                }
+            }
             per_agent[i] = Some(l);
         }
         let mut listed = Vec::new();
@@ -394,16 +467,18 @@ impl Engine {
         }
         let in_scope: HashSet<&str> = agents.iter().map(String::as_str).collect();
         // Usually every known file is still listed: then nothing is gone, without building a set.
-        let known = listed.iter().filter(|d| self.files.contains_key(&d.path)).count();
+        let known = listed.iter().filter(|d| self.files.contains_key(d.path.as_os_str())).count();
         let known_in_scope =
             self.files.values().filter(|f| in_scope.contains(f.disc.agent_id.as_str())).count();
-        let gone: Vec<PathBuf> = if known == known_in_scope {
+        let gone: Vec<FileKey> = if known == known_in_scope {
             Vec::new()
         } else {
-            let present: HashSet<&PathBuf> = listed.iter().map(|d| &d.path).collect();
+            let present: HashSet<&std::ffi::OsStr> = listed.iter().map(|d| d.path.as_os_str()).collect();
             self.files
                 .iter()
-                .filter(|(p, f)| in_scope.contains(f.disc.agent_id.as_str()) && !present.contains(p))
+                .filter(|(p, f)| {
+                    in_scope.contains(f.disc.agent_id.as_str()) && !present.contains(p.0.as_os_str())
+                })
                 .map(|(p, _)| p.clone())
                 .collect()
         };
@@ -415,14 +490,14 @@ impl Engine {
                 }
             }
             for d in &listed {
-                if self.files.contains_key(&d.path) {
+                if self.files.contains_key(d.path.as_os_str()) {
                     continue;
                 }
                 if let Some(mut f) = by_inode.remove(&(d.meta.dev, d.meta.ino)) {
                     // Renamed (e.g. archived to `.deleted.<ts>`): same bytes, new name.
                     f.disc = Discovered { meta: f.disc.meta, ..d.clone() };
                     f.generation = self.next_gen();
-                    self.files.insert(d.path.clone(), f);
+                    self.files.insert(FileKey::of(&d.path), f);
                 }
             }
             self.persisted.changed();
@@ -481,7 +556,7 @@ impl Engine {
     ) -> Result<RefreshStats, WorkerError> {
         let mut jobs: Vec<Job> = Vec::new();
         for d in selection {
-            match self.files.get_mut(&d.path) {
+            match self.files.get_mut(d.path.as_os_str()) {
                 Some(f) if same_stat(&f.rollup.checkpoint, &d.meta) => {
                     if f.disc != **d {
                         f.disc = (*d).clone();
@@ -544,14 +619,15 @@ impl Engine {
                         stats.files_parsed += 1;
                         stats.bytes_parsed += bytes;
                         let generation = self.next_gen();
-                        self.files.insert(disc.path.clone(), FileState { disc, rollup: *rollup, generation });
+                        self.files
+                            .insert(FileKey::of(&disc.path), FileState { disc, rollup: *rollup, generation });
                         self.persisted.changed();
                     }
                     JobResult::Unreadable { disc, error } => {
                         done += 1;
                         diag.unreadable_files += 1;
                         diag.error(format!("{}: {error}", disc.path.display()));
-                        if self.files.remove(&disc.path).is_some() {
+                        if self.files.remove(disc.path.as_os_str()).is_some() {
                             self.persisted.changed();
                         }
                     }
@@ -572,7 +648,7 @@ impl Engine {
         // next call rescans them instead of trusting a stale checkpoint.
         for slot in queue {
             if let Ok(Some(job)) = slot.into_inner() {
-                self.files.remove(&job.disc.path);
+                self.files.remove(job.disc.path.as_os_str());
                 self.persisted.changed();
             }
         }

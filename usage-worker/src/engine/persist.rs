@@ -4,8 +4,9 @@
 //! what the rollups depend on, body length and checksum) and a MessagePack body with every
 //! file's [`Discovered`] and [`FileRollup`] (checkpoints included). It is written to a temporary
 //! file, fsynced, renamed over the old one and the directory fsynced, so a crash leaves the old
-//! file or the new one, never a mix. Writes are debounced: after a job changed rollups, once the
-//! worker has been idle a moment, at most every [`MIN_SAVE_INTERVAL`], and at shutdown.
+//! file or the new one, never a mix. Writes are debounced: after rollups changed, once the
+//! worker has seen no change for [`SAVE_IDLE`] (or changes kept coming for [`MAX_DIRTY_AGE`]),
+//! at most every [`MIN_SAVE_INTERVAL`]; and at shutdown.
 //!
 //! A file that is not exactly what this build would write (another format version, another
 //! state dir, line limit or worker version, a bad checksum, a decode error) is discarded,
@@ -18,7 +19,7 @@
 
 use std::fs::{self, File};
 use std::hash::Hasher;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use super::cache::Fnv;
 use super::discover::Discovered;
 use super::respond::Diagnostics;
 use super::rollup::FileRollup;
-use super::{Engine, FileState};
+use super::{Engine, FileKey, FileState};
 
 /// The cache file inside the data dir.
 pub const FILE_NAME: &str = "rollups.bin";
@@ -40,7 +41,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// magic, version, fingerprint, body length, body checksum.
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 /// Quiet time after the last change before a save.
-const SAVE_IDLE: Duration = Duration::from_secs(2);
+pub const SAVE_IDLE: Duration = Duration::from_secs(2);
+/// Longest time changed rollups wait for a quiet moment before they are saved anyway.
+pub const MAX_DIRTY_AGE: Duration = Duration::from_secs(60);
 /// Minimum time between two saves while rollups keep changing (live transcripts).
 pub const MIN_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -69,6 +72,8 @@ pub struct Persisted {
     load_attempted: bool,
     /// Rollups changed since the last save.
     dirty: bool,
+    /// When rollups first changed since the last save, and last changed.
+    first_change: Option<Instant>,
     last_change: Option<Instant>,
     last_save: Option<Instant>,
     /// Cache files discarded since the worker started, and the last reason.
@@ -81,8 +86,12 @@ pub struct Persisted {
 impl Persisted {
     /// Notes that rollups changed.
     pub fn changed(&mut self) {
+        let now = Instant::now();
+        if !self.dirty {
+            self.first_change = Some(now);
+        }
         self.dirty = true;
-        self.last_change = Some(Instant::now());
+        self.last_change = Some(now);
     }
 
     /// Adds the cache's state to an answer's diagnostics (the reason of a discard once).
@@ -212,14 +221,24 @@ fn read(path: &Path, fingerprint: u64) -> Result<Option<Vec<Entry>>, PersistErro
     if f.metadata()?.len() != HEADER_LEN as u64 + len {
         return Err(PersistError::Checksum);
     }
-    let mut body = vec![0u8; usize::try_from(len).map_err(|_| PersistError::Checksum)?];
-    f.read_exact(&mut body).map_err(|_| PersistError::Checksum)?;
+    // Checked in a first pass and decoded in a second, both streaming: nothing is decoded from
+    // a damaged file, and no buffer as large as the file is held beside the decoded rollups.
     let mut sum = Checksum::default();
-    sum.update(&body);
-    if sum.finish() != checksum {
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        sum.update(&chunk[..n]);
+    }
+    drop(chunk);
+    if sum.len != len || sum.finish() != checksum {
         return Err(PersistError::Checksum);
     }
-    Ok(Some(rmp_serde::from_slice(&body)?))
+    f.seek(SeekFrom::Start(HEADER_LEN as u64))?;
+    let entries = rmp_serde::from_read(io::BufReader::with_capacity(1 << 20, f))?;
+    Ok(Some(entries))
 }
 
 /// Writes the cache file atomically and durably.
@@ -274,7 +293,11 @@ impl Engine {
                 let n = entries.len();
                 for Entry { disc, rollup } in entries {
                     let generation = self.next_gen();
-                    self.files.entry(disc.path.clone()).or_insert(FileState { disc, rollup, generation });
+                    self.files.entry(FileKey::of(&disc.path)).or_insert(FileState {
+                        disc,
+                        rollup,
+                        generation,
+                    });
                 }
                 self.persisted.loaded_files = n as u64;
                 self.persisted.last_save = Some(Instant::now());
@@ -300,9 +323,13 @@ impl Engine {
         if !self.persisted.dirty || self.config.data_dir.is_none() {
             return None;
         }
-        let since_change = self.persisted.last_change.map_or(SAVE_IDLE, |t| t.elapsed());
-        let since_save = self.persisted.last_save.map_or(MIN_SAVE_INTERVAL, |t| t.elapsed());
-        Some(SAVE_IDLE.saturating_sub(since_change).max(MIN_SAVE_INTERVAL.saturating_sub(since_save)))
+        let p = &self.persisted;
+        let left = |since: Option<Instant>, wait: Duration| {
+            since.map_or(Duration::ZERO, |t| wait.saturating_sub(t.elapsed()))
+        };
+        // Quiet for a moment, or dirty for long; and never sooner than the minimum interval.
+        let settled = left(p.last_change, SAVE_IDLE).min(left(p.first_change, MAX_DIRTY_AGE));
+        Some(settled.max(left(p.last_save, MIN_SAVE_INTERVAL)))
     }
 
     /// Saves the rollups if they changed since the last save. Errors are logged, not returned:
@@ -337,6 +364,30 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saves_are_debounced() {
+        let mut cfg = super::super::EngineConfig::new("/nonexistent");
+        cfg.data_dir = Some("/nonexistent-data".into());
+        let mut e = Engine::new(cfg);
+        assert_eq!(e.save_due_in(), None, "nothing changed");
+        e.persisted.changed();
+        let due = e.save_due_in().unwrap();
+        assert!(due > SAVE_IDLE - Duration::from_millis(500) && due <= SAVE_IDLE, "{due:?}");
+        // Saved a moment ago: not again before the minimum interval.
+        e.persisted.last_save = Some(Instant::now());
+        assert!(e.save_due_in().unwrap() > MIN_SAVE_INTERVAL - Duration::from_secs(1));
+        // Changes kept coming for longer than MAX_DIRTY_AGE: due once the interval allows.
+        let long_ago = Instant::now().checked_sub(MAX_DIRTY_AGE + MIN_SAVE_INTERVAL).unwrap();
+        e.persisted.first_change = Some(long_ago);
+        e.persisted.last_save = Some(long_ago);
+        e.persisted.last_change = Some(Instant::now());
+        assert_eq!(e.save_due_in(), Some(Duration::ZERO));
+        // Without a data dir there is never anything to save.
+        let mut plain = Engine::new(super::super::EngineConfig::new("/nonexistent"));
+        plain.persisted.changed();
+        assert_eq!(plain.save_due_in(), None);
+    }
 
     #[test]
     fn checksum_is_split_invariant() {

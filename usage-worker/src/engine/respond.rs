@@ -16,16 +16,23 @@
 //! clawgate adds one top-level object, `diagnostics`, to both payloads: skipped-line counts per
 //! kind, unreadable files, and `sessions.json`/`models.json` errors. Legacy stores carry no
 //! creator metadata, so every row's `creatorKey` is `["unknown"]`, as 2026.9 reports for them.
+//! Days are cut on quarter-hour buckets: exact for offsets that are whole quarter hours (every
+//! current IANA zone); see `docs/usage-engine.md` for the others and for all other choices.
+//!
+//! Answers are built against [`AnswerCache`]: `usage.cost` and `sessions.usage` fold cached
+//! per-file summaries, and `sessions.usage` rows are rendered once per row stamp and then shared.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::ops::Range;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 use ipc_proto::{GroupBy, UsageQuery, WorkerError, WorkerErrorKind};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
 
-use super::cache::{AnswerCache, Fnv, IdMap, SessionsBody, Shape, SummaryMap, assemble, fields_of, hash_of};
+use super::cache::{
+    AnswerCache, Fnv, IdMap, Payload, SessionsBody, Shape, SummaryMap, assemble, fields_of, hash_of,
+};
 use super::discover::{Discovered, FileKind};
 use super::num::{Js, KSum};
 use super::rollup::{FileRollup, MsgCounts, SkipCounts};
@@ -154,9 +161,7 @@ impl View<'_> {
     {
         let map = cache.summaries(self.shape());
         for f in files {
-            if !map.contains_key(&f.generation) {
-                map.insert(f.generation, self.summarize(f, CACHED_WANT));
-            }
+            map.entry(f.generation).or_insert_with(|| self.summarize(f, CACHED_WANT));
         }
         self.prune(map);
         map
@@ -343,9 +348,10 @@ struct Row<'v, 'a> {
     file: &'v FileRef<'a>,
     /// Family mode: the other instances whose usage this row includes.
     members: Vec<&'v FileRef<'a>>,
-    key: String,
     family: Option<Family>,
     updated_at: f64,
+    /// The file's mtime in ms (a sort key; computed once, it divides an i128).
+    mtime_ms: i64,
     entry: Option<&'v StoreEntry>,
 }
 
@@ -404,11 +410,14 @@ pub struct KeyTarget {
 /// summary (cached per file and shape) is folded into the aggregates, and the first `limit`
 /// rows are written out: copied from the previous answer of the same shape when their stamp is
 /// unchanged, rendered from a full summary otherwise.
+///
+/// Rows are shared pieces ([`Payload`]): an unchanged store's next answer is the same pieces
+/// with new volatile fields, and a changed row costs its own rendering only.
 pub fn sessions_usage(
     v: &View<'_>,
     target: Option<&KeyTarget>,
     cache: &mut AnswerCache,
-) -> Result<String, WorkerError> {
+) -> Result<Payload, WorkerError> {
     let fingerprint = v.fingerprint();
     let tail = v.volatile_tail()?;
     let shape = v.shape();
@@ -418,10 +427,12 @@ pub fn sessions_usage(
         && b.fingerprint == fingerprint
         && b.query == *v.query
     {
-        let out = assemble(v.now_ms, &[&b.text], &tail);
+        let payload = b.payload(v.now_ms, &tail);
         cache.sessions = old;
-        return Ok(out);
+        return Ok(payload);
     }
+    // Rows of the last answer of this shape, by stamp, for reuse.
+    let reusable: IdMap<Arc<str>> = old.map(|b| b.rows.into_iter().collect()).unwrap_or_default();
 
     let family_mode = v.query.group_by == GroupBy::Family;
     let candidates: Vec<&FileRef<'_>> = match target {
@@ -459,29 +470,30 @@ pub fn sessions_usage(
             }
             _ => (None, Vec::new()),
         };
+        let mtime_ms = d.meta.mtime_ms();
         rows.push(Row {
             file: f,
             members,
-            key: row_key(&d.agent_id, d, entry),
             family,
-            updated_at: entry.and_then(|e| e.updated_at).unwrap_or(d.meta.mtime_ms() as f64),
+            updated_at: entry.and_then(|e| e.updated_at).unwrap_or(mtime_ms as f64),
+            mtime_ms,
             entry,
         });
     }
     rows.sort_by(|a, b| {
         b.updated_at
             .total_cmp(&a.updated_at)
-            .then(b.file.disc.meta.mtime_ms().cmp(&a.file.disc.meta.mtime_ms()))
+            .then(b.mtime_ms.cmp(&a.mtime_ms))
             .then(a.file.disc.file_name.cmp(&b.file.disc.file_name))
     });
 
     let limit = v.query.limit.unwrap_or(50).max(1) as usize;
     let w = v.window();
-    let mut text = format!(
+    let head = format!(
         "{},\"sessions\":[",
         fields_of(&Dates(format_day(day_of(w.start, 0)), format_day(day_of(w.end, 0)))).map_err(internal)?
     );
-    let mut placed: IdMap<Range<usize>> = IdMap::default();
+    let mut placed: Vec<(u64, Arc<str>)> = Vec::with_capacity(rows.len().min(limit));
     let mut aggregates = Aggregates::default();
     let full = Want { quarters: true, latency: true, untimed: true };
     let map = cache.summaries(shape);
@@ -491,24 +503,14 @@ pub fn sessions_usage(
         let row_files = || std::iter::once(r.file).chain(r.members.iter().copied());
         let render = i < limit;
         let stamp = if render { r.stamp(v) } else { 0 };
-        let reuse = old
-            .as_ref()
-            .filter(|_| render)
-            .and_then(|b| b.rows.get(&stamp))
-            .cloned();
-        if render && i > 0 {
-            text.push(',');
-        }
-        let start = text.len();
+        let reuse = if render { reusable.get(&stamp).cloned() } else { None };
         if render && reuse.is_none() {
             // A full summary (with quarter hours) renders the row; its files' cached summaries
             // are refreshed from the same computation.
             let mut merged: Option<Summary> = None;
             for f in row_files() {
                 let s = v.summarize(f, full);
-                if !map.contains_key(&f.generation) {
-                    map.insert(f.generation, s.without_quarters());
-                }
+                map.entry(f.generation).or_insert_with(|| s.without_quarters());
                 match &mut merged {
                     None => merged = Some(s),
                     Some(m) => m.merge(&s),
@@ -517,12 +519,10 @@ pub fn sessions_usage(
             let s = merged.expect("a row has its own file");
             aggregates.add(agent, channel, &s);
             let row = RowOut { r, s: &s, include_cw: v.query.include_context_weight };
-            serde_json::to_writer(StringWriter(&mut text), &row).map_err(internal)?;
+            placed.push((stamp, Arc::from(serde_json::to_string(&row).map_err(internal)?)));
         } else {
             for f in row_files() {
-                if !map.contains_key(&f.generation) {
-                    map.insert(f.generation, v.summarize(f, CACHED_WANT));
-                }
+                map.entry(f.generation).or_insert_with(|| v.summarize(f, CACHED_WANT));
             }
             let own = &map[&r.file.generation];
             if r.members.is_empty() {
@@ -534,38 +534,24 @@ pub fn sessions_usage(
                 }
                 aggregates.add(agent, channel, &merged);
             }
-            if let (Some(range), Some(b)) = (reuse, &old) {
-                text.push_str(&b.text[range]);
+            if let Some(row) = reuse {
+                placed.push((stamp, row));
             }
-        }
-        if render {
-            placed.insert(stamp, start..text.len());
         }
     }
     v.prune(map);
-    drop(old);
-    text.push_str("],");
-    text.push_str(&fields_of(&SessionsTail(&aggregates)).map_err(internal)?);
-    let out = assemble(v.now_ms, &[&text], &tail);
-    cache.sessions =
-        Some(SessionsBody { query: v.query.clone(), fingerprint, row_shape, text, rows: placed });
-    Ok(out)
-}
-
-/// Lets serde_json write straight into a `String` (it only ever writes valid UTF-8).
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let s =
-            std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.0.push_str(s);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    drop(reusable);
+    let body = SessionsBody {
+        query: v.query.clone(),
+        fingerprint,
+        row_shape,
+        head: Arc::from(head),
+        rows: placed,
+        tail: Arc::from(format!("],{}", fields_of(&SessionsTail(&aggregates)).map_err(internal)?)),
+    };
+    let payload = body.payload(v.now_ms, &tail);
+    cache.sessions = Some(body);
+    Ok(payload)
 }
 
 struct Dates(String, String);
@@ -616,7 +602,7 @@ impl Serialize for RowOut<'_, '_, '_> {
         let d = r.file.disc;
         let e = r.entry;
         let mut st = s.serialize_struct("SessionUsageEntry", 22)?;
-        st.serialize_field("key", &r.key)?;
+        st.serialize_field("key", &row_key(&d.agent_id, d, e))?;
         if let Some(l) = e.and_then(|e| e.label.as_ref()) {
             st.serialize_field("label", l)?;
         }
@@ -963,12 +949,45 @@ struct Aggregates {
     daily_latency: BTreeMap<i64, LatencyStats>,
     model_daily: BTreeMap<i64, Vec<DayModel>>,
     daily: BTreeMap<i64, DailyAgg>,
+    /// Lookup indexes into the lists above (which keep first-seen order for ties).
+    index: AggIndex,
 }
 
-fn add_named(list: &mut Vec<(String, Totals)>, name: &str, t: &Totals) {
-    match list.iter_mut().find(|(n, _)| n == name) {
-        Some((_, x)) => x.merge(t),
-        None => list.push((name.to_owned(), t.clone())),
+/// Name → position indexes of [`Aggregates`]: a row folds in with hash lookups instead of
+/// scanning lists with string compares.
+#[derive(Default)]
+struct AggIndex {
+    tools: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    /// [`model_hash`] → positions in `by_model` (checked with [`model_key_eq`]).
+    models: IdMap<Vec<usize>>,
+    providers: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    agents: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    channels: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    /// Scratch for a row's activity dates.
+    dates: Vec<i64>,
+}
+
+/// A hash of OpenClaw's model key (missing parts read as `unknown`).
+fn model_hash(provider: &Option<String>, model: &Option<String>) -> u64 {
+    let mut h = Fnv::default();
+    h.write(provider.as_deref().unwrap_or("unknown").as_bytes());
+    h.write(&[0xff]);
+    h.write(model.as_deref().unwrap_or("unknown").as_bytes());
+    h.finish()
+}
+
+fn add_named(
+    list: &mut Vec<(String, Totals)>,
+    index: &mut HashMap<String, usize, BuildHasherDefault<Fnv>>,
+    name: &str,
+    t: &Totals,
+) {
+    match index.get(name) {
+        Some(&i) => list[i].1.merge(t),
+        None => {
+            index.insert(name.to_owned(), list.len());
+            list.push((name.to_owned(), t.clone()));
+        }
     }
 }
 
@@ -976,66 +995,73 @@ impl Aggregates {
     /// Folds one row in (rows in answer order: first-seen order decides ties).
     fn add(&mut self, agent_id: &str, channel: Option<&str>, s: &Summary) {
         let a = self;
-        {
-            a.session_count += 1;
-            a.longest = a.longest.max(s.duration_ms().unwrap_or(0));
-            a.totals.merge(&s.totals);
-            a.messages.add(&s.counts);
-            for (t, n) in &s.tools {
-                match a.tools.iter_mut().find(|(x, _)| x == t) {
-                    Some((_, c)) => *c += n,
-                    None => a.tools.push((t.clone(), *n)),
+        a.session_count += 1;
+        a.longest = a.longest.max(s.duration_ms().unwrap_or(0));
+        a.totals.merge(&s.totals);
+        a.messages.add(&s.counts);
+        for (t, n) in &s.tools {
+            match a.index.tools.get(t.as_str()) {
+                Some(&i) => a.tools[i].1 += n,
+                None => {
+                    a.index.tools.insert(t.clone(), a.tools.len());
+                    a.tools.push((t.clone(), *n));
                 }
             }
-            for m in sorted_models(&s.models) {
-                let i = match a
-                    .by_model
-                    .iter()
-                    .position(|x| model_key_eq((&x.provider, &x.model), (&m.provider, &m.model)))
-                {
-                    Some(i) => i,
-                    None => {
-                        a.by_model.push(ModelRow {
-                            provider: m.provider.clone(),
-                            model: m.model.clone(),
-                            ..ModelRow::default()
-                        });
-                        a.by_model.len() - 1
-                    }
-                };
-                a.by_model[i].count += m.count;
-                a.by_model[i].totals.merge(&m.totals);
-                let pk = m.provider.as_deref().unwrap_or("unknown");
-                let j =
-                    match a.by_provider.iter().position(|x| x.provider.as_deref().unwrap_or("unknown") == pk)
-                    {
-                        Some(j) => j,
-                        None => {
-                            a.by_provider
-                                .push(ModelRow { provider: m.provider.clone(), ..ModelRow::default() });
-                            a.by_provider.len() - 1
-                        }
-                    };
-                a.by_provider[j].count += m.count;
-                a.by_provider[j].totals.merge(&m.totals);
-            }
-            a.latency = LatencyStats::merge(a.latency, s.latency);
-            add_named(&mut a.by_agent, agent_id, &s.totals);
-            if let Some(c) = channel {
-                add_named(&mut a.by_channel, c, &s.totals);
-            }
-            let dates: Vec<i64> = s.days.keys().copied().collect();
-            *a.activity.entry(dates).or_default() += 1;
-            for (d, da) in &s.days {
-                if da.usage_count > 0 {
-                    a.cost_daily.entry(*d).or_default().merge(&da.totals);
+        }
+        for m in sorted_models(&s.models) {
+            let candidates = a.index.models.entry(model_hash(&m.provider, &m.model)).or_default();
+            let i = match candidates.iter().copied().find(|&i| {
+                model_key_eq((&a.by_model[i].provider, &a.by_model[i].model), (&m.provider, &m.model))
+            }) {
+                Some(i) => i,
+                None => {
+                    candidates.push(a.by_model.len());
+                    a.by_model.push(ModelRow {
+                        provider: m.provider.clone(),
+                        model: m.model.clone(),
+                        ..ModelRow::default()
+                    });
+                    a.by_model.len() - 1
                 }
-                if let Some(l) = da.latency {
-                    let x = a.daily_latency.remove(d);
-                    if let Some(m) = LatencyStats::merge(x, Some(l)) {
-                        a.daily_latency.insert(*d, m);
-                    }
+            };
+            a.by_model[i].count += m.count;
+            a.by_model[i].totals.merge(&m.totals);
+            let pk = m.provider.as_deref().unwrap_or("unknown");
+            let j = match a.index.providers.get(pk) {
+                Some(&j) => j,
+                None => {
+                    a.index.providers.insert(pk.to_owned(), a.by_provider.len());
+                    a.by_provider.push(ModelRow { provider: m.provider.clone(), ..ModelRow::default() });
+                    a.by_provider.len() - 1
                 }
+            };
+            a.by_provider[j].count += m.count;
+            a.by_provider[j].totals.merge(&m.totals);
+        }
+        a.latency = LatencyStats::merge(a.latency, s.latency);
+        add_named(&mut a.by_agent, &mut a.index.agents, agent_id, &s.totals);
+        if let Some(c) = channel {
+            add_named(&mut a.by_channel, &mut a.index.channels, c, &s.totals);
+        }
+        a.index.dates.clear();
+        a.index.dates.extend(s.days.keys().copied());
+        match a.activity.get_mut(a.index.dates.as_slice()) {
+            Some(n) => *n += 1,
+            None => {
+                a.activity.insert(a.index.dates.clone(), 1);
+            }
+        }
+        for (d, da) in &s.days {
+            if da.usage_count > 0 {
+                a.cost_daily.entry(*d).or_default().merge(&da.totals);
+            }
+            if let Some(l) = da.latency {
+                let x = a.daily_latency.remove(d);
+                if let Some(m) = LatencyStats::merge(x, Some(l)) {
+                    a.daily_latency.insert(*d, m);
+                }
+            }
+            if !da.models.is_empty() {
                 let md = a.model_daily.entry(*d).or_default();
                 for m in &da.models {
                     match md
@@ -1043,22 +1069,22 @@ impl Aggregates {
                         .find(|x| model_key_eq((&x.provider, &x.model), (&m.provider, &m.model)))
                     {
                         Some(x) => {
-                            x.tokens += m.tokens;
+                            x.tokens = x.tokens.saturating_add(m.tokens);
                             x.cost.merge(&m.cost);
                             x.count += m.count;
                         }
                         None => md.push(m.clone()),
                     }
                 }
-                let dd = a.daily.entry(*d).or_default();
-                if da.usage_count > 0 {
-                    dd.tokens += da.totals.tokens4();
-                    dd.cost.merge(&da.totals.total_cost);
-                }
-                dd.messages += da.counts.total;
-                dd.tool_calls += da.counts.tool_calls;
-                dd.errors += da.counts.errors;
             }
+            let dd = a.daily.entry(*d).or_default();
+            if da.usage_count > 0 {
+                dd.tokens = dd.tokens.saturating_add(da.totals.tokens4());
+                dd.cost.merge(&da.totals.total_cost);
+            }
+            dd.messages += da.counts.total;
+            dd.tool_calls += da.counts.tool_calls;
+            dd.errors += da.counts.errors;
         }
     }
 }

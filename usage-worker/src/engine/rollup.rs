@@ -249,9 +249,9 @@ impl FileRollup {
             agg.count += 1;
             let parts = u.parts();
             for (t, p) in agg.tokens.iter_mut().zip(parts) {
-                *t += p;
+                *t = t.saturating_add(p);
             }
-            agg.tokens[4] += u.total_tokens();
+            agg.tokens[4] = agg.tokens[4].saturating_add(u.total_tokens());
             match &e.cost {
                 Some(c) => {
                     agg.cost[0] += c.total;
@@ -263,7 +263,7 @@ impl FileRollup {
                 None => {
                     agg.unpriced += 1;
                     for (t, p) in agg.unpriced_tokens.iter_mut().zip(parts) {
-                        *t += p;
+                        *t = t.saturating_add(p);
                     }
                 }
             }

@@ -136,12 +136,12 @@ fn downsample(points: Vec<Point>) -> Vec<Point> {
         let mut cost = KSum::default();
         for x in chunk {
             for (a, b) in p.tokens.iter_mut().zip(x.tokens) {
-                *a += b;
+                *a = a.saturating_add(b);
             }
             cost.add(x.cost);
         }
         p.cost = cost.value();
-        cum_tokens += p.tokens[4];
+        cum_tokens = cum_tokens.saturating_add(p.tokens[4]);
         cum_cost.add(p.cost);
         p.cum_tokens = cum_tokens;
         p.cum_cost = cum_cost.value();

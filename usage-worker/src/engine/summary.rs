@@ -34,11 +34,7 @@ impl Totals {
     /// tokens when `price` is known (breakdown included, so the parts add up to the total),
     /// else counted in `missingCostEntries`.
     pub fn add_agg(&mut self, a: &ModelAgg, price: Option<Price>) {
-        self.input += a.tokens[0];
-        self.output += a.tokens[1];
-        self.cache_read += a.tokens[2];
-        self.cache_write += a.tokens[3];
-        self.total_tokens += a.tokens[4];
+        self.add_tokens(&a.tokens);
         self.total_cost.add(a.cost[0]);
         self.input_cost.add(a.cost[1]);
         self.output_cost.add(a.cost[2]);
@@ -64,11 +60,7 @@ impl Totals {
     }
 
     pub fn merge(&mut self, o: &Totals) {
-        self.input += o.input;
-        self.output += o.output;
-        self.cache_read += o.cache_read;
-        self.cache_write += o.cache_write;
-        self.total_tokens += o.total_tokens;
+        self.add_tokens(&[o.input, o.output, o.cache_read, o.cache_write, o.total_tokens]);
         self.total_cost.merge(&o.total_cost);
         self.input_cost.merge(&o.input_cost);
         self.output_cost.merge(&o.output_cost);
@@ -77,9 +69,19 @@ impl Totals {
         self.missing += o.missing;
     }
 
+    /// Adds input, output, cacheRead, cacheWrite, totalTokens (saturating: hostile numbers
+    /// must not wrap a sum).
+    fn add_tokens(&mut self, t: &[u64; 5]) {
+        self.input = self.input.saturating_add(t[0]);
+        self.output = self.output.saturating_add(t[1]);
+        self.cache_read = self.cache_read.saturating_add(t[2]);
+        self.cache_write = self.cache_write.saturating_add(t[3]);
+        self.total_tokens = self.total_tokens.saturating_add(t[4]);
+    }
+
     /// input + output + cacheRead + cacheWrite (the `tokens` of daily rows).
     pub fn tokens4(&self) -> u64 {
-        self.input + self.output + self.cache_read + self.cache_write
+        [self.output, self.cache_read, self.cache_write].iter().fold(self.input, |a, b| a.saturating_add(*b))
     }
 
     /// Serializes the eleven fields into an open struct (for rows that extend them).
@@ -404,7 +406,7 @@ impl Acc<'_> {
                     }
                 };
                 let dm = &mut da.models[j];
-                dm.tokens += t.tokens4();
+                dm.tokens = dm.tokens.saturating_add(t.tokens4());
                 dm.cost.merge(&t.total_cost);
                 dm.count += a.count;
             }
@@ -480,7 +482,7 @@ impl Summary {
             da.counts.add(&od.counts);
             for m in &od.models {
                 let j = add_day_model(&mut da.models, &m.provider, &m.model);
-                da.models[j].tokens += m.tokens;
+                da.models[j].tokens = da.models[j].tokens.saturating_add(m.tokens);
                 da.models[j].cost.merge(&m.cost);
                 da.models[j].count += m.count;
             }
@@ -490,7 +492,7 @@ impl Summary {
             let qa = self.quarters.entry(*q).or_default();
             qa.counts.add(&oq.counts);
             for (a, b) in qa.tokens.iter_mut().zip(oq.tokens) {
-                *a += b;
+                *a = a.saturating_add(b);
             }
             qa.cost.merge(&oq.cost);
             qa.has_usage |= oq.has_usage;

@@ -1,5 +1,10 @@
-//! Throughput measurement on a large generated store (ignored by default; run in release):
-//! `CLAWGATE_BENCH_DIR=/tmp/big cargo test --release -p usage-worker --lib bench_ -- --ignored --nocapture`
+//! In-process measurements on a large store, for profiling (ignored by default; run in release):
+//! `CLAWGATE_BENCH_DIR=/tmp/big cargo test --release -p usage-worker --lib bench_ -- --ignored --nocapture`.
+//! The store in `CLAWGATE_BENCH_DIR` is generated if missing (or any store may be pointed at).
+//! `CLAWGATE_BENCH_ROUNDS` warm calls per method (`CLAWGATE_BENCH_METHOD=cost|sessions` for one),
+//! `CLAWGATE_BENCH_TOUCH=1` appends a blank line to one transcript before each call, and
+//! `CLAWGATE_BENCH_DUMP=FILE` writes the cold answer. The end-to-end benchmark through the
+//! worker process is `cargo bench -p usage-worker --bench engine`.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -98,6 +103,27 @@ fn bench_listing() {
                 let _ = e.unwrap().metadata();
             }
         }
-        eprintln!("round {round}: list_files {n} files in {listed:?}; bare readdir+stat {:?}", t.elapsed());
+        let bare = t.elapsed();
+        let t = Instant::now();
+        let n2: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|k| {
+                    let (agents, dir) = (&agents, &dir);
+                    s.spawn(move || {
+                        agents
+                            .iter()
+                            .skip(k)
+                            .step_by(2)
+                            .map(|a| crate::engine::discover::list_files(dir, a).unwrap().len())
+                            .sum::<usize>()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        eprintln!(
+            "round {round}: list_files {n} files in {listed:?}; bare readdir+stat {bare:?}; 2 threads {n2} in {:?}",
+            t.elapsed()
+        );
     }
 }

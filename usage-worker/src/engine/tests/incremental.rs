@@ -133,3 +133,21 @@ fn truncation_replacement_rewrite_deletion_and_rename() {
         .collect();
     assert!(files.contains(&archived.to_str().unwrap()));
 }
+
+#[test]
+fn a_removed_agent_drops_its_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let mut warm = engine(dir.path());
+    assert_same_as_fresh(&mut warm, dir.path());
+    let all = warm.cached_files();
+    // A query scoped to one agent keeps the other's rollups…
+    let mut one = query(Method::UsageCost);
+    one.agents = ipc_proto::AgentScope::One("main".into());
+    ask(&mut warm, &one);
+    assert_eq!(warm.cached_files(), all);
+    // …but an agent whose directory is gone is forgotten.
+    fs::remove_dir_all(dir.path().join("agents/agent1")).unwrap();
+    assert_eq!(assert_same_as_fresh(&mut warm, dir.path()), 0);
+    assert!(warm.cached_files() < all);
+}

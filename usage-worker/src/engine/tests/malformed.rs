@@ -116,3 +116,36 @@ fn unreadable_and_missing_things_do_not_fail_the_answer() {
     let err = super::try_ask(&mut e, &query(Method::UsageCost)).unwrap_err();
     assert_eq!(err.kind, ipc_proto::WorkerErrorKind::StoreUnavailable);
 }
+
+/// Documented behaviour for day zones that are not whole quarter hours (`UTC+0:10` here): a
+/// quarter hour straddling local midnight counts whole for the day of its first entry, while
+/// whole-quarter-hour offsets cut days exactly.
+#[test]
+fn offsets_that_are_not_quarter_hours_cut_days_on_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = dir.path().join("agents/main/sessions");
+    fs::create_dir_all(&sessions).unwrap();
+    // 23:46 and 23:55 UTC share the quarter hour 23:45-24:00; at UTC+0:10 they are 23:56 on
+    // 2026-11-01 and 00:05 on 2026-11-02.
+    let body = [assistant("2026-11-01T23:46:00.000Z", 10, 1), assistant("2026-11-01T23:55:00.000Z", 20, 1)]
+        .join("\n")
+        + "\n";
+    fs::write(sessions.join("s.jsonl"), body).unwrap();
+    let mut e = crate::engine::Engine::new(EngineConfig::new(dir.path()));
+    let day_inputs = |e: &mut Engine, minutes: i32| {
+        let mut q = query(Method::UsageCost);
+        q.day_zone = ipc_proto::DayZone::FixedOffsetMinutes(minutes);
+        let (v, _) = ask(e, &q);
+        v["daily"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["input"].as_u64() != Some(0))
+            .map(|d| (d["date"].as_str().unwrap().to_owned(), d["input"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(day_inputs(&mut e, 10), [("2026-11-01".to_owned(), 30)]);
+    // A whole quarter hour (+00:15) puts both on the next day, exactly.
+    assert_eq!(day_inputs(&mut e, 15), [("2026-11-02".to_owned(), 30)]);
+    assert_eq!(day_inputs(&mut e, 0), [("2026-11-01".to_owned(), 30)]);
+}

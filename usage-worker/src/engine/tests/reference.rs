@@ -137,7 +137,9 @@ fn parse_entry(v: &Value, tables: &[&Value]) -> Option<RefEntry> {
         None | Some(Value::Null) => v.get("usage").cloned().unwrap_or(Value::Null),
         Some(x) => x.clone(),
     };
-    let tok = |x: Option<f64>| x.map(|v| if v > 0.0 { v.trunc() as u64 } else { 0 });
+    // Truncated, negative as 0, capped at JavaScript's largest exact integer (as the engine).
+    let tok =
+        |x: Option<f64>| x.map(|v| if v > 0.0 { v.trunc().min(9_007_199_254_740_991.0) as u64 } else { 0 });
     let input =
         tok(pick(&u, &["input", "inputTokens", "input_tokens", "promptTokens", "prompt_tokens", "prompt_n"]));
     let output = tok(pick(
@@ -234,26 +236,30 @@ fn counted_name(name: &str) -> bool {
         && (name.ends_with(".jsonl") || name.contains(".jsonl.reset.") || name.contains(".jsonl.deleted."))
 }
 
-/// Computes the reference answer for a window.
-pub fn reference(dir: &Path, start: i64, end: i64, offset_ms: i64) -> RefAnswer {
+/// Computes the reference answer for a window; lines longer than `max_line` bytes are skipped.
+pub fn reference(dir: &Path, start: i64, end: i64, offset_ms: i64, max_line: usize) -> RefAnswer {
     let main_prices = prices(dir, "main");
     let mut out = RefAnswer::default();
+    // Real directories only: symlinked agents and transcripts do not count.
     let mut agents: Vec<String> = fs::read_dir(dir.join("agents"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
         .collect();
     agents.sort();
     for agent in agents {
         let own = prices(dir, &agent);
         let tables = [&main_prices, &own];
         let sdir = dir.join("agents").join(&agent).join("sessions");
-        for f in fs::read_dir(&sdir).unwrap() {
+        let Ok(listing) = fs::read_dir(&sdir) else { continue };
+        for f in listing {
             let f = f.unwrap();
             let name = f.file_name().into_string().unwrap();
-            if !counted_name(&name) {
+            if !counted_name(&name) || !f.file_type().unwrap().is_file() {
                 continue;
             }
-            let bytes = fs::read(f.path()).unwrap();
+            let Ok(bytes) = fs::read(f.path()) else { continue };
             let mut sess = RefSession { agent: agent.clone(), ..RefSession::default() };
             let mut last_user: Option<i64> = None;
             let complete = match bytes.iter().rposition(|b| *b == b'\n') {
@@ -261,6 +267,9 @@ pub fn reference(dir: &Path, start: i64, end: i64, offset_ms: i64) -> RefAnswer 
                 None => &bytes[..0],
             };
             for raw in complete.split(|b| *b == b'\n') {
+                if raw.len() > max_line {
+                    continue;
+                }
                 let Ok(text) = std::str::from_utf8(raw) else { continue };
                 let text = text.trim();
                 if text.is_empty() || text.contains('\0') {
@@ -359,12 +368,19 @@ fn p95(v: &mut [f64]) -> (u64, f64, f64, f64, f64) {
 
 /// Compares the engine's two main answers for `q` with the reference.
 pub fn compare(dir: &Path, q: &UsageQuery) {
+    compare_with(dir, q, crate::engine::EngineConfig::DEFAULT_MAX_LINE_BYTES);
+}
+
+/// [`compare`] with a line limit.
+pub fn compare_with(dir: &Path, q: &UsageQuery, max_line: u64) {
     let offset = match q.day_zone {
         DayZone::Utc => 0,
         DayZone::FixedOffsetMinutes(m) => i64::from(m) * 60_000,
     };
-    let r = reference(dir, q.start_ms, q.end_ms, offset);
-    let mut e = engine(dir);
+    let r = reference(dir, q.start_ms, q.end_ms, offset, max_line as usize);
+    let mut cfg = crate::engine::EngineConfig::new(dir);
+    cfg.max_line_bytes = max_line;
+    let mut e = crate::engine::Engine::new(cfg);
     let mut qc = q.clone();
     qc.method = Method::UsageCost;
     let (cost, _) = ask(&mut e, &qc);
@@ -474,4 +490,82 @@ fn engine_agrees_with_reference_on_sub_ranges_and_offsets() {
         compare(dir.path(), &q);
     }
     let _ = END_2026;
+}
+
+/// Appends every kind of hostile line to the store's transcripts and adds files that must not
+/// count, so the engine and the reference meet all of them.
+fn add_hostile_input(dir: &Path) {
+    use std::io::Write as _;
+    let sessions = dir.join("agents/main/sessions");
+    let mut files: Vec<std::path::PathBuf> = fs::read_dir(&sessions)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| counted_name(&p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    files.sort();
+    let ts = "2026-10-20T10:00:00.000Z";
+    let assistant = |usage: &str| {
+        format!(
+            r#"{{"type":"message","timestamp":"{ts}","message":{{"role":"assistant","provider":"anthropic","model":"claude-sonnet-4-5","usage":{usage}}}}}"#
+        )
+    };
+    let mut lines: Vec<Vec<u8>> = vec![
+        b"{\"type\":\"message\",\"message\":{".to_vec(),
+        b"\xff\xfe not utf-8 \x80".to_vec(),
+        b"{\"message\":{\"role\":\"user\",\"content\":\"caf\xe9\"}}".to_vec(),
+        b"{\"message\":{\"role\":\"user\"}}\0".to_vec(),
+        b"[1,2,3]".to_vec(),
+        b"null".to_vec(),
+        b"\"just a string\"".to_vec(),
+        b"{\"a\":1} trailing".to_vec(),
+        // NaN is not JSON; an exponent is; values beyond f64 are not.
+        assistant(r#"{"input":NaN,"output":3}"#).into_bytes(),
+        assistant(r#"{"input":1.5e3,"output":2,"cost":{"total":1e-3}}"#).into_bytes(),
+        assistant(r#"{"input":1e400}"#).into_bytes(),
+        // Huge but finite: capped per field.
+        assistant(
+            r#"{"input":123456789012345678901234567890,"output":7,"totalTokens":1e300,"cost":{"total":0.5}}"#,
+        )
+        .into_bytes(),
+        // Negative tokens count as 0; a negative cost is no cost.
+        assistant(r#"{"input":-40,"output":-1,"cacheRead":5,"cost":{"total":-2,"input":9}}"#).into_bytes(),
+        // Wrong types are ignored field by field.
+        assistant(r#"{"input":"12","output":[1],"cacheRead":{"x":1},"cacheWrite":true,"total":null}"#)
+            .into_bytes(),
+        // Longer than the test's line limit.
+        assistant(&format!(r#"{{"input":5,"pad":"{}"}}"#, "y".repeat(70_000))).into_bytes(),
+    ];
+    lines.push(Vec::new());
+    for (i, f) in files.iter().enumerate().take(4) {
+        let mut w = fs::OpenOptions::new().append(true).open(f).unwrap();
+        for l in lines.iter().skip(i % 2) {
+            w.write_all(l).unwrap();
+            w.write_all(b"\n").unwrap();
+        }
+        if i == 0 {
+            // An unterminated last line: not counted yet.
+            w.write_all(assistant(r#"{"input":99}"#).as_bytes()).unwrap();
+        }
+    }
+    // Files that must not count: a symlink to a transcript, a symlink loop, a directory named
+    // like a transcript, an empty transcript; and a symlinked agent that loops.
+    std::os::unix::fs::symlink(&files[0], sessions.join("link.jsonl")).unwrap();
+    std::os::unix::fs::symlink(sessions.join("loop.jsonl"), sessions.join("loop.jsonl")).unwrap();
+    fs::create_dir(sessions.join("dir.jsonl")).unwrap();
+    fs::write(sessions.join("empty.jsonl"), b"").unwrap();
+    std::os::unix::fs::symlink(dir.join("agents"), dir.join("agents/loopy")).unwrap();
+}
+
+#[test]
+fn engine_agrees_with_reference_on_hostile_input() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    add_hostile_input(dir.path());
+    compare_with(dir.path(), &query(Method::SessionsUsage), 64 << 10);
+    let (v, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+    let d = &v["diagnostics"];
+    assert!(d["malformedJsonLines"].as_u64().unwrap() >= 8, "{d}");
+    assert!(d["invalidUtf8Lines"].as_u64().unwrap() >= 2, "{d}");
+    assert!(d["nulByteLines"].as_u64().unwrap() >= 1, "{d}");
+    assert_eq!(d["pendingTails"], 1);
 }
