@@ -5,7 +5,8 @@
 //! `panic` (abort the process), `exit78`, `hang` (spin without polling cancel),
 //! `alloc:<MiB>` (grow the counted heap 1 MiB at a time, as runaway engine work would, polling
 //! cancel), `rss:<MiB>` (grow RSS outside the counting allocator, so only the supervisor's RSS
-//! watch can see it). Release builds treat such keys as ordinary (unknown) keys.
+//! watch can see it). Other builds treat such keys as ordinary (unknown) keys; `clawgate-proof`
+//! needs release binaries built with `--features usage-worker/faults`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
