@@ -643,10 +643,15 @@ impl UsageCache {
         let mut sorted: Vec<u64> = inner.recent_ms.iter().copied().collect();
         sorted.sort_unstable();
         let pct = |p: f64| -> Option<u64> {
-            (!sorted.is_empty()).then(|| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1])
+            (!sorted.is_empty())
+                .then(|| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1])
         };
-        let waiters: usize =
-            inner.entries.values().filter_map(|e| e.job.as_ref()).map(|j| j.waiters.load(Ordering::Relaxed)).sum();
+        let waiters: usize = inner
+            .entries
+            .values()
+            .filter_map(|e| e.job.as_ref())
+            .map(|j| j.waiters.load(Ordering::Relaxed))
+            .sum();
         json!({
             "recent": sorted.len(),
             "p50Ms": pct(0.5),

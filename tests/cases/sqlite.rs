@@ -13,7 +13,18 @@ fn a_sqlite_store_gives_the_generators_exact_totals() {
     let store = dir.path().join("store");
     let out = store.to_str().unwrap();
     let (code, stdout, stderr) = run_clawgate(&[
-        "demo", "--out", out, "--agents", "2", "--sessions", "4", "--messages", "6", "--seed", "11", "--layout",
+        "demo",
+        "--out",
+        out,
+        "--agents",
+        "2",
+        "--sessions",
+        "4",
+        "--messages",
+        "6",
+        "--seed",
+        "11",
+        "--layout",
         "sqlite",
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
