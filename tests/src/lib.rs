@@ -5,7 +5,6 @@
 //! a pid change, an HTTP answer) can be waited for instead.
 
 use std::{
-    fs::File,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -95,55 +94,7 @@ impl Gateway {
     /// Starts `clawgate serve` on an ephemeral port over `state_dir`, with its data under
     /// `work_dir`, and waits (30 s at most) for its listening line.
     pub fn start(work_dir: &Path, state_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let data_dir = work_dir.join("data");
-        std::fs::create_dir_all(&data_dir).expect("data dir");
-        let log = File::create(work_dir.join("gateway.log")).expect("gateway log");
-        let mut command = Command::new(bin("clawgate"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state_dir)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra_args)
-            .env("CLAWGATE_WORKER_BIN", bin("clawgate-usage-worker"))
-            .env_remove("CLAWGATE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn clawgate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut gateway = Gateway {
-            child,
-            base: String::new(),
-            data_dir,
-            agent: http_agent(Duration::from_secs(60)),
-            seen_workers: Mutex::new(Vec::new()),
-        };
-        let end = Instant::now() + Duration::from_secs(30);
-        while gateway.base.is_empty() {
-            let left = end.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("clawgate listening on ") {
-                        gateway.base = url.trim().to_owned();
-                    }
-                }
-                Err(_) => {
-                    let log = std::fs::read_to_string(work_dir.join("gateway.log")).unwrap_or_default();
-                    panic!("clawgate serve did not report listening within 30 s; log:\n{log}");
-                }
-            }
-        }
-        gateway
+        Gateway::start_at("127.0.0.1:0", work_dir, state_dir, extra_args, env)
     }
 
     pub fn pid(&self) -> u32 {
