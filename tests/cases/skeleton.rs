@@ -174,7 +174,7 @@ fn sigkill_of_the_worker_never_reaches_health_and_it_comes_back() {
 }
 
 /// One assistant line with usage, as OpenClaw writes it.
-fn assistant_line(ts: &str, input: u64, output: u64, cost: f64, pad: usize) -> String {
+pub(crate) fn assistant_line(ts: &str, input: u64, output: u64, cost: f64, pad: usize) -> String {
     json!({
         "type": "message", "id": "ffff0001", "parentId": null, "timestamp": ts,
         "message": {

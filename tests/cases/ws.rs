@@ -466,21 +466,6 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     ws.close();
 }
 
-/// One assistant line with usage, as OpenClaw writes it.
-fn assistant_line(input: u64, output: u64, cost: f64) -> String {
-    json!({
-        "type": "message", "id": "e2e00001", "parentId": null, "timestamp": "2026-11-20T10:00:00.000Z",
-        "message": {
-            "role": "assistant", "provider": "anthropic", "model": "claude-sonnet-4-5", "api": "anthropic-messages",
-            "content": [{"type": "text", "text": "appended"}],
-            "usage": {"input": input, "output": output, "cacheRead": 0, "cacheWrite": 0, "totalTokens": input + output,
-                      "cost": {"input": cost, "output": 0.0, "cacheRead": 0.0, "cacheWrite": 0.0, "total": cost}},
-            "stopReason": "stop", "timestamp": 1_794_000_000_000u64
-        }
-    })
-    .to_string()
-}
-
 #[test]
 fn usage_updated_is_pushed_when_the_data_changes() {
     let _lock = exclusive();
@@ -519,7 +504,8 @@ fn usage_updated_is_pushed_when_the_data_changes() {
         .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .expect("a transcript");
     let mut file = std::fs::OpenOptions::new().append(true).open(&transcript).expect("open transcript");
-    writeln!(file, "{}", assistant_line(1000, 2000, 0.5)).expect("append");
+    writeln!(file, "{}", crate::skeleton::assistant_line("2026-11-20T10:00:00.000Z", 1000, 2000, 0.5, 8))
+        .expect("append");
     drop(file);
     let pushed = ws.event("usage.updated", Duration::from_secs(15));
     assert_eq!(pushed["payload"]["method"], "sessions.usage", "{pushed}");
