@@ -14,6 +14,11 @@ const COST_FIELDS: [&str; 5] = ["totalCost", "inputCost", "outputCost", "cacheRe
 
 /// Writes a demo store with the real CLI and returns its manifest.
 pub(crate) fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value {
+    demo_seeded(dir, agents, sessions, turns, 7)
+}
+
+/// [`demo`] with a chosen seed (which decides, e.g., whether reset archives exist).
+pub(crate) fn demo_seeded(dir: &Path, agents: u32, sessions: u32, turns: u32, seed: u64) -> Value {
     let out = dir.to_str().expect("utf-8 path");
     let (code, stdout, stderr) = run_clawgate(&[
         "demo",
@@ -26,7 +31,7 @@ pub(crate) fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value 
         "--messages",
         &turns.to_string(),
         "--seed",
-        "7",
+        &seed.to_string(),
     ]);
     assert_eq!(code, 0, "clawgate demo failed: {stdout}{stderr}");
     let manifest = std::fs::read_to_string(dir.join("clawgate-demo.json")).expect("manifest");

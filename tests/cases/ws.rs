@@ -18,31 +18,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{Gateway, assert_money_eq, exclusive, http_agent, run_clawgate, wait_until};
+use crate::skeleton::demo_seeded;
+use e2e::{Gateway, assert_money_eq, exclusive, http_agent, wait_until};
 use serde_json::{Value, json};
 use tungstenite::{Message, stream::MaybeTlsStream};
 
 const TOKEN: &str = "s3cret";
 
-/// Writes a demo store with the real CLI and returns its manifest.
+/// These tests compare `sessions.list` counts with the manifest: seed 11 writes no archives.
 fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value {
-    let out = dir.to_str().expect("utf-8 path");
-    let (code, stdout, stderr) = run_clawgate(&[
-        "demo",
-        "--out",
-        out,
-        "--agents",
-        &agents.to_string(),
-        "--sessions",
-        &sessions.to_string(),
-        "--messages",
-        &turns.to_string(),
-        "--seed",
-        "11",
-    ]);
-    assert_eq!(code, 0, "clawgate demo failed: {stdout}{stderr}");
-    serde_json::from_str(&std::fs::read_to_string(dir.join("clawgate-demo.json")).expect("manifest"))
-        .expect("manifest JSON")
+    demo_seeded(dir, agents, sessions, turns, 11)
 }
 
 fn assert_totals_eq(actual: &Value, expected: &Value) {

@@ -22,7 +22,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::sync::atomic::AtomicBool;
 
 use ipc_proto::{WorkerError, WorkerErrorKind};
@@ -32,9 +31,6 @@ use serde_json::Value;
 use super::discover::Discovered;
 use super::line::{LineOutcome, Role, parse_line};
 use super::num::Js;
-use super::reader::{ReadError, read_lines};
-use super::sqlite;
-use super::sqlite_schema::SqliteError;
 use super::store::PriceFn;
 
 /// Default and maximum `limit`.
@@ -223,12 +219,6 @@ pub fn logs(
     price: &PriceFn<'_>,
 ) -> Result<(String, u64), WorkerError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
-    let not_found = |e: &dyn std::fmt::Display| {
-        WorkerError::new(
-            WorkerErrorKind::InvalidRequest,
-            format!("No transcript found for session: {session_id} ({e})"),
-        )
-    };
     // The newest `limit` entries so far; the heap's top is the oldest of them.
     let mut kept: BinaryHeap<Reverse<Log>> = BinaryHeap::with_capacity(limit + 1);
     let mut seq = 0u64;
@@ -249,21 +239,7 @@ pub fn logs(
             kept.push(Reverse(log));
         }
     };
-    let cancelled = || WorkerError::new(WorkerErrorKind::Cancelled, "cancelled");
-    let bytes_read = if sqlite::is_session(file) {
-        sqlite::read_events(file, max_line, cancel, on_line).map_err(|e| match e {
-            SqliteError::Cancelled => cancelled(),
-            e => not_found(&e),
-        })?
-    } else {
-        let f = File::open(&file.path).map_err(|e| not_found(&e))?;
-        read_lines(&f, 0, max_line, cancel, on_line)
-            .map_err(|e| match e {
-                ReadError::Cancelled => cancelled(),
-                ReadError::Io(e) => not_found(&e),
-            })?
-            .bytes_read
-    };
+    let bytes_read = super::series::read_session(file, session_id, max_line, cancel, on_line)?;
     let logs: Vec<Log> = kept.into_sorted_vec().into_iter().rev().map(|Reverse(l)| l).collect();
     let json = serde_json::to_string(&Payload(&logs))
         .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?;

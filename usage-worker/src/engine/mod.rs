@@ -52,7 +52,6 @@ use ipc_proto::{
 };
 
 use discover::{Discovered, FileMeta};
-use line::{LineOutcome, parse_line};
 use reader::{ReadError, anchor_hash, read_lines};
 use respond::{Diagnostics, FileRef, KeyTarget, View};
 use rollup::{Checkpoint, FileRollup};
@@ -744,25 +743,7 @@ fn scan_into(
     cancel: &AtomicBool,
 ) -> Result<u64, ReadError> {
     let mut skips = rollup::SkipCounts::default();
-    let out = read_lines(file, start, max_line, cancel, |raw| {
-        let line = raw.trim_ascii();
-        if line.is_empty() {
-            return;
-        }
-        if memchr::memchr(0, line).is_some() {
-            skips.nul_bytes += 1;
-            return;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            skips.invalid_utf8 += 1;
-            return;
-        };
-        match parse_line(text) {
-            LineOutcome::Entry(e) => rollup.add(&e),
-            LineOutcome::Ignored => {}
-            LineOutcome::Malformed => skips.malformed_json += 1,
-        }
-    })?;
+    let out = read_lines(file, start, max_line, cancel, |raw| sqlite::fold(rollup, &mut skips, raw))?;
     skips.oversize += out.oversize;
     rollup.skips.add(&skips);
     rollup.shrink();

@@ -67,12 +67,6 @@ pub fn timeseries(
     cancel: &AtomicBool,
     price: &PriceFn<'_>,
 ) -> Result<(String, u64), WorkerError> {
-    let not_found = |e: &dyn std::fmt::Display| {
-        WorkerError::new(
-            WorkerErrorKind::InvalidRequest,
-            format!("No transcript found for session: {session_id} ({e})"),
-        )
-    };
     let mut points = Vec::new();
     let on_line = |raw: &[u8]| {
         let line = raw.trim_ascii();
@@ -104,26 +98,44 @@ pub fn timeseries(
         };
         points.push(Point { ts, tokens: [i, o, cr, cw, u.total_tokens()], cost, ..Point::default() });
     };
-    let cancelled = || WorkerError::new(WorkerErrorKind::Cancelled, "cancelled");
-    let bytes_read = if sqlite::is_session(file) {
-        sqlite::read_events(file, max_line, cancel, on_line).map_err(|e| match e {
-            SqliteError::Cancelled => cancelled(),
-            e => not_found(&e),
-        })?
-    } else {
-        let f = File::open(&file.path).map_err(|e| not_found(&e))?;
-        let out = read_lines(&f, 0, max_line, cancel, on_line).map_err(|e| match e {
-            ReadError::Cancelled => cancelled(),
-            ReadError::Io(e) => not_found(&e),
-        })?;
-        out.bytes_read
-    };
+    let bytes_read = read_session(file, session_id, max_line, cancel, on_line)?;
     points.sort_by_key(|p| p.ts);
     let points = downsample(points);
     let payload = Payload { session_id, points };
     let json = serde_json::to_string(&payload)
         .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))?;
     Ok((json, bytes_read))
+}
+
+/// Reads one whole session, from its JSONL file or its SQLite rows, for the per-message views
+/// (timeseries, logs), which OpenClaw also answers by re-reading the transcript. Returns the
+/// bytes read; a missing transcript is OpenClaw's `INVALID_REQUEST` "No transcript found".
+pub(super) fn read_session(
+    file: &Discovered,
+    session_id: &str,
+    max_line: u64,
+    cancel: &AtomicBool,
+    on_line: impl FnMut(&[u8]),
+) -> Result<u64, WorkerError> {
+    let not_found = |e: &dyn std::fmt::Display| {
+        WorkerError::new(
+            WorkerErrorKind::InvalidRequest,
+            format!("No transcript found for session: {session_id} ({e})"),
+        )
+    };
+    let cancelled = || WorkerError::new(WorkerErrorKind::Cancelled, "cancelled");
+    if sqlite::is_session(file) {
+        return sqlite::read_events(file, max_line, cancel, on_line).map_err(|e| match e {
+            SqliteError::Cancelled => cancelled(),
+            e => not_found(&e),
+        });
+    }
+    let f = File::open(&file.path).map_err(|e| not_found(&e))?;
+    let out = read_lines(&f, 0, max_line, cancel, on_line).map_err(|e| match e {
+        ReadError::Cancelled => cancelled(),
+        ReadError::Io(e) => not_found(&e),
+    })?;
+    Ok(out.bytes_read)
 }
 
 /// Cumulative sums, and buckets of `ceil(n / 200)` points above 200 points.

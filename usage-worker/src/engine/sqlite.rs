@@ -545,8 +545,9 @@ pub(super) fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult
     }
 }
 
-/// Folds one event's JSON into a rollup, classifying bad input like the JSONL reader does.
-fn fold(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
+/// Folds one line (a JSONL line or an event's JSON) into a rollup, counting bad input by kind.
+/// The JSONL reader and the SQLite reader share it, so both layouts classify alike.
+pub(super) fn fold(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
     let line = raw.trim_ascii();
     if line.is_empty() {
         return;
