@@ -116,6 +116,11 @@ impl Outcome {
 pub struct Answer {
     /// The OpenClaw payload as JSON text, exactly as the worker wrote it.
     pub payload: Bytes,
+    /// When a job found the data unchanged, its answer's own answer-time head and tail (see
+    /// [`data_bytes`]), served around `payload`'s data, which is the previous answer's: the new
+    /// copy of an 8 MB answer is dropped at once instead of living on beside the old one, which
+    /// clients may still be reading.
+    pub fresh_ends: Option<(Bytes, Bytes)>,
     /// Changes exactly when the data changes (answer-time fields excluded); unique per cache.
     pub version: u64,
     pub computed_at: Instant,
@@ -132,10 +137,20 @@ pub struct Served {
 impl Served {
     /// The payload text in pieces that concatenate to the answer, with the stale mark applied.
     pub fn chunks(&self) -> Vec<Bytes> {
-        if self.outcome == Outcome::Stale {
-            mark_status(&self.answer.payload, "stale")
-        } else {
-            vec![self.answer.payload.clone()]
+        let payload = &self.answer.payload;
+        let stale = self.outcome == Outcome::Stale;
+        match &self.answer.fresh_ends {
+            None if stale => mark_status(payload, "stale"),
+            None => vec![payload.clone()],
+            Some((head, tail)) => {
+                let mut chunks = vec![head.clone(), payload.slice_ref(data_bytes(payload))];
+                if stale {
+                    chunks.extend(mark_status(tail, "stale"));
+                } else {
+                    chunks.push(tail.clone());
+                }
+                chunks
+            }
         }
     }
 
@@ -176,6 +191,13 @@ pub fn data_bytes(payload: &[u8]) -> &[u8] {
         body = &body[..at];
     }
     body
+}
+
+/// `payload`'s answer-time head and tail around its [`data_bytes`], copied out (a few hundred bytes).
+fn answer_time_ends(payload: &[u8]) -> (Bytes, Bytes) {
+    let data = data_bytes(payload);
+    let start = data.as_ptr() as usize - payload.as_ptr() as usize;
+    (Bytes::copy_from_slice(&payload[..start]), Bytes::copy_from_slice(&payload[start + data.len()..]))
 }
 
 /// Whether `new` carries other data than `old` (a `memcmp`, cheap even in debug builds); big
@@ -434,15 +456,16 @@ impl UsageCache {
         let called = tokio::time::timeout(self.tuning.job_timeout, self.supervisor.call(query.clone())).await;
         let result = match called {
             Ok(Ok(answer)) => {
-                let payload = Bytes::from(answer.payload_json);
+                let payload = answer.payload_json.into_bytes();
                 // One job per query at a time, so the previous answer cannot change meanwhile.
                 let old = self.peek(&query);
                 let changed = data_changed(old.clone(), payload.clone()).await;
-                let version = match old {
-                    Some(old) if !changed => old.version,
-                    _ => self.next_version.fetch_add(1, Ordering::Relaxed),
+                let (payload, fresh_ends, version) = match old {
+                    Some(old) if !changed => (old.payload.clone(), Some(answer_time_ends(&payload)), old.version),
+                    _ => (payload, None, self.next_version.fetch_add(1, Ordering::Relaxed)),
                 };
-                Ok(Arc::new(Answer { payload, version, computed_at: Instant::now(), stats: answer.stats }))
+                let computed_at = Instant::now();
+                Ok(Arc::new(Answer { payload, fresh_ends, version, computed_at, stats: answer.stats }))
             }
             Ok(Err(error)) => Err(ApiError::from(error)),
             Err(_) => Err(ApiError {
@@ -823,6 +846,29 @@ mod tests {
         // No cacheStatus: untouched, one chunk.
         let plain = Bytes::from_static(br#"{"points":[]}"#);
         assert_eq!(mark_status(&plain, "stale"), vec![plain.clone()]);
+    }
+
+    #[test]
+    fn an_unchanged_answer_is_served_from_the_old_data_with_its_own_ends() {
+        let old = Bytes::from_static(
+            br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1},"diagnostics":{"filesParsed":9}}"#,
+        );
+        let new = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":2},"diagnostics":{"filesParsed":0}}"#;
+        let answer = Arc::new(Answer {
+            payload: old.clone(),
+            fresh_ends: Some(answer_time_ends(new)),
+            version: 1,
+            computed_at: Instant::now(),
+            stats: JobStats::default(),
+        });
+        let served = |outcome| Served { answer: Arc::clone(&answer), outcome }.chunks().concat();
+        assert_eq!(served(Outcome::Miss), new.to_vec(), "byte for byte the new answer");
+        let stale: serde_json::Value = serde_json::from_slice(&served(Outcome::Stale)).unwrap();
+        assert_eq!(stale["cacheStatus"]["status"], "stale");
+        assert_eq!(stale["updatedAt"], 1795000009999u64);
+        // The data is the old payload's memory, not a copy.
+        let chunks = Served { answer: Arc::clone(&answer), outcome: Outcome::Miss }.chunks();
+        assert_eq!(chunks[1].as_ptr(), old[data_bytes(&old).as_ptr() as usize - old.as_ptr() as usize..].as_ptr());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod device;
 pub mod lag;
 pub mod metrics;
 pub mod params;
+pub mod sched;
 pub mod systemd;
 pub mod ws;
 

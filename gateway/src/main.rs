@@ -257,8 +257,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tick_interval: secs("tick-interval", args.tick_interval)?,
         },
     };
+    let slice_refused = std::sync::Once::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Check for I/O and timers every 8 task polls (tokio's default is 61): a probe's
+        // readiness must not wait behind a long run of large sends.
+        .event_interval(8)
+        .on_thread_start(move || {
+            if let Err(why) = gateway::sched::request_slice(gateway::sched::RUNTIME_SLICE) {
+                slice_refused.call_once(|| tracing::info!(%why, "Runtime threads keep the default scheduler slice."));
+            }
+        })
         .enable_all()
         .build()
         .context("building the runtime")?;

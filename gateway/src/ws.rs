@@ -8,8 +8,12 @@
 //! (`device.rs`); loopback clients may omit it. The answer is `hello-ok`; then `tick` events every
 //! `tickIntervalMs`, `usage.updated` events, and `res` frames for requests. Requests run as tasks
 //! owned by the connection: when it closes they are dropped, which cancels worker jobs nobody else
-//! waits for. Usage answers are spliced into `res` frames as text, never re-parsed; frames over
-//! 1 MiB are assembled on the blocking pool. Outgoing bytes queued per connection are bounded by
+//! waits for. Usage answers are spliced into `res` frames as text, never re-parsed or copied per
+//! client: a frame over 64 KiB goes out as WebSocket fragments that point into the cached answer,
+//! so twenty dashboards reading one 8 MB answer share one copy of it and each connection's write
+//! buffer stays near 64 KiB (an unfragmented frame would grow it to the frame's size for good).
+//! That is why the upgrade is done here with tokio-tungstenite rather than axum's `WebSocket`,
+//! which cannot send fragments. Outgoing bytes queued per connection are bounded by
 //! `maxBufferedBytes` (requests wait for room), and a client that stops reading for 30 s is dropped.
 //!
 //! Also here: the failed-authentication limiter (per IP, HTTP 429 once exceeded) and the browser
@@ -23,15 +27,27 @@ use std::{
 };
 
 use axum::{
-    extract::{
-        ConnectInfo, FromRequestParts, Request, State,
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
-    },
-    http::{HeaderMap, StatusCode, header},
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::{
+    Message, Utf8Bytes,
+    handshake::derive_accept_key,
+    protocol::{
+        CloseFrame, Role, WebSocketConfig,
+        frame::{
+            Frame,
+            coding::{Data as OpData, OpCode},
+        },
+    },
+};
 use serde_json::{Map, Value, json};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError, mpsc},
@@ -110,23 +126,26 @@ impl Default for WsConfig {
 pub struct WsShared {
     pub config: WsConfig,
     pub limiter: AuthLimiter,
-    /// Gateway-wide budget, in KiB, for large `res` frames that exist at once (rendered and not
-    /// yet sent). Twenty dashboards sharing one 8 MB answer would otherwise each hold a copy;
-    /// with the budget they are rendered and sent a few at a time and the gateway stays small.
-    pub frame_budget: Arc<tokio::sync::Semaphore>,
+    /// Connections copying a fragment of a large message into their socket at this moment: at
+    /// most [`BULK_SENDERS`]. Twenty dashboards receiving an 8 MB answer at once would otherwise
+    /// all be runnable together, and a probe would wait behind all of them for a runtime thread.
+    pub bulk: Arc<Semaphore>,
 }
 
-/// See [`WsShared::frame_budget`]: 24 MiB of large frames at once, gateway-wide.
-const FRAME_BUDGET_KIB: usize = 24 << 10;
-/// Frames below this size never wait for the frame budget (health, status, small answers).
-const LARGE_FRAME: usize = 1 << 20;
+/// See [`WsShared::bulk`]: one sender at a time keeps the other runtime thread free for probes
+/// and small frames; a permit is held only while one fragment is copied, never while waiting
+/// for a slow client, so one client cannot hold up the others.
+const BULK_SENDERS: usize = 1;
+
+/// Largest WebSocket frame sent: bigger messages go out as fragments of this size.
+const FRAGMENT: usize = 64 << 10;
 
 impl WsShared {
     pub fn new(config: WsConfig) -> WsShared {
         WsShared {
             config,
             limiter: AuthLimiter::new(20, Duration::from_secs(60)),
-            frame_budget: Arc::new(tokio::sync::Semaphore::new(FRAME_BUDGET_KIB)),
+            bulk: Arc::new(Semaphore::new(BULK_SENDERS)),
         }
     }
 
@@ -275,16 +294,61 @@ async fn upgrade(state: AppState, request: Request) -> Response {
     if !origin_allowed(request.headers()) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    let (mut parts, _body) = request.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+    let accept = match accept_key(&request) {
+        Ok(accept) => accept,
+        Err((status, why)) => return (status, format!("{why}\n")).into_response(),
     };
+    let on_upgrade = hyper::upgrade::on(request);
     let max = state.ws.config.max_payload;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection(socket, state, peer))
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(16 << 10)
+        .write_buffer_size(FRAGMENT);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                connection(socket, state, peer).await;
+            }
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete."),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Checks an upgrade request (RFC 6455 §4.2.1) and returns its `Sec-WebSocket-Accept`.
+fn accept_key(request: &Request) -> Result<String, (StatusCode, &'static str)> {
+    let refuse = |status: StatusCode, why: &'static str| Err((status, why));
+    if request.method() != Method::GET {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must be a GET");
+    }
+    let headers = request.headers();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return refuse(StatusCode::BAD_REQUEST, "Connection header did not include 'upgrade'");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key header missing");
+    };
+    if request.extensions().get::<hyper::upgrade::OnUpgrade>().is_none() {
+        return refuse(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
+    }
+    Ok(derive_accept_key(key.as_bytes()))
 }
 
 fn now_ms() -> i64 {
@@ -322,37 +386,55 @@ pub fn res_ok(id: &str, payload_json: &str) -> String {
     format!(r#"{{"type":"res","id":{},"ok":true,"payload":{payload_json}}}"#, quote(id))
 }
 
-/// A `res` frame around a worker answer's pieces, concatenated once.
-fn res_ok_chunks(id: &str, chunks: &[Bytes]) -> String {
+/// A `res` frame around a worker answer's pieces, which are shared, not copied.
+fn res_ok_chunks(id: &str, chunks: Vec<Bytes>) -> Vec<Bytes> {
     let head = format!(r#"{{"type":"res","id":{},"ok":true,"payload":"#, quote(id));
-    let len = head.len() + chunks.iter().map(Bytes::len).sum::<usize>() + 1;
-    let mut frame = Vec::with_capacity(len);
-    frame.extend_from_slice(head.as_bytes());
-    for chunk in chunks {
-        frame.extend_from_slice(chunk);
-    }
-    frame.push(b'}');
-    // The worker's answer is JSON text produced by serde_json, so valid UTF-8; checked anyway.
-    String::from_utf8(frame).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    let mut pieces = Vec::with_capacity(chunks.len() + 2);
+    pieces.push(Bytes::from(head));
+    pieces.extend(chunks);
+    pieces.push(Bytes::from_static(b"}"));
+    pieces
 }
 
-/// Renders a method's reply as a `res` frame; big usage answers are copied on the blocking pool.
-async fn render_reply(id: &str, reply: &Result<Reply, ApiError>) -> String {
+/// Renders a method's reply as the pieces of a `res` frame.
+fn render_reply(id: &str, reply: &Result<Reply, ApiError>) -> Vec<Bytes> {
     match reply {
-        Ok(Reply::Json(payload)) => res_ok(id, &payload.to_string()),
-        Ok(Reply::Usage(served)) => {
-            let chunks = served.chunks();
-            if chunks.iter().map(Bytes::len).sum::<usize>() < 1 << 20 {
-                return res_ok_chunks(id, &chunks);
-            }
-            let (owned, copy) = (id.to_owned(), chunks.clone());
-            match tokio::task::spawn_blocking(move || res_ok_chunks(&owned, &copy)).await {
-                Ok(frame) => frame,
-                Err(_) => res_ok_chunks(id, &chunks),
-            }
-        }
-        Err(error) => res_error(id, &error.body()),
+        Ok(Reply::Json(payload)) => vec![Bytes::from(res_ok(id, &payload.to_string()))],
+        Ok(Reply::Usage(served)) => res_ok_chunks(id, served.chunks()),
+        Err(error) => vec![Bytes::from(res_error(id, &error.body()))],
     }
+}
+
+/// Splits a message's pieces into WebSocket frames of at most [`FRAGMENT`] bytes: one text frame,
+/// or a text frame and continuations. The slices share the pieces' memory. Fragments may cut a
+/// UTF-8 sequence; RFC 6455 checks text only once the message is whole.
+fn fragments(pieces: Vec<Bytes>) -> Result<Vec<Message>, std::str::Utf8Error> {
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    if total <= FRAGMENT {
+        let text = match <[Bytes; 1]>::try_from(pieces) {
+            Ok([one]) => one,
+            Err(pieces) => Bytes::from(pieces.concat()),
+        };
+        return Ok(vec![Message::Text(Utf8Bytes::try_from(text)?)]);
+    }
+    let mut slices = Vec::with_capacity(total / FRAGMENT + pieces.len() + 1);
+    for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
+        let mut at = 0;
+        while at < piece.len() {
+            let end = (at + FRAGMENT).min(piece.len());
+            slices.push(piece.slice(at..end));
+            at = end;
+        }
+    }
+    let last = slices.len() - 1;
+    Ok(slices
+        .into_iter()
+        .enumerate()
+        .map(|(i, slice)| {
+            let opcode = if i == 0 { OpCode::Data(OpData::Text) } else { OpCode::Data(OpData::Continue) };
+            Message::Frame(Frame::message(slice, opcode, i == last))
+        })
+        .collect())
 }
 
 /// An error shape with `details`.
@@ -717,16 +799,16 @@ pub fn hello_ok(state: &AppState, session: &Session, conn_id: &str) -> Value {
     })
 }
 
-/// An outgoing frame with its share of the connection's byte budget.
+/// An outgoing message (its pieces) with its share of the connection's byte budget.
 struct Outgoing {
-    frame: String,
-    _permit: Option<OwnedSemaphorePermit>,
-    /// Held until the frame is sent: its share of the gateway-wide frame budget.
-    _global: Option<OwnedSemaphorePermit>,
+    pieces: Vec<Bytes>,
+    _permit: OwnedSemaphorePermit,
 }
 
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
 struct Conn {
-    socket: WebSocket,
+    socket: Socket,
     state: AppState,
     /// Per-client event sequence (after `hello-ok`).
     seq: u64,
@@ -734,11 +816,41 @@ struct Conn {
 
 impl Conn {
     async fn send(&mut self, frame: String) -> bool {
-        let timeout = self.state.ws.config.send_timeout;
-        matches!(
-            tokio::time::timeout(timeout, self.socket.send(Message::Text(frame.into()))).await,
-            Ok(Ok(()))
-        )
+        self.send_pieces(vec![Bytes::from(frame)]).await
+    }
+
+    /// Sends one text message made of `pieces`, fragmented when large; `false` when the client
+    /// is gone or did not take it within the send timeout.
+    async fn send_pieces(&mut self, pieces: Vec<Bytes>) -> bool {
+        let frames = match fragments(pieces) {
+            Ok(frames) => frames,
+            Err(error) => {
+                tracing::error!(%error, "Refusing to send a text frame that is not UTF-8.");
+                return false;
+            }
+        };
+        let socket = &mut self.socket;
+        let bulk = Arc::clone(&self.state.ws.bulk);
+        let send_all = async move {
+            if frames.len() == 1 {
+                for frame in frames {
+                    socket.send(frame).await?;
+                }
+                return Ok(());
+            }
+            for frame in frames {
+                // Wait for the client to take what was sent so far (no permit held), then copy
+                // one fragment with a permit (pure CPU: the sink is ready after a flush), then
+                // let other tasks run: see `WsShared::bulk`.
+                socket.flush().await?;
+                let Ok(_permit) = bulk.acquire().await else { break };
+                socket.feed(frame).await?;
+                drop(_permit);
+                tokio::task::yield_now().await;
+            }
+            socket.flush().await
+        };
+        matches!(tokio::time::timeout(self.state.ws.config.send_timeout, send_all).await, Ok(Ok(())))
     }
 
     async fn send_event(&mut self, event: &str, payload_json: &str) -> bool {
@@ -754,11 +866,11 @@ impl Conn {
     /// Sends a close frame, then reads until the client answers it (1 s at most), so the close
     /// frame is not lost to a reset.
     async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame { code: code.into(), reason: reason.into() };
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.socket.send(Message::Close(Some(frame)))).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(Ok(msg)) = self.socket.recv().await {
+            while let Some(Ok(msg)) = self.socket.next().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }
@@ -777,7 +889,7 @@ impl Drop for Open {
     }
 }
 
-async fn connection(socket: WebSocket, state: AppState, peer: Option<SocketAddr>) {
+async fn connection(socket: Socket, state: AppState, peer: Option<SocketAddr>) {
     state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
     state.metrics.ws_connections_total.fetch_add(1, Ordering::Relaxed);
     let _open = Open(state.clone());
@@ -817,7 +929,7 @@ async fn connection(socket: WebSocket, state: AppState, peer: Option<SocketAddr>
 async fn handshake(conn: &mut Conn, nonce: &str, conn_id: &str, peer: Option<SocketAddr>) -> Option<Session> {
     let limit = conn.state.ws.config.preauth_max_payload;
     let text = loop {
-        match conn.socket.recv().await? {
+        match conn.socket.next().await? {
             Ok(Message::Text(text)) if text.len() > limit => {
                 conn.close(CLOSE_TOO_BIG, "preauth payload too large").await;
                 return None;
@@ -832,7 +944,7 @@ async fn handshake(conn: &mut Conn, nonce: &str, conn_id: &str, peer: Option<Soc
                 conn.close(code, reason).await;
                 return None;
             }
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
             Ok(Message::Close(_)) => return None,
             Err(error) => {
                 if is_too_big(&error) {
@@ -887,9 +999,8 @@ async fn handshake(conn: &mut Conn, nonce: &str, conn_id: &str, peer: Option<Soc
     }
 }
 
-fn is_too_big(error: &axum::Error) -> bool {
-    let text = error.to_string().to_ascii_lowercase();
-    text.contains("too long") || text.contains("too big") || text.contains("capacity")
+fn is_too_big(error: &tungstenite::Error) -> bool {
+    matches!(error, tungstenite::Error::Capacity(_))
 }
 
 /// The request loop after `hello-ok`.
@@ -905,7 +1016,7 @@ async fn serve(mut conn: Conn, session: Session) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            incoming = conn.socket.recv() => match incoming {
+            incoming = conn.socket.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     if !on_request(&mut conn, &session, text.as_str(), &mut tasks, &out_tx, &budget).await {
                         break;
@@ -915,7 +1026,7 @@ async fn serve(mut conn: Conn, session: Session) {
                     conn.close(CLOSE_UNSUPPORTED, "binary frames are not supported").await;
                     break;
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(error)) => {
                     if is_too_big(&error) {
@@ -925,7 +1036,7 @@ async fn serve(mut conn: Conn, session: Session) {
                 }
             },
             Some(out) = out_rx.recv() => {
-                if !conn.send(out.frame).await {
+                if !conn.send_pieces(out.pieces).await {
                     break;
                 }
             }
@@ -990,9 +1101,9 @@ async fn on_request(
     if matches!(method, "health" | "status") {
         // Answered inline from gateway state: never queued behind usage work.
         let reply = api::dispatch(&state, method, &params).await;
-        let frame = render_reply(id, &reply).await;
+        let pieces = render_reply(id, &reply);
         state.metrics.observe("ws", method, "ok", started.elapsed());
-        return conn.send(frame).await;
+        return conn.send_pieces(pieces).await;
     }
     if tasks.len() >= state.ws.config.max_in_flight {
         let error = ApiError {
@@ -1013,25 +1124,12 @@ async fn on_request(
             Ok(Reply::Json(_)) => "ok",
             Err(error) => error.code.as_str(),
         };
-        let size = match &reply {
-            Ok(Reply::Usage(served)) => served.chunks().iter().map(Bytes::len).sum::<usize>(),
-            _ => 0,
-        };
-        let global = if size >= LARGE_FRAME {
-            let kib = (size >> 10).clamp(1, FRAME_BUDGET_KIB) as u32;
-            match Arc::clone(&state.ws.frame_budget).acquire_many_owned(kib).await {
-                Ok(permit) => Some(permit),
-                Err(_) => return,
-            }
-        } else {
-            None
-        };
-        let frame = render_reply(&id, &reply).await;
+        let pieces = render_reply(&id, &reply);
         drop(reply);
         state.metrics.observe("ws", &method, outcome, started.elapsed());
-        let permits = frame.len().clamp(1, max_budget) as u32;
-        let Ok(permit) = budget.acquire_many_owned(permits).await else { return };
-        let _ = out_tx.send(Outgoing { frame, _permit: Some(permit), _global: global }).await;
+        let size = pieces.iter().map(Bytes::len).sum::<usize>();
+        let Ok(permit) = budget.acquire_many_owned(size.clamp(1, max_budget) as u32).await else { return };
+        let _ = out_tx.send(Outgoing { pieces, _permit: permit }).await;
     });
     true
 }
@@ -1167,12 +1265,39 @@ mod tests {
 
     #[test]
     fn frames_splice_payload_text() {
-        let chunks = [Bytes::from_static(br#"{"a":"#), Bytes::from_static(b"1}")];
-        let frame = res_ok_chunks("x\"1", &chunks);
-        let v: Value = serde_json::from_str(&frame).unwrap();
+        let chunks = vec![Bytes::from_static(br#"{"a":"#), Bytes::from_static(b"1}")];
+        let frame = res_ok_chunks("x\"1", chunks).concat();
+        let v: Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(v, json!({"type": "res", "id": "x\"1", "ok": true, "payload": {"a": 1}}));
         let e: Value = serde_json::from_str(&res_error("7", &json!({"code": "UNAVAILABLE"}))).unwrap();
         assert_eq!(e["ok"], false);
+    }
+
+    #[test]
+    fn large_messages_go_out_as_fragments_that_share_the_answer() {
+        let answer = Bytes::from(format!(r#"{{"rows":"{}é"}}"#, "x".repeat(3 * FRAGMENT)));
+        let pieces = res_ok_chunks("7", vec![answer.clone()]);
+        let whole = pieces.concat();
+        let frames = fragments(pieces).expect("UTF-8");
+        assert_eq!(frames.len(), 1 + answer.len().div_ceil(FRAGMENT) + 1, "head, answer slices, tail");
+        let mut joined = Vec::new();
+        for (i, message) in frames.iter().enumerate() {
+            let Message::Frame(frame) = message else { panic!("frame {i} is not a raw frame") };
+            let header = frame.header();
+            let first = i == 0;
+            assert_eq!(header.opcode, if first { OpCode::Data(OpData::Text) } else { OpCode::Data(OpData::Continue) });
+            assert_eq!(header.is_final, i == frames.len() - 1);
+            assert!(frame.payload().len() <= FRAGMENT);
+            joined.extend_from_slice(frame.payload());
+        }
+        assert_eq!(joined, whole);
+        // The answer's slices point into the answer itself: no copy per client.
+        let Message::Frame(second) = &frames[1] else { unreachable!() };
+        assert_eq!(second.payload().as_ptr(), answer.as_ptr());
+        // Small messages are one text frame; text that is not UTF-8 is refused.
+        let small = fragments(vec![Bytes::from_static(b"{\"a\":"), Bytes::from_static(b"1}")]).unwrap();
+        assert!(matches!(&small[..], [Message::Text(t)] if t.as_str() == r#"{"a":1}"#));
+        assert!(fragments(vec![Bytes::from_static(b"\xff")]).is_err());
     }
 
     #[test]

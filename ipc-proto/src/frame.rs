@@ -4,6 +4,7 @@
 //! hostile or corrupt prefix costs nothing. Requests are small; answers can be tens of MiB
 //! (`sessions.usage` with `limit:1000` on a large store), hence two maxima.
 
+use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -28,6 +29,11 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
 /// Decodes one frame body (without its prefix).
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
     Ok(rmp_serde::from_slice(body)?)
+}
+
+/// Decodes one frame body held as shared bytes: [`crate::JsonText`] fields become slices of it.
+pub fn decode_shared<T: DeserializeOwned>(body: &Bytes) -> Result<T, ProtoError> {
+    crate::text::decoding_from(body, || decode(body))
 }
 
 /// Decodes a whole buffer holding exactly one frame, prefix included; for tests and tools.
@@ -86,7 +92,7 @@ pub async fn read_msg<T: DeserializeOwned, R: AsyncRead + Unpin>(
 ) -> Result<Option<T>, ProtoError> {
     match read_frame(reader, max).await? {
         None => Ok(None),
-        Some(body) => decode(&body).map(Some),
+        Some(body) => decode_shared(&Bytes::from(body)).map(Some),
     }
 }
 

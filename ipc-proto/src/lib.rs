@@ -15,10 +15,12 @@ pub mod msg;
 pub mod version;
 
 mod error;
+mod text;
 
 pub use error::ProtoError;
 pub use frame::{Connection, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
 pub use msg::*;
+pub use text::JsonText;
 
 #[cfg(test)]
 mod tests;

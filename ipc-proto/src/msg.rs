@@ -175,10 +175,10 @@ pub struct UsageQuery {
 }
 
 /// A successful answer: the OpenClaw payload as JSON text, passed through by the gateway
-/// unparsed, plus what the job cost.
+/// unparsed (and uncopied: see [`crate::JsonText`]), plus what the job cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageAnswer {
-    pub payload_json: String,
+    pub payload_json: crate::JsonText,
     pub stats: JobStats,
 }
 

@@ -86,6 +86,11 @@ struct Args {
     /// gateway under test and the prober (0: same priority as everything else).
     #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     client_nice: i32,
+    /// Run the client threads under `SCHED_IDLE` as well. The clients stand for browsers on
+    /// other machines; on a 2-core host their parsing of 20 x 8 MB answers must not take CPU
+    /// turns from the gateway and the prober. `--client-idle=false` measures with them competing.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    client_idle: bool,
     /// A usage call unanswered after this is a failure.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     call_deadline: Duration,
@@ -350,6 +355,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         limit: args.limit,
         clients: args.clients,
         nice: args.client_nice,
+        idle: args.client_idle,
     };
     let clients: Vec<_> = (0..args.clients)
         .map(|i| {
@@ -383,13 +389,19 @@ fn run(args: &Args) -> anyhow::Result<Value> {
 
     let end = window + args.duration;
     let mut next_report = window + Duration::from_secs(10);
+    // The gateway's own runtime-lag figures (30 s windows), worst seen: they tell a stall of the
+    // gateway's runtime from probes that waited for a CPU.
+    let mut lag = LagSeen::default();
+    let status_http = agent(Duration::from_secs(5));
     while Instant::now() < end {
         std::thread::sleep(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
         if Instant::now() >= next_report && Instant::now() < end {
             next_report += Duration::from_secs(10);
             let calls = ctx.calls();
+            let event_loop = status(&ctx, &status_http).map(|s| s["eventLoop"].clone()).unwrap_or(Value::Null);
+            lag.see(&event_loop);
             eprintln!(
-                "clawgate-proof: {:>5.1}s  calls ok {} (stale {}) fault-errors {} failures {}  checked {} wrong {}  appends {}  generations {}",
+                "clawgate-proof: {:>5.1}s  calls ok {} (stale {}) fault-errors {} failures {}  checked {} wrong {}  appends {}  generations {}  gateway lag p99 {} ms max {} ms",
                 window.elapsed().as_secs_f64(),
                 calls.ok,
                 calls.stale,
@@ -398,7 +410,9 @@ fn run(args: &Args) -> anyhow::Result<Value> {
                 calls.checked,
                 calls.wrong,
                 ctx.truth.expected().1,
-                ctx.generation.load(Ordering::Relaxed)
+                ctx.generation.load(Ordering::Relaxed),
+                event_loop["delayP99Ms"],
+                event_loop["delayMaxMs"],
             );
         }
     }
@@ -421,6 +435,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     let final_ms = final_started.elapsed().as_millis() as u64;
     let probes = prober.finish()?;
     let final_status = status(&ctx, &agent(Duration::from_secs(5))).unwrap_or(Value::Null);
+    lag.see(&final_status["eventLoop"]);
     sampler_stop.store(true, Ordering::Relaxed);
     let memory = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
     gateway.stop();
@@ -446,6 +461,7 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         settles: &settles,
         final_settle: (final_converged, final_ms, final_settles.examples.first().cloned()),
         final_status: &final_status,
+        lag: &lag,
     });
     eprint!("{}", report::table(&summary));
     Ok(summary)
@@ -462,6 +478,24 @@ struct Summary<'a> {
     settles: &'a writer::Settles,
     final_settle: (bool, u64, Option<String>),
     final_status: &'a Value,
+    lag: &'a LagSeen,
+}
+
+/// The worst of the gateway's `eventLoop` figures over the run.
+#[derive(Default)]
+struct LagSeen {
+    p99_ms: f64,
+    max_ms: f64,
+    cpu_core_ratio: f64,
+}
+
+impl LagSeen {
+    fn see(&mut self, event_loop: &Value) {
+        let get = |name: &str| event_loop[name].as_f64().unwrap_or(0.0);
+        self.p99_ms = self.p99_ms.max(get("delayP99Ms"));
+        self.max_ms = self.max_ms.max(get("delayMaxMs"));
+        self.cpu_core_ratio = self.cpu_core_ratio.max(get("cpuCoreRatio"));
+    }
 }
 
 fn summarize(s: &Summary<'_>) -> Value {
@@ -495,6 +529,8 @@ fn summarize(s: &Summary<'_>) -> Value {
         "probes": s.probes,
         "ws": {
             "clients": s.args.clients,
+            "clientNice": s.args.client_nice,
+            "clientIdle": s.args.client_idle,
             "connects": ws.connects,
             "unexpectedCloses": ws.unexpected_closes,
             "connectFailures": ws.connect_failures,
@@ -558,6 +594,9 @@ fn summarize(s: &Summary<'_>) -> Value {
         "gateway": {
             "peakRssBytes": s.memory.gateway_peak,
             "targetRssBytes": s.args.target_gateway_rss,
+            "runtimeLagWorstP99Ms": s.lag.p99_ms,
+            "runtimeLagMaxMs": s.lag.max_ms,
+            "cpuCoreRatioMax": s.lag.cpu_core_ratio,
         },
     });
     let missed = report::missed(&summary, &targets);

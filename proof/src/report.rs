@@ -215,6 +215,13 @@ pub fn table(s: &Value) -> String {
             ),
         ),
         (
+            "gateway runtime",
+            format!(
+                "lag (its own 10 ms sampler, worst 30 s window) p99 {} ms, max {} ms; CPU up to {} cores",
+                s["gateway"]["runtimeLagWorstP99Ms"], s["gateway"]["runtimeLagMaxMs"], s["gateway"]["cpuCoreRatioMax"]
+            ),
+        ),
+        (
             "targets",
             if s["targetsMet"] == true { "all met".to_owned() } else { format!("MISSED: {}", s["missed"]) },
         ),

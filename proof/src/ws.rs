@@ -38,6 +38,8 @@ pub struct WsConfig {
     pub clients: usize,
     /// Nice value of the client threads (0: unchanged).
     pub nice: i32,
+    /// `SCHED_IDLE` for the client threads.
+    pub idle: bool,
 }
 
 type Socket = WebSocket<TcpStream>;
@@ -52,12 +54,16 @@ enum End {
 
 /// Runs one client until `stop`, then lets its pending calls finish and closes.
 pub fn client(ctx: Arc<Ctx>, index: usize, config: WsConfig, stop: Arc<AtomicBool>) {
-    if config.nice != 0 {
-        // Linux nice values are per thread: this client's JSON parsing yields the CPU to the
-        // gateway and the prober (the load generator must not pass for gateway latency).
-        // SAFETY: plain syscalls on this thread's own id.
-        unsafe {
+    // Linux nice values and policies are per thread: this client's JSON parsing yields the CPU
+    // to the gateway and the prober (the load generator must not pass for gateway latency).
+    // SAFETY: plain syscalls on this thread's own id.
+    unsafe {
+        if config.nice != 0 {
             libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, config.nice);
+        }
+        if config.idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
         }
     }
     let mut rng = Rng::new(0x5eed_0000 + index as u64);

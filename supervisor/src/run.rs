@@ -184,6 +184,19 @@ fn set_phase(shared: &Shared, phase: Phase, pid: Option<u32>) {
     tracing::info!(phase = phase.as_str(), pid, "Usage worker phase changed.");
 }
 
+/// Starts the worker from the blocking pool. `spawn` returns only once the child has called
+/// `exec`, and from `pre_exec` on the child runs at the worker's low priority: on a busy host
+/// that wait lasted up to 150 ms, a stall of whichever runtime thread was also serving probes.
+async fn spawn_off_runtime(
+    config: &Config,
+    socket: &Path,
+) -> std::io::Result<(tokio::process::Child, command::StderrTail)> {
+    let (config, socket) = (config.clone(), socket.to_owned());
+    tokio::task::spawn_blocking(move || command::spawn_worker(&config, &socket))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Managed mode: spawn, handshake, serve. `None` means shutdown was requested (the worker has
 /// been stopped and reaped).
 async fn run_managed(
@@ -194,9 +207,12 @@ async fn run_managed(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Ended> {
     set_phase(shared, Phase::Spawning, None);
-    let spawned = ipc_proto::endpoint::ensure_private_dir(&config.run_dir)
+    let spawned = match ipc_proto::endpoint::ensure_private_dir(&config.run_dir)
         .and_then(|()| ipc_proto::endpoint::bind(socket))
-        .and_then(|listener| Ok((listener, command::spawn_worker(config, socket)?)));
+    {
+        Ok(listener) => spawn_off_runtime(config, socket).await.map(|spawned| (listener, spawned)),
+        Err(error) => Err(error),
+    };
     let (listener, (mut child, mut stderr_tail)) = match spawned {
         Ok(ok) => ok,
         Err(error) => {

@@ -903,3 +903,54 @@ fn openclaw_node_client_gets_sessions_usage() {
     let log = std::fs::read_to_string(dir.path().join("gateway.log")).expect("gateway log");
     assert!(log.contains(device_id), "verified device {device_id} not in the gateway log");
 }
+
+/// Answers bigger than one WebSocket frame (64 KiB) go out as fragments that point into the
+/// cached answer; a client reassembles exactly what the HTTP mirror serves. Malformed upgrade
+/// requests get a clear HTTP error, not a connection.
+#[test]
+fn large_answers_arrive_whole_and_bad_upgrades_are_refused() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 2, 60, 4);
+    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN], &[]);
+
+    let all = json!({"agentScope": "all", "range": "all", "limit": 1000});
+    let (mut ws, _) = Ws::connect(&gateway, "/ws", Some(TOKEN));
+    let usage = ws.request("sessions.usage", &all);
+    assert_eq!(usage["ok"], true, "{usage}");
+    let size = usage["payload"].to_string().len();
+    assert!(size > 4 * 64 * 1024, "the answer must span several fragments, it has {size} bytes");
+    assert_totals_eq(&usage["payload"]["totals"], &manifest["totals"]);
+    assert!(usage["payload"]["sessions"].as_array().expect("sessions").len() >= 120);
+    let (code, _, text) = http(&gateway, "POST", "/api/v1/call/sessions.usage", Some(&all), Some(TOKEN));
+    assert_eq!(code, 200, "{text}");
+    let mirror: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(mirror["payload"]["sessions"], usage["payload"]["sessions"]);
+    assert_eq!(mirror["payload"]["aggregates"], usage["payload"]["aggregates"]);
+    // The connection carries on after a fragmented message.
+    assert_eq!(ws.request("health", &json!({}))["ok"], true);
+    ws.close();
+
+    let addr = gateway.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let raw = |request: String| -> String {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut head = [0u8; 256];
+        let n = std::io::Read::read(&mut stream, &mut head).expect("response");
+        String::from_utf8_lossy(&head[..n]).into_owned()
+    };
+    let upgrade = |extra: &str| {
+        format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n")
+    };
+    let no_key = raw(upgrade("Sec-WebSocket-Version: 13\r\n"));
+    assert!(no_key.starts_with("HTTP/1.1 400"), "{no_key}");
+    assert!(no_key.contains("Sec-WebSocket-Key header missing"), "{no_key}");
+    let old_version = raw(upgrade("Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
+    assert!(old_version.starts_with("HTTP/1.1 400"), "{old_version}");
+    let ok = raw(upgrade("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
+    assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
+    // RFC 6455's own example key and accept value.
+    assert!(ok.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{ok}");
+}

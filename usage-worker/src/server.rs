@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn frames_decode_with_ipc_proto() {
         let answer =
-            ipc_proto::UsageAnswer { payload_json: "{\"a\":1}".repeat(1000), stats: Default::default() };
+            ipc_proto::UsageAnswer { payload_json: "{\"a\":1}".repeat(1000).into(), stats: Default::default() };
         let msg = FromWorker::Response { id: 7, result: Ok(answer) };
         let bytes = encode(&msg, 8000).unwrap();
         assert_eq!(bytes, frame::encode(&msg).unwrap());
@@ -360,7 +360,7 @@ mod tests {
                 let payload = Payload::from_parts(parts);
                 let owned = FromWorker::Response {
                     id,
-                    result: Ok(ipc_proto::UsageAnswer { payload_json: text.clone(), stats }),
+                    result: Ok(ipc_proto::UsageAnswer { payload_json: text.clone().into(), stats }),
                 };
                 let f = encode_answer(id, &payload, &stats).unwrap();
                 // What the writer puts on the wire, through its coalescing buffer.

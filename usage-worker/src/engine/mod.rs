@@ -223,7 +223,7 @@ impl Engine {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<UsageAnswer, WorkerError> {
         let (payload, stats) = self.answer_parts(query, cancel, progress)?;
-        Ok(UsageAnswer { payload_json: payload.to_text(), stats })
+        Ok(UsageAnswer { payload_json: payload.to_text().into(), stats })
     }
 
     /// [`Self::answer`] with the payload as pieces (see [`Payload`]): a large answer's rows stay
