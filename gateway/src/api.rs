@@ -229,7 +229,7 @@ pub async fn call(
             Err(e) => return ApiError::invalid(format!("params are not valid JSON: {e}")).into_response(),
         }
     };
-    match dispatch(&state, &method, &params).await {
+    match dispatch(&state, &method, &params, Via::Http).await {
         Ok(Reply::Json(payload)) => ok_json(&payload),
         Ok(Reply::Usage(served)) => usage_response(&served),
         Err(e) => e.into_response(),
@@ -253,25 +253,38 @@ pub const METHODS: [&str; 7] = [
     "usage.cost",
 ];
 
+/// Which transport a call came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Http,
+    /// A WebSocket client, which gets `usage.updated` pushes for what it asked.
+    WebSocket,
+}
+
 /// Runs one method; the one handler behind both transports.
-pub async fn dispatch(state: &AppState, method: &str, params: &Value) -> Result<Reply, ApiError> {
+pub async fn dispatch(state: &AppState, method: &str, params: &Value, via: Via) -> Result<Reply, ApiError> {
     match method {
         "health" => Ok(Reply::Json(health_json(state))),
         "status" => Ok(Reply::Json(status_json(state))),
-        "sessions.list" => sessions_list(state, params).await.map(Reply::Json),
+        "sessions.list" => sessions_list(state, params, via).await.map(Reply::Json),
         other => {
             let Some(method) = Method::from_name(other) else {
                 return Err(ApiError::invalid(format!("unknown method: {other}")));
             };
-            usage_call(state, method, params).await.map(Reply::Usage)
+            usage_call(state, method, params, via).await.map(Reply::Usage)
         }
     }
 }
 
 /// Validates params and answers through the single-flight cache (deadline, stale, queue bound).
-pub async fn usage_call(state: &AppState, method: Method, params: &Value) -> Result<Served, ApiError> {
+pub async fn usage_call(
+    state: &AppState,
+    method: Method,
+    params: &Value,
+    via: Via,
+) -> Result<Served, ApiError> {
     let query = params::parse(method, params, jiff::Timestamp::now()).map_err(|e| ApiError::invalid(e.0))?;
-    state.cache.get(query).await
+    state.cache.get(query, via == Via::WebSocket).await
 }
 
 /// `{"ok":true,"payload":<answer>}` streamed from the answer's bytes without copying them.
@@ -335,7 +348,7 @@ const SESSIONS_LIST_PARAMS: [&str; 10] = [
 /// `sessions.list`, answered from a worker `sessions.usage` over all time (the gateway never
 /// reads sessions.json). Reshaping parses the worker's JSON here; that is acceptable because
 /// this method is not on the hot path, and it happens on the blocking pool.
-pub async fn sessions_list(state: &AppState, params: &Value) -> Result<Value, ApiError> {
+pub async fn sessions_list(state: &AppState, params: &Value, via: Via) -> Result<Value, ApiError> {
     let invalid = |detail: String| ApiError::invalid(format!("invalid sessions.list params: {detail}"));
     let empty = serde_json::Map::new();
     let obj = match params {
@@ -375,7 +388,7 @@ pub async fn sessions_list(state: &AppState, params: &Value) -> Result<Value, Ap
         Some(agent) => usage_params["agentId"] = json!(agent),
         None => usage_params["agentScope"] = json!("all"),
     }
-    let served = usage_call(state, Method::SessionsUsage, &usage_params).await?;
+    let served = usage_call(state, Method::SessionsUsage, &usage_params, via).await?;
     let path = match &agent_id {
         Some(agent) => json!(
             state

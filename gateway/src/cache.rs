@@ -19,8 +19,9 @@
 //! writes it. Each finished job compares its answer's data bytes (all but the answer-time fields
 //! and the job's own diagnostics) with the entry's previous answer, a `memcmp`, and broadcasts
 //! `usage.updated` when the data changed.
-//! A background refresher re-runs recently requested queries every `refresh_interval` while
-//! WebSocket clients are connected, so dashboards get pushes without polling.
+//! A background refresher re-runs the queries WebSocket clients asked recently, every
+//! `refresh_interval` while such clients are connected, so dashboards get pushes without
+//! polling. Queries only HTTP callers asked are not re-run: nobody would be told.
 
 use std::{
     collections::HashMap,
@@ -266,8 +267,11 @@ struct Entry {
     good: Option<Arc<Answer>>,
     job: Option<Arc<Job>>,
     last_used: Option<Instant>,
-    /// Last time a client (not the refresher) asked for it.
-    last_requested: Option<Instant>,
+    /// Last time a WebSocket client asked for it. Only such queries are re-run by the
+    /// refresher: their askers get `usage.updated` pushes, while HTTP callers poll anyway, and
+    /// re-running a 15 MB query every 15 s for nobody costs the worker's CPU and the gateway's
+    /// memory.
+    last_pushed: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -322,7 +326,8 @@ impl UsageCache {
     }
 
     /// Answers `query` within the request deadline; see the module docs for the rules.
-    pub async fn get(self: &Arc<Self>, query: UsageQuery) -> Result<Served, ApiError> {
+    /// `pushed`: the asker is a WebSocket client (see `Entry::last_pushed`).
+    pub async fn get(self: &Arc<Self>, query: UsageQuery, pushed: bool) -> Result<Served, ApiError> {
         let started = Instant::now();
         enum Plan {
             Ready(Served),
@@ -334,7 +339,9 @@ impl UsageCache {
             let running = inner.running;
             let entry = inner.entries.entry(query.clone()).or_default();
             entry.last_used = Some(started);
-            entry.last_requested = Some(started);
+            if pushed {
+                entry.last_pushed = Some(started);
+            }
             let cached = entry.good.clone();
             let fresh = cached.as_ref().filter(|a| a.computed_at.elapsed() < self.tuning.fresh_for);
             if let Some(answer) = fresh {
@@ -461,7 +468,9 @@ impl UsageCache {
                 let old = self.peek(&query);
                 let changed = data_changed(old.clone(), payload.clone()).await;
                 let (payload, fresh_ends, version) = match old {
-                    Some(old) if !changed => (old.payload.clone(), Some(answer_time_ends(&payload)), old.version),
+                    Some(old) if !changed => {
+                        (old.payload.clone(), Some(answer_time_ends(&payload)), old.version)
+                    }
                     _ => (payload, None, self.next_version.fetch_add(1, Ordering::Relaxed)),
                 };
                 let computed_at = Instant::now();
@@ -600,7 +609,7 @@ impl UsageCache {
         true
     }
 
-    /// Re-runs the eight most recently requested queries. It runs only while WebSocket clients
+    /// Re-runs the eight queries WebSocket clients asked most recently. It runs only while they
     /// listen, and carries no age limit: a dashboard left open for hours asked its queries
     /// long ago and must still get `usage.updated` pushes without polling.
     pub fn refresh_recent(self: &Arc<Self>) -> usize {
@@ -610,7 +619,7 @@ impl UsageCache {
                 .entries
                 .iter()
                 .filter(|(_, e)| e.job.is_none() && e.good.is_some())
-                .filter_map(|(q, e)| e.last_requested.map(|t| (t, q.clone())))
+                .filter_map(|(q, e)| e.last_pushed.map(|t| (t, q.clone())))
                 .collect()
         };
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
@@ -868,7 +877,10 @@ mod tests {
         assert_eq!(stale["updatedAt"], 1795000009999u64);
         // The data is the old payload's memory, not a copy.
         let chunks = Served { answer: Arc::clone(&answer), outcome: Outcome::Miss }.chunks();
-        assert_eq!(chunks[1].as_ptr(), old[data_bytes(&old).as_ptr() as usize - old.as_ptr() as usize..].as_ptr());
+        assert_eq!(
+            chunks[1].as_ptr(),
+            old[data_bytes(&old).as_ptr() as usize - old.as_ptr() as usize..].as_ptr()
+        );
     }
 
     #[test]

@@ -265,7 +265,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .event_interval(8)
         .on_thread_start(move || {
             if let Err(why) = gateway::sched::request_slice(gateway::sched::RUNTIME_SLICE) {
-                slice_refused.call_once(|| tracing::info!(%why, "Runtime threads keep the default scheduler slice."));
+                slice_refused
+                    .call_once(|| tracing::info!(%why, "Runtime threads keep the default scheduler slice."));
             }
         })
         .enable_all()

@@ -36,6 +36,11 @@ use axum::{
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError, mpsc},
+    task::JoinSet,
+};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::{
     Message, Utf8Bytes,
@@ -47,11 +52,6 @@ use tungstenite::{
             coding::{Data as OpData, OpCode},
         },
     },
-};
-use serde_json::{Map, Value, json};
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, broadcast::error::RecvError, mpsc},
-    task::JoinSet,
 };
 
 use crate::{
@@ -137,7 +137,9 @@ pub struct WsShared {
 /// for a slow client, so one client cannot hold up the others.
 const BULK_SENDERS: usize = 1;
 
-/// Largest WebSocket frame sent: bigger messages go out as fragments of this size.
+/// Largest WebSocket frame sent: bigger messages go out as fragments of this size. A frame is
+/// formatted into the connection's write buffer before it is written, so this also bounds
+/// that buffer (twenty dashboards: under 2 MB of buffers).
 const FRAGMENT: usize = 64 << 10;
 
 impl WsShared {
@@ -303,12 +305,16 @@ async fn upgrade(state: AppState, request: Request) -> Response {
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .read_buffer_size(16 << 10)
-        .write_buffer_size(FRAGMENT);
+        // Requests are small JSON frames; the buffer grows for a big one and is reused.
+        .read_buffer_size(8 << 10)
+        // Write each frame out at once (no coalescing), so the buffer holds one frame at most.
+        .write_buffer_size(0);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                        .await;
                 connection(socket, state, peer).await;
             }
             Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete."),
@@ -1100,7 +1106,7 @@ async fn on_request(
     let params = frame.get("params").cloned().unwrap_or(Value::Null);
     if matches!(method, "health" | "status") {
         // Answered inline from gateway state: never queued behind usage work.
-        let reply = api::dispatch(&state, method, &params).await;
+        let reply = api::dispatch(&state, method, &params, api::Via::WebSocket).await;
         let pieces = render_reply(id, &reply);
         state.metrics.observe("ws", method, "ok", started.elapsed());
         return conn.send_pieces(pieces).await;
@@ -1118,7 +1124,7 @@ async fn on_request(
     let (out_tx, budget) = (out_tx.clone(), Arc::clone(budget));
     let max_budget = state.ws.config.max_buffered_bytes;
     tasks.spawn(async move {
-        let reply = api::dispatch(&state, &method, &params).await;
+        let reply = api::dispatch(&state, &method, &params, api::Via::WebSocket).await;
         let outcome = match &reply {
             Ok(Reply::Usage(served)) => served.outcome.as_str(),
             Ok(Reply::Json(_)) => "ok",
@@ -1285,7 +1291,10 @@ mod tests {
             let Message::Frame(frame) = message else { panic!("frame {i} is not a raw frame") };
             let header = frame.header();
             let first = i == 0;
-            assert_eq!(header.opcode, if first { OpCode::Data(OpData::Text) } else { OpCode::Data(OpData::Continue) });
+            assert_eq!(
+                header.opcode,
+                if first { OpCode::Data(OpData::Text) } else { OpCode::Data(OpData::Continue) }
+            );
             assert_eq!(header.is_final, i == frames.len() - 1);
             assert!(frame.payload().len() <= FRAGMENT);
             joined.extend_from_slice(frame.payload());

@@ -398,7 +398,8 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         if Instant::now() >= next_report && Instant::now() < end {
             next_report += Duration::from_secs(10);
             let calls = ctx.calls();
-            let event_loop = status(&ctx, &status_http).map(|s| s["eventLoop"].clone()).unwrap_or(Value::Null);
+            let event_loop =
+                status(&ctx, &status_http).map(|s| s["eventLoop"].clone()).unwrap_or(Value::Null);
             lag.see(&event_loop);
             eprintln!(
                 "clawgate-proof: {:>5.1}s  calls ok {} (stale {}) fault-errors {} failures {}  checked {} wrong {}  appends {}  generations {}  gateway lag p99 {} ms max {} ms",

@@ -218,7 +218,9 @@ pub fn table(s: &Value) -> String {
             "gateway runtime",
             format!(
                 "lag (its own 10 ms sampler, worst 30 s window) p99 {} ms, max {} ms; CPU up to {} cores",
-                s["gateway"]["runtimeLagWorstP99Ms"], s["gateway"]["runtimeLagMaxMs"], s["gateway"]["cpuCoreRatioMax"]
+                s["gateway"]["runtimeLagWorstP99Ms"],
+                s["gateway"]["runtimeLagMaxMs"],
+                s["gateway"]["cpuCoreRatioMax"]
             ),
         ),
         (

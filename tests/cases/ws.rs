@@ -459,8 +459,10 @@ fn usage_updated_is_pushed_when_the_data_changes() {
     let manifest = demo(&store, 1, 2, 3);
     let gateway = Gateway::start(dir.path(), &store, &["--refresh-interval", "0.3"], &[]);
     gateway.ready_worker_pid();
-    let (mut ws, _) = Ws::connect(&gateway, "/", None);
     let all = json!({"agentScope": "all", "range": "all"});
+    // Asked over HTTP only: not re-run by the refresher, since nobody would be told.
+    assert_eq!(http(&gateway, "POST", "/api/v1/call/usage.cost", Some(&all), None).0, 200);
+    let (mut ws, _) = Ws::connect(&gateway, "/", None);
     let first = ws.request("sessions.usage", &all);
     assert_totals_eq(&first["payload"]["totals"], &manifest["totals"]);
     // The first answer for a query counts as new data.
@@ -499,6 +501,16 @@ fn usage_updated_is_pushed_when_the_data_changes() {
     assert_eq!(totals["input"].as_u64(), Some(manifest["totals"]["input"].as_u64().unwrap() + 1000));
     assert_eq!(totals["output"].as_u64(), Some(manifest["totals"]["output"].as_u64().unwrap() + 2000));
     ws.close();
+
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).expect("gateway log");
+    let plain: String =
+        log.split('\x1b').map(|part| part.split_once('m').map_or(part, |(_, rest)| rest)).collect();
+    let refreshed_jobs: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("Usage job done.") && l.contains(r#"origin="background""#))
+        .collect();
+    assert!(refreshed_jobs.iter().any(|l| l.contains(r#"method="sessions.usage""#)), "{plain}");
+    assert!(!refreshed_jobs.iter().any(|l| l.contains(r#"method="usage.cost""#)), "{refreshed_jobs:#?}");
 }
 
 #[test]
@@ -942,12 +954,15 @@ fn large_answers_arrive_whole_and_bad_upgrades_are_refused() {
         String::from_utf8_lossy(&head[..n]).into_owned()
     };
     let upgrade = |extra: &str| {
-        format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n")
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+        )
     };
     let no_key = raw(upgrade("Sec-WebSocket-Version: 13\r\n"));
     assert!(no_key.starts_with("HTTP/1.1 400"), "{no_key}");
     assert!(no_key.contains("Sec-WebSocket-Key header missing"), "{no_key}");
-    let old_version = raw(upgrade("Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
+    let old_version =
+        raw(upgrade("Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
     assert!(old_version.starts_with("HTTP/1.1 400"), "{old_version}");
     let ok = raw(upgrade("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
     assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");

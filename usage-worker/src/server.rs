@@ -341,8 +341,10 @@ mod tests {
 
     #[test]
     fn frames_decode_with_ipc_proto() {
-        let answer =
-            ipc_proto::UsageAnswer { payload_json: "{\"a\":1}".repeat(1000).into(), stats: Default::default() };
+        let answer = ipc_proto::UsageAnswer {
+            payload_json: "{\"a\":1}".repeat(1000).into(),
+            stats: Default::default(),
+        };
         let msg = FromWorker::Response { id: 7, result: Ok(answer) };
         let bytes = encode(&msg, 8000).unwrap();
         assert_eq!(bytes, frame::encode(&msg).unwrap());
