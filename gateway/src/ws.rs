@@ -849,9 +849,9 @@ impl Conn {
                 // one fragment with a permit (pure CPU: the sink is ready after a flush), then
                 // let other tasks run: see `WsShared::bulk`.
                 socket.flush().await?;
-                let Ok(_permit) = bulk.acquire().await else { break };
+                let Ok(permit) = bulk.acquire().await else { break };
                 socket.feed(frame).await?;
-                drop(_permit);
+                drop(permit);
                 tokio::task::yield_now().await;
             }
             socket.flush().await
