@@ -40,7 +40,7 @@ fn format(ms: i64, sep: char) -> String {
 }
 
 /// `2026-05-25T00:55:12.345Z`, as `Date.prototype.toISOString()` prints it.
-pub(crate) fn iso(ms: i64) -> String {
+pub fn iso(ms: i64) -> String {
     format(ms, ':')
 }
 

@@ -200,19 +200,10 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok((value * factor) as u64)
 }
 
-/// `YYYY-MM-DD` (UTC) of a day number since 1970-01-01.
+/// `YYYY-MM-DD` (UTC) of a day number since 1970-01-01: the date part of the generator's own
+/// ISO timestamps.
 fn day_string(days: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    demo_store::iso(days * 86_400_000)[..10].to_owned()
 }
 
 fn now_ms() -> i64 {
