@@ -36,6 +36,11 @@ pub fn decode_shared<T: DeserializeOwned>(body: &Bytes) -> Result<T, ProtoError>
     crate::text::decoding_from(body, || decode(body))
 }
 
+/// [`decode_shared`] of a body read by [`read_frame`].
+pub fn decode_owned<T: DeserializeOwned>(body: Vec<u8>) -> Result<T, ProtoError> {
+    decode_shared(&Bytes::from(body))
+}
+
 /// Decodes a whole buffer holding exactly one frame, prefix included; for tests and tools.
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: u32) -> Result<T, ProtoError> {
     let Some(prefix) = bytes.get(..4) else {
@@ -92,7 +97,7 @@ pub async fn read_msg<T: DeserializeOwned, R: AsyncRead + Unpin>(
 ) -> Result<Option<T>, ProtoError> {
     match read_frame(reader, max).await? {
         None => Ok(None),
-        Some(body) => decode_shared(&Bytes::from(body)).map(Some),
+        Some(body) => decode_owned(body).map(Some),
     }
 }
 

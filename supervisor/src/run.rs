@@ -184,6 +184,24 @@ fn set_phase(shared: &Shared, phase: Phase, pid: Option<u32>) {
     tracing::info!(phase = phase.as_str(), pid, "Usage worker phase changed.");
 }
 
+/// Reads and decodes one worker frame. Decoding an answer checks its text is UTF-8, a few ms for
+/// 10 MB: large frames are decoded on the blocking pool, so no runtime thread stalls on it.
+async fn read_from_worker<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<FromWorker>, ipc_proto::ProtoError> {
+    let Some(body) = frame::read_frame(reader, MAX_RESPONSE_FRAME).await? else { return Ok(None) };
+    if body.len() < LARGE_FRAME {
+        return frame::decode_owned(body).map(Some);
+    }
+    match tokio::task::spawn_blocking(move || frame::decode_owned(body)).await {
+        Ok(decoded) => decoded.map(Some),
+        Err(error) => Err(ipc_proto::ProtoError::Io(std::io::Error::other(error))),
+    }
+}
+
+/// Frames from this size on are decoded off the runtime.
+const LARGE_FRAME: usize = 1 << 20;
+
 /// Starts the worker from the blocking pool. `spawn` returns only once the child has called
 /// `exec`, and from `pre_exec` on the child runs at the worker's low priority: on a busy host
 /// that wait lasted up to 150 ms, a stall of whichever runtime thread was also serving probes.
@@ -374,7 +392,7 @@ async fn serve(
     let mut reader = tokio::spawn(async move {
         let mut reader = &*reader_stream;
         loop {
-            match frame::read_msg::<FromWorker, _>(&mut reader, MAX_RESPONSE_FRAME).await {
+            match read_from_worker(&mut reader).await {
                 Ok(Some(FromWorker::Response { id, result })) => {
                     reader_in_flight.lock().expect("in-flight map").remove(&id);
                     if matches!(&result, Err(e) if e.kind == WorkerErrorKind::OverBudget) {
