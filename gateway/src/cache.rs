@@ -54,7 +54,7 @@ pub struct Tuning {
     pub fresh_for: Duration,
     /// Most entries kept; the least recently used idle ones go first.
     pub max_entries: usize,
-    /// Most answer bytes kept.
+    /// Most answer bytes kept between calls (see `ApiTuning::cache_max_bytes`).
     pub max_bytes: usize,
     /// How often recently requested queries are re-run for `usage.updated` (0: never).
     pub refresh_interval: Duration,
@@ -68,7 +68,7 @@ impl Default for Tuning {
             max_jobs: 16,
             fresh_for: Duration::ZERO,
             max_entries: 256,
-            max_bytes: 256 << 20,
+            max_bytes: 16 << 20,
             refresh_interval: Duration::from_secs(15),
         }
     }
@@ -284,6 +284,17 @@ struct Inner {
     recent_ms: std::collections::VecDeque<u64>,
     /// The most recent successful job and when it finished: what status reports of the stores.
     last_ok: Option<(std::time::SystemTime, ipc_proto::JobStats, AgentScope)>,
+}
+
+/// The entry to drop first: an idle one (no job) that no WebSocket client asked, least
+/// recently used first; then the one whose last WebSocket asker is oldest, since those queries
+/// are the refresher's and back `usage.updated` pushes.
+fn eviction_victim<K>(entries: &HashMap<K, Entry>) -> Option<&K> {
+    entries
+        .iter()
+        .filter(|(_, e)| e.job.is_none())
+        .min_by_key(|(_, e)| (e.last_pushed, e.last_used))
+        .map(|(k, _)| k)
 }
 
 /// How many finished jobs the duration percentiles cover.
@@ -571,16 +582,10 @@ impl UsageCache {
         }
     }
 
-    /// Drops idle entries, least recently used first, while over the entry or byte bound.
+    /// Drops idle entries, in [`eviction_victim`]'s order, while over the entry or byte bound.
     fn evict_locked(&self, inner: &mut Inner) {
         while inner.entries.len() > self.tuning.max_entries || inner.bytes > self.tuning.max_bytes {
-            let victim = inner
-                .entries
-                .iter()
-                .filter(|(_, e)| e.job.is_none())
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(q, _)| q.clone());
-            let Some(victim) = victim else { break };
+            let Some(victim) = eviction_victim(&inner.entries).cloned() else { break };
             if let Some(entry) = inner.entries.remove(&victim) {
                 inner.bytes = inner.bytes.saturating_sub(entry.good.map_or(0, |g| g.payload.len()));
             }
@@ -840,6 +845,25 @@ impl Drop for JobGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eviction_drops_http_only_answers_before_pushed_ones() {
+        let now = Instant::now();
+        let at = |s: u64| Some(now + Duration::from_secs(s));
+        let entry = |last_used, last_pushed| Entry { good: None, job: None, last_used, last_pushed };
+        let mut entries = HashMap::from([
+            ("ws-old", entry(at(9), at(1))),
+            ("ws-new", entry(at(9), at(5))),
+            ("http-recent", entry(at(8), None)),
+            ("http-old", entry(at(2), None)),
+        ]);
+        let mut order = Vec::new();
+        while let Some(victim) = eviction_victim(&entries).copied() {
+            entries.remove(victim);
+            order.push(victim);
+        }
+        assert_eq!(order, ["http-old", "http-recent", "ws-old", "ws-new"]);
+    }
 
     #[test]
     fn stale_mark_splices_the_status_word_only() {

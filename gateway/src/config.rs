@@ -24,6 +24,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// API tuning: job queue, refresher, WebSocket tick (see `cache.rs` and `ws.rs`).
     pub api: ApiTuning,
+    /// The runtime for bulk I/O: WebSocket connections and the supervisor, which reads the
+    /// worker's answers (`None`: the one `serve` runs on). Reading an 8 MB answer off the worker
+    /// socket or sending it to 20 dashboards keeps a thread busy for milliseconds at a time; on
+    /// their own threads this never delays `/healthz` and small HTTP calls, whose runtime stays
+    /// idle enough for the kernel to run it the moment a request arrives.
+    pub bulk_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Knobs of the request path; `Default` is what `serve` uses without flags.
@@ -32,6 +38,10 @@ pub struct ApiTuning {
     /// Distinct usage jobs running or queued at once; a request needing one more is answered
     /// at once (stale, or `UNAVAILABLE`/429).
     pub max_queued_jobs: usize,
+    /// Most answer bytes the cache keeps between calls. It bounds the gateway's memory: an
+    /// 8 MB `sessions.usage` answer per dashboard query is the usual size, and a refused entry
+    /// only costs a worker job, which every call runs anyway (answers are exact, never aged).
+    pub cache_max_bytes: usize,
     /// How often recently requested usage queries are re-run while WebSocket clients are
     /// connected, to push `usage.updated` (zero: never).
     pub refresh_interval: Duration,
@@ -43,6 +53,7 @@ impl Default for ApiTuning {
     fn default() -> ApiTuning {
         ApiTuning {
             max_queued_jobs: 16,
+            cache_max_bytes: 16 << 20,
             refresh_interval: Duration::from_secs(15),
             tick_interval: Duration::from_secs(30),
         }

@@ -11,6 +11,7 @@ pub mod cli_status;
 pub mod config;
 mod dashboard;
 pub mod device;
+mod http;
 pub mod lag;
 pub mod metrics;
 pub mod params;
@@ -52,6 +53,7 @@ impl AppState {
             // The supervisor cancels a job at its own timeout; ours is only a backstop.
             job_timeout: config.worker.job_timeout + std::time::Duration::from_secs(5),
             max_jobs: config.api.max_queued_jobs,
+            max_bytes: config.api.cache_max_bytes,
             refresh_interval: config.api.refresh_interval,
             ..cache::Tuning::default()
         };
@@ -135,7 +137,13 @@ pub async fn serve(
         OsString::from("--data-dir"),
         config.data_dir.join("cache").into_os_string(),
     ]);
-    let supervisor = supervisor::start(worker);
+    let supervisor = match &config.bulk_runtime {
+        Some(bulk) => {
+            let _on_bulk = bulk.enter();
+            supervisor::start(worker)
+        }
+        None => supervisor::start(worker),
+    };
     let state = AppState::new(config, supervisor.clone());
     {
         use std::io::Write as _;
@@ -146,17 +154,11 @@ pub async fn serve(
     systemd::notify_ready();
     let _watchdog = systemd::spawn_watchdog();
     tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), "Gateway listening.");
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // No Nagle: a small frame right after another (an event, then a response) must not wait for
-    // the client's delayed ACK (40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    http::serve(listener, router(state), shutdown).await;
     systemd::notify_stopping();
     tracing::info!("Gateway stopping; stopping the usage worker.");
     supervisor.shutdown().await;
-    served.context("serving HTTP")
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

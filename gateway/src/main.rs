@@ -113,6 +113,10 @@ struct ServeArgs {
     /// (stale data, or UNAVAILABLE with HTTP 429).
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_queued_jobs: usize,
+    /// Most bytes of usage answers kept between calls (e.g. 16MiB). Past it, idle answers are
+    /// dropped, those only HTTP callers asked first; one still being sent stays until sent.
+    #[arg(long, default_value = "16MiB", value_parser = config::parse_bytes, value_name = "SIZE")]
+    cache_max_bytes: u64,
     /// WebSocket `tick` event interval (seconds).
     #[arg(long, default_value_t = 30.0, value_name = "SECS", hide = true)]
     tick_interval: f64,
@@ -251,12 +255,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout,
         api: config::ApiTuning {
             max_queued_jobs: args.max_queued_jobs.max(1),
+            cache_max_bytes: usize::try_from(args.cache_max_bytes).unwrap_or(usize::MAX),
             refresh_interval: Duration::try_from_secs_f64(args.refresh_interval)
                 .ok()
                 .context("--refresh-interval must be a number of seconds (0: off)")?,
             tick_interval: secs("tick-interval", args.tick_interval)?,
         },
+        bulk_runtime: None,
     };
+    // Bulk I/O gets its own threads (see `Config::bulk_runtime`), with the kernel's default
+    // slice: they yield the CPU to the main runtime's threads, not the reverse.
+    let bulk_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("clawgate-bulk")
+        .event_interval(8)
+        .enable_all()
+        .build()
+        .context("building the bulk I/O runtime")?;
+    let config = gateway::Config { bulk_runtime: Some(bulk_runtime.handle().clone()), ..config };
     let slice_refused = std::sync::Once::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -272,7 +288,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the runtime")?;
-    runtime.block_on(gateway::serve(config, gateway::shutdown_signal()))
+    let served = runtime.block_on(gateway::serve(config, gateway::shutdown_signal()));
+    // The worker is stopped by now; connections still open end with the process. Their tasks
+    // use the main runtime's I/O driver, so they go first.
+    bulk_runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {

@@ -309,17 +309,31 @@ async fn upgrade(state: AppState, request: Request) -> Response {
         .read_buffer_size(8 << 10)
         // Write each frame out at once (no coalescing), so the buffer holds one frame at most.
         .write_buffer_size(0);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                        .await;
-                connection(socket, state, peer).await;
-            }
-            Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete."),
-        }
-    });
+    let runtime = state.config.bulk_runtime.clone();
+    let run = async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "WebSocket upgrade did not complete."),
+        };
+        // Take the socket back from hyper and register it with the I/O driver of the runtime
+        // this runs on: every frame and ACK of a big answer then wakes only these threads.
+        let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => return tracing::error!("WebSocket upgrade on an unexpected connection type; closed."),
+        };
+        let tcp = match parts.io.into_inner().into_std().and_then(tokio::net::TcpStream::from_std) {
+            Ok(tcp) => tcp,
+            Err(error) => return tracing::warn!(%error, "Cannot move an upgraded WebSocket; closed."),
+        };
+        let socket =
+            WebSocketStream::from_partially_read(tcp, parts.read_buf.to_vec(), Role::Server, Some(config))
+                .await;
+        connection(socket, state, peer).await;
+    };
+    match runtime {
+        Some(runtime) => drop(runtime.spawn(run)),
+        None => drop(tokio::spawn(run)),
+    }
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
@@ -811,7 +825,7 @@ struct Outgoing {
     _permit: OwnedSemaphorePermit,
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Socket = WebSocketStream<tokio::net::TcpStream>;
 
 struct Conn {
     socket: Socket,

@@ -184,6 +184,8 @@ pub struct Ctx {
     pub calls: Mutex<Calls>,
     pub ws: Mutex<WsCounts>,
     pub injected: Mutex<Injected>,
+    /// Parses shared by identical payloads (`None`: every answer is parsed).
+    pub parse_memo: Option<crate::answer::ParseMemo>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +216,7 @@ impl Ctx {
             calls: Mutex::default(),
             ws: Mutex::default(),
             injected: Mutex::default(),
+            parse_memo: Some(crate::answer::ParseMemo::default()),
         }
     }
 

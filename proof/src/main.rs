@@ -91,6 +91,11 @@ struct Args {
     /// turns from the gateway and the prober. `--client-idle=false` measures with them competing.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     client_idle: bool,
+    /// Parse a payload once when clients receive it byte for byte again (as 20 dashboards do
+    /// with one cached answer): the harness's own parsing would otherwise take CPU from the
+    /// gateway under test. Every answer is still checked. `--parse-memo=false` parses each.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    parse_memo: bool,
     /// A usage call unanswered after this is a failure.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     call_deadline: Duration,
@@ -310,7 +315,11 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     gateway_args.extend(args.gateway_args.iter().cloned());
     let mut gateway = procs::Gateway::start(&clawgate, &worker_bin, work.path(), &gateway_args, &token)?;
     let truth = Truth::new(&store, &manifest);
-    let ctx = Arc::new(Ctx::new(gateway.addr, token, gateway.pid(), truth, dates));
+    let mut ctx = Ctx::new(gateway.addr, token, gateway.pid(), truth, dates);
+    if !args.parse_memo {
+        ctx.parse_memo = None;
+    }
+    let ctx = Arc::new(ctx);
 
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -451,6 +460,10 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         probes: &probes,
         memory: &memory,
         settles: &settles,
+        parses_shared: ctx
+            .parse_memo
+            .as_ref()
+            .map_or(0, |m| m.hits.load(std::sync::atomic::Ordering::Relaxed)),
         final_settle: (final_converged, final_ms, final_settles.examples.first().cloned()),
         final_status: &final_status,
         lag: &lag,
@@ -468,6 +481,8 @@ struct Summary<'a> {
     probes: &'a Value,
     memory: &'a procs::MemoryReport,
     settles: &'a writer::Settles,
+    /// Answers checked with the parse of an identical payload (see `answer::ParseMemo`).
+    parses_shared: u64,
     final_settle: (bool, u64, Option<String>),
     final_status: &'a Value,
     lag: &'a LagSeen,
@@ -523,6 +538,7 @@ fn summarize(s: &Summary<'_>) -> Value {
             "clients": s.args.clients,
             "clientNice": s.args.client_nice,
             "clientIdle": s.args.client_idle,
+            "parseMemo": s.args.parse_memo,
             "connects": ws.connects,
             "unexpectedCloses": ws.unexpected_closes,
             "connectFailures": ws.connect_failures,
@@ -542,6 +558,7 @@ fn summarize(s: &Summary<'_>) -> Value {
         "correctness": {
             "checked": calls.checked,
             "checkedExact": calls.checked_exact,
+            "parsesShared": s.parses_shared,
             "wrong": calls.wrong,
             "wrongExamples": calls.wrong_examples,
             "appends": appends,

@@ -30,6 +30,7 @@ pub fn probe(base: &str, every: Duration, timeout: Duration, stop: &AtomicBool) 
     let mut hist = histogram();
     let (mut failures, mut examples, mut max_at_s) = (0u64, Vec::<String>::new(), 0.0f64);
     let started = Instant::now();
+    let mut trace = std::env::var_os("PROOF_PROBE_TRACE").map(|_| Vec::new());
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
@@ -44,6 +45,11 @@ pub fn probe(base: &str, every: Duration, timeout: Duration, stop: &AtomicBool) 
             max_at_s = sent.duration_since(started).as_secs_f64();
         }
         let _ = hist.record(micros);
+        if let Some(t) = trace.as_mut() {
+            let epoch =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            t.push(format!("{:.3} {micros}\n", epoch.as_secs_f64() - took.as_secs_f64()));
+        }
         if let Err(why) = result {
             failures += 1;
             if examples.len() < 8 {
@@ -56,6 +62,9 @@ pub fn probe(base: &str, every: Duration, timeout: Duration, stop: &AtomicBool) 
         // A fixed schedule: a slow probe delays the next one, never causes a burst.
         next = (next + every).max(Instant::now());
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    if let (Some(t), Some(path)) = (trace, std::env::var_os("PROOF_PROBE_TRACE")) {
+        let _ = std::fs::write(path, t.concat());
     }
     let latency = report::latency(&hist);
     json!({

@@ -138,6 +138,34 @@ fn a_cap_far_below_what_a_query_needs_never_reaches_health() {
     assert!(acted >= 1, "a memory layer must have acted: {status}");
 }
 
+/// A restarted worker must not parse the whole store again: after a big parse the rollups are
+/// saved at once (not after the usual quiet-time debounce), so a worker killed right after
+/// loads them and parses nothing.
+#[test]
+fn a_worker_killed_after_a_big_parse_resumes_from_saved_rollups() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    // ~0.85 MB a session: about 80 MB, past the worker's 64 MiB save-at-once threshold.
+    let manifest = demo(&store, 2, 48, 100);
+    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    let worker = gateway.ready_worker_pid();
+
+    let cold = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&cold["totals"], &manifest["totals"]);
+    let parsed = cold["diagnostics"]["bytesParsed"].as_u64().expect("bytesParsed");
+    assert!(parsed > 64 << 20, "the store is too small for this test: {parsed} bytes parsed");
+    let saved = gateway.data_dir.join("cache").join("rollups.bin");
+    wait_until(Duration::from_secs(20), || saved.exists().then_some(()))
+        .unwrap_or_else(|| panic!("{} never written", saved.display()));
+
+    signal(worker, Signal::SIGKILL);
+    next_worker(&gateway, worker);
+    let warm = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&warm["totals"], &manifest["totals"]);
+    assert_eq!(warm["diagnostics"]["bytesParsed"], 0, "the new worker parsed again: {}", warm["diagnostics"]);
+}
+
 #[test]
 fn a_stopped_worker_is_killed_after_missed_heartbeats() {
     let _lock = exclusive();

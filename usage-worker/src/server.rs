@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc as std_mpsc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -142,8 +142,13 @@ fn spawn_compute_thread(
             engine.load_persisted();
             let budget = crate::budget::Watch::start(config.memory_budget);
             loop {
-                // Wait for a job, or until a debounced save of changed rollups is due.
+                // Wait for a job, or until a debounced save of changed rollups is due. A due
+                // save goes before queued jobs: under steady load the queue is never empty.
                 let job = match engine.save_due_in() {
+                    Some(Duration::ZERO) => {
+                        engine.save_if_dirty();
+                        continue;
+                    }
                     None => match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => break,

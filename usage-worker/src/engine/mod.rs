@@ -620,7 +620,7 @@ impl Engine {
                         let generation = self.next_gen();
                         self.files
                             .insert(FileKey::of(&disc.path), FileState { disc, rollup: *rollup, generation });
-                        self.persisted.changed();
+                        self.persisted.parsed(bytes);
                     }
                     JobResult::Unreadable { disc, error } => {
                         done += 1;
