@@ -969,3 +969,44 @@ fn large_answers_arrive_whole_and_bad_upgrades_are_refused() {
     // RFC 6455's own example key and accept value.
     assert!(ok.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{ok}");
 }
+
+/// SIGTERM with a WebSocket client connected and an idle keep-alive HTTP connection open: the
+/// gateway stops accepting, ends both, stops its worker and exits 0 promptly (the accept loop
+/// is clawgate's own; upgraded connections run on the bulk runtime).
+#[test]
+fn sigterm_stops_the_gateway_with_connections_open() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 3, 4);
+    let mut gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    let worker = gateway.ready_worker_pid();
+    let (mut ws, _) = Ws::connect(&gateway, "/ws", None);
+    assert_eq!(ws.request("health", &json!({}))["ok"], true);
+    // A keep-alive connection that has been answered and now sits idle.
+    let addr = gateway.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut idle = TcpStream::connect(&addr).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let mut head = [0u8; 512];
+    let n = std::io::Read::read(&mut idle, &mut head).expect("healthz response");
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gateway.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = gateway.wait_exit(Duration::from_secs(15)).expect("the gateway did not exit within 15 s");
+    assert!(status.success(), "exit status {status}");
+    // Events already in flight may come first.
+    let ended = (0..5).any(|_| matches!(ws.frame(), Frame::Gone(_) | Frame::Close(_)));
+    assert!(ended, "the WebSocket outlived the gateway");
+    assert_eq!(
+        std::io::Read::read(&mut idle, &mut head).unwrap_or(0),
+        0,
+        "the idle connection was not closed"
+    );
+    let gone = wait_until(Duration::from_secs(5), || (!e2e::alive(worker)).then_some(()));
+    assert!(gone.is_some(), "worker {worker} outlived its gateway");
+}

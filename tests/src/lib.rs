@@ -140,6 +140,11 @@ impl Gateway {
         body
     }
 
+    /// Waits up to `deadline` for the gateway process to exit, reaping it.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        wait_until(deadline, || self.child.try_wait().ok().flatten())
+    }
+
     /// The pid of the current worker once it is ready (30 s at most).
     pub fn ready_worker_pid(&self) -> u32 {
         let pid = wait_until(Duration::from_secs(30), || {
