@@ -18,8 +18,8 @@ use tower::ServiceExt as _;
 /// progress finish (idle keep-alive connections close at once) and returns when every
 /// connection is done. Upgraded connections are no longer ours by then and do not hold it up.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
-    // Dropped senders/receivers are the signals: `stop` tells connections to finish,
-    // `done_rx.closed()` says every connection task has ended.
+    // Drops are the signals: dropping `stop` tells connections to finish, and `done.closed()`
+    // resolves once every connection task has dropped its receiver.
     let (stop, _) = watch::channel(());
     let (done, done_rx) = watch::channel(());
     let mut shutdown = pin!(shutdown);

@@ -137,12 +137,10 @@ pub async fn serve(
         OsString::from("--data-dir"),
         config.data_dir.join("cache").into_os_string(),
     ]);
-    let supervisor = match &config.bulk_runtime {
-        Some(bulk) => {
-            let _on_bulk = bulk.enter();
-            supervisor::start(worker)
-        }
-        None => supervisor::start(worker),
+    // The supervisor's tasks (and so the reading of worker answers) go to the bulk runtime.
+    let supervisor = {
+        let _on_bulk = config.bulk_runtime.as_ref().map(|bulk| bulk.enter());
+        supervisor::start(worker)
     };
     let state = AppState::new(config, supervisor.clone());
     {

@@ -4,7 +4,9 @@
 //! They run in a child process of their own (this executable with `--probe-child`), so that
 //! the harness's own work (parsing 20 dashboards' answers) cannot stall them in its address
 //! space and pass for gateway latency. The child probes until its stdin closes, then prints its
-//! figures as one JSON line.
+//! figures as one JSON line. With `PROOF_PROBE_TRACE=FILE` in the environment it also writes
+//! every probe to FILE as `<unix seconds at send> <microseconds>` lines, to line slow probes up
+//! with the gateway log.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
