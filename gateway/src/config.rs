@@ -47,6 +47,9 @@ pub struct ApiTuning {
     pub refresh_interval: Duration,
     /// The WebSocket `tick` event interval (`policy.tickIntervalMs`).
     pub tick_interval: Duration,
+    /// Longest wait for a request head (also between requests on a keep-alive connection):
+    /// a client that connects and never finishes a request must not hold a socket for good.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ApiTuning {
@@ -56,6 +59,7 @@ impl Default for ApiTuning {
             cache_max_bytes: 16 << 20,
             refresh_interval: Duration::from_secs(15),
             tick_interval: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -10,14 +10,24 @@ use std::{future::Future, net::SocketAddr, pin::pin, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tower::ServiceExt as _;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets requests in
 /// progress finish (idle keep-alive connections close at once) and returns when every
 /// connection is done. Upgraded connections are no longer ours by then and do not hold it up.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+/// A connection that has not sent a whole request head within `header_timeout` (counted from
+/// when the server starts waiting for one, so also on an idle keep-alive) is closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     // Drops are the signals: dropping `stop` tells connections to finish, and `done.closed()`
     // resolves once every connection task has dropped its receiver.
     let (stop, _) = watch::channel(());
@@ -39,7 +49,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
         // No Nagle: a small frame right after another (an event, then a response) must not wait
         // for the client's delayed ACK (40 ms on Linux).
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, peer, app.clone(), stop.subscribe(), done_rx.clone()));
+        tokio::spawn(connection(tcp, peer, app.clone(), header_timeout, stop.subscribe(), done_rx.clone()));
     }
     drop(listener);
     drop(done_rx);
@@ -52,6 +62,7 @@ async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     app: Router,
+    header_timeout: Duration,
     mut stop: watch::Receiver<()>,
     _done: watch::Receiver<()>,
 ) {
@@ -60,6 +71,8 @@ async fn connection(
         request
     });
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
         .with_upgrades();
     let mut conn = pin!(conn);

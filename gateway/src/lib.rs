@@ -152,7 +152,8 @@ pub async fn serve(
     systemd::notify_ready();
     let _watchdog = systemd::spawn_watchdog();
     tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), "Gateway listening.");
-    http::serve(listener, router(state), shutdown).await;
+    let header_read_timeout = state.config.api.header_read_timeout;
+    http::serve(listener, router(state), header_read_timeout, shutdown).await;
     systemd::notify_stopping();
     tracing::info!("Gateway stopping; stopping the usage worker.");
     supervisor.shutdown().await;

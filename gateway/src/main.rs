@@ -120,6 +120,10 @@ struct ServeArgs {
     /// WebSocket `tick` event interval (seconds).
     #[arg(long, default_value_t = 30.0, value_name = "SECS", hide = true)]
     tick_interval: f64,
+    /// Longest a client may take to send a request head, and to start its next one on an idle
+    /// keep-alive connection, before the connection is closed (seconds).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", hide = true)]
+    header_read_timeout: f64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -260,6 +264,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .ok()
                 .context("--refresh-interval must be a number of seconds (0: off)")?,
             tick_interval: secs("tick-interval", args.tick_interval)?,
+            header_read_timeout: secs("header-read-timeout", args.header_read_timeout)?,
         },
         bulk_runtime: None,
     };

@@ -146,7 +146,8 @@ struct Args {
     /// Target: the gateway's peak RSS (50 MB = 50,000,000 bytes).
     #[arg(long, default_value = "50MB", value_parser = parse_bytes)]
     target_gateway_rss: u64,
-    /// Keep the work directory (gateway log, and the store when it is temporary).
+    /// Keep the work directory (gateway log, and the store when it is temporary). Without it, a
+    /// run that misses a target still keeps a copy of the gateway log (its path is printed).
     #[arg(long)]
     keep_work: bool,
     /// Internal: be the probe process for the gateway at this base URL.
@@ -441,14 +442,6 @@ fn run(args: &Args) -> anyhow::Result<Value> {
     let memory = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
     gateway.stop();
     let restored = ctx.truth.restore()?;
-    if args.keep_work {
-        eprintln!("clawgate-proof: work directory kept: {}", work.keep().display());
-    } else {
-        eprintln!(
-            "clawgate-proof: gateway log: {} (deleted with the work directory; --keep-work keeps it)",
-            gateway.log.display()
-        );
-    }
     eprintln!("clawgate-proof: restored {restored} touched transcripts to their original length");
 
     let summary = summarize(&Summary {
@@ -468,6 +461,22 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         final_status: &final_status,
         lag: &lag,
     });
+    let missed = summary["missed"].as_array().is_some_and(|m| !m.is_empty());
+    if args.keep_work {
+        eprintln!("clawgate-proof: work directory kept: {}", work.keep().display());
+    } else if missed {
+        // A missed target must leave evidence, and the work directory may hold a 1.45 GB store.
+        let kept = std::env::temp_dir().join(format!("clawgate-proof-{}-gateway.log", std::process::id()));
+        match std::fs::copy(&gateway.log, &kept) {
+            Ok(_) => eprintln!("clawgate-proof: a target was missed; gateway log kept: {}", kept.display()),
+            Err(e) => eprintln!("clawgate-proof: cannot keep the gateway log {}: {e}", gateway.log.display()),
+        }
+    } else {
+        eprintln!(
+            "clawgate-proof: gateway log: {} (deleted with the work directory; --keep-work keeps it)",
+            gateway.log.display()
+        );
+    }
     eprint!("{}", report::table(&summary));
     Ok(summary)
 }

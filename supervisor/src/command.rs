@@ -7,7 +7,7 @@
 
 use std::{
     collections::VecDeque,
-    path::Path,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, Mutex},
 };
@@ -52,8 +52,58 @@ pub fn address_space_limit(cap: u64) -> u64 {
     (cap.saturating_mul(4)).max(cap.saturating_add(2 << 30))
 }
 
-/// Spawns the worker, connecting back to `socket`, and starts forwarding its stderr.
-pub(crate) fn spawn_worker(config: &Config, socket: &Path) -> std::io::Result<(Child, StderrTail)> {
+/// A spawn request for the [`spawn_from_forker`] thread, and where its result goes.
+type SpawnRequest = (
+    tokio::runtime::Handle,
+    Config,
+    PathBuf,
+    tokio::sync::oneshot::Sender<std::io::Result<(Child, StderrTail)>>,
+);
+
+/// Spawns the worker from one long-lived thread of its own, off the async runtime.
+///
+/// Off the runtime: `spawn` returns only once the child has called `exec`, and from `pre_exec`
+/// on the child runs at the worker's low priority; on a busy host that wait lasted up to 150
+/// ms, a stall of whichever runtime thread was also serving probes. One long-lived thread, not
+/// the blocking pool: `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+/// and a blocking-pool thread retires after 10 s idle, which killed a healthy, idle worker
+/// every 10 s. The thread lives as long as the process.
+pub(crate) async fn spawn_from_forker(
+    config: &Config,
+    socket: &Path,
+) -> std::io::Result<(Child, StderrTail)> {
+    static FORKER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let forker = FORKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new().name("clawgate-forker".into()).spawn(move || {
+            for (runtime, config, socket, reply) in rx {
+                let _in_runtime = runtime.enter();
+                // A runtime shut down meanwhile must not take this thread down with it.
+                let spawned =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spawn_worker(&config, &socket)))
+                        .unwrap_or_else(|_| Err(std::io::Error::other("spawning the worker panicked")));
+                let _ = reply.send(spawned);
+            }
+        });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "Cannot start the worker-spawning thread.");
+        }
+        Mutex::new(tx)
+    });
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = (tokio::runtime::Handle::current(), config.clone(), socket.to_owned(), reply);
+    forker
+        .lock()
+        .map_err(|_| std::io::Error::other("the worker-spawning thread's channel is poisoned"))?
+        .send(request)
+        .map_err(|_| std::io::Error::other("the worker-spawning thread is gone"))?;
+    answer.await.map_err(|_| std::io::Error::other("the worker-spawning thread dropped the request"))?
+}
+
+/// Spawns the worker, connecting back to `socket`, and starts forwarding its stderr. Call it
+/// from [`spawn_from_forker`]'s thread (see there why).
+fn spawn_worker(config: &Config, socket: &Path) -> std::io::Result<(Child, StderrTail)> {
     let mut command = Command::new(&config.worker_bin);
     let budget = config.memory_max / 10 * 8;
     command

@@ -202,19 +202,6 @@ async fn read_from_worker<R: tokio::io::AsyncRead + Unpin>(
 /// Frames from this size on are decoded off the runtime.
 const LARGE_FRAME: usize = 1 << 20;
 
-/// Starts the worker from the blocking pool. `spawn` returns only once the child has called
-/// `exec`, and from `pre_exec` on the child runs at the worker's low priority: on a busy host
-/// that wait lasted up to 150 ms, a stall of whichever runtime thread was also serving probes.
-async fn spawn_off_runtime(
-    config: &Config,
-    socket: &Path,
-) -> std::io::Result<(tokio::process::Child, command::StderrTail)> {
-    let (config, socket) = (config.clone(), socket.to_owned());
-    tokio::task::spawn_blocking(move || command::spawn_worker(&config, &socket))
-        .await
-        .map_err(std::io::Error::other)?
-}
-
 /// Managed mode: spawn, handshake, serve. `None` means shutdown was requested (the worker has
 /// been stopped and reaped).
 async fn run_managed(
@@ -228,7 +215,7 @@ async fn run_managed(
     let spawned = match ipc_proto::endpoint::ensure_private_dir(&config.run_dir)
         .and_then(|()| ipc_proto::endpoint::bind(socket))
     {
-        Ok(listener) => spawn_off_runtime(config, socket).await.map(|spawned| (listener, spawned)),
+        Ok(listener) => command::spawn_from_forker(config, socket).await.map(|spawned| (listener, spawned)),
         Err(error) => Err(error),
     };
     let (listener, (mut child, mut stderr_tail)) = match spawned {

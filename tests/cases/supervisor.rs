@@ -138,6 +138,29 @@ fn a_cap_far_below_what_a_query_needs_never_reaches_health() {
     assert!(acted >= 1, "a memory layer must have acted: {status}");
 }
 
+/// An idle worker stays up. It dies with the thread that forked it (`PR_SET_PDEATHSIG`), so
+/// that thread must live as long as the gateway: forked from the blocking pool, whose threads
+/// retire after 10 s idle, a healthy idle worker was killed every 10 s.
+#[test]
+fn an_idle_worker_outlives_the_threads_that_served_its_calls() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    let worker = gateway.ready_worker_pid();
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+    // Tokio retires idle blocking threads after 10 s: watch 15 s for a restart.
+    let restarted = wait_until(Duration::from_secs(15), || {
+        let status = gateway.status();
+        (status["worker"]["pid"].as_u64() != Some(u64::from(worker)) || status["worker"]["restarts"] != 0)
+            .then_some(status)
+    });
+    assert!(restarted.is_none(), "the idle worker was replaced: {}", restarted.unwrap_or_default());
+    assert!(alive(worker), "worker {worker} is gone");
+}
+
 /// A restarted worker must not parse the whole store again: after a big parse the rollups are
 /// saved at once (not after the usual quiet-time debounce), so a worker killed right after
 /// loads them and parses nothing.

@@ -1010,3 +1010,33 @@ fn sigterm_stops_the_gateway_with_connections_open() {
     let gone = wait_until(Duration::from_secs(5), || (!e2e::alive(worker)).then_some(()));
     assert!(gone.is_some(), "worker {worker} outlived its gateway");
 }
+
+/// A client that opens a connection and never finishes its request head (a slowloris) is cut
+/// off after the header-read timeout instead of holding a socket for good; others are served.
+#[test]
+fn a_request_head_never_finished_is_cut_off() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &["--header-read-timeout", "1"], &[]);
+    let addr = gateway.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    slow.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let read = std::io::Read::read(&mut slow, &mut buf);
+    let took = started.elapsed();
+    match &read {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            panic!("the unfinished request still held its connection after {took:?}")
+        }
+        // Closed, or an error response before the close.
+        Ok(0) | Err(_) => {}
+        Ok(n) => assert!(buf[..*n].starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&buf[..*n])),
+    }
+    assert!(took >= Duration::from_millis(900), "cut off after {took:?}, before the 1 s timeout");
+    let (code, body) = gateway.get("/healthz");
+    assert_eq!(code, 200, "{body}");
+}
