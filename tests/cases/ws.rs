@@ -944,7 +944,7 @@ fn large_answers_arrive_whole_and_bad_upgrades_are_refused() {
     assert_eq!(ws.request("health", &json!({}))["ok"], true);
     ws.close();
 
-    let addr = gateway.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let addr = gateway.addr();
     let raw = |request: String| -> String {
         let mut stream = TcpStream::connect(&addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -984,7 +984,7 @@ fn sigterm_stops_the_gateway_with_connections_open() {
     let (mut ws, _) = Ws::connect(&gateway, "/ws", None);
     assert_eq!(ws.request("health", &json!({}))["ok"], true);
     // A keep-alive connection that has been answered and now sits idle.
-    let addr = gateway.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let addr = gateway.addr();
     let mut idle = TcpStream::connect(&addr).expect("connect");
     idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
@@ -1020,7 +1020,7 @@ fn a_request_head_never_finished_is_cut_off() {
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
     let gateway = Gateway::start(dir.path(), &store, &["--header-read-timeout", "1"], &[]);
-    let addr = gateway.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let addr = gateway.addr();
     let mut slow = TcpStream::connect(&addr).expect("connect");
     slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     slow.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes()).unwrap();

@@ -105,6 +105,11 @@ impl Gateway {
         format!("{}{}", self.base, path)
     }
 
+    /// `127.0.0.1:PORT`, for raw TCP clients.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
     /// GET `path` → (status, JSON body).
     pub fn get(&self, path: &str) -> (u16, Value) {
         let mut res = self.agent.get(self.url(path)).call().expect("GET");
