@@ -72,8 +72,7 @@ pub(crate) async fn spawn_from_forker(
     config: &Config,
     socket: &Path,
 ) -> std::io::Result<(Child, StderrTail)> {
-    static FORKER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
-        std::sync::OnceLock::new();
+    static FORKER: std::sync::OnceLock<std::sync::mpsc::Sender<SpawnRequest>> = std::sync::OnceLock::new();
     let forker = FORKER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
         let started = std::thread::Builder::new().name("clawgate-forker".into()).spawn(move || {
@@ -89,15 +88,11 @@ pub(crate) async fn spawn_from_forker(
         if let Err(e) = started {
             tracing::error!(error = %e, "Cannot start the worker-spawning thread.");
         }
-        Mutex::new(tx)
+        tx
     });
     let (reply, answer) = tokio::sync::oneshot::channel();
     let request = (tokio::runtime::Handle::current(), config.clone(), socket.to_owned(), reply);
-    forker
-        .lock()
-        .map_err(|_| std::io::Error::other("the worker-spawning thread's channel is poisoned"))?
-        .send(request)
-        .map_err(|_| std::io::Error::other("the worker-spawning thread is gone"))?;
+    forker.send(request).map_err(|_| std::io::Error::other("the worker-spawning thread is gone"))?;
     answer.await.map_err(|_| std::io::Error::other("the worker-spawning thread dropped the request"))?
 }
 
