@@ -64,8 +64,7 @@ pub fn run(ctx: Arc<Ctx>, config: ChaosConfig, stop: Arc<AtomicBool>) {
     .collect();
     let mut memory_faults: Vec<JoinHandle<()>> = Vec::new();
     let mut memory_count = 0u64;
-    // Stopped workers: pid, when, and the fault interval to end when they are gone.
-    let mut stopped: Vec<(u32, Instant, usize)> = Vec::new();
+    let mut stopped: Vec<Stopped> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         check_hangs(&ctx, &mut stopped, config.hang_deadline);
         let Some(i) = (0..next.len()).min_by_key(|i| next[*i].2) else {
@@ -100,7 +99,13 @@ pub fn run(ctx: Arc<Ctx>, config: ChaosConfig, stop: Arc<AtomicBool>) {
                     let fault = ctx.fault_begin();
                     if kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).is_ok() {
                         ctx.injected().sigstop += 1;
-                        stopped.push((pid, Instant::now(), fault));
+                        stopped.push(Stopped {
+                            pid,
+                            at: Instant::now(),
+                            fault,
+                            seen_stopped: false,
+                            running_since: None,
+                        });
                     } else {
                         ctx.fault_end(fault);
                     }
@@ -136,27 +141,85 @@ fn ready_worker(ctx: &Ctx, http: &ureq::Agent) -> Option<u32> {
     (ready && procs::is_worker_of(pid, ctx.gateway_pid)).then_some(pid)
 }
 
+/// A worker the harness stopped, until it is gone.
+struct Stopped {
+    pid: u32,
+    at: Instant,
+    /// The fault interval to end when it is gone.
+    fault: usize,
+    /// Whether the harness has seen it in the stopped state (a group stop takes effect once
+    /// every thread has taken the signal).
+    seen_stopped: bool,
+    /// Since when it has been seen out of the stopped state while still there.
+    running_since: Option<Instant>,
+}
+
+/// What became of a stopped worker at one look.
+#[derive(Debug, PartialEq)]
+enum Hang {
+    /// Still stopped (or just leaving that state), within the deadline.
+    Pending,
+    /// Gone: the supervisor killed it, as it should.
+    Gone,
+    /// Running again for [`CONTINUED_AFTER`] without dying: something outside clawgate sent
+    /// SIGCONT (nothing in clawgate does), so there is no hang left to detect.
+    Continued { after: Duration },
+    /// Still there at the deadline: the supervisor missed it.
+    Undetected,
+}
+
+/// How long a stopped worker must be seen running before it counts as continued; a worker the
+/// supervisor kills leaves the stopped state too, but is gone within milliseconds.
+const CONTINUED_AFTER: Duration = Duration::from_secs(1);
+
+impl Stopped {
+    /// Updates what the harness knows from the process state (`None`: gone or a zombie).
+    fn look(&mut self, state: Option<char>, now: Instant, deadline: Duration) -> Hang {
+        let Some(state) = state else { return Hang::Gone };
+        if matches!(state, 'T' | 't') {
+            self.seen_stopped = true;
+            self.running_since = None;
+        } else {
+            let since = *self.running_since.get_or_insert(now);
+            let long_enough = now.duration_since(since) >= CONTINUED_AFTER;
+            if long_enough && (self.seen_stopped || now.duration_since(self.at) >= CONTINUED_AFTER) {
+                return Hang::Continued { after: since.duration_since(self.at) };
+            }
+        }
+        if now.duration_since(self.at) < deadline { Hang::Pending } else { Hang::Undetected }
+    }
+}
+
 /// Stopped workers must be gone (killed by the supervisor) within `deadline`; one that is not
-/// is counted and killed here so the run can go on.
-fn check_hangs(ctx: &Ctx, stopped: &mut Vec<(u32, Instant, usize)>, deadline: Duration) {
-    stopped.retain(|(pid, at, fault)| {
-        let alive = matches!(procs::stat(*pid), Some((state, ppid)) if ppid == ctx.gateway_pid && state != 'Z' && state != 'X');
-        if !alive {
-            ctx.fault_end(*fault);
-            return false;
+/// is counted and killed here so the run can go on. One found running again was continued from
+/// outside and is reported apart.
+fn check_hangs(ctx: &Ctx, stopped: &mut Vec<Stopped>, deadline: Duration) {
+    stopped.retain_mut(|w| {
+        let state = match procs::stat(w.pid) {
+            Some((state, ppid)) if ppid == ctx.gateway_pid && state != 'Z' && state != 'X' => Some(state),
+            _ => None,
+        };
+        let when = w.at.duration_since(ctx.started).as_secs_f64();
+        match w.look(state, Instant::now(), deadline) {
+            Hang::Pending => return true,
+            Hang::Gone => {}
+            Hang::Continued { after } => ctx.injected().hangs_continued.push(format!(
+                "worker {} stopped (SIGSTOP) at {when:.1}s was running again {} ms later",
+                w.pid,
+                after.as_millis()
+            )),
+            Hang::Undetected => {
+                let mut injected = ctx.injected();
+                injected.hangs_undetected += 1;
+                injected.unexpected_outcomes.push(format!(
+                    "worker {} stopped (SIGSTOP) at {when:.1}s was still there after {} ms",
+                    w.pid,
+                    deadline.as_millis()
+                ));
+                let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+            }
         }
-        if at.elapsed() < deadline {
-            return true;
-        }
-        let mut injected = ctx.injected();
-        injected.hangs_undetected += 1;
-        injected.unexpected_outcomes.push(format!(
-            "worker {pid} stopped (SIGSTOP) at {:.1}s was still there after {} ms",
-            at.duration_since(ctx.started).as_secs_f64(),
-            deadline.as_millis()
-        ));
-        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-        ctx.fault_end(*fault);
+        ctx.fault_end(w.fault);
         false
     });
 }
@@ -276,4 +339,54 @@ pub fn preflight(ctx: &Ctx, cap_mib: u64) -> anyhow::Result<bool> {
         return Ok(false);
     }
     anyhow::bail!("the fault-injection preflight got an unexpected answer: HTTP {status} {body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(15);
+
+    fn stopped(at: Instant) -> Stopped {
+        Stopped { pid: 1, at, fault: 0, seen_stopped: false, running_since: None }
+    }
+
+    #[test]
+    fn a_stopped_worker_the_supervisor_kills_is_gone_not_continued() {
+        let t0 = Instant::now();
+        let mut w = stopped(t0);
+        assert_eq!(w.look(Some('S'), t0, DEADLINE), Hang::Pending, "the stop has not taken effect yet");
+        assert_eq!(w.look(Some('T'), t0 + Duration::from_millis(50), DEADLINE), Hang::Pending);
+        // SIGKILL wakes it to die: briefly running, then gone.
+        assert_eq!(w.look(Some('R'), t0 + Duration::from_millis(3000), DEADLINE), Hang::Pending);
+        assert_eq!(w.look(None, t0 + Duration::from_millis(3050), DEADLINE), Hang::Gone);
+    }
+
+    #[test]
+    fn a_stopped_worker_running_again_for_a_second_was_continued() {
+        let t0 = Instant::now();
+        let mut w = stopped(t0);
+        assert_eq!(w.look(Some('T'), t0 + Duration::from_millis(50), DEADLINE), Hang::Pending);
+        assert_eq!(w.look(Some('S'), t0 + Duration::from_millis(2600), DEADLINE), Hang::Pending);
+        assert_eq!(w.look(Some('R'), t0 + Duration::from_millis(3000), DEADLINE), Hang::Pending);
+        assert_eq!(
+            w.look(Some('S'), t0 + Duration::from_millis(3600), DEADLINE),
+            Hang::Continued { after: Duration::from_millis(2600) }
+        );
+    }
+
+    #[test]
+    fn a_worker_that_never_stops_counts_as_continued_and_one_stopped_too_long_as_undetected() {
+        let t0 = Instant::now();
+        let mut never = stopped(t0);
+        assert_eq!(never.look(Some('S'), t0, DEADLINE), Hang::Pending);
+        assert_eq!(
+            never.look(Some('S'), t0 + Duration::from_secs(1), DEADLINE),
+            Hang::Continued { after: Duration::ZERO }
+        );
+
+        let mut hung = stopped(t0);
+        assert_eq!(hung.look(Some('T'), t0 + Duration::from_secs(1), DEADLINE), Hang::Pending);
+        assert_eq!(hung.look(Some('T'), t0 + DEADLINE, DEADLINE), Hang::Undetected);
+    }
 }

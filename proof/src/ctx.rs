@@ -145,6 +145,9 @@ pub struct Injected {
     pub sigstop_skipped: u64,
     /// Stopped workers the supervisor did not replace in time (killed by the harness).
     pub hangs_undetected: u64,
+    /// Stopped workers found running again before the supervisor acted: the hang was undone
+    /// from outside clawgate (nothing in it sends SIGCONT), so there was nothing to detect.
+    pub hangs_continued: Vec<String>,
     pub alloc: u64,
     pub alloc_refused: u64,
     pub rss: u64,
@@ -338,9 +341,23 @@ pub struct Sent {
     pub timed: bool,
 }
 
-/// An HTTP agent that returns error statuses as values and never waits longer than `timeout`.
+/// An HTTP agent that returns error statuses as values; no phase of a call (connect, send,
+/// wait for the head, read the body) waits longer than `timeout`.
+///
+/// Per phase, not `timeout_global`: with any timeout on name resolution ureq resolves on a
+/// new thread for every call, pooled connection or not, and the prober would then measure a
+/// thread start (and its wait for a CPU) with every `/healthz`. Resolution stays untimed; the
+/// harness only ever names IP literals.
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(timeout))
+        .timeout_send_request(Some(timeout))
+        .timeout_send_body(Some(timeout))
+        .timeout_recv_response(Some(timeout))
+        .timeout_recv_body(Some(timeout))
+        .build()
+        .into()
 }
 
 /// `POST /api/v1/call/{method}` → (HTTP status, body text).

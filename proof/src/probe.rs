@@ -42,6 +42,13 @@ pub fn probe(base: &str, every: Duration, timeout: Duration, stop: &AtomicBool) 
             if status == 200 { Ok(()) } else { Err(format!("status {status}: {body:.200}")) }
         });
         let took = sent.elapsed();
+        let result = result.and_then(|()| {
+            if took > timeout {
+                Err(format!("answered after {took:?}, over the {timeout:?} limit"))
+            } else {
+                Ok(())
+            }
+        });
         let micros = (took.as_micros() as u64).max(1);
         if micros >= hist.max() {
             max_at_s = sent.duration_since(started).as_secs_f64();

@@ -112,7 +112,7 @@ pub fn missed(s: &Value, t: &Targets) -> Vec<String> {
         missed.push(format!("{} hangs not detected by the supervisor", f["hangsUndetected"]));
     }
     if f["unexpectedOutcomes"].as_array().is_some_and(|a| !a.is_empty()) {
-        missed.push("memory faults not handled as expected".into());
+        missed.push("faults not handled as expected (see faults.unexpectedOutcomes)".into());
     }
     missed
 }
@@ -182,10 +182,11 @@ pub fn table(s: &Value) -> String {
         (
             "faults injected",
             format!(
-                "SIGKILL {} (+{} skipped: no worker), SIGSTOP {}, alloc {} ({} refused), rss {} ({} killed), {} taken by another fault first, {} past the deadline, {} not sent (worker never idle); {} slots skipped while a fault was being handled",
+                "SIGKILL {} (+{} skipped: no worker), SIGSTOP {} ({} continued from outside), alloc {} ({} refused), rss {} ({} killed), {} taken by another fault first, {} past the deadline, {} not sent (worker never idle); {} slots skipped while a fault was being handled",
                 f["sigkill"],
                 f["sigkillSkipped"],
                 f["sigstop"],
+                f["hangsContinued"].as_array().map_or(0, Vec::len),
                 f["alloc"],
                 f["allocRefused"],
                 f["rss"],

@@ -50,6 +50,11 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     let manifest = demo(&store, 1, 3, 4);
     let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
     let worker = gateway.ready_worker_pid();
+    let cold = gateway.call_ok("sessions.usage", &all_usage());
+    assert!(cold["diagnostics"]["bytesParsed"].as_u64() > Some(0), "{}", cold["diagnostics"]);
+    let saved = gateway.data_dir.join("cache").join("rollups.bin");
+    wait_until(Duration::from_secs(20), || saved.exists().then_some(()))
+        .unwrap_or_else(|| panic!("{} never written", saved.display()));
     let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
 
     let started = Instant::now();
@@ -62,6 +67,8 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
 
     let usage = gateway.call_ok("sessions.usage", &all_usage());
     assert_totals_eq(&usage["totals"], &manifest["totals"]);
+    // The engine was dropped with the job; the next one starts again from the saved rollups.
+    assert_eq!(usage["diagnostics"]["bytesParsed"], 0, "parsed the store again: {}", usage["diagnostics"]);
     let report = probe.finish();
     assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
     let status = gateway.status();

@@ -202,7 +202,16 @@ impl HealthProbe {
         let flag = std::sync::Arc::clone(&stop);
         let url = format!("{base}/healthz");
         let thread = std::thread::spawn(move || {
-            let agent = http_agent(Duration::from_secs(2));
+            // Timeouts per phase: with a global one ureq resolves the address on a new thread
+            // for every call, and each probe would time a thread start too.
+            let two = Some(Duration::from_secs(2));
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(two)
+                .timeout_recv_response(two)
+                .timeout_recv_body(two)
+                .build()
+                .into();
             let mut report = ProbeReport { count: 0, failures: Vec::new(), max: Duration::ZERO };
             while !flag.load(Ordering::Relaxed) {
                 let started = Instant::now();
