@@ -35,6 +35,13 @@ fn next_worker(gateway: &Gateway, old: u32) -> u32 {
     .unwrap_or_else(|| panic!("no new worker became ready: {}", gateway.status()))
 }
 
+/// Waits (20 s at most) until the worker has saved its rollups.
+fn wait_for_saved_rollups(gateway: &Gateway) {
+    let saved = gateway.data_dir.join("cache").join("rollups.bin");
+    wait_until(Duration::from_secs(20), || saved.exists().then_some(()))
+        .unwrap_or_else(|| panic!("{} never written", saved.display()));
+}
+
 fn assert_retryable_unavailable(code: u16, body: &Value) {
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
@@ -52,9 +59,7 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     let worker = gateway.ready_worker_pid();
     let cold = gateway.call_ok("sessions.usage", &all_usage());
     assert!(cold["diagnostics"]["bytesParsed"].as_u64() > Some(0), "{}", cold["diagnostics"]);
-    let saved = gateway.data_dir.join("cache").join("rollups.bin");
-    wait_until(Duration::from_secs(20), || saved.exists().then_some(()))
-        .unwrap_or_else(|| panic!("{} never written", saved.display()));
+    wait_for_saved_rollups(&gateway);
     let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
 
     let started = Instant::now();
@@ -185,9 +190,7 @@ fn a_worker_killed_after_a_big_parse_resumes_from_saved_rollups() {
     assert_totals_eq(&cold["totals"], &manifest["totals"]);
     let parsed = cold["diagnostics"]["bytesParsed"].as_u64().expect("bytesParsed");
     assert!(parsed > 64 << 20, "the store is too small for this test: {parsed} bytes parsed");
-    let saved = gateway.data_dir.join("cache").join("rollups.bin");
-    wait_until(Duration::from_secs(20), || saved.exists().then_some(()))
-        .unwrap_or_else(|| panic!("{} never written", saved.display()));
+    wait_for_saved_rollups(&gateway);
 
     signal(worker, Signal::SIGKILL);
     next_worker(&gateway, worker);
