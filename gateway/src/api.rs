@@ -408,7 +408,7 @@ pub async fn sessions_list(state: &AppState, params: &Value, via: Via) -> Result
         include_global,
         include_unknown,
     };
-    let payload = served.answer.payload.clone();
+    let payload = served.payload();
     let rows = tokio::task::spawn_blocking(move || session_rows(&payload, &filter))
         .await
         .map_err(|e| ApiError { code: ErrorCode::Unavailable, message: e.to_string(), retry_after: None })?

@@ -14,11 +14,12 @@
 //! - when every request waiting on a job has gone away (client disconnected) before its deadline
 //!   and the job is not a background refresh, the job is aborted, which cancels it in the worker.
 //!
-//! Answers stay JSON text (`Bytes`): the gateway never parses them on this path. The stale mark is
-//! a splice of the `cacheStatus` status word, found from the end of the text, where the worker
-//! writes it. Each finished job compares its answer's data bytes (all but the answer-time fields
-//! and the job's own diagnostics) with the entry's previous answer, a `memcmp`, and broadcasts
-//! `usage.updated` when the data changed.
+//! Answers stay JSON text (`Bytes`): the gateway never parses them on this path. The worker
+//! sends the data as text and the answer-time fields (`updatedAt`, `cacheStatus`,
+//! `diagnostics`) typed (`ipc_proto::AnswerMeta`), so a stale answer is the same data with a
+//! `"stale"` status rendered around it. Each job tells the worker the fingerprint of the answer
+//! the entry holds; unchanged data comes back as a small `Unchanged` reply and the entry keeps its
+//! bytes, and only a new fingerprint broadcasts `usage.updated`.
 //! A background refresher re-runs the queries WebSocket clients asked recently, every
 //! `refresh_interval` while such clients are connected, so dashboards get pushes without
 //! polling. Queries only HTTP callers asked are not re-run: nobody would be told.
@@ -33,7 +34,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use ipc_proto::{AgentScope, JobStats, UsageQuery};
+use ipc_proto::{AgentScope, AnswerMeta, CacheState, JobStats, UsageQuery, UsageReply};
 use serde_json::json;
 use supervisor::SupervisorHandle;
 use tokio::sync::{broadcast, watch};
@@ -115,17 +116,28 @@ impl Outcome {
 /// One good answer from the worker.
 #[derive(Debug)]
 pub struct Answer {
-    /// The OpenClaw payload as JSON text, exactly as the worker wrote it.
-    pub payload: Bytes,
-    /// When a job found the data unchanged, its answer's own answer-time head and tail (see
-    /// [`data_bytes`]), served around `payload`'s data, which is the previous answer's: the new
-    /// copy of an 8 MB answer is dropped at once instead of living on beside the old one, which
-    /// clients may still be reading.
-    pub fresh_ends: Option<(Bytes, Bytes)>,
-    /// Changes exactly when the data changes (answer-time fields excluded); unique per cache.
+    /// The payload's data members as JSON text, exactly as the worker wrote them (shared with
+    /// every client being sent this answer).
+    pub data: Bytes,
+    /// The answer-time fields of the latest job that confirmed `data`.
+    pub meta: AnswerMeta,
+    /// The worker's fingerprint of `data`.
+    pub fingerprint: u64,
+    /// Changes exactly when the data changes; unique per cache.
     pub version: u64,
     pub computed_at: Instant,
     pub stats: JobStats,
+}
+
+impl Answer {
+    /// Bytes held (the data; the answer-time fields are small).
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
 }
 
 /// What a request gets.
@@ -138,77 +150,23 @@ pub struct Served {
 impl Served {
     /// The payload text in pieces that concatenate to the answer, with the stale mark applied.
     pub fn chunks(&self) -> Vec<Bytes> {
-        let payload = &self.answer.payload;
-        let stale = self.outcome == Outcome::Stale;
-        match &self.answer.fresh_ends {
-            None if stale => mark_status(payload, "stale"),
-            None => vec![payload.clone()],
-            Some((head, tail)) => {
-                let mut chunks = vec![head.clone(), payload.slice_ref(data_bytes(payload))];
-                if stale {
-                    chunks.extend(mark_status(tail, "stale"));
-                } else {
-                    chunks.push(tail.clone());
-                }
-                chunks
-            }
-        }
+        let meta = &self.answer.meta;
+        let state = (self.outcome == Outcome::Stale).then_some(CacheState::Stale);
+        vec![Bytes::from(meta.json_head()), self.answer.data.clone(), Bytes::from(meta.json_tail(state))]
+    }
+
+    /// The whole payload in one buffer (a copy; for the few callers that parse it).
+    pub fn payload(&self) -> Bytes {
+        let chunks = self.chunks();
+        let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+        chunks.iter().for_each(|c| out.extend_from_slice(c));
+        Bytes::from(out)
     }
 
     /// Age of the answer.
     pub fn age(&self) -> Duration {
         self.answer.computed_at.elapsed()
     }
-}
-
-/// Replaces the top-level `cacheStatus.status` word. The pattern cannot match inside a JSON
-/// string (quotes there are escaped), and the worker writes `cacheStatus` near the end, so the
-/// reverse search touches only the tail. Answers without it (timeseries, logs) are left as-is.
-pub fn mark_status(payload: &Bytes, status: &'static str) -> Vec<Bytes> {
-    const PATTERN: &[u8] = br#""cacheStatus":{"status":""#;
-    if let Some(at) = memchr::memmem::rfind(payload, PATTERN) {
-        let start = at + PATTERN.len();
-        if let Some(len) = memchr::memchr(b'"', &payload[start..]) {
-            return vec![
-                payload.slice(..start),
-                Bytes::from_static(status.as_bytes()),
-                payload.slice(start + len..),
-            ];
-        }
-    }
-    vec![payload.clone()]
-}
-
-/// The part of an answer that is data. `updatedAt` (first field) is the time of answering, and
-/// the worker ends its answers with `cacheStatus` and `diagnostics` (refresh time, files parsed
-/// by this job): none of that is data, so two answers over unchanged files have equal data bytes.
-pub fn data_bytes(payload: &[u8]) -> &[u8] {
-    let mut body = payload;
-    if let Some(rest) = body.strip_prefix(br#"{"updatedAt":"#) {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
-        body = &rest[digits..];
-    }
-    if let Some(at) = memchr::memmem::rfind(body, br#""cacheStatus":{"#) {
-        body = &body[..at];
-    }
-    body
-}
-
-/// `payload`'s answer-time head and tail around its [`data_bytes`], copied out (a few hundred bytes).
-fn answer_time_ends(payload: &[u8]) -> (Bytes, Bytes) {
-    let data = data_bytes(payload);
-    let start = data.as_ptr() as usize - payload.as_ptr() as usize;
-    (Bytes::copy_from_slice(&payload[..start]), Bytes::copy_from_slice(&payload[start + data.len()..]))
-}
-
-/// Whether `new` carries other data than `old` (a `memcmp`, cheap even in debug builds); big
-/// answers are compared on the blocking pool so a runtime thread never compares 30 MB.
-async fn data_changed(old: Option<Arc<Answer>>, new: Bytes) -> bool {
-    let Some(old) = old else { return true };
-    if new.len() < 4 << 20 {
-        return data_bytes(&old.payload) != data_bytes(&new);
-    }
-    tokio::task::spawn_blocking(move || data_bytes(&old.payload) != data_bytes(&new)).await.unwrap_or(true)
 }
 
 /// A `usage.updated` event, payload rendered once for every client.
@@ -471,21 +429,51 @@ impl UsageCache {
         let mut guard =
             JobGuard { cache: Arc::clone(&self), query: Some(query.clone()), job: Arc::clone(&job) };
         let started = Instant::now();
-        let called = tokio::time::timeout(self.tuning.job_timeout, self.supervisor.call(query.clone())).await;
+        // One job per query at a time, so the previous answer cannot change meanwhile.
+        let old = self.peek(&query);
+        let known = old.as_ref().map(|a| a.fingerprint);
+        let called =
+            tokio::time::timeout(self.tuning.job_timeout, self.supervisor.call(query.clone(), known)).await;
         let result = match called {
-            Ok(Ok(answer)) => {
-                let payload = answer.payload_json.into_bytes();
-                // One job per query at a time, so the previous answer cannot change meanwhile.
-                let old = self.peek(&query);
-                let changed = data_changed(old.clone(), payload.clone()).await;
-                let (payload, fresh_ends, version) = match old {
-                    Some(old) if !changed => {
-                        (old.payload.clone(), Some(answer_time_ends(&payload)), old.version)
-                    }
-                    _ => (payload, None, self.next_version.fetch_add(1, Ordering::Relaxed)),
-                };
+            Ok(Ok(reply)) => {
                 let computed_at = Instant::now();
-                Ok(Arc::new(Answer { payload, fresh_ends, version, computed_at, stats: answer.stats }))
+                match (reply, old) {
+                    (UsageReply::Unchanged { meta, stats }, Some(old)) => Ok(Arc::new(Answer {
+                        data: old.data.clone(),
+                        meta,
+                        fingerprint: old.fingerprint,
+                        version: old.version,
+                        computed_at,
+                        stats,
+                    })),
+                    (UsageReply::Unchanged { .. }, None) => Err(ApiError {
+                        code: ErrorCode::Unavailable,
+                        message: "the worker answered 'unchanged' to a query it was not told about".into(),
+                        retry_after: Some(Duration::from_millis(500)),
+                    }),
+                    (UsageReply::Answer(a), old) => {
+                        // The same data under a new fingerprint (a restarted worker) keeps the
+                        // old bytes and version: nothing changed for the clients.
+                        let (data, version) = match old {
+                            Some(old)
+                                if old.fingerprint == a.fingerprint || old.data == a.data_json.as_ref() =>
+                            {
+                                (old.data.clone(), old.version)
+                            }
+                            _ => {
+                                (a.data_json.into_bytes(), self.next_version.fetch_add(1, Ordering::Relaxed))
+                            }
+                        };
+                        Ok(Arc::new(Answer {
+                            data,
+                            meta: a.meta,
+                            fingerprint: a.fingerprint,
+                            version,
+                            computed_at,
+                            stats: a.stats,
+                        }))
+                    }
+                }
             }
             Ok(Err(error)) => Err(ApiError::from(error)),
             Err(_) => Err(ApiError {
@@ -522,8 +510,7 @@ impl UsageCache {
                 }
                 if let Ok(answer) = &result {
                     changed = entry.good.as_ref().is_none_or(|old| old.version != answer.version);
-                    delta = answer.payload.len() as isize
-                        - entry.good.as_ref().map_or(0, |old| old.payload.len() as isize);
+                    delta = answer.len() as isize - entry.good.as_ref().map_or(0, |old| old.len() as isize);
                     entry.good = Some(Arc::clone(answer));
                 }
             }
@@ -552,7 +539,7 @@ impl UsageCache {
                 tracing::info!(method = query.method.name(), agents = %scope_name(&query.agents), stores = s.agents,
                     files = s.files_total, files_parsed = s.files_parsed, bytes_parsed = s.bytes_parsed,
                     lines_skipped = s.lines_skipped, worker_ms = s.duration_ms, ms = took.as_millis() as u64,
-                    bytes = answer.payload.len(), waiters, origin, changed, cache = "miss", served_by = "worker",
+                    bytes = answer.len(), waiters, origin, changed, cache = "miss", served_by = "worker",
                     "Usage job done.");
                 if changed {
                     self.announce(query, answer);
@@ -575,7 +562,7 @@ impl UsageCache {
             "method": query.method.name(),
             "query": query_json(query),
             "version": answer.version,
-            "bytes": answer.payload.len(),
+            "bytes": answer.len(),
         });
         if self.events.send(UsageUpdated { payload_json: payload.to_string().into() }).is_ok() {
             self.counters.events_sent.fetch_add(1, Ordering::Relaxed);
@@ -587,7 +574,7 @@ impl UsageCache {
         while inner.entries.len() > self.tuning.max_entries || inner.bytes > self.tuning.max_bytes {
             let Some(victim) = eviction_victim(&inner.entries).cloned() else { break };
             if let Some(entry) = inner.entries.remove(&victim) {
-                inner.bytes = inner.bytes.saturating_sub(entry.good.map_or(0, |g| g.payload.len()));
+                inner.bytes = inner.bytes.saturating_sub(entry.good.map_or(0, |g| g.len()));
             }
         }
     }
@@ -866,54 +853,40 @@ mod tests {
     }
 
     #[test]
-    fn stale_mark_splices_the_status_word_only() {
-        let payload = Bytes::from_static(
-            br#"{"updatedAt":1,"sessions":[{"label":"\"cacheStatus\":{\"status\":\"x\""}],"cacheStatus":{"status":"fresh","cachedFiles":3,"refreshedAt":5},"diagnostics":{}}"#,
+    fn a_stale_answer_is_the_same_data_with_a_stale_status() {
+        let data = Bytes::from_static(
+            br#""sessions":[{"label":"\"cacheStatus\":{\"status\":\"x\""}],"totals":{"input":5}"#,
         );
-        let chunks = mark_status(&payload, "stale");
-        let text: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
-        assert_eq!(v["cacheStatus"]["status"], "stale");
-        assert_eq!(v["cacheStatus"]["cachedFiles"], 3);
-        assert_eq!(v["sessions"][0]["label"], r#""cacheStatus":{"status":"x""#);
-        // No cacheStatus: untouched, one chunk.
-        let plain = Bytes::from_static(br#"{"points":[]}"#);
-        assert_eq!(mark_status(&plain, "stale"), vec![plain.clone()]);
-    }
-
-    #[test]
-    fn an_unchanged_answer_is_served_from_the_old_data_with_its_own_ends() {
-        let old = Bytes::from_static(
-            br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1},"diagnostics":{"filesParsed":9}}"#,
-        );
-        let new = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":2},"diagnostics":{"filesParsed":0}}"#;
+        let meta = AnswerMeta {
+            updated_at: Some(1_795_000_009_999),
+            cache: Some(ipc_proto::CacheInfo {
+                state: CacheState::Fresh,
+                cached_files: 3,
+                pending_files: 0,
+                stale_files: 0,
+                refreshed_at: 5,
+            }),
+            diagnostics: Some(r#"{"filesParsed":0}"#.into()),
+            rows_total: Some(1),
+        };
         let answer = Arc::new(Answer {
-            payload: old.clone(),
-            fresh_ends: Some(answer_time_ends(new)),
+            data: data.clone(),
+            meta,
+            fingerprint: 1,
             version: 1,
             computed_at: Instant::now(),
             stats: JobStats::default(),
         });
-        let served = |outcome| Served { answer: Arc::clone(&answer), outcome }.chunks().concat();
-        assert_eq!(served(Outcome::Miss), new.to_vec(), "byte for byte the new answer");
-        let stale: serde_json::Value = serde_json::from_slice(&served(Outcome::Stale)).unwrap();
+        let served = |outcome| Served { answer: Arc::clone(&answer), outcome };
+        let fresh: serde_json::Value = serde_json::from_slice(&served(Outcome::Miss).payload()).unwrap();
+        assert_eq!(fresh["cacheStatus"]["status"], "fresh");
+        assert_eq!(fresh["updatedAt"], 1_795_000_009_999u64);
+        let stale: serde_json::Value = serde_json::from_slice(&served(Outcome::Stale).payload()).unwrap();
         assert_eq!(stale["cacheStatus"]["status"], "stale");
-        assert_eq!(stale["updatedAt"], 1795000009999u64);
-        // The data is the old payload's memory, not a copy.
-        let chunks = Served { answer: Arc::clone(&answer), outcome: Outcome::Miss }.chunks();
-        assert_eq!(
-            chunks[1].as_ptr(),
-            old[data_bytes(&old).as_ptr() as usize - old.as_ptr() as usize..].as_ptr()
-        );
-    }
-
-    #[test]
-    fn data_bytes_ignore_answer_time_and_diagnostics_only() {
-        let a = br#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000000000},"diagnostics":{"filesParsed":9}}"#;
-        let b = br#"{"updatedAt":1795000009999,"totals":{"input":5},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999},"diagnostics":{"filesParsed":0}}"#;
-        let c = br#"{"updatedAt":1795000009999,"totals":{"input":6},"cacheStatus":{"status":"fresh","refreshedAt":1795000009999}}"#;
-        assert_eq!(data_bytes(a), data_bytes(b));
-        assert_ne!(data_bytes(b), data_bytes(c));
-        assert_eq!(data_bytes(br#"{"points":[]}"#), br#"{"points":[]}"#);
+        assert_eq!(stale["cacheStatus"]["cachedFiles"], 3);
+        assert_eq!(stale["sessions"][0]["label"], r#""cacheStatus":{"status":"x""#);
+        assert_eq!(stale["totals"]["input"], 5);
+        // The data is the answer's memory, not a copy.
+        assert_eq!(served(Outcome::Stale).chunks()[1].as_ptr(), data.as_ptr());
     }
 }

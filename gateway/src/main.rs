@@ -149,6 +149,12 @@ struct DemoArgs {
     /// Random seed; the same arguments and seed give the same store.
     #[arg(long)]
     seed: Option<u64>,
+    /// Days the sessions spread over, ending now [default: 90].
+    #[arg(long)]
+    days: Option<u32>,
+    /// Average size of a tool result's text in bytes: the bulk of the store [default: 5500].
+    #[arg(long, value_name = "BYTES")]
+    tool_result_bytes: Option<u32>,
     /// The seed-size store of the incident: 9 agents x 184 sessions, about 1.45 GB.
     #[arg(long)]
     seed_size: bool,
@@ -314,6 +320,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.seed {
         spec.seed = v;
+    }
+    if let Some(v) = args.days {
+        spec.days = v.max(1);
+    }
+    if let Some(v) = args.tool_result_bytes {
+        spec.tool_result_bytes = v;
     }
     let started = std::time::Instant::now();
     let manifest = demo_store::generate_or_reuse(&args.out, &spec)

@@ -146,9 +146,17 @@ async fn usage_breakdown(state: &AppState) -> Option<Arc<Breakdown>> {
             return Some(Arc::clone(parsed));
         }
     }
-    let payload = answer.payload.clone();
-    let parsed =
-        tokio::task::spawn_blocking(move || serde_json::from_slice::<UsagePayload>(&payload)).await.ok()?;
+    let data = answer.data.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        // The data members in braces: an object with `aggregates`.
+        let mut text = Vec::with_capacity(data.len() + 2);
+        text.push(b'{');
+        text.extend_from_slice(&data);
+        text.push(b'}');
+        serde_json::from_slice::<UsagePayload>(&text)
+    })
+    .await
+    .ok()?;
     let parsed = match parsed {
         Ok(p) => Arc::new(p.aggregates),
         Err(error) => {

@@ -8,7 +8,7 @@
 //! or an IANA `timeZone`). An IANA zone is applied with its offset at the end of the range;
 //! a DST change inside the range shifts day cuts there by the DST step (documented limitation).
 
-use ipc_proto::{AgentScope, DayZone, GroupBy, Method, UsageQuery};
+use ipc_proto::{AgentScope, DayZone, GroupBy, Method, RowSort, SortKey, UsageQuery};
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 use serde_json::{Map, Value};
 
@@ -23,6 +23,54 @@ pub const MAX_LIMIT: u32 = 100_000;
 
 fn invalid(method: Method, detail: impl std::fmt::Display) -> ParamsError {
     ParamsError(format!("invalid {} params: {detail}", method.name()))
+}
+
+/// The longest `search` text accepted.
+pub const MAX_SEARCH: usize = 200;
+
+/// clawgate's additive paging params of `sessions.usage`: `offset` (rows skipped, default 0),
+/// `sortBy` (`cost`, `tokens`, `messages` or `updatedAt`; default OpenClaw's order, most
+/// recently updated first), `sortDir` (`desc` default, or `asc`) and `search` (rows whose key,
+/// label, session id, agent, channel or model contain every term).
+fn parse_paging(
+    method: Method,
+    obj: &Map<String, Value>,
+) -> Result<(Option<u32>, Option<RowSort>, Option<String>), ParamsError> {
+    let offset = match obj.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n.min(u64::from(u32::MAX)) as u32),
+            None => return Err(invalid(method, "offset must be an integer >= 0")),
+        },
+    };
+    let key = match opt_str(method, obj, "sortBy")?.as_deref() {
+        None => None,
+        Some("cost") => Some(SortKey::Cost),
+        Some("tokens") => Some(SortKey::Tokens),
+        Some("messages") => Some(SortKey::Messages),
+        Some("updatedAt") => Some(SortKey::UpdatedAt),
+        Some(other) => {
+            return Err(invalid(
+                method,
+                format!("sortBy must be cost, tokens, messages or updatedAt, got \"{other}\""),
+            ));
+        }
+    };
+    let descending = match opt_str(method, obj, "sortDir")?.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => return Err(invalid(method, format!("sortDir must be asc or desc, got \"{other}\""))),
+    };
+    let sort = match key {
+        None if !descending => Some(RowSort { key: SortKey::UpdatedAt, descending }),
+        None => None,
+        Some(key) => Some(RowSort { key, descending }),
+    };
+    let search = opt_str(method, obj, "search")?.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    if search.as_ref().is_some_and(|s| s.len() > MAX_SEARCH) {
+        return Err(invalid(method, format!("search must be at most {MAX_SEARCH} bytes")));
+    }
+    Ok((offset, sort, search))
 }
 
 /// Builds the query for `method` from its JSON params (`null` counts as `{}`).
@@ -49,6 +97,11 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
             "timeZone",
             "limit",
             "includeContextWeight",
+            // clawgate's paging (additive; OpenClaw's clients never send them).
+            "offset",
+            "sortBy",
+            "sortDir",
+            "search",
         ],
         Method::UsageCost => &[
             "agentId",
@@ -119,6 +172,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     };
     let include_context_weight = opt_bool(method, obj, "includeContextWeight")?.unwrap_or(false);
     let _creator_key = opt_str(method, obj, "creatorKey")?;
+    let (offset, sort, search) = parse_paging(method, obj)?;
 
     let (zone_offset_min, day_zone) = parse_zone(method, obj, now)?;
     let (start_ms, end_ms) = parse_range(method, obj, now, zone_offset_min)?;
@@ -132,6 +186,9 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         group_by,
         day_zone,
         include_context_weight,
+        offset,
+        sort,
+        search,
     })
 }
 

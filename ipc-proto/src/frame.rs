@@ -8,7 +8,10 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{FromWorker, Hello, ProtoError, ToWorker, version};
+use crate::{
+    AnswerMeta, FromWorker, Hello, JobStats, JsonText, ProtoError, RequestId, ToWorker, UsageAnswer,
+    UsageReply, version,
+};
 
 /// Largest gateway-to-worker frame the worker accepts.
 pub const MAX_REQUEST_FRAME: u32 = 1 << 20;
@@ -24,6 +27,40 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
         .map_err(|_| ProtoError::FrameTooLarge { len: len as u64, max: u64::from(u32::MAX) })?;
     buf[..4].copy_from_slice(&len32.to_be_bytes());
     Ok(buf)
+}
+
+/// The bytes of the frame `FromWorker::Response { id, result: Ok(UsageReply::Answer(answer)) }`
+/// that come before its `data_json` text, for an answer whose data is `data_len` bytes: the
+/// frame is this head followed by the data, byte for byte what [`encode`] makes of the whole
+/// answer. The worker writes a large answer's data from its shared pieces after this head
+/// instead of copying them into one buffer first.
+///
+/// It works because `data_json` is the last field of the last value of the message: the
+/// message encoded with an empty `data_json` ends in that empty string's one byte, which the
+/// real string header replaces.
+pub fn answer_frame_head(
+    id: RequestId,
+    meta: &AnswerMeta,
+    stats: &JobStats,
+    fingerprint: u64,
+    data_len: usize,
+) -> Result<Vec<u8>, ProtoError> {
+    let too_large = || ProtoError::FrameTooLarge { len: data_len as u64, max: u64::from(u32::MAX) };
+    let answer =
+        UsageAnswer { meta: meta.clone(), stats: *stats, fingerprint, data_json: JsonText::default() };
+    let mut head = encode(&FromWorker::Response { id, result: Ok(UsageReply::Answer(answer)) })?;
+    // An empty string is the one byte 0xa0, and it is the last thing encoded.
+    if head.pop() != Some(0xa0) {
+        return Err(ProtoError::Encode(rmp_serde::encode::Error::Syntax(
+            "data_json is not the last field of an answer".into(),
+        )));
+    }
+    let len32 = u32::try_from(data_len).map_err(|_| too_large())?;
+    rmp::encode::write_str_len(&mut head, len32).map_err(|e| ProtoError::Io(e.into()))?;
+    let body = head.len() as u64 - 4 + data_len as u64;
+    let body32 = u32::try_from(body).map_err(|_| too_large())?;
+    head[..4].copy_from_slice(&body32.to_be_bytes());
+    Ok(head)
 }
 
 /// Decodes one frame body (without its prefix).

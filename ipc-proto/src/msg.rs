@@ -31,8 +31,15 @@ impl Hello {
 pub enum ToWorker {
     /// Since [`crate::version::V1_INITIAL`].
     Hello(Hello),
-    /// Compute one answer. Since [`crate::version::V1_INITIAL`].
-    Request { id: RequestId, query: UsageQuery },
+    /// Compute one answer. Since [`crate::version::V1_INITIAL`]. `known` (since
+    /// [`crate::version::V2_TYPED_ANSWERS`]) is the fingerprint of the answer the gateway holds for
+    /// this query: when the data is still the same the worker replies [`UsageReply::Unchanged`].
+    Request {
+        id: RequestId,
+        query: UsageQuery,
+        #[serde(default)]
+        known: Option<u64>,
+    },
     /// Stop working on `id`; the worker answers it with [`WorkerErrorKind::Cancelled`].
     /// Since [`crate::version::V1_INITIAL`].
     Cancel { id: RequestId },
@@ -49,8 +56,8 @@ pub enum FromWorker {
     Hello(Hello),
     /// Progress of a long request. Since [`crate::version::V1_INITIAL`].
     Progress { id: RequestId, progress: Progress },
-    /// The final answer to a request. Since [`crate::version::V1_INITIAL`].
-    Response { id: RequestId, result: Result<UsageAnswer, WorkerError> },
+    /// The final answer to a request. Since [`crate::version::V2_TYPED_ANSWERS`].
+    Response { id: RequestId, result: Result<UsageReply, WorkerError> },
     /// Answer to `Ping`, with the worker's own view of its memory.
     /// Since [`crate::version::V1_INITIAL`].
     Pong { seq: u64, memory: MemoryReport },
@@ -172,14 +179,151 @@ pub struct UsageQuery {
     pub day_zone: DayZone,
     #[serde(default)]
     pub include_context_weight: bool,
+    /// `sessions.usage` rows skipped before the first one returned (clawgate's paging; OpenClaw
+    /// sends none). Since [`crate::version::V2_TYPED_ANSWERS`].
+    #[serde(default)]
+    pub offset: Option<u32>,
+    /// Order of `sessions.usage` rows (`None`: OpenClaw's, most recently updated first).
+    #[serde(default)]
+    pub sort: Option<RowSort>,
+    /// Only `sessions.usage` rows whose key, label, session id, agent, channel or model contain
+    /// every whitespace-separated term (case-insensitive). Validated short by the gateway.
+    #[serde(default)]
+    pub search: Option<String>,
 }
 
-/// A successful answer: the OpenClaw payload as JSON text, passed through by the gateway
-/// unparsed (and uncopied: see [`crate::JsonText`]), plus what the job cost.
+/// A `sessions.usage` row order other than OpenClaw's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RowSort {
+    pub key: SortKey,
+    /// Largest first.
+    pub descending: bool,
+}
+
+/// What rows can be ordered by: the numbers of the row in the query's range, or its last update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SortKey {
+    /// `totalCost` in range.
+    Cost,
+    /// `totalTokens` in range.
+    Tokens,
+    /// `messageCounts.total` in range.
+    Messages,
+    /// `updatedAt` (OpenClaw's own order when descending).
+    UpdatedAt,
+}
+
+/// What the worker replies to a request that succeeded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UsageReply {
+    /// A new answer.
+    Answer(UsageAnswer),
+    /// The data is the one the gateway said it holds (`known`); only the answer-time fields are
+    /// new. A few hundred bytes instead of the same megabytes again.
+    Unchanged { meta: AnswerMeta, stats: JobStats },
+}
+
+/// A successful answer: OpenClaw's payload as typed answer-time fields plus the data as JSON
+/// text, passed through by the gateway unparsed (and uncopied: see [`crate::JsonText`]).
+///
+/// The payload a client sees is [`UsageAnswer::payload_pieces`]: `{"updatedAt":…,` + `data_json`
+/// + `,"cacheStatus":{…},"diagnostics":…}`. Keeping the answer-time fields typed lets the gateway
+/// mark an answer stale or serve old data with new times without touching the JSON.
+///
+/// `data_json` must stay the last field: the worker streams it after a head encoded by
+/// [`crate::frame::answer_frame_head`], without first copying it into one buffer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageAnswer {
-    pub payload_json: crate::JsonText,
+    pub meta: AnswerMeta,
     pub stats: JobStats,
+    /// Changes whenever `data_json` does (the worker may also change it when it does not).
+    pub fingerprint: u64,
+    /// The payload's data members, without braces: `"startDate":…,"sessions":[…],…`. Never
+    /// empty (every payload has data members), so head, data and tail always join with commas.
+    pub data_json: crate::JsonText,
+}
+
+/// The fields of a payload that say when and how it was answered, not what the data is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerMeta {
+    /// `updatedAt`, epoch ms; `None` for payloads without it (timeseries, logs).
+    pub updated_at: Option<i64>,
+    /// `cacheStatus`; `None` for payloads without it.
+    pub cache: Option<CacheInfo>,
+    /// clawgate's `diagnostics` object as JSON text (skipped lines, unreadable files, ...).
+    pub diagnostics: Option<crate::JsonText>,
+    /// `sessions.usage` rows the answer has in all (before `offset`/`limit`), when known.
+    pub rows_total: Option<u64>,
+}
+
+/// OpenClaw's `cacheStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    pub state: CacheState,
+    pub cached_files: u64,
+    pub pending_files: u64,
+    pub stale_files: u64,
+    pub refreshed_at: i64,
+}
+
+/// `cacheStatus.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheState {
+    Fresh,
+    Refreshing,
+    Partial,
+    Stale,
+}
+
+impl CacheState {
+    /// OpenClaw's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Fresh => "fresh",
+            CacheState::Refreshing => "refreshing",
+            CacheState::Partial => "partial",
+            CacheState::Stale => "stale",
+        }
+    }
+}
+
+impl AnswerMeta {
+    /// `{"updatedAt":…,` (or `{`): what goes before the data.
+    pub fn json_head(&self) -> String {
+        match self.updated_at {
+            Some(t) => format!("{{\"updatedAt\":{t},"),
+            None => "{".to_owned(),
+        }
+    }
+
+    /// `,"cacheStatus":{…},"diagnostics":…}` (or `}`), with `state` instead of the answer's own
+    /// cache state when given (a stale answer served past its deadline).
+    pub fn json_tail(&self, state: Option<CacheState>) -> String {
+        let mut out = String::new();
+        if let Some(c) = &self.cache {
+            out.push_str(&format!(
+                ",\"cacheStatus\":{{\"status\":\"{}\",\"cachedFiles\":{},\"pendingFiles\":{},\"staleFiles\":{},\"refreshedAt\":{}}}",
+                state.unwrap_or(c.state).as_str(),
+                c.cached_files,
+                c.pending_files,
+                c.stale_files,
+                c.refreshed_at
+            ));
+        }
+        if let Some(d) = &self.diagnostics {
+            out.push_str(",\"diagnostics\":");
+            out.push_str(d);
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl UsageAnswer {
+    /// The whole OpenClaw payload as JSON text (copies; for tests, tools and small answers).
+    pub fn payload_text(&self) -> String {
+        format!("{}{}{}", self.meta.json_head(), &*self.data_json, self.meta.json_tail(None))
+    }
 }
 
 /// What one job did; logged per job and surfaced in status.

@@ -1,8 +1,9 @@
 //! Wire tests: round trips and every kind of bad input, each a typed error, never a panic.
 
 use crate::{
-    AgentScope, DayZone, FromWorker, GroupBy, Hello, JobStats, MemoryReport, Method, ProtoError, ToWorker,
-    UsageAnswer, UsageQuery, WorkerError, WorkerErrorKind, frame, version,
+    AgentScope, AnswerMeta, CacheInfo, CacheState, DayZone, FromWorker, GroupBy, Hello, JobStats,
+    MemoryReport, Method, ProtoError, RowSort, SortKey, ToWorker, UsageAnswer, UsageQuery, UsageReply,
+    WorkerError, WorkerErrorKind, frame, version,
 };
 
 fn query() -> UsageQuery {
@@ -16,6 +17,29 @@ fn query() -> UsageQuery {
         group_by: GroupBy::Instance,
         day_zone: DayZone::FixedOffsetMinutes(330),
         include_context_weight: false,
+        offset: Some(25),
+        sort: Some(RowSort { key: SortKey::Cost, descending: true }),
+        search: Some("main slack".into()),
+    }
+}
+
+fn answer(data: &str) -> UsageAnswer {
+    UsageAnswer {
+        meta: AnswerMeta {
+            updated_at: Some(1_795_000_000_000),
+            cache: Some(CacheInfo {
+                state: CacheState::Fresh,
+                cached_files: 3,
+                pending_files: 0,
+                stale_files: 0,
+                refreshed_at: 1_795_000_000_001,
+            }),
+            diagnostics: Some(r#"{"filesParsed":1}"#.into()),
+            rows_total: Some(3),
+        },
+        stats: JobStats { files_total: 3, ..JobStats::default() },
+        fingerprint: 0xfeed_beef,
+        data_json: data.into(),
     }
 }
 
@@ -34,7 +58,7 @@ fn round_trip_from_worker(msg: FromWorker) {
 #[test]
 fn every_message_round_trips() {
     round_trip_to_worker(ToWorker::Hello(Hello::ours("test")));
-    round_trip_to_worker(ToWorker::Request { id: 7, query: query() });
+    round_trip_to_worker(ToWorker::Request { id: 7, query: query(), known: Some(42) });
     round_trip_to_worker(ToWorker::Cancel { id: 7 });
     round_trip_to_worker(ToWorker::Ping { seq: u64::MAX });
     round_trip_to_worker(ToWorker::Shutdown);
@@ -42,10 +66,11 @@ fn every_message_round_trips() {
     round_trip_from_worker(FromWorker::Pong { seq: 3, memory: MemoryReport { heap_bytes: 1, rss_bytes: 2 } });
     round_trip_from_worker(FromWorker::Response {
         id: 9,
-        result: Ok(UsageAnswer {
-            payload_json: r#"{"totals":{}}"#.into(),
-            stats: JobStats { files_total: 3, ..JobStats::default() },
-        }),
+        result: Ok(UsageReply::Answer(answer(r#""totals":{}"#))),
+    });
+    round_trip_from_worker(FromWorker::Response {
+        id: 11,
+        result: Ok(UsageReply::Unchanged { meta: answer("x").meta, stats: JobStats::default() }),
     });
     round_trip_from_worker(FromWorker::Response {
         id: 10,
@@ -87,7 +112,7 @@ fn valid_msgpack_of_the_wrong_shape_is_a_decode_error() {
 
 #[test]
 fn truncated_frames_are_typed_errors() {
-    let bytes = frame::encode(&ToWorker::Request { id: 1, query: query() }).unwrap();
+    let bytes = frame::encode(&ToWorker::Request { id: 1, query: query(), known: None }).unwrap();
     for cut in [0, 2, 4, bytes.len() / 2, bytes.len() - 1] {
         let err = frame::decode_frame::<ToWorker>(&bytes[..cut], frame::MAX_REQUEST_FRAME).unwrap_err();
         assert!(matches!(err, ProtoError::Truncated { .. }), "cut {cut}: {err}");
@@ -164,3 +189,75 @@ async fn socket_is_private_and_carries_frames() {
     assert_eq!(hello.build, "srv");
     server.await.unwrap();
 }
+
+#[test]
+fn a_payload_is_head_data_and_tail() {
+    let a = answer(r#""totals":{"input":5}"#);
+    let text = a.payload_text();
+    assert_eq!(
+        text,
+        r#"{"updatedAt":1795000000000,"totals":{"input":5},"cacheStatus":{"status":"fresh","cachedFiles":3,"pendingFiles":0,"staleFiles":0,"refreshedAt":1795000000001},"diagnostics":{"filesParsed":1}}"#
+    );
+    assert!(a.meta.json_tail(Some(CacheState::Stale)).contains(r#""status":"stale""#));
+    // Payloads without answer-time fields (timeseries, logs) are just the data in braces.
+    let bare = UsageAnswer {
+        meta: AnswerMeta { updated_at: None, cache: None, diagnostics: None, rows_total: None },
+        ..answer(r#""points":[]"#)
+    };
+    assert_eq!(bare.payload_text(), r#"{"points":[]}"#);
+}
+
+#[test]
+fn an_answer_frame_is_its_head_then_its_data() {
+    // For every string header size and id size, the head plus the data is exactly the frame
+    // `encode` makes of the whole message.
+    for len in [1usize, 31, 32, 255, 256, 65_535, 65_536, 300_000] {
+        for id in [0u64, 200, u64::MAX - 3] {
+            let data: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let a = answer(&data);
+            let whole =
+                frame::encode(&FromWorker::Response { id, result: Ok(UsageReply::Answer(a.clone())) })
+                    .unwrap();
+            let mut head =
+                frame::answer_frame_head(id, &a.meta, &a.stats, a.fingerprint, data.len()).unwrap();
+            head.extend_from_slice(data.as_bytes());
+            assert_eq!(head, whole, "len {len}, id {id}");
+        }
+    }
+}
+
+/// The exact bytes of representative messages. A renamed field, a renamed variant or a new
+/// required field changes them; a deliberate wire change updates the snapshot AND bumps
+/// [`version::CURRENT`] when an older peer could not read the new bytes.
+#[test]
+fn wire_snapshots() {
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    let hello = Hello { protocol: version::CURRENT, build: "b".into(), pid: 7 };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("hello", frame::encode(&ToWorker::Hello(hello)).unwrap()),
+        ("request", frame::encode(&ToWorker::Request { id: 1, query: query(), known: None }).unwrap()),
+        (
+            "answer",
+            frame::encode(&FromWorker::Response {
+                id: 2,
+                result: Ok(UsageReply::Answer(answer(r#""a":1"#))),
+            })
+            .unwrap(),
+        ),
+        (
+            "error",
+            frame::encode(&FromWorker::Response {
+                id: 3,
+                result: Err(WorkerError::new(WorkerErrorKind::InvalidRequest, "no")),
+            })
+            .unwrap(),
+        ),
+    ];
+    let got: Vec<String> = cases.iter().map(|(name, bytes)| format!("{name} {}", hex(bytes))).collect();
+    let expected: Vec<&str> = WIRE_SNAPSHOT.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(got, expected, "the wire changed: see the comment above `wire_snapshots`");
+}
+
+const WIRE_SNAPSHOT: &str = include_str!("wire_snapshot.txt");

@@ -119,26 +119,33 @@ impl<'de> Deserialize<'de> for JsonText {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FromWorker, JobStats, UsageAnswer, frame};
+    use crate::{AnswerMeta, FromWorker, JobStats, UsageAnswer, UsageReply, frame};
 
     #[test]
     fn a_decoded_answer_shares_its_frame() {
         let text = format!(r#"{{"rows":"{}"}}"#, "x".repeat(100_000));
         let msg = FromWorker::Response {
             id: 7,
-            result: Ok(UsageAnswer { payload_json: text.clone().into(), stats: JobStats::default() }),
+            result: Ok(UsageReply::Answer(UsageAnswer {
+                meta: AnswerMeta { updated_at: None, cache: None, diagnostics: None, rows_total: None },
+                stats: JobStats::default(),
+                fingerprint: 1,
+                data_json: text.clone().into(),
+            })),
         };
         let encoded = frame::encode(&msg).unwrap();
         let body = Bytes::copy_from_slice(&encoded[4..]);
         let decoded: FromWorker = frame::decode_shared(&body).unwrap();
-        let FromWorker::Response { result: Ok(answer), .. } = decoded else { panic!("{decoded:?}") };
-        assert_eq!(answer.payload_json.as_str(), text);
-        let bytes = answer.payload_json.into_bytes();
+        let FromWorker::Response { result: Ok(UsageReply::Answer(answer)), .. } = decoded else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!(answer.data_json.as_str(), text);
+        let bytes = answer.data_json.into_bytes();
         let inside = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
         assert!(inside.contains(&(bytes.as_ptr() as usize)), "the text was copied out of the frame");
         // Outside `decode_shared` nothing is shared, and a later decode does not see the frame.
         let copied: FromWorker = frame::decode(&body).unwrap();
-        let FromWorker::Response { result: Ok(answer), .. } = copied else { panic!() };
-        assert!(!inside.contains(&(answer.payload_json.into_bytes().as_ptr() as usize)));
+        let FromWorker::Response { result: Ok(UsageReply::Answer(answer)), .. } = copied else { panic!() };
+        assert!(!inside.contains(&(answer.data_json.into_bytes().as_ptr() as usize)));
     }
 }

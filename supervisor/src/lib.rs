@@ -37,7 +37,7 @@ pub use memory::rss_bytes;
 pub use policy::RestartPolicy;
 pub use status::{ExitCause, ExitInfo, MemoryStatus, Phase, WorkerStatus};
 
-use ipc_proto::{RequestId, ToWorker, UsageAnswer, UsageQuery};
+use ipc_proto::{RequestId, ToWorker, UsageQuery, UsageReply};
 use tokio::sync::{oneshot, watch};
 
 /// Who starts the worker process.
@@ -102,7 +102,7 @@ impl Config {
     }
 }
 
-type Reply = oneshot::Sender<Result<UsageAnswer, CallError>>;
+type Reply = oneshot::Sender<Result<UsageReply, CallError>>;
 
 /// A job the worker has been sent and not yet answered.
 #[derive(Debug, Clone)]
@@ -178,8 +178,9 @@ impl SupervisorHandle {
     /// job in the worker. While a worker is starting or restarting the call waits for it (bound
     /// it with a deadline); when the worker is `failed` it fails at once. Fails with
     /// `WorkerDied` when the worker exits mid-job, and with `Poisoned` for a query that already
-    /// took down two workers.
-    pub async fn call(&self, query: UsageQuery) -> Result<UsageAnswer, CallError> {
+    /// took down two workers. `known` is the fingerprint of the answer the caller holds: if the
+    /// data is unchanged the worker replies [`UsageReply::Unchanged`] instead of sending it again.
+    pub async fn call(&self, query: UsageQuery, known: Option<u64>) -> Result<UsageReply, CallError> {
         let key = query_key(&query);
         if let Some((deaths, at)) = self.shared.deaths.lock().expect("deaths").get(&key).copied() {
             if deaths >= 2 && at.elapsed() < POISON_TTL {
@@ -197,7 +198,7 @@ impl SupervisorHandle {
         self.shared.status.send_modify(|s| s.jobs_in_flight += 1);
         let mut guard =
             CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
-        if live.to_worker.send(ToWorker::Request { id, query }).is_err() {
+        if live.to_worker.send(ToWorker::Request { id, query, known }).is_err() {
             guard.done = true;
             live.pending.lock().expect("pending map").remove(&id);
             live.in_flight.lock().expect("in-flight map").remove(&id);

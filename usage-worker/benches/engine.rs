@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use ipc_proto::{
     AgentScope, Connection, DayZone, FromWorker, GroupBy, MAX_RESPONSE_FRAME, Method, ToWorker, UsageAnswer,
-    UsageQuery,
+    UsageQuery, UsageReply,
 };
 
 /// The worker binary cargo built next to this bench (same profile).
@@ -77,15 +77,15 @@ impl Worker {
         let id = self.next_id;
         self.next_id += 1;
         let t = Instant::now();
-        self.conn.write(&ToWorker::Request { id, query: query.clone() }).await.expect("send");
+        self.conn.write(&ToWorker::Request { id, query: query.clone(), known: None }).await.expect("send");
         loop {
             match self.conn.read::<FromWorker>().await.expect("read").expect("worker closed") {
                 FromWorker::Response { id: got, result } if got == id => {
                     let elapsed = t.elapsed();
-                    return (
-                        result.unwrap_or_else(|e| panic!("{} failed: {e}", query.method.name())),
-                        elapsed,
-                    );
+                    return match result.unwrap_or_else(|e| panic!("{} failed: {e}", query.method.name())) {
+                        UsageReply::Answer(a) => (a, elapsed),
+                        UsageReply::Unchanged { .. } => unreachable!("no fingerprint was sent"),
+                    };
                 }
                 _ => {}
             }
@@ -129,6 +129,9 @@ fn query(method: Method) -> UsageQuery {
         group_by: GroupBy::Instance,
         day_zone: DayZone::Utc,
         include_context_weight: false,
+        offset: None,
+        sort: None,
+        search: None,
     }
 }
 
@@ -152,7 +155,7 @@ fn transcripts(store: &Path) -> Vec<PathBuf> {
 }
 
 fn total_tokens(answer: &UsageAnswer) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&answer.payload_json).expect("payload JSON");
+    let v: serde_json::Value = serde_json::from_str(&answer.payload_text()).expect("payload JSON");
     v["totals"]["totalTokens"].as_u64().expect("totals.totalTokens")
 }
 
@@ -202,12 +205,15 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
     // cache the way the generator left it, the second is timed).
     for round in 0..2 {
         let t = Instant::now();
-        let status = Command::new("cat")
-            .args(&files)
-            .stdout(fs::File::create("/dev/null").expect("/dev/null"))
-            .status()
-            .expect("run cat");
-        assert!(status.success());
+        // In chunks: one argument list cannot hold 60,000 paths.
+        for chunk in files.chunks(4096) {
+            let status = Command::new("cat")
+                .args(chunk)
+                .stdout(fs::File::create("/dev/null").expect("/dev/null"))
+                .status()
+                .expect("run cat");
+            assert!(status.success());
+        }
         if round == 1 {
             f.cat = t.elapsed();
         }
@@ -219,7 +225,7 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
     let (a, cold) = w.call(&sessions_q).await;
     f.cold = cold;
     f.cold_parsed = a.stats.bytes_parsed;
-    f.answer_bytes = a.payload_json.len() as u64;
+    f.answer_bytes = a.data_json.len() as u64;
     assert_eq!(total_tokens(&a), manifest.totals.total_tokens, "cold totals match the manifest");
     eprintln!("[{label}] cold {cold:.1?}");
 
@@ -381,14 +387,25 @@ fn main() {
     // Same sessions and messages as the seed store, twice the bytes (tool results): memory
     // should follow sessions, not bytes.
     let fat = demo_store::DemoSpec { tool_result_bytes: seed.tool_result_bytes * 2, ..seed.clone() };
+    // Many short sessions over a year (issue 16): memory must follow the answer, not sessions.
+    let many = demo_store::DemoSpec {
+        agents: 9,
+        sessions_per_agent: 6_000,
+        turns_per_session: 3,
+        days: 365,
+        ..demo_store::DemoSpec::default()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     // `CLAWGATE_BENCH_ONLY=seed|half|fat` measures one store (for profiling).
     let only = std::env::var("CLAWGATE_BENCH_ONLY").unwrap_or_default();
     let figs = runtime.block_on(async {
         let mut figs = Vec::new();
-        for (name, label, spec) in
-            [("seed", "seed-9x184", &seed), ("half", "half-9x92", &half), ("fat", "seed-2x-bytes", &fat)]
-        {
+        for (name, label, spec) in [
+            ("seed", "seed-9x184", &seed),
+            ("half", "half-9x92", &half),
+            ("fat", "seed-2x-bytes", &fat),
+            ("many", "many-9x6000", &many),
+        ] {
             if only.is_empty() || only == name {
                 figs.push(measure(label, &root, spec).await);
             }

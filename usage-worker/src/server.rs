@@ -13,20 +13,20 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc as std_mpsc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::Context as _;
 use interprocess::local_socket::tokio::Stream;
 use ipc_proto::{
-    Connection, FromWorker, JobStats, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery,
+    Connection, FromWorker, MAX_REQUEST_FRAME, MemoryReport, RequestId, ToWorker, UsageQuery, UsageReply,
     WorkerError, WorkerErrorKind, frame,
 };
 use tokio::sync::mpsc;
 
 use crate::{
     alloc,
-    engine::{Engine, EngineConfig, Payload},
+    engine::{Engine, EngineConfig, Reply},
 };
 
 /// What the worker needs to serve.
@@ -44,12 +44,22 @@ pub struct Config {
     pub memory_budget: u64,
 }
 
+impl Config {
+    /// Bytes of rendered rows one answer may hold: a quarter of the heap budget, so that the
+    /// answer, its copy on the way out and everything else fit. Past it, rows are cut with a
+    /// diagnostic rather than the answer refused (0: no budget, no cut).
+    pub fn answer_budget(&self) -> usize {
+        (self.memory_budget / 4) as usize
+    }
+}
+
 const BUILD: &str = env!("CARGO_PKG_VERSION");
 
 /// A job handed to the compute thread.
 struct Job {
     id: RequestId,
     query: UsageQuery,
+    known: Option<u64>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -89,14 +99,14 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
         match msg {
             ToWorker::Ping { seq } => {
                 let memory = MemoryReport { heap_bytes: alloc::heap_bytes(), rss_bytes: alloc::rss_bytes() };
-                if let Ok(frame) = encode(&FromWorker::Pong { seq, memory }, 0) {
+                if let Ok(frame) = frame::encode(&FromWorker::Pong { seq, memory }) {
                     let _ = out_tx.send(OutFrame::bytes(frame));
                 }
             }
-            ToWorker::Request { id, query } => {
+            ToWorker::Request { id, query, known } => {
                 let cancel = Arc::new(AtomicBool::new(false));
                 cancels.lock().expect("cancel map").insert(id, Arc::clone(&cancel));
-                if job_tx.send(Job { id, query, cancel }).is_err() {
+                if job_tx.send(Job { id, query, known, cancel }).is_err() {
                     break Err(anyhow::format_err!("compute thread is gone"));
                 }
             }
@@ -136,32 +146,15 @@ fn spawn_compute_thread(
                 data_dir: config.data_dir.clone(),
                 max_line_bytes: config.max_line_bytes,
                 threads: config.threads,
+                answer_budget: config.answer_budget(),
             };
-            let mut engine = Engine::new(engine_config.clone());
+            let mut engine = Engine::new(engine_config);
             // Off the handshake and ping path: the async side answers those meanwhile.
-            engine.load_persisted();
+            if let Err(error) = engine.open() {
+                tracing::warn!(%error, "Cannot open the usage index; every job will say why.");
+            }
             let budget = crate::budget::Watch::start(config.memory_budget);
-            loop {
-                // Wait for a job, or until a debounced save of changed rollups is due. A due
-                // save goes before queued jobs: under steady load the queue is never empty.
-                let job = match engine.save_due_in() {
-                    Some(Duration::ZERO) => {
-                        engine.save_if_dirty();
-                        continue;
-                    }
-                    None => match jobs.recv() {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    },
-                    Some(wait) => match jobs.recv_timeout(wait) {
-                        Ok(job) => job,
-                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                            engine.save_if_dirty();
-                            continue;
-                        }
-                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-                    },
-                };
+            while let Ok(job) = jobs.recv() {
                 let started = Instant::now();
                 let result = if job.cancel.load(Ordering::Relaxed) {
                     Err(WorkerError::new(WorkerErrorKind::Cancelled, "cancelled before it started"))
@@ -170,25 +163,24 @@ fn spawn_compute_thread(
                     let id = job.id;
                     let progress_out = out.clone();
                     let mut progress = move |progress| {
-                        if let Ok(frame) = encode(&FromWorker::Progress { id, progress }, 0) {
+                        if let Ok(frame) = frame::encode(&FromWorker::Progress { id, progress }) {
                             let _ = progress_out.send(OutFrame::bytes(frame));
                         }
                     };
                     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         match crate::fault::maybe_inject(&job.query, &job.cancel) {
                             Some(Err(error)) => Err(error),
-                            _ => engine
-                                .answer_parts(&job.query, &job.cancel, &mut progress)
-                                .map(|(payload, stats)| (encode_answer(id, &payload, &stats), stats)),
+                            _ => engine.reply(&job.query, job.known, &job.cancel, &mut progress),
                         }
                     }));
                     let res = res.unwrap_or_else(|_| {
                         Err(WorkerError::new(WorkerErrorKind::Internal, "the usage engine panicked"))
                     });
                     if guard.tripped() {
-                        // Drop everything the engine holds: whatever pushed the heap over the
-                        // budget must not stay resident and refuse the next job too.
-                        engine = Engine::new(engine_config.clone());
+                        // Drop everything the engine holds between calls: whatever pushed the
+                        // heap over the budget must not stay resident and refuse the next job.
+                        engine.shed();
+                        crate::alloc::trim();
                         Err(WorkerError::new(
                             WorkerErrorKind::OverBudget,
                             format!(
@@ -215,34 +207,45 @@ fn spawn_compute_thread(
                     ),
                     Err(error) => tracing::info!(id = job.id, %error, "Job failed."),
                 }
+                if result.as_ref().is_ok_and(|(_, s)| s.bytes_parsed > 64 << 20) {
+                    // A big parse leaves freed buffers behind: give them back now.
+                    crate::alloc::trim();
+                }
                 let frame = match result {
-                    Ok((Ok(frame), _)) => Ok(frame),
-                    Ok((Err(e), _)) => Err(WorkerError::new(
-                        WorkerErrorKind::Internal,
-                        format!("cannot send the answer: {e}"),
-                    )),
-                    Err(error) => Err(error),
+                    Ok((Reply::Answer(a), stats)) => {
+                        match frame::answer_frame_head(job.id, &a.meta, &stats, a.fingerprint, a.data.len()) {
+                            Ok(head) => OutFrame { head, parts: a.data.parts().to_vec() },
+                            Err(e) => error_frame(
+                                job.id,
+                                WorkerError::new(WorkerErrorKind::Internal, format!("cannot send the answer: {e}")),
+                            ),
+                        }
+                    }
+                    Ok((Reply::Unchanged(meta), stats)) => OutFrame::bytes(
+                        frame::encode(&FromWorker::Response {
+                            id: job.id,
+                            result: Ok(UsageReply::Unchanged { meta, stats }),
+                        })
+                        .unwrap_or_default(),
+                    ),
+                    Err(error) => error_frame(job.id, error),
                 };
-                let frame = frame.unwrap_or_else(|error| {
-                    OutFrame::bytes(
-                        encode(&FromWorker::Response { id: job.id, result: Err(error) }, 0).unwrap_or_default(),
-                    )
-                });
                 if out.send(frame).is_err() {
                     break;
                 }
             }
-            engine.save_if_dirty();
         })
         .expect("spawn the compute thread")
 }
 
-/// What the writer task sends: `head`, the payload's pieces, `tail`. Small messages are all
-/// `head`.
+fn error_frame(id: RequestId, error: WorkerError) -> OutFrame {
+    OutFrame::bytes(frame::encode(&FromWorker::Response { id, result: Err(error) }).unwrap_or_default())
+}
+
+/// What the writer task sends: `head`, then the answer's pieces. Small messages are all `head`.
 struct OutFrame {
     head: Vec<u8>,
     parts: Vec<Arc<str>>,
-    tail: Vec<u8>,
 }
 
 /// The writer's coalescing buffer: pieces (rows of a few KB) go out in writes of this size.
@@ -250,7 +253,7 @@ const WRITE_BUFFER: usize = 256 << 10;
 
 impl OutFrame {
     fn bytes(head: Vec<u8>) -> OutFrame {
-        OutFrame { head, parts: Vec::new(), tail: Vec::new() }
+        OutFrame { head, parts: Vec::new() }
     }
 
     async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
@@ -260,9 +263,7 @@ impl OutFrame {
     ) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt as _;
         buf.clear();
-        let pieces = std::iter::once(&self.head[..])
-            .chain(self.parts.iter().map(|p| p.as_bytes()))
-            .chain(std::iter::once(&self.tail[..]));
+        let pieces = std::iter::once(&self.head[..]).chain(self.parts.iter().map(|p| p.as_bytes()));
         for piece in pieces {
             if buf.len() + piece.len() > WRITE_BUFFER && !buf.is_empty() {
                 w.write_all(buf).await?;
@@ -281,101 +282,37 @@ impl OutFrame {
     }
 }
 
-/// `FromWorker::Response { id, result: Ok(UsageAnswer { payload_json, stats }) }` with the
-/// payload borrowed: the same MessagePack (variants and fields go by name).
-#[derive(serde::Serialize)]
-enum ResponseRef<'a> {
-    Response { id: RequestId, result: Result<AnswerRef<'a>, WorkerError> },
-}
-
-#[derive(serde::Serialize)]
-struct AnswerRef<'a> {
-    payload_json: &'a str,
-    stats: JobStats,
-}
-
-/// The frame of a successful answer without copying the payload: the message is encoded with
-/// an empty `payload_json`, and the string's MessagePack header plus the payload's pieces take
-/// the empty string's place. A test checks the bytes against ipc-proto's own encoding.
-fn encode_answer(id: RequestId, payload: &Payload, stats: &JobStats) -> Result<OutFrame, String> {
-    let msg = ResponseRef::Response { id, result: Ok(AnswerRef { payload_json: "", stats: *stats }) };
-    let frame = encode(&msg, 0)?;
-    // The key `payload_json` (a 12-byte fixstr), then the empty string (0xa0).
-    let key: &[u8] = b"\xacpayload_json\xa0";
-    let at = frame
-        .windows(key.len())
-        .position(|w| w == key)
-        .ok_or("the answer's encoding has no payload_json field")?;
-    let len = payload.len();
-    let too_large = || format!("answer of {len} bytes is too large");
-    let mut head = frame[..at + key.len() - 1].to_vec();
-    match len {
-        0..=31 => head.push(0xa0 | len as u8),
-        32..=0xff => head.extend([0xd9, len as u8]),
-        0x100..=0xffff => {
-            head.push(0xda);
-            head.extend((len as u16).to_be_bytes());
-        }
-        _ => {
-            head.push(0xdb);
-            head.extend(u32::try_from(len).map_err(|_| too_large())?.to_be_bytes());
-        }
-    }
-    let tail = frame[at + key.len()..].to_vec();
-    let body = u32::try_from(head.len() - 4 + len + tail.len()).map_err(|_| too_large())?;
-    head[..4].copy_from_slice(&body.to_be_bytes());
-    Ok(OutFrame { head, parts: payload.parts().to_vec(), tail })
-}
-
-/// One frame, exactly as `ipc_proto::frame::encode` lays it out (u32 big-endian length, then
-/// named MessagePack), but in a buffer sized for `payload` bytes up front: a large answer is
-/// then copied once, not again at every doubling of a growing buffer.
-fn encode<T: serde::Serialize>(msg: &T, payload: usize) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::with_capacity(payload + 1024);
-    buf.extend_from_slice(&[0u8; 4]);
-    rmp_serde::encode::write_named(&mut buf, msg).map_err(|e| e.to_string())?;
-    let len =
-        u32::try_from(buf.len() - 4).map_err(|_| format!("answer of {} bytes is too large", buf.len()))?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc_proto::{AnswerMeta, JobStats, UsageAnswer};
 
     #[test]
-    fn frames_decode_with_ipc_proto() {
-        let answer = ipc_proto::UsageAnswer {
-            payload_json: "{\"a\":1}".repeat(1000).into(),
-            stats: Default::default(),
-        };
-        let msg = FromWorker::Response { id: 7, result: Ok(answer) };
-        let bytes = encode(&msg, 8000).unwrap();
-        assert_eq!(bytes, frame::encode(&msg).unwrap());
-        let back: FromWorker = frame::decode_frame(&bytes, ipc_proto::MAX_RESPONSE_FRAME).unwrap();
-        assert_eq!(back, msg);
-        // An answer's frame from its pieces is byte for byte ipc-proto's frame, for every
-        // string header size, ids and stats of every size, and pieces split anywhere.
-        for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536, 300_000] {
-            for id in [0, 200, u64::MAX - 3] {
-                let stats =
-                    JobStats { agents: 2, files_total: id % 7, bytes_parsed: 1 << 40, ..JobStats::default() };
-                let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-                let cut = len / 3;
-                let parts = vec![Arc::from(&text[..cut]), Arc::from(""), Arc::from(&text[cut..])];
-                let payload = Payload::from_parts(parts);
-                let owned = FromWorker::Response {
-                    id,
-                    result: Ok(ipc_proto::UsageAnswer { payload_json: text.clone().into(), stats }),
-                };
-                let f = encode_answer(id, &payload, &stats).unwrap();
-                // What the writer puts on the wire, through its coalescing buffer.
-                let mut bytes: Vec<u8> = Vec::new();
-                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                rt.block_on(f.write_to(&mut bytes, &mut Vec::new())).unwrap();
-                assert_eq!(bytes, frame::encode(&owned).unwrap(), "len {len}, id {id}");
-            }
+    fn an_answer_written_from_pieces_is_ipc_protos_frame() {
+        // The writer's coalescing buffer must not change the bytes: pieces of every size,
+        // split anywhere, come out as ipc-proto's frame of the whole answer.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for len in [1usize, 300, 300_000, 700_000] {
+            let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let (a, b) = text.split_at(len / 3);
+            let parts: Vec<Arc<str>> = vec![Arc::from(a), Arc::from(""), Arc::from(b)];
+            let meta =
+                AnswerMeta { updated_at: Some(5), cache: None, diagnostics: None, rows_total: Some(1) };
+            let stats = JobStats { files_total: 9, ..JobStats::default() };
+            let head = frame::answer_frame_head(7, &meta, &stats, 3, len).unwrap();
+            let f = OutFrame { head, parts };
+            let mut bytes: Vec<u8> = Vec::new();
+            rt.block_on(f.write_to(&mut bytes, &mut Vec::new())).unwrap();
+            let whole = FromWorker::Response {
+                id: 7,
+                result: Ok(UsageReply::Answer(UsageAnswer {
+                    meta,
+                    stats,
+                    fingerprint: 3,
+                    data_json: text.into(),
+                })),
+            };
+            assert_eq!(bytes, frame::encode(&whole).unwrap(), "len {len}");
         }
     }
 }

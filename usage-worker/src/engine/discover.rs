@@ -3,7 +3,14 @@
 //! Agents are the directories `<stateDir>/agents/*/` (symlinks skipped, as OpenClaw skips
 //! symlinked stores). Counted files are primary `<id>.jsonl` transcripts and their
 //! `.jsonl.reset.<ts>` / `.jsonl.deleted.<ts>` archives; checkpoints, trajectories, backups,
-//! locks and anything else are not. Only regular files count (a symlink is not `isFile()`).
+//! locks and anything else are not.
+//!
+//! Symlinks and special files (one policy, `docs/ops/security.md`): only regular files are
+//! read, opened without following a symlink and without blocking (a FIFO renamed over a
+//! transcript cannot stall the worker); a transcript name that is a symlink, FIFO, socket or
+//! device is skipped and counted (`skippedSpecialFiles`, with its path in `errors`). An agent's
+//! `sessions/` directory may be a symlink only to a directory inside the state dir; one leading
+//! elsewhere is not read, and says so.
 
 use std::fs;
 use std::io;
@@ -29,6 +36,8 @@ pub struct FileMeta {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i128,
+    /// Inode change time: moves on every write, also when the mtime is put back afterwards.
+    pub ctime_ns: i128,
 }
 
 impl FileMeta {
@@ -38,6 +47,7 @@ impl FileMeta {
             ino: m.ino(),
             size: m.size(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         }
     }
 
@@ -136,9 +146,98 @@ pub fn sessions_dir(state_dir: &Path, agent: &str) -> PathBuf {
     state_dir.join("agents").join(agent).join("sessions")
 }
 
-/// Counted files of one agent. Files that vanish between `readdir` and `stat` are skipped.
-pub fn list_files(state_dir: &Path, agent: &str) -> io::Result<Vec<Discovered>> {
+/// The stat facts of `path` if it is a regular file (not following a symlink). Anything else
+/// is an `InvalidInput` error that says what it is.
+pub fn stat_regular(path: &Path) -> io::Result<FileMeta> {
+    let m = fs::symlink_metadata(path)?;
+    if !m.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", type_name(&m)),
+        ));
+    }
+    Ok(FileMeta::of(&m))
+}
+
+fn type_name(m: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a transcript for reading: never follows a symlink, never blocks (a FIFO put in a
+/// transcript's place would block a plain `open` until a writer comes), and refuses anything
+/// that is not a regular file.
+pub fn open_regular(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file (a symlink)")
+            } else {
+                e
+            }
+        })?;
+    let m = f.metadata()?;
+    if !m.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", type_name(&m)),
+        ));
+    }
+    Ok(f)
+}
+
+/// Whether an agent's `sessions/` may be read: a real directory, or a symlink to a directory
+/// inside the state dir.
+fn sessions_dir_allowed(state_dir: &Path, dir: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let (Ok(real), Ok(root)) = (fs::canonicalize(dir), fs::canonicalize(state_dir)) else {
+                return Err(format!("{} is a broken symlink", dir.display()));
+            };
+            if real.starts_with(&root) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} is a symlink to {}, outside the state dir: not read",
+                    dir.display(),
+                    real.display()
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Counted files of one agent. Files that vanish between `readdir` and `stat` are skipped;
+/// special files and symlinks are skipped and counted in `diag`.
+pub fn list_files(
+    state_dir: &Path,
+    agent: &str,
+    diag: &mut super::payload::Diagnostics,
+) -> io::Result<Vec<Discovered>> {
     let dir = sessions_dir(state_dir, agent);
+    if let Err(why) = sessions_dir_allowed(state_dir, &dir) {
+        diag.skipped_special_files += 1;
+        diag.error(why);
+        return Ok(Vec::new());
+    }
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -153,10 +252,13 @@ pub fn list_files(state_dir: &Path, agent: &str) -> io::Result<Vec<Discovered>> 
         let Some((session_id, kind)) = classify(&name) else {
             continue;
         };
-        if !ent.file_type().is_ok_and(|t| t.is_file()) {
+        // `DirEntry::metadata` does not follow symlinks.
+        let Ok(meta) = ent.metadata() else { continue };
+        if !meta.file_type().is_file() {
+            diag.skipped_special_files += 1;
+            diag.error(format!("{}: skipped, {}", ent.path().display(), type_name(&meta)));
             continue;
         }
-        let Ok(meta) = ent.metadata() else { continue };
         out.push(Discovered {
             path: ent.path(),
             file_name: name,

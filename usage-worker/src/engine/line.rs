@@ -83,6 +83,8 @@ pub struct Entry<'a> {
     pub tool_names: Vec<Cow<'a, str>>,
     pub tool_results: u32,
     pub tool_errors: u32,
+    /// Its usage was dropped as implausible ([`MAX_TOKENS`], [`MAX_COST`]).
+    pub implausible: bool,
 }
 
 /// How a line that is valid UTF-8 without NUL bytes was classified.
@@ -521,16 +523,34 @@ fn pick(vals: &[Option<f64>]) -> Option<f64> {
     vals.iter().flatten().copied().find(|v| *v > 0.0).or_else(|| vals.iter().flatten().copied().next())
 }
 
-/// The largest token count one field keeps: JavaScript's `Number.MAX_SAFE_INTEGER`, beyond
-/// which OpenClaw itself cannot count exactly. Sums saturate at `u64::MAX` instead of wrapping.
-pub const MAX_TOKENS: f64 = 9_007_199_254_740_991.0;
+/// The largest token count one usage field may plausibly carry: ten billion, a thousand times
+/// the largest context window of any model. A usage object with a larger count (a corrupt or
+/// hostile line: `2^64` tokens) is not summed; the message still counts and the line is counted
+/// in `implausibleUsage`.
+pub const MAX_TOKENS: f64 = 1e10;
+/// The largest cost (in dollars, any part) one usage entry may plausibly carry.
+pub const MAX_COST: f64 = 1e6;
 
-/// Truncates to an integer; negative values become 0, huge ones [`MAX_TOKENS`].
+/// Truncates to an integer; negative values become 0 (OpenClaw's reading).
 fn tokens(v: f64) -> u64 {
-    if v > 0.0 { v.trunc().min(MAX_TOKENS) as u64 } else { 0 }
+    if v > 0.0 { v.trunc() as u64 } else { 0 }
 }
 
 impl RawUsage {
+    /// Whether any number OpenClaw would use is beyond belief (see [`MAX_TOKENS`]).
+    fn implausible(&self) -> bool {
+        let fields =
+            [&self.input[..], &self.output[..], &self.cache_read[..], &self.cache_write[..], &self.total[..]];
+        let big_tokens = fields.iter().any(|f| pick(f).is_some_and(|v| v > MAX_TOKENS));
+        let big_cost = self.cost.as_ref().is_some_and(|c| {
+            [c.total, c.input, c.output, c.cache_read, c.cache_write]
+                .iter()
+                .flatten()
+                .any(|v| !v.is_finite() || v.abs() > MAX_COST)
+        });
+        big_tokens || big_cost
+    }
+
     fn normalize(&self) -> Option<Usage> {
         let mut u = Usage {
             input: pick(&self.input).map(tokens),
@@ -591,9 +611,12 @@ impl<'a> RawLine<'a> {
                 tool_names: Vec::new(),
                 tool_results: 1,
                 tool_errors: u32::from(err),
+                implausible: false,
             });
         }
         let raw_usage = coalesce(m.usage, self.usage);
+        let implausible = raw_usage.as_ref().is_some_and(RawUsage::implausible);
+        let raw_usage = raw_usage.filter(|_| !implausible);
         let usage = raw_usage.as_ref().and_then(RawUsage::normalize);
         let cost = raw_usage.as_ref().and_then(RawUsage::cost);
         let content = m.content.and_then(F::val).unwrap_or_default();
@@ -618,6 +641,7 @@ impl<'a> RawLine<'a> {
             tool_names,
             tool_results: content.tool_results,
             tool_errors: content.tool_errors,
+            implausible,
         })
     }
 }

@@ -1,81 +1,103 @@
-//! The usage engine: answers OpenClaw usage queries over a legacy (JSONL) session store from
-//! incrementally maintained per-file rollups.
+//! The usage engine: answers OpenClaw usage queries over a session store (legacy JSONL files or
+//! OpenClaw 2026.7+ per-agent databases) from incrementally maintained per-file rollups.
 //!
 //! One [`Engine`] lives in the worker process for its lifetime. Each [`Engine::answer`] call
-//! lists the agents and transcripts in scope (cheap: `readdir` + `stat`), brings every changed
-//! file's rollup up to date (parsing only appended bytes when the file merely grew; changed
-//! files are parsed on `threads` threads), then aggregates rollups into the response. Unchanged
-//! files cost a `stat` (none in a watched directory without change events); per-file summaries
-//! and rendered rows are cached against generation stamps, so an unchanged store is answered
-//! from cached text and one appended file costs one file's summary and row. Rollups persist in
-//! the data dir, so a restarted worker does not re-read the store. Semantics and choices:
-//! `docs/usage-engine.md`.
+//! brings the agents in scope up to date: `sessions.json` and `models.json` when their stat
+//! changed, and the transcripts that changed (named by inotify events, or found by listing a
+//! directory that has no trustworthy events). A changed transcript is parsed from its
+//! checkpoint (only appended bytes when it merely grew) on `threads` threads, and its rollup is
+//! written to the [`index`] (an SQLite file in the data dir), never kept in memory. Then the
+//! answer is built from [`live`] aggregates (built once per query shape by streaming rollups
+//! from the index, then kept current by taking each changed file's old summary away and adding
+//! its new one) and one page of rendered [`rows`].
+//!
+//! So the worker's memory follows the answer (days × models × agents × channels, and the rows
+//! asked for), not the number of sessions, and one append costs one file's work. Semantics and
+//! choices: `docs/usage-engine.md`.
 //!
 //! Module map: [`discover`] finds files, [`reader`] streams lines, [`line`] decodes a line,
-//! [`rollup`] folds lines into quarter-hour buckets, [`summary`] aggregates buckets for a range,
-//! [`respond`], [`series`] and [`logs`] build payloads, [`cache`] remembers answers,
-//! [`persist`] keeps rollups on disk, [`watch`] spares listings of unchanged directories,
-//! [`store`] reads `sessions.json` / `models.json`.
-//! [`sqlite`] (with [`sqlite_schema`]) reads agents that have an OpenClaw 2026.7+ database instead.
+//! [`rollup`] folds lines into quarter-hour buckets, [`summary`] summarises a rollup for a
+//! range, [`aggregates`] sums summaries invertibly, [`live`] keeps aggregates per shape,
+//! [`rows`] renders rows, [`payload`] assembles answers, [`series`] and [`logs`] serve one
+//! session, [`index`] stores rollups, [`watch`] names changed files, [`store`] reads
+//! `sessions.json` / `models.json`, [`sqlite`] (with [`sqlite_schema`]) reads OpenClaw's
+//! databases.
 
-mod cache;
+mod aggregates;
 mod discover;
+pub(crate) mod index;
 mod line;
+mod live;
 mod logs;
 mod num;
-mod persist;
+mod payload;
 mod reader;
-mod respond;
 mod rollup;
+mod rows;
 mod series;
 mod sqlite;
 mod sqlite_schema;
 mod store;
 mod summary;
 mod time;
+mod topk;
 mod watch;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ipc_proto::{
-    AgentScope, JobStats, Method, Progress, UsageAnswer, UsageQuery, WorkerError, WorkerErrorKind,
+    AgentScope, GroupBy, JobStats, Method, Progress, RowSort, SortKey, UsageQuery, WorkerError,
+    WorkerErrorKind,
 };
 
+use aggregates::{Aggregates, SessionsTail};
 use discover::{Discovered, FileMeta};
+use index::{FileRow, Index, IndexError, PageQuery};
+use live::{Change, Shape};
 use reader::{ReadError, anchor_hash, read_lines};
-use respond::{Diagnostics, FileRef, KeyTarget, View};
 use rollup::{Checkpoint, FileRollup};
-use store::{Cached, Price, PriceTable, StoreIndex};
+use rows::{Family, RowCache, RowOut};
+use store::{Cached, Price, PriceTable};
+use summary::{Want, Window};
+use time::{DAY_MS, day_of, format_day, zone_offset_ms};
 
-pub use cache::Payload;
+pub use payload::{Answer, Diagnostics, Payload, Reply, RowsCut};
 
 /// The agent whose `models.json` is consulted first for prices, as OpenClaw consults the
 /// default agent's catalog before anything else.
 const DEFAULT_AGENT: &str = "main";
 /// Minimum time between two progress reports while parsing.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Files parsed per batch: their results are written to the index in one transaction.
+const BATCH_FILES: usize = 256;
+/// What a rendered row needs of a summary: everything.
+const FULL: Want = Want { quarters: true, latency: true, untimed: true };
+/// Longest `usage.cost` range that is listed day by day from its start.
+const MAX_DENSE_DAYS: i64 = 1000;
 
 /// How the engine reads the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// The OpenClaw state dir (`~/.openclaw`), holding `agents/`.
     pub state_dir: PathBuf,
-    /// Where rollups persist between worker runs (`None`: memory only).
+    /// Where the index persists between worker runs (`None`: a temporary directory).
     pub data_dir: Option<PathBuf>,
     /// Lines longer than this are skipped and counted (`oversizeLines`), never buffered whole.
     pub max_line_bytes: u64,
     /// Parser threads for changed files.
     pub threads: usize,
+    /// Most bytes of rendered rows one answer may hold; rows past it are cut with a diagnostic
+    /// (`rowsCut`) instead of the answer being refused. 0: no limit.
+    pub answer_budget: usize,
 }
 
 impl EngineConfig {
@@ -91,57 +113,36 @@ impl EngineConfig {
             data_dir: None,
             max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES,
             threads: Self::DEFAULT_THREADS,
+            answer_budget: 0,
         }
     }
 }
 
-/// One transcript the engine knows, with its rollup.
-#[derive(Debug, Clone)]
-struct FileState {
-    disc: Discovered,
-    rollup: FileRollup,
-    /// Changes whenever `rollup` or `disc` does: what answer caches are checked against.
-    generation: u64,
+/// What one agent's `sessions.json` was when last read.
+#[derive(Debug, Clone, Default)]
+struct StoreState {
+    /// Stat facts of the file (`None`: absent or not read yet).
+    meta: Option<FileMeta>,
+    error: Option<String>,
 }
 
-/// A path as a map key, hashed and compared as bytes: `Path` hashes and compares component by
-/// component, which made the per-call lookups of every known file a visible cost.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileKey(std::ffi::OsString);
-
-impl FileKey {
-    fn of(path: &std::path::Path) -> FileKey {
-        FileKey(path.as_os_str().to_owned())
-    }
-}
-
-impl std::borrow::Borrow<std::ffi::OsStr> for FileKey {
-    fn borrow(&self) -> &std::ffi::OsStr {
-        &self.0
-    }
-}
-
-/// Known transcripts by path (look them up with `path.as_os_str()`).
-type FileMap = HashMap<FileKey, FileState, std::hash::BuildHasherDefault<cache::Fnv>>;
-
-/// Owns the per-file rollups between calls.
+/// Owns the index and the live aggregates between calls.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    files: FileMap,
-    stores: HashMap<String, Cached<StoreIndex>>,
+    index: Option<Index>,
     prices: HashMap<String, Cached<PriceTable>>,
+    stores: HashMap<String, StoreState>,
     /// Agents read from an OpenClaw 2026.7+ database instead of files.
     sqlite: sqlite::Databases,
-    /// Summaries and rendered answers (derived data, never persisted).
-    cache: cache::AnswerCache,
-    /// Source of [`FileState::generation`].
-    next_gen: u64,
-    /// The on-disk copy of `files` in the data dir, if there is one.
-    persisted: persist::Persisted,
-    /// Change events of the transcript directories, and their last listings.
     watch: watch::Watch,
-    listings: HashMap<String, Vec<Discovered>>,
+    lives: live::Lives,
+    rows: RowCache,
+    answers: payload::AnswerCache,
+    /// Bumped whenever anything an answer depends on changes.
+    change: u64,
+    /// Indexes found unusable and rebuilt since start.
+    discards: u64,
 }
 
 /// What [`Engine::refresh`] did.
@@ -167,6 +168,16 @@ fn cancelled() -> WorkerError {
     WorkerError::new(WorkerErrorKind::Cancelled, "cancelled")
 }
 
+fn internal(e: impl std::fmt::Display) -> WorkerError {
+    WorkerError::new(WorkerErrorKind::Internal, e.to_string())
+}
+
+impl From<IndexError> for WorkerError {
+    fn from(e: IndexError) -> WorkerError {
+        internal(e)
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -175,21 +186,17 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
             config,
-            files: FileMap::default(),
-            stores: HashMap::new(),
+            index: None,
             prices: HashMap::new(),
+            stores: HashMap::new(),
             sqlite: sqlite::Databases::default(),
-            cache: cache::AnswerCache::default(),
-            next_gen: 1,
-            persisted: persist::Persisted::default(),
             watch: watch::Watch::default(),
-            listings: HashMap::new(),
+            lives: live::Lives::default(),
+            rows: RowCache::default(),
+            answers: payload::AnswerCache::default(),
+            change: 1,
+            discards: 0,
         }
-    }
-
-    fn next_gen(&mut self) -> u64 {
-        self.next_gen += 1;
-        self.next_gen
     }
 
     /// The configuration this engine reads with.
@@ -197,201 +204,173 @@ impl Engine {
         &self.config
     }
 
-    /// Number of transcripts with a rollup in memory.
-    pub fn cached_files(&self) -> usize {
-        self.files.len()
+    /// Opens the index (once): off the handshake path, before the first job.
+    pub fn open(&mut self) -> Result<&mut Index, WorkerError> {
+        if self.index.is_none() {
+            let identity = index::Identity {
+                state_dir: std::path::absolute(&self.config.state_dir)
+                    .unwrap_or_else(|_| self.config.state_dir.clone()),
+                max_line_bytes: self.config.max_line_bytes,
+            };
+            let index = match Index::open(self.config.data_dir.as_deref(), &identity) {
+                Ok(i) => i,
+                Err(e) if self.config.data_dir.is_some() => {
+                    // An unusable data dir costs restarts their head start, not answers.
+                    tracing::warn!(error = %e, "Cannot keep the usage index in the data dir; using a temporary one.");
+                    Index::open(None, &identity).map_err(|e| {
+                        WorkerError::new(
+                            WorkerErrorKind::Internal,
+                            format!("cannot open the usage index: {e}"),
+                        )
+                    })?
+                }
+                Err(e) => {
+                    return Err(WorkerError::new(
+                        WorkerErrorKind::Internal,
+                        format!("cannot open the usage index: {e}"),
+                    ));
+                }
+            };
+            if index.discarded {
+                self.discards += 1;
+                tracing::info!("The usage index was rebuilt (another version, store or a damaged file).");
+            }
+            self.index = Some(index);
+        }
+        Ok(self.index.as_mut().expect("opened above"))
     }
 
-    /// Approximate heap bytes held by rollups.
-    pub fn rollup_bytes(&self) -> usize {
-        self.files.values().map(|f| f.rollup.heap_bytes()).sum()
+    /// Number of transcripts the index knows.
+    pub fn cached_files(&mut self) -> usize {
+        let Ok(index) = self.open() else { return 0 };
+        index.count_all().unwrap_or(0) as usize
     }
 
-    /// Approximate heap bytes held by answer caches (summaries, rendered rows and answers).
+    /// Approximate heap bytes held between calls: live aggregates, rendered rows, answers.
     pub fn cache_bytes(&self) -> usize {
-        self.cache.heap_bytes()
+        self.lives.heap_bytes() + self.rows.heap_bytes() + self.answers.heap_bytes()
     }
 
-    /// Answers one query. Called on a compute thread (not async). `cancel` is polled between
-    /// files (and every few MB inside a big file); when set, the answer is
-    /// [`WorkerErrorKind::Cancelled`], and rollups of files finished so far are kept.
-    /// `progress` is called now and then (files done/total, bytes).
+    /// Drops everything held between calls that can be rebuilt (after a job that went over the
+    /// memory budget).
+    pub fn shed(&mut self) {
+        self.lives.clear(self.index.as_ref());
+        self.rows.clear();
+        self.answers.clear();
+        if let Some(i) = &self.index {
+            i.shrink();
+        }
+        self.change += 1;
+    }
+
+    /// Answers one query (see [`Self::reply`]); the data is always sent.
     pub fn answer(
         &mut self,
         query: &UsageQuery,
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<UsageAnswer, WorkerError> {
-        let (payload, stats) = self.answer_parts(query, cancel, progress)?;
-        Ok(UsageAnswer { payload_json: payload.to_text().into(), stats })
+    ) -> Result<(Answer, JobStats), WorkerError> {
+        match self.reply(query, None, cancel, progress)? {
+            (Reply::Answer(a), stats) => Ok((a, stats)),
+            (Reply::Unchanged(_), _) => unreachable!("no fingerprint was given"),
+        }
     }
 
-    /// [`Self::answer`] with the payload as pieces (see [`Payload`]): a large answer's rows stay
-    /// shared with the engine's cache, and the worker writes them to its socket without first
-    /// copying them into one buffer.
-    pub fn answer_parts(
+    /// Answers one query. Called on a compute thread (not async). `cancel` is polled between
+    /// files (and every few MB inside a big file); when set, the answer is
+    /// [`WorkerErrorKind::Cancelled`], and rollups of files finished so far are kept. `known` is
+    /// the fingerprint of the answer the caller holds: if the data is still that, the reply is
+    /// [`Reply::Unchanged`]. `progress` is called now and then (files done/total, bytes).
+    pub fn reply(
         &mut self,
         query: &UsageQuery,
+        known: Option<u64>,
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<(Payload, JobStats), WorkerError> {
+    ) -> Result<(Reply, JobStats), WorkerError> {
         let started = Instant::now();
-        let cpu_started = thread_cpu_us();
-        self.load_persisted();
+        self.open()?;
         let all_agents = discover::list_agents(&self.config.state_dir).map_err(|e| {
             WorkerError::new(
                 WorkerErrorKind::StoreUnavailable,
                 format!("cannot read {}: {e}", self.config.state_dir.display()),
             )
         })?;
-        // Rollups of agents that no longer exist would otherwise stay (and persist) forever.
-        let before = self.files.len();
-        self.files.retain(|_, f| all_agents.contains(&f.disc.agent_id));
-        if self.files.len() != before {
-            self.persisted.changed();
+        let gone = self.index_mut().retain_agents(&all_agents)?;
+        if !gone.is_empty() {
+            self.lives.invalidate(None);
+            self.change += 1;
         }
         let agents: Vec<String> = match &query.agents {
             AgentScope::All => all_agents,
             AgentScope::One(id) => all_agents.into_iter().filter(|a| a.eq_ignore_ascii_case(id)).collect(),
         };
-        let mut diag = Diagnostics { agents: agents.len() as u64, ..Diagnostics::default() };
-        self.persisted.report(&mut diag);
-        self.refresh_json(&agents, &mut diag);
-        let listed = self.discover(&agents, &mut diag);
+        let mut diag = Diagnostics {
+            agents: agents.len() as u64,
+            rollup_cache_discards: self.discards,
+            ..Diagnostics::default()
+        };
+        self.refresh_prices(&agents, &mut diag);
+        let stats = self.refresh(&agents, cancel, progress, &mut diag)?;
+        diag.files_parsed = stats.files_parsed;
+        diag.bytes_parsed = stats.bytes_parsed;
+        let refreshed_at = started.elapsed();
 
-        let target = match (&query.key, query.method) {
-            (Some(key), _) => Some(self.resolve_key(key, &agents, &listed)?),
-            (None, Method::SessionsUsageTimeseries | Method::SessionsUsageLogs) => {
+        let mut job = JobStats {
+            agents: agents.len() as u64,
+            files_parsed: stats.files_parsed,
+            bytes_parsed: stats.bytes_parsed,
+            ..JobStats::default()
+        };
+        let reply = match (query.method, &query.key) {
+            (Method::SessionsUsageTimeseries | Method::SessionsUsageLogs, None) => {
                 return Err(WorkerError::new(
                     WorkerErrorKind::InvalidRequest,
                     format!("key is required for {}", query.method.name().rsplit('.').next().unwrap_or("")),
                 ));
             }
-            (None, _) => None,
-        };
-        if matches!(query.method, Method::SessionsUsageTimeseries | Method::SessionsUsageLogs) {
-            let t = target.as_ref().expect("key checked above");
-            let file = listed
-                .iter()
-                .filter(|d| d.agent_id == t.agent && d.session_id == t.session_id)
-                .max_by_key(|d| matches!(d.kind, discover::FileKind::Primary));
-            let Some(file) = file else {
-                return Err(WorkerError::new(
-                    WorkerErrorKind::InvalidRequest,
-                    format!("No transcript found for session: {}", query.key.as_deref().unwrap_or("")),
-                ));
-            };
-            let price = price_fn(&self.prices);
-            let max_line = self.config.max_line_bytes;
-            let (payload, bytes) = if query.method == Method::SessionsUsageLogs {
-                logs::logs(file, &t.session_id, query.limit, max_line, cancel, &price)?
-            } else {
-                series::timeseries(file, &t.session_id, max_line, cancel, &price)?
-            };
-            let stats = JobStats {
-                agents: agents.len() as u64,
-                files_total: 1,
-                files_parsed: 1,
-                bytes_parsed: bytes,
-                lines_skipped: 0,
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            return Ok((Payload::text(payload), stats));
-        }
-
-        // Which files need to be current: all listed ones, or the key's session (+ family).
-        let selection: Vec<&Discovered> = match &target {
-            None => listed.iter().collect(),
-            Some(t) => {
-                let mut ids: HashSet<&str> = HashSet::from([t.session_id.as_str()]);
-                if let Some(store) = self.stores.get(&t.agent).and_then(|c| c.value.as_ref())
-                    && let Some(e) = store.by_session_id(&t.session_id)
-                {
-                    ids.extend(e.family_ids.iter().map(String::as_str));
-                }
-                listed
-                    .iter()
-                    .filter(|d| d.agent_id == t.agent && ids.contains(d.session_id.as_str()))
-                    .collect()
+            (Method::SessionsUsageTimeseries | Method::SessionsUsageLogs, Some(key)) => {
+                let (answer, bytes) = self.one_session(query, key, &agents, cancel)?;
+                job.files_total = 1;
+                job.files_parsed += 1;
+                job.bytes_parsed += bytes;
+                Reply::Answer(answer)
             }
+            (Method::SessionsUsage, Some(key)) => {
+                Reply::Answer(self.keyed(query, key, &agents, &mut diag, &mut job)?)
+            }
+            _ => self.from_live(query, known, &agents, &mut diag, &mut job, cancel)?,
         };
-        let listed_at = started.elapsed();
-        let stats = self.refresh(&selection, cancel, progress, &mut diag)?;
-        let refreshed_at = started.elapsed();
-        diag.files_parsed = stats.files_parsed;
-        diag.bytes_parsed = stats.bytes_parsed;
-
-        let files: Vec<FileRef<'_>> = selection
-            .iter()
-            .filter_map(|d| self.files.get(d.path.as_os_str()))
-            .map(|f| FileRef { disc: &f.disc, rollup: &f.rollup, generation: f.generation })
-            .collect();
-        diag.files = files.len() as u64;
-        for f in &files {
-            diag.skips.add(&f.rollup.skips);
-            diag.pending_tails += u64::from(f.rollup.pending_tail);
-        }
-        let stores: HashMap<&str, &StoreIndex> =
-            self.stores.iter().filter_map(|(a, c)| c.value.as_ref().map(|v| (a.as_str(), v))).collect();
-        let store_stamps: HashMap<&str, u64> =
-            self.stores.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
-        let mut price_stamps: Vec<(&str, u64)> =
-            self.prices.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
-        price_stamps.sort_unstable();
-        let price = price_fn(&self.prices);
-        let view = View {
-            query,
-            now_ms: now_ms(),
-            files,
-            stores,
-            store_stamps,
-            prices_stamp: cache::hash_of(&price_stamps),
-            price: &price,
-            diag: &diag,
-        };
-        let payload = match query.method {
-            Method::UsageCost => Payload::text(respond::usage_cost(&view, &mut self.cache)?),
-            _ => respond::sessions_usage(&view, target.as_ref(), &mut self.cache)?,
-        };
+        job.duration_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(
-            list_us = listed_at.as_micros() as u64,
-            refresh_us = (refreshed_at - listed_at).as_micros() as u64,
+            refresh_us = refreshed_at.as_micros() as u64,
             answer_us = (started.elapsed() - refreshed_at).as_micros() as u64,
-            cpu_us = thread_cpu_us() - cpu_started,
             "Answer phases."
         );
-        let stats = JobStats {
-            agents: agents.len() as u64,
-            files_total: diag.files,
-            files_parsed: stats.files_parsed,
-            bytes_parsed: stats.bytes_parsed,
-            // Skipped lines of the files in scope as they stand (not only those met in this
-            // job's bytes), plus unterminated tails waiting for their newline.
-            lines_skipped: diag.skips.total() + diag.pending_tails,
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        Ok((payload, stats))
+        Ok((reply, job))
     }
 
-    /// Re-reads changed `sessions.json` / `models.json` files of the agents in scope.
-    fn refresh_json(&mut self, agents: &[String], diag: &mut Diagnostics) {
+    fn index_mut(&mut self) -> &mut Index {
+        self.index.as_mut().expect("opened at the start of every call")
+    }
+
+    fn index(&self) -> &Index {
+        self.index.as_ref().expect("opened at the start of every call")
+    }
+
+    /// Re-reads changed `models.json` files (prices) of the agents in scope and the default
+    /// agent. A change invalidates the live aggregates priced with the old tables.
+    fn refresh_prices(&mut self, agents: &[String], diag: &mut Diagnostics) {
         let dir = self.config.state_dir.clone();
-        for a in agents {
-            if sqlite::has_db(&dir, a) {
-                continue; // its session index comes from the database (`discover`)
-            }
-            let c = self.stores.entry(a.clone()).or_default();
-            c.refresh(&store::store_path(&dir, a), StoreIndex::parse);
-            if let Some(e) = &c.error {
-                diag.sessions_json_errors += 1;
-                diag.error(format!("sessions.json: {e}"));
-            }
-        }
         let mut price_agents: Vec<&str> = agents.iter().map(String::as_str).collect();
         price_agents.push(DEFAULT_AGENT);
         for a in price_agents {
             let c = self.prices.entry(a.to_owned()).or_default();
+            let before = c.stamp;
             c.refresh(&store::models_path(&dir, a), PriceTable::parse);
+            if c.stamp != before {
+                self.change += 1;
+            }
             if let Some(e) = &c.error {
                 diag.models_json_errors += 1;
                 diag.error(format!("models.json: {e}"));
@@ -399,184 +378,354 @@ impl Engine {
         }
     }
 
-    /// Lists the counted files of `agents`, follows renames (same device and inode) and drops
-    /// rollups of files that are gone.
-    fn discover(&mut self, agents: &[String], diag: &mut Diagnostics) -> Vec<Discovered> {
-        // Databases first (in order); directory listings then run on the worker's threads, as
-        // `stat`ing every transcript is most of an unchanged call's cost.
-        let mut per_agent: Vec<Option<io::Result<Vec<Discovered>>>> = Vec::with_capacity(agents.len());
-        for a in agents {
-            let db = self.sqlite.list(&self.config.state_dir, a, &mut self.stores, diag);
-            per_agent.push(db.map(Ok));
-        }
-        // A directory without change events since its last listing is not listed again.
-        self.watch.drain();
-        let mut todo: Vec<usize> = Vec::new();
-        for (i, a) in agents.iter().enumerate() {
-            if per_agent[i].is_some() {
-                continue;
-            }
-            let dir = discover::sessions_dir(&self.config.state_dir, a);
-            match self.listings.get(a) {
-                Some(l) if self.watch.is_clean(&dir) => per_agent[i] = Some(Ok(l.clone())),
-                _ => {
-                    self.watch.listing(&dir);
-                    todo.push(i);
-                }
-            }
-        }
-        let threads = self.config.threads.clamp(1, todo.len().max(1));
-        let state_dir = &self.config.state_dir;
-        let lists: Vec<(usize, io::Result<Vec<Discovered>>)> = if threads <= 1 {
-            todo.iter().map(|&i| (i, discover::list_files(state_dir, &agents[i]))).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let mine: Vec<usize> = todo.iter().copied().skip(t).step_by(threads).collect();
-                        scope.spawn(move || {
-                            mine.into_iter()
-                                .map(|i| (i, discover::list_files(state_dir, &agents[i])))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles.into_iter().flat_map(|h| h.join().expect("listing thread")).collect()
-            })
-        };
-        for (i, l) in lists {
-            match &l {
-                Ok(files) => {
-                    self.listings.insert(agents[i].clone(), files.clone());
-                }
-                Err(_) => {
-                    self.listings.remove(&agents[i]);
-                    self.watch.forget(&discover::sessions_dir(&self.config.state_dir, &agents[i]));
-                }
-            }
-            per_agent[i] = Some(l);
-        }
-        let mut listed = Vec::new();
-        for (a, l) in agents.iter().zip(per_agent) {
-            match l {
-                Some(Ok(files)) => listed.extend(files),
-                Some(Err(e)) => diag.error(format!("listing sessions of agent {a}: {e}")),
-                None => {}
-            }
-        }
-        let in_scope: HashSet<&str> = agents.iter().map(String::as_str).collect();
-        // Usually every known file is still listed: then nothing is gone, without building a set.
-        let known = listed.iter().filter(|d| self.files.contains_key(d.path.as_os_str())).count();
-        let known_in_scope =
-            self.files.values().filter(|f| in_scope.contains(f.disc.agent_id.as_str())).count();
-        let gone: Vec<FileKey> = if known == known_in_scope {
-            Vec::new()
-        } else {
-            let present: HashSet<&std::ffi::OsStr> = listed.iter().map(|d| d.path.as_os_str()).collect();
-            self.files
-                .iter()
-                .filter(|(p, f)| {
-                    in_scope.contains(f.disc.agent_id.as_str()) && !present.contains(p.0.as_os_str())
-                })
-                .map(|(p, _)| p.clone())
-                .collect()
-        };
-        if !gone.is_empty() {
-            let mut by_inode: HashMap<(u64, u64), FileState> = HashMap::new();
-            for p in gone {
-                if let Some(f) = self.files.remove(&p) {
-                    by_inode.insert((f.disc.meta.dev, f.disc.meta.ino), f);
-                }
-            }
-            for d in &listed {
-                if self.files.contains_key(d.path.as_os_str()) {
-                    continue;
-                }
-                if let Some(mut f) = by_inode.remove(&(d.meta.dev, d.meta.ino)) {
-                    // Renamed (e.g. archived to `.deleted.<ts>`): same bytes, new name.
-                    f.disc = Discovered { meta: f.disc.meta, ..d.clone() };
-                    f.generation = self.next_gen();
-                    self.files.insert(FileKey::of(&d.path), f);
-                }
-            }
-            self.persisted.changed();
-        }
-        listed
+    /// One stamp over every price table (costs in live aggregates depend on them).
+    fn prices_stamp(&self) -> u64 {
+        let mut stamps: Vec<(&str, u64)> = self.prices.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
+        stamps.sort_unstable();
+        payload::hash_of(&stamps)
     }
 
-    /// Resolves a `key`: a session key from a store, `agent:<id>:<sessionId>`, or a bare session
-    /// id, within the agents in scope.
-    fn resolve_key(
-        &self,
-        key: &str,
-        agents: &[String],
-        listed: &[Discovered],
-    ) -> Result<KeyTarget, WorkerError> {
-        let store = |a: &str| self.stores.get(a).and_then(|c| c.value.as_ref());
-        let has_file = |a: &str, id: &str| listed.iter().any(|d| d.agent_id == a && d.session_id == id);
-        let parsed = key.strip_prefix("agent:").and_then(|rest| rest.split_once(':'));
-        if let Some((agent, rest)) = parsed {
-            let Some(agent) = agents.iter().find(|a| a.eq_ignore_ascii_case(agent)) else {
-                return Err(WorkerError::new(
-                    WorkerErrorKind::InvalidRequest,
-                    format!("unknown session key: {key}"),
-                ));
-            };
-            if let Some(s) = store(agent) {
-                if let Some(e) = s.by_key(key).or_else(|| s.by_session_id(rest)) {
-                    return Ok(KeyTarget { agent: agent.clone(), session_id: e.session_id.clone() });
-                }
-            }
-            if has_file(agent, rest) {
-                return Ok(KeyTarget { agent: agent.clone(), session_id: rest.to_owned() });
-            }
-        } else {
-            for a in agents {
-                if let Some(e) = store(a).and_then(|s| s.by_key(key).or_else(|| s.by_session_id(key))) {
-                    return Ok(KeyTarget { agent: a.clone(), session_id: e.session_id.clone() });
-                }
-            }
-            for a in agents {
-                if has_file(a, key) {
-                    return Ok(KeyTarget { agent: a.clone(), session_id: key.to_owned() });
-                }
-            }
-        }
-        Err(WorkerError::new(WorkerErrorKind::InvalidRequest, format!("unknown session key: {key}")))
-    }
-
-    /// Brings the rollups of `selection` up to date, parsing changed files in parallel.
+    /// Brings the index up to date for `agents`: session indexes first, then transcripts.
     fn refresh(
         &mut self,
-        selection: &[&Discovered],
+        agents: &[String],
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(Progress),
         diag: &mut Diagnostics,
     ) -> Result<RefreshStats, WorkerError> {
+        self.watch.drain();
         let mut jobs: Vec<Job> = Vec::new();
-        for d in selection {
-            match self.files.get_mut(d.path.as_os_str()) {
-                Some(f) if same_stat(&f.rollup.checkpoint, &d.meta) => {
-                    if f.disc != **d {
-                        f.disc = (*d).clone();
-                        self.next_gen += 1;
-                        f.generation = self.next_gen;
-                    }
-                }
-                Some(f) => {
-                    let prev = std::mem::take(&mut f.rollup);
-                    jobs.push(Job { disc: (*d).clone(), prev: Some(prev) });
-                }
-                None => jobs.push(Job { disc: (*d).clone(), prev: None }),
+        let mut result = Ok(RefreshStats::default());
+        for agent in agents {
+            if let Err(e) = self.refresh_agent(agent, &mut jobs, diag) {
+                result = Err(e);
+                break;
             }
         }
-        let total = selection.len() as u64;
-        let mut done = total - jobs.len() as u64;
+        if result.is_ok() {
+            result = self.run_jobs(jobs, cancel, progress, diag);
+        }
+        if result.is_err() {
+            // Changes found but not all applied (cancelled, or the index failed): whatever the
+            // watches and database stamps say now, look at everything again next time.
+            for agent in agents {
+                self.watch.forget(&discover::sessions_dir(&self.config.state_dir, agent));
+                self.sqlite.forget(agent);
+            }
+        }
+        result
+    }
+
+    /// Finds what changed in one agent: its session index (applied at once) and the
+    /// transcripts to parse (pushed to `jobs`). Removals and renames are applied at once.
+    fn refresh_agent(
+        &mut self,
+        agent: &str,
+        jobs: &mut Vec<Job>,
+        diag: &mut Diagnostics,
+    ) -> Result<(), WorkerError> {
+        let dir = self.config.state_dir.clone();
+        // An OpenClaw 2026.7+ database wins over legacy files.
+        match self.sqlite.list(&dir, agent, diag) {
+            sqlite::Listing::NoDatabase => {}
+            sqlite::Listing::Unchanged => return Ok(()),
+            sqlite::Listing::Failed => {
+                // Unreadable: its sessions count as absent until it is readable again.
+                self.compare_listing(agent, Vec::new(), jobs)?;
+                return Ok(());
+            }
+            sqlite::Listing::Changed { listed, sessions_json } => {
+                if let Some(json) = sessions_json {
+                    self.apply_entries(agent, store::parse_entries(json.as_bytes()), diag)?;
+                }
+                self.compare_listing(agent, listed, jobs)?;
+                return Ok(());
+            }
+        }
+        self.refresh_store(agent, diag)?;
+        let sessions = discover::sessions_dir(&dir, agent);
+        match self.watch.pending(&sessions) {
+            watch::Pending::Nothing => {}
+            watch::Pending::Names(names) => {
+                // Vanished files last: a rename's new name (in the same batch) follows the
+                // old file's rollup instead of parsing it again.
+                let mut vanished = Vec::new();
+                for name in names {
+                    vanished.extend(self.check_name(agent, &sessions, &name, jobs, diag)?);
+                }
+                for row in vanished {
+                    if self.index().file(row.id)?.is_some_and(|now| now.disc.path == row.disc.path) {
+                        self.remove(row)?;
+                    }
+                }
+            }
+            watch::Pending::Everything => {
+                self.watch.listing(&sessions);
+                match discover::list_files(&dir, agent, diag) {
+                    Ok(listed) => self.compare_listing(agent, listed, jobs)?,
+                    Err(e) => {
+                        self.watch.forget(&sessions);
+                        diag.error(format!("listing sessions of agent {agent}: {e}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads one agent's `sessions.json` when its stat changed (since this process last read
+    /// it, or since the index stored its entries).
+    fn refresh_store(&mut self, agent: &str, diag: &mut Diagnostics) -> Result<(), WorkerError> {
+        let path = store::store_path(&self.config.state_dir, agent);
+        let meta = match discover::stat_regular(&path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                let msg = format!("{}: {e}", path.display());
+                diag.sessions_json_errors += 1;
+                diag.error(format!("sessions.json: {msg}"));
+                None
+            }
+        };
+        if !self.stores.contains_key(agent) {
+            let stored = self.index().store_meta(agent)?;
+            self.stores.insert(agent.to_owned(), StoreState { meta: stored, error: None });
+        }
+        let state = self.stores.get_mut(agent).expect("inserted above");
+        if state.meta == meta {
+            if let Some(e) = &state.error {
+                diag.sessions_json_errors += 1;
+                diag.error(format!("sessions.json: {e}"));
+            }
+            return Ok(());
+        }
+        state.meta = meta;
+        state.error = None;
+        let parsed = match meta {
+            None => Ok(Vec::new()),
+            Some(_) => store::read_entries(&path),
+        };
+        if let Err(e) = &parsed {
+            let msg = format!("{}: {e}", path.display());
+            self.stores.get_mut(agent).expect("inserted above").error = Some(msg.clone());
+            diag.sessions_json_errors += 1;
+            diag.error(format!("sessions.json: {msg}"));
+        }
+        self.apply_entries(agent, parsed, diag)?;
+        self.index_mut().set_store_meta(agent, meta.as_ref())?;
+        Ok(())
+    }
+
+    /// Stores an agent's entries and recomputes the row facts of the files they name; a file
+    /// whose channel changed moves between `byChannel` groups in the live aggregates.
+    fn apply_entries(
+        &mut self,
+        agent: &str,
+        entries: Result<Vec<store::StoreEntry>, String>,
+        _diag: &mut Diagnostics,
+    ) -> Result<(), WorkerError> {
+        // A malformed file: transcripts still count, without labels (no entries).
+        let entries = entries.unwrap_or_default();
+        let price_tables = self.prices.clone();
+        let price = price_fn(&price_tables);
+        let index = self.index.as_mut().expect("opened");
+        let lives = &mut self.lives;
+        index.batch(|index| {
+            let touched = index.replace_entries(agent, &mut entries.into_iter())?;
+            if touched.is_empty() {
+                return Ok(());
+            }
+            let moved = index.refresh_facts(agent, &touched)?;
+            // Family rows may have changed membership: rebuilt on next use.
+            lives.invalidate_family(agent);
+            for (id, old_channel) in moved {
+                let (Some(row), Some(rollup)) = (index.file(id)?, index.rollup(id)?) else { continue };
+                lives.file_changed(
+                    index,
+                    &Change {
+                        id,
+                        agent,
+                        old: Some((&row.disc, &rollup, old_channel.as_deref())),
+                        new: Some((&row.disc, &rollup, row.facts.channel.as_deref())),
+                    },
+                    &price,
+                )?;
+            }
+            Ok(())
+        })?;
+        self.change += 1;
+        Ok(())
+    }
+
+    /// One changed name in a watched directory: a new, grown, rewritten or removed transcript.
+    /// A known file that is gone is returned, for the caller to remove after the other names.
+    fn check_name(
+        &mut self,
+        agent: &str,
+        dir: &std::path::Path,
+        name: &str,
+        jobs: &mut Vec<Job>,
+        diag: &mut Diagnostics,
+    ) -> Result<Option<FileRow>, WorkerError> {
+        let Some((session_id, kind)) = discover::classify(name) else { return Ok(None) };
+        let path = dir.join(name);
+        let known = self.index().file_by_path(&path)?;
+        let meta = match discover::stat_regular(&path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    diag.skipped_special_files += 1;
+                    diag.error(format!("{}: skipped, {e}", path.display()));
+                }
+                return Ok(known);
+            }
+        };
+        let disc = Discovered {
+            path,
+            file_name: name.to_owned(),
+            agent_id: agent.to_owned(),
+            session_id,
+            kind,
+            meta,
+        };
+        match known {
+            Some(k) if k.disc.meta == meta => {}
+            Some(k) => {
+                let prev = self.index().rollup(k.id)?;
+                jobs.push(Job { disc, prev });
+            }
+            None => {
+                // A rename keeps device and inode: follow it without re-reading.
+                match self.index().file_by_inode(meta.dev, meta.ino, agent)? {
+                    Some(old) if discover::stat_regular(&old.disc.path).is_err() => {
+                        self.follow_rename(old, disc)?
+                    }
+                    _ => jobs.push(Job { disc, prev: None }),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Compares a full listing of one agent with the index: new and changed files become
+    /// jobs, renamed ones are followed, vanished ones removed.
+    fn compare_listing(
+        &mut self,
+        agent: &str,
+        listed: Vec<Discovered>,
+        jobs: &mut Vec<Job>,
+    ) -> Result<(), WorkerError> {
+        let mut known: HashMap<Vec<u8>, index::Known> = HashMap::new();
+        self.index().known_of_agent(agent, |path, k| {
+            known.insert(path.to_vec(), k);
+        })?;
+        let mut fresh: Vec<Discovered> = Vec::new();
+        for d in listed {
+            match known.remove(d.path.as_os_str().as_encoded_bytes()) {
+                Some(k) if k.meta == d.meta => {}
+                Some(k) => {
+                    let prev = self.index().rollup(k.id)?;
+                    jobs.push(Job { disc: d, prev });
+                }
+                None => fresh.push(d),
+            }
+        }
+        // What is left of `known` is gone from the listing: renamed (same inode) or removed.
+        let mut by_inode: HashMap<(u64, u64), index::Known> =
+            known.into_values().map(|k| ((k.meta.dev, k.meta.ino), k)).collect();
+        for d in fresh {
+            match by_inode.remove(&(d.meta.dev, d.meta.ino)) {
+                Some(k) => {
+                    if let Some(row) = self.index().file(k.id)? {
+                        self.follow_rename(row, d)?;
+                    }
+                }
+                None => jobs.push(Job { disc: d, prev: None }),
+            }
+        }
+        for k in by_inode.into_values() {
+            if let Some(row) = self.index().file(k.id)? {
+                self.remove(row)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A known file under a new name (archived to `.deleted.<ts>`, say): same bytes, new path.
+    fn follow_rename(&mut self, old: FileRow, new: Discovered) -> Result<(), WorkerError> {
+        let price_tables = self.prices.clone();
+        let price = price_fn(&price_tables);
+        let index = self.index.as_mut().expect("opened");
+        let lives = &mut self.lives;
+        index.batch(|index| {
+            let Some(rollup) = index.rollup(old.id)? else { return Ok(()) };
+            // The new name keeps the old stat facts but its own ctime (a rename changes it).
+            let mut disc = new.clone();
+            disc.meta = FileMeta { ctime_ns: new.meta.ctime_ns, ..old.disc.meta };
+            if disc.meta != new.meta {
+                // Not only renamed: size or mtime moved too; the next call re-reads it.
+                disc.meta = new.meta;
+            }
+            index.rename_file(old.id, &disc)?;
+            let entry = index.entry_for_file(&disc.agent_id, &disc.session_id, &disc.file_name)?;
+            let facts = index::facts_of(&disc, entry.as_ref());
+            index.set_facts(old.id, &facts)?;
+            lives.file_changed(
+                index,
+                &Change {
+                    id: old.id,
+                    agent: &old.disc.agent_id,
+                    old: Some((&old.disc, &rollup, old.facts.channel.as_deref())),
+                    new: Some((&disc, &rollup, facts.channel.as_deref())),
+                },
+                &price,
+            )?;
+            Ok(())
+        })?;
+        self.change += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, old: FileRow) -> Result<(), WorkerError> {
+        let price_tables = self.prices.clone();
+        let price = price_fn(&price_tables);
+        let index = self.index.as_mut().expect("opened");
+        let lives = &mut self.lives;
+        index.batch(|index| {
+            if let Some(rollup) = index.rollup(old.id)? {
+                lives.file_changed(
+                    index,
+                    &Change {
+                        id: old.id,
+                        agent: &old.disc.agent_id,
+                        old: Some((&old.disc, &rollup, old.facts.channel.as_deref())),
+                        new: None,
+                    },
+                    &price,
+                )?;
+            }
+            index.remove_file(old.id)
+        })?;
+        self.change += 1;
+        Ok(())
+    }
+
+    /// Parses the changed files in parallel, writing results to the index in batches and
+    /// applying each file's change to the live aggregates.
+    fn run_jobs(
+        &mut self,
+        mut jobs: Vec<Job>,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Progress),
+        diag: &mut Diagnostics,
+    ) -> Result<RefreshStats, WorkerError> {
+        let total = jobs.len() as u64;
         let mut stats = RefreshStats::default();
-        progress(Progress { files_done: done, files_total: total, bytes_done: 0 });
+        progress(Progress { files_done: 0, files_total: total, bytes_done: 0 });
         if jobs.is_empty() {
             return Ok(stats);
         }
+        self.change += 1;
         // Biggest first, so one large file does not finish last on one core.
         jobs.sort_by_key(|j| {
             std::cmp::Reverse(
@@ -584,89 +733,515 @@ impl Engine {
             )
         });
         let max_line = self.config.max_line_bytes;
-        let threads = self.config.threads.clamp(1, jobs.len());
-        let queue: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
-        let next = AtomicUsize::new(0);
-        let mut was_cancelled = false;
+        let mut done = 0u64;
         let mut last_report = Instant::now();
-        std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::channel::<JobResult>();
-            for _ in 0..threads {
-                let tx = tx.clone();
-                let (queue, next) = (&queue, &next);
-                scope.spawn(move || {
-                    loop {
-                        if cancel.load(Ordering::Relaxed) {
-                            let _ = tx.send(JobResult::Cancelled);
-                            return;
+        let mut remaining = jobs.into_iter().peekable();
+        while remaining.peek().is_some() {
+            let batch: Vec<Job> = remaining.by_ref().take(BATCH_FILES).collect();
+            // The old state of each file, for taking its contribution away.
+            let olds: HashMap<PathBuf, (FileRow, Option<FileRollup>)> = batch
+                .iter()
+                .filter(|j| j.prev.is_some())
+                .filter_map(|j| {
+                    let row = self.index().file_by_path(&j.disc.path).ok().flatten()?;
+                    Some((j.disc.path.clone(), (row, j.prev.clone())))
+                })
+                .collect();
+            let results = parse_batch(batch, self.config.threads, max_line, cancel);
+            let price_tables = self.prices.clone();
+            let price = price_fn(&price_tables);
+            let index = self.index.as_mut().expect("opened");
+            let lives = &mut self.lives;
+            let mut was_cancelled = false;
+            index.batch(|index| {
+                for r in results {
+                    match r {
+                        JobResult::Done { disc, rollup, bytes } => {
+                            done += 1;
+                            stats.files_parsed += 1;
+                            stats.bytes_parsed += bytes;
+                            let (id, _) = index.put_file(&disc, &rollup)?;
+                            let entry =
+                                index.entry_for_file(&disc.agent_id, &disc.session_id, &disc.file_name)?;
+                            let facts = index::facts_of(&disc, entry.as_ref());
+                            index.set_facts(id, &facts)?;
+                            let old = olds.get(&disc.path);
+                            let old = old.and_then(|(row, r)| {
+                                r.as_ref().map(|r| (&row.disc, r, row.facts.channel.as_deref()))
+                            });
+                            lives.file_changed(
+                                index,
+                                &Change {
+                                    id,
+                                    agent: &disc.agent_id,
+                                    old,
+                                    new: Some((&disc, &rollup, facts.channel.as_deref())),
+                                },
+                                &price,
+                            )?;
                         }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(slot) = queue.get(i) else { return };
-                        let job = slot.lock().map(|mut s| s.take()).ok().flatten();
-                        let Some(job) = job else { continue };
-                        if tx.send(run_job(job, max_line, cancel)).is_err() {
-                            return;
+                        JobResult::Unreadable { disc, error } => {
+                            done += 1;
+                            diag.unreadable_files += 1;
+                            diag.error(format!("{}: {error}", disc.path.display()));
+                            if let Some((row, Some(rollup))) = olds.get(&disc.path) {
+                                lives.file_changed(
+                                    index,
+                                    &Change {
+                                        id: row.id,
+                                        agent: &row.disc.agent_id,
+                                        old: Some((&row.disc, rollup, row.facts.channel.as_deref())),
+                                        new: None,
+                                    },
+                                    &price,
+                                )?;
+                                index.remove_file(row.id)?;
+                            }
                         }
+                        JobResult::Cancelled => was_cancelled = true,
                     }
-                });
-            }
-            drop(tx);
-            for r in rx {
-                match r {
-                    JobResult::Done { disc, rollup, bytes } => {
-                        done += 1;
-                        stats.files_parsed += 1;
-                        stats.bytes_parsed += bytes;
-                        let generation = self.next_gen();
-                        self.files
-                            .insert(FileKey::of(&disc.path), FileState { disc, rollup: *rollup, generation });
-                        self.persisted.parsed(bytes);
-                    }
-                    JobResult::Unreadable { disc, error } => {
-                        done += 1;
-                        diag.unreadable_files += 1;
-                        diag.error(format!("{}: {error}", disc.path.display()));
-                        if self.files.remove(disc.path.as_os_str()).is_some() {
-                            self.persisted.changed();
-                        }
-                    }
-                    JobResult::Cancelled => was_cancelled = true,
                 }
-                // At most ~10 reports a second: the callback may cross a process boundary.
-                if last_report.elapsed() >= PROGRESS_EVERY || done == total {
-                    last_report = Instant::now();
-                    progress(Progress {
-                        files_done: done,
-                        files_total: total,
-                        bytes_done: stats.bytes_parsed,
-                    });
-                }
+                Ok(())
+            })?;
+            // At most ~10 reports a second: the callback crosses a process boundary.
+            if last_report.elapsed() >= PROGRESS_EVERY || done == total {
+                last_report = Instant::now();
+                progress(Progress { files_done: done, files_total: total, bytes_done: stats.bytes_parsed });
             }
-        });
-        // Files whose job never ran (cancelled) lost their taken rollup: forget them so the
-        // next call rescans them instead of trusting a stale checkpoint.
-        for slot in queue {
-            if let Ok(Some(job)) = slot.into_inner() {
-                self.files.remove(job.disc.path.as_os_str());
-                self.persisted.changed();
+            if was_cancelled || cancel.load(Ordering::Relaxed) {
+                // Files whose job never ran keep their old rollup and checkpoint in the index:
+                // the next call finds them changed again.
+                return Err(cancelled());
             }
-        }
-        if was_cancelled || cancel.load(Ordering::Relaxed) {
-            return Err(cancelled());
         }
         Ok(stats)
     }
+
+    /// `usage.cost` and `sessions.usage` without a key: from the live aggregates of the query's
+    /// shape and one page of rows.
+    fn from_live(
+        &mut self,
+        query: &UsageQuery,
+        known: Option<u64>,
+        agents: &[String],
+        diag: &mut Diagnostics,
+        job: &mut JobStats,
+        cancel: &AtomicBool,
+    ) -> Result<Reply, WorkerError> {
+        let now = now_ms();
+        // Unbounded `usage.cost` ranges end today: a new day is a new answer.
+        let day = day_of(now, 0);
+        let cache_key_change = self.change ^ (day as u64).rotate_left(32);
+        if let Some(a) = self.answers.get(query, cache_key_change) {
+            let mut a = a.clone();
+            a.meta = self.fresh_meta(&a.meta, now, diag);
+            job.files_total = a.meta.cache.map_or(0, |c| c.cached_files);
+            return Ok(if known == Some(a.fingerprint) {
+                Reply::Unchanged(a.meta)
+            } else {
+                Reply::Answer(a)
+            });
+        }
+        let shape = Shape {
+            agents: agents.to_vec(),
+            start: query.start_ms,
+            end: query.end_ms,
+            offset_ms: zone_offset_ms(&query.day_zone),
+            family: query.method == Method::SessionsUsage && query.group_by == GroupBy::Family,
+            prices: self.prices_stamp(),
+        };
+        let price_tables = self.prices.clone();
+        let price = price_fn(&price_tables);
+        let index = self.index.as_ref().expect("opened");
+        let is_cancelled = || cancel.load(Ordering::Relaxed);
+        let Some(live) = self.lives.get(index, &shape, &price, &is_cancelled)? else {
+            return Err(cancelled());
+        };
+        diag.files = live.files;
+        diag.skips = (&live.skips).into();
+        diag.pending_tails = live.pending_tails;
+        job.files_total = live.files;
+        job.lines_skipped = live.skips.lines() + live.pending_tails;
+        let version = live.version;
+        let live_at = Instant::now();
+        let (data, rows_total, fingerprint) = match query.method {
+            Method::UsageCost => {
+                let data = cost_data(&live.agg, &shape.window(), now).map_err(internal)?;
+                let fp = payload::hash_of(&(query, version, day));
+                (Payload::text(data), None, fp)
+            }
+            _ => {
+                let live_table = live.table.clone();
+                let agg = live.agg.clone();
+                let (data, total, fp, cut) =
+                    self.sessions_page(query, &shape, &agg, version, &live_table, &price)?;
+                if let Some(cut) = cut {
+                    diag.rows_cut = Some(cut);
+                }
+                (data, Some(total), fp)
+            }
+        };
+        let meta = payload::meta(now, diag.files, diag, rows_total);
+        let answer = Answer { meta, fingerprint, data };
+        self.answers.put(query, cache_key_change, answer.clone());
+        Ok(if known == Some(fingerprint) { Reply::Unchanged(answer.meta) } else { Reply::Answer(answer) })
+    }
+
+    /// A cached answer's answer-time fields for now (the data is the cached one).
+    fn fresh_meta(&self, old: &ipc_proto::AnswerMeta, now: i64, diag: &Diagnostics) -> ipc_proto::AnswerMeta {
+        let files = old.cache.map_or(0, |c| c.cached_files);
+        let mut d: Diagnostics = diag.clone();
+        d.files = files;
+        // The skip counts are those of the cached answer's scope.
+        if let Some(text) = &old.diagnostics
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            d.skips.malformed_json_lines = n("malformedJsonLines");
+            d.skips.invalid_utf8_lines = n("invalidUtf8Lines");
+            d.skips.nul_byte_lines = n("nulByteLines");
+            d.skips.oversize_lines = n("oversizeLines");
+            d.skips.undecodable_rows = n("undecodableRows");
+            d.skips.implausible_usage = n("implausibleUsage");
+            d.pending_tails = n("pendingTails");
+        }
+        payload::meta(now, files, &d, old.rows_total)
+    }
+
+    /// One page of `sessions.usage` rows around the live aggregates: the data, the number of
+    /// rows in all, the fingerprint, and what was cut to fit the answer budget.
+    #[allow(clippy::type_complexity)]
+    fn sessions_page(
+        &mut self,
+        query: &UsageQuery,
+        shape: &Shape,
+        agg: &Aggregates,
+        version: u64,
+        live_table: &str,
+        price: &store::PriceFn<'_>,
+    ) -> Result<(Payload, u64, u64, Option<RowsCut>), WorkerError> {
+        let limit = query.limit.unwrap_or(50).max(1);
+        let offset = query.offset.unwrap_or(0);
+        let search: Vec<String> =
+            query.search.as_deref().unwrap_or("").split_whitespace().map(str::to_lowercase).collect();
+        let index = self.index.as_ref().expect("opened");
+        let pq = PageQuery {
+            agents: &shape.agents,
+            start_ms: shape.start,
+            heads_only: shape.family,
+            search: &search,
+            ascending: false,
+            limit,
+            offset,
+        };
+        let (ids, total) = match query.sort {
+            None | Some(RowSort { key: SortKey::UpdatedAt, descending: true }) => {
+                let total = if search.is_empty() { agg.rows.max(0) as u64 } else { index.count_rows(&pq)? };
+                (index.page(&pq)?, total)
+            }
+            Some(RowSort { key: SortKey::UpdatedAt, descending: false }) => {
+                let total = if search.is_empty() { agg.rows.max(0) as u64 } else { index.count_rows(&pq)? };
+                (index.page(&PageQuery { ascending: true, ..pq })?, total)
+            }
+            Some(RowSort { key, descending }) => {
+                by_value(index, live_table, key, descending, &search, limit, offset)?
+            }
+        };
+        let paged_at = Instant::now();
+        let window = shape.window();
+        let row_shape = payload::hash_of(&(
+            &window.start,
+            &window.end,
+            &window.offset_ms,
+            shape.prices,
+            shape.family,
+            query.include_context_weight,
+        ));
+        let w = Window { start: query.start_ms, end: query.end_ms, offset_ms: window.offset_ms };
+        let head = format!(
+            "\"startDate\":\"{}\",\"endDate\":\"{}\",\"sessions\":[",
+            format_day(day_of(w.start, 0)),
+            format_day(day_of(w.end, 0))
+        );
+        let budget = self.config.answer_budget;
+        let mut parts: Vec<Arc<str>> = Vec::with_capacity(2 * ids.len() + 3);
+        parts.push(Arc::from(head));
+        let comma: Arc<str> = Arc::from(",");
+        let mut stamps: Vec<u64> = Vec::with_capacity(ids.len());
+        let mut bytes = 0usize;
+        let mut cut = None;
+        for (i, id) in ids.iter().enumerate() {
+            let index = self.index.as_ref().expect("opened");
+            let Some(row) = index.file(*id)? else { continue };
+            let entry = match &row.facts.entry_key {
+                Some(k) => index.entry(&row.disc.agent_id, k)?,
+                None => None,
+            };
+            let members =
+                if shape.family { live::family_members(index, &row, entry.as_ref())? } else { Vec::new() };
+            let stamp = payload::hash_of(&(
+                row_shape,
+                row.generation,
+                members.iter().map(|m| m.generation).collect::<Vec<_>>(),
+                entry.as_ref().map(store::StoreEntry::hash),
+                row.facts.updated_at.to_bits(),
+            ));
+            let text = match self.rows.get(stamp) {
+                Some(t) => t,
+                None => {
+                    let Some(rollup) = index.rollup(*id)? else { continue };
+                    let s = live::row_summary(index, &w, &row, &rollup, &members, price, FULL)?;
+                    let family = if shape.family { family_of(&row, entry.as_ref()) } else { None };
+                    let out = RowOut {
+                        row: &row,
+                        entry: entry.as_ref(),
+                        family: family.as_ref(),
+                        summary: &s,
+                        include_context_weight: query.include_context_weight,
+                    };
+                    let t: Arc<str> = Arc::from(serde_json::to_string(&out).map_err(internal)?);
+                    self.rows.put(stamp, Arc::clone(&t));
+                    t
+                }
+            };
+            if budget > 0 && bytes + text.len() > budget {
+                cut = Some(RowsCut {
+                    returned: i as u64,
+                    requested: ids.len() as u64,
+                    reason: format!(
+                        "the rows asked for need more than the answer budget of {} MiB; ask for fewer (limit) or page with offset",
+                        budget >> 20
+                    ),
+                });
+                break;
+            }
+            bytes += text.len();
+            if !stamps.is_empty() {
+                parts.push(Arc::clone(&comma));
+            }
+            stamps.push(stamp);
+            parts.push(text);
+        }
+        let rows_at = paged_at.elapsed();
+        let tail = format!("],{}", payload::fields_of(&SessionsTail(agg)).map_err(internal)?);
+        parts.push(Arc::from(tail));
+        let fingerprint = payload::hash_of(&(query, version, &stamps));
+        tracing::debug!(
+            rows = stamps.len(),
+            rows_us = rows_at.as_micros() as u64,
+            tail_us = (paged_at.elapsed() - rows_at).as_micros() as u64,
+            "Page rendered."
+        );
+        Ok((Payload::from_parts(parts), total, fingerprint, cut))
+    }
+
+    /// `sessions.usage` with a `key`: that session's row alone (with its family in family mode).
+    fn keyed(
+        &mut self,
+        query: &UsageQuery,
+        key: &str,
+        agents: &[String],
+        diag: &mut Diagnostics,
+        job: &mut JobStats,
+    ) -> Result<Answer, WorkerError> {
+        let now = now_ms();
+        let price_tables = self.prices.clone();
+        let price = price_fn(&price_tables);
+        let index = self.index.as_ref().expect("opened");
+        let target = resolve_key(index, key, agents)?;
+        let mut agg = Aggregates::default();
+        let mut parts: Vec<Arc<str>> = Vec::new();
+        let w =
+            Window { start: query.start_ms, end: query.end_ms, offset_ms: zone_offset_ms(&query.day_zone) };
+        let head = format!(
+            "\"startDate\":\"{}\",\"endDate\":\"{}\",\"sessions\":[",
+            format_day(day_of(w.start, 0)),
+            format_day(day_of(w.end, 0))
+        );
+        parts.push(Arc::from(head));
+        let mut rows_total = 0;
+        if let Some((agent, session_id)) = target
+            && let Some(row) = live::file_for_session(index, &agent, &session_id)?
+            && let Some(rollup) = index.rollup(row.id)?
+        {
+            let entry = match &row.facts.entry_key {
+                Some(k) => index.entry(&agent, k)?,
+                None => None,
+            };
+            let family = query.group_by == GroupBy::Family;
+            let members =
+                if family { live::family_members(index, &row, entry.as_ref())? } else { Vec::new() };
+            let s = live::row_summary(index, &w, &row, &rollup, &members, &price, FULL)?;
+            agg.apply(row.id as u64, &agent, row.facts.channel.as_deref(), &s.without_quarters(), 1);
+            let fam = family.then(|| family_of(&row, entry.as_ref())).flatten();
+            let out = RowOut {
+                row: &row,
+                entry: entry.as_ref(),
+                family: fam.as_ref(),
+                summary: &s,
+                include_context_weight: query.include_context_weight,
+            };
+            parts.push(Arc::from(serde_json::to_string(&out).map_err(internal)?));
+            diag.files = 1 + members.len() as u64;
+            diag.skips = (&rollup.skips).into();
+            job.files_total = diag.files;
+            rows_total = 1;
+        }
+        parts.push(Arc::from(format!("],{}", payload::fields_of(&SessionsTail(&agg)).map_err(internal)?)));
+        let data = Payload::from_parts(parts);
+        let fingerprint = payload::hash_of(&data.to_text());
+        Ok(Answer { meta: payload::meta(now, diag.files, diag, Some(rows_total)), fingerprint, data })
+    }
+
+    /// `sessions.usage.timeseries` / `.logs`: one session's transcript, read whole.
+    fn one_session(
+        &mut self,
+        query: &UsageQuery,
+        key: &str,
+        agents: &[String],
+        cancel: &AtomicBool,
+    ) -> Result<(Answer, u64), WorkerError> {
+        let index = self.index.as_ref().expect("opened");
+        let not_found = || {
+            WorkerError::new(
+                WorkerErrorKind::InvalidRequest,
+                format!("No transcript found for session: {key}"),
+            )
+        };
+        let (agent, session_id) = resolve_key(index, key, agents)?.ok_or_else(not_found)?;
+        let file = live::file_for_session(index, &agent, &session_id)?.ok_or_else(not_found)?;
+        let price = price_fn(&self.prices);
+        let max_line = self.config.max_line_bytes;
+        let (text, bytes) = if query.method == Method::SessionsUsageLogs {
+            logs::logs(&file.disc, &session_id, query.limit, max_line, cancel, &price)?
+        } else {
+            series::timeseries(&file.disc, &session_id, max_line, cancel, &price)?
+        };
+        let data = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(&text).to_owned();
+        let fingerprint = payload::hash_of(&data);
+        let meta =
+            ipc_proto::AnswerMeta { updated_at: None, cache: None, diagnostics: None, rows_total: None };
+        Ok((Answer { meta, fingerprint, data: Payload::text(data) }, bytes))
+    }
 }
 
-/// CPU time of the calling thread, µs (what a job cost, however busy the machine is).
-fn thread_cpu_us() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
+/// A row's family (family mode), when its entry names one.
+fn family_of(row: &FileRow, entry: Option<&store::StoreEntry>) -> Option<Family> {
+    let e = entry?;
+    let mut included = vec![row.disc.session_id.clone()];
+    for id in &e.family_ids {
+        if !included.contains(id) {
+            included.push(id.clone());
+        }
     }
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    Some(Family { key: e.family_key.clone().unwrap_or_else(|| e.key.clone()), included })
+}
+
+/// Rows ordered by one of their numbers in the live shape's table.
+fn by_value(
+    index: &Index,
+    table: &str,
+    key: SortKey,
+    descending: bool,
+    search: &[String],
+    limit: u32,
+    offset: u32,
+) -> Result<(Vec<i64>, u64), IndexError> {
+    let col = match key {
+        SortKey::Cost => "cost",
+        SortKey::Tokens => "tokens",
+        SortKey::Messages => "messages",
+        SortKey::UpdatedAt => "id",
+    };
+    let dir = if descending { "DESC" } else { "ASC" };
+    let mut filter = String::new();
+    let mut args: Vec<String> = Vec::new();
+    for term in search {
+        args.push(format!("%{}%", term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        filter.push_str(&format!(" AND f.search_text LIKE ?{} ESCAPE '\\'", args.len()));
+    }
+    let conn = index.conn();
+    let from = format!("FROM temp.{table} v JOIN files f ON f.id = v.id WHERE 1=1{filter}");
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {from}"))?
+        .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT v.id {from} ORDER BY v.{col} {dir}, v.id {dir} LIMIT {limit} OFFSET {offset}"
+    ))?;
+    let ids = st
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok((ids, total as u64))
+}
+
+/// `usage.cost`'s data: `days`, `daily` (every day of the range, zeros included; for an
+/// unbounded range from the first day with data) and `totals`.
+fn cost_data(agg: &Aggregates, w: &Window, now: i64) -> Result<String, serde_json::Error> {
+    use aggregates::DatedTotals;
+    use summary::Totals;
+    let days: std::collections::BTreeMap<i64, &Totals> = agg.cost_days().collect();
+    let (mut lo, mut hi) = (day_of(w.start, w.offset_ms), day_of(w.end, w.offset_ms));
+    if hi - lo + 1 > MAX_DENSE_DAYS {
+        // An unbounded range: from the first day with data to today (or the last day with
+        // data, if later).
+        lo = days.keys().next().copied().unwrap_or(hi + 1);
+        let last = days.keys().next_back().copied().unwrap_or(lo);
+        hi = hi.min(last.max(day_of(now, w.offset_ms)));
+    }
+    let empty = Totals::default();
+    let dated = |d: i64| DatedTotals {
+        date: format_day(d),
+        totals: days.get(&d).copied().unwrap_or(&empty),
+        lead: false,
+    };
+    let daily: Vec<DatedTotals<'_>> = if hi - lo + 1 > MAX_DENSE_DAYS {
+        // Still huge (timestamps far in the past or future): days with data only, so a bogus
+        // timestamp cannot make the answer millions of empty rows.
+        days.keys().copied().filter(|d| (lo..=hi).contains(d)).map(dated).collect()
+    } else if lo <= hi {
+        (lo..=hi).map(dated).collect()
+    } else {
+        Vec::new()
+    };
+    let days_count = (w.end - w.start + 1 + DAY_MS - 1).div_euclid(DAY_MS).max(0);
+    #[derive(serde::Serialize)]
+    struct CostBody<'a> {
+        days: i64,
+        daily: Vec<DatedTotals<'a>>,
+        totals: &'a Totals,
+    }
+    payload::fields_of(&CostBody { days: days_count, daily, totals: &agg.timed_totals })
+}
+
+/// Resolves a `key`: a session key from a store, `agent:<id>:<sessionId>`, or a bare session
+/// id, within the agents in scope. `Ok(None)`: no such session (OpenClaw answers an empty
+/// result, not an error).
+fn resolve_key(index: &Index, key: &str, agents: &[String]) -> Result<Option<(String, String)>, WorkerError> {
+    if key.len() > 1024 {
+        return Ok(None);
+    }
+    let parsed = key.strip_prefix("agent:").and_then(|rest| rest.split_once(':'));
+    if let Some((agent, rest)) = parsed {
+        let Some(agent) = agents.iter().find(|a| a.eq_ignore_ascii_case(agent)) else { return Ok(None) };
+        if let Some(e) = index.entry(agent, key)?.or(index.entry_by_session(agent, rest)?) {
+            return Ok(Some((agent.clone(), e.session_id)));
+        }
+        if !index.files_of_session(agent, rest)?.is_empty() {
+            return Ok(Some((agent.clone(), rest.to_owned())));
+        }
+        return Ok(None);
+    }
+    for a in agents {
+        if let Some(e) = index.entry(a, key)?.or(index.entry_by_session(a, key)?) {
+            return Ok(Some((a.clone(), e.session_id)));
+        }
+    }
+    for a in agents {
+        if !index.files_of_session(a, key)?.is_empty() {
+            return Ok(Some((a.clone(), key.to_owned())));
+        }
+    }
+    Ok(None)
 }
 
 /// A price lookup: the default agent's catalog first, then the entry's own agent's.
@@ -680,9 +1255,47 @@ fn price_fn(
     }
 }
 
+/// Parses a batch of files on up to `threads` threads.
+fn parse_batch(jobs: Vec<Job>, threads: usize, max_line: u64, cancel: &AtomicBool) -> Vec<JobResult> {
+    let threads = threads.clamp(1, jobs.len().max(1));
+    if threads == 1 {
+        return jobs.into_iter().map(|j| run_job(j, max_line, cancel)).collect();
+    }
+    let queue: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<JobResult>();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (queue, next) = (&queue, &next);
+            scope.spawn(move || {
+                loop {
+                    if cancel.load(Ordering::Relaxed) {
+                        let _ = tx.send(JobResult::Cancelled);
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = queue.get(i) else { return };
+                    let job = slot.lock().map(|mut s| s.take()).ok().flatten();
+                    let Some(job) = job else { continue };
+                    if tx.send(run_job(job, max_line, cancel)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        rx.into_iter().collect()
+    })
+}
+
 /// Whether a checkpoint was taken at exactly this stat (then the file is unchanged).
 fn same_stat(cp: &Checkpoint, m: &FileMeta) -> bool {
-    cp.dev == m.dev && cp.ino == m.ino && cp.size == m.size && cp.mtime_ns == m.mtime_ns
+    cp.dev == m.dev
+        && cp.ino == m.ino
+        && cp.size == m.size
+        && cp.mtime_ns == m.mtime_ns
+        && cp.ctime_ns == m.ctime_ns
 }
 
 /// Parses one file: only the appended bytes when its checkpoint still matches, else all of it.
@@ -691,20 +1304,17 @@ fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
         return sqlite::run_job(job, max_line, cancel);
     }
     let Job { mut disc, prev } = job;
-    let file = match File::open(&disc.path) {
+    let file = match discover::open_regular(&disc.path) {
         Ok(f) => f,
-        Err(e) => {
-            return JobResult::Unreadable { disc, error: e.to_string() };
-        }
+        Err(e) => return JobResult::Unreadable { disc, error: e.to_string() },
     };
     let meta = match file.metadata() {
         Ok(m) => FileMeta::of(&m),
-        Err(e) => {
-            return JobResult::Unreadable { disc, error: e.to_string() };
-        }
+        Err(e) => return JobResult::Unreadable { disc, error: e.to_string() },
     };
     disc.meta = meta;
     let mut rollup = match prev {
+        Some(p) if same_stat(&p.checkpoint, &meta) => p,
         Some(p) if can_append(&file, &p.checkpoint, &meta) => p,
         _ => FileRollup::default(),
     };
@@ -715,6 +1325,7 @@ fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
             rollup.checkpoint.ino = meta.ino;
             rollup.checkpoint.size = meta.size;
             rollup.checkpoint.mtime_ns = meta.mtime_ns;
+            rollup.checkpoint.ctime_ns = meta.ctime_ns;
             JobResult::Done { disc, rollup: Box::new(rollup), bytes }
         }
         Err(ReadError::Cancelled) => JobResult::Cancelled,
@@ -722,14 +1333,15 @@ fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
     }
 }
 
-/// Same file, grown (or untouched) since the checkpoint, and the bytes before the offset
-/// unchanged. A file that did not grow but has a new mtime was rewritten in place (transcripts
-/// only ever grow), which the anchor cannot see when the change lies before its 4 KiB: rescan.
+/// Same file, grown since the checkpoint, and the bytes before the offset unchanged. A file
+/// that did not grow but changed (mtime, or ctime: an edit that put the old mtime back) was
+/// rewritten in place (transcripts only ever grow), which the anchor cannot see when the change
+/// lies before its 4 KiB: rescan.
 fn can_append(file: &File, cp: &Checkpoint, m: &FileMeta) -> bool {
     cp.dev == m.dev
         && cp.ino == m.ino
         && m.size >= cp.offset
-        && (m.size > cp.size || m.mtime_ns == cp.mtime_ns)
+        && m.size > cp.size
         && (cp.offset == 0 || anchor_hash(file, cp.offset).is_ok_and(|h| h == cp.anchor))
 }
 
@@ -743,7 +1355,7 @@ fn scan_into(
     cancel: &AtomicBool,
 ) -> Result<u64, ReadError> {
     let mut skips = rollup::SkipCounts::default();
-    let out = read_lines(file, start, max_line, cancel, |raw| sqlite::fold(rollup, &mut skips, raw))?;
+    let out = read_lines(file, start, max_line, cancel, |raw| rollup::fold_line(rollup, &mut skips, raw))?;
     skips.oversize += out.oversize;
     rollup.skips.add(&skips);
     rollup.shrink();

@@ -1,48 +1,91 @@
 //! Number helpers: drift-free money sums and JavaScript-shaped JSON numbers.
 //!
-//! Costs are summed over hundreds of thousands of small values; a naive `f64` running sum drifts,
-//! so every aggregate uses [`KSum`] (Neumaier compensated summation). OpenClaw is JavaScript, where
+//! Costs are summed over hundreds of thousands of small values; a naive `f64` running sum drifts
+//! and depends on order, so every aggregate uses [`Exact`] (fixed point, order-independent,
+//! exactly invertible). OpenClaw is JavaScript, where
 //! every number is a double and `JSON.stringify(3)` prints `3`, not `3.0`: [`Js`] reproduces that.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
-/// A compensated (Neumaier) sum. Plain data, so rollups holding it stay serializable.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct KSum {
-    sum: f64,
-    comp: f64,
-}
+/// An exact sum of doubles: each value is rounded once to a multiple of 2^-60 and the
+/// multiples are added as integers. Sums are therefore independent of order and subtraction
+/// undoes addition exactly, which is what lets an answer be kept up to date by removing a
+/// session's old contribution and adding its new one: the result is bit for bit the answer a
+/// full recomputation gives. The rounding (≤ 4.4e-19 per value, dollars or milliseconds) is far
+/// below what a double shows of a sum. The range (±2^67) covers any plausible total; values
+/// beyond it are refused upstream as implausible (see `line.rs`), and the arithmetic wraps
+/// rather than panics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Exact(i128);
 
-impl KSum {
-    /// Adds one value, carrying the low-order bits lost by the addition in `comp`.
+/// 2^60, the number of units in 1.
+const SCALE: f64 = (1u64 << 60) as f64;
+/// Largest magnitude converted; anything larger is clamped (never reached by plausible data).
+const LIMIT: f64 = 1.0e20;
+
+impl Exact {
+    pub const ZERO: Exact = Exact(0);
+
+    /// `x` rounded to the nearest unit; non-finite values count as zero.
     #[inline]
-    pub fn add(&mut self, x: f64) {
-        let t = self.sum + x;
-        if self.sum.abs() >= x.abs() {
-            self.comp += (self.sum - t) + x;
-        } else {
-            self.comp += (x - t) + self.sum;
+    pub fn of(x: f64) -> Exact {
+        if !x.is_finite() {
+            return Exact(0);
         }
-        self.sum = t;
+        Exact((x.clamp(-LIMIT, LIMIT) * SCALE).round() as i128)
     }
 
-    /// Merges another compensated sum without losing its compensation term.
     #[inline]
-    pub fn merge(&mut self, other: &KSum) {
-        self.add(other.sum);
-        self.comp += other.comp;
+    pub fn add(&mut self, o: Exact) {
+        self.0 = self.0.wrapping_add(o.0);
     }
 
-    /// The corrected value.
+    #[inline]
+    pub fn sub(&mut self, o: Exact) {
+        self.0 = self.0.wrapping_sub(o.0);
+    }
+
+    /// Adds `o` once for `sign` 1, removes it for -1.
+    #[inline]
+    pub fn apply(&mut self, o: Exact, sign: i64) {
+        if sign >= 0 { self.add(o) } else { self.sub(o) }
+    }
+
+    #[inline]
+    pub fn add_f64(&mut self, x: f64) {
+        self.add(Exact::of(x));
+    }
+
+    /// The nearest double.
     #[inline]
     pub fn value(&self) -> f64 {
-        self.sum + self.comp
+        self.0 as f64 / SCALE
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The raw units, for ordering without rounding.
+    pub fn units(&self) -> i128 {
+        self.0
     }
 }
 
-impl Serialize for KSum {
+/// Adds or removes `o` in a token or count sum. Wrapping, so that removal undoes addition even
+/// past `u64::MAX` (not reachable with plausible data).
+#[inline]
+pub fn apply_u64(a: &mut u64, o: u64, sign: i64) {
+    *a = if sign >= 0 { a.wrapping_add(o) } else { a.wrapping_sub(o) };
+}
+
+/// An [`Exact`] printed as a JavaScript number.
+#[derive(Debug, Clone, Copy)]
+pub struct JsExact(pub Exact);
+
+impl Serialize for JsExact {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Js(self.value()).serialize(s)
+        Js(self.0.value()).serialize(s)
     }
 }
 
@@ -73,15 +116,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ksum_beats_naive_sum() {
-        let mut k = KSum::default();
-        let mut naive = 0.0f64;
-        for _ in 0..1_000_000 {
-            k.add(0.1);
-            naive += 0.1;
-        }
-        assert!((k.value() - 100_000.0).abs() < 1e-9);
-        assert!((naive - 100_000.0).abs() > 1e-7);
+    fn exact_sums_ignore_order_and_undo_exactly() {
+        let values: Vec<f64> = (0..100_000).map(|i| 0.1 + f64::from(i % 97) * 1e-7).collect();
+        let mut fwd = Exact::ZERO;
+        values.iter().for_each(|v| fwd.add_f64(*v));
+        let mut rev = Exact::ZERO;
+        values.iter().rev().for_each(|v| rev.add_f64(*v));
+        assert_eq!(fwd, rev);
+        let naive: f64 = values.iter().sum();
+        // The true sum, from integers: every value is (1e6 + i % 97) * 1e-7.
+        let exact = (0..100_000i64).map(|i| 1_000_000 + i % 97).sum::<i64>() as f64 * 1e-7;
+        assert!((fwd.value() - exact).abs() <= 1e-9, "{} vs {exact}", fwd.value());
+        assert!((fwd.value() - naive).abs() < 1e-6);
+        let mut back = fwd;
+        values.iter().for_each(|v| back.sub(Exact::of(*v)));
+        assert!(back.is_zero());
+        assert_eq!(Exact::of(f64::NAN), Exact::ZERO);
+        assert_eq!(Exact::of(1e308).value(), 1e20);
     }
 
     #[test]

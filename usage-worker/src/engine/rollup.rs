@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::line::{Entry, Role};
+use super::line::{Entry, LineOutcome, Role, parse_line};
 use super::time::quarter_of;
 
 /// Marks "no model": usage entries that named neither provider nor model.
@@ -28,6 +28,9 @@ pub struct Checkpoint {
     pub size: u64,
     /// Modification time when last read, in ns since the epoch.
     pub mtime_ns: i128,
+    /// Inode change time when last read, in ns since the epoch: an edit that keeps the size and
+    /// puts the old mtime back still moves it.
+    pub ctime_ns: i128,
     /// Offset just after the last complete line.
     pub offset: u64,
     /// Hash of the bytes just before `offset` ([`super::reader::anchor_hash`]).
@@ -44,11 +47,19 @@ pub struct SkipCounts {
     /// SQLite rows whose compressed event does not inflate to its recorded size (or that hold
     /// no event at all).
     pub undecodable: u64,
+    /// Usage objects with impossible numbers (a token count above [`super::line::MAX_TOKENS`],
+    /// a cost above [`super::line::MAX_COST`]): the message counts, its usage does not.
+    pub implausible: u64,
 }
 
 impl SkipCounts {
     pub fn total(&self) -> u64 {
         self.malformed_json + self.invalid_utf8 + self.nul_bytes + self.oversize + self.undecodable
+    }
+
+    /// Lines skipped whole (implausible usage drops only the numbers, not the line).
+    pub fn lines(&self) -> u64 {
+        self.total()
     }
 
     pub fn add(&mut self, o: &SkipCounts) {
@@ -57,6 +68,7 @@ impl SkipCounts {
         self.nul_bytes += o.nul_bytes;
         self.oversize += o.oversize;
         self.undecodable += o.undecodable;
+        self.implausible += o.implausible;
     }
 }
 
@@ -95,8 +107,10 @@ pub struct ModelAgg {
     pub count: u64,
     /// input, output, cacheRead, cacheWrite, totalTokens.
     pub tokens: [u64; 5],
-    /// Stored costs: total, input, output, cacheRead, cacheWrite. Within one bucket only a few
-    /// values are added, so a plain sum is exact to ~1e-16; answers sum buckets with `KSum`.
+    /// Stored costs: total, input, output, cacheRead, cacheWrite, added in line order. Answers
+    /// convert each bucket's sums to [`super::num::Exact`] once, so a bucket contributes the same
+    /// amount however and whenever it is summed (a rollup extended by an append holds the same
+    /// doubles as one parsed whole).
     pub cost: [f64; 5],
     /// Entries without a stored cost: priced at answer time, or counted as missing.
     pub unpriced: u64,
@@ -316,5 +330,30 @@ impl FileRollup {
             + self.latency.capacity() * std::mem::size_of::<LatencySample>()
             + self.tools.iter().map(|t| t.len() + 24).sum::<usize>()
             + self.models.len() * 64
+    }
+}
+
+/// Folds one line (a JSONL line or an event's JSON) into a rollup, counting bad input by kind.
+/// The JSONL reader and the SQLite reader share it, so both layouts classify alike.
+pub fn fold_line(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
+    let line = raw.trim_ascii();
+    if line.is_empty() {
+        return;
+    }
+    if memchr::memchr(0, line).is_some() {
+        skips.nul_bytes += 1;
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        skips.invalid_utf8 += 1;
+        return;
+    };
+    match parse_line(text) {
+        LineOutcome::Entry(e) => {
+            skips.implausible += u64::from(e.implausible);
+            rollup.add(&e);
+        }
+        LineOutcome::Ignored => {}
+        LineOutcome::Malformed => skips.malformed_json += 1,
     }
 }

@@ -12,7 +12,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::discover::Discovered;
 use super::line::{LineOutcome, parse_line};
-use super::num::{Js, KSum};
+use super::num::{Exact, Js};
 use super::reader::{ReadError, read_lines};
 use super::sqlite;
 use super::sqlite_schema::SqliteError;
@@ -142,19 +142,19 @@ pub(super) fn read_session(
 fn downsample(points: Vec<Point>) -> Vec<Point> {
     let step = if points.len() > MAX_POINTS { points.len().div_ceil(MAX_POINTS) } else { 1 };
     let mut out = Vec::with_capacity(points.len().div_ceil(step));
-    let (mut cum_tokens, mut cum_cost) = (0u64, KSum::default());
+    let (mut cum_tokens, mut cum_cost) = (0u64, Exact::ZERO);
     for chunk in points.chunks(step) {
         let mut p = Point { ts: chunk.last().map_or(0, |p| p.ts), ..Point::default() };
-        let mut cost = KSum::default();
+        let mut cost = Exact::ZERO;
         for x in chunk {
             for (a, b) in p.tokens.iter_mut().zip(x.tokens) {
                 *a = a.saturating_add(b);
             }
-            cost.add(x.cost);
+            cost.add_f64(x.cost);
         }
         p.cost = cost.value();
         cum_tokens = cum_tokens.saturating_add(p.tokens[4]);
-        cum_cost.add(p.cost);
+        cum_cost.add(cost);
         p.cum_tokens = cum_tokens;
         p.cum_cost = cum_cost.value();
         out.push(p);

@@ -37,11 +37,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::discover::{Discovered, FileKind, FileMeta};
-use super::line::{LineOutcome, parse_line};
-use super::respond::Diagnostics;
-use super::rollup::{Checkpoint, FileRollup, SkipCounts};
+use super::payload::Diagnostics;
+use super::rollup::{Checkpoint, FileRollup, SkipCounts, fold_line};
 use super::sqlite_schema::{self, RowDecoder, RowSkip, SqliteError};
-use super::store::{Cached, StoreIndex};
 use super::{Job, JobResult};
 
 /// The database of an agent, relative to its agent directory.
@@ -62,11 +60,6 @@ pub fn db_path(state_dir: &Path, agent: &str) -> PathBuf {
     state_dir.join("agents").join(agent).join(DB_RELATIVE)
 }
 
-/// Whether the agent is read from a database (which then wins over any legacy files).
-pub fn has_db(state_dir: &Path, agent: &str) -> bool {
-    fs::metadata(db_path(state_dir, agent)).is_ok_and(|m| m.is_file())
-}
-
 /// Whether a discovered transcript is a SQLite session.
 pub fn is_session(d: &Discovered) -> bool {
     d.meta.dev == SQLITE_DEV
@@ -83,11 +76,15 @@ fn db_of(d: &Discovered) -> Option<PathBuf> {
     d.path.to_str()?.strip_prefix(&prefix).map(PathBuf::from)
 }
 
-/// FNV-1a, stable across builds (checkpoints persist).
+/// FNV-1a continued from `h`, stable across builds (checkpoints persist).
 fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    use std::hash::Hasher;
+    let mut x = fnv::FnvHasher::with_key(h);
+    x.write(bytes);
+    x.finish()
 }
 
+/// FNV-1a's offset basis.
 const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Identity of "this session, at this rewrite generation, read up to this seq".
@@ -131,6 +128,7 @@ impl SqliteCheckpoint {
             ino: self.watermark,
             size: self.rows,
             mtime_ns: i128::from(self.updated_ms) * 1_000_000,
+            ctime_ns: 0,
             offset: self.last_seq as u64,
             anchor: self.anchor,
         }
@@ -151,7 +149,7 @@ impl SqliteCheckpoint {
     /// session is as it was read.
     fn meta(&self) -> FileMeta {
         let cp = self.encode();
-        FileMeta { dev: cp.dev, ino: cp.ino, size: cp.size, mtime_ns: cp.mtime_ns }
+        FileMeta { dev: cp.dev, ino: cp.ino, size: cp.size, mtime_ns: cp.mtime_ns, ctime_ns: cp.ctime_ns }
     }
 }
 
@@ -189,10 +187,22 @@ fn now_ns() -> i128 {
 struct AgentDb {
     stamp: DbStamp,
     racy: bool,
-    listed: Vec<Discovered>,
-    /// Hash of the `sessions.json` the nodes stood for: an unchanged index keeps its
-    /// [`Cached`] (and stamp), so answers cached against it stay valid.
+    /// Hash of the `sessions.json` the nodes stood for: unchanged, it is not parsed again.
     index_hash: u64,
+}
+
+/// What [`Databases::list`] found.
+#[derive(Debug)]
+pub enum Listing {
+    /// The agent has no database: read its legacy files.
+    NoDatabase,
+    /// Nothing changed since the last listing.
+    Unchanged,
+    /// The database cannot be read; its sessions count as absent (reported in diagnostics).
+    Failed,
+    /// Every session, and the `sessions.json` the database's session nodes stand for (`None`
+    /// when unchanged).
+    Changed { listed: Vec<Discovered>, sessions_json: Option<String> },
 }
 
 /// The SQLite side of the engine: per-agent database listings.
@@ -204,48 +214,41 @@ pub struct Databases {
 }
 
 impl Databases {
-    /// Lists the sessions of `agent` if it has a database (`None`: read its legacy files), and
-    /// puts the database's session index into `stores`. An unreadable database lists nothing
-    /// and is counted in `diag`.
-    pub fn list(
-        &mut self,
-        state_dir: &Path,
-        agent: &str,
-        stores: &mut HashMap<String, Cached<StoreIndex>>,
-        diag: &mut Diagnostics,
-    ) -> Option<Vec<Discovered>> {
+    /// Forgets what was listed of `agent`: the next call lists it again.
+    pub fn forget(&mut self, agent: &str) {
+        self.agents.remove(agent);
+    }
+
+    /// Lists the sessions of `agent` if it has a database and it changed since last asked.
+    pub fn list(&mut self, state_dir: &Path, agent: &str, diag: &mut Diagnostics) -> Listing {
         let db = db_path(state_dir, agent);
         let Some(stamp) = DbStamp::of(&db) else {
-            self.agents.remove(agent);
-            return None;
+            if self.agents.remove(agent).is_some() {
+                // The database went away: list the legacy files (and forget the sessions).
+                return Listing::NoDatabase;
+            }
+            return Listing::NoDatabase;
         };
         if let Some(known) = self.agents.get(agent)
             && known.stamp == stamp
             && !known.racy
         {
-            return Some(known.listed.clone());
+            return Listing::Unchanged;
         }
         let racy = now_ns() - stamp.newest_ns() < RACY_NS;
         // The absolute path, as OpenClaw prints it in `sessionFile`.
         let abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
-        let known_index = self.agents.get(agent).map(|a| a.index_hash).filter(|_| stores.contains_key(agent));
+        let known_index = self.agents.get(agent).map(|a| a.index_hash);
         match snapshot(&abs, agent, known_index) {
-            Ok((listed, index_hash, index)) => {
-                if let Some(index) = index {
-                    let mut c = Cached::default();
-                    c.value = Some(index);
-                    stores.insert(agent.to_owned(), c);
-                }
-                self.agents
-                    .insert(agent.to_owned(), AgentDb { stamp, racy, listed: listed.clone(), index_hash });
+            Ok((listed, index_hash, sessions_json)) => {
+                self.agents.insert(agent.to_owned(), AgentDb { stamp, racy, index_hash });
                 if self.failing.remove(agent).is_some() {
                     tracing::info!(agent, db = %db.display(), "agent database readable again");
                 }
-                Some(listed)
+                Listing::Changed { listed, sessions_json }
             }
             Err(e) => {
                 self.agents.remove(agent);
-                stores.remove(agent);
                 let msg = format!("{}: {e}", db.display());
                 if self.failing.get(agent) != Some(&msg) {
                     tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
@@ -253,7 +256,7 @@ impl Databases {
                 }
                 diag.unreadable_databases += 1;
                 diag.error(msg);
-                Some(Vec::new())
+                Listing::Failed
             }
         }
     }
@@ -285,7 +288,7 @@ fn snapshot(
     db: &Path,
     agent: &str,
     known_index: Option<u64>,
-) -> Result<(Vec<Discovered>, u64, Option<StoreIndex>), SqliteError> {
+) -> Result<(Vec<Discovered>, u64, Option<String>), SqliteError> {
     let conn = sqlite_schema::open(db)?;
     let tx = conn.unchecked_transaction()?;
     // Counted from the primary-key index alone; sessions without rows have no transcript.
@@ -376,9 +379,7 @@ fn snapshot(
     if known_index == Some(hash) {
         return Ok((listed, hash, None));
     }
-    let index =
-        StoreIndex::parse(json.as_bytes()).map_err(|e| SqliteError::Other(format!("session_nodes: {e}")))?;
-    Ok((listed, hash, Some(index)))
+    Ok((listed, hash, Some(json)))
 }
 
 fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, SqliteError> {
@@ -545,28 +546,6 @@ pub(super) fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult
     }
 }
 
-/// Folds one line (a JSONL line or an event's JSON) into a rollup, counting bad input by kind.
-/// The JSONL reader and the SQLite reader share it, so both layouts classify alike.
-pub(super) fn fold(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
-    let line = raw.trim_ascii();
-    if line.is_empty() {
-        return;
-    }
-    if memchr::memchr(0, line).is_some() {
-        skips.nul_bytes += 1;
-        return;
-    }
-    let Ok(text) = std::str::from_utf8(line) else {
-        skips.invalid_utf8 += 1;
-        return;
-    };
-    match parse_line(text) {
-        LineOutcome::Entry(e) => rollup.add(&e),
-        LineOutcome::Ignored => {}
-        LineOutcome::Malformed => skips.malformed_json += 1,
-    }
-}
-
 fn count_skip(skips: &mut SkipCounts, s: RowSkip) {
     match s {
         RowSkip::Oversize => skips.oversize += 1,
@@ -629,7 +608,7 @@ fn read_session(
                 match decoder.decode(json, zstd, size, max_line) {
                     Ok(text) => {
                         bytes += text.len() as u64;
-                        fold(&mut rollup, &mut skips, text);
+                        fold_line(&mut rollup, &mut skips, text);
                     }
                     Err(s) => count_skip(&mut skips, s),
                 }

@@ -5,19 +5,19 @@
 //! A malformed file is a diagnostic, never an error: transcripts still count, they just lose
 //! their labels (store) or stay unpriced (`missingCostEntries`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::discover::FileMeta;
 
 /// The `sessions.json` fields usage rows show.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreEntry {
     pub key: String,
     pub session_id: String,
@@ -41,15 +41,43 @@ pub struct StoreEntry {
     pub context_weight: Option<String>,
 }
 
-/// One agent's `sessions.json`, indexed.
-#[derive(Debug, Clone, Default)]
-pub struct StoreIndex {
-    pub entries: Vec<StoreEntry>,
-    by_key: HashMap<String, usize>,
-    by_session_id: HashMap<String, usize>,
-    by_file_name: HashMap<String, usize>,
-    /// Every id listed in some entry's `usageFamilySessionIds`.
-    pub family_ids: HashSet<String>,
+impl std::hash::Hash for HashF64 {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.map(f64::to_bits).hash(h);
+    }
+}
+
+/// `Option<f64>` hashed by its bits.
+struct HashF64(Option<f64>);
+
+impl StoreEntry {
+    /// A hash of every field: what a rendered row depends on of its entry.
+    pub fn hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = fnv::FnvHasher::default();
+        (
+            &self.key,
+            &self.session_id,
+            HashF64(self.updated_at),
+            &self.label,
+            &self.channel,
+            &self.chat_type,
+            &self.origin,
+            &self.model_provider,
+            &self.model,
+        )
+            .hash(&mut h);
+        (
+            &self.model_override,
+            &self.provider_override,
+            &self.family_key,
+            &self.family_ids,
+            &self.session_file_name,
+            &self.context_weight,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
 }
 
 /// The pass-through fields of an entry as written, so their key order survives (a
@@ -94,90 +122,83 @@ fn str_of(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 
-impl StoreIndex {
-    /// Parses `{sessionKey: entry}`. Entries without a string `sessionId` are ignored.
-    pub fn parse(bytes: &[u8]) -> Result<StoreIndex, String> {
-        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-        let root: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let Value::Object(map) = root else {
-            return Err("sessions.json is not a JSON object".into());
-        };
-        let raw_of: HashMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut idx = StoreIndex::default();
-        for (key, v) in map {
-            let raw = raw_of.get(&key).and_then(|r| serde_json::from_str::<RawFields<'_>>(r.get()).ok());
-            let Some(session_id) = str_of(&v, "sessionId") else {
-                continue;
-            };
-            let origin = v.get("origin").filter(|o| !o.is_null());
-            let family_ids: Vec<String> = v
-                .get("usageFamilySessionIds")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            idx.family_ids.extend(family_ids.iter().cloned());
-            let e = StoreEntry {
-                key: key.clone(),
-                session_id,
-                updated_at: v.get("updatedAt").and_then(Value::as_f64),
-                label: str_of(&v, "label"),
-                channel: str_of(&v, "channel").or_else(|| origin.and_then(|o| str_of(o, "provider"))),
-                chat_type: str_of(&v, "chatType").or_else(|| origin.and_then(|o| str_of(o, "chatType"))),
-                origin: raw.as_ref().and_then(|r| raw_text(r.origin)),
-                model_provider: str_of(&v, "modelProvider"),
-                model: str_of(&v, "model"),
-                model_override: str_of(&v, "modelOverride"),
-                provider_override: str_of(&v, "providerOverride"),
-                family_key: str_of(&v, "usageFamilyKey"),
-                family_ids,
-                session_file_name: str_of(&v, "sessionFile")
-                    .and_then(|p| Path::new(&p).file_name().and_then(|n| n.to_str()).map(str::to_owned)),
-                context_weight: raw.as_ref().and_then(|r| raw_text(r.system_prompt_report)),
-            };
-            idx.entries.push(e);
+/// One entry from its key and raw JSON text; `None` without a string `sessionId`.
+fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
+    let v: Value = serde_json::from_str(raw.get()).ok()?;
+    let fields = serde_json::from_str::<RawFields<'_>>(raw.get()).ok();
+    let session_id = str_of(&v, "sessionId")?;
+    let origin = v.get("origin").filter(|o| !o.is_null());
+    let family_ids: Vec<String> = v
+        .get("usageFamilySessionIds")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(StoreEntry {
+        key,
+        session_id,
+        updated_at: v.get("updatedAt").and_then(Value::as_f64),
+        label: str_of(&v, "label"),
+        channel: str_of(&v, "channel").or_else(|| origin.and_then(|o| str_of(o, "provider"))),
+        chat_type: str_of(&v, "chatType").or_else(|| origin.and_then(|o| str_of(o, "chatType"))),
+        origin: fields.as_ref().and_then(|r| raw_text(r.origin)),
+        model_provider: str_of(&v, "modelProvider"),
+        model: str_of(&v, "model"),
+        model_override: str_of(&v, "modelOverride"),
+        provider_override: str_of(&v, "providerOverride"),
+        family_key: str_of(&v, "usageFamilyKey"),
+        family_ids,
+        session_file_name: str_of(&v, "sessionFile")
+            .and_then(|p| Path::new(&p).file_name().and_then(|n| n.to_str()).map(str::to_owned)),
+        context_weight: fields.as_ref().and_then(|r| raw_text(r.system_prompt_report)),
+    })
+}
+
+/// Streams `{sessionKey: entry}` from `reader`, calling `f` for each entry in file order, one
+/// entry in memory at a time (a store of 20,000 sessions is tens of MB of JSON). Entries without
+/// a string `sessionId` are skipped.
+pub fn for_each_entry<R: io::Read>(reader: R, mut f: impl FnMut(StoreEntry)) -> Result<(), String> {
+    struct Entries<'f>(&'f mut dyn FnMut(StoreEntry));
+    impl<'de> serde::de::Visitor<'de> for Entries<'_> {
+        type Value = ();
+        fn expecting(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            out.write_str("a JSON object of session entries")
         }
-        for (i, e) in idx.entries.iter().enumerate() {
-            idx.by_key.insert(e.key.clone(), i);
-            // Several keys may share a session id: prefer the most recently updated entry.
-            let better = |j: usize| {
-                let (a, b) = (&idx.entries[i], &idx.entries[j]);
-                a.updated_at.unwrap_or(f64::MIN) > b.updated_at.unwrap_or(f64::MIN)
-            };
-            match idx.by_session_id.get(&e.session_id) {
-                Some(&j) if !better(j) => {}
-                _ => {
-                    idx.by_session_id.insert(e.session_id.clone(), i);
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some((key, raw)) = map.next_entry::<String, Box<RawValue>>()? {
+                if let Some(e) = entry_of(key, &raw) {
+                    (self.0)(e);
                 }
             }
-            if let Some(f) = &e.session_file_name {
-                idx.by_file_name.entry(f.clone()).or_insert(i);
-            }
+            Ok(())
         }
-        Ok(idx)
     }
+    let mut de = serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 << 10, reader));
+    serde::Deserializer::deserialize_map(&mut de, Entries(&mut f)).map_err(|e| {
+        if e.is_data() { "sessions.json is not a JSON object of entries".to_owned() } else { e.to_string() }
+    })?;
+    de.end().map_err(|e| e.to_string())
+}
 
-    pub fn by_key(&self, key: &str) -> Option<&StoreEntry> {
-        self.by_key.get(key).map(|&i| &self.entries[i])
-    }
+/// Every entry of a `sessions.json` text, in file order.
+pub fn parse_entries(bytes: &[u8]) -> Result<Vec<StoreEntry>, String> {
+    let mut out = Vec::new();
+    for_each_entry(bytes, |e| out.push(e))?;
+    Ok(out)
+}
 
-    pub fn by_session_id(&self, id: &str) -> Option<&StoreEntry> {
-        self.by_session_id.get(id).map(|&i| &self.entries[i])
-    }
-
-    /// The entry of a transcript file: by session id, else by an explicit `sessionFile` name.
-    pub fn for_file(&self, session_id: &str, file_name: &str) -> Option<&StoreEntry> {
-        self.by_session_id(session_id).or_else(|| {
-            let stem = file_name.find(".jsonl").map_or(file_name, |i| &file_name[..i + ".jsonl".len()]);
-            self.by_file_name.get(stem).map(|&i| &self.entries[i])
-        })
-    }
+/// Every entry of the `sessions.json` at `path` (read without following a symlink or blocking).
+pub fn read_entries(path: &Path) -> Result<Vec<StoreEntry>, String> {
+    let file = super::discover::open_regular(path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for_each_entry(file, |e| out.push(e))?;
+    Ok(out)
 }
 
 /// Per-million-token prices of one model.
@@ -314,26 +335,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_joins_and_prefers_recent() {
-        let idx = StoreIndex::parse(
-            br#"{"agent:a:main":{"sessionId":"s1","updatedAt":5,"origin":{"provider":"slack","chatType":"direct"}},
+    fn entries_stream_in_file_order() {
+        let e = parse_entries(
+            br#"{"agent:a:main":{"sessionId":"s1","updatedAt":5,"origin":{"provider":"slack", "chatType":"direct"}},
                  "agent:a:old":{"sessionId":"s1","updatedAt":1,"channel":"x"},
                  "agent:a:t":{"sessionId":"s2","sessionFile":"/x/s2-topic-9.jsonl","usageFamilySessionIds":["s0"," "]},
                  "bad":{"updatedAt":3}}"#,
         )
         .unwrap();
-        let e = idx.by_session_id("s1").unwrap();
-        assert_eq!(e.key, "agent:a:main");
-        assert_eq!(e.channel.as_deref(), Some("slack"));
-        assert_eq!(e.chat_type.as_deref(), Some("direct"));
-        assert_eq!(
-            idx.for_file("s2-topic-9", "s2-topic-9.jsonl.reset.2026-01-01T00-00-00Z").unwrap().key,
-            "agent:a:t"
-        );
-        assert!(idx.family_ids.contains("s0") && idx.family_ids.len() == 1);
-        assert_eq!(e.origin.as_deref(), Some(r#"{"provider":"slack","chatType":"direct"}"#));
-        assert!(StoreIndex::parse(b"[1]").is_err());
-        assert!(StoreIndex::parse(b"{oops").is_err());
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["agent:a:main", "agent:a:old", "agent:a:t"]);
+        assert_eq!(e[0].channel.as_deref(), Some("slack"));
+        assert_eq!(e[0].chat_type.as_deref(), Some("direct"));
+        assert_eq!(e[0].origin.as_deref(), Some(r#"{"provider":"slack","chatType":"direct"}"#));
+        assert_eq!(e[2].session_file_name.as_deref(), Some("s2-topic-9.jsonl"));
+        assert_eq!(e[2].family_ids, ["s0"]);
+        assert_ne!(e[0].hash(), e[1].hash());
+        assert!(parse_entries(b"[1]").is_err());
+        assert!(parse_entries(b"{oops").is_err());
+        assert!(parse_entries(b"{} trailing").is_err());
     }
 
     #[test]

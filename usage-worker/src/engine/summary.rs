@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use super::num::{Js, KSum};
+use super::num::{Exact, Js, JsExact, apply_u64};
 use super::rollup::{Bucket, FileRollup, ModelAgg, MsgCounts, NO_MODEL};
 use super::store::Price;
 use super::time::day_of;
@@ -21,11 +21,11 @@ pub struct Totals {
     pub cache_read: u64,
     pub cache_write: u64,
     pub total_tokens: u64,
-    pub total_cost: KSum,
-    pub input_cost: KSum,
-    pub output_cost: KSum,
-    pub cache_read_cost: KSum,
-    pub cache_write_cost: KSum,
+    pub total_cost: Exact,
+    pub input_cost: Exact,
+    pub output_cost: Exact,
+    pub cache_read_cost: Exact,
+    pub cache_write_cost: Exact,
     pub missing: u64,
 }
 
@@ -35,24 +35,29 @@ impl Totals {
     /// else counted in `missingCostEntries`.
     pub fn add_agg(&mut self, a: &ModelAgg, price: Option<Price>) {
         self.add_tokens(&a.tokens);
-        self.total_cost.add(a.cost[0]);
-        self.input_cost.add(a.cost[1]);
-        self.output_cost.add(a.cost[2]);
-        self.cache_read_cost.add(a.cost[3]);
-        self.cache_write_cost.add(a.cost[4]);
+        self.total_cost.add_f64(a.cost[0]);
+        self.input_cost.add_f64(a.cost[1]);
+        self.output_cost.add_f64(a.cost[2]);
+        self.cache_read_cost.add_f64(a.cost[3]);
+        self.cache_write_cost.add_f64(a.cost[4]);
         if a.unpriced > 0 {
             match price {
                 Some(p) => {
                     let t = &a.unpriced_tokens;
-                    let ci = t[0] as f64 * p.input / 1e6;
-                    let co = t[1] as f64 * p.output / 1e6;
-                    let cr = t[2] as f64 * p.cache_read / 1e6;
-                    let cw = t[3] as f64 * p.cache_write / 1e6;
-                    self.total_cost.add(ci + co + cr + cw);
-                    self.input_cost.add(ci);
-                    self.output_cost.add(co);
-                    self.cache_read_cost.add(cr);
-                    self.cache_write_cost.add(cw);
+                    let parts = [
+                        Exact::of(t[0] as f64 * p.input / 1e6),
+                        Exact::of(t[1] as f64 * p.output / 1e6),
+                        Exact::of(t[2] as f64 * p.cache_read / 1e6),
+                        Exact::of(t[3] as f64 * p.cache_write / 1e6),
+                    ];
+                    // The total is the sum of the exact parts, so the parts add up to it.
+                    for part in parts {
+                        self.total_cost.add(part);
+                    }
+                    self.input_cost.add(parts[0]);
+                    self.output_cost.add(parts[1]);
+                    self.cache_read_cost.add(parts[2]);
+                    self.cache_write_cost.add(parts[3]);
                 }
                 None => self.missing += a.unpriced,
             }
@@ -60,28 +65,38 @@ impl Totals {
     }
 
     pub fn merge(&mut self, o: &Totals) {
-        self.add_tokens(&[o.input, o.output, o.cache_read, o.cache_write, o.total_tokens]);
-        self.total_cost.merge(&o.total_cost);
-        self.input_cost.merge(&o.input_cost);
-        self.output_cost.merge(&o.output_cost);
-        self.cache_read_cost.merge(&o.cache_read_cost);
-        self.cache_write_cost.merge(&o.cache_write_cost);
-        self.missing += o.missing;
+        self.apply(o, 1);
     }
 
-    /// Adds input, output, cacheRead, cacheWrite, totalTokens (saturating: hostile numbers
-    /// must not wrap a sum).
+    /// Adds `o` (`sign` 1) or takes it away again (`sign` -1), exactly.
+    pub fn apply(&mut self, o: &Totals, sign: i64) {
+        apply_u64(&mut self.input, o.input, sign);
+        apply_u64(&mut self.output, o.output, sign);
+        apply_u64(&mut self.cache_read, o.cache_read, sign);
+        apply_u64(&mut self.cache_write, o.cache_write, sign);
+        apply_u64(&mut self.total_tokens, o.total_tokens, sign);
+        self.total_cost.apply(o.total_cost, sign);
+        self.input_cost.apply(o.input_cost, sign);
+        self.output_cost.apply(o.output_cost, sign);
+        self.cache_read_cost.apply(o.cache_read_cost, sign);
+        self.cache_write_cost.apply(o.cache_write_cost, sign);
+        apply_u64(&mut self.missing, o.missing, sign);
+    }
+
+    /// Adds input, output, cacheRead, cacheWrite, totalTokens. Wrapping like every sum here:
+    /// plausible data never comes near `u64::MAX` (see `line::MAX_TOKENS`), and wrapping keeps
+    /// removal the exact inverse of addition.
     fn add_tokens(&mut self, t: &[u64; 5]) {
-        self.input = self.input.saturating_add(t[0]);
-        self.output = self.output.saturating_add(t[1]);
-        self.cache_read = self.cache_read.saturating_add(t[2]);
-        self.cache_write = self.cache_write.saturating_add(t[3]);
-        self.total_tokens = self.total_tokens.saturating_add(t[4]);
+        self.input = self.input.wrapping_add(t[0]);
+        self.output = self.output.wrapping_add(t[1]);
+        self.cache_read = self.cache_read.wrapping_add(t[2]);
+        self.cache_write = self.cache_write.wrapping_add(t[3]);
+        self.total_tokens = self.total_tokens.wrapping_add(t[4]);
     }
 
     /// input + output + cacheRead + cacheWrite (the `tokens` of daily rows).
     pub fn tokens4(&self) -> u64 {
-        [self.output, self.cache_read, self.cache_write].iter().fold(self.input, |a, b| a.saturating_add(*b))
+        [self.output, self.cache_read, self.cache_write].iter().fold(self.input, |a, b| a.wrapping_add(*b))
     }
 
     /// Serializes the eleven fields into an open struct (for rows that extend them).
@@ -91,11 +106,11 @@ impl Totals {
         s.serialize_field("cacheRead", &self.cache_read)?;
         s.serialize_field("cacheWrite", &self.cache_write)?;
         s.serialize_field("totalTokens", &self.total_tokens)?;
-        s.serialize_field("totalCost", &self.total_cost)?;
-        s.serialize_field("inputCost", &self.input_cost)?;
-        s.serialize_field("outputCost", &self.output_cost)?;
-        s.serialize_field("cacheReadCost", &self.cache_read_cost)?;
-        s.serialize_field("cacheWriteCost", &self.cache_write_cost)?;
+        s.serialize_field("totalCost", &JsExact(self.total_cost))?;
+        s.serialize_field("inputCost", &JsExact(self.input_cost))?;
+        s.serialize_field("outputCost", &JsExact(self.output_cost))?;
+        s.serialize_field("cacheReadCost", &JsExact(self.cache_read_cost))?;
+        s.serialize_field("cacheWriteCost", &JsExact(self.cache_write_cost))?;
         s.serialize_field("missingCostEntries", &self.missing)
     }
 }
@@ -108,11 +123,12 @@ impl Serialize for Totals {
     }
 }
 
-/// `{count, avgMs, p95Ms, minMs, maxMs}`.
+/// `{count, avgMs, p95Ms, minMs, maxMs}`, with the sum kept exactly so that sessions merge
+/// into aggregates in any order (and out of them again) to the same mean.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencyStats {
     pub count: u64,
-    pub avg: f64,
+    pub sum: Exact,
     pub p95: f64,
     pub min: f64,
     pub max: f64,
@@ -124,10 +140,10 @@ impl LatencyStats {
     pub fn of(values: &mut [f64]) -> Option<LatencyStats> {
         let n = values.len();
         let (&first, _) = values.split_first()?;
-        let mut sum = KSum::default();
+        let mut sum = Exact::ZERO;
         let (mut min, mut max) = (first, first);
         for &v in values.iter() {
-            sum.add(v);
+            sum.add_f64(v);
             if v.total_cmp(&min).is_lt() {
                 min = v;
             }
@@ -137,22 +153,24 @@ impl LatencyStats {
         }
         let idx = ((n as f64 * 0.95).ceil() as usize).saturating_sub(1).min(n - 1);
         let (_, p95, _) = values.select_nth_unstable_by(idx, f64::total_cmp);
-        Some(LatencyStats { count: n as u64, avg: sum.value() / n as f64, p95: *p95, min, max })
+        Some(LatencyStats { count: n as u64, sum, p95: *p95, min, max })
     }
 
-    /// OpenClaw's merge: weighted mean, max of p95s.
+    /// The mean.
+    pub fn avg(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum.value() / self.count as f64 }
+    }
+
+    /// OpenClaw's merge: counts and sums add, max of p95s (not a true p95).
     pub fn merge(a: Option<LatencyStats>, b: Option<LatencyStats>) -> Option<LatencyStats> {
         match (a, b) {
             (None, x) | (x, None) => x,
             (Some(a), Some(b)) => {
-                let count = a.count + b.count;
+                let mut sum = a.sum;
+                sum.add(b.sum);
                 Some(LatencyStats {
-                    count,
-                    avg: if count > 0 {
-                        (a.avg * a.count as f64 + b.avg * b.count as f64) / count as f64
-                    } else {
-                        0.0
-                    },
+                    count: a.count + b.count,
+                    sum,
                     p95: a.p95.max(b.p95),
                     min: a.min.min(b.min),
                     max: a.max.max(b.max),
@@ -187,7 +205,7 @@ pub struct DayModel {
     pub provider: Option<String>,
     pub model: Option<String>,
     pub tokens: u64,
-    pub cost: KSum,
+    pub cost: Exact,
     pub count: u64,
 }
 
@@ -208,7 +226,7 @@ pub struct QuarterAgg {
     pub counts: MsgCounts,
     /// input, output, cacheRead, cacheWrite, totalTokens
     pub tokens: [u64; 5],
-    pub cost: KSum,
+    pub cost: Exact,
     pub has_usage: bool,
 }
 
@@ -406,8 +424,8 @@ impl Acc<'_> {
                     }
                 };
                 let dm = &mut da.models[j];
-                dm.tokens = dm.tokens.saturating_add(t.tokens4());
-                dm.cost.merge(&t.total_cost);
+                dm.tokens = dm.tokens.wrapping_add(t.tokens4());
+                dm.cost.add(t.total_cost);
                 dm.count += a.count;
             }
         }
@@ -482,8 +500,8 @@ impl Summary {
             da.counts.add(&od.counts);
             for m in &od.models {
                 let j = add_day_model(&mut da.models, &m.provider, &m.model);
-                da.models[j].tokens = da.models[j].tokens.saturating_add(m.tokens);
-                da.models[j].cost.merge(&m.cost);
+                da.models[j].tokens = da.models[j].tokens.wrapping_add(m.tokens);
+                da.models[j].cost.add(m.cost);
                 da.models[j].count += m.count;
             }
             da.latency = LatencyStats::merge(da.latency, od.latency);
@@ -492,9 +510,9 @@ impl Summary {
             let qa = self.quarters.entry(*q).or_default();
             qa.counts.add(&oq.counts);
             for (a, b) in qa.tokens.iter_mut().zip(oq.tokens) {
-                *a = a.saturating_add(b);
+                *a = a.wrapping_add(b);
             }
-            qa.cost.merge(&oq.cost);
+            qa.cost.add(oq.cost);
             qa.has_usage |= oq.has_usage;
         }
     }
@@ -513,7 +531,7 @@ impl Serialize for SessionLatency<'_> {
         let l = self.0;
         let mut st = s.serialize_struct("Latency", 5)?;
         st.serialize_field("count", &l.count)?;
-        st.serialize_field("avgMs", &Js(l.avg))?;
+        st.serialize_field("avgMs", &Js(l.avg()))?;
         st.serialize_field("p95Ms", &Js(l.p95))?;
         st.serialize_field("minMs", &Js(l.min))?;
         st.serialize_field("maxMs", &Js(l.max))?;

@@ -1,175 +1,184 @@
-//! Change notification for transcript directories (Linux inotify), so a call over an unchanged
-//! store does not `stat` every transcript again.
+//! Change notification for transcript directories (Linux inotify): which files changed since a
+//! directory was last looked at, so a call over an unchanged store `stat`s nothing and a call
+//! after one append looks at one file.
 //!
-//! The engine lists an agent's `sessions/` directory, remembers the listing, and watches the
-//! directory. Until an event arrives for it (a write, truncation, attribute change, create,
-//! delete or rename inside it, or the directory itself moving), the listing is reused as is;
-//! an event marks it for a fresh listing, so at worst a change costs one extra listing. The
-//! directory is marked clean *before* it is listed, so a change made during the listing
-//! marks it again.
+//! The engine lists an agent's `sessions/` directory once and watches it. From then on the
+//! names in its events (writes, truncations, attribute changes, creates, deletes, renames)
+//! are what [`Watch::pending`] hands back, and only those files are looked at. A directory is
+//! listed whole again when its events cannot be trusted: the queue overflowed, too many names
+//! piled up, the directory itself moved or went away, or the listing is [`MAX_TRUST`] old (a
+//! last guard against writes that bypass notification, e.g. through `mmap`).
 //!
 //! Events are trusted only where they are complete: directories on local filesystems (ext4,
-//! xfs, btrfs, tmpfs, overlayfs, zfs, f2fs). On anything else (NFS, SMB, FUSE, …), when inotify
-//! is unavailable or its queue overflowed, the directory is listed on every call as before.
-//! As a last guard against writes that bypass notification (e.g. through `mmap`), every
-//! listing is also redone once it is [`MAX_TRUST`] old.
+//! xfs, btrfs, tmpfs, overlayfs, zfs, f2fs, reiserfs). On anything else (NFS, SMB, FUSE, …), or
+//! when inotify is unavailable, the directory is listed on every call.
 
-use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Longest time a listing is reused without being redone, events or not.
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use nix::sys::statfs::{self, FsType};
+
+/// Longest time a listing is trusted without being redone, events or not.
 pub const MAX_TRUST: Duration = Duration::from_secs(30);
+/// Past this many changed names, the directory is listed whole instead.
+const MAX_NAMES: usize = 1024;
 
-/// What a watched directory's events are for.
-const MASK: u32 = libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR;
-
-/// `statfs` magic numbers of filesystems whose inotify events are complete.
-const LOCAL_FILESYSTEMS: [i64; 8] = [
-    0xEF53,      // ext2/3/4
-    0x5846_5342, // xfs
-    0x9123_683E, // btrfs
-    0x0102_1994, // tmpfs
-    0x794C_7630, // overlayfs
-    0x2FC1_2FC1, // zfs
-    0xF2F5_2010, // f2fs
-    0x5265_4973, // reiserfs
+/// ZFS's `statfs` magic (not among nix's constants).
+const ZFS_SUPER_MAGIC: FsType = FsType(0x2FC1_2FC1);
+/// F2FS's.
+const F2FS_SUPER_MAGIC: FsType = FsType(0xF2F5_2010);
+/// Filesystems whose inotify events are complete.
+const LOCAL_FILESYSTEMS: [FsType; 8] = [
+    statfs::EXT4_SUPER_MAGIC,
+    statfs::XFS_SUPER_MAGIC,
+    statfs::BTRFS_SUPER_MAGIC,
+    statfs::TMPFS_MAGIC,
+    statfs::OVERLAYFS_SUPER_MAGIC,
+    ZFS_SUPER_MAGIC,
+    F2FS_SUPER_MAGIC,
+    statfs::REISERFS_SUPER_MAGIC,
 ];
+
+fn mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ONLYDIR
+}
+
+/// What changed in a directory since it was last asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing: its files are as the index has them.
+    Nothing,
+    /// These names (in that directory) changed.
+    Names(Vec<String>),
+    /// Unknown: list the directory whole (and call [`Watch::listing`] first).
+    Everything,
+}
 
 /// One watched directory.
 #[derive(Debug)]
 struct Dir {
-    wd: i32,
-    /// No event since it was last listed.
-    clean: bool,
+    wd: WatchDescriptor,
+    names: BTreeSet<String>,
+    /// Events were lost or the directory itself changed: list it whole.
+    overflow: bool,
     listed_at: Instant,
 }
 
 /// The engine's inotify instance and the directories it trusts.
 #[derive(Debug)]
 pub struct Watch {
-    fd: Option<OwnedFd>,
+    inotify: Option<Inotify>,
     dirs: HashMap<PathBuf, Dir>,
-    by_wd: HashMap<i32, PathBuf>,
+    by_wd: HashMap<WatchDescriptor, PathBuf>,
 }
 
 impl Default for Watch {
     fn default() -> Watch {
-        // SAFETY: plain syscall with constant flags; a negative result is handled.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        let fd = (fd >= 0).then(|| {
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        });
-        if fd.is_none() {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
+        if inotify.is_none() {
             tracing::debug!("inotify is unavailable; every call lists the transcript directories");
         }
-        Watch { fd, dirs: HashMap::new(), by_wd: HashMap::new() }
+        Watch { inotify, dirs: HashMap::new(), by_wd: HashMap::new() }
     }
 }
 
 /// Whether `dir` is on a filesystem whose change events can be trusted.
 fn local_filesystem(dir: &Path) -> bool {
-    let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: `statfs` is plain data; all-zero is a valid value to be overwritten.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `st` is writable for the duration of the call.
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    LOCAL_FILESYSTEMS.contains(&(st.f_type as i64))
+    statfs::statfs(dir).is_ok_and(|s| LOCAL_FILESYSTEMS.contains(&s.filesystem_type()))
 }
 
 impl Watch {
-    /// Reads all pending events and marks the directories they concern.
+    /// Reads all pending events and records the names they concern.
     pub fn drain(&mut self) {
-        let Some(raw) = self.fd.as_ref().map(|fd| fd.as_raw_fd()) else { return };
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            // SAFETY: `buf` is writable for its length; the descriptor is ours and non-blocking.
-            let n = unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                // EAGAIN (nothing pending) or an error: either way, nothing more to read now.
+        // `read_events` fails with EAGAIN when nothing is pending.
+        while let Some(Ok(events)) = self.inotify.as_ref().map(Inotify::read_events) {
+            if events.is_empty() {
                 return;
             }
-            let mut at = 0usize;
-            let n = n as usize;
-            while at + std::mem::size_of::<libc::inotify_event>() <= n {
-                // SAFETY: the kernel wrote whole events; `read_unaligned` copes with alignment.
-                let ev: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast::<libc::inotify_event>()) };
-                at += std::mem::size_of::<libc::inotify_event>() + ev.len as usize;
-                if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+            for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     // Events were lost: trust nothing until listed again.
-                    self.dirs.values_mut().for_each(|d| d.clean = false);
+                    self.dirs.values_mut().for_each(|d| d.overflow = true);
                     continue;
                 }
                 let Some(path) = self.by_wd.get(&ev.wd) else { continue };
-                if ev.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_UNMOUNT)
-                    != 0
-                {
+                if ev.mask.intersects(
+                    AddWatchFlags::IN_IGNORED
+                        | AddWatchFlags::IN_DELETE_SELF
+                        | AddWatchFlags::IN_MOVE_SELF
+                        | AddWatchFlags::IN_UNMOUNT,
+                ) {
                     // The watch is gone or points elsewhere now: forget it; the next listing
                     // watches whatever is at the path then.
                     let path = path.clone();
                     self.forget(&path);
                     continue;
                 }
-                if let Some(d) = self.dirs.get_mut(path) {
-                    d.clean = false;
+                let Some(d) = self.dirs.get_mut(path) else { continue };
+                match ev.name.and_then(|n| n.into_string().ok()) {
+                    Some(name) if d.names.len() < MAX_NAMES => {
+                        d.names.insert(name);
+                    }
+                    _ => d.overflow = true,
                 }
             }
         }
     }
 
-    /// Whether `dir`'s last listing is still good: watched, no event since, not too old.
-    pub fn is_clean(&self, dir: &Path) -> bool {
-        self.dirs.get(dir).is_some_and(|d| d.clean && d.listed_at.elapsed() < MAX_TRUST)
+    /// What changed in `dir` since the last call (names are handed out once).
+    pub fn pending(&mut self, dir: &Path) -> Pending {
+        let Some(d) = self.dirs.get_mut(dir) else { return Pending::Everything };
+        if d.overflow || d.listed_at.elapsed() >= MAX_TRUST {
+            return Pending::Everything;
+        }
+        if d.names.is_empty() {
+            return Pending::Nothing;
+        }
+        Pending::Names(std::mem::take(&mut d.names).into_iter().collect())
     }
 
-    /// Call right before listing `dir`: watches it (if it can be trusted) and marks it clean, so
-    /// an event during the listing marks it again.
+    /// Call right before listing `dir` whole: watches it (if it can be trusted) and forgets
+    /// the names seen so far, so an event during the listing is seen next time.
     pub fn listing(&mut self, dir: &Path) {
-        let Some(fd) = &self.fd else { return };
+        let Some(inotify) = &self.inotify else { return };
         if let Some(d) = self.dirs.get_mut(dir) {
-            d.clean = true;
+            d.names.clear();
+            d.overflow = false;
             d.listed_at = Instant::now();
             return;
         }
         if !local_filesystem(dir) {
             return;
         }
-        let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else { return };
-        // SAFETY: the descriptor is ours and `path` is NUL-terminated.
-        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), MASK) };
-        if wd < 0 {
-            return;
-        }
+        let Ok(wd) = inotify.add_watch(dir, mask()) else { return };
         if let Some(old) = self.by_wd.insert(wd, dir.to_path_buf()) {
             // Another path names the same directory (a symlink or bind mount): keep one.
             self.dirs.remove(&old);
         }
-        self.dirs.insert(dir.to_path_buf(), Dir { wd, clean: true, listed_at: Instant::now() });
+        self.dirs.insert(
+            dir.to_path_buf(),
+            Dir { wd, names: BTreeSet::new(), overflow: false, listed_at: Instant::now() },
+        );
     }
 
     /// Stops trusting `dir` (e.g. its listing failed).
     pub fn forget(&mut self, dir: &Path) {
         if let Some(d) = self.dirs.remove(dir) {
             self.by_wd.remove(&d.wd);
-            if let Some(fd) = &self.fd {
-                // SAFETY: removing a possibly stale watch descriptor only fails harmlessly.
-                unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), d.wd) };
+            if let Some(inotify) = &self.inotify {
+                // Removing a stale watch descriptor fails harmlessly.
+                let _ = inotify.rm_watch(d.wd);
             }
         }
     }
@@ -182,41 +191,52 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn events_mark_directories_and_listing_clears_them() {
+    fn events_name_the_files_that_changed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let mut w = Watch::default();
-        if w.fd.is_none() || !local_filesystem(d) {
+        if w.inotify.is_none() || !local_filesystem(d) {
             return; // nothing to test on this machine
         }
-        assert!(!w.is_clean(d), "never listed");
+        assert_eq!(w.pending(d), Pending::Everything, "never listed");
         w.listing(d);
         w.drain();
-        assert!(w.is_clean(d));
+        assert_eq!(w.pending(d), Pending::Nothing);
         fs::write(d.join("a.jsonl"), b"x\n").unwrap();
         w.drain();
-        assert!(!w.is_clean(d), "created");
-        w.listing(d);
-        w.drain();
-        assert!(w.is_clean(d));
+        assert_eq!(w.pending(d), Pending::Names(vec!["a.jsonl".into()]), "created");
+        assert_eq!(w.pending(d), Pending::Nothing, "names are handed out once");
         fs::OpenOptions::new().append(true).open(d.join("a.jsonl")).unwrap().write_all(b"y\n").unwrap();
         w.drain();
-        assert!(!w.is_clean(d), "appended");
-        w.listing(d);
+        assert_eq!(w.pending(d), Pending::Names(vec!["a.jsonl".into()]), "appended");
         fs::rename(d.join("a.jsonl"), d.join("b.jsonl")).unwrap();
         w.drain();
-        assert!(!w.is_clean(d), "renamed during the listing");
-        w.listing(d);
+        assert_eq!(w.pending(d), Pending::Names(vec!["a.jsonl".into(), "b.jsonl".into()]), "renamed");
         let f = fs::OpenOptions::new().write(true).open(d.join("b.jsonl")).unwrap();
         f.set_len(1).unwrap();
         w.drain();
-        assert!(!w.is_clean(d), "truncated");
+        assert_eq!(w.pending(d), Pending::Names(vec!["b.jsonl".into()]), "truncated");
         // The directory itself goes away: the watch is dropped, and it is listed again.
-        w.listing(d);
         let moved = d.with_extension("moved");
         fs::rename(d, &moved).unwrap();
         w.drain();
-        assert!(!w.is_clean(d));
+        assert_eq!(w.pending(d), Pending::Everything);
         fs::rename(&moved, d).unwrap();
+    }
+
+    #[test]
+    fn too_many_names_mean_a_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut w = Watch::default();
+        if w.inotify.is_none() || !local_filesystem(d) {
+            return;
+        }
+        w.listing(d);
+        for i in 0..MAX_NAMES + 5 {
+            fs::write(d.join(format!("{i}.jsonl")), b"x\n").unwrap();
+        }
+        w.drain();
+        assert_eq!(w.pending(d), Pending::Everything);
     }
 }

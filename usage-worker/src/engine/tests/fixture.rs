@@ -205,9 +205,11 @@ fn key_query_and_unknown_key() {
     q.key = Some("6513270e-269e-4d37-b2a7-4de452e6b438".into());
     let (v2, _) = ask(&mut e, &q);
     assert_eq!(v2["sessions"][0]["key"], "agent:main:main");
+    // An unknown key is an empty answer, as OpenClaw gives.
     q.key = Some("agent:main:nope".into());
-    let err = super::try_ask(&mut e, &q).unwrap_err();
-    assert_eq!(err.kind, ipc_proto::WorkerErrorKind::InvalidRequest);
+    let (v, _) = ask(&mut e, &q);
+    assert_eq!(v["sessions"], serde_json::json!([]));
+    assert_eq!(v["totals"]["totalTokens"], 0);
 }
 
 #[test]
@@ -268,24 +270,6 @@ fn logs_entries() {
 }
 
 #[test]
-#[ignore = "prints a payload for eyeballing"]
-fn dump_payload() {
-    let mut e = engine(&tiny_dir());
-    let mut q = query(Method::SessionsUsage);
-    q.limit = Some(1);
-    let (v, _) = ask(&mut e, &q);
-    let raw = e.answer(&q, &std::sync::atomic::AtomicBool::new(false), &mut |_| {}).unwrap().payload_json;
-    std::fs::write(std::env::temp_dir().join("clawgate-tiny-sessions.json"), raw).unwrap();
-    let _ = v;
-    let (v, _) = ask(&mut e, &query(Method::UsageCost));
-    std::fs::write(
-        std::env::temp_dir().join("clawgate-tiny-cost.json"),
-        serde_json::to_string_pretty(&v).unwrap(),
-    )
-    .unwrap();
-}
-
-#[test]
 fn family_rows_merge_history_and_instance_rows_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("agents/main/sessions");
@@ -337,14 +321,4 @@ fn cancellation_is_reported_and_recovers() {
     let last = seen.last().unwrap();
     assert_eq!((last.files_done, last.files_total), (6, 6));
     assert!(last.bytes_done > 0);
-}
-
-#[test]
-#[ignore = "prints a logs payload for eyeballing"]
-fn dump_logs() {
-    let mut e = engine(&tiny_dir());
-    let mut q = query(Method::SessionsUsageLogs);
-    q.key = Some("agent:main:main".into());
-    let (v, _) = ask(&mut e, &q);
-    println!("{}", serde_json::to_string_pretty(&v).unwrap());
 }

@@ -1,7 +1,6 @@
 //! Engine tests: the real tiny fixture, malformed input, incremental refresh, and a slow
 //! reference implementation agreeing with the engine on generated stores.
 
-mod bench;
 mod fixture;
 mod generate;
 mod incremental;
@@ -41,15 +40,18 @@ pub fn query(method: Method) -> UsageQuery {
         group_by: GroupBy::Instance,
         day_zone: DayZone::Utc,
         include_context_weight: false,
+        offset: None,
+        sort: None,
+        search: None,
     }
 }
 
 /// Runs a query and parses the payload.
 pub fn try_ask(engine: &mut Engine, q: &UsageQuery) -> Result<(Value, JobStats), WorkerError> {
     let cancel = AtomicBool::new(false);
-    let a = engine.answer(q, &cancel, &mut |_| {})?;
-    let v: Value = serde_json::from_str(&a.payload_json).expect("payload is JSON");
-    Ok((v, a.stats))
+    let (a, stats) = engine.answer(q, &cancel, &mut |_| {})?;
+    let v: Value = serde_json::from_str(&a.payload_text()).expect("payload is JSON");
+    Ok((v, stats))
 }
 
 pub fn ask(engine: &mut Engine, q: &UsageQuery) -> (Value, JobStats) {

@@ -194,7 +194,7 @@ fn run(seed: u64, steps: usize) {
         let what = mutate(&mut rng, dir.path(), step);
         // Every few steps the persistent engine saves and a new process would load it.
         if rng.chance(25) {
-            restarted.save_if_dirty();
+            drop(restarted);
             restarted = persistent(dir.path(), data.path());
         }
         let mut fresh = engine(dir.path());

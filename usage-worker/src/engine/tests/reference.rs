@@ -137,9 +137,25 @@ fn parse_entry(v: &Value, tables: &[&Value]) -> Option<RefEntry> {
         None | Some(Value::Null) => v.get("usage").cloned().unwrap_or(Value::Null),
         Some(x) => x.clone(),
     };
-    // Truncated, negative as 0, capped at JavaScript's largest exact integer (as the engine).
-    let tok =
-        |x: Option<f64>| x.map(|v| if v > 0.0 { v.trunc().min(9_007_199_254_740_991.0) as u64 } else { 0 });
+    // A usage with a count above ten billion tokens or a cost above a million dollars is not
+    // believed (the engine's plausibility limits): the message counts, its usage does not.
+    let implausible = [
+        &["input", "inputTokens", "input_tokens", "promptTokens", "prompt_tokens", "prompt_n"][..],
+        &["output", "outputTokens", "output_tokens", "completionTokens", "completion_tokens", "predicted_n"],
+        &["cacheRead", "cache_read", "cache_read_input_tokens", "cached_tokens", "*cached_tokens"],
+        &["cacheWrite", "cache_write", "cache_creation_input_tokens"],
+        &["total", "totalTokens", "total_tokens"],
+    ]
+    .iter()
+    .any(|names| pick(&u, names).is_some_and(|x| x > 1e10))
+        || ["total", "input", "output", "cacheRead", "cacheWrite"].iter().any(|k| {
+            u["cost"].get(k).is_some_and(|c| {
+                c.as_f64().is_none_or(|c| !c.is_finite() || c.abs() > 1e6) && !c.is_null() && c.is_number()
+            })
+        });
+    let u = if implausible { Value::Null } else { u };
+    // Truncated, negative as 0.
+    let tok = |x: Option<f64>| x.map(|v| if v > 0.0 { v.trunc() as u64 } else { 0 });
     let input =
         tok(pick(&u, &["input", "inputTokens", "input_tokens", "promptTokens", "prompt_tokens", "prompt_n"]));
     let output = tok(pick(

@@ -602,16 +602,16 @@ fn an_unrelated_write_keeps_the_session_index_and_a_label_change_shows() {
     let dir = sqlite_copy();
     let mut e = engine(dir.path());
     ask(&mut e, &query(Method::SessionsUsage));
-    let stamp = e.stores["main"].stamp;
+    let change = e.change;
     let w = writer(dir.path(), "main");
     w.execute("UPDATE session_nodes SET last_read_at = 1", []).unwrap();
     let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
     assert_eq!(s.files_parsed, 0);
-    assert_eq!(e.stores["main"].stamp, stamp, "answers cached against the index stay valid");
+    assert_eq!(e.change, change, "answers cached against the index stay valid");
     w.execute("UPDATE session_nodes SET label = 'Ops' WHERE session_key = 'agent:main:main'", []).unwrap();
     let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
     assert_eq!(s.files_parsed, 0);
-    assert_ne!(e.stores["main"].stamp, stamp);
+    assert_ne!(e.change, change);
     let row = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
     assert_eq!(row["label"], "Ops");
 }

@@ -1,0 +1,852 @@
+//! The engine's store of per-file facts: an embedded SQLite database in the data dir
+//! (`usage-index.sqlite`), so that what the worker holds in memory follows the answer, not the
+//! number of transcripts.
+//!
+//! One row per transcript (`files`): where it is, the stat facts its rollup was built at, the
+//! rollup itself (compact MessagePack), and the `sessions.json` facts a row is sorted and
+//! grouped by (copied from `entries` whenever either side changes, so paging is one indexed
+//! query). One row per `sessions.json` entry (`entries`), with the whole entry for rendering.
+//! Answers stream the rollups they need from here ([`Index::scan`]) and read single ones back
+//! by id; nothing keeps all of them in memory. SQLite's own page cache is capped
+//! ([`CACHE_KIB`]), no `mmap` (its pages would count against the worker's RSS cap).
+//!
+//! The file is clawgate's own and holds only derived data: a file written by another format
+//! version, for another state dir or line limit, or one that cannot be opened, is deleted and
+//! rebuilt from the store. Writes are batched in transactions; WAL mode with `synchronous=NORMAL`
+//! keeps a crash from corrupting it (the last batch may be lost, and is re-read).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::discover::{Discovered, FileKind, FileMeta};
+use super::rollup::FileRollup;
+use super::store::StoreEntry;
+
+/// The index file inside the data dir.
+pub const FILE_NAME: &str = "usage-index.sqlite";
+/// Bump when the schema or the rollup encoding changes: an older file is rebuilt.
+const FORMAT: i64 = 1;
+/// SQLite's page cache for the index, KiB.
+const CACHE_KIB: i64 = 8 * 1024;
+
+/// Why the index cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("usage index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("usage index: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("usage index: {0}")]
+    Column(#[from] rusqlite::types::FromSqlError),
+    #[error("usage index: undecodable rollup: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("usage index: cannot encode a rollup: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// What a file's rows depend on besides its bytes; an index written for anything else is
+/// rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub state_dir: PathBuf,
+    pub max_line_bytes: u64,
+}
+
+/// The `sessions.json` facts a file's row carries (from the entry that names it, if any).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowFacts {
+    pub entry_key: Option<String>,
+    /// The entry's `updatedAt`, else the file's mtime (OpenClaw's row order).
+    pub updated_at: f64,
+    pub channel: Option<String>,
+    /// Lower-cased text `search` matches: key, label, session id, agent, channel, model.
+    pub search_text: String,
+}
+
+/// One file as the index knows it.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: i64,
+    pub disc: Discovered,
+    /// Changes whenever the rollup does (rendered rows are cached against it).
+    pub generation: i64,
+    pub facts: RowFacts,
+}
+
+/// The stat facts of a file's checkpoint, for change detection without loading its rollup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub id: i64,
+    pub meta: FileMeta,
+}
+
+fn kind_code(k: &FileKind) -> (i64, Option<&str>) {
+    match k {
+        FileKind::Primary => (0, None),
+        FileKind::Reset(ts) => (1, Some(ts)),
+        FileKind::Deleted(ts) => (2, Some(ts)),
+    }
+}
+
+fn kind_of(code: i64, ts: Option<String>) -> FileKind {
+    match code {
+        1 => FileKind::Reset(ts.unwrap_or_default()),
+        2 => FileKind::Deleted(ts.unwrap_or_default()),
+        _ => FileKind::Primary,
+    }
+}
+
+/// The `files` columns [`FileRow`] is read from, in order.
+const ROW_COLUMNS: &str = "id, path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns, \
+     ctime_ns, generation, entry_key, updated_at, channel, search_text";
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let path: Vec<u8> = r.get(1)?;
+    let meta = FileMeta {
+        dev: r.get::<_, i64>(7)? as u64,
+        ino: r.get::<_, i64>(8)? as u64,
+        size: r.get::<_, i64>(9)? as u64,
+        mtime_ns: i128::from(r.get::<_, i64>(10)?),
+        ctime_ns: i128::from(r.get::<_, i64>(11)?),
+    };
+    Ok(FileRow {
+        id: r.get(0)?,
+        disc: Discovered {
+            path: PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(path)),
+            file_name: r.get(2)?,
+            agent_id: r.get(3)?,
+            session_id: r.get(4)?,
+            kind: kind_of(r.get(5)?, r.get(6)?),
+            meta,
+        },
+        generation: r.get(12)?,
+        facts: RowFacts {
+            entry_key: r.get(13)?,
+            updated_at: r.get(14)?,
+            channel: r.get(15)?,
+            search_text: r.get(16)?,
+        },
+    })
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_encoded_bytes()
+}
+
+/// i128 nanoseconds as SQLite's i64 (until the year 2262).
+fn ns(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The index. Owned by the engine's compute thread; parse threads never touch it.
+pub struct Index {
+    conn: Connection,
+    /// A temporary directory holding the file when there is no data dir.
+    _temp: Option<tempfile::TempDir>,
+    next_generation: i64,
+    /// Agents the index holds anything of (read once, then kept in step).
+    agents: Option<std::collections::BTreeSet<String>>,
+    /// A rebuild happened at open (the old file was unusable), for diagnostics.
+    pub discarded: bool,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("path", &self.conn.path()).finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files(
+  id INTEGER PRIMARY KEY,
+  path BLOB NOT NULL UNIQUE,
+  file_name TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  archive_ts TEXT,
+  dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+  mtime_ms INTEGER NOT NULL,
+  generation INTEGER NOT NULL,
+  rollup BLOB NOT NULL,
+  entry_key TEXT,
+  updated_at REAL NOT NULL,
+  channel TEXT,
+  search_text TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS files_agent ON files(agent, session_id);
+CREATE INDEX IF NOT EXISTS files_inode ON files(dev, ino);
+CREATE INDEX IF NOT EXISTS files_order ON files(updated_at DESC, mtime_ms DESC, file_name);
+CREATE TABLE IF NOT EXISTS entries(
+  agent TEXT NOT NULL,
+  key TEXT NOT NULL,
+  ord INTEGER NOT NULL,
+  session_id TEXT NOT NULL,
+  file_name TEXT,
+  updated_at REAL,
+  hash INTEGER NOT NULL,
+  families INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY(agent, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_session ON entries(agent, session_id);
+CREATE INDEX IF NOT EXISTS entries_file ON entries(agent, file_name);
+CREATE TABLE IF NOT EXISTS stores(
+  agent TEXT PRIMARY KEY,
+  meta BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS family(
+  agent TEXT NOT NULL,
+  member TEXT NOT NULL,
+  key TEXT NOT NULL,
+  PRIMARY KEY(agent, member, key)
+) WITHOUT ROWID;
+";
+
+impl Index {
+    /// Opens (or creates) the index for `identity`: in `data_dir`, else in a temporary
+    /// directory that goes away with the index.
+    pub fn open(data_dir: Option<&Path>, identity: &Identity) -> Result<Index, IndexError> {
+        let (dir, temp) = match data_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (d.to_path_buf(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("clawgate-index").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let path = dir.join(FILE_NAME);
+        match Index::open_at(&path, identity) {
+            Ok(Some(mut index)) => {
+                index._temp = temp;
+                Ok(index)
+            }
+            Ok(None) | Err(_) => {
+                // Another format, another store, or a broken file: start over.
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    match std::fs::remove_file(PathBuf::from(p)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                let mut index = Index::open_at(&path, identity)?.ok_or_else(|| {
+                    IndexError::Io(std::io::Error::other("a new index does not match its own identity"))
+                })?;
+                index.discarded = true;
+                index._temp = temp;
+                Ok(index)
+            }
+        }
+    }
+
+    /// `Ok(None)` when the file belongs to another identity or format.
+    fn open_at(path: &Path, identity: &Identity) -> Result<Option<Index>, IndexError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        conn.pragma_update(None, "mmap_size", 0)?;
+        conn.pragma_update(None, "temp_store", "FILE")?;
+        conn.execute_batch(SCHEMA)?;
+        let want = format!("{}\u{0}{}\u{0}{}", FORMAT, identity.state_dir.display(), identity.max_line_bytes);
+        let have: Option<String> =
+            conn.query_row("SELECT v FROM meta WHERE k = 'identity'", [], |r| r.get(0)).optional()?;
+        match have {
+            Some(h) if h != want => return Ok(None),
+            Some(_) => {}
+            None => {
+                let files: i64 = conn.query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
+                if files > 0 {
+                    return Ok(None);
+                }
+                conn.execute("INSERT INTO meta(k, v) VALUES ('identity', ?1)", [&want])?;
+            }
+        }
+        let next_generation: i64 =
+            conn.query_row("SELECT coalesce(max(generation), 0) + 1 FROM files", [], |r| r.get(0))?;
+        Ok(Some(Index { conn, _temp: None, next_generation, agents: None, discarded: false }))
+    }
+
+    fn generation(&mut self) -> i64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    /// Runs `f` in one write transaction.
+    pub fn batch<T>(&mut self, f: impl FnOnce(&mut Index) -> Result<T, IndexError>) -> Result<T, IndexError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Stat facts of every file of `agent`, for comparing a directory listing.
+    pub fn known_of_agent(&self, agent: &str, mut f: impl FnMut(&[u8], Known)) -> Result<(), IndexError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE agent = ?1",
+        )?;
+        let mut rows = st.query([agent])?;
+        while let Some(r) = rows.next()? {
+            let path: &[u8] = r.get_ref(0)?.as_blob()?;
+            let known = Known {
+                id: r.get(1)?,
+                meta: FileMeta {
+                    dev: r.get::<_, i64>(2)? as u64,
+                    ino: r.get::<_, i64>(3)? as u64,
+                    size: r.get::<_, i64>(4)? as u64,
+                    mtime_ns: i128::from(r.get::<_, i64>(5)?),
+                    ctime_ns: i128::from(r.get::<_, i64>(6)?),
+                },
+            };
+            f(path, known);
+        }
+        Ok(())
+    }
+
+    /// The file at `path`, if known.
+    pub fn file_by_path(&self, path: &Path) -> Result<Option<FileRow>, IndexError> {
+        let mut st = self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM files WHERE path = ?1"))?;
+        Ok(st.query_row([path_bytes(path)], file_row).optional()?)
+    }
+
+    /// A file known under another name with this device and inode (a rename).
+    pub fn file_by_inode(&self, dev: u64, ino: u64, agent: &str) -> Result<Option<FileRow>, IndexError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM files WHERE dev = ?1 AND ino = ?2 AND agent = ?3"
+        ))?;
+        Ok(st.query_row(params![dev as i64, ino as i64, agent], file_row).optional()?)
+    }
+
+    /// The file with this id, if still known.
+    pub fn file(&self, id: i64) -> Result<Option<FileRow>, IndexError> {
+        let mut st = self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM files WHERE id = ?1"))?;
+        Ok(st.query_row([id], file_row).optional()?)
+    }
+
+    /// A file's rollup.
+    pub fn rollup(&self, id: i64) -> Result<Option<FileRollup>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT rollup FROM files WHERE id = ?1")?;
+        let blob: Option<Vec<u8>> = st.query_row([id], |r| r.get(0)).optional()?;
+        blob.map(|b| decode_rollup(&b)).transpose()
+    }
+
+    /// Files of one agent with this session id (a session's transcript and its archives).
+    pub fn files_of_session(&self, agent: &str, session_id: &str) -> Result<Vec<FileRow>, IndexError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM files WHERE agent = ?1 AND session_id = ?2"
+        ))?;
+        let rows = st.query_map([agent, session_id], file_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Stores a (new or re-read) file's rollup; returns its id and new generation.
+    pub fn put_file(&mut self, disc: &Discovered, rollup: &FileRollup) -> Result<(i64, i64), IndexError> {
+        let generation = self.generation();
+        let blob = encode_rollup(rollup)?;
+        let (kind, ts) = kind_code(&disc.kind);
+        let m = &disc.meta;
+        let mut st = self.conn.prepare_cached(
+            "INSERT INTO files(path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
+                ctime_ns, mtime_ms, generation, rollup, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?12)
+             ON CONFLICT(path) DO UPDATE SET file_name = excluded.file_name, agent = excluded.agent,
+                session_id = excluded.session_id, kind = excluded.kind, archive_ts = excluded.archive_ts,
+                dev = excluded.dev, ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                ctime_ns = excluded.ctime_ns, mtime_ms = excluded.mtime_ms, generation = excluded.generation,
+                rollup = excluded.rollup,
+                updated_at = CASE WHEN entry_key IS NULL THEN excluded.mtime_ms ELSE updated_at END
+             RETURNING id",
+        )?;
+        let id: i64 = st.query_row(
+            params![
+                path_bytes(&disc.path),
+                disc.file_name,
+                disc.agent_id,
+                disc.session_id,
+                kind,
+                ts,
+                m.dev as i64,
+                m.ino as i64,
+                m.size as i64,
+                ns(m.mtime_ns),
+                ns(m.ctime_ns),
+                m.mtime_ms(),
+                generation,
+                blob
+            ],
+            |r| r.get(0),
+        )?;
+        Ok((id, generation))
+    }
+
+    /// Moves a known file to a new name (a rename keeps device, inode and bytes).
+    pub fn rename_file(&mut self, id: i64, disc: &Discovered) -> Result<i64, IndexError> {
+        let generation = self.generation();
+        let (kind, ts) = kind_code(&disc.kind);
+        let mut st = self.conn.prepare_cached(
+            "UPDATE files SET path = ?2, file_name = ?3, session_id = ?4, kind = ?5, archive_ts = ?6,
+                ctime_ns = ?7, generation = ?8 WHERE id = ?1",
+        )?;
+        st.execute(params![
+            id,
+            path_bytes(&disc.path),
+            disc.file_name,
+            disc.session_id,
+            kind,
+            ts,
+            ns(disc.meta.ctime_ns),
+            generation
+        ])?;
+        Ok(generation)
+    }
+
+    pub fn remove_file(&mut self, id: i64) -> Result<(), IndexError> {
+        self.conn.prepare_cached("DELETE FROM files WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    /// Forgets every file and entry of agents not in `agents` (they were removed from the store).
+    pub fn retain_agents(&mut self, agents: &[String]) -> Result<Vec<String>, IndexError> {
+        if self.agents.is_none() {
+            // Once per process: every agent the index holds anything of.
+            let mut st = self.conn.prepare(
+                "SELECT DISTINCT agent FROM files UNION SELECT agent FROM entries UNION SELECT agent FROM stores",
+            )?;
+            let known: std::collections::BTreeSet<String> =
+                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            self.agents = Some(known);
+        }
+        let known = self.agents.as_mut().expect("filled above");
+        let gone: Vec<String> = known.iter().filter(|a| !agents.contains(a)).cloned().collect();
+        known.extend(agents.iter().cloned());
+        for a in &gone {
+            known.remove(a);
+            self.conn.execute("DELETE FROM files WHERE agent = ?1", [a])?;
+            self.conn.execute("DELETE FROM entries WHERE agent = ?1", [a])?;
+            self.conn.execute("DELETE FROM family WHERE agent = ?1", [a])?;
+            self.conn.execute("DELETE FROM stores WHERE agent = ?1", [a])?;
+        }
+        Ok(gone)
+    }
+
+    /// The stat facts of an agent's `sessions.json` when its entries were last stored.
+    pub fn store_meta(&self, agent: &str) -> Result<Option<FileMeta>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT meta FROM stores WHERE agent = ?1")?;
+        let blob: Option<Vec<u8>> = st.query_row([agent], |r| r.get(0)).optional()?;
+        Ok(blob.and_then(|b| rmp_serde::from_slice(&b).ok()))
+    }
+
+    /// Records (or, with `None`, forgets) the stat facts an agent's entries were read at.
+    pub fn set_store_meta(&mut self, agent: &str, meta: Option<&FileMeta>) -> Result<(), IndexError> {
+        match meta {
+            Some(m) => {
+                self.conn
+                    .prepare_cached("INSERT OR REPLACE INTO stores(agent, meta) VALUES (?1, ?2)")?
+                    .execute(params![agent, rmp_serde::to_vec(m)?])?;
+            }
+            None => {
+                self.conn.prepare_cached("DELETE FROM stores WHERE agent = ?1")?.execute([agent])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file of `agents` with its rollup, in id order. `f` returns `false` to stop.
+    pub fn scan(
+        &self,
+        agents: &[String],
+        mut f: impl FnMut(FileRow, FileRollup) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
+        // One pass over the table in storage order: walking an index instead would look up
+        // every row's blob at random (a page-cache miss each, on a large store).
+        let mut st =
+            self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS}, rollup FROM files NOT INDEXED"))?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let agent = r.get_ref(3)?.as_str()?;
+            if !agents.iter().any(|a| a == agent) {
+                continue;
+            }
+            let row = file_row(r)?;
+            let rollup = decode_rollup(r.get_ref(17)?.as_blob()?)?;
+            if !f(row, rollup)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of files known.
+    pub fn count_all(&self) -> Result<u64, IndexError> {
+        Ok(self.conn.query_row("SELECT count(*) FROM files", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Number of entries of an agent.
+    pub fn entry_count(&self, agent: &str) -> Result<u64, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT count(*) FROM entries WHERE agent = ?1")?;
+        Ok(st.query_row([agent], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Number of files of `agents`.
+    pub fn count_files(&self, agents: &[String]) -> Result<u64, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT count(*) FROM files WHERE agent = ?1")?;
+        let mut n = 0i64;
+        for a in agents {
+            n += st.query_row([a], |r| r.get::<_, i64>(0))?;
+        }
+        Ok(n as u64)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // sessions.json entries
+
+    /// Replaces the entries of one agent with `entries` (in file order), updating only what
+    /// changed. Returns the session ids and file names whose entries changed (their files'
+    /// row facts must be recomputed), or `None` when more changed than is worth listing.
+    pub fn replace_entries(
+        &mut self,
+        agent: &str,
+        entries: &mut dyn Iterator<Item = StoreEntry>,
+    ) -> Result<Touched, IndexError> {
+        let mut touched = Touched::default();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut get = self.conn.prepare_cached(
+            "SELECT hash, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
+        )?;
+        let mut put = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO entries(agent, key, ord, session_id, file_name, updated_at, hash, families, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut fam_del = self.conn.prepare_cached("DELETE FROM family WHERE agent = ?1 AND key = ?2")?;
+        let mut fam_put = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO family(agent, member, key) VALUES (?1, ?2, ?3)")?;
+        for (ord, e) in entries.enumerate() {
+            // The position counts: the first of several entries naming one file wins.
+            let hash = e.hash() ^ (ord as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            seen.insert(e.key.clone());
+            let old: Option<(i64, String, Option<String>)> =
+                get.query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+            match &old {
+                Some((h, _, _)) if *h == hash as i64 => continue,
+                Some((_, sid, file)) => touched.add(sid, file.as_deref()),
+                None => {}
+            }
+            touched.add(&e.session_id, e.session_file_name.as_deref());
+            fam_del.execute([agent, &e.key])?;
+            for m in &e.family_ids {
+                fam_put.execute([agent, m, &e.key])?;
+                touched.add(m, None);
+            }
+            put.execute(params![
+                agent,
+                e.key,
+                ord as i64,
+                e.session_id,
+                e.session_file_name,
+                e.updated_at,
+                hash as i64,
+                i64::from(!e.family_ids.is_empty()),
+                rmp_serde::to_vec(&e)?
+            ])?;
+        }
+        drop((get, put, fam_del, fam_put));
+        // Entries that are gone.
+        let mut st =
+            self.conn.prepare_cached("SELECT key, session_id, file_name FROM entries WHERE agent = ?1")?;
+        let gone: Vec<(String, String, Option<String>)> = st
+            .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .filter_map(Result::ok)
+            .filter(|(k, _, _)| !seen.contains(k))
+            .collect();
+        drop(st);
+        for (key, sid, file) in gone {
+            touched.add(&sid, file.as_deref());
+            let members: Vec<String> = {
+                let mut st =
+                    self.conn.prepare_cached("SELECT member FROM family WHERE agent = ?1 AND key = ?2")?;
+                st.query_map([agent, &key], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            for m in members {
+                touched.add(&m, None);
+            }
+            self.conn.execute("DELETE FROM entries WHERE agent = ?1 AND key = ?2", [agent, &key])?;
+            self.conn.execute("DELETE FROM family WHERE agent = ?1 AND key = ?2", [agent, &key])?;
+        }
+        Ok(touched)
+    }
+
+    /// Forgets all entries of an agent (its `sessions.json` is gone or unreadable).
+    pub fn clear_entries(&mut self, agent: &str) -> Result<Touched, IndexError> {
+        self.replace_entries(agent, &mut std::iter::empty())
+    }
+
+    /// The entry with this key.
+    pub fn entry(&self, agent: &str, key: &str) -> Result<Option<StoreEntry>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT data FROM entries WHERE agent = ?1 AND key = ?2")?;
+        let blob: Option<Vec<u8>> = st.query_row([agent, key], |r| r.get(0)).optional()?;
+        Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+    }
+
+    /// The entry of a session id: the most recently updated one when several keys share it.
+    pub fn entry_by_session(&self, agent: &str, session_id: &str) -> Result<Option<StoreEntry>, IndexError> {
+        let mut st = self.conn.prepare_cached(
+            // Without statistics SQLite would walk the primary key (agent, key) instead.
+            "SELECT data FROM entries INDEXED BY entries_session WHERE agent = ?1 AND session_id = ?2
+             ORDER BY coalesce(updated_at, -1e308) DESC, ord LIMIT 1",
+        )?;
+        let blob: Option<Vec<u8>> = st.query_row([agent, session_id], |r| r.get(0)).optional()?;
+        Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+    }
+
+    /// The entry of a transcript: by session id, else by an explicit `sessionFile` name.
+    pub fn entry_for_file(
+        &self,
+        agent: &str,
+        session_id: &str,
+        file_name: &str,
+    ) -> Result<Option<StoreEntry>, IndexError> {
+        if let Some(e) = self.entry_by_session(agent, session_id)? {
+            return Ok(Some(e));
+        }
+        let stem = file_name.find(".jsonl").map_or(file_name, |i| &file_name[..i + ".jsonl".len()]);
+        let mut st =
+            self.conn.prepare_cached(
+                "SELECT data FROM entries INDEXED BY entries_file WHERE agent = ?1 AND file_name = ?2 ORDER BY ord LIMIT 1",
+            )?;
+        let blob: Option<Vec<u8>> = st.query_row([agent, stem], |r| r.get(0)).optional()?;
+        Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+    }
+
+    /// Whether `session_id` is a usage-family member of some entry of `agent`.
+    pub fn is_family_member(&self, agent: &str, session_id: &str) -> Result<bool, IndexError> {
+        let mut st =
+            self.conn.prepare_cached("SELECT 1 FROM family WHERE agent = ?1 AND member = ?2 LIMIT 1")?;
+        Ok(st.query_row([agent, session_id], |_| Ok(())).optional()?.is_some())
+    }
+
+    /// Recomputes the row facts of the files of `agent` named by `touched` (all of the agent's
+    /// files when `touched.all`). Returns the files whose channel changed, with the old one.
+    pub fn refresh_facts(
+        &mut self,
+        agent: &str,
+        touched: &Touched,
+    ) -> Result<Vec<(i64, Option<String>)>, IndexError> {
+        let rows: Vec<FileRow> = if touched.all {
+            let mut st =
+                self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM files WHERE agent = ?1"))?;
+            st.query_map([agent], file_row)?.collect::<Result<_, _>>()?
+        } else {
+            let mut out = Vec::new();
+            for sid in &touched.sessions {
+                out.extend(self.files_of_session(agent, sid)?);
+            }
+            if !touched.file_names.is_empty() {
+                let mut st = self.conn.prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM files WHERE agent = ?1 AND file_name >= ?2 AND file_name < ?3"
+                ))?;
+                for f in &touched.file_names {
+                    let mut hi = f.clone();
+                    hi.push('\u{10FFFF}');
+                    out.extend(st.query_map(params![agent, f, hi], file_row)?.filter_map(Result::ok));
+                }
+            }
+            out.sort_by_key(|r| r.id);
+            out.dedup_by_key(|r| r.id);
+            out
+        };
+        let mut changed = Vec::new();
+        for row in rows {
+            let entry = self.entry_for_file(agent, &row.disc.session_id, &row.disc.file_name)?;
+            let facts = facts_of(&row.disc, entry.as_ref());
+            if facts != row.facts {
+                if facts.channel != row.facts.channel {
+                    changed.push((row.id, row.facts.channel.clone()));
+                }
+                self.set_facts(row.id, &facts)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Sets a file's row facts (after it was put or renamed).
+    pub fn set_facts(&mut self, id: i64, facts: &RowFacts) -> Result<(), IndexError> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE files SET entry_key = ?2, updated_at = ?3, channel = ?4, search_text = ?5 WHERE id = ?1",
+        )?;
+        st.execute(params![id, facts.entry_key, facts.updated_at, facts.channel, facts.search_text])?;
+        Ok(())
+    }
+
+    /// One page of rows: ids of the files of `agents` listed for a range starting at
+    /// `start_ms` (modified since), in OpenClaw's order (most recently updated first), matching
+    /// every term of `search`, skipping `offset`. `heads_only` drops files that family mode
+    /// folds into another row.
+    pub fn page(&self, q: &PageQuery<'_>) -> Result<Vec<i64>, IndexError> {
+        let (sql, args) = q.sql("id");
+        let mut st = self.conn.prepare_cached(&format!(
+            "{sql} ORDER BY updated_at {dir}, mtime_ms {dir}, file_name {rdir} LIMIT ?{l} OFFSET ?{o}",
+            dir = if q.ascending { "ASC" } else { "DESC" },
+            rdir = if q.ascending { "DESC" } else { "ASC" },
+            l = args.len() + 1,
+            o = args.len() + 2
+        ))?;
+        let mut all: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+        let (limit, offset) = (q.limit as i64, q.offset as i64);
+        all.push(&limit);
+        all.push(&offset);
+        let ids = st.query_map(all.as_slice(), |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
+    /// How many rows [`Index::page`] pages through.
+    pub fn count_rows(&self, q: &PageQuery<'_>) -> Result<u64, IndexError> {
+        let (sql, args) = q.sql("count(*)");
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let all: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+        Ok(st.query_row(all.as_slice(), |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Gives SQLite's cached pages back (after a big job).
+    pub fn shrink(&self) {
+        let _ = self.conn.execute_batch("PRAGMA shrink_memory");
+    }
+
+    /// The raw connection, for the per-shape row tables of [`super::live`].
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// What [`Index::page`] selects.
+pub struct PageQuery<'a> {
+    pub agents: &'a [String],
+    pub start_ms: i64,
+    pub heads_only: bool,
+    pub search: &'a [String],
+    pub ascending: bool,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl PageQuery<'_> {
+    fn sql(&self, what: &str) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut args: Vec<Value> = Vec::new();
+        let marks: Vec<String> = self
+            .agents
+            .iter()
+            .map(|a| {
+                args.push(Value::Text(a.clone()));
+                format!("?{}", args.len())
+            })
+            .collect();
+        // Walk the order index (a page is its first rows); by agent the planner would sort every
+        // row of the scope first.
+        let mut sql =
+            format!("SELECT {what} FROM files INDEXED BY files_order WHERE agent IN ({})", marks.join(","));
+        if self.start_ms > 0 {
+            args.push(Value::Integer(self.start_ms));
+            sql.push_str(&format!(" AND mtime_ms >= ?{}", args.len()));
+        }
+        if self.heads_only {
+            sql.push_str(
+                " AND NOT (entry_key IS NULL AND EXISTS (SELECT 1 FROM family f WHERE f.agent = files.agent AND f.member = files.session_id))",
+            );
+        }
+        for term in self.search {
+            args.push(Value::Text(format!(
+                "%{}%",
+                term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            )));
+            sql.push_str(&format!(" AND search_text LIKE ?{} ESCAPE '\\'", args.len()));
+        }
+        (sql, args)
+    }
+}
+
+/// Session ids and file names whose entries changed.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub sessions: std::collections::BTreeSet<String>,
+    pub file_names: std::collections::BTreeSet<String>,
+    /// Too many to list: every file of the agent.
+    pub all: bool,
+}
+
+/// Past this many touched names, every file of the agent is re-checked instead.
+const TOUCHED_MAX: usize = 4096;
+
+impl Touched {
+    fn add(&mut self, session_id: &str, file_name: Option<&str>) {
+        if self.all {
+            return;
+        }
+        self.sessions.insert(session_id.to_owned());
+        if let Some(f) = file_name {
+            self.file_names.insert(f.to_owned());
+        }
+        if self.sessions.len() + self.file_names.len() > TOUCHED_MAX {
+            *self = Touched { all: true, ..Touched::default() };
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.sessions.is_empty() && self.file_names.is_empty()
+    }
+}
+
+/// A file's row facts from the entry that names it.
+pub fn facts_of(d: &Discovered, e: Option<&StoreEntry>) -> RowFacts {
+    let key = e.map_or_else(|| format!("agent:{}:{}", d.agent_id, d.session_id), |e| e.key.clone());
+    let mut search_text = String::new();
+    for part in [
+        Some(key.as_str()),
+        e.and_then(|e| e.label.as_deref()),
+        Some(d.session_id.as_str()),
+        Some(d.agent_id.as_str()),
+        e.and_then(|e| e.channel.as_deref()),
+        e.and_then(|e| e.model.as_deref()),
+        e.and_then(|e| e.model_provider.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        search_text.push_str(&part.to_lowercase());
+        search_text.push(' ');
+    }
+    RowFacts {
+        entry_key: e.map(|e| e.key.clone()),
+        updated_at: e.and_then(|e| e.updated_at).unwrap_or(d.meta.mtime_ms() as f64),
+        channel: e.and_then(|e| e.channel.clone()),
+        search_text,
+    }
+}
+
+/// A rollup as stored: compact MessagePack (positional; the format version covers changes).
+pub fn encode_rollup(r: &FileRollup) -> Result<Vec<u8>, IndexError> {
+    Ok(rmp_serde::to_vec(r)?)
+}
+
+pub fn decode_rollup(b: &[u8]) -> Result<FileRollup, IndexError> {
+    Ok(rmp_serde::from_slice(b)?)
+}

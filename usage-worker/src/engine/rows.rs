@@ -1,0 +1,330 @@
+//! `sessions.usage` rows: one page of them, rendered from full summaries (quarter hours
+//! included) and cached as text by what they depend on, so an unchanged row is never rendered
+//! twice and a page costs the rows that changed.
+//!
+//! Field names, order and optionality follow a real OpenClaw 2026.9.6 `sessions.usage` response
+//! (`shared/openclaw/samples`). Legacy stores carry no creator metadata, so every row's
+//! `creatorKey` is `["unknown"]`, as 2026.9 reports for them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::value::RawValue;
+
+use super::aggregates::{
+    CountsOut, DatedLatency, DatedModel, DatedTotals, ModelOut, ToolsOut, UNKNOWN_CREATOR, model_key,
+};
+use super::index::FileRow;
+use super::num::{Js, JsExact};
+use super::rollup::MsgCounts;
+use super::store::StoreEntry;
+use super::summary::{DayModel, ModelRow, SessionLatency, Summary};
+use super::time::{QUARTERS_PER_DAY, format_day};
+
+/// Rendered rows kept between answers, by stamp. Bounded in bytes; least recently used first out.
+#[derive(Debug, Default)]
+pub struct RowCache {
+    rows: HashMap<u64, (Arc<str>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// Rendered rows kept at most (a `limit:1000` page of the seed store is ~8 MB).
+pub const ROW_CACHE_BYTES: usize = 24 << 20;
+
+impl RowCache {
+    pub fn get(&mut self, stamp: u64) -> Option<Arc<str>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.rows.get_mut(&stamp).map(|(r, used)| {
+            *used = tick;
+            Arc::clone(r)
+        })
+    }
+
+    pub fn put(&mut self, stamp: u64, row: Arc<str>) {
+        self.tick += 1;
+        self.bytes += row.len();
+        if let Some((old, _)) = self.rows.insert(stamp, (row, self.tick)) {
+            self.bytes -= old.len();
+        }
+        if self.bytes > ROW_CACHE_BYTES {
+            // Evict the older half by use; rows of the page being built were just used.
+            let mut ticks: Vec<u64> = self.rows.values().map(|(_, t)| *t).collect();
+            ticks.sort_unstable();
+            let cut = ticks[ticks.len() / 2];
+            self.rows.retain(|_, (_, t)| *t > cut);
+            self.bytes = self.rows.values().map(|(r, _)| r.len()).sum();
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes + self.rows.len() * 48
+    }
+
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+}
+
+/// A row's family: the key it is grouped under and every session id it includes.
+pub struct Family {
+    pub key: String,
+    pub included: Vec<String>,
+}
+
+/// Everything one rendered row shows.
+pub struct RowOut<'a> {
+    pub row: &'a FileRow,
+    pub entry: Option<&'a StoreEntry>,
+    pub family: Option<&'a Family>,
+    pub summary: &'a Summary,
+    pub include_context_weight: bool,
+}
+
+fn raw(s: &str) -> Option<Box<RawValue>> {
+    RawValue::from_string(s.to_owned()).ok()
+}
+
+/// The row key: the entry's key, else `agent:<agent>:<sessionId>`.
+pub fn row_key(row: &FileRow, entry: Option<&StoreEntry>) -> String {
+    entry.map_or_else(|| format!("agent:{}:{}", row.disc.agent_id, row.disc.session_id), |e| e.key.clone())
+}
+
+impl Serialize for RowOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = &self.row.disc;
+        let e = self.entry;
+        let mut st = s.serialize_struct("SessionUsageEntry", 22)?;
+        st.serialize_field("key", &row_key(self.row, e))?;
+        if let Some(l) = e.and_then(|e| e.label.as_ref()) {
+            st.serialize_field("label", l)?;
+        }
+        st.serialize_field("sessionId", &d.session_id)?;
+        match self.family {
+            Some(f) => {
+                st.serialize_field("scope", "family")?;
+                st.serialize_field("sessionFamilyKey", &f.key)?;
+                st.serialize_field("currentSessionId", &d.session_id)?;
+                st.serialize_field("includedSessionIds", &f.included)?;
+                st.serialize_field("historicalInstanceCount", &f.included.len())?;
+            }
+            None => st.serialize_field("scope", "instance")?,
+        }
+        st.serialize_field("updatedAt", &Js(self.row.facts.updated_at))?;
+        st.serialize_field("agentId", &d.agent_id)?;
+        st.serialize_field("creatorKey", UNKNOWN_CREATOR)?;
+        if let Some(c) = e.and_then(|e| e.channel.as_ref()) {
+            st.serialize_field("channel", c)?;
+        }
+        if let Some(c) = e.and_then(|e| e.chat_type.as_ref()) {
+            st.serialize_field("chatType", c)?;
+        }
+        if let Some(o) = e.and_then(|e| e.origin.as_deref()).and_then(raw) {
+            st.serialize_field("origin", &o)?;
+        }
+        if let Some(m) = e.and_then(|e| e.model_override.as_ref()) {
+            st.serialize_field("modelOverride", m)?;
+        }
+        if let Some(p) = e.and_then(|e| e.provider_override.as_ref()) {
+            st.serialize_field("providerOverride", p)?;
+        }
+        if let Some(p) = e.and_then(|e| e.model_provider.as_ref()) {
+            st.serialize_field("modelProvider", p)?;
+        }
+        if let Some(m) = e.and_then(|e| e.model.as_ref()) {
+            st.serialize_field("model", m)?;
+        }
+        st.serialize_field(
+            "usage",
+            &UsageOut {
+                s: self.summary,
+                session_id: &d.session_id,
+                session_file: &d.path.display().to_string(),
+            },
+        )?;
+        let cw = e.and_then(|e| e.context_weight.as_deref());
+        st.serialize_field("hasContextWeight", &cw.is_some())?;
+        if self.include_context_weight {
+            st.serialize_field("contextWeight", &cw.and_then(raw))?;
+        }
+        st.end()
+    }
+}
+
+/// Model rows by cost, then tokens, descending, then by name.
+fn sorted_models(rows: &[ModelRow]) -> Vec<&ModelRow> {
+    let mut v: Vec<&ModelRow> = rows.iter().collect();
+    v.sort_by(|a, b| {
+        b.totals
+            .total_cost
+            .units()
+            .cmp(&a.totals.total_cost.units())
+            .then(b.totals.total_tokens.cmp(&a.totals.total_tokens))
+            .then_with(|| model_key(&a.provider, &a.model).cmp(&model_key(&b.provider, &b.model)))
+    });
+    v
+}
+
+struct UsageOut<'a> {
+    s: &'a Summary,
+    session_id: &'a str,
+    session_file: &'a str,
+}
+
+impl Serialize for UsageOut<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let s = self.s;
+        let mut st = ser.serialize_struct("SessionCostSummary", 27)?;
+        s.totals.write_fields(&mut st)?;
+        st.serialize_field("sessionId", self.session_id)?;
+        st.serialize_field("sessionFile", self.session_file)?;
+        if let Some(f) = s.first {
+            st.serialize_field("firstActivity", &f)?;
+        }
+        if let Some(l) = s.last {
+            st.serialize_field("lastActivity", &l)?;
+        }
+        if let Some(d) = s.duration_ms() {
+            st.serialize_field("durationMs", &d)?;
+        }
+        st.serialize_field("messageCounts", &CountsOut::from(&s.counts))?;
+        if !s.tools.is_empty() {
+            st.serialize_field(
+                "toolUsage",
+                &ToolsOut(s.tools.iter().map(|(n, c)| (n.as_str(), *c)).collect()),
+            )?;
+        }
+        if !s.models.is_empty() {
+            let rows: Vec<ModelOut<'_>> = sorted_models(&s.models)
+                .into_iter()
+                .map(|m| ModelOut {
+                    provider: m.provider.as_deref(),
+                    model: m.model.as_deref(),
+                    count: m.count,
+                    totals: &m.totals,
+                })
+                .collect();
+            st.serialize_field("modelUsage", &rows)?;
+        }
+        if let Some(l) = &s.latency {
+            st.serialize_field("latency", &SessionLatency(l))?;
+        }
+        let dates: Vec<String> = s.days.keys().map(|d| format_day(*d)).collect();
+        st.serialize_field("activityDates", &dates)?;
+        let breakdown: Vec<DatedTotals<'_>> = s
+            .days
+            .iter()
+            .filter(|(_, d)| d.usage_count > 0)
+            .map(|(d, da)| DatedTotals { date: format_day(*d), totals: &da.totals, lead: true })
+            .collect();
+        st.serialize_field("dailyBreakdown", &breakdown)?;
+        let counts: Vec<DatedCounts> = s
+            .days
+            .iter()
+            .filter(|(_, d)| !d.counts.is_empty())
+            .map(|(d, da)| DatedCounts { date: format_day(*d), quarter: None, counts: da.counts })
+            .collect();
+        st.serialize_field("dailyMessageCounts", &counts)?;
+        if !s.quarters.is_empty() {
+            let qc: Vec<DatedCounts> = s
+                .quarters
+                .iter()
+                .filter(|(_, q)| !q.counts.is_empty())
+                .map(|(q, qa)| DatedCounts {
+                    date: format_day(q.div_euclid(QUARTERS_PER_DAY)),
+                    quarter: Some(q.rem_euclid(QUARTERS_PER_DAY)),
+                    counts: qa.counts,
+                })
+                .collect();
+            st.serialize_field("utcQuarterHourMessageCounts", &qc)?;
+            let qt: Vec<QuarterTokens<'_>> = s
+                .quarters
+                .iter()
+                .filter(|(_, q)| q.has_usage)
+                .map(|(q, qa)| QuarterTokens { q: *q, tokens: &qa.tokens, cost: JsExact(qa.cost) })
+                .collect();
+            st.serialize_field("utcQuarterHourTokenUsage", &qt)?;
+        }
+        let lat: Vec<DatedLatency> = s
+            .days
+            .iter()
+            .filter_map(|(d, da)| {
+                da.latency.map(|l| DatedLatency { date: format_day(*d), l, session_order: true })
+            })
+            .collect();
+        if !lat.is_empty() {
+            st.serialize_field("dailyLatency", &lat)?;
+        }
+        let mut dm: Vec<DatedModel<'_>> = Vec::new();
+        for (d, da) in &s.days {
+            let mut ms: Vec<&DayModel> = da.models.iter().collect();
+            ms.sort_by(|a, b| {
+                b.cost
+                    .units()
+                    .cmp(&a.cost.units())
+                    .then_with(|| model_key(&a.provider, &a.model).cmp(&model_key(&b.provider, &b.model)))
+            });
+            let date = format_day(*d);
+            dm.extend(ms.into_iter().map(|m| DatedModel {
+                date: date.clone(),
+                provider: m.provider.as_deref(),
+                model: m.model.as_deref(),
+                tokens: m.tokens,
+                cost: m.cost,
+                count: m.count,
+            }));
+        }
+        if !dm.is_empty() {
+            st.serialize_field("dailyModelUsage", &dm)?;
+        }
+        st.end()
+    }
+}
+
+struct DatedCounts {
+    date: String,
+    quarter: Option<i64>,
+    counts: MsgCounts,
+}
+
+impl Serialize for DatedCounts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = &self.counts;
+        let mut st = s.serialize_struct("DailyMessageCounts", 8)?;
+        st.serialize_field("date", &self.date)?;
+        if let Some(q) = self.quarter {
+            st.serialize_field("quarterIndex", &q)?;
+        }
+        st.serialize_field("total", &c.total)?;
+        st.serialize_field("user", &c.user)?;
+        st.serialize_field("assistant", &c.assistant)?;
+        st.serialize_field("toolCalls", &c.tool_calls)?;
+        st.serialize_field("toolResults", &c.tool_results)?;
+        st.serialize_field("errors", &c.errors)?;
+        st.end()
+    }
+}
+
+struct QuarterTokens<'a> {
+    q: i64,
+    tokens: &'a [u64; 5],
+    cost: JsExact,
+}
+
+impl Serialize for QuarterTokens<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("QuarterTokens", 8)?;
+        st.serialize_field("date", &format_day(self.q.div_euclid(QUARTERS_PER_DAY)))?;
+        st.serialize_field("quarterIndex", &self.q.rem_euclid(QUARTERS_PER_DAY))?;
+        st.serialize_field("input", &self.tokens[0])?;
+        st.serialize_field("output", &self.tokens[1])?;
+        st.serialize_field("cacheRead", &self.tokens[2])?;
+        st.serialize_field("cacheWrite", &self.tokens[3])?;
+        st.serialize_field("totalTokens", &self.tokens[4])?;
+        st.serialize_field("totalCost", &self.cost)?;
+        st.end()
+    }
+}
