@@ -226,9 +226,10 @@ pub enum UsageReply {
 /// A successful answer: OpenClaw's payload as typed answer-time fields plus the data as JSON
 /// text, passed through by the gateway unparsed (and uncopied: see [`crate::JsonText`]).
 ///
-/// The payload a client sees is [`UsageAnswer::payload_pieces`]: `{"updatedAt":…,` + `data_json`
-/// + `,"cacheStatus":{…},"diagnostics":…}`. Keeping the answer-time fields typed lets the gateway
-/// mark an answer stale or serve old data with new times without touching the JSON.
+/// The payload a client sees is `{"updatedAt":…,`, then `data_json`, then
+/// `,"cacheStatus":{…},"diagnostics":…}` ([`AnswerMeta::json_head`], [`AnswerMeta::json_tail`]).
+/// Keeping the answer-time fields typed lets the gateway mark an answer stale or serve old data
+/// with new times without touching the JSON.
 ///
 /// `data_json` must stay the last field: the worker streams it after a head encoded by
 /// [`crate::frame::answer_frame_head`], without first copying it into one buffer.

@@ -47,6 +47,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    usage_worker::alloc::tune();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

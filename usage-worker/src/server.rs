@@ -154,7 +154,20 @@ fn spawn_compute_thread(
                 tracing::warn!(%error, "Cannot open the usage index; every job will say why.");
             }
             let budget = crate::budget::Watch::start(config.memory_budget);
-            while let Ok(job) = jobs.recv() {
+            let mut unsaved = false;
+            loop {
+                // Idle for a second after work: save what a restarted worker can reuse.
+                let job = match jobs.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Ok(job) => job,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        if std::mem::take(&mut unsaved) {
+                            engine.save();
+                        }
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                unsaved = true;
                 let started = Instant::now();
                 let result = if job.cancel.load(Ordering::Relaxed) {
                     Err(WorkerError::new(WorkerErrorKind::Cancelled, "cancelled before it started"))

@@ -15,7 +15,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::num::{Exact, Js, JsExact, apply_u64};
 use super::rollup::MsgCounts;
-use super::summary::{LatencyStats, Summary, Totals};
+use super::summary::{LatencyStats, Summary, Totals, TotalsOut};
 use super::time::format_day;
 use super::topk::TopK;
 
@@ -29,7 +29,7 @@ pub fn model_key(provider: &Option<String>, model: &Option<String>) -> (String, 
 }
 
 /// Usage of one model (or provider) over the rows in scope.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelAcc {
     pub count: u64,
     pub totals: Totals,
@@ -48,14 +48,14 @@ impl ModelAcc {
 }
 
 /// Totals of the rows of one agent or channel.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct NamedAcc {
     rows: i64,
     totals: Totals,
 }
 
 /// `{tokens, cost, count}` of one model on one day.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct DayModelAcc {
     tokens: u64,
     cost: Exact,
@@ -65,7 +65,7 @@ struct DayModelAcc {
 }
 
 /// One day of `aggregates.daily`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct DailyAcc {
     /// Rows active that day (the day exists while this is above zero).
     rows: i64,
@@ -77,7 +77,7 @@ struct DailyAcc {
 }
 
 /// Merged latency of many rows: OpenClaw's merge (count-weighted mean, max of p95s, min, max).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct LatencyAcc {
     count: u64,
     sum: Exact,
@@ -115,7 +115,7 @@ impl LatencyAcc {
 }
 
 /// Totals of one day of `usage.cost` / `aggregates.costDaily`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct CostDayAcc {
     /// Rows with usage that day.
     rows: i64,
@@ -123,7 +123,7 @@ struct CostDayAcc {
 }
 
 /// Everything the aggregate part of an answer needs, over the rows in scope.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Aggregates {
     /// Rows (`sessionCount`).
     pub rows: i64,
@@ -288,10 +288,7 @@ fn apply_named(map: &mut HashMap<String, NamedAcc>, name: &str, t: &Totals, sign
 
 /// Model rows by cost, then tokens, descending, then by name: an order that never depends on
 /// which row arrived first.
-fn by_cost<'a, K: Ord>(rows: impl Iterator<Item = (&'a K, &'a ModelAcc)>) -> Vec<(&'a K, &'a ModelAcc)>
-where
-    K: 'a,
-{
+fn by_cost<'a, K: Ord + 'a>(rows: impl Iterator<Item = (&'a K, &'a ModelAcc)>) -> Vec<(&'a K, &'a ModelAcc)> {
     let mut v: Vec<_> = rows.collect();
     v.sort_by(|a, b| {
         b.1.totals
@@ -322,7 +319,7 @@ impl Serialize for ModelOut<'_> {
             st.serialize_field("model", m)?;
         }
         st.serialize_field("count", &self.count)?;
-        st.serialize_field("totals", self.totals)?;
+        st.serialize_field("totals", &TotalsOut(self.totals))?;
         st.end()
     }
 }
@@ -454,7 +451,7 @@ impl Serialize for Named<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Named", 2)?;
         st.serialize_field(self.0, self.1)?;
-        st.serialize_field("totals", self.2)?;
+        st.serialize_field("totals", &TotalsOut(self.2))?;
         st.end()
     }
 }
@@ -476,7 +473,7 @@ impl Serialize for SessionsTail<'_> {
         }
         let a = self.0;
         let mut st = s.serialize_struct("SessionsUsageResult", 3)?;
-        st.serialize_field("totals", &a.totals)?;
+        st.serialize_field("totals", &TotalsOut(&a.totals))?;
         st.serialize_field("aggregates", &AggregatesOut(a))?;
         let options: Vec<CreatorOption> =
             if a.rows > 0 { vec![CreatorOption { key: UNKNOWN_CREATOR }] } else { Vec::new() };
@@ -603,7 +600,7 @@ impl Serialize for CreatorOut<'_> {
         let a = self.0;
         let mut st = s.serialize_struct("CreatorUsage", 5)?;
         st.serialize_field("key", UNKNOWN_CREATOR)?;
-        st.serialize_field("totals", &a.totals)?;
+        st.serialize_field("totals", &TotalsOut(&a.totals))?;
         st.serialize_field("sessionCount", &a.rows)?;
         st.serialize_field("daily", &cost_daily_rows(a))?;
         let activity: Vec<Activity> = a
@@ -622,10 +619,8 @@ mod tests {
     use crate::engine::summary::{DayAgg, ModelRow};
 
     fn summary(cost: f64, tokens: u64, days: &[i64], lat: Option<f64>) -> Summary {
-        let mut t = Totals::default();
-        t.total_tokens = tokens;
-        t.input = tokens;
-        t.total_cost = Exact::of(cost);
+        let t =
+            Totals { total_tokens: tokens, input: tokens, total_cost: Exact::of(cost), ..Totals::default() };
         let mut s = Summary {
             totals: t.clone(),
             first: Some(0),

@@ -27,6 +27,8 @@ use super::store::StoreEntry;
 pub const FILE_NAME: &str = "usage-index.sqlite";
 /// Bump when the schema or the rollup encoding changes: an older file is rebuilt.
 const FORMAT: i64 = 1;
+/// Rendered rows kept on disk, so a restarted worker's first page is read, not rendered.
+const RENDERED_MAX: i64 = 20_000;
 /// SQLite's page cache for the index, KiB.
 const CACHE_KIB: i64 = 8 * 1024;
 
@@ -178,6 +180,7 @@ CREATE TABLE IF NOT EXISTS files(
   search_text TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS files_agent ON files(agent, session_id);
+CREATE INDEX IF NOT EXISTS files_stat ON files(agent, path, id, dev, ino, size, mtime_ns, ctime_ns);
 CREATE INDEX IF NOT EXISTS files_inode ON files(dev, ino);
 CREATE INDEX IF NOT EXISTS files_order ON files(updated_at DESC, mtime_ms DESC, file_name);
 CREATE TABLE IF NOT EXISTS entries(
@@ -194,6 +197,18 @@ CREATE TABLE IF NOT EXISTS entries(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_session ON entries(agent, session_id);
 CREATE INDEX IF NOT EXISTS entries_file ON entries(agent, file_name);
+CREATE TABLE IF NOT EXISTS lives(
+  id INTEGER PRIMARY KEY,
+  shape BLOB NOT NULL UNIQUE,
+  version INTEGER NOT NULL,
+  data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rendered(
+  stamp INTEGER PRIMARY KEY,
+  used INTEGER NOT NULL,
+  text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rendered_used ON rendered(used);
 CREATE TABLE IF NOT EXISTS stores(
   agent TEXT PRIMARY KEY,
   meta BLOB NOT NULL
@@ -259,6 +274,9 @@ impl Index {
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.pragma_update(None, "mmap_size", 0)?;
         conn.pragma_update(None, "temp_store", "FILE")?;
+        // Checkpoint (and fsync) every 16 MB of WAL rather than every 4 MB: a cold parse of a
+        // large store writes tens of MB of rollups.
+        conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
         conn.execute_batch(SCHEMA)?;
         let want = format!("{}\u{0}{}\u{0}{}", FORMAT, identity.state_dir.display(), identity.max_line_bytes);
         let have: Option<String> =
@@ -274,6 +292,18 @@ impl Index {
                 conn.execute("INSERT INTO meta(k, v) VALUES ('identity', ?1)", [&want])?;
             }
         }
+        conn.execute("INSERT OR IGNORE INTO meta(k, v) VALUES ('version', 0)", [])?;
+        // Row-number tables of shapes no longer saved (an evicted or discarded shape).
+        let orphans: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'rowvals_*'
+                 AND CAST(substr(name, 9) AS INTEGER) NOT IN (SELECT id FROM lives)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for t in orphans {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS \"{t}\""))?;
+        }
         let next_generation: i64 =
             conn.query_row("SELECT coalesce(max(generation), 0) + 1 FROM files", [], |r| r.get(0))?;
         Ok(Some(Index { conn, _temp: None, next_generation, agents: None, discarded: false }))
@@ -287,6 +317,12 @@ impl Index {
     /// Runs `f` in one write transaction.
     pub fn batch<T>(&mut self, f: impl FnOnce(&mut Index) -> Result<T, IndexError>) -> Result<T, IndexError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Every write transaction moves the version, so saved aggregates know what they match.
+        let bumped = self.conn.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'", []);
+        if let Err(e) = bumped {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
         match f(self) {
             Ok(v) => {
                 self.conn.execute_batch("COMMIT")?;
@@ -301,8 +337,9 @@ impl Index {
 
     /// Stat facts of every file of `agent`, for comparing a directory listing.
     pub fn known_of_agent(&self, agent: &str, mut f: impl FnMut(&[u8], Known)) -> Result<(), IndexError> {
+        // From the covering index alone: no table row (and no rollup) is read.
         let mut st = self.conn.prepare_cached(
-            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE agent = ?1",
+            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat WHERE agent = ?1",
         )?;
         let mut rows = st.query([agent])?;
         while let Some(r) = rows.next()? {
@@ -358,22 +395,27 @@ impl Index {
         Ok(rows)
     }
 
-    /// Stores a (new or re-read) file's rollup; returns its id and new generation.
-    pub fn put_file(&mut self, disc: &Discovered, rollup: &FileRollup) -> Result<(i64, i64), IndexError> {
+    /// Stores a (new or re-read) file's rollup and row facts; returns its id and new generation.
+    pub fn put_file(
+        &mut self,
+        disc: &Discovered,
+        rollup: &FileRollup,
+        facts: &RowFacts,
+    ) -> Result<(i64, i64), IndexError> {
         let generation = self.generation();
         let blob = encode_rollup(rollup)?;
         let (kind, ts) = kind_code(&disc.kind);
         let m = &disc.meta;
         let mut st = self.conn.prepare_cached(
             "INSERT INTO files(path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
-                ctime_ns, mtime_ms, generation, rollup, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?12)
+                ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT(path) DO UPDATE SET file_name = excluded.file_name, agent = excluded.agent,
                 session_id = excluded.session_id, kind = excluded.kind, archive_ts = excluded.archive_ts,
                 dev = excluded.dev, ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,
                 ctime_ns = excluded.ctime_ns, mtime_ms = excluded.mtime_ms, generation = excluded.generation,
-                rollup = excluded.rollup,
-                updated_at = CASE WHEN entry_key IS NULL THEN excluded.mtime_ms ELSE updated_at END
+                rollup = excluded.rollup, entry_key = excluded.entry_key, updated_at = excluded.updated_at,
+                channel = excluded.channel, search_text = excluded.search_text
              RETURNING id",
         )?;
         let id: i64 = st.query_row(
@@ -391,7 +433,11 @@ impl Index {
                 ns(m.ctime_ns),
                 m.mtime_ms(),
                 generation,
-                blob
+                blob,
+                facts.entry_key,
+                facts.updated_at,
+                facts.channel,
+                facts.search_text
             ],
             |r| r.get(0),
         )?;
@@ -726,6 +772,78 @@ impl Index {
         Ok(st.query_row(all.as_slice(), |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// The version of the index: moves with every write transaction.
+    pub fn version(&self) -> Result<i64, IndexError> {
+        Ok(self.conn.query_row("SELECT v FROM meta WHERE k = 'version'", [], |r| r.get(0))?)
+    }
+
+    /// The saved shape whose serialised form is `shape`: its id, version and data.
+    pub fn saved_live(&self, shape: &[u8]) -> Result<Option<(i64, i64, Vec<u8>)>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT id, version, data FROM lives WHERE shape = ?1")?;
+        Ok(st.query_row([shape], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+    }
+
+    /// A new saved-shape id (its row-number table is `rowvals_<id>`).
+    pub fn new_live(&mut self, shape: &[u8]) -> Result<i64, IndexError> {
+        self.conn
+            .prepare_cached("INSERT INTO lives(shape, version, data) VALUES (?1, -1, x'') ON CONFLICT(shape) DO UPDATE SET version = -1 RETURNING id")?
+            .query_row([shape], |r| r.get(0))
+            .map_err(Into::into)
+    }
+
+    pub fn save_live(&mut self, id: i64, version: i64, data: &[u8]) -> Result<(), IndexError> {
+        self.conn
+            .prepare_cached("UPDATE lives SET version = ?2, data = ?3 WHERE id = ?1")?
+            .execute(params![id, version, data])?;
+        Ok(())
+    }
+
+    pub fn drop_live(&mut self, id: i64) -> Result<(), IndexError> {
+        self.conn.prepare_cached("DELETE FROM lives WHERE id = ?1")?.execute([id])?;
+        self.conn.execute_batch(&format!("DROP TABLE IF EXISTS rowvals_{id}"))?;
+        Ok(())
+    }
+
+    /// A rendered row saved by an earlier answer (or process).
+    pub fn rendered(&self, stamp: u64) -> Result<Option<String>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT text FROM rendered WHERE stamp = ?1")?;
+        Ok(st.query_row([stamp as i64], |r| r.get(0)).optional()?)
+    }
+
+    /// Saves rendered rows, then keeps the newest [`RENDERED_MAX`] of them.
+    pub fn put_rendered(&mut self, rows: &[(u64, std::sync::Arc<str>)], tick: i64) -> Result<(), IndexError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.conn.execute_batch("BEGIN")?;
+        let result = (|| {
+            let mut st = self
+                .conn
+                .prepare_cached("INSERT OR REPLACE INTO rendered(stamp, used, text) VALUES (?1, ?2, ?3)")?;
+            for (stamp, text) in rows {
+                st.execute(params![*stamp as i64, tick, &**text])?;
+            }
+            self.conn.execute(
+                "DELETE FROM rendered WHERE stamp IN (SELECT stamp FROM rendered ORDER BY used DESC LIMIT -1 OFFSET ?1)",
+                [RENDERED_MAX],
+            )?;
+            Ok::<(), IndexError>(())
+        })();
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the index file is (for read-only connections of parser threads).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(self.conn.path().unwrap_or_default())
+    }
+
     /// Gives SQLite's cached pages back (after a big job).
     pub fn shrink(&self) {
         let _ = self.conn.execute_batch("PRAGMA shrink_memory");
@@ -734,6 +852,35 @@ impl Index {
     /// The raw connection, for the per-shape row tables of [`super::live`].
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// A read-only connection to the index, for a parser thread that needs the old state of the
+/// files it re-reads (WAL mode: it never blocks the writer, and sees what was committed).
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, IndexError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "cache_size", -1024)?;
+        conn.pragma_update(None, "mmap_size", 0)?;
+        Ok(Reader { conn })
+    }
+
+    /// A file's row and rollup.
+    pub fn file_and_rollup(&self, id: i64) -> Result<Option<(FileRow, FileRollup)>, IndexError> {
+        let mut st =
+            self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS}, rollup FROM files WHERE id = ?1"))?;
+        let mut rows = st.query([id])?;
+        let Some(r) = rows.next()? else { return Ok(None) };
+        let row = file_row(r)?;
+        let rollup = decode_rollup(r.get_ref(17)?.as_blob()?)?;
+        Ok(Some((row, rollup)))
     }
 }
 

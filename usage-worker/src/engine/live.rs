@@ -28,14 +28,15 @@ pub const MAX_LIVES: usize = 4;
 pub const CONTRIBUTION: Want = Want { quarters: false, latency: true, untimed: true };
 
 /// What live aggregates are kept for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Shape {
     pub agents: Vec<String>,
     pub start: i64,
     pub end: i64,
     pub offset_ms: i64,
     pub family: bool,
-    /// Stamp of the price tables the costs were computed with.
+    /// Stamp of the price tables the costs were computed with (from their stat facts, so it
+    /// means the same in a restarted worker).
     pub prices: u64,
 }
 
@@ -58,18 +59,27 @@ impl Shape {
 #[derive(Debug)]
 pub struct Live {
     pub shape: Shape,
+    pub data: LiveData,
+    /// Changes whenever `agg` or the per-row numbers do.
+    pub version: u64,
+    /// Must be rebuilt before use (family grouping changed, or a maximum was lost).
+    pub stale: bool,
+    /// Changed since last saved to the index.
+    dirty: bool,
+    /// Its id in the index's `lives` table; its per-row sort numbers are `rowvals_<id>`.
+    pub id: i64,
+    pub table: String,
+    last_used: Instant,
+}
+
+/// What a shape's aggregates are, as saved in the index between worker runs.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LiveData {
     pub agg: Aggregates,
     /// Files in scope (listed or not) and what was skipped in them, for diagnostics.
     pub files: u64,
     pub skips: SkipCounts,
     pub pending_tails: u64,
-    /// Changes whenever `agg` or the per-row numbers do.
-    pub version: u64,
-    /// Must be rebuilt before use (family grouping changed, or a maximum was lost).
-    pub stale: bool,
-    /// The temporary table of per-row sort numbers.
-    pub table: String,
-    last_used: Instant,
 }
 
 /// A file's summary for a shape, or `None` when the shape does not list it.
@@ -91,7 +101,6 @@ pub fn contribution(
 #[derive(Debug, Default)]
 pub struct Lives {
     lives: Vec<Live>,
-    next_table: u64,
     next_version: u64,
 }
 
@@ -103,33 +112,70 @@ pub struct Change<'a> {
     pub new: Option<(&'a Discovered, &'a FileRollup, Option<&'a str>)>,
 }
 
+impl Live {
+    fn new(shape: &Shape, id: i64, data: LiveData, dirty: bool) -> Live {
+        Live {
+            shape: shape.clone(),
+            data,
+            version: 0,
+            stale: false,
+            dirty,
+            id,
+            table: format!("rowvals_{id}"),
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// A shape saved at the index's current version, if any.
+fn load(index: &Index, key: &[u8]) -> Result<Option<(i64, LiveData)>, IndexError> {
+    let Some((id, version, data)) = index.saved_live(key)? else { return Ok(None) };
+    if version != index.version()? {
+        return Ok(None);
+    }
+    match rmp_serde::from_slice::<LiveData>(&data) {
+        Ok(d) => Ok(Some((id, d))),
+        Err(e) => {
+            tracing::debug!(error = %e, "A saved shape does not decode; rebuilding it.");
+            Ok(None)
+        }
+    }
+}
+
 impl Lives {
     fn version(&mut self) -> u64 {
         self.next_version += 1;
         self.next_version
     }
 
-    /// The live aggregates of `shape`, built or rebuilt if needed.
+    /// The live aggregates of `shape`: kept in memory, else saved in the index at its current
+    /// version, else built (or rebuilt when stale).
     pub fn get(
         &mut self,
-        index: &Index,
+        index: &mut Index,
         shape: &Shape,
         price: &PriceFn<'_>,
         cancel: &dyn Fn() -> bool,
     ) -> Result<Option<&mut Live>, IndexError> {
         let pos = self.lives.iter().position(|l| l.shape == *shape);
-        let needs_build = pos.is_none_or(|i| self.lives[i].stale || self.lives[i].agg.lost());
-        if needs_build {
-            let table = match pos {
-                Some(i) => self.lives[i].table.clone(),
+        let usable = pos.is_some_and(|i| !self.lives[i].stale && !self.lives[i].data.agg.lost());
+        if !usable {
+            let key = rmp_serde::to_vec(shape)?;
+            let saved = match pos {
+                Some(_) => None,
+                None => load(index, &key)?,
+            };
+            let live = match saved {
+                Some((id, data)) => Live::new(shape, id, data, false),
                 None => {
-                    self.next_table += 1;
-                    format!("rowvals_{}", self.next_table)
+                    let id = index.new_live(&key)?;
+                    let Some(data) = build(index, shape, &format!("rowvals_{id}"), price, cancel)? else {
+                        return Ok(None);
+                    };
+                    Live::new(shape, id, data, true)
                 }
             };
-            let Some(mut live) = build(index, shape, table, price, cancel)? else {
-                return Ok(None);
-            };
+            let mut live = live;
             live.version = self.version();
             match pos {
                 Some(i) => self.lives[i] = live,
@@ -139,8 +185,7 @@ impl Lives {
                             .min_by_key(|&i| self.lives[i].last_used)
                             .expect("MAX_LIVES > 0");
                         let old = self.lives.remove(oldest);
-                        let _ =
-                            index.conn().execute_batch(&format!("DROP TABLE IF EXISTS temp.{}", old.table));
+                        index.drop_live(old.id)?;
                     }
                     self.lives.push(live);
                 }
@@ -150,6 +195,19 @@ impl Lives {
         let live = &mut self.lives[i];
         live.last_used = Instant::now();
         Ok(Some(live))
+    }
+
+    /// Saves the shapes that changed since last saved, at the index's current version (so a
+    /// restarted worker uses them only if nothing changed in between).
+    pub fn save(&mut self, index: &mut Index) -> Result<usize, IndexError> {
+        let version = index.version()?;
+        let mut saved = 0;
+        for live in self.lives.iter_mut().filter(|l| l.dirty && !l.stale) {
+            index.save_live(live.id, version, &rmp_serde::to_vec(&live.data)?)?;
+            live.dirty = false;
+            saved += 1;
+        }
+        Ok(saved)
     }
 
     /// Applies one file's change to every live shape that covers its agent: the old summary is
@@ -172,28 +230,30 @@ impl Lives {
             }
             let mut changed = false;
             if let Some((disc, rollup, channel)) = c.old {
-                live.files -= 1;
-                sub_skips(&mut live.skips, &rollup.skips);
-                live.pending_tails -= u64::from(rollup.pending_tail);
+                live.data.files -= 1;
+                sub_skips(&mut live.data.skips, &rollup.skips);
+                live.data.pending_tails -= u64::from(rollup.pending_tail);
                 if let Some(s) = contribution(&live.shape, disc, rollup, price) {
-                    live.agg.apply(c.id as u64, c.agent, channel, &s, -1);
+                    live.data.agg.apply(c.id as u64, c.agent, channel, &s, -1);
                     index
                         .conn()
-                        .prepare_cached(&format!("DELETE FROM temp.{} WHERE id = ?1", live.table))?
+                        .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", live.table))?
                         .execute([c.id])?;
                     changed = true;
                 }
             }
             if let Some((disc, rollup, channel)) = c.new {
-                live.files += 1;
-                live.skips.add(&rollup.skips);
-                live.pending_tails += u64::from(rollup.pending_tail);
+                live.data.files += 1;
+                live.data.skips.add(&rollup.skips);
+                live.data.pending_tails += u64::from(rollup.pending_tail);
                 if let Some(s) = contribution(&live.shape, disc, rollup, price) {
-                    live.agg.apply(c.id as u64, c.agent, channel, &s, 1);
+                    live.data.agg.apply(c.id as u64, c.agent, channel, &s, 1);
                     put_values(index, &live.table, c.id, &s)?;
                     changed = true;
                 }
             }
+            // The file counts change even when the shape does not list the file.
+            live.dirty = true;
             if changed {
                 live.version = version;
             }
@@ -220,18 +280,14 @@ impl Lives {
         }
     }
 
-    /// Forgets every shape (the index was rebuilt).
-    pub fn clear(&mut self, index: Option<&Index>) {
-        for live in self.lives.drain(..) {
-            if let Some(index) = index {
-                let _ = index.conn().execute_batch(&format!("DROP TABLE IF EXISTS temp.{}", live.table));
-            }
-        }
+    /// Forgets every shape held in memory (saved ones stay in the index).
+    pub fn clear(&mut self) {
+        self.lives.clear();
     }
 
     /// Approximate heap bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.lives.iter().map(|l| l.agg.heap_bytes()).sum()
+        self.lives.iter().map(|l| l.data.agg.heap_bytes()).sum()
     }
 }
 
@@ -248,7 +304,7 @@ fn put_values(index: &Index, table: &str, id: i64, s: &Summary) -> Result<(), In
     index
         .conn()
         .prepare_cached(&format!(
-            "INSERT OR REPLACE INTO temp.{table}(id, cost, tokens, messages) VALUES (?1, ?2, ?3, ?4)"
+            "INSERT OR REPLACE INTO {table}(id, cost, tokens, messages) VALUES (?1, ?2, ?3, ?4)"
         ))?
         .execute(rusqlite::params![
             id,
@@ -259,47 +315,35 @@ fn put_values(index: &Index, table: &str, id: i64, s: &Summary) -> Result<(), In
     Ok(())
 }
 
-/// Builds a shape's aggregates from every rollup in scope. `Ok(None)` when cancelled.
+/// Builds a shape's aggregates from every rollup in scope, and its per-row sort numbers into
+/// `table`. `Ok(None)` when cancelled.
 fn build(
     index: &Index,
     shape: &Shape,
-    table: String,
+    table: &str,
     price: &PriceFn<'_>,
     cancel: &dyn Fn() -> bool,
-) -> Result<Option<Live>, IndexError> {
+) -> Result<Option<LiveData>, IndexError> {
     let started = Instant::now();
     let conn = index.conn();
+    conn.execute_batch("SAVEPOINT live_build")?;
     conn.execute_batch(&format!(
-        "DROP TABLE IF EXISTS temp.{table};
-         CREATE TEMP TABLE {table}(id INTEGER PRIMARY KEY, cost REAL NOT NULL, tokens INTEGER NOT NULL,
-            messages INTEGER NOT NULL);
-         CREATE INDEX temp.{table}_cost ON {table}(cost);
-         CREATE INDEX temp.{table}_tokens ON {table}(tokens);
-         CREATE INDEX temp.{table}_messages ON {table}(messages);"
+        "DROP TABLE IF EXISTS {table};
+         CREATE TABLE {table}(id INTEGER PRIMARY KEY, cost REAL NOT NULL, tokens INTEGER NOT NULL,
+            messages INTEGER NOT NULL);"
     ))?;
-    let mut live = Live {
-        shape: shape.clone(),
-        agg: Aggregates::default(),
-        files: 0,
-        skips: SkipCounts::default(),
-        pending_tails: 0,
-        version: 0,
-        stale: false,
-        table,
-        last_used: Instant::now(),
-    };
+    let mut data = LiveData::default();
     let mut cancelled = false;
     let mut seen = 0u64;
-    conn.execute_batch("SAVEPOINT live_build")?;
     let result = index.scan(&shape.agents, |row, rollup| {
         seen += 1;
         if seen % 256 == 0 && cancel() {
             cancelled = true;
             return Ok(false);
         }
-        live.files += 1;
-        live.skips.add(&rollup.skips);
-        live.pending_tails += u64::from(rollup.pending_tail);
+        data.files += 1;
+        data.skips.add(&rollup.skips);
+        data.pending_tails += u64::from(rollup.pending_tail);
         if !shape.lists(&row.disc) {
             return Ok(true);
         }
@@ -309,23 +353,33 @@ fn build(
             contribution(shape, &row.disc, &rollup, price)
         };
         if let Some(s) = summary {
-            live.agg.apply(row.id as u64, &row.disc.agent_id, row.facts.channel.as_deref(), &s, 1);
-            put_values(index, &live.table, row.id, &s)?;
+            data.agg.apply(row.id as u64, &row.disc.agent_id, row.facts.channel.as_deref(), &s, 1);
+            put_values(index, table, row.id, &s)?;
         }
         Ok(true)
     });
-    conn.execute_batch("RELEASE live_build")?;
-    result?;
-    if cancelled {
+    // Indexes after the rows: one sort each instead of an update per row.
+    let indexed = result.and_then(|()| {
+        conn.execute_batch(&format!(
+            "CREATE INDEX {table}_cost ON {table}(cost);
+             CREATE INDEX {table}_tokens ON {table}(tokens);
+             CREATE INDEX {table}_messages ON {table}(messages);"
+        ))
+        .map_err(IndexError::from)
+    });
+    if indexed.is_err() || cancelled {
+        conn.execute_batch("ROLLBACK TO live_build; RELEASE live_build")?;
+        indexed?;
         return Ok(None);
     }
+    conn.execute_batch("RELEASE live_build")?;
     tracing::debug!(
-        files = live.files,
-        rows = live.agg.rows,
+        files = data.files,
+        rows = data.agg.rows,
         ms = started.elapsed().as_millis() as u64,
         "Built live aggregates."
     );
-    Ok(Some(live))
+    Ok(Some(data))
 }
 
 /// Family grouping: a file's row (its own usage plus its family's), or `None` when the file

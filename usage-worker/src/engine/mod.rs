@@ -152,15 +152,20 @@ struct RefreshStats {
     bytes_parsed: u64,
 }
 
-/// A file whose rollup must be brought up to date.
+/// A file whose rollup must be brought up to date: its new stat facts, and its id in the index
+/// if it is known (the parser thread reads its old state from there, so queued jobs hold no
+/// rollups).
 struct Job {
     disc: Discovered,
-    prev: Option<FileRollup>,
+    known: Option<i64>,
 }
 
+/// A file's state in the index before its job: what the live aggregates take away.
+type Old = Box<(FileRow, FileRollup)>;
+
 enum JobResult {
-    Done { disc: Discovered, rollup: Box<FileRollup>, bytes: u64 },
-    Unreadable { disc: Discovered, error: String },
+    Done { disc: Discovered, rollup: Box<FileRollup>, bytes: u64, old: Option<Old> },
+    Unreadable { disc: Discovered, error: String, old: Option<Old> },
     Cancelled,
 }
 
@@ -254,7 +259,7 @@ impl Engine {
     /// Drops everything held between calls that can be rebuilt (after a job that went over the
     /// memory budget).
     pub fn shed(&mut self) {
-        self.lives.clear(self.index.as_ref());
+        self.lives.clear();
         self.rows.clear();
         self.answers.clear();
         if let Some(i) = &self.index {
@@ -312,6 +317,7 @@ impl Engine {
         };
         self.refresh_prices(&agents, &mut diag);
         let stats = self.refresh(&agents, cancel, progress, &mut diag)?;
+        tracing::debug!(heap_mib = crate::alloc::heap_bytes() >> 20, "Refreshed.");
         diag.files_parsed = stats.files_parsed;
         diag.bytes_parsed = stats.bytes_parsed;
         let refreshed_at = started.elapsed();
@@ -339,7 +345,7 @@ impl Engine {
             (Method::SessionsUsage, Some(key)) => {
                 Reply::Answer(self.keyed(query, key, &agents, &mut diag, &mut job)?)
             }
-            _ => self.from_live(query, known, &agents, &mut diag, &mut job, cancel)?,
+            _ => self.aggregated(query, known, &agents, &mut diag, &mut job, cancel)?,
         };
         job.duration_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(
@@ -378,11 +384,28 @@ impl Engine {
         }
     }
 
-    /// One stamp over every price table (costs in live aggregates depend on them).
+    /// One stamp over every price table (costs in live aggregates depend on them), from the
+    /// tables' stat facts: the same in a restarted worker while `models.json` is unchanged.
     fn prices_stamp(&self) -> u64 {
-        let mut stamps: Vec<(&str, u64)> = self.prices.iter().map(|(a, c)| (a.as_str(), c.stamp)).collect();
-        stamps.sort_unstable();
+        let mut stamps: Vec<(&str, Option<FileMeta>)> = self
+            .prices
+            .iter()
+            .filter(|(_, c)| c.value.is_some())
+            .map(|(a, c)| (a.as_str(), c.meta()))
+            .collect();
+        stamps.sort_unstable_by(|a, b| a.0.cmp(b.0));
         payload::hash_of(&stamps)
+    }
+
+    /// Saves what is worth keeping for a restarted worker (live aggregates); called when idle
+    /// and at exit.
+    pub fn save(&mut self) {
+        let Some(index) = self.index.as_mut() else { return };
+        match self.lives.save(index) {
+            Ok(n) if n > 0 => tracing::debug!(shapes = n, "Saved live aggregates."),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "Cannot save live aggregates; a restart rebuilds them."),
+        }
     }
 
     /// Brings the index up to date for `agents`: session indexes first, then transcripts.
@@ -394,16 +417,46 @@ impl Engine {
         diag: &mut Diagnostics,
     ) -> Result<RefreshStats, WorkerError> {
         self.watch.drain();
-        let mut jobs: Vec<Job> = Vec::new();
+        // Agent by agent: what is held while listing and parsing is one agent's worth.
         let mut result = Ok(RefreshStats::default());
+        // Progress counts over all agents so far (later agents' files join the total as they
+        // are listed).
+        let mut before = Progress::default();
         for agent in agents {
-            if let Err(e) = self.refresh_agent(agent, &mut jobs, diag) {
-                result = Err(e);
-                break;
+            let mut jobs: Vec<Job> = Vec::new();
+            let base = before;
+            let mut last = Progress::default();
+            let mut report = |p: Progress| {
+                last = p;
+                progress(Progress {
+                    files_done: base.files_done + p.files_done,
+                    files_total: base.files_total + p.files_total,
+                    bytes_done: base.bytes_done + p.bytes_done,
+                });
+            };
+            let step = self.refresh_agent(agent, &mut jobs, diag).and_then(|()| {
+                tracing::debug!(
+                    agent,
+                    jobs = jobs.len(),
+                    heap_mib = crate::alloc::heap_bytes() >> 20,
+                    "Listed."
+                );
+                self.run_jobs(jobs, cancel, &mut report, diag)
+            });
+            before.files_done += last.files_done;
+            before.files_total += last.files_total;
+            before.bytes_done += last.bytes_done;
+            match (step, &mut result) {
+                (Ok(s), Ok(total)) => {
+                    total.files_parsed += s.files_parsed;
+                    total.bytes_parsed += s.bytes_parsed;
+                }
+                (Err(e), _) => {
+                    result = Err(e);
+                    break;
+                }
+                (Ok(_), Err(_)) => unreachable!("the loop stops at the first error"),
             }
-        }
-        if result.is_ok() {
-            result = self.run_jobs(jobs, cancel, progress, diag);
         }
         if result.is_err() {
             // Changes found but not all applied (cancelled, or the index failed): whatever the
@@ -590,17 +643,14 @@ impl Engine {
         };
         match known {
             Some(k) if k.disc.meta == meta => {}
-            Some(k) => {
-                let prev = self.index().rollup(k.id)?;
-                jobs.push(Job { disc, prev });
-            }
+            Some(k) => jobs.push(Job { disc, known: Some(k.id) }),
             None => {
                 // A rename keeps device and inode: follow it without re-reading.
                 match self.index().file_by_inode(meta.dev, meta.ino, agent)? {
                     Some(old) if discover::stat_regular(&old.disc.path).is_err() => {
                         self.follow_rename(old, disc)?
                     }
-                    _ => jobs.push(Job { disc, prev: None }),
+                    _ => jobs.push(Job { disc, known: None }),
                 }
             }
         }
@@ -623,10 +673,7 @@ impl Engine {
         for d in listed {
             match known.remove(d.path.as_os_str().as_encoded_bytes()) {
                 Some(k) if k.meta == d.meta => {}
-                Some(k) => {
-                    let prev = self.index().rollup(k.id)?;
-                    jobs.push(Job { disc: d, prev });
-                }
+                Some(k) => jobs.push(Job { disc: d, known: Some(k.id) }),
                 None => fresh.push(d),
             }
         }
@@ -640,7 +687,7 @@ impl Engine {
                         self.follow_rename(row, d)?;
                     }
                 }
-                None => jobs.push(Job { disc: d, prev: None }),
+                None => jobs.push(Job { disc: d, known: None }),
             }
         }
         for k in by_inode.into_values() {
@@ -710,8 +757,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Parses the changed files in parallel, writing results to the index in batches and
-    /// applying each file's change to the live aggregates.
+    /// Parses the changed files on `threads` threads while this thread writes their results to
+    /// the index in transactions of [`BATCH_FILES`], applying each file's change to the live
+    /// aggregates: parsing and writing overlap, and memory holds a bounded number of results.
     fn run_jobs(
         &mut self,
         mut jobs: Vec<Job>,
@@ -727,99 +775,121 @@ impl Engine {
         }
         self.change += 1;
         // Biggest first, so one large file does not finish last on one core.
-        jobs.sort_by_key(|j| {
-            std::cmp::Reverse(
-                j.disc.meta.size.saturating_sub(j.prev.as_ref().map_or(0, |p| p.checkpoint.offset)),
-            )
-        });
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.disc.meta.size));
         let max_line = self.config.max_line_bytes;
+        let index_path = self.index().path();
+        let threads = self.config.threads.clamp(1, jobs.len());
+        let queue: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+        let next = AtomicUsize::new(0);
+        let price_tables = self.prices.clone();
+        let price = price_fn(&price_tables);
+        let index = self.index.as_mut().expect("opened");
+        let lives = &mut self.lives;
         let mut done = 0u64;
         let mut last_report = Instant::now();
-        let mut remaining = jobs.into_iter().peekable();
-        while remaining.peek().is_some() {
-            let batch: Vec<Job> = remaining.by_ref().take(BATCH_FILES).collect();
-            // The old state of each file, for taking its contribution away.
-            let olds: HashMap<PathBuf, (FileRow, Option<FileRollup>)> = batch
-                .iter()
-                .filter(|j| j.prev.is_some())
-                .filter_map(|j| {
-                    let row = self.index().file_by_path(&j.disc.path).ok().flatten()?;
-                    Some((j.disc.path.clone(), (row, j.prev.clone())))
-                })
-                .collect();
-            let results = parse_batch(batch, self.config.threads, max_line, cancel);
-            let price_tables = self.prices.clone();
-            let price = price_fn(&price_tables);
-            let index = self.index.as_mut().expect("opened");
-            let lives = &mut self.lives;
-            let mut was_cancelled = false;
-            index.batch(|index| {
-                for r in results {
-                    match r {
-                        JobResult::Done { disc, rollup, bytes } => {
-                            done += 1;
-                            stats.files_parsed += 1;
-                            stats.bytes_parsed += bytes;
-                            let (id, _) = index.put_file(&disc, &rollup)?;
-                            let entry =
-                                index.entry_for_file(&disc.agent_id, &disc.session_id, &disc.file_name)?;
-                            let facts = index::facts_of(&disc, entry.as_ref());
-                            index.set_facts(id, &facts)?;
-                            let old = olds.get(&disc.path);
-                            let old = old.and_then(|(row, r)| {
-                                r.as_ref().map(|r| (&row.disc, r, row.facts.channel.as_deref()))
-                            });
-                            lives.file_changed(
-                                index,
-                                &Change {
-                                    id,
-                                    agent: &disc.agent_id,
-                                    old,
-                                    new: Some((&disc, &rollup, facts.channel.as_deref())),
-                                },
-                                &price,
-                            )?;
+        let mut was_cancelled = false;
+        let written: Result<(), WorkerError> = std::thread::scope(|scope| {
+            // Bounded: parsers wait for the writer rather than pile results up.
+            let (tx, rx) = mpsc::sync_channel::<JobResult>(2 * BATCH_FILES);
+            for _ in 0..threads {
+                let tx = tx.clone();
+                let (queue, next, index_path) = (&queue, &next, &index_path);
+                scope.spawn(move || {
+                    // Each parser reads old states through its own read-only connection.
+                    let reader = index::Reader::open(index_path);
+                    loop {
+                        if cancel.load(Ordering::Relaxed) {
+                            let _ = tx.send(JobResult::Cancelled);
+                            return;
                         }
-                        JobResult::Unreadable { disc, error } => {
-                            done += 1;
-                            diag.unreadable_files += 1;
-                            diag.error(format!("{}: {error}", disc.path.display()));
-                            if let Some((row, Some(rollup))) = olds.get(&disc.path) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(slot) = queue.get(i) else { return };
+                        let job = slot.lock().map(|mut s| s.take()).ok().flatten();
+                        let Some(job) = job else { continue };
+                        let old = match (&reader, job.known) {
+                            (Ok(r), Some(id)) => r.file_and_rollup(id).ok().flatten().map(Box::new),
+                            _ => None,
+                        };
+                        if tx.send(run_job(job.disc, old, max_line, cancel)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut results = rx.into_iter().peekable();
+            while results.peek().is_some() {
+                index.batch(|index| {
+                    for r in results.by_ref().take(BATCH_FILES) {
+                        match r {
+                            JobResult::Done { disc, rollup, bytes, old } => {
+                                done += 1;
+                                stats.files_parsed += 1;
+                                stats.bytes_parsed += bytes;
+                                let entry = index.entry_for_file(
+                                    &disc.agent_id,
+                                    &disc.session_id,
+                                    &disc.file_name,
+                                )?;
+                                let facts = index::facts_of(&disc, entry.as_ref());
+                                let (id, _) = index.put_file(&disc, &rollup, &facts)?;
+                                let old = old
+                                    .as_deref()
+                                    .map(|(row, r)| (&row.disc, r, row.facts.channel.as_deref()));
                                 lives.file_changed(
                                     index,
                                     &Change {
-                                        id: row.id,
-                                        agent: &row.disc.agent_id,
-                                        old: Some((&row.disc, rollup, row.facts.channel.as_deref())),
-                                        new: None,
+                                        id,
+                                        agent: &disc.agent_id,
+                                        old,
+                                        new: Some((&disc, &rollup, facts.channel.as_deref())),
                                     },
                                     &price,
                                 )?;
-                                index.remove_file(row.id)?;
                             }
+                            JobResult::Unreadable { disc, error, old } => {
+                                done += 1;
+                                diag.unreadable_files += 1;
+                                diag.error(format!("{}: {error}", disc.path.display()));
+                                if let Some((row, rollup)) = old.as_deref() {
+                                    let old = Some((&row.disc, rollup, row.facts.channel.as_deref()));
+                                    lives.file_changed(
+                                        index,
+                                        &Change { id: row.id, agent: &row.disc.agent_id, old, new: None },
+                                        &price,
+                                    )?;
+                                    index.remove_file(row.id)?;
+                                }
+                            }
+                            JobResult::Cancelled => was_cancelled = true,
                         }
-                        JobResult::Cancelled => was_cancelled = true,
                     }
+                    Ok(())
+                })?;
+                // At most ~10 reports a second: the callback crosses a process boundary.
+                if last_report.elapsed() >= PROGRESS_EVERY || done == total {
+                    last_report = Instant::now();
+                    progress(Progress {
+                        files_done: done,
+                        files_total: total,
+                        bytes_done: stats.bytes_parsed,
+                    });
                 }
-                Ok(())
-            })?;
-            // At most ~10 reports a second: the callback crosses a process boundary.
-            if last_report.elapsed() >= PROGRESS_EVERY || done == total {
-                last_report = Instant::now();
-                progress(Progress { files_done: done, files_total: total, bytes_done: stats.bytes_parsed });
             }
-            if was_cancelled || cancel.load(Ordering::Relaxed) {
-                // Files whose job never ran keep their old rollup and checkpoint in the index:
-                // the next call finds them changed again.
-                return Err(cancelled());
-            }
+            Ok(())
+        });
+        written?;
+        if was_cancelled || cancel.load(Ordering::Relaxed) {
+            // Files whose job never ran keep their old rollup and checkpoint in the index: the
+            // caller makes the next call look at everything again.
+            return Err(cancelled());
         }
         Ok(stats)
     }
 
     /// `usage.cost` and `sessions.usage` without a key: from the live aggregates of the query's
     /// shape and one page of rows.
-    fn from_live(
+    fn aggregated(
         &mut self,
         query: &UsageQuery,
         known: Option<u64>,
@@ -852,27 +922,28 @@ impl Engine {
         };
         let price_tables = self.prices.clone();
         let price = price_fn(&price_tables);
-        let index = self.index.as_ref().expect("opened");
+        let index = self.index.as_mut().expect("opened");
         let is_cancelled = || cancel.load(Ordering::Relaxed);
         let Some(live) = self.lives.get(index, &shape, &price, &is_cancelled)? else {
             return Err(cancelled());
         };
-        diag.files = live.files;
-        diag.skips = (&live.skips).into();
-        diag.pending_tails = live.pending_tails;
-        job.files_total = live.files;
-        job.lines_skipped = live.skips.lines() + live.pending_tails;
+        tracing::debug!(heap_mib = crate::alloc::heap_bytes() >> 20, "Live aggregates ready.");
+        let d = &live.data;
+        diag.files = d.files;
+        diag.skips = (&d.skips).into();
+        diag.pending_tails = d.pending_tails;
+        job.files_total = d.files;
+        job.lines_skipped = d.skips.lines() + d.pending_tails;
         let version = live.version;
-        let live_at = Instant::now();
         let (data, rows_total, fingerprint) = match query.method {
             Method::UsageCost => {
-                let data = cost_data(&live.agg, &shape.window(), now).map_err(internal)?;
+                let data = cost_data(&live.data.agg, &shape.window(), now).map_err(internal)?;
                 let fp = payload::hash_of(&(query, version, day));
                 (Payload::text(data), None, fp)
             }
             _ => {
                 let live_table = live.table.clone();
-                let agg = live.agg.clone();
+                let agg = live.data.agg.clone();
                 let (data, total, fp, cut) =
                     self.sessions_page(query, &shape, &agg, version, &live_table, &price)?;
                 if let Some(cut) = cut {
@@ -968,6 +1039,7 @@ impl Engine {
         parts.push(Arc::from(head));
         let comma: Arc<str> = Arc::from(",");
         let mut stamps: Vec<u64> = Vec::with_capacity(ids.len());
+        let mut rendered: Vec<(u64, Arc<str>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cut = None;
         for (i, id) in ids.iter().enumerate() {
@@ -986,7 +1058,15 @@ impl Engine {
                 entry.as_ref().map(store::StoreEntry::hash),
                 row.facts.updated_at.to_bits(),
             ));
-            let text = match self.rows.get(stamp) {
+            let cached = match self.rows.get(stamp) {
+                Some(t) => Some(t),
+                None => index.rendered(stamp)?.map(|t| {
+                    let t: Arc<str> = Arc::from(t);
+                    self.rows.put(stamp, Arc::clone(&t));
+                    t
+                }),
+            };
+            let text = match cached {
                 Some(t) => t,
                 None => {
                     let Some(rollup) = index.rollup(*id)? else { continue };
@@ -1001,6 +1081,7 @@ impl Engine {
                     };
                     let t: Arc<str> = Arc::from(serde_json::to_string(&out).map_err(internal)?);
                     self.rows.put(stamp, Arc::clone(&t));
+                    rendered.push((stamp, Arc::clone(&t)));
                     t
                 }
             };
@@ -1021,6 +1102,11 @@ impl Engine {
             }
             stamps.push(stamp);
             parts.push(text);
+        }
+        // Kept on disk too: a restarted worker's first page is read back, not rendered.
+        let tick = now_ms();
+        if let Err(error) = self.index_mut().put_rendered(&rendered, tick) {
+            tracing::debug!(%error, "Cannot keep rendered rows in the index.");
         }
         let rows_at = paged_at.elapsed();
         let tail = format!("],{}", payload::fields_of(&SessionsTail(agg)).map_err(internal)?);
@@ -1125,6 +1211,12 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.save();
+    }
+}
+
 /// A row's family (family mode), when its entry names one.
 fn family_of(row: &FileRow, entry: Option<&store::StoreEntry>) -> Option<Family> {
     let e = entry?;
@@ -1161,7 +1253,7 @@ fn by_value(
         filter.push_str(&format!(" AND f.search_text LIKE ?{} ESCAPE '\\'", args.len()));
     }
     let conn = index.conn();
-    let from = format!("FROM temp.{table} v JOIN files f ON f.id = v.id WHERE 1=1{filter}");
+    let from = format!("FROM {table} v JOIN files f ON f.id = v.id WHERE 1=1{filter}");
     let total: i64 = conn
         .prepare_cached(&format!("SELECT count(*) {from}"))?
         .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
@@ -1208,9 +1300,9 @@ fn cost_data(agg: &Aggregates, w: &Window, now: i64) -> Result<String, serde_jso
     struct CostBody<'a> {
         days: i64,
         daily: Vec<DatedTotals<'a>>,
-        totals: &'a Totals,
+        totals: summary::TotalsOut<'a>,
     }
-    payload::fields_of(&CostBody { days: days_count, daily, totals: &agg.timed_totals })
+    payload::fields_of(&CostBody { days: days_count, daily, totals: summary::TotalsOut(&agg.timed_totals) })
 }
 
 /// Resolves a `key`: a session key from a store, `agent:<id>:<sessionId>`, or a bare session
@@ -1255,40 +1347,6 @@ fn price_fn(
     }
 }
 
-/// Parses a batch of files on up to `threads` threads.
-fn parse_batch(jobs: Vec<Job>, threads: usize, max_line: u64, cancel: &AtomicBool) -> Vec<JobResult> {
-    let threads = threads.clamp(1, jobs.len().max(1));
-    if threads == 1 {
-        return jobs.into_iter().map(|j| run_job(j, max_line, cancel)).collect();
-    }
-    let queue: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<JobResult>();
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (queue, next) = (&queue, &next);
-            scope.spawn(move || {
-                loop {
-                    if cancel.load(Ordering::Relaxed) {
-                        let _ = tx.send(JobResult::Cancelled);
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(slot) = queue.get(i) else { return };
-                    let job = slot.lock().map(|mut s| s.take()).ok().flatten();
-                    let Some(job) = job else { continue };
-                    if tx.send(run_job(job, max_line, cancel)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        rx.into_iter().collect()
-    })
-}
-
 /// Whether a checkpoint was taken at exactly this stat (then the file is unchanged).
 fn same_stat(cp: &Checkpoint, m: &FileMeta) -> bool {
     cp.dev == m.dev
@@ -1298,24 +1356,25 @@ fn same_stat(cp: &Checkpoint, m: &FileMeta) -> bool {
         && cp.ctime_ns == m.ctime_ns
 }
 
-/// Parses one file: only the appended bytes when its checkpoint still matches, else all of it.
-fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
-    if sqlite::is_session(&job.disc) {
-        return sqlite::run_job(job, max_line, cancel);
+/// Parses one file: only the appended bytes when its old checkpoint still matches, else all of
+/// it. The old state is handed back with the result (unchanged) for the live aggregates.
+fn run_job(mut disc: Discovered, old: Option<Old>, max_line: u64, cancel: &AtomicBool) -> JobResult {
+    if sqlite::is_session(&disc) {
+        return sqlite::run_job(disc, old, max_line, cancel);
     }
-    let Job { mut disc, prev } = job;
     let file = match discover::open_regular(&disc.path) {
         Ok(f) => f,
-        Err(e) => return JobResult::Unreadable { disc, error: e.to_string() },
+        Err(e) => return JobResult::Unreadable { disc, error: e.to_string(), old },
     };
     let meta = match file.metadata() {
         Ok(m) => FileMeta::of(&m),
-        Err(e) => return JobResult::Unreadable { disc, error: e.to_string() },
+        Err(e) => return JobResult::Unreadable { disc, error: e.to_string(), old },
     };
     disc.meta = meta;
-    let mut rollup = match prev {
-        Some(p) if same_stat(&p.checkpoint, &meta) => p,
-        Some(p) if can_append(&file, &p.checkpoint, &meta) => p,
+    let mut rollup = match old.as_deref() {
+        Some((_, p)) if same_stat(&p.checkpoint, &meta) || can_append(&file, &p.checkpoint, &meta) => {
+            p.clone()
+        }
         _ => FileRollup::default(),
     };
     let start = rollup.checkpoint.offset;
@@ -1326,10 +1385,10 @@ fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
             rollup.checkpoint.size = meta.size;
             rollup.checkpoint.mtime_ns = meta.mtime_ns;
             rollup.checkpoint.ctime_ns = meta.ctime_ns;
-            JobResult::Done { disc, rollup: Box::new(rollup), bytes }
+            JobResult::Done { disc, rollup: Box::new(rollup), bytes, old }
         }
         Err(ReadError::Cancelled) => JobResult::Cancelled,
-        Err(ReadError::Io(e)) => JobResult::Unreadable { disc, error: e.to_string() },
+        Err(ReadError::Io(e)) => JobResult::Unreadable { disc, error: e.to_string(), old },
     }
 }
 

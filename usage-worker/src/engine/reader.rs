@@ -54,9 +54,36 @@ pub fn read_lines(
     cancel: &AtomicBool,
     mut on_line: impl FnMut(&[u8]),
 ) -> Result<ReadOutcome, ReadError> {
+    BUFFER.with(|cell| {
+        let mut buf = cell.take();
+        if buf.len() < CHUNK {
+            buf = vec![0u8; CHUNK];
+        }
+        let out = read_with(&mut buf, file, start, max_line, cancel, &mut on_line);
+        // Keep one chunk for the next file; a buffer grown for a giant line goes.
+        buf.truncate(CHUNK);
+        buf.shrink_to(CHUNK);
+        cell.set(buf);
+        out
+    })
+}
+
+thread_local! {
+    /// Each parser thread's read buffer, reused from file to file: thousands of small files
+    /// otherwise cost a fresh 1 MiB buffer (and its zeroing) each.
+    static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn read_with(
+    buf: &mut Vec<u8>,
+    file: &File,
+    start: u64,
+    max_line: u64,
+    cancel: &AtomicBool,
+    on_line: &mut impl FnMut(&[u8]),
+) -> Result<ReadOutcome, ReadError> {
     let max_line = usize::try_from(max_line).unwrap_or(usize::MAX).max(1);
     let cap_limit = max_line.saturating_add(1).max(CHUNK);
-    let mut buf = vec![0u8; CHUNK];
     let mut pos = start; // file offset of buf[0]
     let mut len = 0usize; // valid bytes in buf
     let mut line_start = 0usize; // start of the current (incomplete) line in buf
@@ -116,9 +143,10 @@ pub fn read_lines(
 /// across builds, so a persisted checkpoint stays comparable.
 pub fn anchor_hash(file: &File, offset: u64) -> io::Result<u64> {
     let from = offset.saturating_sub(ANCHOR_LEN);
-    let mut buf = vec![0u8; (offset - from) as usize];
-    file.read_exact_at(&mut buf, from)?;
-    Ok(fnv1a(&buf))
+    let mut buf = [0u8; ANCHOR_LEN as usize];
+    let buf = &mut buf[..(offset - from) as usize];
+    file.read_exact_at(buf, from)?;
+    Ok(fnv1a(buf))
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -40,7 +40,7 @@ use super::discover::{Discovered, FileKind, FileMeta};
 use super::payload::Diagnostics;
 use super::rollup::{Checkpoint, FileRollup, SkipCounts, fold_line};
 use super::sqlite_schema::{self, RowDecoder, RowSkip, SqliteError};
-use super::{Job, JobResult};
+use super::{JobResult, Old};
 
 /// The database of an agent, relative to its agent directory.
 pub const DB_RELATIVE: &str = "agent/openclaw-agent.sqlite";
@@ -529,20 +529,25 @@ fn with_connection<T>(
 }
 
 /// Brings one session's rollup up to date; the SQLite counterpart of the engine's file job.
-pub(super) fn run_job(job: Job, max_line: u64, cancel: &AtomicBool) -> JobResult {
-    let Job { mut disc, prev } = job;
+pub(super) fn run_job(
+    mut disc: Discovered,
+    old: Option<Old>,
+    max_line: u64,
+    cancel: &AtomicBool,
+) -> JobResult {
     let Some(db) = db_of(&disc) else {
-        return JobResult::Unreadable { disc, error: "not a SQLite session path".into() };
+        return JobResult::Unreadable { disc, error: "not a SQLite session path".into(), old };
     };
+    let prev = old.as_deref().map(|(_, r)| r.clone());
     match with_connection(&db, |conn| read_session(conn, &disc, prev, max_line, cancel)) {
         Ok((rollup, bytes)) => {
             if let Some(cp) = SqliteCheckpoint::decode(&rollup.checkpoint) {
                 disc.meta = cp.meta();
             }
-            JobResult::Done { disc, rollup: Box::new(rollup), bytes }
+            JobResult::Done { disc, rollup: Box::new(rollup), bytes, old }
         }
         Err(SqliteError::Cancelled) => JobResult::Cancelled,
-        Err(e) => JobResult::Unreadable { disc, error: e.to_string() },
+        Err(e) => JobResult::Unreadable { disc, error: e.to_string(), old },
     }
 }
 

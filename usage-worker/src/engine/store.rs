@@ -281,6 +281,11 @@ impl<T> Default for Cached<T> {
 }
 
 impl<T> Cached<T> {
+    /// The stat facts the value was read at.
+    pub fn meta(&self) -> Option<FileMeta> {
+        self.meta
+    }
+
     /// Forgets the value; the stamp changes only if there was something to forget.
     fn clear(&mut self, error: Option<String>) {
         if self.meta.is_some() || self.value.is_some() || self.error != error {

@@ -14,7 +14,7 @@ use super::store::Price;
 use super::time::day_of;
 
 /// The eleven usage/cost totals OpenClaw reports everywhere.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub input: u64,
     pub output: u64,
@@ -115,17 +115,21 @@ impl Totals {
     }
 }
 
-impl Serialize for Totals {
+/// [`Totals`] as OpenClaw's eleven-field JSON object (the derived serialisation is the
+/// index's persisted form).
+pub struct TotalsOut<'a>(pub &'a Totals);
+
+impl Serialize for TotalsOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Totals", 11)?;
-        self.write_fields(&mut st)?;
+        self.0.write_fields(&mut st)?;
         st.end()
     }
 }
 
 /// `{count, avgMs, p95Ms, minMs, maxMs}`, with the sum kept exactly so that sessions merge
 /// into aggregates in any order (and out of them again) to the same mean.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencyStats {
     pub count: u64,
     pub sum: Exact,

@@ -30,7 +30,7 @@ impl Ordered for i64 {
 }
 
 /// The `K` largest of a multiset of `(value, id)` contributions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TopK<V: Ordered> {
     /// Largest first; ties by id, so the order never depends on arrival.
     listed: Vec<(V, u64)>,
