@@ -32,10 +32,9 @@ pub const MAX_SEARCH: usize = 200;
 /// `sortBy` (`cost`, `tokens`, `messages` or `updatedAt`; default OpenClaw's order, most
 /// recently updated first), `sortDir` (`desc` default, or `asc`) and `search` (rows whose key,
 /// label, session id, agent, channel or model contain every term).
-fn parse_paging(
-    method: Method,
-    obj: &Map<String, Value>,
-) -> Result<(Option<u32>, Option<RowSort>, Option<String>), ParamsError> {
+type Paging = (Option<u32>, Option<RowSort>, Option<String>);
+
+fn parse_paging(method: Method, obj: &Map<String, Value>) -> Result<Paging, ParamsError> {
     let offset = match obj.get("offset") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
