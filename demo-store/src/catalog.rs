@@ -134,3 +134,39 @@ pub(crate) const CHANNEL_WEIGHTS: &[u32] = &[35, 20, 20, 15, 10];
 pub(crate) const TOOLS: &[&str] =
     &["read", "write", "edit", "exec", "browser", "web_search", "memory_search"];
 pub(crate) const TOOL_WEIGHTS: &[u32] = &[25, 8, 15, 22, 8, 12, 10];
+
+/// More tools, for the wide demo shape: MCP servers' tools as OpenClaw names them.
+pub(crate) const WIDE_TOOLS: &[&str] = &[
+    "github__create_issue",
+    "github__list_prs",
+    "github__get_file",
+    "linear__create_ticket",
+    "linear__search",
+    "slack__post_message",
+    "slack__search",
+    "notion__query",
+    "notion__append",
+    "postgres__query",
+    "postgres__schema",
+    "sentry__issues",
+    "sentry__events",
+    "grafana__query",
+    "k8s__get_pods",
+    "k8s__logs",
+    "aws__s3_list",
+    "aws__cloudwatch",
+    "jira__search",
+    "jira__comment",
+    "calendar__events",
+    "gmail__search",
+    "gmail__send",
+    "drive__find",
+    "figma__export",
+    "stripe__charges",
+    "hubspot__contacts",
+    "zendesk__tickets",
+    "pagerduty__incidents",
+    "datadog__metrics",
+    "vercel__deploys",
+    "docker__ps",
+];

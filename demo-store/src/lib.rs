@@ -60,6 +60,10 @@ pub struct DemoSpec {
     pub end_ms: i64,
     /// Average size of a tool-result text, bytes (the bulk of the store).
     pub tool_result_bytes: u32,
+    /// A harder shape for the usage engine: every session spans one to four weeks of quarter
+    /// hours, switches models every few turns, and calls tools from a wide set.
+    #[serde(default)]
+    pub wide: bool,
 }
 
 impl Default for DemoSpec {
@@ -73,6 +77,7 @@ impl Default for DemoSpec {
             days: 90,
             end_ms: clock::now_ms(),
             tool_result_bytes: DEFAULT_TOOL_RESULT_BYTES,
+            wide: false,
         }
     }
 }

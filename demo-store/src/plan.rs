@@ -43,8 +43,8 @@ pub(crate) struct SessionPlan {
     pub from: String,
     pub label: Option<String>,
     pub model: &'static ModelInfo,
-    /// Switch to another model before this turn.
-    pub switch: Option<(usize, &'static ModelInfo)>,
+    /// Switch to another model before these turns.
+    pub switches: Vec<(usize, &'static ModelInfo)>,
     pub timeline: Timeline,
     pub archive: Option<Archive>,
 }
@@ -97,10 +97,15 @@ fn layout(r: &mut Rng, turns: u32, span: i64) -> (Vec<TurnTimes>, i64) {
     (times, t)
 }
 
-/// A session length between hours and days, skewed short, at most half the window.
-fn span(r: &mut Rng, window: i64) -> i64 {
+/// A session length between hours and days, skewed short, at most half the window; one to
+/// four weeks for the wide shape.
+fn span(r: &mut Rng, window: i64, wide: bool) -> i64 {
     let u = r.unit();
-    let span = 2 * HOUR + (u * u * u * (70 * HOUR) as f64) as i64;
+    let span = if wide {
+        7 * DAY + (u * (21 * DAY) as f64) as i64
+    } else {
+        2 * HOUR + (u * u * u * (70 * HOUR) as f64) as i64
+    };
     span.min(window / 2)
 }
 
@@ -148,21 +153,31 @@ pub(crate) fn plan_session(spec: &DemoSpec, agent: u32, agent_id: &str, index: u
     let session_id = r.uuid_v4();
     let model = &MODELS[r.weighted(MODEL_WEIGHTS)];
     let turns = spec.turns_per_session;
-    let switch = (turns >= 4 && r.chance(SWITCH_RATE)).then(|| {
-        let at = r.range(u64::from(turns / 4), u64::from(turns * 3 / 4)) as usize;
-        let mut other: &'static ModelInfo = &MODELS[r.weighted(MODEL_WEIGHTS)];
-        if other == model {
-            other = &MODELS[(r.below(MODELS.len() as u64 - 1) as usize + 1) % MODELS.len()];
-        }
-        (at.max(1), other)
-    });
+    let mut switches: Vec<(usize, &'static ModelInfo)> = (turns >= 4 && r.chance(SWITCH_RATE))
+        .then(|| {
+            let at = r.range(u64::from(turns / 4), u64::from(turns * 3 / 4)) as usize;
+            let mut other: &'static ModelInfo = &MODELS[r.weighted(MODEL_WEIGHTS)];
+            if other == model {
+                other = &MODELS[(r.below(MODELS.len() as u64 - 1) as usize + 1) % MODELS.len()];
+            }
+            (at.max(1), other)
+        })
+        .into_iter()
+        .collect();
+    if spec.wide {
+        // Another model every three turns.
+        switches = (3..turns as usize)
+            .step_by(3)
+            .map(|at| (at, &MODELS[r.below(MODELS.len() as u64) as usize]))
+            .collect();
+    }
 
     let window = i64::from(spec.days) * DAY;
-    let current_span = span(r, window);
+    let current_span = span(r, window, spec.wide);
     let (mut current, current_len) = layout(r, turns, current_span);
     let archive = (turns > 0 && r.chance(ARCHIVE_RATE)).then(|| {
         let n = (u64::from(turns) * r.range(20, 50) / 100).max(1) as u32;
-        let archive_span = span(r, window);
+        let archive_span = span(r, window, spec.wide);
         let (times, len) = layout(r, n, archive_span);
         let to_reset = r.range(MINUTE as u64, 30 * MINUTE as u64) as i64;
         let to_next = r.range(50, 2_000) as i64;
@@ -198,7 +213,7 @@ pub(crate) fn plan_session(spec: &DemoSpec, agent: u32, agent_id: &str, index: u
         from,
         label,
         model,
-        switch,
+        switches,
         timeline: Timeline { start_ms: current_start, turns: current },
         archive,
     }

@@ -367,13 +367,13 @@ fn write_transcript(
     let file = File::create(path).map_err(DemoError::io(path))?;
     let w = BufWriter::with_capacity(WRITE_BUFFER, file);
     let plan = ctx.plan;
-    let mut t = Transcript::new(w, content, plan.model, ctx.spec.tool_result_bytes);
+    let mut t = Transcript::new(w, content, plan.model, ctx.spec.tool_result_bytes, ctx.spec.wide);
     let res = (|| -> std::io::Result<()> {
         let start = t.header(session_id, timeline.start_ms, &cwd(ctx.agent_id))?;
         t.model_change(start + 5, plan.model)?;
-        let switch = plan.switch.filter(|_| switch);
+        let switches: &[(usize, &ModelInfo)] = if switch { &plan.switches } else { &[] };
         for (i, times) in timeline.turns.iter().enumerate() {
-            if let Some((_, other)) = switch.filter(|(at, _)| *at == i) {
+            if let Some((_, other)) = switches.iter().find(|(at, _)| *at == i) {
                 t.model_change(times.user - 2_000, other)?;
             }
             t.turn(*times)?;

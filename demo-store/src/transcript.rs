@@ -11,7 +11,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::catalog::{MODELS, ModelInfo, TOOL_WEIGHTS, TOOLS};
+use crate::catalog::{MODELS, ModelInfo, TOOL_WEIGHTS, TOOLS, WIDE_TOOLS};
 use crate::clock::iso;
 use crate::rng::Rng;
 use crate::text::{Flavor, slice, slice_between};
@@ -341,6 +341,8 @@ pub(crate) struct Transcript<W: Write> {
     last_user_id: Option<String>,
     /// Average tool-result text size in bytes.
     tool_result_bytes: u32,
+    /// Call tools from a wide set (the wide demo shape).
+    wide_tools: bool,
     /// Whether to write `compaction` entries; if not, an overflowing context just shrinks.
     pub write_compactions: bool,
     pub compactions: u32,
@@ -348,7 +350,13 @@ pub(crate) struct Transcript<W: Write> {
 }
 
 impl<W: Write> Transcript<W> {
-    pub(crate) fn new(w: W, r: Rng, model: &'static ModelInfo, tool_result_bytes: u32) -> Self {
+    pub(crate) fn new(
+        w: W,
+        r: Rng,
+        model: &'static ModelInfo,
+        tool_result_bytes: u32,
+        wide_tools: bool,
+    ) -> Self {
         Transcript {
             w: Counting { inner: w, bytes: 0 },
             r,
@@ -360,6 +368,7 @@ impl<W: Write> Transcript<W> {
             last_ms: i64::MIN,
             last_user_id: None,
             tool_result_bytes,
+            wide_tools,
             write_compactions: true,
             compactions: 0,
             stats: Stats::default(),
@@ -367,7 +376,7 @@ impl<W: Write> Transcript<W> {
     }
 
     pub(crate) fn resume(w: W, r: Rng, state: Resume, tool_result_bytes: u32) -> Self {
-        let mut t = Transcript::new(w, r, state.model, tool_result_bytes);
+        let mut t = Transcript::new(w, r, state.model, tool_result_bytes, false);
         t.parent = state.parent;
         t.ids = state.ids;
         t.context = state.context;
@@ -633,7 +642,11 @@ impl<W: Write> Transcript<W> {
         self.stats.messages.user += 1;
 
         // Assistant: optional thinking and text, then the tool call.
-        let tool = TOOLS[self.r.weighted(TOOL_WEIGHTS)];
+        let tool = if self.wide_tools && self.r.chance(0.5) {
+            WIDE_TOOLS[self.r.below(WIDE_TOOLS.len() as u64) as usize]
+        } else {
+            TOOLS[self.r.weighted(TOOL_WEIGHTS)]
+        };
         let thinks = model.provider == "anthropic"
             && self.r.chance(if model.id == "claude-opus-4-1" { 0.8 } else { 0.35 });
         let thinking = if thinks {

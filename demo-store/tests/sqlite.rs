@@ -20,6 +20,7 @@ fn converted_store_is_a_valid_database_holding_every_line() {
         days: 20,
         end_ms: 1_795_000_000_000,
         tool_result_bytes: 3000,
+        wide: false,
     };
     let manifest = generate(legacy.path(), &spec).unwrap();
     let out = tempfile::tempdir().unwrap();

@@ -155,6 +155,9 @@ struct DemoArgs {
     /// Average size of a tool result's text in bytes: the bulk of the store [default: 5500].
     #[arg(long, value_name = "BYTES")]
     tool_result_bytes: Option<u32>,
+    /// A harder shape: sessions spanning weeks, a model switch every three turns, many tools.
+    #[arg(long)]
+    wide: bool,
     /// The seed-size store of the incident: 9 agents x 184 sessions, about 1.45 GB.
     #[arg(long)]
     seed_size: bool,
@@ -327,6 +330,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(v) = args.tool_result_bytes {
         spec.tool_result_bytes = v;
     }
+    spec.wide = args.wide;
     let started = std::time::Instant::now();
     let manifest = demo_store::generate_or_reuse(&args.out, &spec)
         .with_context(|| format!("writing the demo store to {}", args.out.display()))?;

@@ -1,16 +1,22 @@
 //! The usage engine's benchmark, end to end through the real worker process:
-//! `cargo bench -p usage-worker --bench engine`.
+//! `cargo bench -p usage-worker --bench engine` (all stores), or
+//! `CLAWGATE_BENCH_ONLY=seed,many cargo bench -p usage-worker --bench engine`.
 //!
-//! It generates (or reuses) the seed-size demo store (9 agents x 184 sessions x 100 turns,
-//! ~1.45 GB), a half-size one (9 x 92) and one with the seed's sessions but twice its bytes
-//! (tool results twice as long) under `$CLAWGATE_BENCH_DIR` (kept between runs) or a
-//! temporary dir, then for each store: `cat`s every transcript to /dev/null (the physical
-//! reference), starts the release `clawgate-usage-worker` exactly as the supervisor does (a
-//! private socket, `Hello` both ways, requests as ipc-proto frames) and times a cold call, warm
-//! calls, calls after appending one turn to one session, and the first calls after a restart
-//! that reloads the persisted cache. Peak RSS is the worker's `VmHWM` from /proc. It prints
-//! one table with both stores side by side and a one-line JSON summary.
-//! Timings are wall-clock times of the request/response round trip, as the gateway sees them.
+//! For each store it generates (or reuses, under `$CLAWGATE_BENCH_DIR`, else a temporary dir):
+//! `cat`s the store to /dev/null (the physical reference), starts the release
+//! `clawgate-usage-worker` exactly as the supervisor does (a private socket, `Hello` both ways,
+//! requests as ipc-proto frames, the heap budget of the default 512 MiB cap) and times a cold
+//! `sessions.usage` (limit 1000, all agents, all time), warm calls, calls after appending one
+//! turn to one session, and the first calls of a restarted worker over its index. Peak RSS is
+//! the worker's `VmHWM` from /proc. It prints one table with the stores side by side, each
+//! issue #16 target with its verdict, and a one-line JSON summary. Every answer's token totals
+//! are checked against the generator's manifest. Timings are round trips as the gateway sees
+//! them.
+//!
+//! Stores: `seed` (the incident: 9 agents x 184 sessions x 100 turns, 1.45 GB), `many` (9 x
+//! 6,000 short sessions over a year), `many-sqlite` (the same in OpenClaw 2026.7+'s SQLite
+//! layout), `huge` (9 x 22,000 sessions) and `wide` (sessions spanning weeks of quarter hours,
+//! a model switch every three turns, tools from a wide set).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,11 +28,14 @@ use ipc_proto::{
     AgentScope, Connection, DayZone, FromWorker, GroupBy, MAX_RESPONSE_FRAME, Method, ToWorker, UsageAnswer,
     UsageQuery, UsageReply,
 };
+use rusqlite::params;
 
 /// The worker binary cargo built next to this bench (same profile).
 const WORKER: &str = env!("CARGO_BIN_EXE_clawgate-usage-worker");
 /// Warm and append calls are repeated this many times; the table shows the median.
 const REPEAT: usize = 5;
+/// The gateway's default `--worker-memory-max`, and the heap budget it gives the worker (80%).
+const DEFAULT_CAP: u64 = 512 << 20;
 
 type Conn = Connection<interprocess::local_socket::tokio::Stream>;
 
@@ -58,6 +67,8 @@ impl Worker {
             .arg("--data-dir")
             .arg(&p.cache)
             .args(["--threads", "2"])
+            .arg("--memory-budget")
+            .arg((DEFAULT_CAP / 10 * 8).to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -102,7 +113,7 @@ impl Worker {
             .map_or(0, |kb| kb * 1024)
     }
 
-    /// Asks for a clean shutdown (which persists the cache) and waits for the exit.
+    /// Asks for a clean shutdown and waits for the exit.
     async fn stop(mut self) {
         let _ = self.conn.write(&ToWorker::Shutdown).await;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -140,13 +151,23 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn transcripts(store: &Path) -> Vec<PathBuf> {
+/// Every file of the store that holds transcripts: JSONL files, or the agent databases.
+fn store_files(store: &Path, sqlite: bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for agent in fs::read_dir(store.join("agents")).expect("agents dir") {
-        let sessions = agent.expect("agent").path().join("sessions");
-        for f in fs::read_dir(&sessions).into_iter().flatten().flatten() {
-            if f.file_name().to_string_lossy().contains(".jsonl") {
-                out.push(f.path());
+        let agent = agent.expect("agent entry").path();
+        if sqlite {
+            let db = agent.join("agent/openclaw-agent.sqlite");
+            if db.is_file() {
+                out.push(db);
+            }
+            continue;
+        }
+        for f in fs::read_dir(agent.join("sessions")).expect("sessions dir") {
+            let p = f.expect("entry").path();
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.contains(".jsonl") {
+                out.push(p);
             }
         }
     }
@@ -159,15 +180,35 @@ fn total_tokens(answer: &UsageAnswer) -> u64 {
     v["totals"]["totalTokens"].as_u64().expect("totals.totalTokens")
 }
 
+/// One store of the benchmark.
+struct StoreSpec {
+    name: &'static str,
+    spec: demo_store::DemoSpec,
+    sqlite: bool,
+    targets: Targets,
+}
+
+/// Issue #16's targets for one store (`None`: none set).
+#[derive(Clone, Copy, Default)]
+struct Targets {
+    cold_over_cat: Option<f64>,
+    warm_ms: Option<f64>,
+    append_ms: Option<f64>,
+    restart_ms: Option<f64>,
+    rss_mb: Option<f64>,
+}
+
 /// Everything measured on one store.
 #[derive(Default)]
 struct Figures {
-    label: String,
+    name: String,
+    sessions: u64,
     files: u64,
     bytes: u64,
     cat: Duration,
     cold: Duration,
     cold_parsed: u64,
+    answer_bytes: u64,
     warm_cost: Duration,
     warm_sessions: Duration,
     append_cost: Duration,
@@ -175,37 +216,55 @@ struct Figures {
     restart_handshake: Duration,
     restart_sessions: Duration,
     restart_cost: Duration,
-    /// Bytes the restarted worker parsed again (0 when its persisted cache was used).
     restart_parsed: u64,
-    answer_bytes: u64,
     rss_first: u64,
     rss_restarted: u64,
+    index_bytes: u64,
 }
 
-async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figures {
-    let store = root.join(label);
+impl Figures {
+    fn cold_over_cat(&self) -> f64 {
+        self.cold.as_secs_f64() / self.cat.as_secs_f64().max(1e-9)
+    }
+}
+
+async fn measure(s: &StoreSpec, root: &Path) -> Figures {
+    let store = root.join(s.name);
     fs::create_dir_all(&store).expect("store dir");
     let t = Instant::now();
-    let marker = root.join(format!("{label}-appended.json"));
+    let marker = root.join(format!("{}-appended.json", s.name));
     undo_appends(&marker);
-    let manifest = demo_store::generate_or_reuse(&store, spec).expect("generate the store");
-    eprintln!("[{label}] store ready in {:.1?} ({} files)", t.elapsed(), manifest.files);
+    let manifest = demo_store::generate_or_reuse(&store, &s.spec).expect("generate the store");
+    if s.sqlite {
+        let done = store.join("clawgate-bench-sqlite.json");
+        let want = serde_json::to_string(&s.spec).expect("spec");
+        if fs::read_to_string(&done).ok().as_deref() != Some(want.as_str()) {
+            demo_store::sqlite::convert_to_sqlite(&store, &store).expect("convert to SQLite");
+            fs::write(&done, want).expect("conversion marker");
+        }
+    }
+    eprintln!("[{}] store ready in {:.1?} ({} sessions)", s.name, t.elapsed(), manifest.sessions);
     let p = Paths {
         store: store.clone(),
-        cache: root.join(format!("{label}-cache")),
-        run: root.join(format!("{label}-run")),
-        log: root.join(format!("{label}-worker.log")),
+        cache: root.join(format!("{}-cache", s.name)),
+        run: root.join(format!("{}-run", s.name)),
+        log: root.join(format!("{}-worker.log", s.name)),
     };
     let _ = fs::remove_dir_all(&p.cache);
-    let files = transcripts(&store);
-    let mut f = Figures { label: label.to_owned(), files: files.len() as u64, ..Figures::default() };
+    let files = store_files(&store, s.sqlite);
+    let mut f = Figures {
+        name: s.name.to_owned(),
+        sessions: manifest.sessions,
+        files: files.len() as u64,
+        ..Figures::default()
+    };
     f.bytes = files.iter().map(|p| fs::metadata(p).map_or(0, |m| m.len())).sum();
 
-    // The physical reference: read every transcript once (twice; the first warms the page
-    // cache the way the generator left it, the second is timed).
+    // The physical reference: read every file once (twice; the first warms the page cache the
+    // way the generator left it, the second is timed). In chunks: one argument list cannot
+    // hold 200,000 paths.
     for round in 0..2 {
         let t = Instant::now();
-        // In chunks: one argument list cannot hold 60,000 paths.
         for chunk in files.chunks(4096) {
             let status = Command::new("cat")
                 .args(chunk)
@@ -226,8 +285,8 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
     f.cold = cold;
     f.cold_parsed = a.stats.bytes_parsed;
     f.answer_bytes = a.data_json.len() as u64;
-    assert_eq!(total_tokens(&a), manifest.totals.total_tokens, "cold totals match the manifest");
-    eprintln!("[{label}] cold {cold:.1?}");
+    assert_eq!(total_tokens(&a), manifest.totals.total_tokens, "[{}] cold totals match the manifest", s.name);
+    eprintln!("[{}] cold {cold:.1?}", s.name);
 
     let mut cost = Vec::new();
     let mut sess = Vec::new();
@@ -238,56 +297,172 @@ async fn measure(label: &str, root: &Path, spec: &demo_store::DemoSpec) -> Figur
     f.warm_cost = median(cost);
     f.warm_sessions = median(sess);
 
-    // Append one turn (4 lines) to one session, then call; each method after its own append.
-    let target = files.iter().find(|p| p.extension().is_some_and(|e| e == "jsonl")).expect("a transcript");
-    let original_len = fs::metadata(target).expect("transcript").len();
-    fs::write(&marker, serde_json::json!({"path": target, "len": original_len}).to_string()).expect("marker");
+    // Append one turn to one session, then call; each method after its own append.
     let mut appended = 0u64;
     let mut at = manifest.last_ms.unwrap_or(0) + 60_000;
     let (mut cost, mut sess) = (Vec::new(), Vec::new());
+    let mut append = appender(s, &store, &marker);
     for i in 0..REPEAT as u64 {
-        appended += demo_store::append_turn(target, 1000 + 2 * i, at).expect("append").total_tokens;
+        appended += append(1000 + 2 * i, at);
         at += 600_000;
         let (a, d) = w.call(&cost_q).await;
         assert_eq!(a.stats.files_parsed, 1, "only the appended file is parsed");
         assert_eq!(total_tokens(&a), manifest.totals.total_tokens + appended);
         cost.push(d);
-        appended += demo_store::append_turn(target, 1001 + 2 * i, at).expect("append").total_tokens;
+        appended += append(1001 + 2 * i, at);
         at += 600_000;
-        sess.push(w.call(&sessions_q).await.1);
+        let (a, d) = w.call(&sessions_q).await;
+        assert_eq!(total_tokens(&a), manifest.totals.total_tokens + appended);
+        sess.push(d);
     }
     f.append_cost = median(cost);
     f.append_sessions = median(sess);
     f.rss_first = w.peak_rss();
     w.stop().await;
 
-    // Restart: a new process answers from the persisted cache.
+    // Restart: a new process answers from the index.
     let t = Instant::now();
     let mut w = Worker::start(&p).await;
     f.restart_handshake = t.elapsed();
     let (a, d) = w.call(&sessions_q).await;
     f.restart_sessions = d;
     f.restart_parsed = a.stats.bytes_parsed;
+    assert_eq!(total_tokens(&a), manifest.totals.total_tokens + appended);
     let (a, d) = w.call(&cost_q).await;
     f.restart_cost = d;
     assert_eq!(total_tokens(&a), manifest.totals.total_tokens + appended);
     f.rss_restarted = w.peak_rss();
     w.stop().await;
+    f.index_bytes = dir_bytes(&p.cache);
     undo_appends(&marker);
     f
 }
 
-/// Cuts the transcript the bench appended to back to its generated length, so the store keeps
-/// matching its manifest (also after an interrupted run, which leaves the marker behind).
+/// Appends one turn (4 lines or events) to the first session of agent `main` and returns its
+/// total tokens. Records how to undo it in `marker`.
+fn appender<'a>(s: &StoreSpec, store: &'a Path, marker: &'a Path) -> Box<dyn FnMut(u64, i64) -> u64 + 'a> {
+    if s.sqlite {
+        let db = store.join("agents/main/agent/openclaw-agent.sqlite");
+        let c = rusqlite::Connection::open(&db).expect("open the agent database");
+        let session: String = c
+            .query_row("SELECT session_id FROM transcript_events ORDER BY session_id LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .expect("a session");
+        let max_seq: i64 = c
+            .query_row("SELECT max(seq) FROM transcript_events WHERE session_id = ?1", [&session], |r| {
+                r.get(0)
+            })
+            .expect("max seq");
+        fs::write(marker, serde_json::json!({"db": db, "session": session, "seq": max_seq}).to_string())
+            .expect("marker");
+        Box::new(move |i, at| {
+            append_sqlite(&c, &session, &turn_events(i as usize, at));
+            // Two usages of 9,550 tokens each (see `turn_events`).
+            2 * 9_550
+        })
+    } else {
+        let target = store_files(store, false)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .expect("a transcript");
+        let len = fs::metadata(&target).expect("transcript").len();
+        fs::write(marker, serde_json::json!({"path": target, "len": len}).to_string()).expect("marker");
+        Box::new(move |seed, at| demo_store::append_turn(&target, seed, at).expect("append").total_tokens)
+    }
+}
+
+/// Undoes the bench's appends, so the store keeps matching its manifest (also after an
+/// interrupted run, which leaves the marker behind).
 fn undo_appends(marker: &Path) {
     let Ok(text) = fs::read_to_string(marker) else { return };
     let v: serde_json::Value = serde_json::from_str(&text).expect("append marker");
-    let path = PathBuf::from(v["path"].as_str().expect("path"));
-    let len = v["len"].as_u64().expect("len");
-    if let Ok(f) = fs::OpenOptions::new().write(true).open(&path) {
-        f.set_len(len).expect("truncate the appended transcript");
+    if let Some(path) = v["path"].as_str() {
+        let len = v["len"].as_u64().expect("len");
+        if let Ok(f) = fs::OpenOptions::new().write(true).open(path) {
+            f.set_len(len).expect("truncate the appended transcript");
+        }
+    } else if let Some(db) = v["db"].as_str() {
+        let c = rusqlite::Connection::open(db).expect("open the agent database");
+        c.execute(
+            "DELETE FROM transcript_events WHERE session_id = ?1 AND seq > ?2",
+            params![v["session"].as_str().expect("session"), v["seq"].as_i64().expect("seq")],
+        )
+        .expect("remove the appended events");
     }
     fs::remove_file(marker).expect("remove the append marker");
+}
+
+/// One turn as four events (user, assistant tool call, a ~6 KB tool result, assistant reply),
+/// 9,550 tokens per assistant message.
+fn turn_events(i: usize, at_ms: i64) -> Vec<String> {
+    let ts = |d: i64| demo_store::iso(at_ms + d);
+    let usage = r#""usage":{"input":1200,"output":350,"cacheRead":8000,"cacheWrite":0,"totalTokens":9550,"cost":{"input":0.0036,"output":0.00525,"cacheRead":0.0024,"cacheWrite":0,"total":0.01125}}"#;
+    let big = "lorem ipsum dolor sit amet ".repeat(230);
+    vec![
+        format!(
+            r#"{{"type":"message","id":"u{i}","parentId":null,"timestamp":"{}","message":{{"role":"user","content":[{{"type":"text","text":"next"}}]}}}}"#,
+            ts(0)
+        ),
+        format!(
+            r#"{{"type":"message","id":"a{i}","parentId":"u{i}","timestamp":"{}","message":{{"role":"assistant","content":[{{"type":"toolCall","id":"t{i}","name":"read","arguments":{{}}}}],"provider":"anthropic","model":"claude-sonnet-4-5",{usage},"stopReason":"toolUse"}}}}"#,
+            ts(2000)
+        ),
+        format!(
+            r#"{{"type":"message","id":"r{i}","parentId":"a{i}","timestamp":"{}","message":{{"role":"toolResult","toolCallId":"t{i}","toolName":"read","content":[{{"type":"text","text":"{big}"}}],"isError":false}}}}"#,
+            ts(2500)
+        ),
+        format!(
+            r#"{{"type":"message","id":"b{i}","parentId":"r{i}","timestamp":"{}","message":{{"role":"assistant","content":[{{"type":"text","text":"done"}}],"provider":"anthropic","model":"claude-sonnet-4-5",{usage},"stopReason":"stop"}}}}"#,
+            ts(5000)
+        ),
+    ]
+}
+
+/// Appends events to a session as OpenClaw does: next seq, large ones compressed.
+fn append_sqlite(c: &rusqlite::Connection, session: &str, events: &[String]) {
+    let nav = r#"{"version":1,"report":{"kind":"canonical"},"navigation":{},"reset":{},"model":{},"modelBytes":1,"modelWithoutCheckpointBytes":1,"withoutCustomDataBytes":1}"#;
+    let tx = c.unchecked_transaction().expect("begin");
+    for e in events {
+        let seq: i64 = tx
+            .query_row(
+                "SELECT coalesce(max(seq), -1) + 1 FROM transcript_events WHERE session_id = ?1",
+                [session],
+                |r| r.get(0),
+            )
+            .expect("seq");
+        if e.len() > demo_store::sqlite::COMPRESS_ABOVE_BYTES {
+            let blob = zstd::bulk::compress(e.as_bytes(), 1).expect("compress");
+            tx.execute(
+                "INSERT INTO transcript_events (session_id, seq, created_at, event_zstd, event_utf8_bytes, navigation_json)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                params![session, seq, blob, e.len() as i64, nav],
+            )
+            .expect("insert");
+        } else {
+            tx.execute(
+                "INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_utf8_bytes) VALUES (?1, ?2, ?3, 0, ?4)",
+                params![session, seq, e, e.len() as i64],
+            )
+            .expect("insert");
+        }
+    }
+    tx.execute(
+        "UPDATE session_windows SET transcript_updated_at = transcript_updated_at + 1 WHERE session_id = ?1",
+        [session],
+    )
+    .expect("touch");
+    tx.commit().expect("commit");
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(p) else { return 0 };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 fn ms(d: Duration) -> String {
@@ -299,72 +474,138 @@ fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
-/// How one table cell is computed from a store's figures.
-type Cell = Box<dyn Fn(&Figures) -> String>;
-
-fn print_table(figs: &[Figures]) {
-    let rows: Vec<(&str, Cell)> = vec![
-        ("transcript files", Box::new(|f| f.files.to_string())),
-        ("transcript bytes", Box::new(|f| mb(f.bytes))),
-        ("cat to /dev/null", Box::new(|f| ms(f.cat))),
-        (
-            "cold sessions.usage (limit 1000)",
-            Box::new(|f| format!("{} = {:.2}x cat", ms(f.cold), f.cold.as_secs_f64() / f.cat.as_secs_f64())),
-        ),
-        (
-            "  parse rate",
-            Box::new(|f| format!("{:.0} MB/s", f.cold_parsed as f64 / 1e6 / f.cold.as_secs_f64())),
-        ),
-        ("  answer size", Box::new(|f| mb(f.answer_bytes))),
-        ("warm usage.cost", Box::new(|f| ms(f.warm_cost))),
-        ("warm sessions.usage", Box::new(|f| ms(f.warm_sessions))),
-        ("append 1 turn + usage.cost", Box::new(|f| ms(f.append_cost))),
-        ("append 1 turn + sessions.usage", Box::new(|f| ms(f.append_sessions))),
-        ("restart: spawn + handshake", Box::new(|f| ms(f.restart_handshake))),
-        ("restart: first sessions.usage", Box::new(|f| ms(f.restart_sessions))),
-        ("restart: then usage.cost", Box::new(|f| ms(f.restart_cost))),
-        ("restart: bytes re-parsed", Box::new(|f| mb(f.restart_parsed))),
-        ("peak RSS, first worker", Box::new(|f| mb(f.rss_first))),
-        ("peak RSS, restarted worker", Box::new(|f| mb(f.rss_restarted))),
-    ];
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let cells: Vec<Vec<String>> = rows.iter().map(|(_, f)| figs.iter().map(f).collect()).collect();
-    let widths: Vec<usize> = (0..figs.len())
-        .map(|i| cells.iter().map(|c| c[i].len()).chain([figs[i].label.len()]).max().unwrap_or(0))
-        .collect();
-    let mut head = format!("| {:w0$} |", "");
-    let mut rule = format!("|{}|", "-".repeat(w0 + 2));
-    for (f, w) in figs.iter().zip(&widths) {
-        head += &format!(" {:>w$} |", f.label);
-        rule += &format!("{}:|", "-".repeat(w + 1));
-    }
-    println!("{head}\n{rule}");
-    for ((name, _), c) in rows.iter().zip(&cells) {
-        let mut line = format!("| {name:w0$} |");
-        for (v, w) in c.iter().zip(&widths) {
-            line += &format!(" {v:>w$} |");
-        }
-        println!("{line}");
+/// A figure with its target's verdict.
+fn judged(text: String, value: f64, target: Option<f64>) -> String {
+    match target {
+        Some(t) if value <= t => format!("{text} ✓ (≤ {t})"),
+        Some(t) => format!("{text} ✗ MISS (≤ {t})"),
+        None => text,
     }
 }
 
-fn json_summary(figs: &[Figures]) -> String {
+fn print_table(figs: &[(Figures, Targets)]) {
+    type Cell = fn(&Figures, &Targets) -> String;
+    let rows: Vec<(&str, Cell)> = vec![
+        ("sessions", |f, _| f.sessions.to_string()),
+        ("files (transcripts or databases)", |f, _| f.files.to_string()),
+        ("store bytes", |f, _| mb(f.bytes)),
+        ("cat to /dev/null", |f, _| ms(f.cat)),
+        ("cold sessions.usage (limit 1000)", |f, t| {
+            judged(
+                format!("{} = {:.2}x cat", ms(f.cold), f.cold_over_cat()),
+                f.cold_over_cat(),
+                t.cold_over_cat,
+            )
+        }),
+        ("  parse rate", |f, _| format!("{:.0} MB/s", f.cold_parsed as f64 / 1e6 / f.cold.as_secs_f64())),
+        ("  answer size", |f, _| mb(f.answer_bytes)),
+        ("warm usage.cost", |f, t| judged(ms(f.warm_cost), f.warm_cost.as_secs_f64() * 1e3, t.warm_ms)),
+        ("warm sessions.usage", |f, t| {
+            judged(ms(f.warm_sessions), f.warm_sessions.as_secs_f64() * 1e3, t.warm_ms)
+        }),
+        ("append 1 turn + usage.cost", |f, t| {
+            judged(ms(f.append_cost), f.append_cost.as_secs_f64() * 1e3, t.append_ms)
+        }),
+        ("append 1 turn + sessions.usage", |f, t| {
+            judged(ms(f.append_sessions), f.append_sessions.as_secs_f64() * 1e3, t.append_ms)
+        }),
+        ("restart: spawn + handshake", |f, _| ms(f.restart_handshake)),
+        ("restart: first sessions.usage", |f, t| {
+            judged(ms(f.restart_sessions), f.restart_sessions.as_secs_f64() * 1e3, t.restart_ms)
+        }),
+        ("restart: then usage.cost", |f, _| ms(f.restart_cost)),
+        ("restart: bytes re-parsed", |f, _| mb(f.restart_parsed)),
+        ("peak RSS, first worker", |f, t| judged(mb(f.rss_first), f.rss_first as f64 / 1e6, t.rss_mb)),
+        ("peak RSS, restarted worker", |f, t| {
+            judged(mb(f.rss_restarted), f.rss_restarted as f64 / 1e6, t.rss_mb)
+        }),
+        ("index on disk", |f, _| mb(f.index_bytes)),
+    ];
+    let head: Vec<String> = figs.iter().map(|(f, _)| f.name.clone()).collect();
+    println!("| | {} |", head.join(" | "));
+    println!("|---|{}", "---:|".repeat(figs.len()));
+    for (label, cell) in rows {
+        let cells: Vec<String> = figs.iter().map(|(f, t)| cell(f, t)).collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    }
+}
+
+fn json_summary(figs: &[(Figures, Targets)]) -> String {
     let v: Vec<serde_json::Value> = figs
         .iter()
-        .map(|f| {
-            let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        .map(|(f, _)| {
             serde_json::json!({
-                "store": f.label, "files": f.files, "bytes": f.bytes,
-                "catMs": ms(f.cat), "coldMs": ms(f.cold), "coldOverCat": (f.cold.as_secs_f64() / f.cat.as_secs_f64() * 100.0).round() / 100.0,
-                "warmCostMs": ms(f.warm_cost), "warmSessionsMs": ms(f.warm_sessions),
-                "appendCostMs": ms(f.append_cost), "appendSessionsMs": ms(f.append_sessions),
-                "restartHandshakeMs": ms(f.restart_handshake), "restartSessionsMs": ms(f.restart_sessions),
-                "restartCostMs": ms(f.restart_cost), "answerBytes": f.answer_bytes,
-                "peakRssBytes": f.rss_first.max(f.rss_restarted),
+                "store": f.name, "sessions": f.sessions, "files": f.files, "bytes": f.bytes,
+                "catMs": f.cat.as_secs_f64() * 1e3, "coldMs": f.cold.as_secs_f64() * 1e3,
+                "coldOverCat": (f.cold_over_cat() * 100.0).round() / 100.0,
+                "warmCostMs": f.warm_cost.as_secs_f64() * 1e3, "warmSessionsMs": f.warm_sessions.as_secs_f64() * 1e3,
+                "appendCostMs": f.append_cost.as_secs_f64() * 1e3,
+                "appendSessionsMs": f.append_sessions.as_secs_f64() * 1e3,
+                "restartSessionsMs": f.restart_sessions.as_secs_f64() * 1e3,
+                "restartCostMs": f.restart_cost.as_secs_f64() * 1e3,
+                "peakRssBytes": f.rss_first.max(f.rss_restarted), "answerBytes": f.answer_bytes,
+                "indexBytes": f.index_bytes,
             })
         })
         .collect();
     serde_json::Value::Array(v).to_string()
+}
+
+fn stores() -> Vec<StoreSpec> {
+    let seed = demo_store::DemoSpec::seed_size();
+    let year = |sessions: u32, turns: u32, tool_result_bytes: u32, wide: bool| demo_store::DemoSpec {
+        agents: 9,
+        sessions_per_agent: sessions,
+        turns_per_session: turns,
+        days: 365,
+        tool_result_bytes,
+        wide,
+        ..demo_store::DemoSpec::default()
+    };
+    let big = Targets {
+        cold_over_cat: Some(6.0),
+        warm_ms: Some(20.0),
+        append_ms: Some(20.0),
+        restart_ms: Some(500.0),
+        rss_mb: Some(128.0),
+    };
+    vec![
+        StoreSpec {
+            name: "seed",
+            spec: seed,
+            sqlite: false,
+            targets: Targets {
+                cold_over_cat: Some(3.5),
+                warm_ms: Some(10.0),
+                rss_mb: Some(64.0),
+                ..Targets::default()
+            },
+        },
+        StoreSpec {
+            name: "many",
+            spec: year(6_000, 3, demo_store::DEFAULT_TOOL_RESULT_BYTES, false),
+            sqlite: false,
+            targets: big,
+        },
+        StoreSpec {
+            name: "many-sqlite",
+            spec: year(6_000, 3, demo_store::DEFAULT_TOOL_RESULT_BYTES, false),
+            sqlite: true,
+            targets: big,
+        },
+        StoreSpec {
+            name: "huge",
+            spec: year(22_000, 3, 1_000, false),
+            sqlite: false,
+            targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
+        },
+        StoreSpec {
+            name: "wide",
+            spec: year(600, 40, 1_500, true),
+            sqlite: false,
+            targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
+        },
+    ]
 }
 
 fn main() {
@@ -382,33 +623,17 @@ fn main() {
         eprintln!("{WORKER} is missing; build it with `cargo build --release -p usage-worker`");
         std::process::exit(2);
     }
-    let seed = demo_store::DemoSpec::seed_size();
-    let half = demo_store::DemoSpec { sessions_per_agent: seed.sessions_per_agent / 2, ..seed.clone() };
-    // Same sessions and messages as the seed store, twice the bytes (tool results): memory
-    // should follow sessions, not bytes.
-    let fat = demo_store::DemoSpec { tool_result_bytes: seed.tool_result_bytes * 2, ..seed.clone() };
-    // Many short sessions over a year (issue 16): memory must follow the answer, not sessions.
-    let many = demo_store::DemoSpec {
-        agents: 9,
-        sessions_per_agent: 6_000,
-        turns_per_session: 3,
-        days: 365,
-        ..demo_store::DemoSpec::default()
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    // `CLAWGATE_BENCH_ONLY=seed|half|fat` measures one store (for profiling).
+    // `CLAWGATE_BENCH_ONLY=seed,many` measures those stores only.
     let only = std::env::var("CLAWGATE_BENCH_ONLY").unwrap_or_default();
-    let figs = runtime.block_on(async {
+    let chosen: Vec<StoreSpec> = stores()
+        .into_iter()
+        .filter(|s| only.is_empty() || only.split(',').any(|o| o.trim() == s.name))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let figs: Vec<(Figures, Targets)> = runtime.block_on(async {
         let mut figs = Vec::new();
-        for (name, label, spec) in [
-            ("seed", "seed-9x184", &seed),
-            ("half", "half-9x92", &half),
-            ("fat", "seed-2x-bytes", &fat),
-            ("many", "many-9x6000", &many),
-        ] {
-            if only.is_empty() || only == name {
-                figs.push(measure(label, &root, spec).await);
-            }
+        for s in &chosen {
+            figs.push((measure(s, &root).await, s.targets));
         }
         figs
     });
@@ -427,7 +652,7 @@ fn main() {
         .unwrap_or_default();
     println!("`cargo bench -p usage-worker --bench engine`, {date}");
     println!(
-        "worker {WORKER} (--threads 2), {} cores ({cpu}), page cache warm; warm/append rows are medians of {REPEAT} calls",
+        "worker {WORKER} (--threads 2, heap budget of a 512 MiB cap), {} cores ({cpu}), page cache warm; warm/append rows are medians of {REPEAT} calls",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print_table(&figs);

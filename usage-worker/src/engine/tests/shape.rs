@@ -73,6 +73,7 @@ fn answers_have_every_field_of_openclaw_2026_9() {
         days: 20,
         end_ms: super::END_2026 - 86_400_000,
         tool_result_bytes: 300,
+        wide: false,
     };
     demo_store::generate(dir.path(), &spec).unwrap();
     let mut e = engine(dir.path());

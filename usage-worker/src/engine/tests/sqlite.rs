@@ -209,6 +209,7 @@ fn generated_stores_give_the_same_answers_in_both_layouts() {
         days: 30,
         end_ms: 1_795_000_000_000,
         tool_result_bytes: 2000,
+        wide: false,
     };
     let manifest = demo_store::generate(demo.path(), &demo_spec).unwrap();
     assert!(manifest.archives > 0, "the demo store has usage families");
