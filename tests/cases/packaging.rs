@@ -805,3 +805,559 @@ fn every_flag_of_serve_status_and_the_worker_is_in_the_configuration_doc() {
     let missing: Vec<_> = flags.iter().filter(|f| !doc.contains(&format!("`{f}"))).collect();
     assert!(missing.is_empty(), "docs/ops/configuration.md does not document {missing:?}");
 }
+
+// ---- Prometheus rules and the Grafana dashboard -------------------------------------------------
+
+/// The budget metrics a later gateway change adds, as docs/ops/alerts.md states the contract:
+/// (metric, label, the values it may take; empty: any).
+const CONTRACT: [(&str, &str, &[&str]); 7] = [
+    ("clawgate_budget_usd", "period", &["day", "month"]),
+    ("clawgate_budget_usd", "agent", &[]),
+    ("clawgate_spend_usd", "period", &["day", "month"]),
+    ("clawgate_spend_usd", "agent", &[]),
+    ("clawgate_spend_forecast_usd", "period", &["month"]),
+    ("clawgate_spend_forecast_usd", "agent", &[]),
+    (
+        "clawgate_worker_state",
+        "state",
+        &["ready", "busy", "backoff", "spawning", "handshaking", "failed", "stopped"],
+    ),
+];
+
+/// Labels Prometheus attaches to every scraped series, whatever the values.
+const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `promtool` from PATH. Missing, the caller's test is skipped with a message, except in CI
+/// (`CI` set), where scripts/install-test-deps.sh installs it and a skip would hide a broken step.
+fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("promtool"))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing in CI: scripts/install-test-deps.sh installs it"
+        );
+        eprintln!("SKIPPED: promtool is not installed (scripts/install-test-deps.sh installs it)");
+    }
+    found
+}
+
+/// Runs promtool; returns (success, stdout + stderr).
+fn run_promtool(promtool: &Path, args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(promtool)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn prometheus_dir() -> PathBuf {
+    repo_root().join("packaging/prometheus")
+}
+
+/// The unit-test files for the rules, as paths relative to `prometheus_dir()`.
+fn rule_test_files() -> Vec<String> {
+    let mut files: Vec<String> = fs::read_dir(prometheus_dir().join("tests"))
+        .expect("packaging/prometheus/tests")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".yml"))
+        .map(|name| format!("tests/{name}"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no rule tests in packaging/prometheus/tests");
+    files
+}
+
+/// `expr:` values of a rules file, single-line or `|` / `>-` blocks.
+fn rule_exprs(rules: &str) -> Vec<String> {
+    let lines: Vec<&str> = rules.lines().collect();
+    let mut exprs = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim_start().strip_prefix("expr:") else { continue };
+        let value = value.trim();
+        if !matches!(value, "|" | "|-" | ">" | ">-") {
+            exprs.push(value.to_owned());
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let block: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+            .map(|l| l.trim())
+            .collect();
+        exprs.push(block.join(" "));
+    }
+    exprs
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_check_and_their_own_unit_tests() {
+    let Some(promtool) = promtool() else { return };
+    let dir = prometheus_dir();
+    let (ok, text) = run_promtool(&promtool, &["check", "rules", "clawgate.rules.yml"], &dir);
+    assert!(ok, "promtool check rules:\n{text}");
+    let tests = rule_test_files();
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let (ok, text) = run_promtool(&promtool, &args, &dir);
+    assert!(ok, "promtool test rules:\n{text}");
+
+    // Every alert has a fixture where it fires and one where it stays quiet.
+    let rules = fs::read_to_string(dir.join("clawgate.rules.yml")).expect("rules");
+    let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    assert!(alerts.len() >= 6, "{alerts:?}");
+    let fixtures: String =
+        tests.iter().map(|t| fs::read_to_string(dir.join(t)).expect("rule test")).collect();
+    let fixture_lines: Vec<&str> = fixtures.lines().map(str::trim).collect();
+    for alert in &alerts {
+        let cases: Vec<&str> = fixture_lines
+            .windows(2)
+            .filter(|w| w[0] == format!("alertname: {alert}"))
+            .map(|w| w[1])
+            .collect();
+        assert!(cases.contains(&"exp_alerts: []"), "{alert}: no fixture where it stays quiet");
+        assert!(cases.contains(&"exp_alerts:"), "{alert}: no fixture where it fires");
+    }
+
+    // The fixtures have teeth: each of these changes to the rules must fail them.
+    let mutations = [
+        (
+            "up{job=\"clawgate\"} == 0\n        for: 2m",
+            "up{job=\"clawgate\"} == 0\n        for: 0m",
+            "ClawgateDown without its delay",
+        ),
+        ("[15m])) >= 3", "[15m])) >= 4", "a restart threshold one higher"),
+        (
+            "unless clawgate_spend_usd{period=\"month\"} > clawgate_budget_usd{period=\"month\"}",
+            "",
+            "the forecast alert not giving way to the exceeded one",
+        ),
+        (
+            "clawgate_spend_usd{period=\"day\"} > clawgate_budget_usd{period=\"day\"}",
+            "clawgate_spend_usd{period=\"day\"} >= clawgate_budget_usd{period=\"day\"}",
+            "a budget met counted as exceeded",
+        ),
+        ("[5m]) == 1", "[1m]) == 1", "a failed worker forgotten within a minute"),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(tmp.path().join("tests")).expect("tests dir");
+    for test in &tests {
+        fs::copy(dir.join(test), tmp.path().join(test)).expect("copy rule test");
+    }
+    for (from, to, what) in mutations {
+        assert_eq!(
+            rules.matches(from).count(),
+            1,
+            "mutation {what:?}: {from:?} must occur once in the rules"
+        );
+        fs::write(tmp.path().join("clawgate.rules.yml"), rules.replace(from, to)).expect("write mutant");
+        let (ok, text) = run_promtool(&promtool, &args, tmp.path());
+        assert!(!ok, "the rule tests pass with {what}: they do not test it\n{text}");
+    }
+}
+
+/// A vector selector in a PromQL expression: metric name and matchers (label, operator, value).
+#[derive(Debug)]
+struct Selector {
+    metric: String,
+    matchers: Vec<(String, String, String)>,
+}
+
+/// Words that are PromQL syntax, not metric names, when not followed by `(`.
+const PROMQL_WORDS: [&str; 24] = [
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "group_left",
+    "group_right",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+];
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// Index just past the string literal that starts at `at`.
+fn skip_string(s: &[u8], at: usize) -> usize {
+    let quote = s[at];
+    let mut i = at + 1;
+    while i < s.len() && s[i] != quote {
+        i += if s[i] == b'\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+/// Index just past the bracket that closes the one at `at`.
+fn skip_group(s: &[u8], at: usize) -> usize {
+    let (open, close) = (s[at], if s[at] == b'(' { b')' } else { b']' });
+    let mut depth = 0;
+    let mut i = at;
+    while i < s.len() {
+        match s[i] {
+            b'"' | b'\'' | b'`' => {
+                i = skip_string(s, i);
+                continue;
+            }
+            b if b == open => depth += 1,
+            b if b == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    s.len()
+}
+
+/// The matchers of the `{...}` at `at` and the index just past it.
+fn matchers(expr: &str, at: usize) -> (Vec<(String, String, String)>, usize) {
+    let s = expr.as_bytes();
+    let mut out = Vec::new();
+    let mut i = at + 1;
+    loop {
+        while i < s.len() && (s[i].is_ascii_whitespace() || s[i] == b',') {
+            i += 1;
+        }
+        if i >= s.len() || s[i] == b'}' {
+            return (out, i + 1);
+        }
+        let start = i;
+        while i < s.len() && is_ident(s[i]) {
+            i += 1;
+        }
+        let label = expr[start..i].to_owned();
+        while i < s.len() && s[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let op_start = i;
+        while i < s.len() && matches!(s[i], b'=' | b'!' | b'~') {
+            i += 1;
+        }
+        let op = expr[op_start..i].to_owned();
+        while i < s.len() && s[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        assert!(i < s.len() && matches!(s[i], b'"' | b'\'' | b'`'), "bad matcher for {label:?} in {expr}");
+        let end = skip_string(s, i);
+        out.push((label, op, expr[i + 1..end - 1].to_owned()));
+        i = end;
+    }
+}
+
+/// Every vector selector in `expr`: enough PromQL to check names, not to evaluate it (strings,
+/// ranges, numbers, durations, Grafana variables and grouping label lists are skipped).
+fn selectors(expr: &str) -> Vec<Selector> {
+    let s = expr.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' | b'\'' | b'`' => i = skip_string(s, i),
+            b'[' => i = skip_group(s, i),
+            b'{' => {
+                let (matchers, end) = matchers(expr, i);
+                out.push(Selector { metric: String::new(), matchers });
+                i = end;
+            }
+            b'$' => {
+                i += 1;
+                while i < s.len() && (is_ident(s[i]) || s[i] == b'{' || s[i] == b'}') {
+                    i += 1;
+                }
+            }
+            b if b.is_ascii_digit() || b == b'.' => {
+                while i < s.len() && (is_ident(s[i]) || s[i] == b'.') {
+                    i += 1;
+                }
+            }
+            b if is_ident(b) => {
+                let start = i;
+                while i < s.len() && is_ident(s[i]) {
+                    i += 1;
+                }
+                let word = &expr[start..i];
+                let mut next = i;
+                while next < s.len() && s[next].is_ascii_whitespace() {
+                    next += 1;
+                }
+                let followed_by = s.get(next).copied();
+                if ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&word) {
+                    if followed_by == Some(b'(') {
+                        i = skip_group(s, next);
+                    }
+                } else if followed_by == Some(b'(') || PROMQL_WORDS.contains(&word) {
+                    // A function or an operator.
+                } else if followed_by == Some(b'{') {
+                    let (matchers, end) = matchers(expr, next);
+                    out.push(Selector { metric: word.to_owned(), matchers });
+                    i = end;
+                } else {
+                    out.push(Selector { metric: word.to_owned(), matchers: Vec::new() });
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn promql_scanner_finds_metrics_and_matchers_and_skips_the_rest() {
+    let found = selectors(
+        r#"sum by (agent, type) (rate(m_total{instance=~"$instance",by="agent"}[$__rate_interval])) * 3600
+           > on (instance) group_left other:rule offset 1h unless absent(up{job='x'}) and 1e3 < bool inf"#,
+    );
+    let names: Vec<_> = found.iter().map(|s| s.metric.as_str()).collect();
+    assert_eq!(names, ["m_total", "other:rule", "up"]);
+    assert_eq!(
+        found[0].matchers,
+        [
+            ("instance".to_owned(), "=~".to_owned(), "$instance".to_owned()),
+            ("by".to_owned(), "=".to_owned(), "agent".to_owned())
+        ]
+    );
+    assert_eq!(found[2].matchers, [("job".to_owned(), "=".to_owned(), "x".to_owned())]);
+}
+
+/// metric → label → values seen (an empty set: any value).
+type Exposed = BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<String>>>;
+
+/// What a gateway's `/metrics` text exposes: every family (with histogram series), and the
+/// labels and values of every sample.
+fn exposed_metrics(text: &str) -> Exposed {
+    let mut exposed = Exposed::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (name, kind) = (words.next().expect("name"), words.next().expect("kind"));
+            exposed.entry(name.to_owned()).or_default();
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exposed.entry(format!("{name}{suffix}")).or_default();
+                }
+            }
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let name_end = line.find(['{', ' ']).expect("sample line");
+            let labels = exposed.entry(line[..name_end].to_owned()).or_default();
+            if line[name_end..].starts_with('{') {
+                for (label, _, value) in matchers(line, name_end).0 {
+                    labels.entry(label).or_default().insert(value);
+                }
+            }
+        }
+    }
+    exposed
+}
+
+/// Problems with the selectors of `expr` against what is exposed: unknown metrics, labels a
+/// metric does not have, and `label="value"` matchers on values it never takes.
+fn check_expr(expr: &str, exposed: &Exposed, problems: &mut Vec<String>) {
+    for selector in selectors(expr) {
+        let Some(labels) = exposed.get(&selector.metric) else {
+            problems.push(format!("unknown metric {:?} in {expr}", selector.metric));
+            continue;
+        };
+        for (label, op, value) in &selector.matchers {
+            if TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            match labels.get(label) {
+                None => problems.push(format!("{} has no label {label:?} (in {expr})", selector.metric)),
+                Some(values) if op == "=" && !values.is_empty() && !values.contains(value) => problems.push(
+                    format!("{}{{{label}}} is never {value:?}, only {values:?} (in {expr})", selector.metric),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Every `expr` string anywhere in a dashboard, with the title of the panel it belongs to.
+fn dashboard_exprs(value: &Value, panel: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            let title = map.get("title").and_then(Value::as_str).unwrap_or(panel);
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", Value::String(expr)) => out.push((title.to_owned(), expr.clone())),
+                    _ => dashboard_exprs(v, title, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_exprs(v, panel, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_dashboard_and_alert_rules_use_only_metrics_a_real_gateway_exposes() {
+    let _lock = exclusive();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let store_arg = store.to_str().expect("utf-8");
+    let (code, stdout, stderr) = run_clawgate(&[
+        "demo",
+        "--out",
+        store_arg,
+        "--agents",
+        "2",
+        "--sessions",
+        "3",
+        "--messages",
+        "4",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, 0, "clawgate demo: {stdout}{stderr}");
+    let gateway = Gateway::start(tmp.path(), &store, &[], &[]);
+    let agent = http_agent(Duration::from_secs(10));
+    let scrape = || {
+        let mut res = agent.get(gateway.url("/metrics")).call().expect("GET /metrics");
+        assert_eq!(res.status().as_u16(), 200);
+        res.body_mut().read_to_string().expect("metrics body")
+    };
+    // A worker restart, so the restart counter has a sample and its labels can be checked too.
+    let worker = gateway.ready_worker_pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL worker");
+    let text = wait_until(Duration::from_secs(30), || {
+        let text = scrape();
+        (text.contains("clawgate_worker_restarts_total{")
+            && text.contains("clawgate_usage_cost_usd_total{by=\"model\"")
+            && text.contains("clawgate_usage_tokens_total{by=\"agent\""))
+        .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no restart or usage counters in /metrics:\n{}", scrape()));
+
+    let mut exposed = exposed_metrics(&text);
+    assert!(exposed.len() > 20, "{exposed:?}");
+    for (metric, label, values) in CONTRACT {
+        let set = exposed.entry(metric.to_owned()).or_default().entry(label.to_owned()).or_default();
+        set.extend(values.iter().map(|v| (*v).to_owned()));
+    }
+    exposed.entry("up".to_owned()).or_default();
+
+    let mut problems = Vec::new();
+    let rules = fs::read_to_string(prometheus_dir().join("clawgate.rules.yml")).expect("rules");
+    let rule_exprs = rule_exprs(&rules);
+    assert!(rule_exprs.len() >= 6, "{rule_exprs:?}");
+    for expr in &rule_exprs {
+        check_expr(expr, &exposed, &mut problems);
+    }
+
+    let dashboard: Value = serde_json::from_str(
+        &fs::read_to_string(repo_root().join("packaging/grafana/clawgate.json")).expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard["panels"], "", &mut exprs);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for (panel, expr) in &exprs {
+        check_expr(expr, &exposed, &mut problems);
+        // The instance selector applies everywhere.
+        for selector in selectors(expr) {
+            let filtered =
+                selector.matchers.iter().any(|(l, op, v)| l == "instance" && op == "=~" && v == "$instance");
+            if !filtered {
+                problems.push(format!("{panel:?}: {} is not filtered by $instance", selector.metric));
+            }
+        }
+    }
+    // What the dashboard must show.
+    for metric in [
+        "clawgate_budget_usd",
+        "clawgate_spend_usd",
+        "clawgate_spend_forecast_usd",
+        "clawgate_usage_cost_usd_total",
+        "clawgate_usage_tokens_total",
+        "clawgate_worker_state",
+        "clawgate_worker_restarts_total",
+        "clawgate_runtime_lag_p99_seconds",
+        "clawgate_rss_bytes",
+        "up",
+    ] {
+        if !exprs.iter().any(|(_, e)| selectors(e).iter().any(|s| s.metric == metric)) {
+            problems.push(format!("no panel shows {metric}"));
+        }
+    }
+
+    // Variables: a Prometheus data source, and the instance selector from a real metric's labels.
+    let variables = dashboard["templating"]["list"].as_array().expect("templating.list");
+    let variable =
+        |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name}"));
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    let instance = variable("instance");
+    assert_eq!(instance["multi"], true, "{instance}");
+    let query = instance["definition"].as_str().expect("definition");
+    assert_eq!(instance["query"]["query"], query, "{instance}");
+    let args =
+        query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values(...)");
+    let (metric, label) = args.rsplit_once(',').expect("label_values(metric, label)");
+    check_expr(metric, &exposed, &mut problems);
+    if label.trim() != "instance" {
+        problems.push(format!("$instance comes from label {label:?}"));
+    }
+    let mut datasources = Vec::new();
+    dashboard_datasources(&dashboard["panels"], &mut datasources);
+    if let Some(bad) = datasources.iter().find(|d| d["uid"] != "${datasource}") {
+        problems.push(format!("a panel or target does not use $datasource: {bad}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // promtool parses every dashboard query (with Grafana's variables filled in).
+    let Some(promtool) = promtool() else { return };
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, expr)) in exprs.iter().enumerate() {
+        let expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*");
+        rules.push_str(&format!("      - record: dashboard:{i}\n        expr: {}\n", Value::String(expr)));
+    }
+    fs::write(tmp.path().join("dashboard.rules.yml"), rules).expect("write");
+    let (ok, text) = run_promtool(&promtool, &["check", "rules", "dashboard.rules.yml"], tmp.path());
+    assert!(ok, "a dashboard query does not parse:\n{text}");
+}
+
+/// Every `datasource` object of the panels and their targets.
+fn dashboard_datasources<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "datasource" {
+                    out.push(v);
+                } else {
+                    dashboard_datasources(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_datasources(v, out)),
+        _ => {}
+    }
+}
