@@ -13,6 +13,8 @@ missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# readelf, objcopy, nm, addr2line: install.sh strips binaries; the packaging tests check it.
+command -v objcopy >/dev/null 2>&1 || missing+=(binutils)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
@@ -24,7 +26,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   echo "installing: promtool (from Debian's prometheus package)"
   deb_dir="$(mktemp -d)"
   chmod 0755 "$deb_dir" # apt fetches as the _apt user
-  (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; })
+  (cd "$deb_dir" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; })
   dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$deb_dir/promtool"
   install -m 0755 "$deb_dir/promtool" /usr/local/bin/promtool
   rm -rf "$deb_dir"

@@ -1,7 +1,9 @@
 //! Packaging: the systemd unit pairs (system and user) checked by systemd's own tools, their
 //! hardening scores held under recorded thresholds, `packaging/install.sh` run into temporary
-//! prefixes, the gateway's sd_notify protocol, and the external-mode pair run the way systemd
-//! runs it (worker standalone with `--listen`, killed and started again) without systemd itself.
+//! prefixes (stripping, debug files, dry runs), the gateway's sd_notify protocol, the external-mode
+//! pair run the way systemd runs it (worker standalone with `--listen`, killed and started again)
+//! without systemd itself, and the Prometheus rules (promtool) and Grafana dashboard checked
+//! against a real gateway's `/metrics`.
 
 use std::{
     collections::BTreeMap,
@@ -350,21 +352,70 @@ fn fake_bins(dir: &Path) -> PathBuf {
     bins
 }
 
-/// Runs install.sh with `HOME` = `home`, binaries from `from`; panics on failure.
+/// Runs install.sh with `HOME` = `home`, binaries from `from`; panics on failure, and when it
+/// leaves anything in its `TMPDIR` (a private one beside `home`). No user manager is reachable
+/// (`XDG_RUNTIME_DIR` points nowhere), so `systemctl --user` can never touch the real user's.
 fn install_sh(home: &Path, from: &Path, args: &[&str]) -> String {
+    let tmpdir = home.with_file_name("install-sh-tmp");
+    fs::create_dir_all(&tmpdir).expect("TMPDIR");
     let out = Command::new("bash")
         .arg(repo_root().join("packaging/install.sh"))
         .args(args)
         .arg("--from")
         .arg(from)
         .env("HOME", home)
+        .env("TMPDIR", &tmpdir)
+        .env("XDG_RUNTIME_DIR", home.with_file_name("no-runtime-dir"))
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env_remove("XDG_CONFIG_HOME")
         .stdin(Stdio::null())
         .output()
         .expect("run install.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "install.sh {args:?} failed:\n{text}");
+    assert!(tree(&tmpdir).is_empty(), "install.sh {args:?} left temp files: {:?}", tree(&tmpdir).keys());
     text
+}
+
+/// Names of the ELF sections of `path` (binutils' readelf).
+fn elf_sections(path: &Path) -> Vec<String> {
+    let out = Command::new("readelf").arg("-S").arg("-W").arg(path).output().expect("readelf (binutils)");
+    assert!(out.status.success(), "readelf -S {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once("] ").map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// Whether `path` carries DWARF line tables or debug info (`.debug_gdb_scripts`, which Rust adds
+/// and stripping keeps, is neither).
+fn has_debug_info(path: &Path) -> bool {
+    elf_sections(path)
+        .iter()
+        .any(|s| [".debug_info", ".debug_line", ".zdebug_info", ".zdebug_line"].contains(&s.as_str()))
+}
+
+/// `addr2line` for the gateway's `parse_duration` in `binary`: file:line when its debug info is
+/// found (in the binary or through its debuglink), `??` when not. The function is found in the
+/// symbol table, which stripping debug info keeps.
+fn addr2line_of_a_gateway_function(binary: &Path) -> String {
+    let out = Command::new("nm").arg(binary).output().expect("nm (binutils)");
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let address = symbols
+        .lines()
+        .find(|l| l.contains("cli_status") && l.contains("parse_duration"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no gateway::cli_status::parse_duration symbol in {}", binary.display()))
+        .to_owned();
+    let out = Command::new("addr2line")
+        .arg("-e")
+        .arg(binary)
+        .arg(format!("0x{address}"))
+        .output()
+        .expect("addr2line");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn mode_of(tree: &BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>, path: &str) -> u32 {
@@ -381,7 +432,7 @@ fn text_of(tree: &BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>, path: &str) -> Stri
 fn install_round_trip(root: &Path, home: &Path, from: &Path, args: &[&str], env_file: &str) {
     let before = tree(root);
     let first = install_sh(home, from, args);
-    assert!(first.contains("Next steps:"), "{first}");
+    assert!(first.contains("Next steps"), "{first}");
     let installed = tree(root);
     install_sh(home, from, args);
     assert_eq!(tree(root), installed, "a second install must change nothing");
@@ -432,14 +483,58 @@ fn install_sh_system_mode_into_a_destdir_installs_reinstalls_and_uninstalls_clea
         "/srv/openclaw",
     ];
 
+    // The real (debug) binaries, installed stripped with their debug info kept beside them.
+    let mut with_symbols = args.to_vec();
+    with_symbols.push("--debug-symbols");
+    let output = install_sh(&home, &bin_dir(), &with_symbols);
+    let bins = root.join("usr/local/bin");
+    for bin in ["clawgate", "clawgate-usage-worker"] {
+        let (built, installed) = (bin_dir().join(bin), bins.join(bin));
+        assert!(has_debug_info(&built), "{bin}: the test needs a build with debug info");
+        assert!(!has_debug_info(&installed), "{bin} was installed with its debug info");
+        assert!(elf_sections(&installed).contains(&".gnu_debuglink".to_owned()), "{bin}: no debuglink");
+        let debug_file = bins.join(format!(".debug/{bin}.debug"));
+        assert!(has_debug_info(&debug_file), "{}", debug_file.display());
+        assert_eq!(fs::metadata(&debug_file).expect("debug file").permissions().mode() & 0o777, 0o644);
+        let (built_size, installed_size) =
+            (fs::metadata(&built).expect("built").len(), fs::metadata(&installed).expect("installed").len());
+        assert!(installed_size * 2 < built_size, "{bin}: {installed_size} bytes installed of {built_size}");
+        // The messages name the staged path and both sizes.
+        let line = output
+            .lines()
+            .find(|l| l.starts_with(&format!("installed {root_arg}/usr/local/bin/{bin} (")))
+            .unwrap_or_else(|| panic!("no line for {bin}:\n{output}"));
+        assert!(line.contains("MiB → ") && line.contains(".debug"), "{line}");
+        let out = Command::new(&installed).arg("--help").output().expect("run the installed binary");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && help.contains("Usage"), "{bin} --help after stripping: {help}");
+    }
+    // The separate file is found through the link: line tables, not just names.
+    let clawgate = bins.join("clawgate");
+    let located = addr2line_of_a_gateway_function(&clawgate);
+    assert!(located.contains("gateway/src/cli_status.rs:"), "addr2line with the debug file: {located}");
+    fs::rename(bins.join(".debug"), root.join("debug-aside")).expect("move the debug files aside");
+    let located = addr2line_of_a_gateway_function(&clawgate);
+    assert!(located.starts_with("??"), "addr2line without the debug file: {located}");
+    fs::rename(root.join("debug-aside"), bins.join(".debug")).expect("move back");
+    install_sh(&home, &fake, &["--system", "--destdir", root_arg, "--uninstall", "--purge"]);
+    assert!(tree(&root).is_empty(), "left behind: {:?}", tree(&root).keys());
+
+    // Without --debug-symbols the debug info is dropped.
     install_sh(&home, &bin_dir(), &args);
     let t = tree(&root);
     for bin in ["clawgate", "clawgate-usage-worker"] {
         let path = format!("usr/local/bin/{bin}");
         assert_eq!(mode_of(&t, &path), 0o755, "{path}");
+        assert!(!has_debug_info(&root.join(&path)), "{path} has debug info");
+    }
+    assert!(!bins.join(".debug").exists(), "debug files without --debug-symbols");
+    for shipped in ["prometheus/clawgate.rules.yml", "grafana/clawgate.json"] {
+        let path = format!("usr/local/share/clawgate/{shipped}");
+        assert_eq!(mode_of(&t, &path), 0o644, "{path}");
         assert_eq!(
-            t[Path::new(&path)].1.as_deref(),
-            Some(fs::read(bin_dir().join(bin)).expect("built").as_slice())
+            text_of(&t, &path),
+            fs::read_to_string(repo_root().join("packaging").join(shipped)).expect("src")
         );
     }
     for unit in [GATEWAY, WORKER] {
@@ -530,6 +625,110 @@ fn install_sh_user_mode_into_a_fake_home_installs_verifies_and_uninstalls_cleanl
     assert!(tree(&home).is_empty() && tree(&prefix).is_empty(), "left behind");
 
     install_round_trip(&home, &home, &fake, &args, ".config/clawgate/clawgate.env");
+}
+
+/// The path each `installed`/`wrote`/`kept`/`removed` line (or its `would ...` form) names.
+fn announced_paths(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let rest = [
+                "installed ",
+                "wrote ",
+                "kept ",
+                "removed ",
+                "would install ",
+                "would write ",
+                "would keep ",
+                "would remove ",
+            ]
+            .iter()
+            .find_map(|verb| line.strip_prefix(verb))?;
+            rest.split_whitespace().next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn install_sh_dry_run_changes_nothing_and_every_message_names_what_it_touches() {
+    let _lock = exclusive();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(&home).expect("home");
+    fs::create_dir_all(&root).expect("root");
+    let root_arg = root.to_str().expect("utf-8");
+    let fake = fake_bins(tmp.path());
+    let system = ["--system", "--destdir", root_arg];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        system.iter().copied().chain(extra.iter().copied()).collect()
+    };
+
+    // Into an empty tree: every step announced with its staged path; nothing written, not even a
+    // temp file (install_sh checks TMPDIR).
+    let plan = install_sh(&home, &fake, &with(&["--dry-run"]));
+    assert!(tree(&root).is_empty() && tree(&home).is_empty(), "a dry run wrote {:?}", tree(&root).keys());
+    assert!(plan.starts_with("Dry run: nothing is changed."), "{plan}");
+    let planned = announced_paths(&plan);
+    for path in [
+        "usr/local/bin/clawgate",
+        "usr/local/bin/clawgate-usage-worker",
+        "etc/systemd/system/clawgate.service",
+        "etc/systemd/system/clawgate-usage-worker.service",
+        "etc/clawgate/clawgate.env",
+        "usr/local/share/clawgate/prometheus/clawgate.rules.yml",
+        "usr/local/share/clawgate/grafana/clawgate.json",
+        "usr/local/share/clawgate/install-manifest",
+    ] {
+        assert!(
+            planned.contains(&format!("{root_arg}/{path}")),
+            "the dry run does not mention {path}:\n{plan}"
+        );
+    }
+    assert!(
+        plan.contains("skipped   systemctl daemon-reload: --destdir stages files for another machine"),
+        "{plan}"
+    );
+
+    // The real run does what the plan said, and names the same staged paths.
+    let done = install_sh(&home, &fake, &system);
+    let installed = tree(&root);
+    let done_paths = announced_paths(&done);
+    assert!(done_paths.len() >= 7, "{done}");
+    for path in &done_paths {
+        assert!(path.starts_with(root_arg), "a --destdir message names {path}, not the staged path:\n{done}");
+        assert!(root.join(path.strip_prefix(root_arg).unwrap().trim_start_matches('/')).exists(), "{path}");
+    }
+    assert!(done.contains("skipped   systemctl daemon-reload: --destdir"), "{done}");
+
+    // Over the installed tree: a preview of the upgrade that keeps the env file and changes nothing.
+    let upgrade = install_sh(&home, &fake, &with(&["--dry-run"]));
+    assert_eq!(tree(&root), installed, "a dry-run upgrade changed the tree");
+    assert!(upgrade.contains(&format!("would keep {root_arg}/etc/clawgate/clawgate.env ")), "{upgrade}");
+    // And of the uninstall.
+    let removal = install_sh(&home, &fake, &with(&["--uninstall", "--purge", "--dry-run"]));
+    assert_eq!(tree(&root), installed, "a dry-run uninstall changed the tree");
+    let to_remove = announced_paths(&removal);
+    assert!(to_remove.contains(&format!("{root_arg}/usr/local/bin/clawgate")), "{removal}");
+    install_sh(&home, &fake, &with(&["--uninstall", "--purge"]));
+    assert!(tree(&root).is_empty(), "left behind: {:?}", tree(&root).keys());
+    for path in to_remove {
+        assert!(!Path::new(&path).exists(), "{path} was announced as removed but is still there");
+    }
+
+    // Without --destdir and --no-systemctl, with no user manager to talk to: daemon-reload is
+    // skipped, and the output says why.
+    let user = install_sh(&home, &fake, &["--user"]);
+    let skipped = user
+        .lines()
+        .find(|l| l.starts_with("skipped   systemctl --user daemon-reload: "))
+        .unwrap_or_else(|| panic!("daemon-reload skipped silently:\n{user}"));
+    assert!(skipped.contains("user manager") || skipped.contains("systemctl not found"), "{skipped}");
+    let user_paths = announced_paths(&user);
+    assert!(user_paths.contains(&home.join(".local/bin/clawgate").display().to_string()), "{user}");
+    let gone = install_sh(&home, &fake, &["--user", "--no-systemctl", "--uninstall", "--purge"]);
+    assert!(gone.contains("skipped   systemctl --user daemon-reload: --no-systemctl"), "{gone}");
+    assert!(tree(&home).is_empty(), "left behind: {:?}", tree(&home).keys());
 }
 
 /// Reads datagrams from `socket` until one contains `want` or `deadline` passes.
