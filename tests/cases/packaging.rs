@@ -1,7 +1,9 @@
 //! Packaging: the systemd unit pairs (system and user) checked by systemd's own tools, their
 //! hardening scores held under recorded thresholds, `packaging/install.sh` run into temporary
-//! prefixes, the gateway's sd_notify protocol, and the external-mode pair run the way systemd
-//! runs it (worker standalone with `--listen`, killed and started again) without systemd itself.
+//! prefixes (stripping, debug files, dry runs), the gateway's sd_notify protocol, the external-mode
+//! pair run the way systemd runs it (worker standalone with `--listen`, killed and started again)
+//! without systemd itself, and the Prometheus rules (promtool) and Grafana dashboard checked
+//! against a real gateway's `/metrics`.
 
 use std::{
     collections::BTreeMap,
@@ -350,21 +352,70 @@ fn fake_bins(dir: &Path) -> PathBuf {
     bins
 }
 
-/// Runs install.sh with `HOME` = `home`, binaries from `from`; panics on failure.
+/// Runs install.sh with `HOME` = `home`, binaries from `from`; panics on failure, and when it
+/// leaves anything in its `TMPDIR` (a private one beside `home`). No user manager is reachable
+/// (`XDG_RUNTIME_DIR` points nowhere), so `systemctl --user` can never touch the real user's.
 fn install_sh(home: &Path, from: &Path, args: &[&str]) -> String {
+    let tmpdir = home.with_file_name("install-sh-tmp");
+    fs::create_dir_all(&tmpdir).expect("TMPDIR");
     let out = Command::new("bash")
         .arg(repo_root().join("packaging/install.sh"))
         .args(args)
         .arg("--from")
         .arg(from)
         .env("HOME", home)
+        .env("TMPDIR", &tmpdir)
+        .env("XDG_RUNTIME_DIR", home.with_file_name("no-runtime-dir"))
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env_remove("XDG_CONFIG_HOME")
         .stdin(Stdio::null())
         .output()
         .expect("run install.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "install.sh {args:?} failed:\n{text}");
+    assert!(tree(&tmpdir).is_empty(), "install.sh {args:?} left temp files: {:?}", tree(&tmpdir).keys());
     text
+}
+
+/// Names of the ELF sections of `path` (binutils' readelf).
+fn elf_sections(path: &Path) -> Vec<String> {
+    let out = Command::new("readelf").arg("-S").arg("-W").arg(path).output().expect("readelf (binutils)");
+    assert!(out.status.success(), "readelf -S {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once("] ").map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// Whether `path` carries DWARF line tables or debug info (`.debug_gdb_scripts`, which Rust adds
+/// and stripping keeps, is neither).
+fn has_debug_info(path: &Path) -> bool {
+    elf_sections(path)
+        .iter()
+        .any(|s| [".debug_info", ".debug_line", ".zdebug_info", ".zdebug_line"].contains(&s.as_str()))
+}
+
+/// `addr2line` for the gateway's `parse_duration` in `binary`: file:line when its debug info is
+/// found (in the binary or through its debuglink), `??` when not. The function is found in the
+/// symbol table, which stripping debug info keeps.
+fn addr2line_of_a_gateway_function(binary: &Path) -> String {
+    let out = Command::new("nm").arg(binary).output().expect("nm (binutils)");
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let address = symbols
+        .lines()
+        .find(|l| l.contains("cli_status") && l.contains("parse_duration"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no gateway::cli_status::parse_duration symbol in {}", binary.display()))
+        .to_owned();
+    let out = Command::new("addr2line")
+        .arg("-e")
+        .arg(binary)
+        .arg(format!("0x{address}"))
+        .output()
+        .expect("addr2line");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn mode_of(tree: &BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>, path: &str) -> u32 {
@@ -381,7 +432,7 @@ fn text_of(tree: &BTreeMap<PathBuf, (u32, Option<Vec<u8>>)>, path: &str) -> Stri
 fn install_round_trip(root: &Path, home: &Path, from: &Path, args: &[&str], env_file: &str) {
     let before = tree(root);
     let first = install_sh(home, from, args);
-    assert!(first.contains("Next steps:"), "{first}");
+    assert!(first.contains("Next steps"), "{first}");
     let installed = tree(root);
     install_sh(home, from, args);
     assert_eq!(tree(root), installed, "a second install must change nothing");
@@ -432,14 +483,58 @@ fn install_sh_system_mode_into_a_destdir_installs_reinstalls_and_uninstalls_clea
         "/srv/openclaw",
     ];
 
+    // The real (debug) binaries, installed stripped with their debug info kept beside them.
+    let mut with_symbols = args.to_vec();
+    with_symbols.push("--debug-symbols");
+    let output = install_sh(&home, &bin_dir(), &with_symbols);
+    let bins = root.join("usr/local/bin");
+    for bin in ["clawgate", "clawgate-usage-worker"] {
+        let (built, installed) = (bin_dir().join(bin), bins.join(bin));
+        assert!(has_debug_info(&built), "{bin}: the test needs a build with debug info");
+        assert!(!has_debug_info(&installed), "{bin} was installed with its debug info");
+        assert!(elf_sections(&installed).contains(&".gnu_debuglink".to_owned()), "{bin}: no debuglink");
+        let debug_file = bins.join(format!(".debug/{bin}.debug"));
+        assert!(has_debug_info(&debug_file), "{}", debug_file.display());
+        assert_eq!(fs::metadata(&debug_file).expect("debug file").permissions().mode() & 0o777, 0o644);
+        let (built_size, installed_size) =
+            (fs::metadata(&built).expect("built").len(), fs::metadata(&installed).expect("installed").len());
+        assert!(installed_size * 2 < built_size, "{bin}: {installed_size} bytes installed of {built_size}");
+        // The messages name the staged path and both sizes.
+        let line = output
+            .lines()
+            .find(|l| l.starts_with(&format!("installed {root_arg}/usr/local/bin/{bin} (")))
+            .unwrap_or_else(|| panic!("no line for {bin}:\n{output}"));
+        assert!(line.contains("MiB → ") && line.contains(".debug"), "{line}");
+        let out = Command::new(&installed).arg("--help").output().expect("run the installed binary");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && help.contains("Usage"), "{bin} --help after stripping: {help}");
+    }
+    // The separate file is found through the link: line tables, not just names.
+    let clawgate = bins.join("clawgate");
+    let located = addr2line_of_a_gateway_function(&clawgate);
+    assert!(located.contains("gateway/src/cli_status.rs:"), "addr2line with the debug file: {located}");
+    fs::rename(bins.join(".debug"), root.join("debug-aside")).expect("move the debug files aside");
+    let located = addr2line_of_a_gateway_function(&clawgate);
+    assert!(located.starts_with("??"), "addr2line without the debug file: {located}");
+    fs::rename(root.join("debug-aside"), bins.join(".debug")).expect("move back");
+    install_sh(&home, &fake, &["--system", "--destdir", root_arg, "--uninstall", "--purge"]);
+    assert!(tree(&root).is_empty(), "left behind: {:?}", tree(&root).keys());
+
+    // Without --debug-symbols the debug info is dropped.
     install_sh(&home, &bin_dir(), &args);
     let t = tree(&root);
     for bin in ["clawgate", "clawgate-usage-worker"] {
         let path = format!("usr/local/bin/{bin}");
         assert_eq!(mode_of(&t, &path), 0o755, "{path}");
+        assert!(!has_debug_info(&root.join(&path)), "{path} has debug info");
+    }
+    assert!(!bins.join(".debug").exists(), "debug files without --debug-symbols");
+    for shipped in ["prometheus/clawgate.rules.yml", "grafana/clawgate.json"] {
+        let path = format!("usr/local/share/clawgate/{shipped}");
+        assert_eq!(mode_of(&t, &path), 0o644, "{path}");
         assert_eq!(
-            t[Path::new(&path)].1.as_deref(),
-            Some(fs::read(bin_dir().join(bin)).expect("built").as_slice())
+            text_of(&t, &path),
+            fs::read_to_string(repo_root().join("packaging").join(shipped)).expect("src")
         );
     }
     for unit in [GATEWAY, WORKER] {
@@ -530,6 +625,110 @@ fn install_sh_user_mode_into_a_fake_home_installs_verifies_and_uninstalls_cleanl
     assert!(tree(&home).is_empty() && tree(&prefix).is_empty(), "left behind");
 
     install_round_trip(&home, &home, &fake, &args, ".config/clawgate/clawgate.env");
+}
+
+/// The path each `installed`/`wrote`/`kept`/`removed` line (or its `would ...` form) names.
+fn announced_paths(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let rest = [
+                "installed ",
+                "wrote ",
+                "kept ",
+                "removed ",
+                "would install ",
+                "would write ",
+                "would keep ",
+                "would remove ",
+            ]
+            .iter()
+            .find_map(|verb| line.strip_prefix(verb))?;
+            rest.split_whitespace().next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn install_sh_dry_run_changes_nothing_and_every_message_names_what_it_touches() {
+    let _lock = exclusive();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(&home).expect("home");
+    fs::create_dir_all(&root).expect("root");
+    let root_arg = root.to_str().expect("utf-8");
+    let fake = fake_bins(tmp.path());
+    let system = ["--system", "--destdir", root_arg];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        system.iter().copied().chain(extra.iter().copied()).collect()
+    };
+
+    // Into an empty tree: every step announced with its staged path; nothing written, not even a
+    // temp file (install_sh checks TMPDIR).
+    let plan = install_sh(&home, &fake, &with(&["--dry-run"]));
+    assert!(tree(&root).is_empty() && tree(&home).is_empty(), "a dry run wrote {:?}", tree(&root).keys());
+    assert!(plan.starts_with("Dry run: nothing is changed."), "{plan}");
+    let planned = announced_paths(&plan);
+    for path in [
+        "usr/local/bin/clawgate",
+        "usr/local/bin/clawgate-usage-worker",
+        "etc/systemd/system/clawgate.service",
+        "etc/systemd/system/clawgate-usage-worker.service",
+        "etc/clawgate/clawgate.env",
+        "usr/local/share/clawgate/prometheus/clawgate.rules.yml",
+        "usr/local/share/clawgate/grafana/clawgate.json",
+        "usr/local/share/clawgate/install-manifest",
+    ] {
+        assert!(
+            planned.contains(&format!("{root_arg}/{path}")),
+            "the dry run does not mention {path}:\n{plan}"
+        );
+    }
+    assert!(
+        plan.contains("skipped   systemctl daemon-reload: --destdir stages files for another machine"),
+        "{plan}"
+    );
+
+    // The real run does what the plan said, and names the same staged paths.
+    let done = install_sh(&home, &fake, &system);
+    let installed = tree(&root);
+    let done_paths = announced_paths(&done);
+    assert!(done_paths.len() >= 7, "{done}");
+    for path in &done_paths {
+        assert!(path.starts_with(root_arg), "a --destdir message names {path}, not the staged path:\n{done}");
+        assert!(root.join(path.strip_prefix(root_arg).unwrap().trim_start_matches('/')).exists(), "{path}");
+    }
+    assert!(done.contains("skipped   systemctl daemon-reload: --destdir"), "{done}");
+
+    // Over the installed tree: a preview of the upgrade that keeps the env file and changes nothing.
+    let upgrade = install_sh(&home, &fake, &with(&["--dry-run"]));
+    assert_eq!(tree(&root), installed, "a dry-run upgrade changed the tree");
+    assert!(upgrade.contains(&format!("would keep {root_arg}/etc/clawgate/clawgate.env ")), "{upgrade}");
+    // And of the uninstall.
+    let removal = install_sh(&home, &fake, &with(&["--uninstall", "--purge", "--dry-run"]));
+    assert_eq!(tree(&root), installed, "a dry-run uninstall changed the tree");
+    let to_remove = announced_paths(&removal);
+    assert!(to_remove.contains(&format!("{root_arg}/usr/local/bin/clawgate")), "{removal}");
+    install_sh(&home, &fake, &with(&["--uninstall", "--purge"]));
+    assert!(tree(&root).is_empty(), "left behind: {:?}", tree(&root).keys());
+    for path in to_remove {
+        assert!(!Path::new(&path).exists(), "{path} was announced as removed but is still there");
+    }
+
+    // Without --destdir and --no-systemctl, with no user manager to talk to: daemon-reload is
+    // skipped, and the output says why.
+    let user = install_sh(&home, &fake, &["--user"]);
+    let skipped = user
+        .lines()
+        .find(|l| l.starts_with("skipped   systemctl --user daemon-reload: "))
+        .unwrap_or_else(|| panic!("daemon-reload skipped silently:\n{user}"));
+    assert!(skipped.contains("user manager") || skipped.contains("systemctl not found"), "{skipped}");
+    let user_paths = announced_paths(&user);
+    assert!(user_paths.contains(&home.join(".local/bin/clawgate").display().to_string()), "{user}");
+    let gone = install_sh(&home, &fake, &["--user", "--no-systemctl", "--uninstall", "--purge"]);
+    assert!(gone.contains("skipped   systemctl --user daemon-reload: --no-systemctl"), "{gone}");
+    assert!(tree(&home).is_empty(), "left behind: {:?}", tree(&home).keys());
 }
 
 /// Reads datagrams from `socket` until one contains `want` or `deadline` passes.
@@ -804,4 +1003,560 @@ fn every_flag_of_serve_status_and_the_worker_is_in_the_configuration_doc() {
     assert!(flags.len() > 10, "{flags:?}");
     let missing: Vec<_> = flags.iter().filter(|f| !doc.contains(&format!("`{f}"))).collect();
     assert!(missing.is_empty(), "docs/ops/configuration.md does not document {missing:?}");
+}
+
+// ---- Prometheus rules and the Grafana dashboard -------------------------------------------------
+
+/// The budget metrics a later gateway change adds, as docs/ops/alerts.md states the contract:
+/// (metric, label, the values it may take; empty: any).
+const CONTRACT: [(&str, &str, &[&str]); 7] = [
+    ("clawgate_budget_usd", "period", &["day", "month"]),
+    ("clawgate_budget_usd", "agent", &[]),
+    ("clawgate_spend_usd", "period", &["day", "month"]),
+    ("clawgate_spend_usd", "agent", &[]),
+    ("clawgate_spend_forecast_usd", "period", &["month"]),
+    ("clawgate_spend_forecast_usd", "agent", &[]),
+    (
+        "clawgate_worker_state",
+        "state",
+        &["ready", "busy", "backoff", "spawning", "handshaking", "failed", "stopped"],
+    ),
+];
+
+/// Labels Prometheus attaches to every scraped series, whatever the values.
+const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `promtool` from PATH. Missing, the caller's test is skipped with a message, except in CI
+/// (`CI` set), where scripts/install-test-deps.sh installs it and a skip would hide a broken step.
+fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("promtool"))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing in CI: scripts/install-test-deps.sh installs it"
+        );
+        eprintln!("SKIPPED: promtool is not installed (scripts/install-test-deps.sh installs it)");
+    }
+    found
+}
+
+/// Runs promtool; returns (success, stdout + stderr).
+fn run_promtool(promtool: &Path, args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(promtool)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn prometheus_dir() -> PathBuf {
+    repo_root().join("packaging/prometheus")
+}
+
+/// The unit-test files for the rules, as paths relative to `prometheus_dir()`.
+fn rule_test_files() -> Vec<String> {
+    let mut files: Vec<String> = fs::read_dir(prometheus_dir().join("tests"))
+        .expect("packaging/prometheus/tests")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".yml"))
+        .map(|name| format!("tests/{name}"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no rule tests in packaging/prometheus/tests");
+    files
+}
+
+/// `expr:` values of a rules file, single-line or `|` / `>-` blocks.
+fn rule_exprs(rules: &str) -> Vec<String> {
+    let lines: Vec<&str> = rules.lines().collect();
+    let mut exprs = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim_start().strip_prefix("expr:") else { continue };
+        let value = value.trim();
+        if !matches!(value, "|" | "|-" | ">" | ">-") {
+            exprs.push(value.to_owned());
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let block: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+            .map(|l| l.trim())
+            .collect();
+        exprs.push(block.join(" "));
+    }
+    exprs
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_check_and_their_own_unit_tests() {
+    let Some(promtool) = promtool() else { return };
+    let dir = prometheus_dir();
+    let (ok, text) = run_promtool(&promtool, &["check", "rules", "clawgate.rules.yml"], &dir);
+    assert!(ok, "promtool check rules:\n{text}");
+    let tests = rule_test_files();
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let (ok, text) = run_promtool(&promtool, &args, &dir);
+    assert!(ok, "promtool test rules:\n{text}");
+
+    // Every alert has a fixture where it fires and one where it stays quiet.
+    let rules = fs::read_to_string(dir.join("clawgate.rules.yml")).expect("rules");
+    let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    assert!(alerts.len() >= 6, "{alerts:?}");
+    let fixtures: String =
+        tests.iter().map(|t| fs::read_to_string(dir.join(t)).expect("rule test")).collect();
+    let fixture_lines: Vec<&str> = fixtures.lines().map(str::trim).collect();
+    for alert in &alerts {
+        let cases: Vec<&str> = fixture_lines
+            .windows(2)
+            .filter(|w| w[0] == format!("alertname: {alert}"))
+            .map(|w| w[1])
+            .collect();
+        assert!(cases.contains(&"exp_alerts: []"), "{alert}: no fixture where it stays quiet");
+        assert!(cases.contains(&"exp_alerts:"), "{alert}: no fixture where it fires");
+    }
+
+    // The fixtures have teeth: each of these changes to the rules must fail them.
+    let mutations = [
+        (
+            "up{job=\"clawgate\"} == 0\n        for: 2m",
+            "up{job=\"clawgate\"} == 0\n        for: 0m",
+            "ClawgateDown without its delay",
+        ),
+        ("[15m])) >= 3", "[15m])) >= 4", "a restart threshold one higher"),
+        (
+            "unless clawgate_spend_usd{period=\"month\"} > clawgate_budget_usd{period=\"month\"}",
+            "",
+            "the forecast alert not giving way to the exceeded one",
+        ),
+        (
+            "clawgate_spend_usd{period=\"day\"} > clawgate_budget_usd{period=\"day\"}",
+            "clawgate_spend_usd{period=\"day\"} >= clawgate_budget_usd{period=\"day\"}",
+            "a budget met counted as exceeded",
+        ),
+        ("[5m]) == 1", "[1m]) == 1", "a failed worker forgotten within a minute"),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(tmp.path().join("tests")).expect("tests dir");
+    for test in &tests {
+        fs::copy(dir.join(test), tmp.path().join(test)).expect("copy rule test");
+    }
+    for (from, to, what) in mutations {
+        assert_eq!(
+            rules.matches(from).count(),
+            1,
+            "mutation {what:?}: {from:?} must occur once in the rules"
+        );
+        fs::write(tmp.path().join("clawgate.rules.yml"), rules.replace(from, to)).expect("write mutant");
+        let (ok, text) = run_promtool(&promtool, &args, tmp.path());
+        assert!(!ok, "the rule tests pass with {what}: they do not test it\n{text}");
+    }
+}
+
+/// A vector selector in a PromQL expression: metric name and matchers (label, operator, value).
+#[derive(Debug)]
+struct Selector {
+    metric: String,
+    matchers: Vec<(String, String, String)>,
+}
+
+/// Words that are PromQL syntax, not metric names, when not followed by `(`.
+const PROMQL_WORDS: [&str; 24] = [
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "group_left",
+    "group_right",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+];
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// Index just past the string literal that starts at `at`.
+fn skip_string(s: &[u8], at: usize) -> usize {
+    let quote = s[at];
+    let mut i = at + 1;
+    while i < s.len() && s[i] != quote {
+        i += if s[i] == b'\\' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+/// Index just past the bracket that closes the one at `at`.
+fn skip_group(s: &[u8], at: usize) -> usize {
+    let (open, close) = (s[at], if s[at] == b'(' { b')' } else { b']' });
+    let mut depth = 0;
+    let mut i = at;
+    while i < s.len() {
+        match s[i] {
+            b'"' | b'\'' | b'`' => {
+                i = skip_string(s, i);
+                continue;
+            }
+            b if b == open => depth += 1,
+            b if b == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    s.len()
+}
+
+/// The matchers of the `{...}` at `at` and the index just past it.
+fn matchers(expr: &str, at: usize) -> (Vec<(String, String, String)>, usize) {
+    let s = expr.as_bytes();
+    let mut out = Vec::new();
+    let mut i = at + 1;
+    loop {
+        while i < s.len() && (s[i].is_ascii_whitespace() || s[i] == b',') {
+            i += 1;
+        }
+        if i >= s.len() || s[i] == b'}' {
+            return (out, i + 1);
+        }
+        let start = i;
+        while i < s.len() && is_ident(s[i]) {
+            i += 1;
+        }
+        let label = expr[start..i].to_owned();
+        while i < s.len() && s[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let op_start = i;
+        while i < s.len() && matches!(s[i], b'=' | b'!' | b'~') {
+            i += 1;
+        }
+        let op = expr[op_start..i].to_owned();
+        while i < s.len() && s[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        assert!(i < s.len() && matches!(s[i], b'"' | b'\'' | b'`'), "bad matcher for {label:?} in {expr}");
+        let end = skip_string(s, i);
+        out.push((label, op, expr[i + 1..end - 1].to_owned()));
+        i = end;
+    }
+}
+
+/// Every vector selector in `expr`: enough PromQL to check names, not to evaluate it (strings,
+/// ranges, numbers, durations, Grafana variables and grouping label lists are skipped).
+fn selectors(expr: &str) -> Vec<Selector> {
+    let s = expr.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' | b'\'' | b'`' => i = skip_string(s, i),
+            b'[' => i = skip_group(s, i),
+            b'{' => {
+                let (matchers, end) = matchers(expr, i);
+                out.push(Selector { metric: String::new(), matchers });
+                i = end;
+            }
+            b'$' => {
+                i += 1;
+                while i < s.len() && (is_ident(s[i]) || s[i] == b'{' || s[i] == b'}') {
+                    i += 1;
+                }
+            }
+            b if b.is_ascii_digit() || b == b'.' => {
+                while i < s.len() && (is_ident(s[i]) || s[i] == b'.') {
+                    i += 1;
+                }
+            }
+            b if is_ident(b) => {
+                let start = i;
+                while i < s.len() && is_ident(s[i]) {
+                    i += 1;
+                }
+                let word = &expr[start..i];
+                let mut next = i;
+                while next < s.len() && s[next].is_ascii_whitespace() {
+                    next += 1;
+                }
+                let followed_by = s.get(next).copied();
+                if ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&word) {
+                    if followed_by == Some(b'(') {
+                        i = skip_group(s, next);
+                    }
+                } else if followed_by == Some(b'(') || PROMQL_WORDS.contains(&word) {
+                    // A function or an operator.
+                } else if followed_by == Some(b'{') {
+                    let (matchers, end) = matchers(expr, next);
+                    out.push(Selector { metric: word.to_owned(), matchers });
+                    i = end;
+                } else {
+                    out.push(Selector { metric: word.to_owned(), matchers: Vec::new() });
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn promql_scanner_finds_metrics_and_matchers_and_skips_the_rest() {
+    let found = selectors(
+        r#"sum by (agent, type) (rate(m_total{instance=~"$instance",by="agent"}[$__rate_interval])) * 3600
+           > on (instance) group_left other:rule offset 1h unless absent(up{job='x'}) and 1e3 < bool inf"#,
+    );
+    let names: Vec<_> = found.iter().map(|s| s.metric.as_str()).collect();
+    assert_eq!(names, ["m_total", "other:rule", "up"]);
+    assert_eq!(
+        found[0].matchers,
+        [
+            ("instance".to_owned(), "=~".to_owned(), "$instance".to_owned()),
+            ("by".to_owned(), "=".to_owned(), "agent".to_owned())
+        ]
+    );
+    assert_eq!(found[2].matchers, [("job".to_owned(), "=".to_owned(), "x".to_owned())]);
+}
+
+/// metric → label → values seen (an empty set: any value).
+type Exposed = BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<String>>>;
+
+/// What a gateway's `/metrics` text exposes: every family (with histogram series), and the
+/// labels and values of every sample.
+fn exposed_metrics(text: &str) -> Exposed {
+    let mut exposed = Exposed::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (name, kind) = (words.next().expect("name"), words.next().expect("kind"));
+            exposed.entry(name.to_owned()).or_default();
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exposed.entry(format!("{name}{suffix}")).or_default();
+                }
+            }
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let name_end = line.find(['{', ' ']).expect("sample line");
+            let labels = exposed.entry(line[..name_end].to_owned()).or_default();
+            if line[name_end..].starts_with('{') {
+                for (label, _, value) in matchers(line, name_end).0 {
+                    labels.entry(label).or_default().insert(value);
+                }
+            }
+        }
+    }
+    exposed
+}
+
+/// Problems with the selectors of `expr` against what is exposed: unknown metrics, labels a
+/// metric does not have, and `label="value"` matchers on values it never takes.
+fn check_expr(expr: &str, exposed: &Exposed, problems: &mut Vec<String>) {
+    for selector in selectors(expr) {
+        let Some(labels) = exposed.get(&selector.metric) else {
+            problems.push(format!("unknown metric {:?} in {expr}", selector.metric));
+            continue;
+        };
+        for (label, op, value) in &selector.matchers {
+            if TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            match labels.get(label) {
+                None => problems.push(format!("{} has no label {label:?} (in {expr})", selector.metric)),
+                Some(values) if op == "=" && !values.is_empty() && !values.contains(value) => problems.push(
+                    format!("{}{{{label}}} is never {value:?}, only {values:?} (in {expr})", selector.metric),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Every `expr` string anywhere in a dashboard, with the title of the panel it belongs to.
+fn dashboard_exprs(value: &Value, panel: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            let title = map.get("title").and_then(Value::as_str).unwrap_or(panel);
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", Value::String(expr)) => out.push((title.to_owned(), expr.clone())),
+                    _ => dashboard_exprs(v, title, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_exprs(v, panel, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_dashboard_and_alert_rules_use_only_metrics_a_real_gateway_exposes() {
+    let _lock = exclusive();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let store_arg = store.to_str().expect("utf-8");
+    let (code, stdout, stderr) = run_clawgate(&[
+        "demo",
+        "--out",
+        store_arg,
+        "--agents",
+        "2",
+        "--sessions",
+        "3",
+        "--messages",
+        "4",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, 0, "clawgate demo: {stdout}{stderr}");
+    let gateway = Gateway::start(tmp.path(), &store, &[], &[]);
+    let agent = http_agent(Duration::from_secs(10));
+    let scrape = || {
+        let mut res = agent.get(gateway.url("/metrics")).call().expect("GET /metrics");
+        assert_eq!(res.status().as_u16(), 200);
+        res.body_mut().read_to_string().expect("metrics body")
+    };
+    // A worker restart, so the restart counter has a sample and its labels can be checked too.
+    let worker = gateway.ready_worker_pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL worker");
+    let text = wait_until(Duration::from_secs(30), || {
+        let text = scrape();
+        (text.contains("clawgate_worker_restarts_total{")
+            && text.contains("clawgate_usage_cost_usd_total{by=\"model\"")
+            && text.contains("clawgate_usage_tokens_total{by=\"agent\""))
+        .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no restart or usage counters in /metrics:\n{}", scrape()));
+
+    let mut exposed = exposed_metrics(&text);
+    assert!(exposed.len() > 20, "{exposed:?}");
+    for (metric, label, values) in CONTRACT {
+        let set = exposed.entry(metric.to_owned()).or_default().entry(label.to_owned()).or_default();
+        set.extend(values.iter().map(|v| (*v).to_owned()));
+    }
+    exposed.entry("up".to_owned()).or_default();
+
+    let mut problems = Vec::new();
+    let rules = fs::read_to_string(prometheus_dir().join("clawgate.rules.yml")).expect("rules");
+    let rule_exprs = rule_exprs(&rules);
+    assert!(rule_exprs.len() >= 6, "{rule_exprs:?}");
+    for expr in &rule_exprs {
+        check_expr(expr, &exposed, &mut problems);
+    }
+
+    let dashboard: Value = serde_json::from_str(
+        &fs::read_to_string(repo_root().join("packaging/grafana/clawgate.json")).expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard["panels"], "", &mut exprs);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for (panel, expr) in &exprs {
+        check_expr(expr, &exposed, &mut problems);
+        // The instance selector applies everywhere.
+        for selector in selectors(expr) {
+            let filtered =
+                selector.matchers.iter().any(|(l, op, v)| l == "instance" && op == "=~" && v == "$instance");
+            if !filtered {
+                problems.push(format!("{panel:?}: {} is not filtered by $instance", selector.metric));
+            }
+        }
+    }
+    // What the dashboard must show.
+    for metric in [
+        "clawgate_budget_usd",
+        "clawgate_spend_usd",
+        "clawgate_spend_forecast_usd",
+        "clawgate_usage_cost_usd_total",
+        "clawgate_usage_tokens_total",
+        "clawgate_worker_state",
+        "clawgate_worker_restarts_total",
+        "clawgate_runtime_lag_p99_seconds",
+        "clawgate_rss_bytes",
+        "up",
+    ] {
+        if !exprs.iter().any(|(_, e)| selectors(e).iter().any(|s| s.metric == metric)) {
+            problems.push(format!("no panel shows {metric}"));
+        }
+    }
+
+    // Variables: a Prometheus data source, and the instance selector from a real metric's labels.
+    let variables = dashboard["templating"]["list"].as_array().expect("templating.list");
+    let variable =
+        |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name}"));
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    let instance = variable("instance");
+    assert_eq!(instance["multi"], true, "{instance}");
+    let query = instance["definition"].as_str().expect("definition");
+    assert_eq!(instance["query"]["query"], query, "{instance}");
+    let args =
+        query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values(...)");
+    let (metric, label) = args.rsplit_once(',').expect("label_values(metric, label)");
+    check_expr(metric, &exposed, &mut problems);
+    if label.trim() != "instance" {
+        problems.push(format!("$instance comes from label {label:?}"));
+    }
+    let mut datasources = Vec::new();
+    dashboard_datasources(&dashboard["panels"], &mut datasources);
+    if let Some(bad) = datasources.iter().find(|d| d["uid"] != "${datasource}") {
+        problems.push(format!("a panel or target does not use $datasource: {bad}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // promtool parses every dashboard query (with Grafana's variables filled in).
+    let Some(promtool) = promtool() else { return };
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, expr)) in exprs.iter().enumerate() {
+        let expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*");
+        rules.push_str(&format!("      - record: dashboard:{i}\n        expr: {}\n", Value::String(expr)));
+    }
+    fs::write(tmp.path().join("dashboard.rules.yml"), rules).expect("write");
+    let (ok, text) = run_promtool(&promtool, &["check", "rules", "dashboard.rules.yml"], tmp.path());
+    assert!(ok, "a dashboard query does not parse:\n{text}");
+}
+
+/// Every `datasource` object of the panels and their targets.
+fn dashboard_datasources<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "datasource" {
+                    out.push(v);
+                } else {
+                    dashboard_datasources(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_datasources(v, out)),
+        _ => {}
+    }
 }
