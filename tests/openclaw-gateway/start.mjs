@@ -1,8 +1,9 @@
 // Starts the real OpenClaw 2026.9.6 gateway (from this folder's node_modules) on a state dir, a
-// loopback port and a token, offline and quiet, and waits until its /healthz answers.
+// loopback port and a token, offline and quiet, and waits until its /healthz answers and /readyz
+// says ready (WS connects are refused with UNAVAILABLE "gateway starting" until then).
 //
 //   node start.mjs (--store SRC | --state-dir DIR) --port P --token T [--work DIR] [--tz UTC]
-//                  [--deadline SECONDS] [--config-extra JSON]
+//                  [--deadline SECONDS] [--agents auto|none|a,b] [--config-extra JSON]
 //
 // --store SRC      copies the store SRC into WORK/state first: OpenClaw 2026.9.6 migrates a legacy
 //                  store in place at start-up (imports sessions.json + JSONL into per-agent SQLite and
@@ -10,14 +11,14 @@
 // --state-dir DIR  uses DIR in place (the caller owns it).
 // --work DIR       where the config, home, logs and the copied store go (default: a new temp dir).
 //
-// Prints one JSON line once /healthz answers:
+// Prints one JSON line once /healthz answers and /readyz says ready (times in ms since the spawn):
 //   {"ready":true,"pid":…,"url":"http://127.0.0.1:P","wsUrl":"ws://127.0.0.1:P","stateDir":…,
-//    "work":…,"startMs":…}
+//    "work":…,"configPath":…,"healthzMs":…,"readyMs":…}
 // then stays in the foreground until the gateway exits or this process gets SIGTERM/SIGINT, which
 // it passes on (SIGKILL after 10 s). On failure it prints {"ready":false,"error":…,"logTail":…} and
 // exits 1. The gateway runs in this process's process group, so a caller may kill the group.
 import { spawn } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -57,6 +58,18 @@ mkdirSync(home, { recursive: true });
 const logFile = join(work, "openclaw.log");
 const consoleLog = join(work, "gateway.console.log");
 
+// OpenClaw answers only for configured agents: `agentScope:"all"` covers them alone, and another
+// agent's sessions are listed with null usage. A real install configures its agents, so by default
+// every `agents/<id>` dir of the store becomes an `agents.entries` key (--agents none: only the
+// implicit `main`; --agents a,b: those).
+const agentIds =
+  args.agents === "none"
+    ? []
+    : args.agents && args.agents !== "auto"
+      ? args.agents.split(",").filter(Boolean)
+      : existsSync(join(stateDir, "agents"))
+        ? readdirSync(join(stateDir, "agents"), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort()
+        : [];
 // Offline and quiet: no update check, no hosted model-catalog refresh, no mDNS, no channels.
 // The config lives outside the state dir so that the store is only what the fixture holds.
 const config = {
@@ -65,6 +78,7 @@ const config = {
   models: { catalogRefresh: { enabled: false } },
   discovery: { mdns: { mode: "off" } },
   logging: { file: logFile },
+  ...(agentIds.length ? { agents: { entries: Object.fromEntries(agentIds.map((id) => [id, {}])) } } : {}),
   ...(args["config-extra"] ? JSON.parse(args["config-extra"]) : {}),
 };
 const configPath = join(work, "openclaw.json");
@@ -118,21 +132,28 @@ process.on("SIGINT", () => stop("SIGINT"));
 
 const url = `http://127.0.0.1:${args.port}`;
 const deadline = started + Number(args.deadline || 120) * 1000;
-for (;;) {
-  if (exited) fail(`gateway exited before it answered /healthz: ${JSON.stringify(exited)}`, { logTail: tail() });
-  if (Date.now() > deadline) {
-    stop("SIGTERM");
-    fail(`no /healthz answer within ${args.deadline || 120} s`, { logTail: tail() });
+/** Polls `path` until `ok(response, body)`; nothing tells a parent process when it is listening. */
+async function until(path, ok) {
+  for (;;) {
+    if (exited) fail(`gateway exited before ${path} answered: ${JSON.stringify(exited)}`, { logTail: tail() });
+    if (Date.now() > deadline) {
+      stop("SIGTERM");
+      fail(`no ready ${path} answer within ${args.deadline || 120} s`, { logTail: tail() });
+    }
+    try {
+      const res = await fetch(url + path, { headers: { authorization: `Bearer ${args.token}` }, signal: AbortSignal.timeout(1000) });
+      if (await ok(res)) return Date.now() - started;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
   }
-  try {
-    const res = await fetch(url + "/healthz", { signal: AbortSignal.timeout(1000) });
-    if (res.ok) break;
-  } catch {
-    // not listening yet
-  }
-  await new Promise((r) => setTimeout(r, 200));
 }
+// /healthz answers as soon as HTTP listens; WS connects are refused ("gateway starting; retry
+// shortly", UNAVAILABLE) until its sidecars are up, which /readyz reports.
+const healthzMs = await until("/healthz", (res) => res.ok);
+const readyMs = await until("/readyz", async (res) => res.ok && (await res.json()).ready === true);
 process.stdout.write(
-  JSON.stringify({ ready: true, pid: child.pid, url, wsUrl: `ws://127.0.0.1:${args.port}`, stateDir, work, configPath, startMs: Date.now() - started }) + "\n",
+  JSON.stringify({ ready: true, pid: child.pid, url, wsUrl: `ws://127.0.0.1:${args.port}`, stateDir, work, configPath, agents: agentIds, healthzMs, readyMs }) + "\n",
 );
 child.on("exit", (code, signal) => process.exit(stopping ? 0 : code ?? (signal ? 1 : 0)));
