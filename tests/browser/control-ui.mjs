@@ -4,7 +4,7 @@
 // against clawgate: the same script is the reference run and the compatibility check.
 //
 //   node control-ui.mjs --gateway ws://127.0.0.1:PORT --token T [--artifacts DIR] [--tz UTC]
-//                       [--ui-dir DIR] [--preset All] [--deadline SECONDS]
+//                       [--ui-dir DIR] [--preset All] [--deadline SECONDS] [--strip a.b,c.d]
 //
 // Steps: serve the UI on a free loopback port; open `/?gatewayUrl=ws://…#token=T`; confirm the
 // "Switch to a different Gateway?" dialog the UI shows for a link that names another gateway; wait
@@ -229,6 +229,34 @@ async function run() {
     page.on("console", onConsole);
     page.on("pageerror", (e) => report.consoleErrors.push("pageerror: " + e.message.slice(0, 400)));
     page.on("websocket", watchSocket);
+    if (args.strip) {
+      // Diagnosis aid, not for the compatibility verdict: removes connect fields (dot paths, e.g.
+      // client.buildId,client.timeZone) between the page and the gateway, to see what the UI does
+      // past a connect the gateway would otherwise refuse.
+      const paths = args.strip.split(",").filter(Boolean).map((p) => p.split("."));
+      report.stripped = args.strip;
+      await page.routeWebSocket(new RegExp("^" + gateway.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "/?$"), (ws) => {
+        const server = ws.connectToServer();
+        ws.onMessage((m) => {
+          try {
+            const f = JSON.parse(m);
+            if (f.method === "connect" && f.params) {
+              for (const p of paths) {
+                const parent = p.slice(0, -1).reduce((o, k) => (o && typeof o === "object" ? o[k] : undefined), f.params);
+                if (parent && typeof parent === "object") delete parent[p[p.length - 1]];
+              }
+              m = JSON.stringify(f);
+            }
+          } catch {
+            // not JSON: pass on as it is
+          }
+          server.send(m);
+        });
+        server.onMessage((m) => ws.send(m));
+        ws.onClose((code, reason) => server.close({ code, reason }));
+        server.onClose((code, reason) => ws.close({ code, reason }));
+      });
+    }
     page.on("response", (r) => {
       if (r.status() >= 400) (report.failedRequests ||= []).push(`${r.status()} ${r.url().slice(0, 200)}`);
     });

@@ -45,29 +45,51 @@ const CALL_TIMEOUT_MS = Number(args["call-timeout"] || 60000);
 // the store, is kept.
 const PINNED = [
   "updatedAt", // sessions.usage / usage.cost generation time
-  "cacheStatus.refreshedAt",
-  "ts",
   "durationMs", // health snapshot build time
-  "eventLoop",
-  "uptimeMs",
-  "server.connId",
-  "server.bootId",
-  "snapshot.uptimeMs",
-  "snapshot.health.ts",
-  "snapshot.health.durationMs",
-  "snapshot.health.eventLoop",
-  "snapshot.presence",
-  "snapshot.stateVersion",
-  "nonce",
-  "auth.issuedAtMs",
-  "auth.deviceToken",
   "sessions.recent.*.age",
   "agents.*.sessions.recent.*.age",
   "snapshot.health.sessions.recent.*.age",
   "snapshot.health.agents.*.sessions.recent.*.age",
-  "auth.recoveryScope",
-  "snapshot.appliedConfigHash",
+  "snapshot.health.durationMs",
+  "snapshot.presence",
+  "snapshot.stateVersion",
+  "sessions.byAgent.*.recent.*.age",
+  "sessions.recent.*.age",
 ];
+// Keys whose values are volatile wherever they appear (clocks, process ids, per-run hashes and
+// ports, per-connection ids and tokens).
+const PINNED_KEYS = new Set([
+  "ts",
+  "age",
+  "snapshotAt",
+  "refreshedAt",
+  "uptimeMs",
+  "eventLoop",
+  "pid",
+  "processMemory",
+  "memory",
+  "instanceId",
+  "connId",
+  "bootId",
+  "nonce",
+  "recoveryScope",
+  "deviceToken",
+  "issuedAtMs",
+  "appliedConfigHash",
+  "configRevisionHash",
+  "hash",
+  "port",
+  "pluginSurfaceUrls", // carries a per-run capability token
+  "raw", // config.get: the config file's text (port, paths)
+  "atMs",
+  "ms",
+]);
+/** The type skeleton of a value: for methods whose shape matters, not their (run-specific) data. */
+function skeleton(v) {
+  if (Array.isArray(v)) return v.length ? [skeleton(v[0]), `<${v.length} items>`] : [];
+  if (v && typeof v === "object") return Object.fromEntries(Object.keys(v).sort().map((k) => [k, skeleton(v[k])]));
+  return v === null ? "null" : typeof v;
+}
 // Paths differ per run (each gateway gets its own copy of the store): `--state-dir D` and `--work W`
 // turn them into `<stateDir>` and `<work>` inside every string.
 const pathLabels = [
@@ -77,17 +99,22 @@ const pathLabels = [
 const relabel = (s) => pathLabels.reduce((acc, [p, label]) => acc.split(p).join(label), s);
 const MAX_ITEMS = Number(spec.maxItems || 25);
 function pinned(path) {
+  if (path.length && PINNED_KEYS.has(path[path.length - 1])) return true;
   return PINNED.some((p) => {
     const a = p.split(".");
     if (a.length !== path.length) return false;
     return a.every((s, i) => s === "*" || s === path[i]);
   });
 }
+// Arrays inside array rows (a session's daily and quarter-hour buckets) keep fewer items: they
+// multiply with the rows and would make the files large without showing more kinds of difference.
+const NESTED_MAX_ITEMS = Number(spec.nestedMaxItems || 6);
 function normalise(value, path = [], maxItems = MAX_ITEMS) {
   if (pinned(path)) return value === undefined ? value : "<pinned>";
   if (Array.isArray(value)) {
-    const kept = value.slice(0, maxItems).map((v) => normalise(v, [...path, "*"], maxItems));
-    if (value.length > maxItems) kept.push(`<${value.length - maxItems} more, ${value.length} in all>`);
+    const limit = path.includes("*") ? Math.min(maxItems, NESTED_MAX_ITEMS) : maxItems;
+    const kept = value.slice(0, limit).map((v) => normalise(v, [...path, "*"], maxItems));
+    if (value.length > limit) kept.push(`<${value.length - limit} more, ${value.length} in all>`);
     return kept;
   }
   if (value && typeof value === "object") {
@@ -291,7 +318,7 @@ async function runHandshake(c) {
     const r = await conn.call("connect", p, 30000);
     out.ok = r.ok;
     if (r.ok) {
-      out.hello = v.keepHello ? norm(r.payload, 100000) : helloSummary(r.payload);
+      out.hello = v.keepHello ? norm(r.payload, 100000) : norm(helloSummary(r.payload), 100000);
     } else out.error = r.error;
     for (const call of v.then || []) {
       if (conn.closed) break;
@@ -301,7 +328,10 @@ async function runHandshake(c) {
     if (v.waitEvent && !conn.closed) {
       const t = Date.now();
       const ev = await conn.wait((m) => m.type === "event" && m.event === v.waitEvent, v.waitMs || 40000);
-      out.event = ev ? { event: ev.event, afterHelloMs: Date.now() - t, payloadKeys: payloadKeys(ev.payload) } : { event: null, waitedMs: v.waitMs || 40000 };
+      // The wait is logged, not kept: OpenClaw ticks all sockets from one 30 s timer, so a
+      // client's first tick comes 0-30 s after its hello.
+      if (ev) process.stderr.write(`    first ${v.waitEvent} ${Date.now() - t} ms after hello-ok\n`);
+      out.event = ev ? { event: ev.event, payloadKeys: payloadKeys(ev.payload) } : { event: null, waitedMs: v.waitMs || 40000 };
     }
     if (v.clientClose && !conn.closed) {
       const t = Date.now();
@@ -414,7 +444,7 @@ async function main() {
         took = got.ms;
         // Timings go to the log, not to the file, which must stay diffable.
         if (args.raw) r.ms = got.ms;
-        if (got.ok) r.payload = norm(got.payload, c.maxItems);
+        if (got.ok) r.payload = c.shape && !args.raw ? skeleton(got.payload) : norm(got.payload, c.maxItems);
         else r.error = got.error;
       }
     } catch (e) {

@@ -70,7 +70,8 @@ const agentIds =
       : existsSync(join(stateDir, "agents"))
         ? readdirSync(join(stateDir, "agents"), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort()
         : [];
-// Offline and quiet: no update check, no hosted model-catalog refresh, no mDNS, no channels.
+// Offline and quiet: no update check, no hosted model-catalog refresh, no mDNS, no channels, no
+// heartbeat turns.
 // The config lives outside the state dir so that the store is only what the fixture holds.
 const config = {
   gateway: { mode: "local", bind: "loopback", port: Number(args.port), auth: { mode: "token", token: args.token } },
@@ -78,7 +79,12 @@ const config = {
   models: { catalogRefresh: { enabled: false } },
   discovery: { mdns: { mode: "off" } },
   logging: { file: logFile },
-  ...(agentIds.length ? { agents: { entries: Object.fromEntries(agentIds.map((id) => [id, {}])) } } : {}),
+  // No recurring heartbeat: its turn (on `main`, every 30 m, also right after start-up) touches
+  // the main session's updatedAt while a capture runs.
+  agents: {
+    defaults: { heartbeat: { every: "0m" } },
+    ...(agentIds.length ? { entries: Object.fromEntries(agentIds.map((id) => [id, {}])) } : {}),
+  },
   ...(args["config-extra"] ? JSON.parse(args["config-extra"]) : {}),
 };
 const configPath = join(work, "openclaw.json");
