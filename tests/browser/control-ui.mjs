@@ -286,8 +286,15 @@ async function run() {
     await waitAnswer((a) => a.method === "sessions.usage", 60000, "sessions.usage answer");
     await page.getByRole("button", { name: new RegExp(`^\\s*${preset}\\s*$`) }).first().click({ timeout: 15000 });
     const start = answers.length;
-    // The preset's own load: the first sessions.usage after the click whose range differs.
-    const usage = await waitAnswer((a) => answers.indexOf(a) >= start && a.method === "sessions.usage", 60000, `sessions.usage for preset ${preset}`);
+    // The preset's own load. Right after start-up a gateway may answer with cacheStatus
+    // "refreshing" (partial totals); the UI asks again until the cache is fresh, so the figures to
+    // compare are those of the first complete answer.
+    const usage = await waitAnswer(
+      (a) => answers.indexOf(a) >= start && a.method === "sessions.usage" && (!a.ok || a.payload?.cacheStatus?.status !== "refreshing"),
+      90000,
+      `a complete sessions.usage answer for preset ${preset}`,
+    );
+    report.usageAnswers = answers.filter((a) => a.method === "sessions.usage").map((a) => (a.ok ? a.payload?.cacheStatus?.status || "ok" : a.error?.code));
     report.usageParams = usage.params;
     if (!usage.ok) {
       check("sessions.usage answers the Usage page", false, usage.error);
@@ -297,7 +304,13 @@ async function run() {
       await page
         .waitForFunction((n) => (document.body.innerText.match(/(\d[\d,]*) sessions? in range/) || [])[1]?.replace(/,/g, "") === String(n), report.api.rows, { timeout: 15000, polling: 100 })
         .catch(() => {});
-      const m = await metrics(page);
+      // The page re-renders after the answer arrives: poll (every 200 ms, up to 15 s) until the
+      // figures shown are this answer's, then judge what is shown at that point.
+      let m = await metrics(page);
+      for (let i = 0; i < 75 && !(sameAsShown(m.tokens, t.totalTokens) && sameAsShown(m.cost, t.totalCost)); i++) {
+        await page.waitForTimeout(200);
+        m = await metrics(page);
+      }
       report.totalsShown = m;
       check("tokens shown = sessions.usage totals.totalTokens", sameAsShown(m.tokens, t.totalTokens), { shown: m.tokens, api: t.totalTokens });
       check("cost shown = sessions.usage totals.totalCost", sameAsShown(m.cost, t.totalCost), { shown: m.cost, api: t.totalCost });

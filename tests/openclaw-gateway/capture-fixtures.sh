@@ -54,7 +54,7 @@ capture_store() {
   # clawgate on its own copy.
   local p2; p2="$(free_port)"
   mkdir -p "$dir/clawgate"
-  cp -r "$src" "$dir/clawgate/state"
+  cp -rp "$src" "$dir/clawgate/state"
   "$clawgate" serve --state-dir "$dir/clawgate/state" --data-dir "$dir/clawgate/data" --token "$token" \
     --listen "127.0.0.1:$p2" > "$dir/clawgate/console.log" 2>&1 &
   pids+=($!); local cg_pid=$!

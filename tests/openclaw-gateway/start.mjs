@@ -49,7 +49,8 @@ let stateDir;
 if (args.store) {
   stateDir = join(work, "state");
   if (existsSync(stateDir)) fail(`${stateDir} exists already: give a fresh --work`);
-  cpSync(resolve(args.store), stateDir, { recursive: true });
+  // Keep mtimes: OpenClaw picks usage rows by their last update (see docs/openclaw-compatibility.md U19).
+  cpSync(resolve(args.store), stateDir, { recursive: true, preserveTimestamps: true });
 } else {
   stateDir = resolve(args["state-dir"]);
 }
