@@ -261,3 +261,57 @@ fn wire_snapshots() {
 }
 
 const WIRE_SNAPSHOT: &str = include_str!("wire_snapshot.txt");
+
+/// Property tests of the frame decoder against bytes from a peer that lies or is corrupt:
+/// 256 cases each in CI; a long run: `PROPTEST_CASES=200000 cargo test --release -p ipc-proto fuzz_`.
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn frames() -> Vec<Vec<u8>> {
+        vec![
+            frame::encode(&ToWorker::Request { id: 1, query: query(), known: Some(9) }).unwrap(),
+            frame::encode(&FromWorker::Response {
+                id: 2,
+                result: Ok(UsageReply::Answer(answer(r#""a":1"#))),
+            })
+            .unwrap(),
+            frame::encode(&FromWorker::Pong { seq: 3, memory: MemoryReport { heap_bytes: 1, rss_bytes: 2 } })
+                .unwrap(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_any_bytes_are_a_typed_error_or_a_message(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = frame::decode_frame::<ToWorker>(&bytes, frame::MAX_REQUEST_FRAME);
+            let _ = frame::decode_frame::<FromWorker>(&bytes, frame::MAX_RESPONSE_FRAME);
+            if bytes.len() >= 4 {
+                let body = bytes::Bytes::copy_from_slice(&bytes[4..]);
+                let _ = frame::decode_shared::<FromWorker>(&body);
+            }
+        }
+
+        #[test]
+        fn fuzz_corrupted_frames_never_panic(which in 0..3usize, at in any::<usize>(), flip in 1..=255u8, cut in 0..16usize) {
+            let mut f = frames()[which].clone();
+            let at = at % f.len();
+            f[at] ^= flip;
+            f.truncate(f.len().saturating_sub(cut));
+            let _ = frame::decode_frame::<ToWorker>(&f, frame::MAX_REQUEST_FRAME);
+            let _ = frame::decode_frame::<FromWorker>(&f, frame::MAX_RESPONSE_FRAME);
+        }
+
+        #[test]
+        fn fuzz_a_huge_length_prefix_allocates_nothing(len in (frame::MAX_REQUEST_FRAME + 1)..u32::MAX) {
+            let mut f = len.to_be_bytes().to_vec();
+            f.extend_from_slice(&[0x80; 8]);
+            let is_too_large = matches!(
+                frame::decode_frame::<ToWorker>(&f, frame::MAX_REQUEST_FRAME),
+                Err(ProtoError::FrameTooLarge { .. })
+            );
+            prop_assert!(is_too_large);
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //! reference implementation agreeing with the engine on generated stores.
 
 mod fixture;
+mod fuzz;
 mod generate;
+mod hostile;
 mod incremental;
 mod malformed;
 mod persist;
