@@ -26,7 +26,7 @@ use super::store::StoreEntry;
 /// The index file inside the data dir.
 pub const FILE_NAME: &str = "usage-index.sqlite";
 /// Bump when the schema or the rollup encoding changes: an older file is rebuilt.
-const FORMAT: i64 = 1;
+const FORMAT: i64 = 2;
 /// Rendered rows kept on disk, so a restarted worker's first page is read, not rendered.
 const RENDERED_MAX: i64 = 20_000;
 /// SQLite's page cache for the index, KiB.
@@ -64,6 +64,8 @@ pub struct RowFacts {
     pub channel: Option<String>,
     /// Lower-cased text `search` matches: key, label, session id, agent, channel, model.
     pub search_text: String,
+    /// [`StoreEntry::hash`] of the entry (0 without one): what a rendered row depends on.
+    pub entry_hash: i64,
 }
 
 /// One file as the index knows it.
@@ -101,7 +103,7 @@ fn kind_of(code: i64, ts: Option<String>) -> FileKind {
 
 /// The `files` columns [`FileRow`] is read from, in order.
 const ROW_COLUMNS: &str = "id, path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns, \
-     ctime_ns, generation, entry_key, updated_at, channel, search_text";
+     ctime_ns, generation, entry_key, updated_at, channel, search_text, entry_hash";
 
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let path: Vec<u8> = r.get(1)?;
@@ -128,6 +130,7 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
             updated_at: r.get(14)?,
             channel: r.get(15)?,
             search_text: r.get(16)?,
+            entry_hash: r.get(17)?,
         },
     })
 }
@@ -177,7 +180,8 @@ CREATE TABLE IF NOT EXISTS files(
   entry_key TEXT,
   updated_at REAL NOT NULL,
   channel TEXT,
-  search_text TEXT NOT NULL DEFAULT ''
+  search_text TEXT NOT NULL DEFAULT '',
+  entry_hash INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_agent ON files(agent, session_id);
 CREATE INDEX IF NOT EXISTS files_stat ON files(agent, path, id, dev, ino, size, mtime_ns, ctime_ns);
@@ -209,6 +213,10 @@ CREATE TABLE IF NOT EXISTS rendered(
   text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rendered_used ON rendered(used);
+CREATE TABLE IF NOT EXISTS dbs(
+  agent TEXT PRIMARY KEY,
+  data BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stores(
   agent TEXT PRIMARY KEY,
   meta BLOB NOT NULL
@@ -408,14 +416,14 @@ impl Index {
         let m = &disc.meta;
         let mut st = self.conn.prepare_cached(
             "INSERT INTO files(path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
-                ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text, entry_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
              ON CONFLICT(path) DO UPDATE SET file_name = excluded.file_name, agent = excluded.agent,
                 session_id = excluded.session_id, kind = excluded.kind, archive_ts = excluded.archive_ts,
                 dev = excluded.dev, ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,
                 ctime_ns = excluded.ctime_ns, mtime_ms = excluded.mtime_ms, generation = excluded.generation,
                 rollup = excluded.rollup, entry_key = excluded.entry_key, updated_at = excluded.updated_at,
-                channel = excluded.channel, search_text = excluded.search_text
+                channel = excluded.channel, search_text = excluded.search_text, entry_hash = excluded.entry_hash
              RETURNING id",
         )?;
         let id: i64 = st.query_row(
@@ -437,7 +445,8 @@ impl Index {
                 facts.entry_key,
                 facts.updated_at,
                 facts.channel,
-                facts.search_text
+                facts.search_text,
+                facts.entry_hash
             ],
             |r| r.get(0),
         )?;
@@ -475,7 +484,8 @@ impl Index {
         if self.agents.is_none() {
             // Once per process: every agent the index holds anything of.
             let mut st = self.conn.prepare(
-                "SELECT DISTINCT agent FROM files UNION SELECT agent FROM entries UNION SELECT agent FROM stores",
+                "SELECT DISTINCT agent FROM files UNION SELECT agent FROM entries UNION SELECT agent FROM stores
+                 UNION SELECT agent FROM dbs",
             )?;
             let known: std::collections::BTreeSet<String> =
                 st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
@@ -490,8 +500,22 @@ impl Index {
             self.conn.execute("DELETE FROM entries WHERE agent = ?1", [a])?;
             self.conn.execute("DELETE FROM family WHERE agent = ?1", [a])?;
             self.conn.execute("DELETE FROM stores WHERE agent = ?1", [a])?;
+            self.conn.execute("DELETE FROM dbs WHERE agent = ?1", [a])?;
         }
         Ok(gone)
+    }
+
+    /// What the last applied listing of an agent's OpenClaw database was (`sqlite::AgentDb`).
+    pub fn db_state(&self, agent: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT data FROM dbs WHERE agent = ?1")?;
+        Ok(st.query_row([agent], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_db_state(&mut self, agent: &str, data: &[u8]) -> Result<(), IndexError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO dbs(agent, data) VALUES (?1, ?2)")?
+            .execute(params![agent, data])?;
+        Ok(())
     }
 
     /// The stat facts of an agent's `sessions.json` when its entries were last stored.
@@ -533,7 +557,7 @@ impl Index {
                 continue;
             }
             let row = file_row(r)?;
-            let rollup = decode_rollup(r.get_ref(17)?.as_blob()?)?;
+            let rollup = decode_rollup(r.get_ref(18)?.as_blob()?)?;
             if !f(row, rollup)? {
                 return Ok(());
             }
@@ -737,9 +761,17 @@ impl Index {
     /// Sets a file's row facts (after it was put or renamed).
     pub fn set_facts(&mut self, id: i64, facts: &RowFacts) -> Result<(), IndexError> {
         let mut st = self.conn.prepare_cached(
-            "UPDATE files SET entry_key = ?2, updated_at = ?3, channel = ?4, search_text = ?5 WHERE id = ?1",
+            "UPDATE files SET entry_key = ?2, updated_at = ?3, channel = ?4, search_text = ?5, entry_hash = ?6
+             WHERE id = ?1",
         )?;
-        st.execute(params![id, facts.entry_key, facts.updated_at, facts.channel, facts.search_text])?;
+        st.execute(params![
+            id,
+            facts.entry_key,
+            facts.updated_at,
+            facts.channel,
+            facts.search_text,
+            facts.entry_hash
+        ])?;
         Ok(())
     }
 
@@ -747,8 +779,8 @@ impl Index {
     /// `start_ms` (modified since), in OpenClaw's order (most recently updated first), matching
     /// every term of `search`, skipping `offset`. `heads_only` drops files that family mode
     /// folds into another row.
-    pub fn page(&self, q: &PageQuery<'_>) -> Result<Vec<i64>, IndexError> {
-        let (sql, args) = q.sql("id");
+    pub fn page(&self, q: &PageQuery<'_>) -> Result<Vec<PageRow>, IndexError> {
+        let (sql, args) = q.sql("id, generation, entry_hash, updated_at");
         let mut st = self.conn.prepare_cached(&format!(
             "{sql} ORDER BY updated_at {dir}, mtime_ms {dir}, file_name {rdir} LIMIT ?{l} OFFSET ?{o}",
             dir = if q.ascending { "ASC" } else { "DESC" },
@@ -760,8 +792,8 @@ impl Index {
         let (limit, offset) = (q.limit as i64, q.offset as i64);
         all.push(&limit);
         all.push(&offset);
-        let ids = st.query_map(all.as_slice(), |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
-        Ok(ids)
+        let rows = st.query_map(all.as_slice(), page_row)?.collect::<Result<Vec<PageRow>, _>>()?;
+        Ok(rows)
     }
 
     /// How many rows [`Index::page`] pages through.
@@ -879,9 +911,22 @@ impl Reader {
         let mut rows = st.query([id])?;
         let Some(r) = rows.next()? else { return Ok(None) };
         let row = file_row(r)?;
-        let rollup = decode_rollup(r.get_ref(17)?.as_blob()?)?;
+        let rollup = decode_rollup(r.get_ref(18)?.as_blob()?)?;
         Ok(Some((row, rollup)))
     }
+}
+
+/// A row of a page: what its rendered text depends on, read with the page.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRow {
+    pub id: i64,
+    pub generation: i64,
+    pub entry_hash: i64,
+    pub updated_at: f64,
+}
+
+pub fn page_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PageRow> {
+    Ok(PageRow { id: r.get(0)?, generation: r.get(1)?, entry_hash: r.get(2)?, updated_at: r.get(3)? })
 }
 
 /// What [`Index::page`] selects.
@@ -986,6 +1031,7 @@ pub fn facts_of(d: &Discovered, e: Option<&StoreEntry>) -> RowFacts {
         updated_at: e.and_then(|e| e.updated_at).unwrap_or(d.meta.mtime_ms() as f64),
         channel: e.and_then(|e| e.channel.clone()),
         search_text,
+        entry_hash: e.map_or(0, |e| e.hash() as i64),
     }
 }
 

@@ -441,7 +441,13 @@ impl Engine {
                     heap_mib = crate::alloc::heap_bytes() >> 20,
                     "Listed."
                 );
-                self.run_jobs(jobs, cancel, &mut report, diag)
+                let stats = self.run_jobs(jobs, cancel, &mut report, diag)?;
+                // Applied: the database listing is the base of the next one, here and after a
+                // restart.
+                if let Some(saved) = self.sqlite.confirm(agent) {
+                    self.index_mut().set_db_state(agent, &saved)?;
+                }
+                Ok(stats)
             });
             before.files_done += last.files_done;
             before.files_total += last.files_total;
@@ -479,6 +485,11 @@ impl Engine {
     ) -> Result<(), WorkerError> {
         let dir = self.config.state_dir.clone();
         // An OpenClaw 2026.7+ database wins over legacy files.
+        if !self.sqlite.knows(agent)
+            && let Some(saved) = self.index().db_state(agent)?
+        {
+            self.sqlite.restore(agent, &saved);
+        }
         match self.sqlite.list(&dir, agent, diag) {
             sqlite::Listing::NoDatabase => {}
             sqlite::Listing::Unchanged => return Ok(()),
@@ -492,6 +503,19 @@ impl Engine {
                     self.apply_entries(agent, store::parse_entries(json.as_bytes()), diag)?;
                 }
                 self.compare_listing(agent, listed, jobs)?;
+                return Ok(());
+            }
+            sqlite::Listing::Some { listed, sessions_json } => {
+                if let Some(json) = sessions_json {
+                    self.apply_entries(agent, store::parse_entries(json.as_bytes()), diag)?;
+                }
+                for d in listed {
+                    match self.index().file_by_path(&d.path)? {
+                        Some(k) if k.disc.meta == d.meta => {}
+                        Some(k) => jobs.push(Job { disc: d, known: Some(k.id) }),
+                        None => jobs.push(Job { disc: d, known: None }),
+                    }
+                }
                 return Ok(());
             }
         }
@@ -1042,21 +1066,30 @@ impl Engine {
         let mut rendered: Vec<(u64, Arc<str>)> = Vec::new();
         let mut bytes = 0usize;
         let mut cut = None;
-        for (i, id) in ids.iter().enumerate() {
+        for (i, p) in ids.iter().enumerate() {
             let index = self.index.as_ref().expect("opened");
-            let Some(row) = index.file(*id)? else { continue };
-            let entry = match &row.facts.entry_key {
-                Some(k) => index.entry(&row.disc.agent_id, k)?,
-                None => None,
+            // Family rows depend on their members too, found through the row's entry.
+            let family_parts = if shape.family {
+                let Some(row) = index.file(p.id)? else { continue };
+                let entry = match &row.facts.entry_key {
+                    Some(k) => index.entry(&row.disc.agent_id, k)?,
+                    None => None,
+                };
+                let members = live::family_members(index, &row, entry.as_ref())?;
+                Some((row, entry, members))
+            } else {
+                None
             };
-            let members =
-                if shape.family { live::family_members(index, &row, entry.as_ref())? } else { Vec::new() };
+            let member_generations: Vec<i64> = family_parts
+                .as_ref()
+                .map(|(_, _, m)| m.iter().map(|m| m.generation).collect())
+                .unwrap_or_default();
             let stamp = payload::hash_of(&(
                 row_shape,
-                row.generation,
-                members.iter().map(|m| m.generation).collect::<Vec<_>>(),
-                entry.as_ref().map(store::StoreEntry::hash),
-                row.facts.updated_at.to_bits(),
+                p.generation,
+                member_generations,
+                p.entry_hash,
+                p.updated_at.to_bits(),
             ));
             let cached = match self.rows.get(stamp) {
                 Some(t) => Some(t),
@@ -1066,10 +1099,24 @@ impl Engine {
                     t
                 }),
             };
+            let cached = match cached {
+                Some(t) => Ok(t),
+                None => match family_parts {
+                    Some(parts) => Err(parts),
+                    None => {
+                        let Some(row) = index.file(p.id)? else { continue };
+                        let entry = match &row.facts.entry_key {
+                            Some(k) => index.entry(&row.disc.agent_id, k)?,
+                            None => None,
+                        };
+                        Err((row, entry, Vec::new()))
+                    }
+                },
+            };
             let text = match cached {
-                Some(t) => t,
-                None => {
-                    let Some(rollup) = index.rollup(*id)? else { continue };
+                Ok(t) => t,
+                Err((row, entry, members)) => {
+                    let Some(rollup) = index.rollup(p.id)? else { continue };
                     let s = live::row_summary(index, &w, &row, &rollup, &members, price, FULL)?;
                     let family = if shape.family { family_of(&row, entry.as_ref()) } else { None };
                     let out = RowOut {
@@ -1238,7 +1285,7 @@ fn by_value(
     search: &[String],
     limit: u32,
     offset: u32,
-) -> Result<(Vec<i64>, u64), IndexError> {
+) -> Result<(Vec<index::PageRow>, u64), IndexError> {
     let col = match key {
         SortKey::Cost => "cost",
         SortKey::Tokens => "tokens",
@@ -1258,12 +1305,13 @@ fn by_value(
         .prepare_cached(&format!("SELECT count(*) {from}"))?
         .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
     let mut st = conn.prepare_cached(&format!(
-        "SELECT v.id {from} ORDER BY v.{col} {dir}, v.id {dir} LIMIT {limit} OFFSET {offset}"
+        "SELECT v.id, f.generation, f.entry_hash, f.updated_at {from}
+         ORDER BY v.{col} {dir}, v.id {dir} LIMIT {limit} OFFSET {offset}"
     ))?;
-    let ids = st
-        .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
-        .collect::<Result<Vec<i64>, _>>()?;
-    Ok((ids, total as u64))
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args.iter()), index::page_row)?
+        .collect::<Result<Vec<index::PageRow>, _>>()?;
+    Ok((rows, total as u64))
 }
 
 /// `usage.cost`'s data: `days`, `daily` (every day of the range, zeros included; for an

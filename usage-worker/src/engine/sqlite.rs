@@ -154,7 +154,7 @@ impl SqliteCheckpoint {
 }
 
 /// Stats of the database and its WAL: equal stats, same content (outside the racy window).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct DbStamp {
     db: (u64, u64, u64, i128),
     wal: Option<(u64, u64, u64, i128)>,
@@ -182,14 +182,32 @@ fn now_ns() -> i128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
 }
 
-/// What the engine remembers of one agent's database between calls.
-#[derive(Debug)]
-struct AgentDb {
+/// What the engine remembers of one agent's database between calls (and, through the index,
+/// between worker runs: see [`Databases::confirm`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentDb {
     stamp: DbStamp,
     racy: bool,
     /// Hash of the `sessions.json` the nodes stood for: unchanged, it is not parsed again.
     index_hash: u64,
+    /// Windows when last listed: their number (a change lists everything) and a signature of
+    /// what the session index takes from them.
+    windows: (i64, i64),
+    /// `session_nodes`: their number and newest update time.
+    nodes: (i64, i64),
+    /// The newest `transcript_events` rowid (rows appended since have larger ones) and the
+    /// number of rows (a deletion shows as fewer rows than the appends explain).
+    max_rowid: i64,
+    events: i64,
+    /// `transcript_rewrite_watermarks`: their number and a hash of their generations.
+    rewrites: (i64, u64),
+    /// When everything was last listed (epoch ms): at least every [`FULL_EVERY_MS`] it is again,
+    /// whatever the update times say.
+    full_at_ms: i64,
 }
+
+/// Longest time between two complete listings of a database that keeps changing.
+const FULL_EVERY_MS: i64 = 30_000;
 
 /// What [`Databases::list`] found.
 #[derive(Debug)]
@@ -203,12 +221,16 @@ pub enum Listing {
     /// Every session, and the `sessions.json` the database's session nodes stand for (`None`
     /// when unchanged).
     Changed { listed: Vec<Discovered>, sessions_json: Option<String> },
+    /// The sessions updated since the last listing (others are as they were).
+    Some { listed: Vec<Discovered>, sessions_json: Option<String> },
 }
 
 /// The SQLite side of the engine: per-agent database listings.
 #[derive(Debug, Default)]
 pub struct Databases {
     agents: HashMap<String, AgentDb>,
+    /// What a listing found, until the engine has applied it ([`Databases::confirm`]).
+    pending: HashMap<String, AgentDb>,
     /// The last error of each unreadable database, so a persisting one is logged once.
     failing: HashMap<String, String>,
 }
@@ -217,16 +239,36 @@ impl Databases {
     /// Forgets what was listed of `agent`: the next call lists it again.
     pub fn forget(&mut self, agent: &str) {
         self.agents.remove(agent);
+        self.pending.remove(agent);
     }
 
-    /// Lists the sessions of `agent` if it has a database and it changed since last asked.
+    /// Whether `agent`'s database was listed (or restored) in this process.
+    pub fn knows(&self, agent: &str) -> bool {
+        self.agents.contains_key(agent)
+    }
+
+    /// What a previous worker saved of `agent`'s database (its last applied listing).
+    pub fn restore(&mut self, agent: &str, saved: &[u8]) {
+        if let Ok(a) = rmp_serde::from_slice::<AgentDb>(saved) {
+            self.agents.entry(agent.to_owned()).or_insert(a);
+        }
+    }
+
+    /// The listing of `agent` is applied to the index: it is the base of the next one. Returns
+    /// it serialised, for the index to keep across restarts.
+    pub fn confirm(&mut self, agent: &str) -> Option<Vec<u8>> {
+        let a = self.pending.remove(agent)?;
+        let saved = rmp_serde::to_vec(&a).ok();
+        self.agents.insert(agent.to_owned(), a);
+        saved
+    }
+
+    /// Lists the sessions of `agent` if it has a database and it changed since last listed.
     pub fn list(&mut self, state_dir: &Path, agent: &str, diag: &mut Diagnostics) -> Listing {
         let db = db_path(state_dir, agent);
         let Some(stamp) = DbStamp::of(&db) else {
-            if self.agents.remove(agent).is_some() {
-                // The database went away: list the legacy files (and forget the sessions).
-                return Listing::NoDatabase;
-            }
+            // No database (any more): list the legacy files.
+            self.forget(agent);
             return Listing::NoDatabase;
         };
         if let Some(known) = self.agents.get(agent)
@@ -235,20 +277,45 @@ impl Databases {
         {
             return Listing::Unchanged;
         }
+        let now = now_ms();
         let racy = now_ns() - stamp.newest_ns() < RACY_NS;
         // The absolute path, as OpenClaw prints it in `sessionFile`.
         let abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
-        let known_index = self.agents.get(agent).map(|a| a.index_hash);
-        match snapshot(&abs, agent, known_index) {
-            Ok((listed, index_hash, sessions_json)) => {
-                self.agents.insert(agent.to_owned(), AgentDb { stamp, racy, index_hash });
+        let known = self.agents.get(agent).cloned();
+        let result = match &known {
+            Some(k) if now - k.full_at_ms < FULL_EVERY_MS => {
+                since(&abs, agent, k).map(|r| r.map(|(l, j, a)| (l, j, a, false)))
+            }
+            _ => Ok(None),
+        };
+        let result = match result {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => {
+                snapshot(&abs, agent, known.as_ref().map(|k| k.index_hash)).map(|(l, j, a)| (l, j, a, true))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((listed, sessions_json, mut state, full)) => {
+                state.stamp = stamp;
+                state.racy = racy;
+                if full {
+                    state.full_at_ms = now;
+                } else if let Some(k) = &known {
+                    state.full_at_ms = k.full_at_ms;
+                }
+                self.pending.insert(agent.to_owned(), state);
                 if self.failing.remove(agent).is_some() {
                     tracing::info!(agent, db = %db.display(), "agent database readable again");
                 }
-                Listing::Changed { listed, sessions_json }
+                if full {
+                    Listing::Changed { listed, sessions_json }
+                } else {
+                    Listing::Some { listed, sessions_json }
+                }
             }
             Err(e) => {
-                self.agents.remove(agent);
+                self.forget(agent);
                 let msg = format!("{}: {e}", db.display());
                 if self.failing.get(agent) != Some(&msg) {
                     tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
@@ -260,6 +327,192 @@ impl Databases {
             }
         }
     }
+}
+
+fn now_ms() -> i64 {
+    (now_ns() / 1_000_000) as i64
+}
+
+/// What a listing compares: windows (number, newest update), nodes (the same), the newest
+/// event rowid, and the rewrite watermarks (number, hash of generations). All cheap: small
+/// tables, and the rowid table's last page.
+struct Signatures {
+    windows: (i64, i64),
+    nodes: (i64, i64),
+    max_rowid: i64,
+    events: i64,
+    rewrites: (i64, u64),
+}
+
+fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
+    // Windows: their number, and what the session index takes from them (update time, key,
+    // chain, channel and model), not the transcript time that moves with every append.
+    let windows: (i64, i64, i64) = tx.query_row(
+        "SELECT count(*), coalesce(max(updated_at), 0),
+                coalesce(sum(octet_length(session_key) + octet_length(coalesce(previous_session_id, ''))
+                    + octet_length(coalesce(channel, '')) + octet_length(coalesce(chat_type, ''))
+                    + octet_length(coalesce(model_provider, '')) + octet_length(coalesce(model, ''))), 0)
+         FROM session_windows",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let windows = (windows.0, windows.1 ^ windows.2.wrapping_mul(0x9E37_79B9));
+    // Nodes: number, newest update, and the bytes of their entries and labels (read from the
+    // record headers: a label or entry that changed length shows without reading any JSON).
+    let nodes: (i64, i64, i64) = tx.query_row(
+        "SELECT count(*), coalesce(max(updated_at), 0),
+                coalesce(sum(octet_length(entry_json)), 0) * 1000003 + coalesce(sum(octet_length(label)), 0)
+         FROM session_nodes",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let nodes = (nodes.0, nodes.1 ^ nodes.2.wrapping_mul(0x9E37_79B9));
+    let (max_rowid, events) =
+        tx.query_row("SELECT coalesce(max(rowid), 0), count(*) FROM transcript_events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    // Rewrite generations: their number and a digest from SQLite itself (no row crosses into
+    // Rust). A generation replaced by another of the same length that is neither the smallest
+    // nor the largest shows at the next complete listing (at most FULL_EVERY_MS later).
+    let (n, digest): (i64, String) = tx.query_row(
+        "SELECT count(*), coalesce(sum(octet_length(generation)), 0) || ':' || coalesce(min(generation), '')
+                || ':' || coalesce(max(generation), '') || ':' || coalesce(max(session_id), '')
+         FROM transcript_rewrite_watermarks",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let hash = fnv1a(FNV_SEED, digest.as_bytes());
+    Ok(Signatures { windows, nodes, max_rowid, events, rewrites: (n, hash) })
+}
+
+/// The sessions with events appended since `known` was listed (rowids past its newest), each as
+/// [`snapshot`] describes it; the session index when nodes or windows changed. `Ok(None)`:
+/// windows were added or removed, rows were rewritten or deleted: list everything.
+#[allow(clippy::type_complexity)]
+fn since(
+    db: &Path,
+    agent: &str,
+    known: &AgentDb,
+) -> Result<Option<(Vec<Discovered>, Option<String>, AgentDb)>, SqliteError> {
+    let conn = sqlite_schema::open(db)?;
+    let tx = conn.unchecked_transaction()?;
+    let sig = signatures(&tx)?;
+    if sig.windows.0 != known.windows.0 || sig.rewrites != known.rewrites || sig.max_rowid < known.max_rowid {
+        return Ok(None);
+    }
+    let added: i64 =
+        tx.query_row("SELECT count(*) FROM transcript_events WHERE rowid > ?1", [known.max_rowid], |r| {
+            r.get(0)
+        })?;
+    if sig.events != known.events + added {
+        // Rows were deleted somewhere.
+        return Ok(None);
+    }
+    let mut listed = Vec::new();
+    {
+        let mut st = tx.prepare("SELECT DISTINCT session_id FROM transcript_events WHERE rowid > ?1")?;
+        let mut counts =
+            tx.prepare("SELECT count(*), max(seq) FROM transcript_events WHERE session_id = ?1")?;
+        let mut window = tx.prepare(
+            "SELECT coalesce(transcript_updated_at, updated_at) FROM session_windows WHERE session_id = ?1",
+        )?;
+        let mut generation =
+            tx.prepare("SELECT generation FROM transcript_rewrite_watermarks WHERE session_id = ?1")?;
+        let grown: Vec<String> = st.query_map([known.max_rowid], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        for session_id in grown {
+            let (rows, max_seq): (i64, Option<i64>) =
+                counts.query_row([&session_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let Some(max_seq) = max_seq.filter(|_| rows > 0) else { continue };
+            let updated_ms =
+                match window.query_row([&session_id], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten() {
+                    Some(u) => u,
+                    None => last_created_at(&tx, &session_id)?.unwrap_or(0),
+                };
+            let generation: Option<String> = generation.query_row([&session_id], |r| r.get(0)).optional()?;
+            let path = session_path(agent, &session_id, db);
+            let cp = SqliteCheckpoint {
+                last_seq: max_seq,
+                rows: rows as u64,
+                watermark: watermark(&path, generation.as_deref(), max_seq),
+                updated_ms,
+                anchor: 0,
+            };
+            listed.push(Discovered {
+                path,
+                file_name: session_id.clone(),
+                agent_id: agent.to_owned(),
+                session_id,
+                kind: FileKind::Primary,
+                meta: cp.meta(),
+            });
+        }
+    }
+    let (sessions_json, index_hash) = if sig.nodes != known.nodes || sig.windows.1 != known.windows.1 {
+        // Nodes changed, or windows did (a window's channel or model fills in entries): the
+        // session index is rebuilt and compared by hash.
+        let (all_nodes, all_windows) = read_index(&tx)?;
+        let json = sessions_json(&all_nodes, &all_windows);
+        let hash = fnv1a(FNV_SEED, json.as_bytes());
+        (if hash == known.index_hash { None } else { Some(json) }, hash)
+    } else {
+        (None, known.index_hash)
+    };
+    tx.commit()?;
+    let state = AgentDb {
+        stamp: known.stamp,
+        racy: false,
+        index_hash,
+        windows: sig.windows,
+        nodes: sig.nodes,
+        max_rowid: sig.max_rowid,
+        events: sig.events,
+        rewrites: sig.rewrites,
+        full_at_ms: known.full_at_ms,
+    };
+    Ok(Some((listed, sessions_json, state)))
+}
+
+/// Every node and window of a database (for the session index).
+fn read_index(tx: &Connection) -> Result<(Vec<Node>, HashMap<String, Window>), SqliteError> {
+    let mut windows: HashMap<String, Window> = HashMap::new();
+    {
+        let mut st = tx.prepare(
+            "SELECT session_id, session_key, previous_session_id, coalesce(transcript_updated_at, updated_at),
+                    channel, chat_type, model_provider, model FROM session_windows",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            windows.insert(
+                r.get(0)?,
+                Window {
+                    key: r.get(1)?,
+                    previous: r.get(2)?,
+                    updated_ms: r.get(3)?,
+                    channel: r.get(4)?,
+                    chat_type: r.get(5)?,
+                    model_provider: r.get(6)?,
+                    model: r.get(7)?,
+                },
+            );
+        }
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    {
+        let mut st = tx.prepare(
+            "SELECT session_key, current_session_id, entry_json, label, updated_at FROM session_nodes",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            nodes.push(Node {
+                key: r.get(0)?,
+                current: r.get(1)?,
+                entry_json: r.get(2)?,
+                label: r.get(3)?,
+                updated_ms: r.get(4)?,
+            });
+        }
+    }
+    Ok((nodes, windows))
 }
 
 /// One `session_windows` row, as far as usage cares.
@@ -284,13 +537,15 @@ struct Node {
 
 /// Lists an agent's sessions and builds its session index, in one read transaction. The index
 /// is `None` when its hash equals `known_index`.
+#[allow(clippy::type_complexity)]
 fn snapshot(
     db: &Path,
     agent: &str,
     known_index: Option<u64>,
-) -> Result<(Vec<Discovered>, u64, Option<String>), SqliteError> {
+) -> Result<(Vec<Discovered>, Option<String>, AgentDb), SqliteError> {
     let conn = sqlite_schema::open(db)?;
     let tx = conn.unchecked_transaction()?;
+    let sig = signatures(&tx)?;
     // Counted from the primary-key index alone; sessions without rows have no transcript.
     let mut counts: Vec<(String, u64, i64)> = Vec::new();
     {
@@ -301,50 +556,13 @@ fn snapshot(
             counts.push((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
         }
     }
-    let mut windows: HashMap<String, Window> = HashMap::new();
-    {
-        let mut st = tx.prepare(
-            "SELECT session_id, session_key, previous_session_id, coalesce(transcript_updated_at, updated_at),
-                    channel, chat_type, model_provider, model FROM session_windows",
-        )?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            windows.insert(
-                r.get(0)?,
-                Window {
-                    key: r.get(1)?,
-                    previous: r.get(2)?,
-                    updated_ms: r.get(3)?,
-                    channel: r.get(4)?,
-                    chat_type: r.get(5)?,
-                    model_provider: r.get(6)?,
-                    model: r.get(7)?,
-                },
-            );
-        }
-    }
+    let (nodes, windows) = read_index(&tx)?;
     let mut generations: HashMap<String, String> = HashMap::new();
     {
         let mut st = tx.prepare("SELECT session_id, generation FROM transcript_rewrite_watermarks")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             generations.insert(r.get(0)?, r.get(1)?);
-        }
-    }
-    let mut nodes: Vec<Node> = Vec::new();
-    {
-        let mut st = tx.prepare(
-            "SELECT session_key, current_session_id, entry_json, label, updated_at FROM session_nodes",
-        )?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            nodes.push(Node {
-                key: r.get(0)?,
-                current: r.get(1)?,
-                entry_json: r.get(2)?,
-                label: r.get(3)?,
-                updated_ms: r.get(4)?,
-            });
         }
     }
     let mut listed = Vec::with_capacity(counts.len());
@@ -376,10 +594,19 @@ fn snapshot(
     listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
     let json = sessions_json(&nodes, &windows);
     let hash = fnv1a(FNV_SEED, json.as_bytes());
-    if known_index == Some(hash) {
-        return Ok((listed, hash, None));
-    }
-    Ok((listed, hash, Some(json)))
+    let state = AgentDb {
+        stamp: DbStamp { db: (0, 0, 0, 0), wal: None },
+        racy: false,
+        index_hash: hash,
+        windows: sig.windows,
+        nodes: sig.nodes,
+        max_rowid: sig.max_rowid,
+        events: sig.events,
+        rewrites: sig.rewrites,
+        full_at_ms: 0,
+    };
+    let json = if known_index == Some(hash) { None } else { Some(json) };
+    Ok((listed, json, state))
 }
 
 fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, SqliteError> {
@@ -551,6 +778,44 @@ pub(super) fn run_job(
     }
 }
 
+thread_local! {
+    /// Each parser thread's zstd decoder, kept from session to session: creating one per session
+    /// (a context and its window buffers) was a tenth of a cold read of many small sessions.
+    static DECODER: std::cell::Cell<Option<RowDecoder>> = const { std::cell::Cell::new(None) };
+}
+
+/// The thread's decoder, given back when dropped.
+struct DecoderGuard(Option<RowDecoder>);
+
+impl DecoderGuard {
+    fn take() -> Result<DecoderGuard, SqliteError> {
+        let d = match DECODER.with(std::cell::Cell::take) {
+            Some(d) => d,
+            None => RowDecoder::new().map_err(|e| SqliteError::Other(e.to_string()))?,
+        };
+        Ok(DecoderGuard(Some(d)))
+    }
+}
+
+impl std::ops::Deref for DecoderGuard {
+    type Target = RowDecoder;
+    fn deref(&self) -> &RowDecoder {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for DecoderGuard {
+    fn deref_mut(&mut self) -> &mut RowDecoder {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for DecoderGuard {
+    fn drop(&mut self) {
+        DECODER.with(|c| c.set(self.0.take()));
+    }
+}
+
 fn count_skip(skips: &mut SkipCounts, s: RowSkip) {
     match s {
         RowSkip::Oversize => skips.oversize += 1,
@@ -588,7 +853,7 @@ fn read_session(
         }
     };
     let mut skips = SkipCounts::default();
-    let mut decoder = RowDecoder::new().map_err(|e| SqliteError::Other(e.to_string()))?;
+    let mut decoder = DecoderGuard::take()?;
     let mut bytes = 0u64;
     let mut tx = Some(tx);
     loop {
