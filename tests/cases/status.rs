@@ -123,7 +123,7 @@ fn a_stopped_gateway_times_out_and_a_hung_worker_is_reported() {
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
     // A slow heartbeat so the stopped worker stays the current one while we look.
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat-ms", "10000"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat", "10s"], &[]);
     let worker = gateway.ready_worker_pid();
 
     // A hung worker: the gateway answers, the deep probes that need the worker fail in time.

@@ -55,7 +55,12 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 3, 4);
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-memory-max", "64MiB", "--allow-small-worker-memory"],
+        &[],
+    );
     let worker = gateway.ready_worker_pid();
     let cold = gateway.call_ok("sessions.usage", &all_usage());
     assert!(cold["diagnostics"]["bytesParsed"].as_u64() > Some(0), "{}", cold["diagnostics"]);
@@ -92,7 +97,12 @@ fn rss_over_the_cap_gets_the_worker_killed_and_replaced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 3, 4);
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-memory-max", "64MiB", "--allow-small-worker-memory"],
+        &[],
+    );
     let gateway_pid = gateway.pid();
     let worker = gateway.ready_worker_pid();
     let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
@@ -129,7 +139,15 @@ fn a_cap_far_below_what_a_query_needs_never_reaches_health() {
     let gateway = Gateway::start(
         dir.path(),
         &store,
-        &["--worker-memory-max", "3MiB", "--worker-cooldown", "1", "--request-timeout", "5"],
+        &[
+            "--worker-memory-max",
+            "3MiB",
+            "--allow-small-worker-memory",
+            "--worker-cooldown",
+            "1s",
+            "--request-timeout",
+            "5s",
+        ],
         &[],
     );
     let gateway_pid = gateway.pid();
@@ -205,7 +223,7 @@ fn a_stopped_worker_is_killed_after_missed_heartbeats() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat-ms", "200"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat", "200ms"], &[]);
     let worker = gateway.ready_worker_pid();
     let started = Instant::now();
     signal(worker, Signal::SIGSTOP);
@@ -229,7 +247,7 @@ fn a_job_spinning_past_its_cancel_is_killed_as_a_hang() {
     let gateway = Gateway::start(
         dir.path(),
         &store,
-        &["--request-timeout", "1", "--worker-job-timeout", "1", "--worker-cancel-grace-ms", "500"],
+        &["--request-timeout", "1s", "--worker-job-timeout", "1s", "--worker-cancel-grace", "500ms"],
         &[],
     );
     let worker = gateway.ready_worker_pid();
@@ -295,9 +313,9 @@ fn a_crash_loop_parks_the_worker_in_failed_and_it_recovers_after_the_cooldown() 
             "--worker-max-restarts",
             "3",
             "--worker-restart-window",
-            "30",
+            "30s",
             "--worker-cooldown",
-            "3",
+            "3s",
         ],
         &[("CLAWGATE_WORKER_BIN", wrapper_str)],
     );
