@@ -294,8 +294,8 @@ fn process_cpu() -> Duration {
     // Fields after the command: state is #3, utime #14, stime #15 (1-based in proc(5)).
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let hz =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100).max(1) as u64;
     let total = ticks(11) + ticks(12);
     Duration::from_micros(total * 1_000_000 / hz)
 }
