@@ -35,6 +35,7 @@ use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder},
     metrics::{
+        MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
@@ -349,17 +350,28 @@ impl Scrape {
 /// No labels.
 type Bare = [(&'static str, &'static str); 0];
 
-/// Writes one metric family: a descriptor and its samples (nothing at all without samples).
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+/// The metric type of a sample type, known without a sample: a family is described even
+/// when it has none yet (no restarts so far), so scrapers and alert rules see it exists.
+trait Kind: EncodeMetric {
+    const TYPE: MetricType;
+}
+
+impl Kind for ConstGauge<f64> {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl<N: prometheus_client::encoding::EncodeCounterValue> Kind for ConstCounter<N> {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+/// Writes one metric family: its descriptor, then its samples.
+fn family<L: EncodeLabelSet, M: Kind>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, M)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut samples = samples.into_iter().peekable();
-    let Some((_, first)) = samples.peek() else { return Ok(()) };
-    let metric_type = first.metric_type();
-    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    let mut metric = encoder.encode_descriptor(name, help, None, M::TYPE)?;
     for (labels, value) in samples {
         value.encode(metric.encode_family(&labels)?)?;
     }
@@ -431,14 +443,12 @@ impl Collector for Scrape {
                 rss.map(|r| ([("process", process)], ConstGauge::new(r as f64)))
             }),
         )?;
-        if let Some(report) = worker.reported_memory {
-            family(
-                &mut e,
-                "clawgate_worker_heap_bytes",
-                "The worker's heap as its allocator counts it.",
-                gauge(report.heap_bytes as f64),
-            )?;
-        }
+        family(
+            &mut e,
+            "clawgate_worker_heap_bytes",
+            "The worker's heap as its allocator counts it.",
+            worker.reported_memory.map(|report| ([] as Bare, ConstGauge::new(report.heap_bytes as f64))),
+        )?;
         family(
             &mut e,
             "clawgate_memory_pressure",

@@ -282,3 +282,49 @@ fn a_missing_state_dir_is_reported_with_the_workers_reason() {
     assert!(log.contains("Usage worker ended."), "{log}");
     assert!(!log.contains('\x1b'), "colour codes in a log that is not a terminal:\n{log}");
 }
+
+/// Requests for methods and paths clawgate does not serve add no `/metrics` series: they are
+/// counted as `other` or `/unmatched`, however many distinct ones arrive.
+#[test]
+fn junk_requests_add_no_metric_series() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    gateway.ready_worker_pid();
+    let agent = e2e::http_agent(Duration::from_secs(10));
+    let junk = |from: usize, to: usize| {
+        for i in from..to {
+            let _ = agent.post(gateway.url(&format!("/api/v1/call//junk-{i}"))).send("{}");
+            let _ = agent.post(gateway.url(&format!("/api/v1/call/junk.{i}"))).send("{}");
+            let _ = agent.get(gateway.url(&format!("/nope-{i}"))).call();
+        }
+    };
+    let series = || {
+        let (_, body) = gateway.get("/metrics");
+        let text = body.as_str().expect("metrics text").to_owned();
+        assert!(!text.contains("junk") && !text.contains("nope"), "a request minted a label:\n{text}");
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    };
+    junk(0, 50);
+    // The first scrape starts the background usage query behind the usage counters; measure
+    // once they are there, so only the junk could add anything.
+    e2e::wait_until(Duration::from_secs(20), || {
+        let (_, body) = gateway.get("/metrics");
+        body.as_str().is_some_and(|m| m.contains("clawgate_usage_tokens_total{")).then_some(())
+    })
+    .expect("usage counters appear in /metrics");
+    let after_50 = series();
+    junk(50, 250);
+    assert_eq!(series(), after_50, "200 more distinct junk requests added series");
+    let (_, body) = gateway.get("/metrics");
+    let text = body.as_str().unwrap();
+    let other = r#"clawgate_requests_total{transport="http",method="other",outcome="400"} "#;
+    let counted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(other))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {other}line:\n{text}"));
+    assert!(counted >= 250, "unknown methods are counted, as `other`: {counted}");
+}
