@@ -150,9 +150,11 @@ impl Options {
             .unwrap_or_else(|| crate::config::DEFAULT_LISTEN.to_owned());
         let url = normalize_url(given.url.as_deref().filter(|u| !u.is_empty()).unwrap_or(&listen))?;
         let (token, token_source) = match given.token.filter(|t| !t.is_empty()) {
-            Some(token) => (Some(token), "--token or CLAWGATE_TOKEN".to_owned()),
+            Some(token) => (Some(token), "the token from --token or CLAWGATE_TOKEN was refused".to_owned()),
             None => match (from_file("CLAWGATE_TOKEN"), &file_used) {
-                (Some(token), Some(path)) => (Some(token), format!("CLAWGATE_TOKEN in {}", path.display())),
+                (Some(token), Some(path)) => {
+                    (Some(token), format!("the token from CLAWGATE_TOKEN in {} was refused", path.display()))
+                }
                 (_, Some(path)) => (None, format!("no token given, and none in {}", path.display())),
                 (_, None) if !unreadable.is_empty() => {
                     (None, format!("no token given, and cannot read {}", unreadable.join(", ")))
@@ -601,9 +603,17 @@ pub fn render(report: &Report, colour: bool) -> String {
         EXIT_UNAUTHORIZED => ok(false, "unauthorized"),
         _ => ok(false, "unreachable or failed"),
     };
-    out.push_str(&format!("clawgate status: {verdict}"));
-    if !report.reasons.is_empty() {
-        out.push_str(&format!(" ({})", report.reasons.join(", ")));
+    match report.exit_code {
+        // The reason says it all: "unauthorized (HTTP 401): <which token, from where>".
+        EXIT_UNAUTHORIZED if !report.reasons.is_empty() => {
+            out.push_str(&format!("clawgate status: {}", ok(false, &report.reasons.join(", "))))
+        }
+        _ => {
+            out.push_str(&format!("clawgate status: {verdict}"));
+            if !report.reasons.is_empty() {
+                out.push_str(&format!(" ({})", report.reasons.join(", ")));
+            }
+        }
     }
     out.push('\n');
     let health = report.probes.get("health");
@@ -817,7 +827,7 @@ mod tests {
         assert_eq!(report.exit_code, EXIT_UNAUTHORIZED);
         assert_eq!(report.reasons, ["unauthorized (HTTP 401): no token given"]);
         let text = render(&report, false);
-        assert!(text.starts_with("clawgate status: unauthorized"), "{text}");
+        assert!(text.starts_with("clawgate status: unauthorized (HTTP 401): no token given\n"), "{text}");
         assert!(text.contains("refused the token"), "{text}");
     }
 

@@ -179,15 +179,15 @@ fn a_wrong_token_is_unauthorized_and_the_env_file_supplies_the_right_one() {
     let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(code, 3, "{report}");
     assert_schema(&report, 3);
-    assert!(report["reasons"][0].as_str().unwrap().starts_with("unauthorized (HTTP 401)"), "{report}");
+    assert_eq!(
+        report["reasons"][0], "unauthorized (HTTP 401): the token from --token or CLAWGATE_TOKEN was refused",
+        "{report}"
+    );
     assert_eq!(report["probes"]["health"]["ok"], true, "{report}");
 
     let (code, text) = status_with(&["--url", &gateway.base], &[("XDG_CONFIG_HOME", home), ("HOME", home)]);
     assert_eq!(code, 3, "{text}");
-    assert!(
-        text.starts_with("clawgate status: unauthorized (unauthorized (HTTP 401): no token given"),
-        "{text}"
-    );
+    assert!(text.starts_with("clawgate status: unauthorized (HTTP 401): no token given"), "{text}");
     assert!(!text.contains("unreachable"), "{text}");
 
     // The user's environment file, where install.sh --user writes it.
