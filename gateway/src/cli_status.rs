@@ -164,6 +164,9 @@ impl Options {
                 }
             },
         };
+        if given.timeout.is_zero() {
+            return Err("--timeout must be more than zero".to_owned());
+        }
         Ok(Options { url, token, token_source, timeout: given.timeout, deep: given.deep, json: given.json })
     }
 }
