@@ -13,7 +13,7 @@ use axum::{
 };
 use ipc_proto::Method;
 use serde_json::{Value, json};
-use supervisor::{CallError, Phase, WorkerStatus};
+use supervisor::{CallError, Phase};
 
 use crate::{AppState, cache::Served, params};
 
@@ -107,84 +107,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /api/v1/status`: gateway and worker facts for the dashboard and `clawgate status`.
+/// `GET /api/v1/status`: gateway and worker facts for the dashboard and `clawgate status`
+/// (the typed document of `status.rs`).
 pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(e) = state.authorize(&headers) {
         return e.into_response();
     }
-    Json(status_json(&state)).into_response()
+    Json(crate::status::build(&state)).into_response()
 }
 
+/// The status document as JSON, for the `status` method.
 pub fn status_json(state: &AppState) -> Value {
-    let worker = state.supervisor.status();
-    json!({
-        "gateway": {
-            "pid": std::process::id(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptimeMs": state.uptime_ms(),
-            "listen": state.config.listen.to_string(),
-            "stateDir": state.config.state_dir,
-            "authMode": if state.config.token.is_some() { "token" } else { "none" },
-            "rssBytes": supervisor::rss_bytes(std::process::id()),
-        },
-        "worker": worker_json(&worker),
-        "eventLoop": state.lag.snapshot().to_json(),
-        "memory": state.lag.memory_json(),
-        "cache": state.cache.status_json(),
-        "jobs": state.cache.jobs_json(),
-        "stores": state.cache.stores_json(),
-        "websocket": state.ws.status_json(),
-    })
-}
-
-fn worker_json(worker: &WorkerStatus) -> Value {
-    let last_exit = worker.last_exit.as_ref().map(|exit| {
-        json!({
-            "cause": exit.cause.as_str(),
-            "pid": exit.pid,
-            "code": exit.code,
-            "signal": exit.signal,
-            "atMs": exit.at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            "stderrTail": exit.stderr_tail,
-        })
-    });
-    let memory = &worker.memory;
-    let last_action = memory.last_action.map(|(layer, at, rss)| {
-        json!({
-            "layer": layer,
-            "atMs": at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            "rssBytes": rss,
-        })
-    });
-    let memory_json = json!({
-        "capBytes": memory.cap_bytes,
-        "budgetBytes": memory.budget_bytes,
-        "rssBytes": worker.rss_bytes,
-        "heapBytes": worker.reported_memory.map(|m| m.heap_bytes),
-        "cgroup": match &memory.cgroup { Ok(path) => json!({"enforced": true, "path": path}), Err(why) => json!({"enforced": false, "reason": why}) },
-        "rlimitAsBytes": memory.rlimit_as_bytes,
-        "budgetRefusals": memory.budget_refusals,
-        "rssKills": memory.rss_kills,
-        "oomKills": memory.oom_kills,
-        "lastAction": last_action,
-    });
-    json!({
-        "mode": worker.mode,
-        "socket": worker.socket,
-        "memory": memory_json,
-        "state": worker.state_name(),
-        "pid": worker.pid,
-        "build": worker.build,
-        "uptimeMs": worker.ready_since.map(|t| t.elapsed().as_millis() as u64),
-        "restarts": worker.restarts,
-        "restartsByCause": worker.restarts_by_cause,
-        "lastExit": last_exit,
-        "rssBytes": worker.rss_bytes,
-        "heapBytes": worker.reported_memory.map(|m| m.heap_bytes),
-        "jobsInFlight": worker.jobs_in_flight,
-        "retryAfterMs": worker.retry_after.map(|d| d.as_millis() as u64),
-        "lastPingRttUs": worker.last_ping_rtt.map(|d| d.as_micros() as u64),
-    })
+    serde_json::to_value(crate::status::build(state)).unwrap_or(Value::Null)
 }
 
 /// `GET /api/v1/worker/ping`: one ping round trip to the worker through the supervisor, for
@@ -310,11 +244,12 @@ fn usage_response(served: &Served) -> Response {
 pub fn health_json(state: &AppState) -> Value {
     let started = std::time::Instant::now();
     let worker = state.supervisor.status();
+    let gateway_rss = supervisor::rss_bytes(std::process::id());
     let mut health = json!({
         "ok": true,
         "ts": now_ms(),
-        "eventLoop": state.lag.snapshot().to_json(),
-        "memory": state.lag.memory_json(),
+        "eventLoop": crate::status::EventLoop::from(&state.lag.snapshot()),
+        "memory": crate::status::memory(state, gateway_rss, &worker),
         "uptimeMs": state.uptime_ms(),
         "worker": {
             "state": worker.state_name(),

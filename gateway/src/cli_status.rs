@@ -5,31 +5,170 @@
 //! yields "timed out" lines and exit code 2 instead of a hang. Probes are plain blocking I/O with
 //! socket timeouts: no runtime to starve, nothing that waits without a deadline.
 //!
-//! Exit codes: 0 ok, 1 degraded (reachable, but the worker is not ready or the runtime lags),
-//! 2 unreachable or failed. `--json` prints one document with schema `clawgate.status/v1`
+//! The gateway's answer is read into [`crate::status::Status`], the struct the gateway serves;
+//! the report adds the verdict and the probes. Exit codes: 0 ok, 1 degraded (reachable, but the
+//! worker is not ready or the runtime lags), 2 unreachable or failed, 3 unauthorized (the token
+//! is missing or wrong). `--json` prints one [`Report`] with schema `clawgate.status/v1`
 //! (documented in docs/ops/status.md).
+//!
+//! The token comes from `--token`, else `$CLAWGATE_TOKEN`, else the environment file the units
+//! read (`~/.config/clawgate/clawgate.env`, then `/etc/clawgate/clawgate.env`), so `status` works
+//! on an installed host without copying the secret around.
 
 use std::{
+    collections::BTreeMap,
     io::IsTerminal as _,
     net::{TcpStream, ToSocketAddrs},
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::status::{self, Status, WorkerState};
 
 /// The JSON schema name; bump the suffix on incompatible changes.
 pub const SCHEMA: &str = "clawgate.status/v1";
+/// The default total deadline.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the command was asked to do.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_DEGRADED: i32 = 1;
+pub const EXIT_UNREACHABLE: i32 = 2;
+pub const EXIT_UNAUTHORIZED: i32 = 3;
+
+/// What was given on the command line (flags and their environment variables).
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub env_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub deep: bool,
+    pub json: bool,
+}
+
+/// What the command was asked to do, resolved.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// `http://host:port` of the gateway.
     pub url: String,
     pub token: Option<String>,
+    /// Where the token came from (or where none was found), for the unauthorized message.
+    pub token_source: String,
     /// The total deadline for the whole command.
     pub timeout: Duration,
     pub deep: bool,
     pub json: bool,
+}
+
+/// The environment files install.sh writes, user first: a user running `status` for their own
+/// units should not need root to read the system one.
+pub fn default_env_files() -> Vec<PathBuf> {
+    let config_home =
+        std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()).map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".config"))
+        });
+    config_home
+        .map(|dir| dir.join("clawgate/clawgate.env"))
+        .into_iter()
+        .chain([PathBuf::from("/etc/clawgate/clawgate.env")])
+        .collect()
+}
+
+/// Reads `VAR=value` lines of a systemd environment file: `#`/`;` comments, optional `export`,
+/// a value optionally in matching quotes. Enough for the variables `status` needs.
+pub fn read_env_file(path: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let k = k.trim().trim_start_matches("export ").trim();
+            let v = v.trim();
+            let v = [('"', '"'), ('\'', '\'')]
+                .iter()
+                .find_map(|(a, b)| v.strip_prefix(*a).and_then(|v| v.strip_suffix(*b)))
+                .unwrap_or(v);
+            (k.to_owned(), v.to_owned())
+        })
+        .collect())
+}
+
+/// `URL` or `HOST:PORT` → `http://HOST:PORT` without a trailing slash. A wildcard listen
+/// address (`0.0.0.0`, `[::]`) becomes loopback: that is where a local gateway answers.
+pub fn normalize_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let (scheme, rest) = text.split_once("://").unwrap_or(("http", text));
+    let rest = rest.trim_end_matches('/');
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("\"{text}\": only http:// and https:// URLs are supported"));
+    }
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    if authority.is_empty() {
+        return Err(format!("\"{text}\" names no host"));
+    }
+    let authority = match authority.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => authority.to_owned(),
+    };
+    let path = if path.is_empty() { String::new() } else { format!("/{path}") };
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
+impl Options {
+    /// Resolves the URL and token: flag or environment first, then the environment file.
+    pub fn resolve(given: Given) -> Result<Options, String> {
+        let (files, explicit) = match given.env_file {
+            Some(path) => (vec![path], true),
+            None => (default_env_files(), false),
+        };
+        let mut file_vars = BTreeMap::new();
+        let mut file_used = None;
+        let mut unreadable = Vec::new();
+        for path in files {
+            match read_env_file(&path) {
+                Ok(vars) => {
+                    file_vars = vars;
+                    file_used = Some(path);
+                    break;
+                }
+                Err(e) if explicit => return Err(format!("cannot read {}: {e}", path.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => unreadable.push(format!("{}: {e}", path.display())),
+            }
+        }
+        let from_file = |name: &str| file_vars.get(name).filter(|v| !v.is_empty()).cloned();
+        let listen = std::env::var("CLAWGATE_LISTEN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| from_file("CLAWGATE_LISTEN"))
+            .unwrap_or_else(|| crate::config::DEFAULT_LISTEN.to_owned());
+        let url = normalize_url(given.url.as_deref().filter(|u| !u.is_empty()).unwrap_or(&listen))?;
+        let (token, token_source) = match given.token.filter(|t| !t.is_empty()) {
+            Some(token) => (Some(token), "the token from --token or CLAWGATE_TOKEN was refused".to_owned()),
+            None => match (from_file("CLAWGATE_TOKEN"), &file_used) {
+                (Some(token), Some(path)) => {
+                    (Some(token), format!("the token from CLAWGATE_TOKEN in {} was refused", path.display()))
+                }
+                (_, Some(path)) => (None, format!("no token given, and none in {}", path.display())),
+                (_, None) if !unreadable.is_empty() => {
+                    (None, format!("no token given, and cannot read {}", unreadable.join(", ")))
+                }
+                (_, None) => {
+                    (None, "no token given (--token, CLAWGATE_TOKEN or the environment file)".to_owned())
+                }
+            },
+        };
+        if given.timeout.is_zero() {
+            return Err("--timeout must be more than zero".to_owned());
+        }
+        Ok(Options { url, token, token_source, timeout: given.timeout, deep: given.deep, json: given.json })
+    }
 }
 
 /// Longest any single probe may take (within what is left of the total).
@@ -50,12 +189,62 @@ impl Clock {
 }
 
 /// One probe's outcome.
-fn probe_result(started: Instant, res: Result<Value, String>) -> Value {
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    match res {
-        Ok(detail) => json!({"ok": true, "ms": round1(ms), "detail": detail}),
-        Err(error) => json!({"ok": false, "ms": round1(ms), "error": error}),
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Probe {
+    pub ok: bool,
+    /// How long it took, ms (0.1 ms resolution).
+    pub ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq)]
+enum ProbeError {
+    /// HTTP 401: the gateway is there and wants a (different) token.
+    Unauthorized,
+    Failed(String),
+}
+
+impl From<String> for ProbeError {
+    fn from(message: String) -> ProbeError {
+        ProbeError::Failed(message)
     }
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Unauthorized => f.write_str("unauthorized (HTTP 401)"),
+            ProbeError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
+/// The whole report: the verdict, the gateway's status sections (`null` when it could not be
+/// read), the probes and systemd's view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Report {
+    pub schema: String,
+    pub url: String,
+    pub ok: bool,
+    pub exit_code: i32,
+    pub reasons: Vec<String>,
+    pub gateway: Option<status::Gateway>,
+    pub event_loop: Option<status::EventLoop>,
+    pub worker: Option<status::Worker>,
+    pub memory: Option<status::Memory>,
+    pub cache: Option<status::Cache>,
+    pub jobs: Option<status::Jobs>,
+    pub stores: Option<status::Stores>,
+    pub websocket: Option<status::Websocket>,
+    pub probes: BTreeMap<String, Probe>,
+    /// `systemctl show` fields by unit (`--deep`), as systemd reports them.
+    pub systemd: Option<Value>,
 }
 
 fn round1(v: f64) -> f64 {
@@ -76,31 +265,34 @@ fn describe(error: &ureq::Error) -> String {
     }
 }
 
-fn get_json(opts: &Options, path: &str, timeout: Duration) -> Result<Value, String> {
+fn get_json(opts: &Options, path: &str, timeout: Duration) -> Result<Value, ProbeError> {
     let mut req = agent(timeout).get(format!("{}{}", opts.url, path));
     if let Some(token) = &opts.token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
     let mut res = req.call().map_err(|e| describe(&e))?;
     let status = res.status().as_u16();
-    let body = res.body_mut().read_to_string().map_err(|e| describe(&e))?;
-    let value: Value = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: not JSON"))?;
     if status == 401 {
-        return Err("unauthorized: pass --token or set CLAWGATE_TOKEN".into());
+        return Err(ProbeError::Unauthorized);
     }
+    let body = res.body_mut().with_config().limit(16 << 20).read_to_string().map_err(|e| describe(&e))?;
+    let value: Value = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: not JSON"))?;
     if !(200..300).contains(&status) && status != 503 {
-        return Err(format!("HTTP {status}: {}", value["error"]["message"].as_str().unwrap_or("")));
+        return Err(format!("HTTP {status}: {}", value["error"]["message"].as_str().unwrap_or("")).into());
     }
     Ok(value)
 }
 
-fn post_json(opts: &Options, path: &str, body: &Value, timeout: Duration) -> Result<Value, String> {
+fn post_json(opts: &Options, path: &str, body: &Value, timeout: Duration) -> Result<Value, ProbeError> {
     let mut req =
         agent(timeout).post(format!("{}{}", opts.url, path)).header("content-type", "application/json");
     if let Some(token) = &opts.token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
     let mut res = req.send(body.to_string()).map_err(|e| describe(&e))?;
+    if res.status().as_u16() == 401 {
+        return Err(ProbeError::Unauthorized);
+    }
     let text = res.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| describe(&e))?;
     let value: Value = serde_json::from_str(&text).map_err(|_| "answer is not JSON".to_owned())?;
     if value["ok"] == true {
@@ -110,35 +302,38 @@ fn post_json(opts: &Options, path: &str, body: &Value, timeout: Duration) -> Res
             "{}: {}",
             value["error"]["code"].as_str().unwrap_or("?"),
             value["error"]["message"].as_str().unwrap_or("")
-        ))
+        )
+        .into())
     }
 }
 
 /// The WebSocket handshake an OpenClaw client performs: challenge, connect, hello-ok.
-fn ws_probe(opts: &Options, timeout: Duration) -> Result<Value, String> {
+fn ws_probe(opts: &Options, timeout: Duration) -> Result<Value, ProbeError> {
     let started = Instant::now();
-    let host = opts.url.strip_prefix("http://").ok_or("--deep WebSocket probe needs an http:// URL")?;
-    let host = host.trim_end_matches('/');
-    let addr = host.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
+    let host =
+        opts.url.strip_prefix("http://").ok_or("the WebSocket probe needs an http:// URL".to_owned())?;
+    let host = host.split('/').next().unwrap_or(host);
+    let addr = host.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address".to_owned())?;
     let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let (mut socket, _) =
         tungstenite::client(format!("ws://{host}/ws"), stream).map_err(|e| format!("upgrade failed: {e}"))?;
-    let read_json = |socket: &mut tungstenite::WebSocket<TcpStream>| -> Result<Value, String> {
+    let read_json = |socket: &mut tungstenite::WebSocket<TcpStream>| -> Result<Value, ProbeError> {
         loop {
             if started.elapsed() > timeout {
-                return Err("timed out".into());
+                return Err("timed out".to_owned().into());
             }
             match socket.read().map_err(|e| e.to_string())? {
                 tungstenite::Message::Text(text) => {
-                    return serde_json::from_str(&text).map_err(|e| e.to_string());
+                    return serde_json::from_str(&text).map_err(|e| e.to_string().into());
                 }
                 tungstenite::Message::Close(frame) => {
                     return Err(format!(
                         "closed: {}",
                         frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default()
-                    ));
+                    )
+                    .into());
                 }
                 _ => continue,
             }
@@ -146,7 +341,7 @@ fn ws_probe(opts: &Options, timeout: Duration) -> Result<Value, String> {
     };
     let challenge = read_json(&mut socket)?;
     if challenge["event"] != "connect.challenge" {
-        return Err(format!("expected connect.challenge, got {}", challenge["event"]));
+        return Err(format!("expected connect.challenge, got {}", challenge["event"]).into());
     }
     let connect = json!({
         "type": "req", "id": "status-probe", "method": "connect",
@@ -166,7 +361,7 @@ fn ws_probe(opts: &Options, timeout: Duration) -> Result<Value, String> {
     };
     let _ = socket.close(None);
     if hello["ok"] != true {
-        return Err(format!("connect refused: {}", hello["error"]["message"].as_str().unwrap_or("?")));
+        return Err(format!("connect refused: {}", hello["error"]["message"].as_str().unwrap_or("?")).into());
     }
     Ok(json!({"protocol": hello["payload"]["protocol"], "connId": hello["payload"]["server"]["connId"]}))
 }
@@ -226,17 +421,16 @@ fn run_with_timeout(program: &str, args: &[&str], timeout: Duration) -> Option<S
 }
 
 /// Checks the worker socket and its directory are private (when on this host).
-fn socket_check(path: &str) -> Result<Value, String> {
+fn socket_check(path: &Path) -> Result<Value, ProbeError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let path = std::path::Path::new(path);
-    let dir = path.parent().ok_or("no parent directory")?;
+    let dir = path.parent().ok_or("no parent directory".to_owned())?;
     let dir_meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dir_mode = dir_meta.mode() & 0o777;
     // In managed mode the socket is unlinked once the worker has connected: nothing can
     // connect to it any more, which is the point. Then only the directory is checked.
     let Some(meta) = std::fs::metadata(path).ok() else {
         if dir_mode & 0o077 != 0 {
-            return Err(format!("directory mode {dir_mode:o} is not private (want 700)"));
+            return Err(format!("directory mode {dir_mode:o} is not private (want 700)").into());
         }
         return Ok(
             json!({"path": path, "socket": "absent (unlinked after the worker connected)", "dirMode": format!("{dir_mode:o}")}),
@@ -254,33 +448,46 @@ fn socket_check(path: &str) -> Result<Value, String> {
     if problems.is_empty() {
         Ok(json!({"path": path, "mode": format!("{mode:o}"), "dirMode": format!("{dir_mode:o}")}))
     } else {
-        Err(problems.join("; "))
+        Err(problems.join("; ").into())
     }
 }
 
-/// Runs every probe within the deadline and returns the report and exit code.
-pub fn collect(opts: &Options) -> (Value, i32) {
+/// Runs every probe within the deadline and returns the report; its `exit_code` is the
+/// command's.
+pub fn collect(opts: &Options) -> Report {
     let clock = Clock { end: Instant::now() + opts.timeout };
-    let mut probes = serde_json::Map::new();
-    let mut run = |name: &str, f: &mut dyn FnMut(Duration) -> Result<Value, String>| -> Option<Value> {
+    let mut probes = BTreeMap::new();
+    let mut unauthorized = false;
+    let mut run = |name: &str, f: &mut dyn FnMut(Duration) -> Result<Value, ProbeError>| -> Option<Value> {
         let Some(budget) = clock.budget() else {
-            probes.insert(
-                name.into(),
-                json!({"ok": false, "ms": 0.0, "error": "skipped: total deadline reached"}),
-            );
+            let skipped = Probe { error: Some("skipped: total deadline reached".into()), ..Probe::default() };
+            probes.insert(name.to_owned(), skipped);
             return None;
         };
         let started = Instant::now();
         let res = f(budget);
-        let value = probe_result(started, res);
-        let detail = value["ok"].as_bool().unwrap_or(false).then(|| value["detail"].clone());
-        probes.insert(name.into(), value);
+        let ms = round1(started.elapsed().as_secs_f64() * 1000.0);
+        unauthorized |= res == Err(ProbeError::Unauthorized);
+        let (probe, detail) = match res {
+            Ok(detail) => (Probe { ok: true, ms, detail: Some(detail.clone()), error: None }, Some(detail)),
+            Err(error) => (Probe { ok: false, ms, detail: None, error: Some(error.to_string()) }, None),
+        };
+        probes.insert(name.to_owned(), probe);
         detail
     };
 
     let health = run("health", &mut |t| get_json(opts, "/healthz", t));
-    let status =
-        if health.is_some() { run("status", &mut |t| get_json(opts, "/api/v1/status", t)) } else { None };
+    let status: Option<Status> = if health.is_some() {
+        run("status", &mut |t| {
+            let value = get_json(opts, "/api/v1/status", t)?;
+            serde_json::from_value::<Status>(value.clone())
+                .map(|_| value)
+                .map_err(|e| ProbeError::Failed(format!("unreadable status document: {e}")))
+        })
+        .and_then(|value| serde_json::from_value(value).ok())
+    } else {
+        None
+    };
     if opts.deep && status.is_some() {
         run("websocket", &mut |t| ws_probe(opts, t));
         run("workerPing", &mut |t| {
@@ -288,7 +495,7 @@ pub fn collect(opts: &Options) -> (Value, i32) {
                 if v["ok"] == true {
                     Ok(v)
                 } else {
-                    Err(v["error"]["message"].as_str().unwrap_or("worker ping failed").to_owned())
+                    Err(v["error"]["message"].as_str().unwrap_or("worker ping failed").to_owned().into())
                 }
             })
         });
@@ -296,215 +503,243 @@ pub fn collect(opts: &Options) -> (Value, i32) {
             post_json(opts, "/api/v1/call/usage.cost", &json!({"days": 1}), t)
                 .map(|p| json!({"totalTokens": p["totals"]["totalTokens"]}))
         });
-        if let Some(path) = status.as_ref().and_then(|s| s["worker"]["socket"].as_str()) {
-            let path = path.to_owned();
+        if let Some(path) = status.as_ref().and_then(|s| s.worker.socket.clone()) {
             run("socket", &mut |_| socket_check(&path));
         }
     }
     let systemd = if opts.deep { clock.budget().map(systemd_units) } else { None };
+    // The status document is the report's own sections; no need to carry it twice.
+    if let Some(probe) = probes.get_mut("status") {
+        probe.detail = None;
+    }
+    verdict(opts, status, probes, systemd, unauthorized)
+}
 
-    let gateway = status.as_ref().map(|s| s["gateway"].clone()).unwrap_or(Value::Null);
-    let worker = status.as_ref().map(|s| s["worker"].clone()).unwrap_or(Value::Null);
-    let event_loop = status.as_ref().map(|s| s["eventLoop"].clone()).unwrap_or(Value::Null);
+/// The exit code and its reasons, from what the probes found.
+fn verdict(
+    opts: &Options,
+    status: Option<Status>,
+    probes: BTreeMap<String, Probe>,
+    systemd: Option<Value>,
+    unauthorized: bool,
+) -> Report {
     let mut reasons: Vec<String> = Vec::new();
-    let exit_code = if health.is_none() || status.is_none() {
-        reasons.push("gateway unreachable".into());
-        2
-    } else {
-        let state = worker["state"].as_str().unwrap_or("unknown");
-        if state == "failed" {
-            reasons.push("worker failed".into());
-        } else if !matches!(state, "ready" | "busy") {
-            reasons.push(format!("worker {state}"));
+    let exit_code = match &status {
+        None if !probes.get("health").is_some_and(|p| p.ok) => {
+            reasons.push("gateway unreachable".into());
+            EXIT_UNREACHABLE
         }
-        if event_loop["degraded"] == true {
-            reasons.push("runtime lag".into());
+        None if unauthorized => {
+            reasons.push(format!("unauthorized (HTTP 401): {}", opts.token_source));
+            EXIT_UNAUTHORIZED
         }
-        if opts.deep {
-            for (name, probe) in &probes {
-                if probe["ok"] != true {
-                    reasons.push(format!("{name} probe failed"));
+        None => {
+            reasons.push("gateway status unavailable".into());
+            EXIT_UNREACHABLE
+        }
+        Some(status) => {
+            let state = status.worker.state;
+            if state == WorkerState::Failed {
+                reasons.push("worker failed".into());
+            } else if !state.is_up() {
+                reasons.push(format!("worker {}", state.as_str()));
+            }
+            if status.event_loop.degraded {
+                reasons.push("runtime lag".into());
+            }
+            if opts.deep {
+                for (name, probe) in &probes {
+                    if !probe.ok {
+                        reasons.push(format!("{name} probe failed"));
+                    }
                 }
             }
-        }
-        if state == "failed" {
-            2
-        } else if reasons.is_empty() {
-            0
-        } else {
-            1
+            if state == WorkerState::Failed {
+                EXIT_UNREACHABLE
+            } else if reasons.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_DEGRADED
+            }
         }
     };
-    let report = json!({
-        "schema": SCHEMA,
-        "url": opts.url,
-        "ok": exit_code == 0,
-        "exitCode": exit_code,
-        "reasons": reasons,
-        "gateway": gateway,
-        "eventLoop": event_loop,
-        "worker": worker,
-        "cache": status.as_ref().map(|s| s["cache"].clone()).unwrap_or(Value::Null),
-        "jobs": status.as_ref().map(|s| s["jobs"].clone()).unwrap_or(Value::Null),
-        "stores": status.as_ref().map(|s| s["stores"].clone()).unwrap_or(Value::Null),
-        "probes": probes,
-        "systemd": systemd,
-    });
-    (report, exit_code)
+    let mut report = Report {
+        schema: SCHEMA.to_owned(),
+        url: opts.url.clone(),
+        ok: exit_code == EXIT_OK,
+        exit_code,
+        reasons,
+        probes,
+        systemd,
+        ..Report::default()
+    };
+    if let Some(s) = status {
+        report.gateway = Some(s.gateway);
+        report.event_loop = Some(s.event_loop);
+        report.worker = Some(s.worker);
+        report.memory = Some(s.memory);
+        report.cache = Some(s.cache);
+        report.jobs = Some(s.jobs);
+        report.stores = s.stores;
+        report.websocket = Some(s.websocket);
+    }
+    report
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "n/a".into())
+}
+
+fn na<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into())
 }
 
 /// Formats the report for a person.
-pub fn render(report: &Value, colour: bool) -> String {
+pub fn render(report: &Report, colour: bool) -> String {
     let paint =
         |code: &str, text: &str| if colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() };
     let ok = |good: bool, text: &str| paint(if good { "32" } else { "31" }, text);
-    let na = |v: &Value| match v {
-        Value::Null => "n/a".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mib =
-        |v: &Value| v.as_f64().map(|b| format!("{:.1} MiB", b / 1048576.0)).unwrap_or_else(|| "n/a".into());
     let mut out = String::new();
-    let verdict = match report["exitCode"].as_i64() {
-        Some(0) => ok(true, "ok"),
-        Some(1) => paint("33", "degraded"),
+    let verdict = match report.exit_code {
+        EXIT_OK => ok(true, "ok"),
+        EXIT_DEGRADED => paint("33", "degraded"),
+        EXIT_UNAUTHORIZED => ok(false, "unauthorized"),
         _ => ok(false, "unreachable or failed"),
     };
-    out.push_str(&format!("clawgate status: {verdict}"));
-    if let Some(reasons) = report["reasons"].as_array().filter(|r| !r.is_empty()) {
-        let list: Vec<String> = reasons.iter().map(na).collect();
-        out.push_str(&format!(" ({})", list.join(", ")));
+    match report.exit_code {
+        // The reason says it all: "unauthorized (HTTP 401): <which token, from where>".
+        EXIT_UNAUTHORIZED if !report.reasons.is_empty() => {
+            out.push_str(&format!("clawgate status: {}", ok(false, &report.reasons.join(", "))))
+        }
+        _ => {
+            out.push_str(&format!("clawgate status: {verdict}"));
+            if !report.reasons.is_empty() {
+                out.push_str(&format!(" ({})", report.reasons.join(", ")));
+            }
+        }
     }
     out.push('\n');
-    let g = &report["gateway"];
-    let health = &report["probes"]["health"];
-    if g.is_null() {
-        out.push_str(&format!(
-            "Gateway   {}: {}\n",
-            report["url"].as_str().unwrap_or(""),
-            ok(
-                false,
-                health["error"]
-                    .as_str()
-                    .or(report["probes"]["status"]["error"].as_str())
-                    .unwrap_or("unreachable")
-            )
-        ));
-    } else {
-        out.push_str(&format!(
+    let health = report.probes.get("health");
+    match &report.gateway {
+        None if report.exit_code == EXIT_UNAUTHORIZED => out.push_str(&format!(
+            "Gateway   {} reachable ({} ms) but {}: pass --token, set CLAWGATE_TOKEN, or put it in the environment file\n",
+            report.url,
+            na(health.map(|h| h.ms)),
+            ok(false, "refused the token")
+        )),
+        None => {
+            let error = health
+                .and_then(|p| p.error.as_deref())
+                .or_else(|| report.probes.get("status").and_then(|p| p.error.as_deref()))
+                .unwrap_or("unreachable");
+            out.push_str(&format!("Gateway   {}: {}\n", report.url, ok(false, error)));
+        }
+        Some(g) => out.push_str(&format!(
             "Gateway   {} reachable ({} ms), version {}, pid {}, up {}, RSS {}, auth {}\n",
-            na(&g["listen"]),
-            na(&health["ms"]),
-            na(&g["version"]),
-            na(&g["pid"]),
-            g["uptimeMs"].as_u64().map(human_age).unwrap_or_else(|| "n/a".into()),
-            mib(&g["rssBytes"]),
-            na(&g["authMode"])
-        ));
+            g.listen,
+            na(health.map(|h| h.ms)),
+            g.version,
+            g.pid,
+            human_age(g.uptime_ms),
+            mib(g.rss_bytes),
+            match g.auth_mode {
+                status::AuthMode::Token => "token",
+                status::AuthMode::None => "none",
+            }
+        )),
     }
-    let el = &report["eventLoop"];
-    if !el.is_null() {
-        let degraded = el["degraded"] == true;
+    if let Some(el) = &report.event_loop {
         out.push_str(&format!(
             "Runtime   {} max {} ms, p99 {} ms, utilisation {}\n",
-            ok(!degraded, if degraded { "degraded" } else { "ok" }),
-            na(&el["delayMaxMs"]),
-            na(&el["delayP99Ms"]),
-            na(&el["utilization"])
+            ok(!el.degraded, if el.degraded { "degraded" } else { "ok" }),
+            el.delay_max_ms,
+            el.delay_p99_ms,
+            el.utilization
         ));
     }
-    let w = &report["worker"];
-    if !w.is_null() {
-        let state = w["state"].as_str().unwrap_or("unknown");
-        let m = &w["memory"];
+    if let Some(w) = &report.worker {
+        let by_cause = if w.restarts_by_cause.is_empty() {
+            String::new()
+        } else {
+            let causes: Vec<String> = w.restarts_by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!(" ({})", causes.join(", "))
+        };
         out.push_str(&format!(
-            "Worker    {} ({}), pid {}, RSS {} / cap {}, heap {} / budget {}, restarts {} {}\n",
-            ok(matches!(state, "ready" | "busy"), state),
-            na(&w["mode"]),
-            na(&w["pid"]),
-            mib(&w["rssBytes"]),
-            mib(&m["capBytes"]),
-            mib(&w["heapBytes"]),
-            mib(&m["budgetBytes"]),
-            na(&w["restarts"]),
-            w["restartsByCause"]
-                .as_object()
-                .filter(|o| !o.is_empty())
-                .map(|o| Value::Object(o.clone()).to_string())
-                .unwrap_or_default()
+            "Worker    {} ({}), pid {}, RSS {} / cap {}, heap {} / budget {}, restarts {}{by_cause}\n",
+            ok(w.state.is_up(), w.state.as_str()),
+            w.mode,
+            na(w.pid),
+            mib(w.rss_bytes),
+            mib(Some(w.memory.cap_bytes)),
+            mib(w.heap_bytes),
+            mib(Some(w.memory.budget_bytes)),
+            w.restarts,
         ));
-        if let Some(exit) = w["lastExit"].as_object() {
-            let age = exit.get("atMs").and_then(Value::as_u64).map(|at| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(at);
-                human_age(now.saturating_sub(at))
-            });
+        if let Some(after) = w.retry_after_ms.filter(|_| !w.state.is_up()) {
+            out.push_str(&format!("          next try in {}\n", human_age(after)));
+        }
+        if let Some(exit) = &w.last_exit {
+            let now = status::epoch_ms(std::time::SystemTime::now());
             out.push_str(&format!(
-                "          last exit: {} {} ago (code {}, signal {})\n",
-                na(&exit["cause"]),
-                age.unwrap_or_else(|| "?".into()),
-                na(&exit["code"]),
-                na(&exit["signal"])
+                "          last exit: {} {} ago (code {}, signal {}){}\n",
+                exit.cause,
+                human_age(now.saturating_sub(exit.at_ms)),
+                na(exit.code),
+                na(exit.signal),
+                exit.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            ));
+        }
+        if w.rejected_peers > 0 {
+            out.push_str(&format!(
+                "          {} connection(s) to the worker socket refused: not from the spawned worker\n",
+                w.rejected_peers
             ));
         }
     }
-    let c = &report["cache"];
-    if !c.is_null() {
+    if let Some(c) = &report.cache {
+        let lookup = |k: &str| na(c.lookups.get(k));
         out.push_str(&format!(
             "Cache     {} answers ({} bytes), newest {} old, oldest {} old; hits {} misses {} stale {} shared {}\n",
-            na(&c["answers"]),
-            na(&c["bytes"]),
-            c["newestAgeMs"].as_u64().map(human_age).unwrap_or_else(|| "n/a".into()),
-            c["oldestAgeMs"].as_u64().map(human_age).unwrap_or_else(|| "n/a".into()),
-            na(&c["lookups"]["hit"]),
-            na(&c["lookups"]["miss"]),
-            na(&c["lookups"]["stale"]),
-            na(&c["lookups"]["shared"])
+            c.answers,
+            c.bytes,
+            c.newest_age_ms.map(human_age).unwrap_or_else(|| "n/a".into()),
+            c.oldest_age_ms.map(human_age).unwrap_or_else(|| "n/a".into()),
+            lookup("hit"),
+            lookup("miss"),
+            lookup("stale"),
+            lookup("shared")
         ));
     }
-    let j = &report["jobs"];
-    if !j.is_null() {
+    if let Some(j) = &report.jobs {
         out.push_str(&format!(
             "Jobs      p50 {} ms, p99 {} ms over the last {}; running {} of {}, {} waiting\n",
-            na(&j["p50Ms"]),
-            na(&j["p99Ms"]),
-            na(&j["recent"]),
-            na(&j["running"]),
-            na(&j["maxJobs"]),
-            na(&j["waiters"])
+            na(j.p50_ms),
+            na(j.p99_ms),
+            j.recent,
+            j.running,
+            j.max_jobs,
+            j.waiters
         ));
     }
-    let st = &report["stores"];
-    if !st.is_null() {
+    if let Some(st) = &report.stores {
         out.push_str(&format!(
             "Stores    {} agents, {} files ({} scope); last job parsed {} files, {} bytes, skipped {} lines\n",
-            na(&st["agents"]),
-            na(&st["files"]),
-            na(&st["scope"]),
-            na(&st["filesParsed"]),
-            na(&st["bytesParsed"]),
-            na(&st["linesSkipped"])
+            st.agents, st.files, st.scope, st.files_parsed, st.bytes_parsed, st.lines_skipped
         ));
     }
-    if let Some(probes) = report["probes"].as_object() {
-        for (name, probe) in probes.iter().filter(|(n, _)| !matches!(n.as_str(), "health" | "status")) {
-            let good = probe["ok"] == true;
-            let what = if good {
-                compact(&probe["detail"])
-            } else {
-                probe["error"].as_str().unwrap_or("failed").to_owned()
-            };
-            out.push_str(&format!(
-                "Probe     {name}: {} in {} ms {what}\n",
-                ok(good, if good { "ok" } else { "FAILED" }),
-                na(&probe["ms"])
-            ));
-        }
+    for (name, probe) in report.probes.iter().filter(|(n, _)| !matches!(n.as_str(), "health" | "status")) {
+        let what = match (&probe.detail, &probe.error) {
+            (Some(detail), _) if probe.ok => compact(detail),
+            (_, Some(error)) => error.clone(),
+            _ => "failed".to_owned(),
+        };
+        out.push_str(&format!(
+            "Probe     {name}: {} in {} ms {what}\n",
+            ok(probe.ok, if probe.ok { "ok" } else { "FAILED" }),
+            probe.ms
+        ));
     }
-    if let Some(systemd) = report["systemd"].as_object() {
+    if let Some(systemd) = report.systemd.as_ref().and_then(Value::as_object) {
         if systemd.get("available") == Some(&Value::Bool(false)) {
             out.push_str("systemd   not available\n");
         } else if let Some(units) = systemd.get("units").and_then(Value::as_object) {
@@ -542,7 +777,7 @@ fn human_age(ms: u64) -> String {
 
 /// Runs the command: prints the report and returns the exit code.
 pub fn run(opts: &Options) -> i32 {
-    let (report, code) = collect(opts);
+    let report = collect(opts);
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -550,47 +785,124 @@ pub fn run(opts: &Options) -> i32 {
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         print!("{}", render(&report, colour));
     }
-    code
-}
-
-/// Parses `5s`, `500ms`, `1.5` (seconds), `2m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) =
-        text.split_at(text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len()));
-    let value: f64 = number.parse().map_err(|_| format!("not a duration: \"{text}\" (e.g. 5s, 500ms)"))?;
-    let secs = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        other => return Err(format!("unknown duration unit \"{other}\" (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("duration must be positive: \"{text}\""))
+    report.exit_code
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("5 fortnights").is_err());
+    fn opts(url: &str) -> Options {
+        Options {
+            url: url.into(),
+            token: None,
+            token_source: "no token given".into(),
+            timeout: DEFAULT_TIMEOUT,
+            deep: false,
+            json: false,
+        }
     }
 
     #[test]
     fn unreachable_renders_without_colour() {
-        let report = json!({"exitCode": 2, "reasons": ["gateway unreachable"], "url": "http://127.0.0.1:1",
-            "gateway": null, "probes": {"health": {"ok": false, "error": "connection refused"}}});
+        let mut probes = BTreeMap::new();
+        probes.insert(
+            "health".to_owned(),
+            Probe { ok: false, ms: 0.4, detail: None, error: Some("connection refused".into()) },
+        );
+        let report = verdict(&opts("http://127.0.0.1:1"), None, probes, None, false);
+        assert_eq!(report.exit_code, EXIT_UNREACHABLE);
         let text = render(&report, false);
         assert!(text.starts_with("clawgate status: unreachable or failed (gateway unreachable)"), "{text}");
         assert!(text.contains("connection refused"), "{text}");
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn a_refused_token_is_unauthorized_not_unreachable() {
+        let mut probes = BTreeMap::new();
+        probes.insert("health".to_owned(), Probe { ok: true, ms: 1.0, ..Probe::default() });
+        probes.insert(
+            "status".to_owned(),
+            Probe { ok: false, ms: 1.0, detail: None, error: Some("unauthorized (HTTP 401)".into()) },
+        );
+        let report = verdict(&opts("http://127.0.0.1:1"), None, probes, None, true);
+        assert_eq!(report.exit_code, EXIT_UNAUTHORIZED);
+        assert_eq!(report.reasons, ["unauthorized (HTTP 401): no token given"]);
+        let text = render(&report, false);
+        assert!(text.starts_with("clawgate status: unauthorized (HTTP 401): no token given\n"), "{text}");
+        assert!(text.contains("refused the token"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_worker_shows_its_reason_and_next_try() {
+        let mut status = Status::default();
+        status.worker.state = WorkerState::Failed;
+        status.worker.mode = "managed".into();
+        status.worker.retry_after_ms = Some(297_000);
+        status.worker.last_exit = Some(status::LastExit {
+            cause: "config_error".into(),
+            code: Some(78),
+            at_ms: status::epoch_ms(std::time::SystemTime::now()),
+            reason: Some("state directory /x does not exist or is not a directory".into()),
+            ..status::LastExit::default()
+        });
+        let mut probes = BTreeMap::new();
+        probes.insert("health".to_owned(), Probe { ok: true, ms: 1.0, ..Probe::default() });
+        let report = verdict(&opts("http://127.0.0.1:1"), Some(status), probes, None, false);
+        assert_eq!(report.exit_code, EXIT_UNREACHABLE);
+        let text = render(&report, false);
+        assert!(text.contains("next try in 4m57s"), "{text}");
+        assert!(
+            text.contains(
+                "last exit: config_error 0s ago (code 78, signal n/a): state directory /x does not exist"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_scheme_and_wildcards() {
+        assert_eq!(normalize_url("127.0.0.1:18790").as_deref(), Ok("http://127.0.0.1:18790"));
+        assert_eq!(normalize_url("localhost:18790/").as_deref(), Ok("http://localhost:18790"));
+        assert_eq!(normalize_url("http://h:1/").as_deref(), Ok("http://h:1"));
+        assert_eq!(normalize_url("https://h.example/clawgate").as_deref(), Ok("https://h.example/clawgate"));
+        assert_eq!(normalize_url("0.0.0.0:18790").as_deref(), Ok("http://127.0.0.1:18790"));
+        assert_eq!(normalize_url("[::]:18790").as_deref(), Ok("http://[::1]:18790"));
+        assert!(normalize_url("ftp://h:1").is_err());
+        assert!(normalize_url("http://").is_err());
+    }
+
+    #[test]
+    fn env_files_are_read_as_systemd_does() {
+        let dir = std::env::temp_dir().join(format!("clawgate-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clawgate.env");
+        std::fs::write(
+            &path,
+            "# comment\n;also\nCLAWGATE_TOKEN=\"s3cret\"\n  CLAWGATE_LISTEN = 0.0.0.0:18791\n#CLAWGATE_TOKEN=old\nbroken line\n",
+        )
+        .unwrap();
+        let vars = read_env_file(&path).unwrap();
+        assert_eq!(vars.get("CLAWGATE_TOKEN").map(String::as_str), Some("s3cret"));
+        assert_eq!(vars.get("CLAWGATE_LISTEN").map(String::as_str), Some("0.0.0.0:18791"));
+        assert_eq!(vars.len(), 2);
+        let given = Given { env_file: Some(path.clone()), timeout: DEFAULT_TIMEOUT, ..Given::default() };
+        let resolved = Options::resolve(given).unwrap();
+        assert_eq!(resolved.token.as_deref(), Some("s3cret"));
+        assert!(resolved.token_source.contains("clawgate.env"), "{}", resolved.token_source);
+        // A flag wins over the file.
+        let given = Given {
+            env_file: Some(path),
+            token: Some("flag".into()),
+            url: Some("localhost:1".into()),
+            timeout: DEFAULT_TIMEOUT,
+            ..Given::default()
+        };
+        let resolved = Options::resolve(given).unwrap();
+        assert_eq!((resolved.token.as_deref(), resolved.url.as_str()), (Some("flag"), "http://localhost:1"));
+        let missing = Given { env_file: Some(dir.join("nope.env")), ..Given::default() };
+        assert!(Options::resolve(missing).unwrap_err().contains("nope.env"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,7 +17,6 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
 
 /// How long the sampler sleeps between samples.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
@@ -42,30 +41,6 @@ pub struct LagSnapshot {
     pub cpu_core_ratio: f64,
     pub degraded: bool,
     pub reasons: Vec<&'static str>,
-}
-
-impl LagSnapshot {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "degraded": self.degraded,
-            "reasons": self.reasons,
-            "intervalMs": self.interval_ms,
-            "samples": self.samples,
-            "delayP99Ms": round1(self.delay_p99_ms),
-            "delayMaxMs": round1(self.delay_max_ms),
-            "delayMeanMs": round1(self.delay_mean_ms),
-            "utilization": round3(self.utilization),
-            "cpuCoreRatio": round3(self.cpu_core_ratio),
-        })
-    }
-}
-
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// OpenClaw's reasons: delay when p99 or max ≥ 1 s; utilisation ≥ 0.95 and CPU ≥ 0.9 count
@@ -201,19 +176,6 @@ impl LagMonitor {
     pub fn memory(&self) -> (ProcessMemory, ProcessMemory) {
         self.shared.memory.lock().expect("memory snapshot").clone()
     }
-
-    /// `{gateway:{rssBytes, pressure}, worker:{rssBytes, heapBytes, pressure}}`.
-    pub fn memory_json(&self) -> Value {
-        let (gateway, worker) = self.memory();
-        let one = |m: &ProcessMemory| {
-            json!({
-                "rssBytes": m.rss_bytes,
-                "heapBytes": m.heap_bytes,
-                "pressure": m.pressure.as_ref().map(|p| json!({"level": p.level, "reason": p.reason, "thresholdBytes": p.threshold_bytes})),
-            })
-        };
-        json!({"gateway": one(&gateway), "worker": one(&worker)})
-    }
 }
 
 struct Slot {
@@ -332,8 +294,8 @@ fn process_cpu() -> Duration {
     // Fields after the command: state is #3, utime #14, stime #15 (1-based in proc(5)).
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let hz =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100).max(1) as u64;
     let total = ticks(11) + ticks(12);
     Duration::from_micros(total * 1_000_000 / hz)
 }
@@ -455,7 +417,7 @@ mod tests {
         assert!((s.utilization - 0.95).abs() < 1e-9);
         assert_eq!(s.reasons, vec!["event_loop_delay", "event_loop_utilization", "cpu"]);
         assert!(s.degraded);
-        assert_eq!(s.to_json()["delayMaxMs"].as_f64().map(|v| v >= 1480.0), Some(true));
+        assert!(crate::status::EventLoop::from(&s).delay_max_ms >= 1480.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ pub mod lag;
 pub mod metrics;
 pub mod params;
 pub mod sched;
+pub mod status;
 pub mod systemd;
 pub mod ws;
 

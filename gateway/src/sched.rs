@@ -5,6 +5,9 @@
 //! a CPU, and a probe's round trip takes several such wake-ups. A shorter slice gives the thread
 //! earlier deadlines, so it preempts at once; it asks for no more CPU than before. Kernels
 //! without custom slices ignore the value; any refusal is logged and changes nothing else.
+//!
+//! Raw libc on purpose: nix wraps neither `sched_setattr` (glibc has no wrapper either, hence
+//! `syscall`) nor `getpriority`, and the struct layout is the kernel's `SCHED_ATTR_SIZE_VER0`.
 
 use std::time::Duration;
 

@@ -134,7 +134,7 @@ struct Args {
     /// The worker's memory cap, passed to the gateway.
     #[arg(long, default_value = "512MiB", value_parser = parse_bytes)]
     worker_memory_max: u64,
-    /// An extra argument for `clawgate serve` (repeatable), e.g. `--gateway-arg=--request-timeout=5`.
+    /// An extra argument for `clawgate serve` (repeatable), e.g. `--gateway-arg=--request-timeout=5s`.
     #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
     gateway_args: Vec<String>,
     /// Target: probe p99.
@@ -333,7 +333,10 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--worker-memory-max".into(),
-        args.worker_memory_max.to_string(),
+        format!("{}B", args.worker_memory_max),
+        // A cap below clawgate's 256 MiB floor (the e2e run uses 128 MiB) is a drill: the
+        // memory faults reach it sooner.
+        "--allow-small-worker-memory".into(),
         // Chaos restarts the worker far more often than the crash-loop guard allows by default
         // (5 a minute); parking it in `failed` would measure that guard, not the system.
         "--worker-max-restarts".into(),

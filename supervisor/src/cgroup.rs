@@ -17,14 +17,7 @@ pub struct WorkerCgroup {
 /// Tries to create `<our cgroup>/worker` with `memory.max = cap`. The gateway moves itself into
 /// a sibling leaf first (cgroup v2 forbids processes in a cgroup that delegates controllers).
 pub fn setup(cap: u64) -> Result<WorkerCgroup, String> {
-    let mount = cgroup2_mount().ok_or("no cgroup v2 mount")?;
-    let own =
-        fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
-    let rel = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("this process is not in a cgroup v2 hierarchy")?;
-    let base = mount.join(rel.trim_start_matches('/'));
+    let base = crate::host::own_cgroup()?;
     let controllers = fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
     if !controllers.split_whitespace().any(|c| c == "memory") {
         return Err(format!("memory controller not available in {}", base.display()));
@@ -64,15 +57,4 @@ impl WorkerCgroup {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     }
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mounts.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(PathBuf::from)
-    })
 }

@@ -100,7 +100,7 @@ pub(crate) async fn spawn_from_forker(
 /// from [`spawn_from_forker`]'s thread (see there why).
 fn spawn_worker(config: &Config, socket: &Path) -> std::io::Result<(Child, StderrTail)> {
     let mut command = Command::new(&config.worker_bin);
-    let budget = config.memory_max / 10 * 8;
+    let budget = crate::heap_budget(config.memory_max);
     command
         .arg("--socket")
         .arg(socket)
@@ -114,19 +114,17 @@ fn spawn_worker(config: &Config, socket: &Path) -> std::io::Result<(Child, Stder
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let rlimit = address_space_limit(config.memory_max);
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, setrlimit) without allocating.
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // calls (prctl, setpriority, setrlimit), without allocating.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
             // The worker is batch work: on a 2-core host its compute threads must not compete
-            // with the gateway's runtime on equal terms, or probe latency suffers.
+            // with the gateway's runtime on equal terms, or probe latency suffers. (nix has no
+            // setpriority; the call takes plain integers and cannot fail unsafely.)
             let _ = libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICE);
-            let limit = libc::rlimit { rlim_cur: rlimit as libc::rlim_t, rlim_max: rlimit as libc::rlim_t };
             // Best effort: an unprivileged process may only lower its limit, which this does.
-            let _ = libc::setrlimit(libc::RLIMIT_AS, &limit);
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, rlimit, rlimit);
             Ok(())
         });
     }

@@ -1,19 +1,22 @@
 //! The supervisor: runs the usage worker, handshakes with it, routes calls to it, watches it and
 //! restarts it with backoff when it exits, hangs, overruns its memory cap or loses its connection.
 //!
-//! It is a library hosted inside the gateway process, and the only code in clawgate that spawns
-//! a process. It knows nothing about HTTP: callers get [`SupervisorHandle::call`] and a
+//! It is a library hosted inside the gateway process, and the only code in clawgate that starts
+//! the worker. It knows nothing about HTTP: callers get [`SupervisorHandle::call`] and a
 //! [`WorkerStatus`] snapshot, and build their own wire shapes from those.
 //!
 //! Two modes share one state machine: `managed` (we spawn the worker and own its restarts) and
 //! `external` (systemd runs `clawgate-usage-worker --listen`; we connect and reconnect).
 //! Invariants: exactly one live worker at a time; every child is reaped; calls in flight when a
 //! worker dies fail at once with [`CallError::WorkerDied`] instead of hanging; a query that took
-//! down two workers is refused as poison.
+//! down two workers is refused as poison. Time is tokio's clock throughout (never
+//! `std::time::Instant`), so the whole loop runs on paused time in tests.
 
+mod calls;
 mod cgroup;
 mod command;
 mod error;
+pub mod host;
 mod memory;
 mod policy;
 mod run;
@@ -28,7 +31,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub use command::address_space_limit;
@@ -37,8 +40,12 @@ pub use memory::rss_bytes;
 pub use policy::RestartPolicy;
 pub use status::{ExitCause, ExitInfo, MemoryStatus, Phase, WorkerStatus};
 
+use calls::{Calls, Job};
 use ipc_proto::{RequestId, ToWorker, UsageQuery, UsageReply};
-use tokio::sync::{oneshot, watch};
+use tokio::{
+    sync::{oneshot, watch},
+    time::Instant,
+};
 
 /// Who starts the worker process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +54,40 @@ pub enum Mode {
     Managed,
     /// It runs under its own supervisor (systemd) and listens on `socket`; we connect.
     External { socket: PathBuf },
+}
+
+/// The defaults of every supervision setting: written here once. `clawgate serve` shows these
+/// in its `--help` and passes them on unchanged when a flag is not given.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// The worker's memory cap.
+    pub const MEMORY_MAX: u64 = 512 << 20;
+    /// The smallest cap `clawgate serve` accepts: below it, the worker cannot hold the rollups
+    /// of an ordinary store (docs/ops/memory.md), and a typo such as `512` (bytes) would kill
+    /// it in a loop.
+    pub const MIN_MEMORY_MAX: u64 = 256 << 20;
+    /// From spawn (or connect) to a completed handshake.
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const HEARTBEAT_MISSES: u32 = 3;
+    pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+    pub const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const CANCEL_GRACE: Duration = Duration::from_secs(3);
+    pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+    pub const MAX_RESTARTS: usize = 5;
+    pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+    pub const COOLDOWN: Duration = Duration::from_secs(60);
+    pub const CONFIG_ERROR_COOLDOWN: Duration = Duration::from_secs(300);
+}
+
+/// The worker's heap budget for a memory cap: 80% of it, leaving the rest for what the heap
+/// count does not see (stacks, allocator slack, page cache charged to a cgroup). The one place
+/// this share is computed for the gateway and supervisor.
+pub fn heap_budget(memory_max: u64) -> u64 {
+    memory_max / 10 * 8
 }
 
 /// How to run and watch the worker.
@@ -59,7 +100,7 @@ pub struct Config {
     pub worker_args: Vec<OsString>,
     /// Private directory for the worker socket (created 0700), managed mode.
     pub run_dir: PathBuf,
-    /// The worker's memory cap in bytes; its heap budget is 80% of it.
+    /// The worker's memory cap in bytes; its heap budget is [`heap_budget`] of it.
     pub memory_max: u64,
     /// Whether to try a cgroup v2 `memory.max` for the worker.
     pub use_cgroup: bool,
@@ -78,49 +119,33 @@ pub struct Config {
     pub restart: RestartPolicy,
 }
 
-/// Default worker memory cap: 512 MiB.
-pub const DEFAULT_MEMORY_MAX: u64 = 512 << 20;
-
 impl Config {
-    /// Defaults for everything but the binary, its arguments and the run directory.
+    /// [`defaults`] for everything but the binary, its arguments and the run directory.
     pub fn new(worker_bin: PathBuf, worker_args: Vec<OsString>, run_dir: PathBuf) -> Config {
         Config {
             mode: Mode::Managed,
             worker_bin,
             worker_args,
             run_dir,
-            memory_max: DEFAULT_MEMORY_MAX,
+            memory_max: defaults::MEMORY_MAX,
             use_cgroup: true,
-            handshake_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(1),
-            heartbeat_misses: 3,
-            watch_interval: Duration::from_millis(250),
-            job_timeout: Duration::from_secs(300),
-            cancel_grace: Duration::from_secs(3),
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            heartbeat_misses: defaults::HEARTBEAT_MISSES,
+            watch_interval: defaults::WATCH_INTERVAL,
+            job_timeout: defaults::JOB_TIMEOUT,
+            cancel_grace: defaults::CANCEL_GRACE,
             restart: RestartPolicy::default(),
         }
     }
-}
-
-type Reply = oneshot::Sender<Result<UsageReply, CallError>>;
-
-/// A job the worker has been sent and not yet answered.
-#[derive(Debug, Clone)]
-pub(crate) struct InFlight {
-    /// Hash of the query: what poison tracking counts deaths by.
-    query_key: u64,
-    started: Instant,
-    cancel_sent: Option<Instant>,
 }
 
 /// The live connection's sending side, shared with callers.
 #[derive(Clone)]
 struct Live {
     to_worker: tokio::sync::mpsc::UnboundedSender<ToWorker>,
-    pending: Arc<Mutex<HashMap<RequestId, Reply>>>,
-    in_flight: Arc<Mutex<HashMap<RequestId, InFlight>>>,
-    /// On-demand pings (`status --deep`), kept apart from the heartbeat's sequence numbers.
-    pings: Arc<Mutex<HashMap<u64, oneshot::Sender<ipc_proto::MemoryReport>>>>,
+    /// Every call this connection carries: jobs (with their callers) and on-demand pings.
+    calls: Arc<Mutex<Calls>>,
 }
 
 /// Sequence numbers at or above this are on-demand pings, never heartbeats.
@@ -133,6 +158,7 @@ const POISON_TTL: Duration = Duration::from_secs(600);
 struct Shared {
     live: Mutex<Option<Live>>,
     status: watch::Sender<WorkerStatus>,
+    /// Request ids and probe-ping sequence numbers, unique across worker generations.
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
     /// Worker deaths per query key, with the time of the last one.
@@ -152,7 +178,7 @@ pub fn start(config: Config) -> SupervisorHandle {
     let mut initial = WorkerStatus::new();
     initial.mode = if config.mode == Mode::Managed { "managed" } else { "external" };
     initial.memory.cap_bytes = config.memory_max;
-    initial.memory.budget_bytes = config.memory_max / 10 * 8;
+    initial.memory.budget_bytes = heap_budget(config.memory_max);
     initial.memory.rlimit_as_bytes = command::address_space_limit(config.memory_max);
     let (status, _) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -178,8 +204,9 @@ impl SupervisorHandle {
     /// job in the worker. While a worker is starting or restarting the call waits for it (bound
     /// it with a deadline); when the worker is `failed` it fails at once. Fails with
     /// `WorkerDied` when the worker exits mid-job, and with `Poisoned` for a query that already
-    /// took down two workers. `known` is the fingerprint of the answer the caller holds: if the
-    /// data is unchanged the worker replies [`UsageReply::Unchanged`] instead of sending it again.
+    /// took down two workers.
+    /// `known` is the fingerprint of the answer the caller holds: if the data is unchanged the
+    /// worker replies [`UsageReply::Unchanged`] instead of sending it again.
     pub async fn call(&self, query: UsageQuery, known: Option<u64>) -> Result<UsageReply, CallError> {
         let key = query_key(&query);
         if let Some((deaths, at)) = self.shared.deaths.lock().expect("deaths").get(&key).copied() {
@@ -190,18 +217,11 @@ impl SupervisorHandle {
         let live = self.live_worker().await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
-        live.pending.lock().expect("pending map").insert(id, reply_tx);
-        live.in_flight
-            .lock()
-            .expect("in-flight map")
-            .insert(id, InFlight { query_key: key, started: Instant::now(), cancel_sent: None });
-        self.shared.status.send_modify(|s| s.jobs_in_flight += 1);
-        let mut guard =
-            CancelOnDrop { id, live: live.clone(), shared: Arc::clone(&self.shared), done: false };
+        live.calls.lock().expect("calls").jobs.insert(id, Job::new(key, reply_tx));
+        let mut guard = CancelOnDrop { id, live: live.clone(), done: false };
         if live.to_worker.send(ToWorker::Request { id, query, known }).is_err() {
             guard.done = true;
-            live.pending.lock().expect("pending map").remove(&id);
-            live.in_flight.lock().expect("in-flight map").remove(&id);
+            live.calls.lock().expect("calls").jobs.remove(&id);
             return Err(CallError::WorkerDied);
         }
         let res = reply_rx.await.unwrap_or(Err(CallError::WorkerDied));
@@ -242,26 +262,31 @@ impl SupervisorHandle {
         let live = self.live_worker().await?;
         let seq = PROBE_PING_BASE | self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        live.pings.lock().expect("ping map").insert(seq, tx);
+        live.calls.lock().expect("calls").pings.insert(seq, tx);
         let started = Instant::now();
         if live.to_worker.send(ToWorker::Ping { seq }).is_err() {
-            live.pings.lock().expect("ping map").remove(&seq);
+            live.calls.lock().expect("calls").pings.remove(&seq);
             return Err(CallError::WorkerDied);
         }
         let memory = rx.await.map_err(|_| CallError::WorkerDied)?;
         Ok((started.elapsed(), memory))
     }
 
-    /// The current status snapshot, with the worker's RSS read fresh from /proc.
+    /// The current status snapshot, with the worker's RSS read fresh from /proc and the calls
+    /// waiting on it counted now.
     pub fn status(&self) -> WorkerStatus {
         let mut status = self.shared.status.borrow().clone();
         if let Some(pid) = status.pid {
             status.rss_bytes = memory::rss_bytes(pid).or(status.rss_bytes);
         }
+        let live = self.shared.live.lock().expect("live slot").clone();
+        status.jobs_in_flight = live.map_or(0, |live| live.calls.lock().expect("calls").waiting());
         status
     }
 
-    /// A receiver that sees every status change (phase transitions, restarts).
+    /// A receiver that sees every status change (phase transitions, restarts). Its snapshots
+    /// leave `jobs_in_flight` at zero and the RSS as last watched: use [`Self::status`] for
+    /// those.
     pub fn watch(&self) -> watch::Receiver<WorkerStatus> {
         self.shared.status.subscribe()
     }
@@ -278,23 +303,20 @@ impl SupervisorHandle {
 
 /// Cancels the worker job when a call future is dropped before its answer arrived (the client
 /// went away or the caller's deadline fired), so the worker stops spending time on it. The job
-/// stays in `in_flight` until the worker answers, so one that ignores the cancel is caught.
+/// stays in the call table until the worker answers, so one that ignores the cancel is caught.
 struct CancelOnDrop {
     id: RequestId,
     live: Live,
-    shared: Arc<Shared>,
     done: bool,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.shared.status.send_modify(|s| s.jobs_in_flight = s.jobs_in_flight.saturating_sub(1));
-        if !self.done {
-            self.live.pending.lock().expect("pending map").remove(&self.id);
-            if let Some(job) = self.live.in_flight.lock().expect("in-flight map").get_mut(&self.id) {
-                job.cancel_sent.get_or_insert_with(Instant::now);
-            }
+        if !self.done && self.live.calls.lock().expect("calls").cancel(self.id) {
             let _ = self.live.to_worker.send(ToWorker::Cancel { id: self.id });
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

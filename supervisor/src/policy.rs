@@ -2,10 +2,11 @@
 //! intensity limit that parks a crash-looping worker in `failed` for a cool-down. Pure, so it is
 //! tested without processes or clocks.
 
-use std::{
-    collections::VecDeque,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::defaults;
 
 /// Restart timing.
 #[derive(Debug, Clone)]
@@ -29,13 +30,13 @@ pub struct RestartPolicy {
 impl Default for RestartPolicy {
     fn default() -> RestartPolicy {
         RestartPolicy {
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
-            stable_after: Duration::from_secs(60),
-            max_restarts: 5,
-            window: Duration::from_secs(60),
-            cooldown: Duration::from_secs(60),
-            config_error_cooldown: Duration::from_secs(300),
+            backoff_min: defaults::BACKOFF_MIN,
+            backoff_max: defaults::BACKOFF_MAX,
+            stable_after: defaults::STABLE_AFTER,
+            max_restarts: defaults::MAX_RESTARTS,
+            window: defaults::RESTART_WINDOW,
+            cooldown: defaults::COOLDOWN,
+            config_error_cooldown: defaults::CONFIG_ERROR_COOLDOWN,
         }
     }
 }
@@ -72,13 +73,15 @@ impl Intensity {
     }
 }
 
-/// A jitter value in [0, 1) from the clock; good enough to de-synchronise restarts.
-pub(crate) fn clock_jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
+/// A jitter value in [0, 1) from the OS's random source, so gateways restarted together (one
+/// host reboot, a fleet rollout) spread their worker restarts instead of aligning them. Falls
+/// back to the middle (no spread) if the random source fails, which changes nothing else.
+pub(crate) fn jitter() -> f64 {
+    let mut bytes = [0u8; 4];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 0.5,
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +103,14 @@ mod tests {
         let policy = RestartPolicy::default();
         assert_eq!(policy.delay(2, 0.0), Duration::from_millis(320));
         assert_eq!(policy.delay(2, 1.0), Duration::from_millis(480));
+    }
+
+    #[test]
+    fn random_jitter_is_in_range_and_varies() {
+        let draws: Vec<f64> = (0..64).map(|_| jitter()).collect();
+        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)), "{draws:?}");
+        // 64 equal draws from 2^32 values would mean the source is not random at all.
+        assert!(draws.iter().any(|j| *j != draws[0]), "{draws:?}");
     }
 
     #[test]

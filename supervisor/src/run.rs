@@ -8,24 +8,28 @@ use std::{
     path::Path,
     process::ExitStatus,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
-use interprocess::local_socket::{tokio::Stream, traits::tokio::Listener as _};
+use interprocess::local_socket::{
+    tokio::Stream,
+    traits::{StreamCommon as _, tokio::Listener as _},
+};
 use ipc_proto::{Connection, FromWorker, Hello, MAX_RESPONSE_FRAME, ToWorker, WorkerErrorKind, frame};
 use tokio::{
     process::Child,
     sync::{mpsc, watch},
-    time::timeout,
+    time::{Instant, timeout},
 };
 
 use crate::{
-    CallError, Config, InFlight, Live, Mode, Shared,
+    CallError, Config, Live, Mode, Shared,
+    calls::{Calls, Job},
     cgroup::{self, WorkerCgroup},
     command::{self, StderrTail},
     memory,
-    policy::{Intensity, clock_jitter},
-    status::{ExitCause, ExitInfo, Phase},
+    policy::{Intensity, jitter},
+    status::{ExitCause, ExitInfo, Phase, exit_reason},
 };
 
 const BUILD: &str = env!("CARGO_PKG_VERSION");
@@ -39,8 +43,9 @@ struct Ended {
     info: ExitInfo,
     /// It stayed ready long enough to reset the backoff.
     stable: bool,
-    /// Jobs it had not answered; the oldest is blamed for its death when `job_caused`.
-    in_flight: Vec<(u64, InFlight)>,
+    /// Jobs it had not answered, oldest first; the oldest is blamed for its death when
+    /// `job_caused`.
+    in_flight: Vec<(u64, Job)>,
     /// Whether the running job can have caused this end (see [`blame`]).
     job_caused: bool,
 }
@@ -115,7 +120,7 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
             );
             (Phase::Failed, config.restart.cooldown)
         } else {
-            let delay = config.restart.delay(failures, clock_jitter());
+            let delay = config.restart.delay(failures, jitter());
             failures = failures.saturating_add(1);
             (Phase::Backoff, delay)
         };
@@ -138,7 +143,7 @@ pub(crate) async fn supervise(config: Config, shared: Arc<Shared>, mut shutdown:
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(retry_at.into()) => break,
+                () = tokio::time::sleep_until(retry_at) => break,
                 _ = tick.tick() => {
                     let left = retry_at.saturating_duration_since(Instant::now());
                     shared.status.send_modify(|s| s.retry_after = Some(left));
@@ -167,7 +172,7 @@ fn blame(shared: &Shared, ended: &Ended) {
     if !ended.job_caused {
         return;
     }
-    let Some((_, job)) = ended.in_flight.iter().min_by_key(|(id, _)| *id) else { return };
+    let Some((_, job)) = ended.in_flight.first() else { return };
     let mut deaths = shared.deaths.lock().expect("deaths");
     let entry = deaths.entry(job.query_key).or_insert((0, Instant::now()));
     entry.0 += 1;
@@ -222,7 +227,9 @@ async fn run_managed(
         Ok(ok) => ok,
         Err(error) => {
             tracing::error!(%error, bin = %config.worker_bin.display(), "Cannot start the usage worker.");
-            return Some(Ended::before_ready(exit_info(ExitCause::SpawnFailed, None, None, Vec::new())));
+            let info = exit_info(ExitCause::SpawnFailed, None, None, Vec::new())
+                .because(format!("cannot start {}: {error}", config.worker_bin.display()));
+            return Some(Ended::before_ready(info));
         }
     };
     let pid = child.id();
@@ -233,9 +240,20 @@ async fn run_managed(
     }
     set_phase(shared, Phase::Handshaking, pid);
 
-    // Readiness is an accepted connection plus a valid Hello within the deadline.
+    // Readiness is an accepted connection from the spawned worker itself plus a valid Hello
+    // within the deadline. Any other process of ours that connects first (the socket is 0600
+    // in a 0700 directory, so only our user can) is refused and the listener keeps waiting.
     let handshake = async {
-        let stream = listener.accept().await?;
+        let stream = loop {
+            let stream = listener.accept().await?;
+            match check_peer(&stream, pid) {
+                Ok(()) => break stream,
+                Err(why) => {
+                    tracing::warn!(%why, "Refused a connection to the worker socket: not the spawned worker.");
+                    shared.status.send_modify(|s| s.rejected_peers += 1);
+                }
+            }
+        };
         let mut conn = Connection::new(stream, MAX_RESPONSE_FRAME);
         let hello = conn.handshake_as_gateway(BUILD).await?;
         Ok::<_, ipc_proto::ProtoError>((conn, hello))
@@ -287,11 +305,18 @@ async fn run_external(
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
                 tracing::warn!(%error, socket = %socket.display(), "Cannot reach the external usage worker.");
-                return Some(Ended::before_ready(exit_info(ExitCause::Handshake, None, None, Vec::new())));
+                let info = exit_info(ExitCause::Handshake, None, None, Vec::new())
+                    .because(format!("cannot reach the worker at {}: {error}", socket.display()));
+                return Some(Ended::before_ready(info));
             }
             Err(_) => {
                 tracing::warn!(socket = %socket.display(), "The external usage worker did not answer in time.");
-                return Some(Ended::before_ready(exit_info(ExitCause::Handshake, None, None, Vec::new())));
+                let info = exit_info(ExitCause::Handshake, None, None, Vec::new()).because(format!(
+                    "the worker at {} did not complete a handshake within {:?}",
+                    socket.display(),
+                    config.handshake_timeout
+                ));
+                return Some(Ended::before_ready(info));
             }
         },
         () = stopped(shutdown) => return None,
@@ -354,8 +379,7 @@ async fn serve(
     let pid = worker.pid;
     let stream = Arc::new(stream);
     let (to_worker, mut outbox) = mpsc::unbounded_channel::<ToWorker>();
-    let pending: Arc<Mutex<HashMap<u64, crate::Reply>>> = Arc::default();
-    let in_flight: Arc<Mutex<HashMap<u64, InFlight>>> = Arc::default();
+    let calls: Arc<Mutex<Calls>> = Arc::default();
     let oom_kills_before = worker.cgroup.as_ref().map(WorkerCgroup::oom_kills);
 
     let writer_stream = Arc::clone(&stream);
@@ -370,18 +394,13 @@ async fn serve(
 
     let (pong_tx, mut pong_rx) = mpsc::unbounded_channel::<(u64, ipc_proto::MemoryReport)>();
     let reader_stream = Arc::clone(&stream);
-    let reader_pending = Arc::clone(&pending);
-    let reader_in_flight = Arc::clone(&in_flight);
+    let reader_calls = Arc::clone(&calls);
     let reader_shared = Arc::clone(shared);
-    let pings: Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<ipc_proto::MemoryReport>>>> =
-        Arc::default();
-    let reader_pings = Arc::clone(&pings);
     let mut reader = tokio::spawn(async move {
         let mut reader = &*reader_stream;
         loop {
             match read_from_worker(&mut reader).await {
                 Ok(Some(FromWorker::Response { id, result })) => {
-                    reader_in_flight.lock().expect("in-flight map").remove(&id);
                     if matches!(&result, Err(e) if e.kind == WorkerErrorKind::OverBudget) {
                         let rss = pid.and_then(memory::rss_bytes);
                         reader_shared.status.send_modify(|s| {
@@ -390,13 +409,11 @@ async fn serve(
                         });
                         tracing::warn!(id, "The usage worker refused a job over its memory budget.");
                     }
-                    let reply = reader_pending.lock().expect("pending map").remove(&id);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(result.map_err(CallError::Worker));
-                    }
+                    reader_calls.lock().expect("calls").answer(id, result.map_err(CallError::Worker));
                 }
                 Ok(Some(FromWorker::Pong { seq, memory })) if seq >= crate::PROBE_PING_BASE => {
-                    if let Some(waiter) = reader_pings.lock().expect("ping map").remove(&seq) {
+                    let waiter = reader_calls.lock().expect("calls").pings.remove(&seq);
+                    if let Some(waiter) = waiter {
                         let _ = waiter.send(memory);
                     }
                 }
@@ -421,12 +438,8 @@ async fn serve(
         }
     });
 
-    *shared.live.lock().expect("live slot") = Some(Live {
-        to_worker: to_worker.clone(),
-        pending: Arc::clone(&pending),
-        in_flight: Arc::clone(&in_flight),
-        pings,
-    });
+    *shared.live.lock().expect("live slot") =
+        Some(Live { to_worker: to_worker.clone(), calls: Arc::clone(&calls) });
     let ready_at = Instant::now();
     shared.status.send_modify(|s| {
         s.ready_since = Some(ready_at);
@@ -475,7 +488,7 @@ async fn serve(
                     });
                     break Outcome::Kill(ExitCause::RssCap);
                 }
-                if check_jobs(config, &in_flight, &to_worker) {
+                if check_jobs(config, &calls, &to_worker) {
                     break Outcome::JobHang;
                 }
             }
@@ -495,6 +508,8 @@ async fn serve(
             }
             worker.exited(cause, status).await
         }
+        // External mode: there is no process of ours to wait for.
+        Outcome::ConnectionLost if worker.child.is_none() => worker.stop(ExitCause::ConnectionLost).await,
         Outcome::ConnectionLost => {
             // Usually the process is dying too: give it a moment so its real exit status is
             // what we report; if it lingers, it must not stay.
@@ -525,10 +540,7 @@ async fn serve(
     };
 
     *shared.live.lock().expect("live slot") = None;
-    for (_, reply) in pending.lock().expect("pending map").drain() {
-        let _ = reply.send(Err(CallError::WorkerDied));
-    }
-    let in_flight: Vec<_> = in_flight.lock().expect("in-flight map").drain().collect();
+    let in_flight = calls.lock().expect("calls").fail_all();
     reader.abort();
     writer.abort();
     if stopping {
@@ -544,13 +556,9 @@ async fn serve(
 }
 
 /// Cancels jobs past the job deadline; true (a hang) when a cancelled job outlives its grace.
-fn check_jobs(
-    config: &Config,
-    in_flight: &Mutex<HashMap<u64, InFlight>>,
-    to_worker: &mpsc::UnboundedSender<ToWorker>,
-) -> bool {
-    let mut jobs = in_flight.lock().expect("in-flight map");
-    for (id, job) in jobs.iter_mut() {
+fn check_jobs(config: &Config, calls: &Mutex<Calls>, to_worker: &mpsc::UnboundedSender<ToWorker>) -> bool {
+    let mut calls = calls.lock().expect("calls");
+    for (id, job) in calls.jobs.iter_mut() {
         match job.cancel_sent {
             None if job.started.elapsed() > config.job_timeout => {
                 tracing::warn!(
@@ -603,19 +611,48 @@ fn classify(status: Option<ExitStatus>, default: ExitCause) -> ExitCause {
     }
 }
 
+/// The report of an ended generation. A worker that exited with an error code by itself gets
+/// its own last error line as the reason; one we killed, or that a signal ended, gets none
+/// (its last lines are in the tail, but they are not why it ended).
 fn exit_info(
     cause: ExitCause,
     pid: Option<u32>,
     status: Option<ExitStatus>,
     stderr_tail: Vec<String>,
 ) -> ExitInfo {
+    let code = status.and_then(|s| s.code());
+    let reason = code.filter(|c| *c != 0).and_then(|_| exit_reason(&stderr_tail));
     ExitInfo {
         cause,
         pid,
-        code: status.and_then(|s| s.code()),
+        code,
         signal: status.and_then(|s| s.signal()),
         at: SystemTime::now(),
         stderr_tail,
+        reason,
+    }
+}
+
+impl ExitInfo {
+    /// The same report with a reason we know better than the worker's stderr.
+    fn because(self, reason: String) -> ExitInfo {
+        ExitInfo { reason: Some(reason), ..self }
+    }
+}
+
+/// Whether the process at the other end of `stream` is the worker we spawned: same pid (the
+/// worker is our child, or a wrapper that `exec`s it), same effective uid, as the kernel
+/// reports them (`SO_PEERCRED`), not as the peer claims in its `Hello`.
+fn check_peer(stream: &Stream, child: Option<u32>) -> Result<(), String> {
+    let creds = stream.peer_creds().map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    let (pid, uid) = (creds.pid(), creds.euid());
+    let ours = nix::unistd::geteuid().as_raw();
+    if uid != Some(ours) {
+        return Err(format!("peer uid {uid:?} is not ours ({ours})"));
+    }
+    match (pid, child) {
+        (Some(pid), Some(child)) if u32::try_from(pid).ok() == Some(child) => Ok(()),
+        (pid, child) => Err(format!("peer pid {pid:?} is not the spawned worker's ({child:?})")),
     }
 }
 

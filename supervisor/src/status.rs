@@ -3,10 +3,11 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use ipc_proto::MemoryReport;
+use tokio::time::Instant;
 
 /// Where the worker's lifecycle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +16,9 @@ pub enum Phase {
     Handshaking,
     Ready,
     Backoff,
-    /// Will not be restarted (bad binary or configuration: exit code 78).
+    /// Parked: a crash loop (more restarts in the window than allowed) waits out the cool-down,
+    /// a configuration error (exit code 78) the longer config-error cool-down (300 s), then the
+    /// supervisor tries again, so a fixed setup recovers without a gateway restart.
     Failed,
     Stopped,
 }
@@ -54,7 +57,7 @@ pub enum ExitCause {
     Hang,
     /// Its connection broke or it exited cleanly while it should have been serving.
     ConnectionLost,
-    /// Exit code 78: configuration error, not restarted.
+    /// Exit code 78: configuration error; retried only after the long config-error cool-down.
     ConfigError,
     /// Its RSS went over the cap and the supervisor killed it.
     RssCap,
@@ -94,6 +97,9 @@ pub struct ExitInfo {
     pub at: SystemTime,
     /// The last lines the worker wrote to stderr, for the operator.
     pub stderr_tail: Vec<String>,
+    /// Why it ended, in the worker's own words when it said (its last error line), so a
+    /// configuration error shows its cause rather than only `config_error (code 78)`.
+    pub reason: Option<String>,
 }
 
 /// A snapshot of the worker as the supervisor sees it.
@@ -122,6 +128,9 @@ pub struct WorkerStatus {
     /// The worker socket's path.
     pub socket: Option<std::path::PathBuf>,
     pub memory: MemoryStatus,
+    /// Connections to the managed worker's socket refused because the peer was not the
+    /// spawned worker (another process of ours, or another user).
+    pub rejected_peers: u64,
 }
 
 /// The memory cap and which layer of it acted last.
@@ -161,7 +170,8 @@ impl Default for MemoryStatus {
 }
 
 impl WorkerStatus {
-    pub(crate) fn new() -> WorkerStatus {
+    /// The status before the first worker starts.
+    pub fn new() -> WorkerStatus {
         WorkerStatus {
             phase: Phase::Spawning,
             pid: None,
@@ -178,11 +188,77 @@ impl WorkerStatus {
             mode: "managed",
             socket: None,
             memory: MemoryStatus::default(),
+            rejected_peers: 0,
         }
     }
 
     /// `ready`, or `busy` while jobs run, else the phase name.
     pub fn state_name(&self) -> &'static str {
         if self.phase == Phase::Ready && self.jobs_in_flight > 0 { "busy" } else { self.phase.as_str() }
+    }
+}
+
+impl Default for WorkerStatus {
+    fn default() -> WorkerStatus {
+        WorkerStatus::new()
+    }
+}
+
+/// The worker's own account of why it stopped: its last error line on stderr. The worker logs
+/// with tracing without colour (`<time> ERROR <target>: <message> error="<cause>"`), and clap
+/// prints usage errors as `error: <cause>`; the cause is taken out of either. Without such a
+/// line (a wrapper script, a crash), the last line that is not an ordinary log line. `None` when
+/// there is nothing of the kind.
+pub(crate) fn exit_reason(stderr_tail: &[String]) -> Option<String> {
+    let Some(line) = stderr_tail.iter().rev().find(|l| l.contains(" ERROR ") || l.starts_with("error:"))
+    else {
+        let ordinary = |l: &str| [" INFO ", " WARN ", " DEBUG ", " TRACE "].iter().any(|lvl| l.contains(lvl));
+        return stderr_tail
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| !l.is_empty() && !ordinary(l))
+            .map(str::to_owned);
+    };
+    if let Some(rest) = line.strip_prefix("error:") {
+        return Some(rest.trim().to_owned());
+    }
+    if let Some(cause) = line.split_once(" error=").map(|(_, cause)| cause.trim()) {
+        let unquoted = cause.strip_prefix('"').and_then(|c| c.strip_suffix('"')).unwrap_or(cause);
+        return Some(unquoted.replace("\\\"", "\""));
+    }
+    let message = line.split_once(" ERROR ").map_or(line.as_str(), |(_, m)| m);
+    let message = message.split_once(": ").map_or(message, |(_, m)| m);
+    Some(message.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_reason;
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_reason_is_the_cause_of_the_last_error_line() {
+        let tail = lines(&[
+            "2026-12-04T15:47:30.1Z  INFO clawgate_usage_worker: Starting.",
+            r#"2026-12-04T15:47:30.4Z ERROR clawgate_usage_worker: Worker failed. error="state directory /x does not exist or is not a directory""#,
+        ]);
+        assert_eq!(
+            exit_reason(&tail).as_deref(),
+            Some("state directory /x does not exist or is not a directory")
+        );
+        let tail = lines(&["error: unexpected argument '--bogus' found", "", "Usage: clawgate-usage-worker"]);
+        assert_eq!(exit_reason(&tail).as_deref(), Some("unexpected argument '--bogus' found"));
+        let tail = lines(&["2026-12-04T15:47:30.4Z ERROR clawgate_usage_worker::server: Cannot write."]);
+        assert_eq!(exit_reason(&tail).as_deref(), Some("Cannot write."));
+        assert_eq!(exit_reason(&lines(&["broken on purpose", ""])).as_deref(), Some("broken on purpose"));
+        assert_eq!(
+            exit_reason(&lines(&["2026-12-04T15:47:30.1Z  INFO clawgate_usage_worker: Ready."])),
+            None
+        );
+        assert_eq!(exit_reason(&[]), None);
     }
 }

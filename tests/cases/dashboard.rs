@@ -262,7 +262,7 @@ fn dashboard_in_chromium_matches_the_api_and_survives_worker_and_gateway_restart
     demo(&store, 3, 10, 6);
     // A short request deadline makes a hung worker visible quickly (stale answers after 1 s);
     // a short refresh interval makes pushes quick.
-    let args = ["--request-timeout", "1", "--refresh-interval", "1"];
+    let args = ["--request-timeout", "1s", "--refresh-interval", "1s"];
     let mut gateway = Some(Gateway::start(dir.path(), &store, &args, &[]));
     let live = gateway.as_ref().expect("gateway");
     live.ready_worker_pid();

@@ -899,7 +899,7 @@ fn external_worker_killed_and_restarted_as_systemd_would_never_fails_health() {
     assert_eq!(binary, e2e::bin("clawgate"));
     assert_eq!(args.remove(0), "serve");
     assert!(args.contains(&socket.to_str().expect("utf-8").to_owned()), "{args:?}");
-    args.extend(["--request-timeout".to_owned(), "2".to_owned()]);
+    args.extend(["--request-timeout".to_owned(), "2s".to_owned()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gateway = Gateway::start(tmp.path(), &store, &args, &[]);
     // Each phase asks a query no earlier phase asked (`limit` differs), so no cached answer can

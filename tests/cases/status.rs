@@ -123,7 +123,7 @@ fn a_stopped_gateway_times_out_and_a_hung_worker_is_reported() {
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
     // A slow heartbeat so the stopped worker stays the current one while we look.
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat-ms", "10000"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat", "10s"], &[]);
     let worker = gateway.ready_worker_pid();
 
     // A hung worker: the gateway answers, the deep probes that need the worker fail in time.
@@ -143,4 +143,188 @@ fn a_stopped_gateway_times_out_and_a_hung_worker_is_reported() {
     assert_eq!(code, 2, "{report}");
     assert_schema(&report, 2);
     assert!(took < LIMIT, "{took:?}");
+}
+
+/// Runs `clawgate status` (plus `args`) with `env` and returns (exit code, stdout).
+fn status_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(bin("clawgate"));
+    command.arg("status").args(args).env_remove("CLAWGATE_TOKEN").env_remove("CLAWGATE_URL");
+    command.env_remove("CLAWGATE_LISTEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run clawgate status");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A wrong or missing token is reported as unauthorized (exit 3), not as an unreachable
+/// gateway; the token is found in the installed environment file without a flag.
+#[test]
+fn a_wrong_token_is_unauthorized_and_the_env_file_supplies_the_right_one() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &["--token", "right-token"], &[]);
+    let ready = e2e::wait_until(Duration::from_secs(30), || {
+        (status_with(&["--url", &gateway.base, "--token", "right-token"], &[]).0 == 0).then_some(())
+    });
+    assert!(ready.is_some(), "the worker never became ready");
+    // A config home without a clawgate.env, so the check does not read the host's.
+    let empty = dir.path().join("empty-config");
+    std::fs::create_dir_all(&empty).unwrap();
+    let home = empty.to_str().unwrap();
+
+    let (code, out) = status_with(&["--url", &gateway.base, "--token", "wrong-token", "--json"], &[]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(code, 3, "{report}");
+    assert_schema(&report, 3);
+    assert_eq!(
+        report["reasons"][0], "unauthorized (HTTP 401): the token from --token or CLAWGATE_TOKEN was refused",
+        "{report}"
+    );
+    assert_eq!(report["probes"]["health"]["ok"], true, "{report}");
+
+    let (code, text) = status_with(&["--url", &gateway.base], &[("XDG_CONFIG_HOME", home), ("HOME", home)]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.starts_with("clawgate status: unauthorized (HTTP 401): no token given"), "{text}");
+    assert!(!text.contains("unreachable"), "{text}");
+
+    // The user's environment file, where install.sh --user writes it.
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("clawgate")).unwrap();
+    let port = gateway.addr().rsplit(':').next().unwrap().to_owned();
+    std::fs::write(
+        config.join("clawgate/clawgate.env"),
+        format!("# written by install.sh\nCLAWGATE_LISTEN=0.0.0.0:{port}\nCLAWGATE_TOKEN=right-token\n"),
+    )
+    .unwrap();
+    let (code, text) = status_with(&[], &[("XDG_CONFIG_HOME", config.to_str().unwrap())]);
+    assert_eq!(code, 0, "the env file's token and listen address: {text}");
+    assert!(text.starts_with("clawgate status: ok"), "{text}");
+}
+
+/// `--listen` takes a host name and `status --url` a HOST:PORT without a scheme.
+#[test]
+fn listen_takes_a_host_name_and_status_a_bare_address() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start_at("localhost:0", dir.path(), &store, &[], &[]);
+    assert!(gateway.base.starts_with("http://127.0.0.1:"), "localhost means 127.0.0.1: {}", gateway.base);
+    gateway.ready_worker_pid();
+    let (code, report, _) = status(&gateway.addr(), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["url"], gateway.base.as_str(), "{report}");
+}
+
+/// Sizes need a unit, the worker cap has a floor, durations need a unit: each refused at
+/// once with a message that says what to write, before anything starts.
+#[test]
+fn bare_numbers_and_tiny_caps_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--state-dir", data, "--data-dir", data];
+        args.extend_from_slice(extra);
+        let started = Instant::now();
+        let (code, _, stderr) = e2e::run_clawgate(&args);
+        assert!(started.elapsed() < Duration::from_secs(5), "{extra:?} was not refused at once");
+        (code, stderr)
+    };
+    let (code, err) = serve(&["--worker-memory-max", "512"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"512\" needs a unit, e.g. 512MiB"), "{err}");
+    let (code, err) = serve(&["--worker-memory-max", "1KiB"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--worker-memory-max 1KiB is below the minimum of 256MiB"), "{err}");
+    let (code, err) = serve(&["--cache-max-bytes", "16MB"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("ambiguous"), "{err}");
+    let (code, err) = serve(&["--request-timeout", "10"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("\"10\" needs a unit, e.g. 10s"), "{err}");
+    let (code, err) = serve(&["--worker-cooldown", "0s"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--worker-cooldown must be more than zero"), "{err}");
+}
+
+/// A state directory that does not exist: the worker exits 78 with its reason, and `status`
+/// shows that reason (text and JSON) instead of only `config_error (code 78)`. The log, read
+/// as the journal would keep it, has no colour codes.
+#[test]
+fn a_missing_state_dir_is_reported_with_the_workers_reason() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-openclaw");
+    let gateway = Gateway::start(dir.path(), &missing, &[], &[]);
+    let failed = e2e::wait_until(Duration::from_secs(20), || {
+        let status = gateway.status();
+        (status["worker"]["state"] == "failed").then_some(status)
+    })
+    .unwrap_or_else(|| panic!("the worker never reached failed: {}", gateway.status()));
+    let exit = &failed["worker"]["lastExit"];
+    assert_eq!(exit["cause"], "config_error", "{failed}");
+    assert_eq!(exit["code"], 78, "{failed}");
+    let expected = format!("state directory {} does not exist or is not a directory", missing.display());
+    assert_eq!(exit["reason"], expected.as_str(), "{failed}");
+
+    let (code, report, _) = status(&gateway.base, &[]);
+    assert_eq!(code, 2, "{report}");
+    assert_eq!(report["worker"]["lastExit"]["reason"], expected.as_str(), "{report}");
+    let (code, text) = status_with(&["--url", &gateway.base], &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("(code 78, signal n/a): {expected}")), "{text}");
+    assert!(text.contains("next try in 4m"), "the 300 s config-error cool-down: {text}");
+
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).expect("gateway log");
+    assert!(log.contains("Usage worker ended."), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a log that is not a terminal:\n{log}");
+}
+
+/// Requests for methods and paths clawgate does not serve add no `/metrics` series: they are
+/// counted as `other` or `/unmatched`, however many distinct ones arrive.
+#[test]
+fn junk_requests_add_no_metric_series() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    gateway.ready_worker_pid();
+    let agent = e2e::http_agent(Duration::from_secs(10));
+    let junk = |from: usize, to: usize| {
+        for i in from..to {
+            let _ = agent.post(gateway.url(&format!("/api/v1/call//junk-{i}"))).send("{}");
+            let _ = agent.post(gateway.url(&format!("/api/v1/call/junk.{i}"))).send("{}");
+            let _ = agent.get(gateway.url(&format!("/nope-{i}"))).call();
+        }
+    };
+    let series = || {
+        let (_, body) = gateway.get("/metrics");
+        let text = body.as_str().expect("metrics text").to_owned();
+        assert!(!text.contains("junk") && !text.contains("nope"), "a request minted a label:\n{text}");
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    };
+    junk(0, 50);
+    // The first scrape starts the background usage query behind the usage counters; measure
+    // once they are there, so only the junk could add anything.
+    e2e::wait_until(Duration::from_secs(20), || {
+        let (_, body) = gateway.get("/metrics");
+        body.as_str().is_some_and(|m| m.contains("clawgate_usage_tokens_total{")).then_some(())
+    })
+    .expect("usage counters appear in /metrics");
+    let after_50 = series();
+    junk(50, 250);
+    assert_eq!(series(), after_50, "200 more distinct junk requests added series");
+    let (_, body) = gateway.get("/metrics");
+    let text = body.as_str().unwrap();
+    let other = r#"clawgate_requests_total{transport="http",method="other",outcome="400"} "#;
+    let counted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(other))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {other}line:\n{text}"));
+    assert!(counted >= 250, "unknown methods are counted, as `other`: {counted}");
 }

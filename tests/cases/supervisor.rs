@@ -55,7 +55,12 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 3, 4);
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-memory-max", "64MiB", "--allow-small-worker-memory"],
+        &[],
+    );
     let worker = gateway.ready_worker_pid();
     let cold = gateway.call_ok("sessions.usage", &all_usage());
     assert!(cold["diagnostics"]["bytesParsed"].as_u64() > Some(0), "{}", cold["diagnostics"]);
@@ -92,7 +97,12 @@ fn rss_over_the_cap_gets_the_worker_killed_and_replaced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 3, 4);
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "64MiB"], &[]);
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-memory-max", "64MiB", "--allow-small-worker-memory"],
+        &[],
+    );
     let gateway_pid = gateway.pid();
     let worker = gateway.ready_worker_pid();
     let probe = HealthProbe::start(&gateway.base, Duration::from_millis(50));
@@ -129,7 +139,15 @@ fn a_cap_far_below_what_a_query_needs_never_reaches_health() {
     let gateway = Gateway::start(
         dir.path(),
         &store,
-        &["--worker-memory-max", "3MiB", "--worker-cooldown", "1", "--request-timeout", "5"],
+        &[
+            "--worker-memory-max",
+            "3MiB",
+            "--allow-small-worker-memory",
+            "--worker-cooldown",
+            "1s",
+            "--request-timeout",
+            "5s",
+        ],
         &[],
     );
     let gateway_pid = gateway.pid();
@@ -204,7 +222,7 @@ fn a_stopped_worker_is_killed_after_missed_heartbeats() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
-    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat-ms", "200"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-heartbeat", "200ms"], &[]);
     let worker = gateway.ready_worker_pid();
     let started = Instant::now();
     signal(worker, Signal::SIGSTOP);
@@ -228,7 +246,7 @@ fn a_job_spinning_past_its_cancel_is_killed_as_a_hang() {
     let gateway = Gateway::start(
         dir.path(),
         &store,
-        &["--request-timeout", "1", "--worker-job-timeout", "1", "--worker-cancel-grace-ms", "500"],
+        &["--request-timeout", "1s", "--worker-job-timeout", "1s", "--worker-cancel-grace", "500ms"],
         &[],
     );
     let worker = gateway.ready_worker_pid();
@@ -294,9 +312,9 @@ fn a_crash_loop_parks_the_worker_in_failed_and_it_recovers_after_the_cooldown() 
             "--worker-max-restarts",
             "3",
             "--worker-restart-window",
-            "30",
+            "30s",
             "--worker-cooldown",
-            "3",
+            "3s",
         ],
         &[("CLAWGATE_WORKER_BIN", wrapper_str)],
     );
@@ -401,4 +419,102 @@ fn external_mode_reconnects_when_the_worker_is_restarted_by_its_own_supervisor()
     assert!(report.failures.is_empty(), "health failed: {:?}", report.failures);
     assert_eq!(gateway.pid(), gateway_pid);
     assert!(alive(gateway_pid));
+}
+
+/// Waits up to `deadline` for `stream` to be closed by the other end; false on a timeout.
+fn closed_by_peer(stream: &mut std::os::unix::net::UnixStream, deadline: Duration) -> bool {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(deadline)).expect("read timeout");
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// In managed mode the worker socket is accepted only from the worker the gateway spawned
+/// (`SO_PEERCRED`: its pid and our uid). Another process of the same user that connects
+/// first, as one winning the race after a respawn would, is refused, and the listener goes on
+/// to accept the real worker within the same handshake deadline.
+#[test]
+fn an_impostor_on_the_managed_worker_socket_is_refused() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 2, 2);
+    // The spawned worker waits for the impostor to be connected first (a flag file, polled
+    // for 20 s at most), then execs the real worker, which keeps its pid.
+    let flag = dir.path().join("impostor-connected");
+    let wrapper = dir.path().join("late-worker.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ni=0\nwhile [ ! -e '{}' ]; do i=$((i+1)); [ $i -gt 2000 ] && exit 9; sleep 0.01; done\nexec '{}' \"$@\"\n",
+            flag.display(),
+            bin("clawgate-usage-worker").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper_str = wrapper.to_str().unwrap();
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-bin", wrapper_str],
+        &[("CLAWGATE_WORKER_BIN", wrapper_str)],
+    );
+    let socket = gateway.data_dir.join("run/worker.sock");
+    wait_until(Duration::from_secs(20), || socket.exists().then_some(()))
+        .unwrap_or_else(|| panic!("{} never appeared", socket.display()));
+    let mut impostor = std::os::unix::net::UnixStream::connect(&socket).expect("connect as an impostor");
+    std::fs::write(&flag, b"").unwrap();
+
+    // Refused at once, well within the 10 s handshake deadline an idle impostor used to take.
+    assert!(closed_by_peer(&mut impostor, Duration::from_secs(5)), "the impostor's connection stayed open");
+    let worker = gateway.ready_worker_pid();
+    assert_eq!(proc_stat(worker).expect("worker").0, gateway.pid(), "the ready worker is the spawned child");
+    let status = gateway.status();
+    assert_eq!(status["worker"]["restarts"], 0, "{status}");
+    assert_eq!(status["worker"]["rejectedPeers"], 1, "{status}");
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
+}
+
+/// In external mode the worker serves one gateway at a time; a client that connects to its
+/// socket and never says `Hello` is dropped after the worker's handshake deadline, and the
+/// gateway queued behind it gets through on its first attempt.
+#[test]
+fn an_idle_client_on_the_external_socket_does_not_hold_the_gateway() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 1, 2, 2);
+    let socket = dir.path().join("run-ext/worker.sock");
+    let worker = ExternalWorker::start(&socket, &store);
+    wait_until(Duration::from_secs(20), || socket.exists().then_some(()))
+        .unwrap_or_else(|| panic!("{} never appeared", socket.display()));
+    let mut idle = std::os::unix::net::UnixStream::connect(&socket).expect("connect an idle client");
+    let started = Instant::now();
+    let gateway = Gateway::start(
+        dir.path(),
+        &store,
+        &["--worker-mode", "external", "--worker-socket", socket.to_str().unwrap()],
+        &[],
+    );
+    let ready = wait_until(Duration::from_secs(15), || {
+        let status = gateway.status();
+        (status["worker"]["state"] == "ready").then_some(status)
+    })
+    .unwrap_or_else(|| panic!("the gateway stayed behind the idle client: {}", gateway.status()));
+    let took = started.elapsed();
+    assert_eq!(ready["worker"]["pid"].as_u64(), Some(u64::from(worker.0.id())), "{ready}");
+    assert_eq!(ready["worker"]["restarts"], 0, "the first attempt got through: {ready}");
+    assert!(took < Duration::from_secs(9), "ready after {took:?}, past the worker's 5 s handshake deadline");
+    assert!(closed_by_peer(&mut idle, Duration::from_secs(1)), "the idle client was not dropped");
+    let usage = gateway.call_ok("sessions.usage", &all_usage());
+    assert_totals_eq(&usage["totals"], &manifest["totals"]);
 }

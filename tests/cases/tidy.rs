@@ -46,19 +46,39 @@ fn gateway_and_supervisor_never_depend_on_the_worker() {
     }
 }
 
-/// Names of every dependency (all dependency tables) in `<krate>/Cargo.toml`.
+/// Names of every dependency `krate` declares, in any table (normal, dev, build, target
+/// specific, `[dependencies.x]` or inline), as `cargo metadata` reports them: the package names,
+/// so a renamed dependency is still caught.
 fn dependency_names(krate: &str) -> Vec<String> {
-    let manifest = std::fs::read_to_string(repo_root().join(krate).join("Cargo.toml")).expect("manifest");
-    let mut in_deps = false;
-    let mut names = Vec::new();
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_deps = line.contains("dependencies");
-        } else if in_deps {
-            if let Some((name, _)) = line.split_once('=') {
-                names.push(name.trim().split('.').next().unwrap_or("").to_owned());
-            }
-        }
-    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"])
+        .arg(repo_root().join("Cargo.toml"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let package = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == krate)
+        .unwrap_or_else(|| panic!("{krate} is not a workspace member"));
+    let names: Vec<String> = package["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .filter_map(|d| d["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!names.is_empty(), "{krate} declares no dependencies?");
     names
+}
+
+#[test]
+fn dependency_names_come_from_every_table() {
+    // `tokio` is a normal dependency of the supervisor, `tempfile` a dev-dependency.
+    let deps = dependency_names("supervisor");
+    for name in ["tokio", "ipc-proto", "tempfile"] {
+        assert!(deps.iter().any(|d| d == name), "{name} missing from {deps:?}");
+    }
 }

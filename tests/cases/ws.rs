@@ -244,7 +244,7 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 2, 3, 4);
-    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN, "--tick-interval", "0.2"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN, "--tick-interval", "200ms"], &[]);
 
     // The challenge comes first, with a fresh nonce per connection.
     let mut ws = Ws::open(&gateway, "/");
@@ -415,9 +415,9 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     for needle in [
         r#"clawgate_requests_total{transport="ws",method="sessions.usage""#,
         r#"clawgate_requests_total{transport="http",method="/api/v1/status",outcome="200"}"#,
-        r#"clawgate_request_duration_seconds_bucket{transport="ws",method="health",le="0.005"}"#,
+        r#"clawgate_request_duration_seconds_bucket{le="0.005",transport="ws",method="health"}"#,
         "clawgate_runtime_lag_p99_seconds ",
-        "# TYPE clawgate_worker_restarts_total counter",
+        "# TYPE clawgate_worker_restarts counter",
         r#"clawgate_rss_bytes{process="gateway"}"#,
         r#"clawgate_cache_lookups_total{result="miss"}"#,
     ] {
@@ -457,7 +457,7 @@ fn usage_updated_is_pushed_when_the_data_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 2, 3);
-    let gateway = Gateway::start(dir.path(), &store, &["--refresh-interval", "0.3"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--refresh-interval", "300ms"], &[]);
     gateway.ready_worker_pid();
     let all = json!({"agentScope": "all", "range": "all"});
     // Asked over HTTP only: not re-run by the refresher, since nobody would be told.
@@ -519,7 +519,7 @@ fn one_job_per_query_disconnects_cancel_deadlines_answer_stale_or_retryable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 2, 3, 4);
-    let args = ["--request-timeout", "4", "--max-queued-jobs", "2", "--refresh-interval", "0"];
+    let args = ["--request-timeout", "4s", "--max-queued-jobs", "2", "--refresh-interval", "0"];
     let gateway = Gateway::start(dir.path(), &store, &args, &[]);
     gateway.ready_worker_pid();
     let warm = json!({"agentScope": "all", "range": "all"});
@@ -662,7 +662,7 @@ fn health_stays_fast_under_a_flood_of_slow_usage_calls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 4, 40, 20); // ~28 MB: a cold parse takes the debug worker over a second
-    let gateway = Arc::new(Gateway::start(dir.path(), &store, &["--request-timeout", "3"], &[]));
+    let gateway = Arc::new(Gateway::start(dir.path(), &store, &["--request-timeout", "3s"], &[]));
     gateway.ready_worker_pid();
     let stop = Arc::new(AtomicBool::new(false));
     let flood_for = Duration::from_secs(6);
@@ -1019,7 +1019,7 @@ fn a_request_head_never_finished_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
-    let gateway = Gateway::start(dir.path(), &store, &["--header-read-timeout", "1"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--header-read-timeout", "1s"], &[]);
     let addr = gateway.addr();
     let mut slow = TcpStream::connect(&addr).expect("connect");
     slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();

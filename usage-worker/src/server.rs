@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc as std_mpsc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -63,10 +63,18 @@ struct Job {
     cancel: Arc<AtomicBool>,
 }
 
+/// How long a peer has to send its `Hello`. A gateway sends it at once; in external mode the
+/// worker serves one connection at a time, so a client that connects and stays silent must not
+/// hold the socket and keep the real gateway waiting in the listen queue.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Serves one connection until the peer closes it or asks us to shut down.
 pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result<()> {
     let mut conn = Connection::new(stream, MAX_REQUEST_FRAME);
-    let gateway = conn.handshake_as_worker(BUILD).await.context("handshake with the gateway")?;
+    let gateway = tokio::time::timeout(HANDSHAKE_DEADLINE, conn.handshake_as_worker(BUILD))
+        .await
+        .map_err(|_| anyhow::anyhow!("the peer sent no Hello within {HANDSHAKE_DEADLINE:?}"))?
+        .context("handshake with the gateway")?;
     tracing::info!(gateway_pid = gateway.pid, gateway_build = %gateway.build, "Connected to the gateway.");
     let stream = Arc::new(conn.into_inner());
 
