@@ -1053,8 +1053,29 @@ impl Engine {
             query.include_context_weight,
         ));
         let w = Window { start: query.start_ms, end: query.end_ms, offset_ms: window.offset_ms };
+        // clawgate's paging, answered only to a query that pages (OpenClaw's clients never do):
+        // where this page lies among all rows.
+        let paging = if query.offset.is_some() || query.sort.is_some() || query.search.is_some() {
+            let (by, dir) = match query.sort {
+                None => ("updatedAt", "desc"),
+                Some(RowSort { key, descending }) => (
+                    match key {
+                        SortKey::Cost => "cost",
+                        SortKey::Tokens => "tokens",
+                        SortKey::Messages => "messages",
+                        SortKey::UpdatedAt => "updatedAt",
+                    },
+                    if descending { "desc" } else { "asc" },
+                ),
+            };
+            format!(
+                "\"page\":{{\"offset\":{offset},\"limit\":{limit},\"total\":{total},\"sortBy\":\"{by}\",\"sortDir\":\"{dir}\"}},"
+            )
+        } else {
+            String::new()
+        };
         let head = format!(
-            "\"startDate\":\"{}\",\"endDate\":\"{}\",\"sessions\":[",
+            "\"startDate\":\"{}\",\"endDate\":\"{}\",{paging}\"sessions\":[",
             format_day(day_of(w.start, 0)),
             format_day(day_of(w.end, 0))
         );
