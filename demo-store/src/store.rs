@@ -382,7 +382,13 @@ fn write_transcript(
     })();
     res.map_err(DemoError::io(path))?;
     let (model, compactions, bytes) = (t.model(), t.compactions, t.bytes());
-    let (_, stats) = t.into_inner();
+    let (w, stats) = t.into_inner();
+    // The file was last written when its last message was, as a real transcript's would be
+    // (OpenClaw and clawgate list only files modified since a range's start).
+    let last = timeline.turns.last().map_or(timeline.start_ms, |t| t.reply);
+    let file = w.into_inner().map_err(|e| DemoError::io(path)(e.into_error()))?;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(last.max(0) as u64);
+    file.set_modified(at).map_err(DemoError::io(path))?;
     Ok((stats, bytes, model, compactions))
 }
 

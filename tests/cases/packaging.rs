@@ -397,7 +397,7 @@ fn has_debug_info(path: &Path) -> bool {
         .any(|s| [".debug_info", ".debug_line", ".zdebug_info", ".zdebug_line"].contains(&s.as_str()))
 }
 
-/// `addr2line` for the gateway's `parse_duration` in `binary`: file:line when its debug info is
+/// `addr2line` for the gateway's `cli_status::read_env_file` in `binary`: file:line when its debug info is
 /// found (in the binary or through its debuglink), `??` when not. The function is found in the
 /// symbol table, which stripping debug info keeps.
 fn addr2line_of_a_gateway_function(binary: &Path) -> String {
@@ -405,9 +405,9 @@ fn addr2line_of_a_gateway_function(binary: &Path) -> String {
     let symbols = String::from_utf8_lossy(&out.stdout);
     let address = symbols
         .lines()
-        .find(|l| l.contains("cli_status") && l.contains("parse_duration"))
+        .find(|l| l.contains("cli_status") && l.contains("read_env_file"))
         .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no gateway::cli_status::parse_duration symbol in {}", binary.display()))
+        .unwrap_or_else(|| panic!("no gateway::cli_status::read_env_file symbol in {}", binary.display()))
         .to_owned();
     let out = Command::new("addr2line")
         .arg("-e")
