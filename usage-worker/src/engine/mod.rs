@@ -802,8 +802,9 @@ impl Engine {
         jobs.sort_by_key(|j| std::cmp::Reverse(j.disc.meta.size));
         let max_line = self.config.max_line_bytes;
         let index_path = self.index().path();
-        let threads = self.config.threads.clamp(1, jobs.len());
-        let queue: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+        let work = group_work(jobs, self.config.threads.max(1));
+        let threads = self.config.threads.clamp(1, work.len());
+        let queue: Vec<Mutex<Option<Work>>> = work.into_iter().map(|w| Mutex::new(Some(w))).collect();
         let next = AtomicUsize::new(0);
         let price_tables = self.prices.clone();
         let price = price_fn(&price_tables);
@@ -828,13 +829,33 @@ impl Engine {
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(slot) = queue.get(i) else { return };
-                        let job = slot.lock().map(|mut s| s.take()).ok().flatten();
-                        let Some(job) = job else { continue };
-                        let old = match (&reader, job.known) {
-                            (Ok(r), Some(id)) => r.file_and_rollup(id).ok().flatten().map(Box::new),
-                            _ => None,
+                        let work = slot.lock().map(|mut s| s.take()).ok().flatten();
+                        let sent = match work {
+                            None => true,
+                            Some(Work::One(job)) => {
+                                let old = match (&reader, job.known) {
+                                    (Ok(r), Some(id)) => r.file_and_rollup(id).ok().flatten().map(Box::new),
+                                    _ => None,
+                                };
+                                tx.send(run_job(job.disc, old, max_line, cancel)).is_ok()
+                            }
+                            Some(Work::Sessions { db, sessions }) => {
+                                let mut ok = true;
+                                let t = Instant::now();
+                                let n = sessions.len();
+                                sqlite::run_bulk(&db, sessions, max_line, cancel, &mut |r| {
+                                    ok = tx.send(r).is_ok();
+                                    ok
+                                });
+                                tracing::debug!(
+                                    sessions = n,
+                                    us = t.elapsed().as_micros() as u64,
+                                    "Read sessions in one pass."
+                                );
+                                ok
+                            }
                         };
-                        if tx.send(run_job(job.disc, old, max_line, cancel)).is_err() {
+                        if !sent {
                             return;
                         }
                     }
@@ -1414,6 +1435,45 @@ fn price_fn(
         let table = |a: &str| prices.get(a).and_then(|c| c.value.as_ref()).and_then(|t| t.get(p, m));
         table(DEFAULT_AGENT).or_else(|| table(agent))
     }
+}
+
+/// What one parser thread takes at a time.
+enum Work {
+    One(Job),
+    /// Sessions of one database read from scratch in one pass (sorted by session id).
+    Sessions {
+        db: PathBuf,
+        sessions: Vec<Discovered>,
+    },
+}
+
+/// Sessions of one database read together in one pass ([`sqlite::run_bulk`]); two parser
+/// threads take alternate groups.
+const BULK_SESSIONS: usize = 512;
+
+/// Groups jobs into work: new SQLite sessions by database in runs of [`BULK_SESSIONS`]; every
+/// other file (and a session with an old state, read from its checkpoint) on its own.
+fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
+    let mut by_db: std::collections::BTreeMap<PathBuf, Vec<Discovered>> = std::collections::BTreeMap::new();
+    let mut work = Vec::new();
+    for job in jobs {
+        match (job.known, sqlite::is_session(&job.disc).then(|| sqlite::db_of_session(&job.disc)).flatten()) {
+            (None, Some(db)) => by_db.entry(db).or_default().push(job.disc),
+            _ => work.push(Work::One(job)),
+        }
+    }
+    for (db, mut sessions) in by_db {
+        sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        // Equal groups, at least two per thread, so no thread idles at the end.
+        let groups = sessions.len().div_ceil(BULK_SESSIONS).max(2 * threads);
+        let size = sessions.len().div_ceil(groups).max(1);
+        let mut rest = sessions.into_iter().peekable();
+        while rest.peek().is_some() {
+            let group: Vec<Discovered> = rest.by_ref().take(size).collect();
+            work.push(Work::Sessions { db: db.clone(), sessions: group });
+        }
+    }
+    work
 }
 
 /// Whether a checkpoint was taken at exactly this stat (then the file is unchanged).

@@ -65,6 +65,11 @@ pub fn is_session(d: &Discovered) -> bool {
     d.meta.dev == SQLITE_DEV
 }
 
+/// The database a SQLite session is read from.
+pub fn db_of_session(d: &Discovered) -> Option<PathBuf> {
+    db_of(d)
+}
+
 /// OpenClaw 2026.9's `sessionFile` for a SQLite session.
 pub fn session_path(agent: &str, session_id: &str, db: &Path) -> PathBuf {
     PathBuf::from(format!("sqlite:{agent}:{session_id}:{}", db.display()))
@@ -906,6 +911,186 @@ fn read_session(
     rollup.checkpoint =
         if cp.rows > 0 { cp.encode() } else { Checkpoint { dev: SQLITE_DEV, ..Checkpoint::default() } };
     Ok((rollup, bytes))
+}
+
+/// Rows read per read transaction by [`run_bulk`].
+const BULK_SLICE_ROWS: i64 = 4096;
+
+/// Reads many sessions of one database from scratch in one pass over its events, in key order,
+/// handing each session's result to `send` as soon as its rows are read. A cold read of a
+/// database of thousands of short sessions otherwise pays a transaction and a handful of
+/// queries per session; this is one indexed scan in slices of [`BULK_SLICE_ROWS`] rows (one
+/// short read transaction each, so OpenClaw's checkpoints are not held back). `sessions` must
+/// be sorted by session id and carry their listing (last seq, rows, watermark, update time).
+/// `send` returns `false` to stop.
+pub(super) fn run_bulk(
+    db: &Path,
+    sessions: Vec<Discovered>,
+    max_line: u64,
+    cancel: &AtomicBool,
+    send: &mut dyn FnMut(JobResult) -> bool,
+) {
+    let (Some(lo), Some(hi)) =
+        (sessions.first().map(|d| d.session_id.clone()), sessions.last().map(|d| d.session_id.clone()))
+    else {
+        return;
+    };
+    let mut pending = sessions.into_iter().peekable();
+    let result = with_connection(db, |conn| {
+        let mut decoder = DecoderGuard::take()?;
+        // The session being read: its listing, rollup, skips, checkpoint and bytes.
+        let mut current: Option<(Discovered, FileRollup, SkipCounts, SqliteCheckpoint, u64)> = None;
+        let mut after: (String, i64) = (String::new(), i64::MIN);
+        let mut seen = 0u64;
+        loop {
+            let tx = conn.unchecked_transaction()?;
+            let mut n = 0i64;
+            {
+                let mut st = tx.prepare_cached(
+                    "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes FROM transcript_events
+                     WHERE session_id >= ?1 AND session_id <= ?2 AND (session_id, seq) > (?3, ?4)
+                     ORDER BY session_id, seq LIMIT ?5",
+                )?;
+                let mut rows = st.query(params![lo, hi, after.0, after.1, BULK_SLICE_ROWS])?;
+                while let Some(r) = rows.next()? {
+                    n += 1;
+                    seen += 1;
+                    if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
+                        return Err(SqliteError::Cancelled);
+                    }
+                    let sid = r.get_ref(0)?.as_str().map_err(|e| SqliteError::Other(e.to_string()))?;
+                    let seq: i64 = r.get(1)?;
+                    if after.0 != sid {
+                        after.0 = sid.to_owned();
+                    }
+                    after.1 = seq;
+                    // Move to this row's session, finishing the ones before it.
+                    if current.as_ref().is_none_or(|c| c.0.session_id != sid) {
+                        if let Some(done) = current.take()
+                            && !send(finish(done))
+                        {
+                            return Ok(false);
+                        }
+                        while pending.peek().is_some_and(|d| d.session_id.as_str() < sid) {
+                            let d = pending.next().expect("peeked");
+                            if !send(finish((
+                                d,
+                                FileRollup::default(),
+                                SkipCounts::default(),
+                                SqliteCheckpoint::default(),
+                                0,
+                            ))) {
+                                return Ok(false);
+                            }
+                        }
+                        if pending.peek().is_some_and(|d| d.session_id == sid) {
+                            let d = pending.next().expect("peeked");
+                            current = Some((
+                                d,
+                                FileRollup::default(),
+                                SkipCounts::default(),
+                                SqliteCheckpoint::default(),
+                                0,
+                            ));
+                        }
+                    }
+                    // A session in the range that is not being read (unchanged) is skipped.
+                    let Some((disc, rollup, skips, cp, bytes)) = current.as_mut() else { continue };
+                    let (json, zstd, size) = (r.get_ref(2)?, r.get_ref(3)?, r.get_ref(4)?);
+                    match decoder.decode(json, zstd, size, max_line) {
+                        Ok(text) => {
+                            *bytes += text.len() as u64;
+                            fold_line(rollup, skips, text);
+                        }
+                        Err(s) => count_skip(skips, s),
+                    }
+                    cp.last_seq = seq;
+                    cp.rows += 1;
+                    // The last row as listed (or a later one): its anchor is the checkpoint's.
+                    let listed_last =
+                        SqliteCheckpoint::decode(&disc_checkpoint(disc)).map_or(i64::MAX, |l| l.last_seq);
+                    if seq >= listed_last {
+                        fn bytes(v: rusqlite::types::ValueRef<'_>) -> Option<&[u8]> {
+                            v.as_bytes_or_null().ok().flatten()
+                        }
+                        cp.anchor = row_anchor(seq, bytes(json), bytes(zstd));
+                    }
+                }
+            }
+            tx.commit()?;
+            if n < BULK_SLICE_ROWS {
+                break;
+            }
+        }
+        if let Some(done) = current.take()
+            && !send(finish(done))
+        {
+            return Ok(false);
+        }
+        for d in pending.by_ref() {
+            if !send(finish((
+                d,
+                FileRollup::default(),
+                SkipCounts::default(),
+                SqliteCheckpoint::default(),
+                0,
+            ))) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    });
+    match result {
+        Ok(_) => {}
+        Err(SqliteError::Cancelled) => {
+            send(JobResult::Cancelled);
+        }
+        Err(e) => {
+            let error = e.to_string();
+            for disc in pending {
+                if !send(JobResult::Unreadable { disc, error: error.clone(), old: None }) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A session's listing as a checkpoint (what `snapshot` encoded into its stat facts).
+fn disc_checkpoint(d: &Discovered) -> Checkpoint {
+    Checkpoint {
+        dev: d.meta.dev,
+        ino: d.meta.ino,
+        size: d.meta.size,
+        mtime_ns: d.meta.mtime_ns,
+        ctime_ns: d.meta.ctime_ns,
+        offset: 0,
+        anchor: 0,
+    }
+}
+
+/// A session read by [`run_bulk`], as a job result. Its watermark and update time are the
+/// listing's when it read up to the listed last row; rows appended since make the next listing
+/// see it changed, and it is then read incrementally.
+fn finish(
+    (mut disc, mut rollup, skips, mut cp, bytes): (Discovered, FileRollup, SkipCounts, SqliteCheckpoint, u64),
+) -> JobResult {
+    rollup.skips.add(&skips);
+    rollup.shrink();
+    rollup.pending_tail = false;
+    let listed_watermark = disc.meta.ino;
+    let listed_rows = disc.meta.size;
+    cp.updated_ms = i64::try_from(disc.meta.mtime_ns.div_euclid(1_000_000)).unwrap_or(0);
+    // The listing's watermark covers (session, generation, listed last seq): it holds when
+    // exactly the listed rows were read; otherwise a zero watermark makes the next listing
+    // read the session again from its start, which is always right.
+    cp.watermark = if cp.rows == listed_rows { listed_watermark } else { 0 };
+    rollup.checkpoint =
+        if cp.rows > 0 { cp.encode() } else { Checkpoint { dev: SQLITE_DEV, ..Checkpoint::default() } };
+    if let Some(c) = SqliteCheckpoint::decode(&rollup.checkpoint) {
+        disc.meta = c.meta();
+    }
+    JobResult::Done { disc, rollup: Box::new(rollup), bytes, old: None }
 }
 
 /// Whether a checkpoint still describes the session's first rows: same generation, as many
