@@ -124,6 +124,19 @@ struct ServeArgs {
     /// keep-alive connection, before the connection is closed (seconds).
     #[arg(long, default_value_t = 60.0, value_name = "SECS", hide = true)]
     header_read_timeout: f64,
+    /// A public name this gateway is reached by (e.g. dash.example.com or dash.example.com:8443),
+    /// besides the loopback names and IP addresses; repeat for several. Requests whose `Host` or
+    /// browser `Origin` names anything else are refused (DNS rebinding, cross-site pages).
+    #[arg(long = "allowed-host", value_name = "NAME", env = "CLAWGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Most client connections open at once (HTTP and WebSocket) [default: derived from the
+    /// open-file limit, keeping room for /healthz]. At the cap the longest-idle one is closed.
+    #[arg(long, value_name = "N", env = "CLAWGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A WebSocket client that takes no bytes for this long while the gateway has some to send
+    /// (an answer, a pong) is disconnected (seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", hide = true)]
+    ws_send_timeout: f64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -255,6 +268,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state_dir,
         data_dir,
         token: args.token.filter(|t| !t.is_empty()),
+        allowed_hosts: args
+            .allowed_hosts
+            .into_iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        max_connections: args.max_connections,
         worker,
         request_timeout,
         api: config::ApiTuning {
@@ -265,6 +285,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .context("--refresh-interval must be a number of seconds (0: off)")?,
             tick_interval: secs("tick-interval", args.tick_interval)?,
             header_read_timeout: secs("header-read-timeout", args.header_read_timeout)?,
+            ws_send_timeout: secs("ws-send-timeout", args.ws_send_timeout)?,
         },
         bulk_runtime: None,
     };
