@@ -291,11 +291,16 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     ));
     assert_eq!(ws.expect_close().0, 1009);
 
-    // Not JSON, and invalid connect params: close 1008 with a clear message.
+    // Not JSON: a normal close, as OpenClaw (its parse error path); JSON that is not a request
+    // frame: 1008 without an answer; invalid connect params: 1008 with a clear message.
     let mut ws = Ws::open(&gateway, "/ws");
     ws.challenge();
     ws.send_raw("hello?".into());
-    assert_eq!(ws.expect_close().0, 1008);
+    assert_eq!(ws.expect_close().0, 1000);
+    let mut ws = Ws::open(&gateway, "/ws");
+    ws.challenge();
+    ws.send(&json!({"type": "req", "id": "c1", "method": "connect", "params": {}, "extra": 1}));
+    assert_eq!(ws.expect_close(), (1008, "invalid request frame".to_owned()));
     let mut ws = Ws::open(&gateway, "/ws");
     ws.challenge();
     let mut params = connect_params(Some(TOKEN));
@@ -343,9 +348,16 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     let st = ws.request("status", &json!({}));
     assert!(st["payload"]["worker"]["state"].is_string(), "{st}");
     assert!(st["payload"]["eventLoop"]["delayP99Ms"].is_number(), "{st}");
+    // An unknown method needs operator.admin (OpenClaw): this client has operator.read.
     let res = ws.request("no.such.method", &json!({}));
-    assert_eq!(res["error"]["code"], "INVALID_REQUEST");
-    assert_eq!(res["error"]["message"], "unknown method: no.such.method");
+    assert_eq!(res["error"]["code"], "FORBIDDEN");
+    assert_eq!(res["error"]["message"], "missing scope: operator.admin");
+    // After connect, a frame that is not a request gets an error answer; the connection stays.
+    ws.send(&json!({"type": "req", "id": "bad", "method": "health", "surprise": true}));
+    let res = ws.response("bad");
+    assert!(res["error"]["message"].as_str().unwrap().starts_with("invalid request frame: "), "{res}");
+    ws.send_raw("not json".into());
+    assert_eq!(ws.request("health", &json!({}))["ok"], true);
     let res = ws.request("sessions.usage", &json!({"limit": 0}));
     assert_eq!(res["error"]["code"], "INVALID_REQUEST");
     assert!(res["error"]["message"].as_str().unwrap().starts_with("invalid sessions.usage params"), "{res}");
@@ -433,20 +445,25 @@ fn handshake_conformance_methods_and_the_http_mirror() {
         "{usage_metrics}"
     );
 
-    // A web page from another origin cannot open the socket.
+    // A web page from another origin cannot connect (OpenClaw's CONTROL_UI_ORIGIN_NOT_ALLOWED).
     let mut request =
         tungstenite::client::IntoClientRequest::into_client_request(ws_url(&gateway, "/ws")).unwrap();
     request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
-    match tungstenite::connect(request) {
-        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status().as_u16(), 403),
-        other => panic!("cross-origin upgrade must be refused, got {:?}", other.map(|_| ())),
-    }
+    let (socket, _) = tungstenite::connect(request).expect("upgrade");
+    let mut evil = Ws::wrap(socket);
+    evil.challenge();
+    evil.send(
+        &json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(Some(TOKEN))}),
+    );
+    assert_eq!(evil.json()["error"]["details"]["code"], "CONTROL_UI_ORIGIN_NOT_ALLOWED");
+    assert_eq!(evil.expect_close().0, 1008);
 
-    // Failed authentications are rate limited (429), probes stay open.
-    let limited = (0..30)
-        .find(|_| http(&gateway, "POST", "/api/v1/call/health", Some(&json!({})), Some("wrong")).0 == 429);
-    assert!(limited.is_some(), "no 429 after 30 failed authentications");
-    assert_eq!(http(&gateway, "GET", "/api/v1/status", None, Some(TOKEN)).0, 429);
+    // Failed authentications from loopback are never rate limited (OpenClaw exempts loopback;
+    // other addresses are, see auth::limiter); probes stay open.
+    for _ in 0..30 {
+        assert_eq!(http(&gateway, "POST", "/api/v1/call/health", Some(&json!({})), Some("wrong")).0, 401);
+    }
+    assert_eq!(http(&gateway, "GET", "/api/v1/status", None, Some(TOKEN)).0, 200);
     assert_eq!(http(&gateway, "GET", "/healthz", None, None).0, 200);
     ws.close();
 }
