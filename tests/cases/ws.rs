@@ -465,7 +465,19 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     }
     assert_eq!(http(&gateway, "GET", "/api/v1/status", None, Some(TOKEN)).0, 200);
     assert_eq!(http(&gateway, "GET", "/healthz", None, None).0, 200);
-    ws.close();
+
+    // A client's close frame is answered (a clean close, as OpenClaw; not a dropped socket).
+    let close = tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "client done".into() };
+    ws.socket.close(Some(close)).expect("send close");
+    let answered = loop {
+        match ws.socket.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break Some((1000, "client done".into())),
+            Err(e) => panic!("the gateway dropped the socket instead of answering the close: {e}"),
+        }
+    };
+    assert_eq!(answered, Some((1000, "client done".to_owned())));
 }
 
 #[test]
@@ -1056,4 +1068,95 @@ fn a_request_head_never_finished_is_cut_off() {
     assert!(took >= Duration::from_millis(900), "cut off after {took:?}, before the 1 s timeout");
     let (code, body) = gateway.get("/healthz");
     assert_eq!(code, 200, "{body}");
+}
+
+/// Issue 18, handshake: what OpenClaw 2026.9.6's gateway does, frame for frame (see
+/// docs/openclaw-compatibility.md, "Handshake", for the deliberate differences).
+#[test]
+fn the_handshake_matches_openclaw_2026_9_6() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN, "--tick-interval", "2"], &[]);
+    let origin = gateway.base.clone();
+
+    // The challenge lists the optional features the server offers (none here).
+    let mut ws = Ws::open(&gateway, "/ws");
+    let challenge = ws.challenge();
+    assert_eq!(challenge["capabilities"], json!([]), "{challenge}");
+    // No credentials and no device: OpenClaw's NOT_PAIRED / DEVICE_IDENTITY_REQUIRED.
+    ws.send(&json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(None)}));
+    let res = ws.json();
+    assert_eq!(
+        (res["error"]["code"].as_str(), res["error"]["details"]["code"].as_str()),
+        (Some("NOT_PAIRED"), Some("DEVICE_IDENTITY_REQUIRED")),
+        "{res}"
+    );
+    assert_eq!(ws.expect_close(), (1008, "device identity required".to_owned()));
+
+    // A close frame before connect is answered with its own code and reason.
+    let mut ws = Ws::open(&gateway, "/ws");
+    ws.challenge();
+    let bye = tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "bye".into() };
+    ws.socket.close(Some(bye)).expect("close");
+    match ws.socket.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1000, "bye"))
+        }
+        Err(tungstenite::Error::ConnectionClosed) => {}
+        other => panic!("close not answered: {other:?}"),
+    }
+
+    // A connect in a binary frame is read as text, as OpenClaw does; hello-ok names the build
+    // and this boot, and the auth method.
+    let mut ws = Ws::open(&gateway, "/ws");
+    ws.challenge();
+    let connect =
+        json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(Some(TOKEN))});
+    ws.socket.send(Message::binary(connect.to_string().into_bytes())).expect("send");
+    let hello = ws.json();
+    assert_eq!(hello["ok"], true, "{hello}");
+    let server = &hello["payload"]["server"];
+    assert!(server["buildId"].as_str().is_some_and(|b| b.starts_with("clawgate-")), "{server}");
+    assert_eq!(server["bootId"].as_str().map(str::len), Some(36), "{server}");
+    assert_eq!(hello["payload"]["auth"]["method"], "token");
+    assert_eq!(hello["payload"]["policy"]["maxPayload"], 256 << 10);
+    let connected_at = Instant::now();
+    // Ticks come on one gateway-wide beat: a second client connected 700 ms later gets its first
+    // tick at the same moment, within one interval of connecting (not a full interval after).
+    std::thread::sleep(Duration::from_millis(700));
+    let (mut late, _) = Ws::connect(&gateway, "/ws", Some(TOKEN));
+    let first = ws.event("tick", Duration::from_secs(5));
+    let first_late = late.event("tick", Duration::from_secs(5));
+    assert!(
+        connected_at.elapsed() < Duration::from_millis(2600),
+        "first tick after {:?}",
+        connected_at.elapsed()
+    );
+    let (a, b) = (first["payload"]["ts"].as_i64().unwrap(), first_late["payload"]["ts"].as_i64().unwrap());
+    assert!((a - b).abs() < 300, "ticks at {a} and {b}: not one beat");
+
+    // OpenClaw's Control UI connect, fields as 2026.9.6 sends them, from the gateway's own origin.
+    let control_ui = json!({"minProtocol": 4, "maxProtocol": 4,
+        "client": {"id": "openclaw-control-ui", "version": "2026.9.6",
+            "buildId": "2026.9.6-release-eb377ac59e6c-2026-09-23T16-33-12.144Z", "platform": "Linux x86_64",
+            "mode": "webchat", "instanceId": "6f1c1d0e-2f55-4a0e-8c8b-b1b7a0f9c001", "timeZone": "UTC"},
+        "role": "operator", "scopes": ["operator.admin", "operator.read", "operator.write"],
+        "caps": ["tool-events"], "auth": {"token": TOKEN}, "locale": "en-US", "userAgent": "Mozilla/5.0"});
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(ws_url(&gateway, "/ws")).unwrap();
+    request.headers_mut().insert("origin", origin.parse().unwrap());
+    let mut ui = Ws::wrap(tungstenite::connect(request).expect("upgrade").0);
+    ui.challenge();
+    ui.send(&json!({"type": "req", "id": "u1", "method": "connect", "params": control_ui}));
+    assert_eq!(ui.json()["ok"], true);
+    // The same client without an Origin: refused as OpenClaw refuses it.
+    let mut bare = Ws::open(&gateway, "/ws");
+    bare.challenge();
+    bare.send(&json!({"type": "req", "id": "u1", "method": "connect", "params": control_ui}));
+    let res = bare.json();
+    assert_eq!(res["error"]["details"]["code"], "CONTROL_UI_ORIGIN_NOT_ALLOWED", "{res}");
+    assert_eq!(res["error"]["details"]["reason"], "origin missing or invalid", "{res}");
+    assert_eq!(bare.expect_close().0, 1008);
 }

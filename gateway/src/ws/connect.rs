@@ -377,6 +377,15 @@ pub fn check_connect(params: &Value, ctx: &ConnectContext<'_>) -> Result<Session
         return Err(HandshakeError::refuse("INVALID_REQUEST", message, Some(details), CLOSE_POLICY));
     }
 
+    // OpenClaw's hints (`formatGatewayAuthFailureMessage`), for the clients clawgate sees.
+    let ui = browser_ui || client.id == "openclaw-tui";
+    let hint = |what: &str| {
+        if ui {
+            format!("open the dashboard URL and paste the {what} in Control UI settings")
+        } else {
+            format!("provide gateway auth {what}")
+        }
+    };
     let auth = p.auth.unwrap_or_default();
     let (token, password) = (non_empty(&auth.token), non_empty(&auth.password));
     let mut auth_method = "none";
@@ -390,9 +399,7 @@ pub fn check_connect(params: &Value, ctx: &ConnectContext<'_>) -> Result<Session
                     } else {
                         ("AUTH_PASSWORD_MISMATCH", "password_mismatch")
                     };
-                    let message = format!(
-                        "unauthorized: gateway {what} mismatch (pass clawgate's --token as auth.{what})"
-                    );
+                    let message = format!("unauthorized: gateway {what} mismatch ({})", hint(what));
                     return Err(HandshakeError::unauthorized(
                         &message,
                         code,
@@ -455,7 +462,7 @@ pub fn check_connect(params: &Value, ctx: &ConnectContext<'_>) -> Result<Session
     if ctx.token.is_some() && auth_method == "none" {
         // A verified device alone is not enough: nothing pairs it.
         return Err(HandshakeError::unauthorized(
-            "unauthorized: gateway token missing (pass clawgate's --token as auth.token)",
+            &format!("unauthorized: gateway token missing ({})", hint("token")),
             "AUTH_TOKEN_MISSING",
             "token_missing",
             "update_auth_configuration",
