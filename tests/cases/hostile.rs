@@ -546,6 +546,8 @@ fn failed_auth_never_locks_out_loopback() {
     let (code, body) =
         get_with(&gateway, "/api/v1/status", &format!("{host}Authorization: Bearer {TOKEN}\r\n"));
     assert_eq!(code, 200, "{body}");
+    // A path that is no route is a 404 for anyone, not an authentication failure.
+    assert_eq!(get_with(&gateway, "/favicon.ico", &host).0, 404);
     let mut socket = ws_connect(&gateway, Some(TOKEN), &["operator.read"]);
     assert_eq!(ws_request(&mut socket, "h", "health", json!({}))["ok"], true);
 }

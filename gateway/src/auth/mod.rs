@@ -169,8 +169,9 @@ pub fn too_many(retry_after: Duration) -> Response {
 /// The layer: see the module docs.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    // An unmatched path is treated as private: a 404 is only for those allowed to see it.
-    let exposure = route.as_deref().map_or(Exposure::Private, exposure);
+    // An unmatched path is no route: 404 for anyone who passes the Host and cross-site checks
+    // (a browser's `/favicon.ico` must not count as a failed authentication).
+    let exposure = route.as_deref().map_or(Exposure::Public, exposure);
     let peer = peer_of(&request);
     let loopback = is_loopback(peer);
     let auth = &state.auth;
