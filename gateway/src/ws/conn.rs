@@ -190,6 +190,7 @@ pub(super) async fn run(
         return;
     }
     let started = Instant::now();
+    tracing::debug!(conn_id = %conn_id, peer = ?peer, "WebSocket opened; challenge sent.");
     let handshake = tokio::select! {
         handshake = tokio::time::timeout(limits.handshake_timeout, handshake(&mut conn, &nonce, peer, origin)) => handshake,
         () = slot.evicted() => {
@@ -201,6 +202,7 @@ pub(super) async fn run(
         Ok(Some(accepted)) => accepted,
         Ok(None) => {
             state.metrics.observe("ws", "connect", "refused", started.elapsed());
+            tracing::debug!(conn_id = %conn_id, peer = ?peer, "WebSocket closed before connect.");
             return;
         }
         Err(_) => {
@@ -254,6 +256,7 @@ async fn handshake(
         match conn.socket.next().await? {
             Ok(Message::Ping(_)) => {
                 if !conn.flush_queued().await {
+                    tracing::debug!(peer = ?peer, "A WebSocket client took no bytes for the send timeout; closed.");
                     return None;
                 }
             }

@@ -91,6 +91,7 @@ async fn upgrade(state: AppState, request: Request) -> Response {
     let on_upgrade = hyper::upgrade::on(request);
     let runtime = state.config.bulk_runtime.clone();
     let run = async move {
+        tracing::debug!(peer = ?peer, "WebSocket upgrade waiting for hyper.");
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => return tracing::debug!(%error, "WebSocket upgrade did not complete."),
