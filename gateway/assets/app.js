@@ -317,7 +317,7 @@
         },
         (err) => {
           clearTimeout(handshake);
-          onConnectRefused(err);
+          onConnectRefused(err, token);
         },
       );
     },
@@ -422,9 +422,12 @@
     pollStatus();
     loadUsage("connect");
   }
-  function onConnectRefused(err) {
+  function onConnectRefused(err, sentToken) {
     const code = (err.details && err.details.code) || "";
-    if (code.startsWith("AUTH_") || /token|unauthori[sz]ed/i.test(err.message)) {
+    // Without any credential the gateway answers as OpenClaw does (NOT_PAIRED, device identity
+    // required): ask for the token first; only a refusal of a token-bearing connect means that
+    // this browser cannot prove a device identity.
+    if (code.startsWith("AUTH_") || /token|unauthori[sz]ed/i.test(err.message) || (!sentToken && code === "DEVICE_IDENTITY_REQUIRED")) {
       needToken(code === "AUTH_TOKEN_MISMATCH" ? "The gateway refused this token. Enter the current one." : "This gateway requires a token.");
     } else if (code === "DEVICE_IDENTITY_REQUIRED" || err.code === "NOT_PAIRED") {
       // Browsers outside loopback cannot prove a device identity over plain HTTP: use the

@@ -5,91 +5,23 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{Path, State, rejection::BytesRejection},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use ipc_proto::Method;
 use serde_json::{Value, json};
-use supervisor::{CallError, Phase};
+use supervisor::Phase;
 
-use crate::{AppState, cache::Served, params};
-
-/// OpenClaw's error codes that clawgate uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unavailable,
-    /// `UNAVAILABLE` because the job queue is full: HTTP 429 rather than 503.
-    Overloaded,
-    Unauthorized,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "INVALID_REQUEST",
-            ErrorCode::Unavailable | ErrorCode::Overloaded => "UNAVAILABLE",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-        }
-    }
-}
-
-/// An error answer in OpenClaw's shape: `{code, message, retryable?, retryAfterMs?}`.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub retry_after: Option<Duration>,
-}
-
-impl ApiError {
-    pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError { code: ErrorCode::InvalidRequest, message: message.into(), retry_after: None }
-    }
-
-    pub fn body(&self) -> Value {
-        let mut error = json!({"code": self.code.as_str(), "message": self.message});
-        if let Some(after) = self.retry_after {
-            error["retryable"] = json!(true);
-            error["retryAfterMs"] = json!(after.as_millis() as u64);
-        }
-        error
-    }
-}
-
-impl From<CallError> for ApiError {
-    fn from(error: CallError) -> ApiError {
-        let retry_after = match &error {
-            CallError::Unavailable { retry_after, .. } => {
-                Some((*retry_after).max(Duration::from_millis(100)))
-            }
-            other if other.retryable() => Some(Duration::from_millis(500)),
-            _ => None,
-        };
-        let code = match &error {
-            CallError::Worker(e) if e.kind == ipc_proto::WorkerErrorKind::InvalidRequest => {
-                ErrorCode::InvalidRequest
-            }
-            _ => ErrorCode::Unavailable,
-        };
-        ApiError { code, message: error.to_string(), retry_after }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match self.code {
-            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        };
-        (status, Json(json!({"ok": false, "error": self.body()}))).into_response()
-    }
-}
+pub use crate::error::{ApiError, ErrorCode};
+use crate::{
+    AppState,
+    auth::{Caller, scope},
+    cache::Served,
+    limits, params,
+};
 
 /// `GET /healthz`, `/health`: the gateway is alive. Answered from the gateway alone.
 pub async fn healthz() -> Response {
@@ -97,22 +29,25 @@ pub async fn healthz() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], BODY).into_response()
 }
 
-/// `GET /readyz`, `/ready`: 200 when the worker can take work, else 503 with what is failing.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+/// `GET /readyz`, `/ready`: 200 when the worker can take work, else 503. As OpenClaw, only local
+/// or authorised callers learn what is failing; others get `{"ready": bool}`.
+pub async fn readyz(State(state): State<AppState>, caller: Option<Extension<Caller>>) -> Response {
     let status = state.supervisor.status();
     let ready = status.phase == Phase::Ready;
     let failing: Vec<&str> = if ready { vec![] } else { vec!["usage-worker"] };
-    let body = json!({"ready": ready, "failing": failing, "uptimeMs": state.uptime_ms()});
+    let detailed = caller.is_some_and(|Extension(c)| c.authorized || c.loopback);
+    let body = if detailed {
+        json!({"ready": ready, "failing": failing, "uptimeMs": state.uptime_ms()})
+    } else {
+        json!({"ready": ready})
+    };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }
 
 /// `GET /api/v1/status`: gateway and worker facts for the dashboard and `clawgate status`
 /// (the typed document of `status.rs`).
-pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = state.authorize(&headers) {
-        return e.into_response();
-    }
+pub async fn status(State(state): State<AppState>) -> Response {
     Json(crate::status::build(&state)).into_response()
 }
 
@@ -123,10 +58,7 @@ pub fn status_json(state: &AppState) -> Value {
 
 /// `GET /api/v1/worker/ping`: one ping round trip to the worker through the supervisor, for
 /// `clawgate status --deep`. Bounded by a 2 s deadline.
-pub async fn worker_ping(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = state.authorize(&headers) {
-        return e.into_response();
-    }
+pub async fn worker_ping(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.supervisor.ping()).await {
         Ok(Ok((rtt, memory))) => Json(json!({
             "ok": true,
@@ -136,25 +68,28 @@ pub async fn worker_ping(State(state): State<AppState>, headers: HeaderMap) -> R
         }))
         .into_response(),
         Ok(Err(error)) => ApiError::from(error).into_response(),
-        Err(_) => ApiError {
-            code: ErrorCode::Unavailable,
-            message: "the worker did not answer a ping within 2 s".into(),
-            retry_after: Some(Duration::from_secs(1)),
+        Err(_) => {
+            ApiError::unavailable("the worker did not answer a ping within 2 s", Some(Duration::from_secs(1)))
+                .into_response()
         }
-        .into_response(),
     }
 }
 
-/// `POST /api/v1/call/{method}`: the HTTP mirror of OpenClaw's WS methods.
+/// `POST /api/v1/call/{method}`: the HTTP mirror of OpenClaw's WS methods. The token (checked
+/// by the auth layer) grants every operator scope, as OpenClaw's shared secret does.
 pub async fn call(
     State(state): State<AppState>,
     Path(method): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = state.authorize(&headers) {
-        return e.into_response();
-    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!("request body over {} KiB", limits::MAX_REQUEST_BYTES >> 10);
+            return ApiError::new(ErrorCode::TooLarge, message).into_response();
+        }
+        Err(rejection) => return ApiError::invalid(rejection.body_text()).into_response(),
+    };
     let params: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
@@ -187,6 +122,22 @@ pub const METHODS: [&str; 7] = [
     "usage.cost",
 ];
 
+/// The operator scope a method needs, as OpenClaw's method descriptors say: `health` none (always
+/// allowed after connect), the methods served here `operator.read`, any other `operator.admin`
+/// (so a read-only client calling one is told `FORBIDDEN`, an admin `unknown method`).
+pub fn required_scope(method: &str) -> Option<&'static str> {
+    match method {
+        "health" => None,
+        m if METHODS.contains(&m) => Some(scope::READ),
+        _ => Some(scope::ADMIN),
+    }
+}
+
+fn params_error(error: params::ParamsError) -> ApiError {
+    let code = if error.too_large { ErrorCode::TooLarge } else { ErrorCode::InvalidRequest };
+    ApiError::new(code, error.message)
+}
+
 /// Which transport a call came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -203,7 +154,7 @@ pub async fn dispatch(state: &AppState, method: &str, params: &Value, via: Via) 
         "sessions.list" => sessions_list(state, params, via).await.map(Reply::Json),
         other => {
             let Some(method) = Method::from_name(other) else {
-                return Err(ApiError::invalid(format!("unknown method: {other}")));
+                return Err(ApiError::invalid(format!("unknown method: {}", params::shown(other))));
             };
             usage_call(state, method, params, via).await.map(Reply::Usage)
         }
@@ -217,7 +168,7 @@ pub async fn usage_call(
     params: &Value,
     via: Via,
 ) -> Result<Served, ApiError> {
-    let query = params::parse(method, params, jiff::Timestamp::now()).map_err(|e| ApiError::invalid(e.0))?;
+    let query = params::parse(method, params, jiff::Timestamp::now()).map_err(params_error)?;
     state.cache.get(query, via == Via::WebSocket).await
 }
 
@@ -291,8 +242,9 @@ pub async fn sessions_list(state: &AppState, params: &Value, via: Via) -> Result
         Value::Object(obj) => obj,
         _ => return Err(invalid("params must be an object".into())),
     };
+    params::check_sizes("sessions.list", obj).map_err(params_error)?;
     if let Some(unknown) = obj.keys().find(|k| !SESSIONS_LIST_PARAMS.contains(&k.as_str())) {
-        return Err(invalid(format!("unexpected property '{unknown}'")));
+        return Err(invalid(format!("unexpected property '{}'", params::shown(unknown))));
     }
     let positive = |name: &str| match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -346,12 +298,8 @@ pub async fn sessions_list(state: &AppState, params: &Value, via: Via) -> Result
     let payload = served.payload();
     let rows = tokio::task::spawn_blocking(move || session_rows(&payload, &filter))
         .await
-        .map_err(|e| ApiError { code: ErrorCode::Unavailable, message: e.to_string(), retry_after: None })?
-        .map_err(|e| ApiError {
-            code: ErrorCode::Unavailable,
-            message: format!("unreadable sessions.usage answer: {e}"),
-            retry_after: None,
-        })?;
+        .map_err(|e| ApiError::unavailable(e.to_string(), None))?
+        .map_err(|e| ApiError::unavailable(format!("unreadable sessions.usage answer: {e}"), None))?;
     Ok(json!({
         "ts": now_ms(),
         "path": path,
@@ -473,33 +421,4 @@ fn ok_json(payload: &Value) -> Response {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// Compares secrets in time independent of where they differ and of their lengths: both are
-/// hashed to fixed-size digests first.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
-}
-
-impl AppState {
-    /// Checks `Authorization: Bearer <token>` when a token is configured.
-    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(token) = &self.config.token else { return Ok(()) };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(ApiError {
-                code: ErrorCode::Unauthorized,
-                message: "missing or wrong token (send Authorization: Bearer <token>)".into(),
-                retry_after: None,
-            })
-        }
-    }
 }

@@ -39,7 +39,7 @@ use serde_json::json;
 use supervisor::SupervisorHandle;
 use tokio::sync::{broadcast, watch};
 
-use crate::api::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode};
 
 /// Cache and queue limits.
 #[derive(Debug, Clone)]

@@ -27,6 +27,11 @@ pub struct Config {
     /// Private directory for the worker socket.
     pub run_dir: PathBuf,
     pub token: Option<String>,
+    /// Public names (`name` or `name:port`) accepted in `Host` and `Origin` besides loopback
+    /// names and IP addresses (see `auth::host`).
+    pub allowed_hosts: Vec<String>,
+    /// Most client connections at once; `None`: derived from the open-file limit (`conns`).
+    pub max_connections: Option<usize>,
     /// How the worker is run and watched (mode, binary, memory cap, restart policy). The
     /// supervisor adds `--state-dir` itself.
     pub worker: supervisor::Config,
@@ -64,6 +69,9 @@ pub struct ApiTuning {
     /// Longest wait for a request head (also between requests on a keep-alive connection):
     /// a client that connects and never finishes a request must not hold a socket for good.
     pub header_read_timeout: Duration,
+    /// A WebSocket client that takes none of the bytes queued for it (answers, pongs) for this
+    /// long is disconnected rather than buffered for.
+    pub ws_send_timeout: Duration,
 }
 
 impl Default for ApiTuning {
@@ -74,6 +82,7 @@ impl Default for ApiTuning {
             refresh_interval: Duration::from_secs(15),
             tick_interval: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(60),
+            ws_send_timeout: Duration::from_secs(30),
         }
     }
 }

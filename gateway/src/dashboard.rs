@@ -1,6 +1,6 @@
 //! The dashboard page, embedded in the binary: no CDN, no build step, no network at run time.
 //!
-//! `GET /` (browsers; WebSocket upgrades on `/` go to `ws.rs`) answers `index.html`, which loads
+//! `GET /` (browsers; WebSocket upgrades on `/` go to `ws`) answers `index.html`, which loads
 //! `/assets/app.js` and `/assets/style.css`. The page talks OpenClaw's protocol v4 over `/ws`.
 //! Assets are public (they hold no data); every data call is authenticated by the WebSocket
 //! `connect` or the bearer token. Responses carry a strict content security policy (scripts and

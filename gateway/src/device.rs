@@ -174,7 +174,7 @@ pub fn verify(
         return Err(DeviceError::IdMismatch);
     }
     let nonce = claim.nonce.filter(|n| !n.is_empty()).ok_or(DeviceError::NonceRequired)?;
-    if !crate::api::constant_time_eq(nonce.as_bytes(), ctx.challenge_nonce.as_bytes()) {
+    if !crate::auth::constant_time_eq(nonce.as_bytes(), ctx.challenge_nonce.as_bytes()) {
         return Err(DeviceError::NonceMismatch);
     }
     if (now_ms - claim.signed_at_ms).abs() > MAX_SIGNATURE_SKEW_MS {

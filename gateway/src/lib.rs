@@ -6,13 +6,17 @@
 //! alone, whatever the worker is doing.
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod cli_status;
 pub mod config;
+pub mod conns;
 mod dashboard;
 pub mod device;
+pub mod error;
 mod http;
 pub mod lag;
+pub mod limits;
 pub mod metrics;
 pub mod params;
 pub mod sched;
@@ -24,7 +28,9 @@ use std::{ffi::OsString, future::Future, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use axum::{
-    Router, middleware,
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
     routing::{get, post},
 };
 pub use config::Config;
@@ -41,14 +47,22 @@ pub struct AppState {
     /// Runtime lag and memory pressure.
     pub lag: lag::LagMonitor,
     pub metrics: Arc<metrics::Metrics>,
-    /// WebSocket settings, connection count and the failed-auth limiter.
+    /// WebSocket limits, boot id and the bulk-send gate.
     pub ws: Arc<ws::WsShared>,
+    /// The token, the Host/Origin allowlist and the failed-auth limiter (`auth`).
+    pub auth: Arc<auth::Auth>,
+    /// Open connections and their cap (`conns`).
+    pub conns: Arc<conns::ConnLimit>,
 }
 
 impl AppState {
     /// Builds the state and starts its background tasks (lag sampler, cache refresher). Must be
-    /// called inside a tokio runtime.
-    pub fn new(config: Config, supervisor: SupervisorHandle) -> AppState {
+    /// called inside a tokio runtime. `conns`: the connection cap (see [`serve`]).
+    pub fn new(
+        config: Config,
+        supervisor: SupervisorHandle,
+        conns: Arc<conns::ConnLimit>,
+    ) -> anyhow::Result<AppState> {
         let tuning = cache::Tuning {
             request_timeout: config.request_timeout,
             // The supervisor cancels a job at its own timeout; ours is only a backstop.
@@ -65,11 +79,15 @@ impl AppState {
             let status = worker.status();
             (status.rss_bytes, status.reported_memory.map(|m| m.heap_bytes))
         }));
-        let ws = Arc::new(ws::WsShared::new(ws::WsConfig {
+        let ws = Arc::new(ws::WsShared::new(limits::WsLimits {
             tick_interval: config.api.tick_interval,
-            ..ws::WsConfig::default()
+            send_timeout: config.api.ws_send_timeout,
+            ..limits::WsLimits::default()
         }));
-        AppState {
+        let hosts = auth::host::HostPolicy::new(config.listen.port(), &config.allowed_hosts)
+            .map_err(|why| anyhow::anyhow!(why))?;
+        let auth = Arc::new(auth::Auth::new(config.token.clone(), hosts));
+        Ok(AppState {
             config: Arc::new(config),
             supervisor,
             started_at: Instant::now(),
@@ -77,15 +95,27 @@ impl AppState {
             lag,
             metrics: Arc::new(metrics::Metrics::default()),
             ws,
-        }
+            auth,
+            conns,
+        })
     }
 
     pub fn uptime_ms(&self) -> u64 {
         self.started_at.elapsed().as_millis() as u64
     }
+
+    /// The `websocket` part of the status page: limits, connections, the failed-auth limiter.
+    pub fn websocket_status_json(&self) -> serde_json::Value {
+        let mut status = self.ws.status_json();
+        let (open, evicted, refused) = self.conns.counts();
+        status["connections"] = serde_json::json!({"open": open, "max": self.conns.max(), "closedForRoom": evicted, "refused": refused});
+        status["blockedClients"] = serde_json::json!(self.auth.limiter.blocked_count());
+        status
+    }
 }
 
-/// The HTTP routes.
+/// The HTTP routes. Every route is private (token required) unless `auth::PUBLIC_ROUTES` lists
+/// it; the auth layer also checks `Host`, cross-site requests and the failed-auth limiter.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(ws::root))
@@ -100,7 +130,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/worker/ping", get(api::worker_ping))
         .route("/api/v1/call/{method}", post(api::call))
-        .layer(middleware::from_fn_with_state(state.clone(), ws::limit_failed_auth))
+        // The request-size contract (`limits`): bodies over it are answered 413 by `api::call`.
+        .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
         .with_state(state)
 }
@@ -113,6 +145,8 @@ pub fn check_config(config: &Config) -> anyhow::Result<()> {
             config.listen
         );
     }
+    auth::host::HostPolicy::new(config.listen.port(), &config.allowed_hosts)
+        .map_err(|why| anyhow::anyhow!(why))?;
     Ok(())
 }
 
@@ -124,6 +158,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_config(&config)?;
+    // File descriptors: the soft limit up to the hard one, and a connection cap below it that
+    // keeps room for the worker socket, logs and the runtime (`conns`).
+    let nofile = conns::raise_nofile_limit();
+    let max_connections = config.max_connections.unwrap_or_else(|| conns::default_max(nofile));
+    if max_connections as u64 + 32 > nofile {
+        tracing::warn!(
+            max_connections,
+            nofile,
+            "The connection cap leaves little room below the open-file limit."
+        );
+    }
+    let conns = conns::ConnLimit::new(max_connections);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -143,7 +189,7 @@ pub async fn serve(
         let _on_bulk = config.bulk_runtime.as_ref().map(|bulk| bulk.enter());
         supervisor::start(worker)
     };
-    let state = AppState::new(config, supervisor.clone());
+    let state = AppState::new(config, supervisor.clone(), Arc::clone(&conns))?;
     {
         use std::io::Write as _;
         let mut stdout = std::io::stdout().lock();
@@ -152,9 +198,9 @@ pub async fn serve(
     }
     systemd::notify_ready();
     let _watchdog = systemd::spawn_watchdog();
-    tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), "Gateway listening.");
+    tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), max_connections, nofile, "Gateway listening.");
     let header_read_timeout = state.config.api.header_read_timeout;
-    http::serve(listener, router(state), header_read_timeout, shutdown).await;
+    http::serve(listener, router(state), header_read_timeout, conns, shutdown).await;
     systemd::notify_stopping();
     tracing::info!("Gateway stopping; stopping the usage worker.");
     supervisor.shutdown().await;

@@ -136,6 +136,19 @@ struct ServeArgs {
     /// keep-alive connection, before the connection is closed.
     #[arg(long, value_name = "DURATION", default_value_t = Dur(ApiTuning::default().header_read_timeout), hide = true)]
     header_read_timeout: Dur,
+    /// A public name this gateway is reached by (e.g. dash.example.com or dash.example.com:8443),
+    /// besides the loopback names and IP addresses; repeat for several. Requests whose `Host` or
+    /// browser `Origin` names anything else are refused (DNS rebinding, cross-site pages).
+    #[arg(long = "allowed-host", value_name = "NAME", env = "CLAWGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Most client connections open at once (HTTP and WebSocket) [default: derived from the
+    /// open-file limit, keeping room for /healthz]. At the cap the longest-idle one is closed.
+    #[arg(long, value_name = "N", env = "CLAWGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A WebSocket client that takes no bytes for this long while the gateway has some to send
+    /// (an answer, a pong) is disconnected.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(ApiTuning::default().ws_send_timeout), hide = true)]
+    ws_send_timeout: Dur,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -310,6 +323,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state_dir,
         data_dir,
         token: args.token.filter(|t| !t.is_empty()),
+        allowed_hosts: args
+            .allowed_hosts
+            .into_iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        max_connections: args.max_connections,
         worker,
         request_timeout: positive("request-timeout", args.request_timeout)?,
         api: ApiTuning {
@@ -318,6 +338,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             refresh_interval: args.refresh_interval.0,
             tick_interval: positive("tick-interval", args.tick_interval)?,
             header_read_timeout: positive("header-read-timeout", args.header_read_timeout)?,
+            ws_send_timeout: positive("ws-send-timeout", args.ws_send_timeout)?,
         },
         bulk_runtime: None,
     };

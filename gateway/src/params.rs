@@ -9,67 +9,58 @@
 //! a DST change inside the range shifts day cuts there by the DST step (documented limitation).
 
 use ipc_proto::{AgentScope, DayZone, GroupBy, Method, RowSort, SortKey, UsageQuery};
+
+use crate::limits::MAX_STRING_PARAM_BYTES;
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 use serde_json::{Map, Value};
 
 /// A param problem, worded for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParamsError(pub String);
+#[error("{message}")]
+pub struct ParamsError {
+    pub message: String,
+    /// A param over the request-size contract (`limits`): HTTP 413 rather than 400.
+    pub too_large: bool,
+}
+
+impl ParamsError {
+    fn new(message: impl Into<String>) -> ParamsError {
+        ParamsError { message: message.into(), too_large: false }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 /// The most rows a `limit` may ask for; larger values are clamped, keeping answers bounded.
 pub const MAX_LIMIT: u32 = 100_000;
 
 fn invalid(method: Method, detail: impl std::fmt::Display) -> ParamsError {
-    ParamsError(format!("invalid {} params: {detail}", method.name()))
+    ParamsError::new(format!("invalid {} params: {detail}", method.name()))
 }
 
-/// The longest `search` text accepted.
-pub const MAX_SEARCH: usize = 200;
-
-/// clawgate's additive paging params of `sessions.usage`: `offset` (rows skipped, default 0),
-/// `sortBy` (`cost`, `tokens`, `messages` or `updatedAt`; default OpenClaw's order, most
-/// recently updated first), `sortDir` (`desc` default, or `asc`) and `search` (rows whose key,
-/// label, session id, agent, channel or model contain every term).
-type Paging = (Option<u32>, Option<RowSort>, Option<String>);
-
-fn parse_paging(method: Method, obj: &Map<String, Value>) -> Result<Paging, ParamsError> {
-    let offset = match obj.get("offset") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(n) => Some(n.min(u64::from(u32::MAX)) as u32),
-            None => return Err(invalid(method, "offset must be an integer >= 0")),
-        },
-    };
-    let key = match opt_str(method, obj, "sortBy")?.as_deref() {
-        None => None,
-        Some("cost") => Some(SortKey::Cost),
-        Some("tokens") => Some(SortKey::Tokens),
-        Some("messages") => Some(SortKey::Messages),
-        Some("updatedAt") => Some(SortKey::UpdatedAt),
-        Some(other) => {
-            return Err(invalid(
-                method,
-                format!("sortBy must be cost, tokens, messages or updatedAt, got \"{other}\""),
-            ));
-        }
-    };
-    let descending = match opt_str(method, obj, "sortDir")?.as_deref() {
-        None | Some("desc") => true,
-        Some("asc") => false,
-        Some(other) => return Err(invalid(method, format!("sortDir must be asc or desc, got \"{other}\""))),
-    };
-    let sort = match key {
-        None if !descending => Some(RowSort { key: SortKey::UpdatedAt, descending }),
-        None => None,
-        Some(key) => Some(RowSort { key, descending }),
-    };
-    let search = opt_str(method, obj, "search")?.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    if search.as_ref().is_some_and(|s| s.len() > MAX_SEARCH) {
-        return Err(invalid(method, format!("search must be at most {MAX_SEARCH} bytes")));
+/// A name as shown in an error message: client text, so cut short.
+pub fn shown(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_owned(),
     }
-    Ok((offset, sort, search))
+}
+
+/// The request-size contract for params (see `limits`): no property name or string value longer
+/// than [`MAX_STRING_PARAM_BYTES`]. Checked first, so no later message echoes a huge string.
+pub fn check_sizes(method: &str, obj: &Map<String, Value>) -> Result<(), ParamsError> {
+    for (name, value) in obj {
+        let long_value = matches!(value, Value::String(v) if v.len() > MAX_STRING_PARAM_BYTES);
+        if name.len() > MAX_STRING_PARAM_BYTES || long_value {
+            return Err(ParamsError {
+                message: format!(
+                    "invalid {method} params: {} is longer than {MAX_STRING_PARAM_BYTES} bytes",
+                    shown(name)
+                ),
+                too_large: true,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Builds the query for `method` from its JSON params (`null` counts as `{}`).
@@ -80,6 +71,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         Value::Object(obj) => obj,
         _ => return Err(invalid(method, "params must be an object")),
     };
+    check_sizes(method.name(), obj)?;
     let allowed: &[&str] = match method {
         Method::SessionsUsage => &[
             "key",
@@ -117,7 +109,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         Method::SessionsUsageLogs => &["key", "agentId", "limit"],
     };
     if let Some(unknown) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(invalid(method, format!("unexpected property '{unknown}'")));
+        return Err(invalid(method, format!("unexpected property '{}'", shown(unknown))));
     }
     let key = opt_str(method, obj, "key")?;
     let agent_id = opt_str(method, obj, "agentId")?;
@@ -134,7 +126,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
             let key_agent = key.as_deref().and_then(agent_of_key);
             if let (Some(a), Some(k)) = (&agent_id, &key_agent) {
                 if normalize_agent_id(a) != *k {
-                    return Err(ParamsError("session key agent does not match agentId".into()));
+                    return Err(ParamsError::new("session key agent does not match agentId"));
                 }
             }
             AgentScope::One(
@@ -144,7 +136,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     };
     if matches!(method, Method::SessionsUsageTimeseries | Method::SessionsUsageLogs) && key.is_none() {
         let what = if method == Method::SessionsUsageLogs { "logs" } else { "timeseries" };
-        return Err(ParamsError(format!("key is required for {what}")));
+        return Err(ParamsError::new(format!("key is required for {what}")));
     }
     let limit = match obj.get("limit") {
         None | Some(Value::Null) => None,
@@ -202,6 +194,55 @@ fn agent_of_key(key: &str) -> Option<String> {
     let rest = key.strip_prefix("agent:")?;
     let (agent, _) = rest.split_once(':')?;
     Some(normalize_agent_id(agent))
+}
+
+/// The longest `search` text accepted.
+pub const MAX_SEARCH: usize = 200;
+
+/// clawgate's additive paging params of `sessions.usage`: `offset` (rows skipped, default 0),
+/// `sortBy` (`cost`, `tokens`, `messages` or `updatedAt`; default OpenClaw's order, most
+/// recently updated first), `sortDir` (`desc` default, or `asc`) and `search` (rows whose key,
+/// label, session id, agent, channel or model contain every term).
+type Paging = (Option<u32>, Option<RowSort>, Option<String>);
+
+fn parse_paging(method: Method, obj: &Map<String, Value>) -> Result<Paging, ParamsError> {
+    let offset = match obj.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n.min(u64::from(u32::MAX)) as u32),
+            None => return Err(invalid(method, "offset must be an integer >= 0")),
+        },
+    };
+    let key = match opt_str(method, obj, "sortBy")?.as_deref() {
+        None => None,
+        Some("cost") => Some(SortKey::Cost),
+        Some("tokens") => Some(SortKey::Tokens),
+        Some("messages") => Some(SortKey::Messages),
+        Some("updatedAt") => Some(SortKey::UpdatedAt),
+        Some(other) => {
+            return Err(invalid(
+                method,
+                format!("sortBy must be cost, tokens, messages or updatedAt, got \"{}\"", shown(other)),
+            ));
+        }
+    };
+    let descending = match opt_str(method, obj, "sortDir")?.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(invalid(method, format!("sortDir must be asc or desc, got \"{}\"", shown(other))));
+        }
+    };
+    let sort = match key {
+        None if !descending => Some(RowSort { key: SortKey::UpdatedAt, descending }),
+        None => None,
+        Some(key) => Some(RowSort { key, descending }),
+    };
+    let search = opt_str(method, obj, "search")?;
+    if search.as_ref().is_some_and(|s| s.len() > MAX_SEARCH) {
+        return Err(invalid(method, format!("search must be at most {MAX_SEARCH} bytes")));
+    }
+    Ok((offset, sort, search))
 }
 
 fn opt_str(method: Method, obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ParamsError> {
@@ -311,7 +352,7 @@ fn parse_range(
     let now_ms = now.as_millisecond();
     let local_today = Timestamp::from_millisecond(now_ms + i64::from(offset_min) * 60_000)
         .map(|t| TimeZone::UTC.to_datetime(t).date())
-        .map_err(|e| ParamsError(e.to_string()))?;
+        .map_err(|e| ParamsError::new(e.to_string()))?;
     let today_start = day_start_ms(local_today, offset_min);
     let end_of_today = today_start + DAY_MS - 1;
     let start_date = opt_str(method, obj, "startDate")?;
@@ -430,13 +471,13 @@ mod tests {
         ];
         for (params, needle) in cases {
             let err = q(Method::SessionsUsage, params.clone()).unwrap_err();
-            assert!(err.0.contains(needle), "{params}: {err}");
-            assert!(err.0.starts_with("invalid sessions.usage params"), "{err}");
+            assert!(err.message.contains(needle), "{params}: {err}");
+            assert!(err.message.starts_with("invalid sessions.usage params"), "{err}");
         }
         let err = q(Method::SessionsUsageLogs, json!({})).unwrap_err();
-        assert_eq!(err.0, "key is required for logs");
+        assert_eq!(err.message, "key is required for logs");
         let err = q(Method::SessionsUsage, json!({"key":"agent:a1:main","agentId":"main"})).unwrap_err();
-        assert_eq!(err.0, "session key agent does not match agentId");
+        assert_eq!(err.message, "session key agent does not match agentId");
     }
 
     #[test]

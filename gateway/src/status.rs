@@ -416,12 +416,14 @@ mod tests {
             data_dir: dir.clone(),
             run_dir: dir.join("run"),
             token: Some("t".into()),
+            allowed_hosts: Vec::new(),
+            max_connections: None,
             worker: worker.clone(),
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             api: crate::config::ApiTuning::default(),
             bulk_runtime: None,
         };
-        AppState::new(config, supervisor::start(worker))
+        AppState::new(config, supervisor::start(worker), crate::conns::ConnLimit::new(16)).expect("state")
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! One e2e test binary; each module is one area of behaviour, driven through real processes.
 
 mod dashboard;
+mod hostile;
 mod packaging;
 mod proof;
 mod skeleton;

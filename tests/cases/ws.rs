@@ -291,11 +291,16 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     ));
     assert_eq!(ws.expect_close().0, 1009);
 
-    // Not JSON, and invalid connect params: close 1008 with a clear message.
+    // Not JSON: a normal close, as OpenClaw (its parse error path); JSON that is not a request
+    // frame: 1008 without an answer; invalid connect params: 1008 with a clear message.
     let mut ws = Ws::open(&gateway, "/ws");
     ws.challenge();
     ws.send_raw("hello?".into());
-    assert_eq!(ws.expect_close().0, 1008);
+    assert_eq!(ws.expect_close().0, 1000);
+    let mut ws = Ws::open(&gateway, "/ws");
+    ws.challenge();
+    ws.send(&json!({"type": "req", "id": "c1", "method": "connect", "params": {}, "extra": 1}));
+    assert_eq!(ws.expect_close(), (1008, "invalid request frame".to_owned()));
     let mut ws = Ws::open(&gateway, "/ws");
     ws.challenge();
     let mut params = connect_params(Some(TOKEN));
@@ -343,9 +348,16 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     let st = ws.request("status", &json!({}));
     assert!(st["payload"]["worker"]["state"].is_string(), "{st}");
     assert!(st["payload"]["eventLoop"]["delayP99Ms"].is_number(), "{st}");
+    // An unknown method needs operator.admin (OpenClaw): this client has operator.read.
     let res = ws.request("no.such.method", &json!({}));
-    assert_eq!(res["error"]["code"], "INVALID_REQUEST");
-    assert_eq!(res["error"]["message"], "unknown method: no.such.method");
+    assert_eq!(res["error"]["code"], "FORBIDDEN");
+    assert_eq!(res["error"]["message"], "missing scope: operator.admin");
+    // After connect, a frame that is not a request gets an error answer; the connection stays.
+    ws.send(&json!({"type": "req", "id": "bad", "method": "health", "surprise": true}));
+    let res = ws.response("bad");
+    assert!(res["error"]["message"].as_str().unwrap().starts_with("invalid request frame: "), "{res}");
+    ws.send_raw("not json".into());
+    assert_eq!(ws.request("health", &json!({}))["ok"], true);
     let res = ws.request("sessions.usage", &json!({"limit": 0}));
     assert_eq!(res["error"]["code"], "INVALID_REQUEST");
     assert!(res["error"]["message"].as_str().unwrap().starts_with("invalid sessions.usage params"), "{res}");
@@ -433,22 +445,39 @@ fn handshake_conformance_methods_and_the_http_mirror() {
         "{usage_metrics}"
     );
 
-    // A web page from another origin cannot open the socket.
+    // A web page from another origin cannot connect (OpenClaw's CONTROL_UI_ORIGIN_NOT_ALLOWED).
     let mut request =
         tungstenite::client::IntoClientRequest::into_client_request(ws_url(&gateway, "/ws")).unwrap();
     request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
-    match tungstenite::connect(request) {
-        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status().as_u16(), 403),
-        other => panic!("cross-origin upgrade must be refused, got {:?}", other.map(|_| ())),
-    }
+    let (socket, _) = tungstenite::connect(request).expect("upgrade");
+    let mut evil = Ws::wrap(socket);
+    evil.challenge();
+    evil.send(
+        &json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(Some(TOKEN))}),
+    );
+    assert_eq!(evil.json()["error"]["details"]["code"], "CONTROL_UI_ORIGIN_NOT_ALLOWED");
+    assert_eq!(evil.expect_close().0, 1008);
 
-    // Failed authentications are rate limited (429), probes stay open.
-    let limited = (0..30)
-        .find(|_| http(&gateway, "POST", "/api/v1/call/health", Some(&json!({})), Some("wrong")).0 == 429);
-    assert!(limited.is_some(), "no 429 after 30 failed authentications");
-    assert_eq!(http(&gateway, "GET", "/api/v1/status", None, Some(TOKEN)).0, 429);
+    // Failed authentications from loopback are never rate limited (OpenClaw exempts loopback;
+    // other addresses are, see auth::limiter); probes stay open.
+    for _ in 0..30 {
+        assert_eq!(http(&gateway, "POST", "/api/v1/call/health", Some(&json!({})), Some("wrong")).0, 401);
+    }
+    assert_eq!(http(&gateway, "GET", "/api/v1/status", None, Some(TOKEN)).0, 200);
     assert_eq!(http(&gateway, "GET", "/healthz", None, None).0, 200);
-    ws.close();
+
+    // A client's close frame is answered (a clean close, as OpenClaw; not a dropped socket).
+    let close = tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "client done".into() };
+    ws.socket.close(Some(close)).expect("send close");
+    let answered = loop {
+        match ws.socket.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break Some((1000, "client done".into())),
+            Err(e) => panic!("the gateway dropped the socket instead of answering the close: {e}"),
+        }
+    };
+    assert_eq!(answered, Some((1000, "client done".to_owned())));
 }
 
 #[test]
@@ -1039,4 +1068,95 @@ fn a_request_head_never_finished_is_cut_off() {
     assert!(took >= Duration::from_millis(900), "cut off after {took:?}, before the 1 s timeout");
     let (code, body) = gateway.get("/healthz");
     assert_eq!(code, 200, "{body}");
+}
+
+/// Issue 18, handshake: what OpenClaw 2026.9.6's gateway does, frame for frame (see
+/// docs/openclaw-compatibility.md, "Handshake", for the deliberate differences).
+#[test]
+fn the_handshake_matches_openclaw_2026_9_6() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 1, 2, 2);
+    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN, "--tick-interval", "2"], &[]);
+    let origin = gateway.base.clone();
+
+    // The challenge lists the optional features the server offers (none here).
+    let mut ws = Ws::open(&gateway, "/ws");
+    let challenge = ws.challenge();
+    assert_eq!(challenge["capabilities"], json!([]), "{challenge}");
+    // No credentials and no device: OpenClaw's NOT_PAIRED / DEVICE_IDENTITY_REQUIRED.
+    ws.send(&json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(None)}));
+    let res = ws.json();
+    assert_eq!(
+        (res["error"]["code"].as_str(), res["error"]["details"]["code"].as_str()),
+        (Some("NOT_PAIRED"), Some("DEVICE_IDENTITY_REQUIRED")),
+        "{res}"
+    );
+    assert_eq!(ws.expect_close(), (1008, "device identity required".to_owned()));
+
+    // A close frame before connect is answered with its own code and reason.
+    let mut ws = Ws::open(&gateway, "/ws");
+    ws.challenge();
+    let bye = tungstenite::protocol::CloseFrame { code: 1000.into(), reason: "bye".into() };
+    ws.socket.close(Some(bye)).expect("close");
+    match ws.socket.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1000, "bye"))
+        }
+        Err(tungstenite::Error::ConnectionClosed) => {}
+        other => panic!("close not answered: {other:?}"),
+    }
+
+    // A connect in a binary frame is read as text, as OpenClaw does; hello-ok names the build
+    // and this boot, and the auth method.
+    let mut ws = Ws::open(&gateway, "/ws");
+    ws.challenge();
+    let connect =
+        json!({"type": "req", "id": "c1", "method": "connect", "params": connect_params(Some(TOKEN))});
+    ws.socket.send(Message::binary(connect.to_string().into_bytes())).expect("send");
+    let hello = ws.json();
+    assert_eq!(hello["ok"], true, "{hello}");
+    let server = &hello["payload"]["server"];
+    assert!(server["buildId"].as_str().is_some_and(|b| b.starts_with("clawgate-")), "{server}");
+    assert_eq!(server["bootId"].as_str().map(str::len), Some(36), "{server}");
+    assert_eq!(hello["payload"]["auth"]["method"], "token");
+    assert_eq!(hello["payload"]["policy"]["maxPayload"], 256 << 10);
+    let connected_at = Instant::now();
+    // Ticks come on one gateway-wide beat: a second client connected 700 ms later gets its first
+    // tick at the same moment, within one interval of connecting (not a full interval after).
+    std::thread::sleep(Duration::from_millis(700));
+    let (mut late, _) = Ws::connect(&gateway, "/ws", Some(TOKEN));
+    let first = ws.event("tick", Duration::from_secs(5));
+    let first_late = late.event("tick", Duration::from_secs(5));
+    assert!(
+        connected_at.elapsed() < Duration::from_millis(2600),
+        "first tick after {:?}",
+        connected_at.elapsed()
+    );
+    let (a, b) = (first["payload"]["ts"].as_i64().unwrap(), first_late["payload"]["ts"].as_i64().unwrap());
+    assert!((a - b).abs() < 300, "ticks at {a} and {b}: not one beat");
+
+    // OpenClaw's Control UI connect, fields as 2026.9.6 sends them, from the gateway's own origin.
+    let control_ui = json!({"minProtocol": 4, "maxProtocol": 4,
+        "client": {"id": "openclaw-control-ui", "version": "2026.9.6",
+            "buildId": "2026.9.6-release-eb377ac59e6c-2026-09-23T16-33-12.144Z", "platform": "Linux x86_64",
+            "mode": "webchat", "instanceId": "6f1c1d0e-2f55-4a0e-8c8b-b1b7a0f9c001", "timeZone": "UTC"},
+        "role": "operator", "scopes": ["operator.admin", "operator.read", "operator.write"],
+        "caps": ["tool-events"], "auth": {"token": TOKEN}, "locale": "en-US", "userAgent": "Mozilla/5.0"});
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(ws_url(&gateway, "/ws")).unwrap();
+    request.headers_mut().insert("origin", origin.parse().unwrap());
+    let mut ui = Ws::wrap(tungstenite::connect(request).expect("upgrade").0);
+    ui.challenge();
+    ui.send(&json!({"type": "req", "id": "u1", "method": "connect", "params": control_ui}));
+    assert_eq!(ui.json()["ok"], true);
+    // The same client without an Origin: refused as OpenClaw refuses it.
+    let mut bare = Ws::open(&gateway, "/ws");
+    bare.challenge();
+    bare.send(&json!({"type": "req", "id": "u1", "method": "connect", "params": control_ui}));
+    let res = bare.json();
+    assert_eq!(res["error"]["details"]["code"], "CONTROL_UI_ORIGIN_NOT_ALLOWED", "{res}");
+    assert_eq!(res["error"]["details"]["reason"], "origin missing or invalid", "{res}");
+    assert_eq!(bare.expect_close().0, 1008);
 }

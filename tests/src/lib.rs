@@ -88,6 +88,8 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     agent: ureq::Agent,
     seen_workers: Mutex<Vec<u32>>,
+    /// Sent by [`Gateway::get`] and [`Gateway::call`] when set ([`Gateway::with_token`]).
+    token: Option<String>,
 }
 
 impl Gateway {
@@ -95,6 +97,12 @@ impl Gateway {
     /// `work_dir`, and waits (30 s at most) for its listening line.
     pub fn start(work_dir: &Path, state_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Gateway {
         Gateway::start_at("127.0.0.1:0", work_dir, state_dir, extra_args, env)
+    }
+
+    /// Makes [`Gateway::get`], [`Gateway::call`] and the helpers built on them send `token`.
+    pub fn with_token(mut self, token: &str) -> Gateway {
+        self.token = Some(token.to_owned());
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -112,7 +120,11 @@ impl Gateway {
 
     /// GET `path` → (status, JSON body).
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let mut res = self.agent.get(self.url(path)).call().expect("GET");
+        let mut req = self.agent.get(self.url(path));
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let mut res = req.call().expect("GET");
         let status = res.status().as_u16();
         let body = res.body_mut().with_config().limit(1 << 30).read_to_string().expect("body");
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
@@ -120,12 +132,14 @@ impl Gateway {
 
     /// `POST /api/v1/call/<method>` → (status, JSON body).
     pub fn call(&self, method: &str, params: &Value) -> (u16, Value) {
-        let mut res = self
+        let mut req = self
             .agent
             .post(self.url(&format!("/api/v1/call/{method}")))
-            .header("content-type", "application/json")
-            .send(params.to_string())
-            .expect("POST");
+            .header("content-type", "application/json");
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let mut res = req.send(params.to_string()).expect("POST");
         let status = res.status().as_u16();
         let body = res.body_mut().with_config().limit(1 << 30).read_to_string().expect("body");
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
@@ -257,6 +271,19 @@ impl Gateway {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_wrapped(&[], listen, work_dir, state_dir, extra_args, env)
+    }
+
+    /// Like [`Gateway::start_at`], run through `wrapper` (a command that execs its arguments,
+    /// e.g. `["prlimit", "--nofile=1024:1024", "--"]`, so the child's pid stays the gateway's).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        listen: &str,
+        work_dir: &Path,
+        state_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let data_dir = work_dir.join("data");
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log = std::fs::OpenOptions::new()
@@ -264,7 +291,14 @@ impl Gateway {
             .append(true)
             .open(work_dir.join("gateway.log"))
             .expect("gateway log");
-        let mut command = Command::new(bin("clawgate"));
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin("clawgate"));
+                command
+            }
+            None => Command::new(bin("clawgate")),
+        };
         command
             .args(["serve", "--listen", listen, "--state-dir"])
             .arg(state_dir)
@@ -310,6 +344,7 @@ impl Gateway {
             data_dir,
             agent: http_agent(Duration::from_secs(60)),
             seen_workers: Mutex::new(Vec::new()),
+            token: None,
         }
     }
 }
