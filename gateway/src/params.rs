@@ -93,6 +93,8 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
             "sortBy",
             "sortDir",
             "search",
+            // clawgate's `sessions.list` page (entry rows only, no totals).
+            "entriesOnly",
         ],
         Method::UsageCost => &[
             "agentId",
@@ -108,8 +110,12 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         Method::SessionsUsageTimeseries => &["key", "agentId"],
         Method::SessionsUsageLogs => &["key", "agentId", "limit"],
     };
-    if let Some(unknown) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(invalid(method, format!("unexpected property '{}'", shown(unknown))));
+    // OpenClaw validates `usage.cost` params by hand (unknown ones are ignored) and the others
+    // against closed schemas (ajv's wording).
+    if method != Method::UsageCost
+        && let Some(unknown) = obj.keys().find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(invalid(method, format!("at root: unexpected property '{}'", shown(unknown))));
     }
     let key = opt_str(method, obj, "key")?;
     let agent_id = opt_str(method, obj, "agentId")?;
@@ -117,16 +123,19 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     let agents = match agent_scope.as_deref() {
         Some("all") => {
             if key.is_some() || agent_id.is_some() {
-                return Err(invalid(method, "agentScope \"all\" cannot be combined with key or agentId"));
+                return Err(ParamsError::new("agentScope=all cannot be combined with key or agentId"));
             }
             AgentScope::All
         }
-        Some(other) => return Err(invalid(method, format!("agentScope must be \"all\", got \"{other}\""))),
+        Some(_) => return Err(invalid(method, "at /agentScope: must be equal to constant")),
         None => {
             let key_agent = key.as_deref().and_then(agent_of_key);
             if let (Some(a), Some(k)) = (&agent_id, &key_agent) {
                 if normalize_agent_id(a) != *k {
-                    return Err(ParamsError::new("session key agent does not match agentId"));
+                    return Err(ParamsError::new(format!(
+                        "agent \"{}\" does not match session key agent \"{k}\"",
+                        shown(&normalize_agent_id(a))
+                    )));
                 }
             }
             AgentScope::One(
@@ -140,11 +149,11 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     }
     let limit = match obj.get("limit") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => match n.as_u64() {
             Some(v) if v >= 1 => Some(v.min(u64::from(MAX_LIMIT)) as u32),
-            _ => return Err(invalid(method, "limit must be an integer >= 1")),
+            _ => return Err(invalid(method, "at /limit: must be >= 1")),
         },
-        Some(_) => return Err(invalid(method, "limit must be an integer >= 1")),
+        Some(_) => return Err(invalid(method, "at /limit: must be integer")),
     };
     let include_historical = opt_bool(method, obj, "includeHistorical")?.unwrap_or(false);
     let group_by = match opt_str(method, obj, "groupBy")?.as_deref() {
@@ -164,6 +173,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
     let include_context_weight = opt_bool(method, obj, "includeContextWeight")?.unwrap_or(false);
     let _creator_key = opt_str(method, obj, "creatorKey")?;
     let (offset, sort, search) = parse_paging(method, obj)?;
+    let entries_only = opt_bool(method, obj, "entriesOnly")?.unwrap_or(false);
 
     let (zone_offset_min, day_zone) = parse_zone(method, obj, now)?;
     let (start_ms, end_ms) = parse_range(method, obj, now, zone_offset_min)?;
@@ -180,6 +190,7 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         offset,
         sort,
         search,
+        entries_only,
     })
 }
 
@@ -262,17 +273,15 @@ fn opt_bool(method: Method, obj: &Map<String, Value>, name: &str) -> Result<Opti
     }
 }
 
-/// The zone used for range cuts (as an offset in minutes at `now`) and for day keys.
+/// The zone used for range cuts (as an offset in minutes at `now`) and for day keys, as
+/// OpenClaw's `resolveDateInterpretation`: `timeZone` and `utcOffset` are read only under
+/// `mode: "specific"` (a valid `timeZone` first, an invalid one falls back to a valid
+/// `utcOffset`); `specific` with neither, and no `mode`, are UTC.
 fn parse_zone(
     method: Method,
     obj: &Map<String, Value>,
     now: Timestamp,
 ) -> Result<(i32, DayZone), ParamsError> {
-    if let Some(name) = opt_str(method, obj, "timeZone")? {
-        let tz = TimeZone::get(&name).map_err(|_| invalid(method, format!("unknown timeZone \"{name}\"")))?;
-        let minutes = tz.to_offset(now).seconds() / 60;
-        return Ok((minutes, zone_of(minutes)));
-    }
     let mode = opt_str(method, obj, "mode")?;
     match mode.as_deref() {
         None | Some("utc") => Ok((0, DayZone::Utc)),
@@ -281,22 +290,33 @@ fn parse_zone(
             Ok((minutes, zone_of(minutes)))
         }
         Some("specific") => {
-            let Some(offset) = opt_str(method, obj, "utcOffset")? else {
-                return Err(invalid(method, "mode \"specific\" needs utcOffset (e.g. UTC+5:30)"));
+            let offset_text = match obj.get("utcOffset") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.trim().to_owned()),
+                Some(_) => return Err(ParamsError::new(BAD_OFFSET)),
             };
-            let minutes = parse_utc_offset(&offset).ok_or_else(|| {
-                invalid(
-                    method,
-                    format!("utcOffset must look like UTC+5:30 within -12:00..+14:00, got \"{offset}\""),
-                )
-            })?;
-            Ok((minutes, zone_of(minutes)))
+            let offset = offset_text.as_deref().and_then(parse_utc_offset);
+            if let Some(name) = opt_str(method, obj, "timeZone")? {
+                if let Ok(tz) = TimeZone::get(&name) {
+                    let minutes = tz.to_offset(now).seconds() / 60;
+                    return Ok((minutes, zone_of(minutes)));
+                }
+                return match offset {
+                    Some(minutes) => Ok((minutes, zone_of(minutes))),
+                    None => Err(ParamsError::new("invalid timeZone: expected a valid IANA time zone")),
+                };
+            }
+            match (offset, offset_text.as_deref()) {
+                (Some(minutes), _) => Ok((minutes, zone_of(minutes))),
+                (None, None | Some("")) => Ok((0, DayZone::Utc)),
+                (None, Some(_)) => Err(ParamsError::new(BAD_OFFSET)),
+            }
         }
-        Some(other) => {
-            Err(invalid(method, format!("mode must be utc, gateway or specific, got \"{other}\"")))
-        }
+        Some(_) => Err(invalid(method, "at /mode: must be equal to one of the allowed values")),
     }
 }
+
+const BAD_OFFSET: &str = "invalid utcOffset: expected UTC-12:00 through UTC+14:00";
 
 fn zone_of(minutes: i32) -> DayZone {
     if minutes == 0 { DayZone::Utc } else { DayZone::FixedOffsetMinutes(minutes) }
@@ -360,19 +380,23 @@ fn parse_range(
     for (name, value) in [("startDate", &start_date), ("endDate", &end_date)] {
         if let Some(v) = value {
             if parse_date(v).is_none() {
-                return Err(invalid(method, format!("{name} must be YYYY-MM-DD, got \"{v}\"")));
+                return Err(ParamsError::new(format!(
+                    "invalid {name}: expected a valid YYYY-MM-DD calendar date"
+                )));
             }
         }
     }
-    if let (Some(start), Some(end)) =
-        (start_date.as_deref().and_then(parse_date), end_date.as_deref().and_then(parse_date))
-    {
-        let start_ms = day_start_ms(start, offset_min);
-        let end_ms = day_start_ms(end, offset_min) + DAY_MS - 1;
-        if end_ms < start_ms {
-            return Err(invalid(method, "endDate is before startDate"));
+    match (start_date.as_deref().and_then(parse_date), end_date.as_deref().and_then(parse_date)) {
+        (Some(start), Some(end)) => {
+            let start_ms = day_start_ms(start, offset_min);
+            let end_ms = day_start_ms(end, offset_min) + DAY_MS - 1;
+            if end_ms < start_ms {
+                return Err(ParamsError::new("startDate must not be after endDate"));
+            }
+            return Ok((start_ms, end_ms));
         }
-        return Ok((start_ms, end_ms));
+        (None, None) => {}
+        _ => return Err(ParamsError::new("startDate and endDate must be provided together")),
     }
     if let Some(range) = opt_str(method, obj, "range")? {
         let days = match range.as_str() {
@@ -381,10 +405,10 @@ fn parse_range(
             "90d" => 90,
             "1y" => 365,
             "all" => return Ok((0, end_of_today)),
-            other => {
+            _ => {
                 return Err(invalid(
                     method,
-                    format!("range must be 7d, 30d, 90d, 1y or all, got \"{other}\""),
+                    "at /range: must be equal to constant; at /range: must match a schema in anyOf",
                 ));
             }
         };
@@ -457,27 +481,70 @@ mod tests {
     }
 
     #[test]
-    fn bad_params_are_explained() {
+    fn bad_params_are_explained_in_openclaws_words() {
         let cases = [
-            (json!({"limit":0}), "limit"),
-            (json!({"limit":"5"}), "limit"),
-            (json!({"bogus":1}), "unexpected property 'bogus'"),
-            (json!({"startDate":"2026-13-01","endDate":"2026-11-01"}), "startDate"),
-            (json!({"mode":"specific"}), "utcOffset"),
-            (json!({"mode":"specific","utcOffset":"UTC+15"}), "utcOffset"),
-            (json!({"agentScope":"all","agentId":"main"}), "cannot be combined"),
-            (json!({"timeZone":"Mars/Olympus"}), "unknown timeZone"),
-            (json!([1, 2]), "must be an object"),
+            (json!({"limit":0}), "invalid sessions.usage params: at /limit: must be >= 1"),
+            (json!({"limit":"5"}), "invalid sessions.usage params: at /limit: must be integer"),
+            (json!({"bogus":1}), "invalid sessions.usage params: at root: unexpected property 'bogus'"),
+            (
+                json!({"startDate":"2026-13-01","endDate":"2026-11-01"}),
+                "invalid startDate: expected a valid YYYY-MM-DD calendar date",
+            ),
+            (json!({"startDate":"2026-11-02","endDate":"2026-11-01"}), "startDate must not be after endDate"),
+            (json!({"startDate":"2026-11-02"}), "startDate and endDate must be provided together"),
+            (json!({"endDate":"2026-11-02"}), "startDate and endDate must be provided together"),
+            (
+                json!({"mode":"specific","utcOffset":"UTC+15"}),
+                "invalid utcOffset: expected UTC-12:00 through UTC+14:00",
+            ),
+            (
+                json!({"mode":"specific","timeZone":"Mars/Olympus"}),
+                "invalid timeZone: expected a valid IANA time zone",
+            ),
+            (
+                json!({"agentScope":"all","agentId":"main"}),
+                "agentScope=all cannot be combined with key or agentId",
+            ),
+            (
+                json!({"agentScope":"some"}),
+                "invalid sessions.usage params: at /agentScope: must be equal to constant",
+            ),
+            (json!([1, 2]), "invalid sessions.usage params: params must be an object"),
+            (
+                json!({"key":"agent:a1:main","agentId":"main"}),
+                "agent \"main\" does not match session key agent \"a1\"",
+            ),
         ];
-        for (params, needle) in cases {
+        for (params, message) in cases {
             let err = q(Method::SessionsUsage, params.clone()).unwrap_err();
-            assert!(err.message.contains(needle), "{params}: {err}");
-            assert!(err.message.starts_with("invalid sessions.usage params"), "{err}");
+            assert_eq!(err.message, message, "{params}");
         }
         let err = q(Method::SessionsUsageLogs, json!({})).unwrap_err();
         assert_eq!(err.message, "key is required for logs");
-        let err = q(Method::SessionsUsage, json!({"key":"agent:a1:main","agentId":"main"})).unwrap_err();
-        assert_eq!(err.message, "session key agent does not match agentId");
+        // usage.cost ignores what it does not know, as OpenClaw's hand validation does.
+        assert!(q(Method::UsageCost, json!({"range":"all","bogus":1})).is_ok());
+    }
+
+    #[test]
+    fn zones_apply_only_in_specific_mode() {
+        let day = json!({"startDate":"2026-11-01","endDate":"2026-11-01"});
+        let with = |extra: Value| {
+            let mut p = day.clone();
+            p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            q(Method::SessionsUsage, p).unwrap()
+        };
+        let utc = with(json!({}));
+        assert_eq!(utc.day_zone, DayZone::Utc);
+        // Without mode OpenClaw ignores timeZone and utcOffset.
+        assert_eq!(with(json!({"timeZone":"Asia/Kolkata","utcOffset":"UTC+1"})).start_ms, utc.start_ms);
+        assert_eq!(with(json!({"mode":"specific"})).day_zone, DayZone::Utc);
+        assert_eq!(
+            with(json!({"mode":"specific","timeZone":"Asia/Kolkata"})).day_zone,
+            DayZone::FixedOffsetMinutes(330)
+        );
+        // An invalid zone falls back to a valid offset.
+        let fallback = with(json!({"mode":"specific","timeZone":"Mars/Olympus","utcOffset":"UTC-8"}));
+        assert_eq!(fallback.day_zone, DayZone::FixedOffsetMinutes(-480));
     }
 
     #[test]

@@ -190,6 +190,11 @@ pub struct UsageQuery {
     /// every whitespace-separated term (case-insensitive). Validated short by the gateway.
     #[serde(default)]
     pub search: Option<String>,
+    /// `sessions.usage` rows of session-store entries only (one per entry: no archived
+    /// transcripts), without totals or aggregates: the page the gateway's `sessions.list` is
+    /// built from. Since [`crate::version::V2_TYPED_ANSWERS`] (additive, defaults to `false`).
+    #[serde(default)]
+    pub entries_only: bool,
 }
 
 /// A `sessions.usage` row order other than OpenClaw's.

@@ -20,6 +20,7 @@ fn query() -> UsageQuery {
         offset: Some(25),
         sort: Some(RowSort { key: SortKey::Cost, descending: true }),
         search: Some("main slack".into()),
+        entries_only: false,
     }
 }
 

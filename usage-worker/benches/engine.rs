@@ -143,6 +143,7 @@ fn query(method: Method) -> UsageQuery {
         offset: None,
         sort: None,
         search: None,
+        entries_only: false,
     }
 }
 

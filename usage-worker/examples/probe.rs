@@ -17,6 +17,7 @@ fn q(method: Method) -> UsageQuery {
         offset: None,
         sort: None,
         search: None,
+        entries_only: false,
     }
 }
 

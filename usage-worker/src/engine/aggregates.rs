@@ -125,8 +125,11 @@ struct CostDayAcc {
 /// Everything the aggregate part of an answer needs, over the rows in scope.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Aggregates {
-    /// Rows (`sessionCount`).
+    /// Rows in scope (whether `byCreator`/`creatorOptions` are shown, page totals).
     pub rows: i64,
+    /// Rows with activity in range: a first activity or a message (OpenClaw's `sessionCount`).
+    #[serde(default)]
+    pub active_rows: i64,
     longest: TopK<i64>,
     /// `totals`: every entry of every row, timestamped or not.
     pub totals: Totals,
@@ -160,6 +163,9 @@ impl Aggregates {
     /// row among all rows (its first file's index id); `s` is its summary without quarter hours.
     pub fn apply(&mut self, id: u64, agent: &str, channel: Option<&str>, s: &Summary, sign: i64) {
         self.rows += sign;
+        if s.first.is_some() || s.counts.total > 0 {
+            self.active_rows += sign;
+        }
         self.longest.apply(s.duration_ms().unwrap_or(0), id, sign);
         self.totals.apply(&s.totals, sign);
         apply_counts(&mut self.messages, &s.counts, sign);
@@ -194,8 +200,11 @@ impl Aggregates {
         if let Some(c) = channel {
             apply_named(&mut self.channels, c, &s.totals, sign);
         }
-        let dates: Vec<i64> = s.days.keys().copied().collect();
-        bump(&mut self.activity, &dates, sign);
+        // `sessionActivity` groups sessions by their active days; one without any is not listed.
+        if !s.days.is_empty() {
+            let dates: Vec<i64> = s.days.keys().copied().collect();
+            bump(&mut self.activity, &dates, sign);
+        }
         for (d, da) in &s.days {
             if da.usage_count > 0 {
                 let c = self.cost_daily.entry(*d).or_default();
@@ -488,8 +497,11 @@ impl Serialize for AggregatesOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let a = self.0;
         let mut st = s.serialize_struct("SessionsUsageAggregates", 14)?;
-        st.serialize_field("sessionCount", &a.rows)?;
-        st.serialize_field("longestSessionDurationMs", &a.longest.max().unwrap_or(0))?;
+        st.serialize_field("sessionCount", &a.active_rows)?;
+        // OpenClaw leaves the field out while no session has a duration.
+        if let Some(longest) = a.longest.max().filter(|l| *l > 0) {
+            st.serialize_field("longestSessionDurationMs", &longest)?;
+        }
         st.serialize_field("messages", &CountsOut::from(&a.messages))?;
         st.serialize_field("tools", &ToolsOut(a.tools.iter().map(|(n, c)| (n.as_str(), *c)).collect()))?;
         let models: Vec<ModelOut<'_>> = by_cost(a.models.iter())
@@ -601,7 +613,7 @@ impl Serialize for CreatorOut<'_> {
         let mut st = s.serialize_struct("CreatorUsage", 5)?;
         st.serialize_field("key", UNKNOWN_CREATOR)?;
         st.serialize_field("totals", &TotalsOut(&a.totals))?;
-        st.serialize_field("sessionCount", &a.rows)?;
+        st.serialize_field("sessionCount", &a.active_rows)?;
         st.serialize_field("daily", &cost_daily_rows(a))?;
         let activity: Vec<Activity> = a
             .activity

@@ -25,8 +25,9 @@ use super::store::StoreEntry;
 
 /// The index file inside the data dir.
 pub const FILE_NAME: &str = "usage-index.sqlite";
-/// Bump when the schema or the rollup encoding changes: an older file is rebuilt.
-const FORMAT: i64 = 2;
+/// Bump when the schema, the rollup encoding or what a stored entry means changes (3: internal
+/// channels dropped, `displayName` as label): an older file is rebuilt.
+const FORMAT: i64 = 3;
 /// Rendered rows kept on disk, so a restarted worker's first page is read, not rendered.
 const RENDERED_MAX: i64 = 20_000;
 /// SQLite's page cache for the index, KiB.
@@ -934,6 +935,8 @@ pub struct PageQuery<'a> {
     pub agents: &'a [String],
     pub start_ms: i64,
     pub heads_only: bool,
+    /// Only primary transcripts named by a session-store entry (`sessions.list`).
+    pub entries_only: bool,
     pub search: &'a [String],
     pub ascending: bool,
     pub limit: u32,
@@ -959,6 +962,9 @@ impl PageQuery<'_> {
         if self.start_ms > 0 {
             args.push(Value::Integer(self.start_ms));
             sql.push_str(&format!(" AND mtime_ms >= ?{}", args.len()));
+        }
+        if self.entries_only {
+            sql.push_str(" AND entry_key IS NOT NULL AND kind = 0");
         }
         if self.heads_only {
             sql.push_str(

@@ -78,6 +78,9 @@ pub struct LiveData {
     pub agg: Aggregates,
     /// Files in scope (listed or not) and what was skipped in them, for diagnostics.
     pub files: u64,
+    /// Files the shape's range lists (its rows' transcripts: OpenClaw's `cachedFiles`).
+    #[serde(default)]
+    pub listed: u64,
     pub skips: SkipCounts,
     pub pending_tails: u64,
 }
@@ -233,6 +236,7 @@ impl Lives {
                 live.data.files -= 1;
                 sub_skips(&mut live.data.skips, &rollup.skips);
                 live.data.pending_tails -= u64::from(rollup.pending_tail);
+                live.data.listed -= u64::from(live.shape.lists(disc));
                 if let Some(s) = contribution(&live.shape, disc, rollup, price) {
                     live.data.agg.apply(c.id as u64, c.agent, channel, &s, -1);
                     index
@@ -246,6 +250,7 @@ impl Lives {
                 live.data.files += 1;
                 live.data.skips.add(&rollup.skips);
                 live.data.pending_tails += u64::from(rollup.pending_tail);
+                live.data.listed += u64::from(live.shape.lists(disc));
                 if let Some(s) = contribution(&live.shape, disc, rollup, price) {
                     live.data.agg.apply(c.id as u64, c.agent, channel, &s, 1);
                     put_values(index, &live.table, c.id, &s)?;
@@ -347,6 +352,7 @@ fn build(
         if !shape.lists(&row.disc) {
             return Ok(true);
         }
+        data.listed += 1;
         let summary = if shape.family {
             family_row(index, shape, &row, &rollup, price)?
         } else {

@@ -1,17 +1,16 @@
 //! `sessions.usage.logs`: one session's conversation as short log entries (REFERENCE §3.7).
 //!
-//! Like OpenClaw, every call reads the one transcript in full (no cache). Choices where the
-//! reference leaves room, all written down here:
-//! - Entries are `message` lines whose role is `user`, `assistant`, `toolResult` or `tool`, with
-//!   a timestamp (the entry's ISO `timestamp`, else `message.timestamp`, as for usage); lines
-//!   without one cannot be placed in time and are left out.
-//! - `content` is the message's text: a string content as is, else its blocks in order joined
-//!   by newlines: `text` blocks as their text, tool calls (`toolCall`/`tool_use`/`tool_call`) as
-//!   `[Tool: name]`, `tool_result` blocks as `[Tool Result]`; thinking and images are left out.
-//!   Entries whose content is empty after that are left out.
-//! - User text loses OpenClaw's inbound envelope: a leading `[Channel sender … date]` header
-//!   line part (recognised only when the bracket holds a date or an `id:` field, so user text
-//!   that merely starts with a bracket is kept) and trailing `[message_id: …]` lines.
+//! Like OpenClaw, every call reads the one transcript in full (no cache). The rendering is
+//! OpenClaw 2026.9.6's `loadSessionLogs` (`session-cost-usage-*.mjs`):
+//! - Entries are `message` lines whose role is `user`, `assistant`, `toolResult` or `tool`; one
+//!   without a timestamp (the entry's ISO `timestamp`, else `message.timestamp`) is kept at 0.
+//! - `content`: a tool result starts `[Tool: <toolName>]\n[Tool Result]`; then the message's
+//!   text (a string content as is, else its blocks joined by newlines: strings and `text`
+//!   blocks as they are, tool calls as `[Tool: name]`, `tool_result` blocks as
+//!   `[Tool Result]`, thinking and images left out), then `[Tool: name]` per `tool_calls` entry.
+//!   Assistant and tool text is trimmed; user text loses OpenClaw's inbound envelope (a leading
+//!   `[Channel sender … date]` header recognised only when the bracket holds a date or an `id:`
+//!   field, and trailing `[message_id: …]` lines). Entries left empty are skipped.
 //! - Content longer than 2000 characters (UTF-16 code units, as JavaScript counts them) is cut
 //!   to 2000 and gets `…` appended.
 //! - Assistant entries with usage carry `tokens` (`totalTokens`) and `cost` (the stored cost,
@@ -118,32 +117,76 @@ fn strip_envelope(text: &str) -> &str {
     t
 }
 
-/// The text of a message's `content` (see the module docs).
+/// The text of a message's `content` blocks (OpenClaw's `loadSessionLogs`): strings and `text`
+/// blocks as they are, tool calls as `[Tool: name]`, `tool_result` blocks as `[Tool Result]`,
+/// nothing for the rest (thinking, images); empty pieces dropped, joined by newlines.
 fn content_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(blocks) => {
             let mut parts: Vec<String> = Vec::new();
             for b in blocks {
-                let ty = b.get("type").and_then(Value::as_str).unwrap_or("").trim().to_ascii_lowercase();
-                match ty.as_str() {
-                    "text" => {
-                        if let Some(t) = b.get("text").and_then(Value::as_str) {
-                            parts.push(t.to_owned());
+                let piece = match b {
+                    Value::String(s) => s.clone(),
+                    _ => {
+                        let ty = b.get("type").and_then(Value::as_str).unwrap_or("");
+                        let norm = ty.trim().to_ascii_lowercase();
+                        if ty == "text" {
+                            b.get("text").and_then(Value::as_str).unwrap_or("").to_owned()
+                        } else if matches!(norm.as_str(), "toolcall" | "tool_call" | "tooluse" | "tool_use") {
+                            format!("[Tool: {}]", b.get("name").and_then(Value::as_str).unwrap_or("unknown"))
+                        } else if ty == "tool_result" {
+                            "[Tool Result]".to_owned()
+                        } else {
+                            String::new()
                         }
                     }
-                    "toolcall" | "tool_use" | "tool_call" => {
-                        let name = b.get("name").and_then(Value::as_str).unwrap_or("").trim();
-                        parts.push(format!("[Tool: {name}]"));
-                    }
-                    "tool_result" | "tool_result_error" => parts.push("[Tool Result]".to_owned()),
-                    _ => {}
+                };
+                if !piece.is_empty() {
+                    parts.push(piece);
                 }
             }
             parts.join("\n")
         }
         _ => String::new(),
     }
+}
+
+/// The whole entry text: a tool result's `[Tool: name]\n[Tool Result]` header, the content, and
+/// `[Tool: name]` for each call in `tool_calls`/`toolCalls`/`function_call`/`functionCall`.
+fn message_text(m: &Value, role: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if role == "tool" || role == "toolResult" {
+        let name = ["toolName", "tool_name", "name", "tool"]
+            .iter()
+            .find_map(|k| m.get(*k).and_then(Value::as_str))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or("tool");
+        parts.push(format!("[Tool: {name}]"));
+        parts.push("[Tool Result]".to_owned());
+    }
+    if let Some(c) = m.get("content") {
+        let text = content_text(c);
+        if !text.is_empty() || c.is_string() {
+            parts.push(text);
+        }
+    }
+    let calls = ["tool_calls", "toolCalls", "function_call", "functionCall"].iter().find_map(|k| m.get(*k));
+    let calls: Vec<&Value> = match calls {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(v) => vec![v],
+    };
+    for call in calls {
+        let name = call
+            .get("name")
+            .and_then(Value::as_str)
+            .or_else(|| call.get("function").and_then(|f| f.get("name")).and_then(Value::as_str))
+            .unwrap_or("unknown");
+        parts.push(format!("[Tool: {name}]"));
+    }
+    parts.join("\n")
 }
 
 /// Cuts to [`MAX_CONTENT`] UTF-16 code units plus `…`, never inside a character.
@@ -176,17 +219,11 @@ fn log_of(line: &str, seq: u64, agent: &str, price: &PriceFn<'_>) -> Option<Log>
         LineOutcome::Entry(e) => Some(e),
         _ => None,
     };
-    let ts = match &entry {
-        Some(e) => e.ts,
-        None => {
-            v.get("timestamp").and_then(Value::as_str).and_then(super::time::parse_iso_ms).or_else(|| {
-                m.get("timestamp").and_then(Value::as_f64).filter(|t| t.abs() <= 8.64e15).map(|t| t as i64)
-            })
-        }
-    }?;
-    let raw = m.get("content").map(content_text).unwrap_or_default();
-    let text = if role == "user" { strip_envelope(&raw).to_owned() } else { raw };
-    if text.trim().is_empty() {
+    // As OpenClaw: an entry without a timestamp is kept, at time 0.
+    let ts = entry.as_ref().and_then(|e| e.ts).unwrap_or(0);
+    let raw = message_text(m, role);
+    let text = if role == "user" { strip_envelope(&raw).to_owned() } else { raw.trim().to_owned() };
+    if text.is_empty() {
         return None;
     }
     let (mut tokens, mut cost) = (None, None);
@@ -266,7 +303,12 @@ mod tests {
             {"type": "toolCall", "name": " read "},
             {"type": "tool_result", "content": "x"}
         ]);
-        assert_eq!(content_text(&v), "a\n[Tool: read]\n[Tool Result]");
+        // The name as written (OpenClaw does not trim it).
+        assert_eq!(content_text(&v), "a\n[Tool:  read ]\n[Tool Result]");
+        let tool = serde_json::json!({"role": "toolResult", "toolName": "exec", "content": [{"type": "text", "text": " out "}]});
+        assert_eq!(message_text(&tool, "toolResult"), "[Tool: exec]\n[Tool Result]\n out ");
+        let calls = serde_json::json!({"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "read"}}]});
+        assert_eq!(message_text(&calls, "assistant"), "\n[Tool: read]");
         let long = "é".repeat(2100);
         let t = truncate(long);
         assert_eq!(t.chars().count(), 2001);

@@ -951,6 +951,7 @@ impl Engine {
             let mut a = a.clone();
             a.meta = self.fresh_meta(&a.meta, now, diag);
             job.files_total = a.meta.cache.map_or(0, |c| c.cached_files);
+
             return Ok(if known == Some(a.fingerprint) {
                 Reply::Unchanged(a.meta)
             } else {
@@ -967,6 +968,22 @@ impl Engine {
         };
         let price_tables = self.prices.clone();
         let price = price_fn(&price_tables);
+        if query.method == Method::SessionsUsage && query.entries_only {
+            // The gateway's `sessions.list`: a page of entry rows, no aggregates (so no live
+            // shape is built or evicted for it).
+            let (data, total, fingerprint, cut) = self.sessions_page(query, &shape, None, 0, "", &price)?;
+            if let Some(cut) = cut {
+                diag.rows_cut = Some(cut);
+            }
+            let meta = payload::meta(now, None, diag, Some(total));
+            let answer = Answer { meta, fingerprint, data };
+            self.answers.put(query, cache_key_change, answer.clone());
+            return Ok(if known == Some(fingerprint) {
+                Reply::Unchanged(answer.meta)
+            } else {
+                Reply::Answer(answer)
+            });
+        }
         let index = self.index.as_mut().expect("opened");
         let is_cancelled = || cancel.load(Ordering::Relaxed);
         let Some(live) = self.lives.get(index, &shape, &price, &is_cancelled)? else {
@@ -975,6 +992,9 @@ impl Engine {
         tracing::debug!(heap_mib = crate::alloc::heap_bytes() >> 20, "Live aggregates ready.");
         let d = &live.data;
         diag.files = d.files;
+        // OpenClaw's cacheStatus counts the transcripts of the answer's rows: those the range
+        // lists; a scope without any transcript has no cacheStatus.
+        let listed = (d.files > 0).then_some(d.listed);
         diag.skips = (&d.skips).into();
         diag.pending_tails = d.pending_tails;
         job.files_total = d.files;
@@ -990,14 +1010,14 @@ impl Engine {
                 let live_table = live.table.clone();
                 let agg = live.data.agg.clone();
                 let (data, total, fp, cut) =
-                    self.sessions_page(query, &shape, &agg, version, &live_table, &price)?;
+                    self.sessions_page(query, &shape, Some(&agg), version, &live_table, &price)?;
                 if let Some(cut) = cut {
                     diag.rows_cut = Some(cut);
                 }
                 (data, Some(total), fp)
             }
         };
-        let meta = payload::meta(now, diag.files, diag, rows_total);
+        let meta = payload::meta(now, listed, diag, rows_total);
         let answer = Answer { meta, fingerprint, data };
         self.answers.put(query, cache_key_change, answer.clone());
         Ok(if known == Some(fingerprint) { Reply::Unchanged(answer.meta) } else { Reply::Answer(answer) })
@@ -1005,9 +1025,8 @@ impl Engine {
 
     /// A cached answer's answer-time fields for now (the data is the cached one).
     fn fresh_meta(&self, old: &ipc_proto::AnswerMeta, now: i64, diag: &Diagnostics) -> ipc_proto::AnswerMeta {
-        let files = old.cache.map_or(0, |c| c.cached_files);
+        let listed = old.cache.map(|c| c.cached_files);
         let mut d: Diagnostics = diag.clone();
-        d.files = files;
         // The skip counts are those of the cached answer's scope.
         if let Some(text) = &old.diagnostics
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
@@ -1021,17 +1040,23 @@ impl Engine {
             d.skips.implausible_usage = n("implausibleUsage");
             d.pending_tails = n("pendingTails");
         }
-        payload::meta(now, files, &d, old.rows_total)
+        if let Some(text) = &old.diagnostics
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            d.files = v.get("files").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        }
+        payload::meta(now, listed, &d, old.rows_total)
     }
 
-    /// One page of `sessions.usage` rows around the live aggregates: the data, the number of
-    /// rows in all, the fingerprint, and what was cut to fit the answer budget.
+    /// One page of `sessions.usage` rows around the live aggregates (`None`: an entries-only
+    /// page, without totals): the data, the number of rows in all, the fingerprint, and what was
+    /// cut to fit the answer budget.
     #[allow(clippy::type_complexity)]
     fn sessions_page(
         &mut self,
         query: &UsageQuery,
         shape: &Shape,
-        agg: &Aggregates,
+        agg: Option<&Aggregates>,
         version: u64,
         live_table: &str,
         price: &store::PriceFn<'_>,
@@ -1045,21 +1070,25 @@ impl Engine {
             agents: &shape.agents,
             start_ms: shape.start,
             heads_only: shape.family,
+            entries_only: query.entries_only,
             search: &search,
             ascending: false,
             limit,
             offset,
         };
-        let (ids, total) = match query.sort {
-            None | Some(RowSort { key: SortKey::UpdatedAt, descending: true }) => {
-                let total = if search.is_empty() { agg.rows.max(0) as u64 } else { index.count_rows(&pq)? };
-                (index.page(&pq)?, total)
+        let count = |pq: &PageQuery<'_>| match agg {
+            Some(agg) if search.is_empty() => Ok(agg.rows.max(0) as u64),
+            _ => index.count_rows(pq),
+        };
+        let (ids, total) = match (query.sort, agg) {
+            (None | Some(RowSort { key: SortKey::UpdatedAt, descending: true }), _) | (_, None) => {
+                (index.page(&pq)?, count(&pq)?)
             }
-            Some(RowSort { key: SortKey::UpdatedAt, descending: false }) => {
-                let total = if search.is_empty() { agg.rows.max(0) as u64 } else { index.count_rows(&pq)? };
-                (index.page(&PageQuery { ascending: true, ..pq })?, total)
+            (Some(RowSort { key: SortKey::UpdatedAt, descending: false }), _) => {
+                let pq = PageQuery { ascending: true, ..pq };
+                (index.page(&pq)?, count(&pq)?)
             }
-            Some(RowSort { key, descending }) => {
+            (Some(RowSort { key, descending }), Some(_)) => {
                 by_value(index, live_table, key, descending, &search, limit, offset)?
             }
         };
@@ -1076,7 +1105,11 @@ impl Engine {
         let w = Window { start: query.start_ms, end: query.end_ms, offset_ms: window.offset_ms };
         // clawgate's paging, answered only to a query that pages (OpenClaw's clients never do):
         // where this page lies among all rows.
-        let paging = if query.offset.is_some() || query.sort.is_some() || query.search.is_some() {
+        let paging = if query.offset.is_some()
+            || query.sort.is_some()
+            || query.search.is_some()
+            || query.entries_only
+        {
             let (by, dir) = match query.sort {
                 None => ("updatedAt", "desc"),
                 Some(RowSort { key, descending }) => (
@@ -1097,8 +1130,8 @@ impl Engine {
         };
         let head = format!(
             "\"startDate\":\"{}\",\"endDate\":\"{}\",{paging}\"sessions\":[",
-            format_day(day_of(w.start, 0)),
-            format_day(day_of(w.end, 0))
+            format_day(day_of(w.start, w.offset_ms)),
+            format_day(day_of(w.end, w.offset_ms))
         );
         let budget = self.config.answer_budget;
         let mut parts: Vec<Arc<str>> = Vec::with_capacity(2 * ids.len() + 3);
@@ -1198,7 +1231,10 @@ impl Engine {
             tracing::debug!(%error, "Cannot keep rendered rows in the index.");
         }
         let rows_at = paged_at.elapsed();
-        let tail = format!("],{}", payload::fields_of(&SessionsTail(agg)).map_err(internal)?);
+        let tail = match agg {
+            Some(agg) => format!("],{}", payload::fields_of(&SessionsTail(agg)).map_err(internal)?),
+            None => "]".to_owned(),
+        };
         parts.push(Arc::from(tail));
         let fingerprint = payload::hash_of(&(query, version, &stamps));
         tracing::debug!(
@@ -1230,8 +1266,8 @@ impl Engine {
             Window { start: query.start_ms, end: query.end_ms, offset_ms: zone_offset_ms(&query.day_zone) };
         let head = format!(
             "\"startDate\":\"{}\",\"endDate\":\"{}\",\"sessions\":[",
-            format_day(day_of(w.start, 0)),
-            format_day(day_of(w.end, 0))
+            format_day(day_of(w.start, w.offset_ms)),
+            format_day(day_of(w.end, w.offset_ms))
         );
         parts.push(Arc::from(head));
         let mut rows_total = 0;
@@ -1265,7 +1301,8 @@ impl Engine {
         parts.push(Arc::from(format!("],{}", payload::fields_of(&SessionsTail(&agg)).map_err(internal)?)));
         let data = Payload::from_parts(parts);
         let fingerprint = payload::hash_of(&data.to_text());
-        Ok(Answer { meta: payload::meta(now, diag.files, diag, Some(rows_total)), fingerprint, data })
+        let listed = (rows_total > 0).then_some(diag.files);
+        Ok(Answer { meta: payload::meta(now, listed, diag, Some(rows_total)), fingerprint, data })
     }
 
     /// `sessions.usage.timeseries` / `.logs`: one session's transcript, read whole.
@@ -1364,11 +1401,10 @@ fn cost_data(agg: &Aggregates, w: &Window, now: i64) -> Result<String, serde_jso
     let days: std::collections::BTreeMap<i64, &Totals> = agg.cost_days().collect();
     let (mut lo, mut hi) = (day_of(w.start, w.offset_ms), day_of(w.end, w.offset_ms));
     if hi - lo + 1 > MAX_DENSE_DAYS {
-        // An unbounded range: from the first day with data to today (or the last day with
-        // data, if later).
+        // An unbounded range (`range: "all"`): from the first to the last day with data, as
+        // OpenClaw lists it.
         lo = days.keys().next().copied().unwrap_or(hi + 1);
-        let last = days.keys().next_back().copied().unwrap_or(lo);
-        hi = hi.min(last.max(day_of(now, w.offset_ms)));
+        hi = hi.min(days.keys().next_back().copied().unwrap_or(lo));
     }
     let empty = Totals::default();
     let dated = |d: i64| DatedTotals {

@@ -169,11 +169,12 @@ impl Diagnostics {
     }
 }
 
-/// The answer-time fields of an answer over `files` files, refreshed at `now_ms`.
-pub fn meta(now_ms: i64, files: u64, diag: &Diagnostics, rows_total: Option<u64>) -> AnswerMeta {
+/// The answer-time fields of an answer whose rows come from `files` transcripts (`None`: no
+/// transcript in scope, so no `cacheStatus`), refreshed at `now_ms`.
+pub fn meta(now_ms: i64, files: Option<u64>, diag: &Diagnostics, rows_total: Option<u64>) -> AnswerMeta {
     AnswerMeta {
         updated_at: Some(now_ms),
-        cache: Some(CacheInfo {
+        cache: files.map(|files| CacheInfo {
             state: CacheState::Fresh,
             cached_files: files,
             pending_files: 0,

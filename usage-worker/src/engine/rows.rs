@@ -212,22 +212,25 @@ impl Serialize for UsageOut<'_> {
         if let Some(l) = &s.latency {
             st.serialize_field("latency", &SessionLatency(l))?;
         }
-        let dates: Vec<String> = s.days.keys().map(|d| format_day(*d)).collect();
-        st.serialize_field("activityDates", &dates)?;
-        let breakdown: Vec<DatedTotals<'_>> = s
-            .days
-            .iter()
-            .filter(|(_, d)| d.usage_count > 0)
-            .map(|(d, da)| DatedTotals { date: format_day(*d), totals: &da.totals, lead: true })
-            .collect();
-        st.serialize_field("dailyBreakdown", &breakdown)?;
-        let counts: Vec<DatedCounts> = s
-            .days
-            .iter()
-            .filter(|(_, d)| !d.counts.is_empty())
-            .map(|(d, da)| DatedCounts { date: format_day(*d), quarter: None, counts: da.counts })
-            .collect();
-        st.serialize_field("dailyMessageCounts", &counts)?;
+        // A row without activity in range has none of the dated arrays (OpenClaw omits them);
+        // one with activity lists every bucket that has a message, zero tokens included.
+        if !s.days.is_empty() {
+            let dates: Vec<String> = s.days.keys().map(|d| format_day(*d)).collect();
+            st.serialize_field("activityDates", &dates)?;
+            let breakdown: Vec<DatedTotals<'_>> = s
+                .days
+                .iter()
+                .map(|(d, da)| DatedTotals { date: format_day(*d), totals: &da.totals, lead: true })
+                .collect();
+            st.serialize_field("dailyBreakdown", &breakdown)?;
+            let counts: Vec<DatedCounts> = s
+                .days
+                .iter()
+                .filter(|(_, d)| !d.counts.is_empty())
+                .map(|(d, da)| DatedCounts { date: format_day(*d), quarter: None, counts: da.counts })
+                .collect();
+            st.serialize_field("dailyMessageCounts", &counts)?;
+        }
         if !s.quarters.is_empty() {
             let qc: Vec<DatedCounts> = s
                 .quarters
@@ -243,7 +246,6 @@ impl Serialize for UsageOut<'_> {
             let qt: Vec<QuarterTokens<'_>> = s
                 .quarters
                 .iter()
-                .filter(|(_, q)| q.has_usage)
                 .map(|(q, qa)| QuarterTokens { q: *q, tokens: &qa.tokens, cost: JsExact(qa.cost) })
                 .collect();
             st.serialize_field("utcQuarterHourTokenUsage", &qt)?;

@@ -22,8 +22,10 @@ pub struct StoreEntry {
     pub key: String,
     pub session_id: String,
     pub updated_at: Option<f64>,
+    /// `label`, else `displayName` (OpenClaw's row `label`).
     pub label: Option<String>,
-    /// `entry.channel ?? entry.origin.provider`
+    /// `entry.channel ?? entry.origin.provider`, unless that is an internal channel
+    /// ([`is_internal_channel`]).
     pub channel: Option<String>,
     /// `entry.chatType ?? entry.origin.chatType`
     pub chat_type: Option<String>,
@@ -122,6 +124,16 @@ fn str_of(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// Channels OpenClaw treats as internal routes rather than deliveries (`isInternalRouteContext`,
+/// `message-channel-constants`): the legacy importer turns an entry on one of them into
+/// `{kind: "internal"}` delivery state, which has no channel.
+pub fn is_internal_channel(channel: &str) -> bool {
+    matches!(
+        channel.trim().to_ascii_lowercase().as_str(),
+        "webchat" | "heartbeat" | "cron" | "webhook" | "voice" | "sessions_send"
+    )
+}
+
 /// One entry from its key and raw JSON text; `None` without a string `sessionId`.
 fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
     let v: Value = serde_json::from_str(raw.get()).ok()?;
@@ -140,14 +152,18 @@ fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
                 .collect()
         })
         .unwrap_or_default();
+    let channel = str_of(&v, "channel").or_else(|| origin.and_then(|o| str_of(o, "provider")));
+    // OpenClaw 2026.9.6 keeps a delivery route only for external channels: a session on an
+    // internal one (webchat, heartbeat, …) has no channel, no origin and no `byChannel` row.
+    let internal = channel.as_deref().is_some_and(is_internal_channel);
     Some(StoreEntry {
         key,
         session_id,
         updated_at: v.get("updatedAt").and_then(Value::as_f64),
-        label: str_of(&v, "label"),
-        channel: str_of(&v, "channel").or_else(|| origin.and_then(|o| str_of(o, "provider"))),
+        label: str_of(&v, "label").or_else(|| str_of(&v, "displayName")),
+        channel: channel.filter(|_| !internal),
         chat_type: str_of(&v, "chatType").or_else(|| origin.and_then(|o| str_of(o, "chatType"))),
-        origin: fields.as_ref().and_then(|r| raw_text(r.origin)),
+        origin: fields.as_ref().and_then(|r| raw_text(r.origin)).filter(|_| !internal),
         model_provider: str_of(&v, "modelProvider"),
         model: str_of(&v, "model"),
         model_override: str_of(&v, "modelOverride"),

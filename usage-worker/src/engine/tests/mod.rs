@@ -46,6 +46,7 @@ pub fn query(method: Method) -> UsageQuery {
         offset: None,
         sort: None,
         search: None,
+        entries_only: false,
     }
 }
 
