@@ -20,7 +20,7 @@ use crate::{
     AppState,
     auth::{Caller, scope},
     cache::Served,
-    limits, params,
+    limits, params, shell,
 };
 
 /// `GET /healthz`, `/health`: the gateway is alive. Answered from the gateway alone.
@@ -111,8 +111,9 @@ pub enum Reply {
     Usage(Served),
 }
 
-/// Every method clawgate serves, over WebSocket and `POST /api/v1/call/{method}` alike.
-pub const METHODS: [&str; 7] = [
+/// Every method clawgate serves, over WebSocket and `POST /api/v1/call/{method}` alike: the
+/// usage methods, and what OpenClaw's Control UI calls around its Usage page (`shell`).
+pub const METHODS: [&str; 18] = [
     "health",
     "status",
     "sessions.list",
@@ -120,20 +121,37 @@ pub const METHODS: [&str; 7] = [
     "sessions.usage.timeseries",
     "sessions.usage.logs",
     "usage.cost",
+    "usage.status",
+    "agents.list",
+    "agent.identity.get",
+    "exec.approval.list",
+    "plugin.approval.list",
+    "openclaw.approval.list",
+    "question.list",
+    "sessions.groups.list",
+    "sessions.groups.defaults",
+    "plugins.controlUi.list",
+    "models.list",
 ];
 
-/// The operator scope a method needs, as OpenClaw's method descriptors say: `health` none (always
-/// allowed after connect), the methods served here `operator.read`, any other `operator.admin`
-/// (so a read-only client calling one is told `FORBIDDEN`, an admin `unknown method`).
+/// The operator scope a method needs, as OpenClaw's method descriptors say
+/// (`tests/openclaw-gateway/method-scopes.mjs`): `health` none (always allowed after connect),
+/// approval lists `operator.approvals`, `question.list` `operator.questions`, group defaults
+/// `operator.write`, the rest of the methods served here `operator.read`, and any other
+/// `operator.admin` (so a read-only client calling one is told `FORBIDDEN`, an admin
+/// `unknown method`).
 pub fn required_scope(method: &str) -> Option<&'static str> {
     match method {
         "health" => None,
+        "exec.approval.list" | "plugin.approval.list" | "openclaw.approval.list" => Some(scope::APPROVALS),
+        "question.list" => Some(scope::QUESTIONS),
+        "sessions.groups.defaults" => Some(scope::WRITE),
         m if METHODS.contains(&m) => Some(scope::READ),
         _ => Some(scope::ADMIN),
     }
 }
 
-fn params_error(error: params::ParamsError) -> ApiError {
+pub(crate) fn params_error(error: params::ParamsError) -> ApiError {
     let code = if error.too_large { ErrorCode::TooLarge } else { ErrorCode::InvalidRequest };
     ApiError::new(code, error.message)
 }
@@ -150,8 +168,16 @@ pub enum Via {
 pub async fn dispatch(state: &AppState, method: &str, params: &Value, via: Via) -> Result<Reply, ApiError> {
     match method {
         "health" => Ok(Reply::Json(health_json(state))),
-        "status" => Ok(Reply::Json(status_json(state))),
-        "sessions.list" => sessions_list(state, params, via).await.map(Reply::Json),
+        "status" => {
+            let mut status = status_json(state);
+            state.shell.extend_status(state, &mut status);
+            Ok(Reply::Json(status))
+        }
+        "sessions.list" => crate::sessions_list::sessions_list(state, params, via).await.map(Reply::Json),
+        "usage.status" => Ok(Reply::Json(shell::usage_status())),
+        "agents.list" => shell::agents_list(state).await.map(Reply::Json),
+        "agent.identity.get" => shell::agent_identity(state, params).await.map(Reply::Json),
+        m if shell::empty_list(m).is_some() => Ok(Reply::Json(shell::empty_list(m).unwrap_or_default())),
         other => {
             let Some(method) = Method::from_name(other) else {
                 return Err(ApiError::invalid(format!("unknown method: {}", params::shown(other))));
@@ -162,7 +188,7 @@ pub async fn dispatch(state: &AppState, method: &str, params: &Value, via: Via) 
 }
 
 /// Validates params and answers through the single-flight cache (deadline, stale, queue bound).
-pub async fn usage_call(
+pub(crate) async fn usage_call(
     state: &AppState,
     method: Method,
     params: &Value,
@@ -213,212 +239,18 @@ pub fn health_json(state: &AppState) -> Value {
         "channelLabels": {},
         "defaultAgentId": "main",
     });
+    state.shell.extend_health(state, &mut health);
+    if let Some(default) = health["agents"].as_array().and_then(|a| a.first()).map(|a| a["agentId"].clone()) {
+        health["defaultAgentId"] = default;
+    }
     health["durationMs"] = json!(started.elapsed().as_millis() as u64);
     health
-}
-
-/// `sessions.list` params (OpenClaw's closed schema); only these filters apply here.
-const SESSIONS_LIST_PARAMS: [&str; 10] = [
-    "limit",
-    "activeMinutes",
-    "includeGlobal",
-    "includeUnknown",
-    "includeDerivedTitles",
-    "includeLastMessage",
-    "label",
-    "spawnedBy",
-    "agentId",
-    "search",
-];
-
-/// `sessions.list`, answered from a worker `sessions.usage` over all time (the gateway never
-/// reads sessions.json). Reshaping parses the worker's JSON here; that is acceptable because
-/// this method is not on the hot path, and it happens on the blocking pool.
-pub async fn sessions_list(state: &AppState, params: &Value, via: Via) -> Result<Value, ApiError> {
-    let invalid = |detail: String| ApiError::invalid(format!("invalid sessions.list params: {detail}"));
-    let empty = serde_json::Map::new();
-    let obj = match params {
-        Value::Null => &empty,
-        Value::Object(obj) => obj,
-        _ => return Err(invalid("params must be an object".into())),
-    };
-    params::check_sizes("sessions.list", obj).map_err(params_error)?;
-    if let Some(unknown) = obj.keys().find(|k| !SESSIONS_LIST_PARAMS.contains(&k.as_str())) {
-        return Err(invalid(format!("unexpected property '{}'", params::shown(unknown))));
-    }
-    let positive = |name: &str| match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n >= 1)
-            .map(Some)
-            .ok_or_else(|| invalid(format!("{name} must be an integer >= 1"))),
-    };
-    let text = |name: &str| match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
-        Some(_) => Err(invalid(format!("{name} must be a string"))),
-    };
-    let flag = |name: &str| match obj.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(invalid(format!("{name} must be a boolean"))),
-    };
-    let limit = positive("limit")?.map(|l| l.min(u64::from(params::MAX_LIMIT)) as usize);
-    let active_minutes = positive("activeMinutes")?;
-    let (label, search, agent_id) = (text("label")?, text("search")?, text("agentId")?);
-    let _ = (text("spawnedBy")?, flag("includeDerivedTitles")?, flag("includeLastMessage")?);
-    let (include_global, include_unknown) = (flag("includeGlobal")?, flag("includeUnknown")?);
-
-    let mut usage_params = json!({"range": "all", "limit": params::MAX_LIMIT});
-    match &agent_id {
-        Some(agent) => usage_params["agentId"] = json!(agent),
-        None => usage_params["agentScope"] = json!("all"),
-    }
-    let served = usage_call(state, Method::SessionsUsage, &usage_params, via).await?;
-    let path = match &agent_id {
-        Some(agent) => json!(
-            state
-                .config
-                .state_dir
-                .join("agents")
-                .join(params::normalize_agent_id(agent))
-                .join("sessions/sessions.json")
-        ),
-        None => json!("(multiple)"),
-    };
-    let filter = SessionsFilter {
-        limit,
-        active_since_ms: active_minutes.map(|m| now_ms().saturating_sub(m.saturating_mul(60_000))),
-        label,
-        search: search.map(|s| s.to_lowercase()),
-        include_global,
-        include_unknown,
-    };
-    let payload = served.payload();
-    let rows = tokio::task::spawn_blocking(move || session_rows(&payload, &filter))
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), None))?
-        .map_err(|e| ApiError::unavailable(format!("unreadable sessions.usage answer: {e}"), None))?;
-    Ok(json!({
-        "ts": now_ms(),
-        "path": path,
-        "count": rows.len(),
-        "defaults": {"modelProvider": null, "model": null, "contextTokens": null},
-        "sessions": rows,
-    }))
-}
-
-struct SessionsFilter {
-    limit: Option<usize>,
-    active_since_ms: Option<u64>,
-    label: Option<String>,
-    search: Option<String>,
-    include_global: bool,
-    include_unknown: bool,
-}
-
-#[derive(serde::Deserialize)]
-struct UsageRows {
-    sessions: Vec<UsageRow>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UsageRow {
-    key: String,
-    session_id: Option<String>,
-    label: Option<String>,
-    display_name: Option<String>,
-    updated_at: Option<u64>,
-    agent_id: Option<String>,
-    channel: Option<String>,
-    chat_type: Option<String>,
-    origin: Option<Value>,
-    model_provider: Option<String>,
-    model: Option<String>,
-    usage: Option<RowUsage>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RowUsage {
-    #[serde(default)]
-    input: u64,
-    #[serde(default)]
-    output: u64,
-    #[serde(default)]
-    total_tokens: u64,
-    #[serde(default)]
-    total_cost: f64,
-}
-
-/// `sessions.usage` rows → OpenClaw `sessions.list` rows, newest first, filtered.
-fn session_rows(payload: &[u8], filter: &SessionsFilter) -> Result<Vec<Value>, serde_json::Error> {
-    let parsed: UsageRows = serde_json::from_slice(payload)?;
-    let mut rows: Vec<UsageRow> = parsed
-        .sessions
-        .into_iter()
-        .filter(|r| filter.include_global || r.key != "global")
-        .filter(|r| filter.include_unknown || r.key != "unknown")
-        .filter(|r| filter.active_since_ms.is_none_or(|since| r.updated_at.unwrap_or(0) >= since))
-        .filter(|r| filter.label.as_ref().is_none_or(|l| r.label.as_ref() == Some(l)))
-        .filter(|r| {
-            filter.search.as_ref().is_none_or(|needle| {
-                [Some(&r.key), r.label.as_ref(), r.display_name.as_ref(), r.session_id.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .any(|h| h.to_lowercase().contains(needle))
-            })
-        })
-        .collect();
-    rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.key.cmp(&b.key)));
-    rows.truncate(filter.limit.unwrap_or(usize::MAX));
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let kind = match r.key.as_str() {
-                "global" => "global",
-                "unknown" => "unknown",
-                k if k.contains(":group:") || k.contains(":channel:") => "group",
-                _ => "direct",
-            };
-            let usage = r.usage.unwrap_or(RowUsage { input: 0, output: 0, total_tokens: 0, total_cost: 0.0 });
-            let mut row = json!({
-                "key": r.key,
-                "kind": kind,
-                "updatedAt": r.updated_at,
-                "sessionId": r.session_id,
-                "agentId": r.agent_id,
-                "inputTokens": usage.input,
-                "outputTokens": usage.output,
-                "totalTokens": usage.total_tokens,
-                "estimatedCostUsd": usage.total_cost,
-            });
-            for (name, value) in [
-                ("label", r.label),
-                ("displayName", r.display_name),
-                ("channel", r.channel),
-                ("chatType", r.chat_type),
-                ("modelProvider", r.model_provider),
-                ("model", r.model),
-            ] {
-                if let Some(v) = value {
-                    row[name] = json!(v);
-                }
-            }
-            if let Some(origin) = r.origin {
-                row["origin"] = origin;
-            }
-            row
-        })
-        .collect())
 }
 
 fn ok_json(payload: &Value) -> Response {
     Json(json!({"ok": true, "payload": payload})).into_response()
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

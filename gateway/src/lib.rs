@@ -18,8 +18,11 @@ mod http;
 pub mod lag;
 pub mod limits;
 pub mod metrics;
+pub mod openclaw_config;
 pub mod params;
 pub mod sched;
+pub mod sessions_list;
+pub mod shell;
 pub mod status;
 pub mod systemd;
 pub mod ws;
@@ -53,6 +56,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Open connections and their cap (`conns`).
     pub conns: Arc<conns::ConnLimit>,
+    /// The Control UI's shell methods' snapshot (`shell`).
+    pub shell: Arc<shell::Shell>,
 }
 
 impl AppState {
@@ -97,6 +102,7 @@ impl AppState {
             ws,
             auth,
             conns,
+            shell: Arc::default(),
         })
     }
 

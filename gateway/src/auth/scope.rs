@@ -9,6 +9,8 @@ use crate::error::ApiError;
 pub const READ: &str = "operator.read";
 pub const WRITE: &str = "operator.write";
 pub const ADMIN: &str = "operator.admin";
+pub const APPROVALS: &str = "operator.approvals";
+pub const QUESTIONS: &str = "operator.questions";
 
 /// Every operator scope OpenClaw defines; what the HTTP API's bearer token grants.
 pub const ALL_OPERATOR: [&str; 6] =
@@ -18,7 +20,7 @@ pub const ALL_OPERATOR: [&str; 6] =
 /// clawgate's methods use).
 pub fn satisfied(required: &str, granted: &[String]) -> bool {
     let has = |s: &str| granted.iter().any(|g| g == s);
-    has(required) || has(ADMIN) || required == READ && has(WRITE)
+    has(required) || has(ADMIN) || (required == READ || required == QUESTIONS) && has(WRITE)
 }
 
 /// Authorises a call by a client with `role` and `granted` scopes; `required` is the scope the

@@ -1002,7 +1002,7 @@ impl Engine {
         let version = live.version;
         let (data, rows_total, fingerprint) = match query.method {
             Method::UsageCost => {
-                let data = cost_data(&live.data.agg, &shape.window(), now).map_err(internal)?;
+                let data = cost_data(&live.data.agg, &shape.window()).map_err(internal)?;
                 let fp = payload::hash_of(&(query, version, day));
                 (Payload::text(data), None, fp)
             }
@@ -1395,7 +1395,7 @@ fn by_value(
 
 /// `usage.cost`'s data: `days`, `daily` (every day of the range, zeros included; for an
 /// unbounded range from the first day with data) and `totals`.
-fn cost_data(agg: &Aggregates, w: &Window, now: i64) -> Result<String, serde_json::Error> {
+fn cost_data(agg: &Aggregates, w: &Window) -> Result<String, serde_json::Error> {
     use aggregates::DatedTotals;
     use summary::Totals;
     let days: std::collections::BTreeMap<i64, &Totals> = agg.cost_days().collect();
