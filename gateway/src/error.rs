@@ -102,13 +102,15 @@ impl From<CallError> for ApiError {
             other if other.retryable() => Some(Duration::from_millis(500)),
             _ => None,
         };
-        let code = match &error {
+        // A request the worker refuses is the client's mistake: its message alone, as OpenClaw
+        // words it (e.g. "No transcript found for session: …").
+        let (code, message) = match &error {
             CallError::Worker(e) if e.kind == ipc_proto::WorkerErrorKind::InvalidRequest => {
-                ErrorCode::InvalidRequest
+                (ErrorCode::InvalidRequest, e.message.clone())
             }
-            _ => ErrorCode::Unavailable,
+            _ => (ErrorCode::Unavailable, error.to_string()),
         };
-        ApiError { retry_after, ..ApiError::new(code, error.to_string()) }
+        ApiError { retry_after, ..ApiError::new(code, message) }
     }
 }
 

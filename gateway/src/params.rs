@@ -171,7 +171,14 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         }
     };
     let include_context_weight = opt_bool(method, obj, "includeContextWeight")?.unwrap_or(false);
-    let _creator_key = opt_str(method, obj, "creatorKey")?;
+    // Stores carry no creator metadata, so every session's creator is `["unknown"]`: any
+    // other `creatorKey` selects no session, which OpenClaw answers with an empty result (an
+    // empty agent scope gives exactly that).
+    let creator_key = opt_str(method, obj, "creatorKey")?;
+    let agents = match creator_key.as_deref() {
+        Some(k) if k != UNKNOWN_CREATOR => AgentScope::One(String::new()),
+        _ => agents,
+    };
     let (offset, sort, search) = parse_paging(method, obj)?;
     let entries_only = opt_bool(method, obj, "entriesOnly")?.unwrap_or(false);
 
@@ -206,6 +213,9 @@ fn agent_of_key(key: &str) -> Option<String> {
     let (agent, _) = rest.split_once(':')?;
     Some(normalize_agent_id(agent))
 }
+
+/// The one creator key sessions have (no store records a creator).
+const UNKNOWN_CREATOR: &str = "[\"unknown\"]";
 
 /// The longest `search` text accepted.
 pub const MAX_SEARCH: usize = 200;

@@ -5,11 +5,13 @@
 //
 //   node control-ui.mjs --gateway ws://127.0.0.1:PORT --token T [--artifacts DIR] [--tz UTC]
 //                       [--ui-dir DIR] [--preset All] [--deadline SECONDS] [--strip a.b,c.d]
+//                       [--expect-text TEXT]
 //
 // Steps: serve the UI on a free loopback port; open `/?gatewayUrl=ws://…#token=T`; confirm the
 // "Switch to a different Gateway?" dialog the UI shows for a link that names another gateway; wait
 // for hello-ok; go to the Usage page; pick the date preset (--preset, default All, so the figures do
-// not depend on today's date); read the totals it shows and the sidebar's sessions.
+// not depend on today's date); read the totals it shows and the sidebar's sessions; with
+// --expect-text, check that the page shows TEXT (e.g. the agent's configured display name).
 //
 // Output: one JSON object on stdout (the last line):
 //   {ok, connected, connect:{params, error, close}, checks:[{name, ok, detail}], totalsShown,
@@ -326,6 +328,13 @@ async function run() {
     if (rows) await page.waitForSelector(".sidebar-recent-session[data-session-key]", { timeout: 10000 }).catch(() => {});
     report.sidebarSessions = await page.$$eval(".sidebar-recent-session[data-session-key]", (els) => els.map((e) => e.dataset.sessionKey));
     check("the sidebar lists sessions", list?.ok && report.sidebarSessions.length > 0, { sessionsList: list ? (list.ok ? `${rows} rows` : list.error) : "not called", sidebar: report.sidebarSessions.length });
+    if (args["expect-text"]) {
+      const want = args["expect-text"];
+      const shown = await page
+        .waitForFunction((t) => document.body.innerText.includes(t), want, { timeout: 10000, polling: 200 })
+        .then(() => true, () => false);
+      check(`the page shows "${want}"`, shown);
+    }
     check("no console errors", report.consoleErrors.length === 0, report.consoleErrors.slice(0, 10));
   } finally {
     await browser.close().catch(() => {});

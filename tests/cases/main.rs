@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod hostile;
+mod openclaw;
 mod packaging;
 mod proof;
 mod skeleton;

@@ -1,16 +1,23 @@
 // Compares two capture files (capture.mjs output) case by case, field by field.
 //
 //   node compare.mjs openclaw.json clawgate.json [--only REGEX] [--max 12] [--json]
+//                    [--allow allowed-differences.json --store legacy|sqlite]
 //
 // Prints, per case, "same" or the differing paths with both values (`-` = only in the first file,
 // `+` = only in the second, `~` = both differ, `order` = same rows in another order); with --json
 // one object {case: {same, diffs:[{path, a, b, kind}]}}. Arrays of rows that carry an identity
 // (key, agentId, channel, date, provider+model, name …) are matched by it, not by position.
 // Answers stored as {"sameAs": case} are resolved first. Timings are ignored.
+//
+// With --allow, each difference is checked against the allow-list (allowed-differences.json:
+// entries of {id, doc, cases, path, kinds?, stores?}, `cases` and `path` regular expressions, each
+// entry naming the section of docs/openclaw-compatibility.md that explains it). Output then ends
+// with one JSON line {unexplained:[{case, path, kind, a, b}], used:{id: count}} and the exit
+// status is 1 when a difference is not on the list.
 import { readFileSync } from "node:fs";
 
 const argv = process.argv.slice(2);
-const files = argv.filter((a, i) => !a.startsWith("--") && !(argv[i - 1] || "").match(/^--(only|max)$/));
+const files = argv.filter((a, i) => !a.startsWith("--") && !(argv[i - 1] || "").match(/^--(only|max|allow|store)$/));
 const opt = (name) => {
   const i = argv.indexOf("--" + name);
   return i >= 0 ? argv[i + 1] : undefined;
@@ -41,6 +48,15 @@ function diff(x, y, path, out) {
     return;
   }
   if (tx === "array") {
+    // The normaliser's "<N more, M in all>" marker is compared on its own, after the rows.
+    const marker = (e) => typeof e === "string" && /^<\d+ more, \d+ in all>$/.test(e);
+    if (x.some(marker) || y.some(marker)) {
+      const mx = x.find(marker);
+      const my = y.find(marker);
+      if (mx !== my) out.push({ path: `${path}[more]`, a: mx, b: my, kind: mx === undefined ? "+" : my === undefined ? "-" : "~" });
+      diff(x.filter((e) => !marker(e)), y.filter((e) => !marker(e)), path, out);
+      return;
+    }
     // Rows with an identity (session key, agent, channel, day, model, tool name …) are matched by
     // it, so that one order difference is one finding, not a diff of every field of every row.
     const id = identity(x, y);
@@ -80,7 +96,36 @@ for (const name of new Set([...a.keys(), ...b.keys()])) {
   diff(a.has(name) ? a.get(name) : MISSING, b.has(name) ? b.get(name) : MISSING, "", out);
   report[name] = { same: out.length === 0, diffs: out };
 }
-if (argv.includes("--json")) {
+if (opt("allow")) {
+  const allow = JSON.parse(readFileSync(opt("allow"), "utf8")).allowed.map((e) => ({
+    ...e,
+    casesRe: new RegExp(e.cases),
+    pathRe: new RegExp(e.path),
+  }));
+  const store = opt("store");
+  const used = Object.fromEntries(allow.map((e) => [e.id, 0]));
+  const unexplained = [];
+  for (const [name, r] of Object.entries(report)) {
+    for (const d of r.diffs) {
+      const hit = allow.find(
+        (e) => e.casesRe.test(name) && e.pathRe.test(d.path) && (!e.kinds || e.kinds.includes(d.kind)) && (!e.stores || e.stores.includes(store)),
+      );
+      if (hit) used[hit.id]++;
+      else unexplained.push({ case: name, path: d.path, kind: d.kind, a: d.a, b: d.b });
+    }
+  }
+  const short = (v) => {
+    const s = JSON.stringify(v);
+    return s === undefined ? "∅" : s.length > 160 ? s.slice(0, 157) + "…" : s;
+  };
+  for (const u of unexplained) console.log(`unexplained ${u.case}: ${u.kind} ${u.path}: ${short(u.a)}  |  ${short(u.b)}`);
+  const cases = Object.keys(report).length;
+  const same = Object.values(report).filter((r) => r.same).length;
+  const summary = { cases, identical: same, unexplainedCount: unexplained.length, unexplained: unexplained.slice(0, 100).map((u) => ({ ...u, a: short(u.a), b: short(u.b) })), used };
+  // exitCode, not exit(): a pipe would lose what is still buffered.
+  process.stdout.write(JSON.stringify(summary) + "\n");
+  process.exitCode = unexplained.length ? 1 : 0;
+} else if (argv.includes("--json")) {
   process.stdout.write(JSON.stringify(report, null, 1) + "\n");
 } else {
   const short = (v) => {

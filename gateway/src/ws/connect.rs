@@ -493,6 +493,9 @@ pub fn hello_ok(state: &AppState, session: &Session, conn_id: &str) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "buildId": BUILD_ID,
             "bootId": state.ws.boot_id,
+            // clawgate serves no OpenClaw Control UI build of its own: "configured" tells a
+            // Control UI not to compare its build with ours (else it asks for a refresh).
+            "controlUiBuildSource": "configured",
             "connId": conn_id,
         },
         "features": {"methods": api::METHODS, "events": EVENTS},

@@ -495,13 +495,15 @@ impl Engine {
             sqlite::Listing::Unchanged => return Ok(()),
             sqlite::Listing::Failed => {
                 // Unreadable: its sessions count as absent until it is readable again.
-                self.compare_listing(agent, Vec::new(), jobs)?;
+                let archives = archived_files(&dir, agent, diag);
+                self.compare_listing(agent, archives, jobs)?;
                 return Ok(());
             }
-            sqlite::Listing::Changed { listed, sessions_json } => {
+            sqlite::Listing::Changed { mut listed, sessions_json } => {
                 if let Some(json) = sessions_json {
                     self.apply_entries(agent, store::parse_entries(json.as_bytes()), diag)?;
                 }
+                listed.extend(archived_files(&dir, agent, diag));
                 self.compare_listing(agent, listed, jobs)?;
                 return Ok(());
             }
@@ -992,9 +994,11 @@ impl Engine {
         tracing::debug!(heap_mib = crate::alloc::heap_bytes() >> 20, "Live aggregates ready.");
         let d = &live.data;
         diag.files = d.files;
-        // OpenClaw's cacheStatus counts the transcripts of the answer's rows: those the range
-        // lists; a scope without any transcript has no cacheStatus.
-        let listed = (d.files > 0).then_some(d.listed);
+        // OpenClaw's cacheStatus counts, for `sessions.usage`, the transcripts of the answer's
+        // rows (those the range lists), for `usage.cost` every transcript of the scope; a scope
+        // without any transcript has no cacheStatus.
+        let counted = if query.method == Method::UsageCost { d.files } else { d.listed };
+        let listed = (d.files > 0).then_some(counted);
         diag.skips = (&d.skips).into();
         diag.pending_tails = d.pending_tails;
         job.files_total = d.files;
@@ -1320,8 +1324,31 @@ impl Engine {
                 format!("No transcript found for session: {key}"),
             )
         };
-        let (agent, session_id) = resolve_key(index, key, agents)?.ok_or_else(not_found)?;
-        let file = live::file_for_session(index, &agent, &session_id)?.ok_or_else(not_found)?;
+        let found = match resolve_key(index, key, agents)? {
+            Some((agent, session_id)) => {
+                live::file_for_session(index, &agent, &session_id)?.map(|f| (f, session_id))
+            }
+            None => None,
+        };
+        let (file, session_id) = match found {
+            Some(found) => found,
+            // OpenClaw answers logs of an unknown session with an empty list, a timeseries with
+            // an error.
+            None if query.method == Method::SessionsUsageLogs => {
+                let data = "\"logs\":[]".to_owned();
+                let meta = ipc_proto::AnswerMeta {
+                    updated_at: None,
+                    cache: None,
+                    diagnostics: None,
+                    rows_total: None,
+                };
+                return Ok((
+                    Answer { meta, fingerprint: payload::hash_of(&data), data: Payload::text(data) },
+                    0,
+                ));
+            }
+            None => return Err(not_found()),
+        };
         let price = price_fn(&self.prices);
         let max_line = self.config.max_line_bytes;
         let (text, bytes) = if query.method == Method::SessionsUsageLogs {
@@ -1340,6 +1367,20 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.save();
+    }
+}
+
+/// The archived transcripts (`.reset.`/`.deleted.`) left in an agent's `sessions/` beside its
+/// OpenClaw 2026.7+ database: the importer leaves them there and OpenClaw still counts them as
+/// usage rows (its `discoverAllSessions` lists the directory too). Listed with the database, so
+/// their rows stay as long as the files do.
+fn archived_files(state_dir: &std::path::Path, agent: &str, diag: &mut Diagnostics) -> Vec<Discovered> {
+    match discover::list_files(state_dir, agent, diag) {
+        Ok(files) => files.into_iter().filter(|d| d.kind != discover::FileKind::Primary).collect(),
+        Err(e) => {
+            diag.error(format!("listing archived sessions of agent {agent}: {e}"));
+            Vec::new()
+        }
     }
 }
 
@@ -1393,14 +1434,15 @@ fn by_value(
     Ok((rows, total as u64))
 }
 
-/// `usage.cost`'s data: `days`, `daily` (every day of the range, zeros included; for an
-/// unbounded range from the first day with data) and `totals`.
+/// `usage.cost`'s data: `days`, `daily` (every day of a bounded range, zeros included; for an
+/// unbounded range the days with data only, as OpenClaw lists them) and `totals`.
 fn cost_data(agg: &Aggregates, w: &Window) -> Result<String, serde_json::Error> {
     use aggregates::DatedTotals;
     use summary::Totals;
     let days: std::collections::BTreeMap<i64, &Totals> = agg.cost_days().collect();
     let (mut lo, mut hi) = (day_of(w.start, w.offset_ms), day_of(w.end, w.offset_ms));
-    if hi - lo + 1 > MAX_DENSE_DAYS {
+    let unbounded = hi - lo + 1 > MAX_DENSE_DAYS;
+    if unbounded {
         // An unbounded range (`range: "all"`): from the first to the last day with data, as
         // OpenClaw lists it.
         lo = days.keys().next().copied().unwrap_or(hi + 1);
@@ -1412,9 +1454,9 @@ fn cost_data(agg: &Aggregates, w: &Window) -> Result<String, serde_json::Error> 
         totals: days.get(&d).copied().unwrap_or(&empty),
         lead: false,
     };
-    let daily: Vec<DatedTotals<'_>> = if hi - lo + 1 > MAX_DENSE_DAYS {
-        // Still huge (timestamps far in the past or future): days with data only, so a bogus
-        // timestamp cannot make the answer millions of empty rows.
+    let daily: Vec<DatedTotals<'_>> = if unbounded || hi - lo + 1 > MAX_DENSE_DAYS {
+        // Days with data only: OpenClaw lists an unbounded range so, and a bogus timestamp far in
+        // the past or future cannot make the answer millions of empty rows.
         days.keys().copied().filter(|d| (lo..=hi).contains(d)).map(dated).collect()
     } else if lo <= hi {
         (lo..=hi).map(dated).collect()

@@ -616,3 +616,42 @@ fn an_unrelated_write_keeps_the_session_index_and_a_label_change_shows() {
     let row = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
     assert_eq!(row["label"], "Ops");
 }
+
+/// OpenClaw's importer leaves `.reset.`/`.deleted.` archives in `sessions/` beside the
+/// database, and OpenClaw 2026.9.6 still counts them as rows (measured on an imported demo
+/// store: 33 rows, 3 of them such archives). They count here too, and leave with their file
+/// (seen at the database's next complete listing: at most 30 s later for a running worker).
+#[test]
+fn archives_left_beside_a_database_are_rows() {
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    let q = query(Method::SessionsUsage);
+    let (before, _) = ask(&mut e, &q);
+    let sessions = dir.path().join("agents/main/sessions");
+    fs::create_dir_all(&sessions).unwrap();
+    let legacy = tiny_dir().join("agents/main/sessions/6513270e-269e-4d37-b2a7-4de452e6b438.jsonl");
+    let archive = sessions.join("0badc0de-0000-4000-8000-000000000001.jsonl.reset.2026-11-15T04-03-12.803Z");
+    fs::copy(&legacy, &archive).unwrap();
+    // A primary transcript there is the imported original: still not counted.
+    fs::copy(&legacy, sessions.join("6513270e-269e-4d37-b2a7-4de452e6b438.jsonl")).unwrap();
+    // The database changed too (OpenClaw wrote to it), so the agent is listed again.
+    writer(dir.path(), "main").execute_batch("PRAGMA user_version = 7").unwrap();
+    let mut fresh = engine(dir.path());
+    let (with, _) = ask(&mut fresh, &q);
+    let rows = |v: &Value| v["sessions"].as_array().unwrap().len();
+    assert_eq!(rows(&with), rows(&before) + 1);
+    let tokens = |v: &Value| v["totals"]["totalTokens"].as_u64().unwrap();
+    let (one, _) =
+        ask(&mut engine(&tiny_dir()), &UsageQuery { key: Some("agent:main:main".into()), ..q.clone() });
+    assert_eq!(tokens(&with), tokens(&before) + tokens(&one));
+    assert!(
+        with["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["sessionId"] == "0badc0de-0000-4000-8000-000000000001")
+    );
+    fs::remove_file(&archive).unwrap();
+    let (after, _) = ask(&mut engine(dir.path()), &q);
+    assert_eq!((rows(&after), tokens(&after)), (rows(&before), tokens(&before)));
+}
