@@ -240,9 +240,6 @@ pub fn health_json(state: &AppState) -> Value {
         "defaultAgentId": "main",
     });
     state.shell.extend_health(state, &mut health);
-    if let Some(default) = health["agents"].as_array().and_then(|a| a.first()).map(|a| a["agentId"].clone()) {
-        health["defaultAgentId"] = default;
-    }
     health["durationMs"] = json!(started.elapsed().as_millis() as u64);
     health
 }

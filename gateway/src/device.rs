@@ -49,15 +49,15 @@ pub struct SignedContext<'a> {
 /// Why a device identity was refused; [`DeviceError::code`] is OpenClaw's detail code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
-    #[error("device public key is not a valid Ed25519 key")]
+    #[error("device public key invalid")]
     PublicKeyInvalid,
-    #[error("device id does not match its public key")]
+    #[error("device identity mismatch")]
     IdMismatch,
-    #[error("device nonce is required")]
+    #[error("device nonce required")]
     NonceRequired,
-    #[error("device nonce does not match the connect challenge")]
+    #[error("device nonce mismatch")]
     NonceMismatch,
-    #[error("device signature expired (signedAt too far from the server clock)")]
+    #[error("device signature expired")]
     SignatureExpired,
     #[error("device signature invalid")]
     SignatureInvalid,
@@ -72,6 +72,18 @@ impl DeviceError {
             DeviceError::NonceMismatch => "DEVICE_AUTH_NONCE_MISMATCH",
             DeviceError::SignatureExpired => "DEVICE_AUTH_SIGNATURE_EXPIRED",
             DeviceError::SignatureInvalid => "DEVICE_AUTH_SIGNATURE_INVALID",
+        }
+    }
+
+    /// OpenClaw's `details.reason` (`rejectDeviceAuthInvalid` in its message handler).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeviceError::PublicKeyInvalid => "device-public-key",
+            DeviceError::IdMismatch => "device-id-mismatch",
+            DeviceError::NonceRequired => "device-nonce-missing",
+            DeviceError::NonceMismatch => "device-nonce-mismatch",
+            DeviceError::SignatureExpired => "device-signature-stale",
+            DeviceError::SignatureInvalid => "device-signature",
         }
     }
 }
@@ -167,12 +179,13 @@ pub fn verify(
     ctx: &SignedContext<'_>,
     now_ms: i64,
 ) -> Result<VerifiedDevice, DeviceError> {
-    let raw = raw_public_key(claim.public_key).ok_or(DeviceError::PublicKeyInvalid)?;
-    let key = VerifyingKey::from_bytes(&raw).map_err(|_| DeviceError::PublicKeyInvalid)?;
+    // As OpenClaw: a key no id can be derived from is an identity mismatch, checked first.
+    let raw = raw_public_key(claim.public_key).ok_or(DeviceError::IdMismatch)?;
     let id = device_id(&raw);
     if !claim.id.trim().eq_ignore_ascii_case(&id) {
         return Err(DeviceError::IdMismatch);
     }
+    let key = VerifyingKey::from_bytes(&raw).map_err(|_| DeviceError::PublicKeyInvalid)?;
     let nonce = claim.nonce.filter(|n| !n.is_empty()).ok_or(DeviceError::NonceRequired)?;
     if !crate::auth::constant_time_eq(nonce.as_bytes(), ctx.challenge_nonce.as_bytes()) {
         return Err(DeviceError::NonceMismatch);
@@ -288,7 +301,7 @@ mod tests {
         let err = verify(&DeviceClaim { id: &other_id, ..claim.clone() }, &ctx, NOW).unwrap_err();
         assert_eq!(err, DeviceError::IdMismatch);
         let err = verify(&DeviceClaim { public_key: "AAAA", ..claim.clone() }, &ctx, NOW).unwrap_err();
-        assert_eq!(err, DeviceError::PublicKeyInvalid);
+        assert_eq!((err.code(), err.reason()), ("DEVICE_AUTH_DEVICE_ID_MISMATCH", "device-id-mismatch"));
         let err = verify(&DeviceClaim { nonce: None, ..claim.clone() }, &ctx, NOW).unwrap_err();
         assert_eq!(err, DeviceError::NonceRequired);
         let err = verify(&DeviceClaim { signature: "not-base64!", ..claim.clone() }, &ctx, NOW).unwrap_err();

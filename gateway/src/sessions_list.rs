@@ -271,13 +271,23 @@ fn list_row(r: UsageRow) -> Value {
     if let Some(o) = r.origin {
         row.insert("origin".into(), o);
     }
-    if let Some(l) = &r.label {
-        row.insert("label".into(), json!(l));
-        row.insert("displayName".into(), json!(l));
-    } else if group && let Some(c) = group_channel(&r.key) {
-        // OpenClaw names an unlabelled group `<channel>:g-<peer>`.
-        let peer = parts.last().copied().unwrap_or_default();
-        row.insert("displayName".into(), json!(format!("{c}:g-{peer}")));
+    // OpenClaw names an unlabelled group `<channel>:g-<peer>`: a display name, not a label.
+    let group_title = group
+        .then(|| group_channel(&r.key))
+        .flatten()
+        .map(|c| format!("{c}:g-{}", parts.last().copied().unwrap_or_default()));
+    match &r.label {
+        Some(l) => {
+            if group_title.as_ref() != Some(l) {
+                row.insert("label".into(), json!(l));
+            }
+            row.insert("displayName".into(), json!(l));
+        }
+        None => {
+            if let Some(t) = group_title {
+                row.insert("displayName".into(), json!(t));
+            }
+        }
     }
     row.insert("updatedAt".into(), json!(updated));
     row.insert("lastInteractionAt".into(), json!(updated));
@@ -345,6 +355,7 @@ mod tests {
         let group = &p.rows[1];
         assert_eq!((group["kind"].as_str(), group["channel"].as_str()), (Some("group"), Some("webchat")));
         assert_eq!(group["displayName"], "webchat:g-g6");
+        assert!(group.get("label").is_none());
         assert!(group.get("lastChannel").is_none() && group.get("origin").is_none());
         let cron = &p.rows[2];
         assert_eq!(

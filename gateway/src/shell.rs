@@ -214,8 +214,11 @@ impl Shell {
                 None => json!({"count": null, "path": null, "recent": []}),
             }
         };
-        let agents: Vec<Value> = ids
-            .iter()
+        // OpenClaw's health lists agents by id (the default is flagged, not first).
+        let mut by_id: Vec<&String> = ids.iter().collect();
+        by_id.sort();
+        let agents: Vec<Value> = by_id
+            .into_iter()
             .map(|id| {
                 json!({
                     "agentId": id,
@@ -226,6 +229,7 @@ impl Shell {
             })
             .collect();
         health["agents"] = json!(agents);
+        health["defaultAgentId"] = json!(default);
         health["sessions"] = sessions_of(&default);
         health["plugins"] = json!({"loaded": [], "errors": [], "unavailable": []});
         health["heartbeatSeconds"] = json!(0);

@@ -441,7 +441,7 @@ pub fn check_connect(params: &Value, ctx: &ConnectContext<'_>) -> Result<Session
             match device::verify(&claim, &signed, ctx.now_ms) {
                 Ok(verified) => Some(verified.id),
                 Err(e) => {
-                    let details = json!({"code": e.code(), "reason": e.code()});
+                    let details = json!({"code": e.code(), "reason": e.reason()});
                     return Err(HandshakeError {
                         auth_failure: true,
                         ..HandshakeError::refuse(

@@ -604,7 +604,10 @@ impl Engine {
         _diag: &mut Diagnostics,
     ) -> Result<(), WorkerError> {
         // A malformed file: transcripts still count, without labels (no entries).
-        let entries = entries.unwrap_or_default();
+        let mut entries = entries.unwrap_or_default();
+        for e in &mut entries {
+            e.key = store::canonical_key(agent, &e.key);
+        }
         let price_tables = self.prices.clone();
         let price = price_fn(&price_tables);
         let index = self.index.as_mut().expect("opened");
@@ -1481,6 +1484,14 @@ fn resolve_key(index: &Index, key: &str, agents: &[String]) -> Result<Option<(St
         return Ok(None);
     }
     let parsed = key.strip_prefix("agent:").and_then(|rest| rest.split_once(':'));
+    if parsed.is_none() {
+        // A legacy key without its agent (`cron:<id>`): the canonical key in each agent.
+        for a in agents {
+            if let Some(e) = index.entry(a, &store::canonical_key(a, key))? {
+                return Ok(Some((a.clone(), e.session_id)));
+            }
+        }
+    }
     if let Some((agent, rest)) = parsed {
         let Some(agent) = agents.iter().find(|a| a.eq_ignore_ascii_case(agent)) else { return Ok(None) };
         if let Some(e) = index.entry(agent, key)?.or(index.entry_by_session(agent, rest)?) {

@@ -483,7 +483,7 @@ fn read_index(tx: &Connection) -> Result<(Vec<Node>, HashMap<String, Window>), S
     {
         let mut st = tx.prepare(
             "SELECT session_id, session_key, previous_session_id, coalesce(transcript_updated_at, updated_at),
-                    channel, chat_type, model_provider, model FROM session_windows",
+                    channel, chat_type, model_provider, model, display_name FROM session_windows",
         )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -497,6 +497,7 @@ fn read_index(tx: &Connection) -> Result<(Vec<Node>, HashMap<String, Window>), S
                     chat_type: r.get(5)?,
                     model_provider: r.get(6)?,
                     model: r.get(7)?,
+                    display_name: r.get(8)?,
                 },
             );
         }
@@ -528,6 +529,8 @@ struct Window {
     channel: Option<String>,
     chat_type: Option<String>,
     model_provider: Option<String>,
+    /// The title OpenClaw shows when the node has no label (`discord:g-g6`, a derived title).
+    display_name: Option<String>,
     model: Option<String>,
 }
 
@@ -661,6 +664,7 @@ fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
                 ("chatType", &w.chat_type),
                 ("modelProvider", &w.model_provider),
                 ("model", &w.model),
+                ("displayName", &w.display_name),
             ] {
                 if let Some(v) = value
                     && !e.contains_key(field)

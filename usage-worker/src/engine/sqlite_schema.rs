@@ -45,6 +45,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
             "chat_type",
             "model_provider",
             "model",
+            "display_name",
         ],
     ),
     ("session_nodes", &["session_key", "current_session_id", "entry_json", "label", "updated_at"]),

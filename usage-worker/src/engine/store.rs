@@ -22,7 +22,7 @@ pub struct StoreEntry {
     pub key: String,
     pub session_id: String,
     pub updated_at: Option<f64>,
-    /// `label`, else `displayName` (OpenClaw's row `label`).
+    /// `label`, else `displayName`, else a group's `<channel>:g-<peer>` (OpenClaw's row `label`).
     pub label: Option<String>,
     /// `entry.channel ?? entry.origin.provider`, unless that is an internal channel
     /// ([`is_internal_channel`]).
@@ -134,6 +134,29 @@ pub fn is_internal_channel(channel: &str) -> bool {
     )
 }
 
+/// The key OpenClaw 2026.9.6 gives a legacy entry: keys are `agent:<agentId>:<rest>`, and its
+/// importer prefixes one stored without its agent (`cron:<id>` in agent `a2` becomes
+/// `agent:a2:cron:<id>`); the legacy `global` and `unknown` keys stay as they are.
+pub fn canonical_key(agent: &str, key: &str) -> String {
+    if key.starts_with("agent:") || key == "global" || key == "unknown" || key.is_empty() {
+        key.to_owned()
+    } else {
+        format!("agent:{agent}:{key}")
+    }
+}
+
+/// The title OpenClaw 2026.9.6 gives a group session that has none: `<channel>:g-<peer>` from
+/// its key (`agent:<agent>:<channel>:group:<peer>`), e.g. `discord:g-g6`.
+fn group_title(key: &str) -> Option<String> {
+    let parts: Vec<&str> = key.split(':').collect();
+    match parts.as_slice() {
+        ["agent", _, channel, "group", peer] if !channel.is_empty() && !peer.is_empty() => {
+            Some(format!("{channel}:g-{peer}"))
+        }
+        _ => None,
+    }
+}
+
 /// One entry from its key and raw JSON text; `None` without a string `sessionId`.
 fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
     let v: Value = serde_json::from_str(raw.get()).ok()?;
@@ -156,11 +179,12 @@ fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
     // OpenClaw 2026.9.6 keeps a delivery route only for external channels: a session on an
     // internal one (webchat, heartbeat, …) has no channel, no origin and no `byChannel` row.
     let internal = channel.as_deref().is_some_and(is_internal_channel);
+    let group = group_title(&key);
     Some(StoreEntry {
         key,
         session_id,
         updated_at: v.get("updatedAt").and_then(Value::as_f64),
-        label: str_of(&v, "label").or_else(|| str_of(&v, "displayName")),
+        label: str_of(&v, "label").or_else(|| str_of(&v, "displayName")).or(group),
         channel: channel.filter(|_| !internal),
         chat_type: str_of(&v, "chatType").or_else(|| origin.and_then(|o| str_of(o, "chatType"))),
         origin: fields.as_ref().and_then(|r| raw_text(r.origin)).filter(|_| !internal),
@@ -375,6 +399,23 @@ mod tests {
         assert!(parse_entries(b"[1]").is_err());
         assert!(parse_entries(b"{oops").is_err());
         assert!(parse_entries(b"{} trailing").is_err());
+    }
+
+    #[test]
+    fn legacy_keys_get_their_agent_and_internal_channels_no_route() {
+        assert_eq!(canonical_key("a2", "cron:j1"), "agent:a2:cron:j1");
+        assert_eq!(canonical_key("a2", "agent:a2:main"), "agent:a2:main");
+        assert_eq!(canonical_key("a2", "global"), "global");
+        let e = parse_entries(
+            br#"{"agent:a:webchat:direct:u1":{"sessionId":"s1","channel":"webchat","origin":{"provider":"webchat"},"displayName":"Ann"},
+                 "agent:a:slack:direct:u2":{"sessionId":"s2","origin":{"provider":"slack"},"label":"L","displayName":"D"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (e[0].channel.as_deref(), e[0].origin.as_deref(), e[0].label.as_deref()),
+            (None, None, Some("Ann"))
+        );
+        assert_eq!((e[1].channel.as_deref(), e[1].label.as_deref()), (Some("slack"), Some("L")));
     }
 
     #[test]
