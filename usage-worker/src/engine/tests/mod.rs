@@ -7,6 +7,7 @@ mod generate;
 mod hostile;
 mod incremental;
 mod malformed;
+mod openclaw;
 mod paging;
 mod persist;
 mod property;
