@@ -167,7 +167,7 @@ pub enum Via {
 /// Runs one method; the one handler behind both transports.
 pub async fn dispatch(state: &AppState, method: &str, params: &Value, via: Via) -> Result<Reply, ApiError> {
     match method {
-        "health" => Ok(Reply::Json(health_json(state))),
+        "health" => Ok(Reply::Json(health_with(state, true))),
         "status" => {
             let mut status = status_json(state);
             state.shell.extend_status(state, &mut status);
@@ -216,9 +216,15 @@ fn usage_response(served: &Served) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The `health` method: OpenClaw's snapshot shape as far as clawgate has the facts, answered
-/// from the gateway alone (no worker round trip).
+/// `hello-ok`'s health snapshot: OpenClaw's `health` shape as far as clawgate has the facts,
+/// answered from the gateway alone (no worker round trip).
 pub fn health_json(state: &AppState) -> Value {
+    health_with(state, false)
+}
+
+/// The `health` method's document; `refresh` lets the call renew an old sessions snapshot (in
+/// the background: the answer never waits for the worker).
+fn health_with(state: &AppState, refresh: bool) -> Value {
     let started = std::time::Instant::now();
     let worker = state.supervisor.status();
     let gateway_rss = supervisor::rss_bytes(std::process::id());
@@ -239,7 +245,7 @@ pub fn health_json(state: &AppState) -> Value {
         "channelLabels": {},
         "defaultAgentId": "main",
     });
-    state.shell.extend_health(state, &mut health);
+    state.shell.extend_health(state, &mut health, refresh);
     health["durationMs"] = json!(started.elapsed().as_millis() as u64);
     health
 }

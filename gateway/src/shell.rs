@@ -6,8 +6,10 @@
 //! for the shell's approval, question, group and plugin lists (clawgate has none of those).
 //!
 //! Session counts and recent sessions per agent come from a snapshot refreshed in the
-//! background (at most every [`SNAPSHOT_TTL`], when asked), one small `entriesOnly` page per
-//! agent from the worker: `health` itself never waits for the worker.
+//! background (at most every [`SNAPSHOT_TTL`], when the `health` or `status` method is called),
+//! one small `entriesOnly` page per agent asked of the worker directly (not through the answer
+//! cache: its jobs, waiters and `usage.updated` pushes stay those of the clients): `health`
+//! itself never waits for the worker.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -19,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::{
     AppState,
-    api::{Via, now_ms, usage_call},
+    api::now_ms,
     error::ApiError,
     openclaw_config::{self, Config},
 };
@@ -30,6 +32,8 @@ pub const SNAPSHOT_TTL: Duration = Duration::from_secs(30);
 const MAX_SNAPSHOT_AGENTS: usize = 64;
 /// Recent sessions listed per agent, as OpenClaw's health lists them.
 const RECENT: usize = 5;
+/// How long one agent's page may take (the worker may be busy with a long job).
+const SNAPSHOT_CALL: Duration = Duration::from_secs(30);
 
 /// Methods answered here with empty lists, and their payloads.
 pub fn empty_list(method: &str) -> Option<Value> {
@@ -174,11 +178,11 @@ pub async fn agent_identity(state: &AppState, params: &Value) -> Result<Value, A
 }
 
 impl Shell {
-    /// The snapshot if there is one; starts a refresh when it is missing or old.
-    fn snapshot(&self, state: &AppState) -> Option<Snapshot> {
+    /// The snapshot if there is one; with `refresh`, starts a refresh when it is missing or old.
+    fn snapshot(&self, state: &AppState, refresh: bool) -> Option<Snapshot> {
         let current = self.snapshot.lock().ok().and_then(|s| s.clone());
         let stale = current.as_ref().is_none_or(|s| s.at.elapsed() > SNAPSHOT_TTL);
-        if stale && !self.refreshing.swap(true, Ordering::AcqRel) {
+        if refresh && stale && !self.refreshing.swap(true, Ordering::AcqRel) {
             let state = state.clone();
             tokio::spawn(async move {
                 if let Some(fresh) = snapshot(&state).await
@@ -192,9 +196,10 @@ impl Shell {
         current
     }
 
-    /// `health`'s `agents`, `sessions` and `plugins`, added to clawgate's own health document.
-    pub fn extend_health(&self, state: &AppState, health: &mut Value) {
-        let snap = self.snapshot(state);
+    /// `health`'s `agents`, `sessions` and `plugins`, added to clawgate's own health document;
+    /// `refresh`: the `health` method (not `hello-ok`'s snapshot) renews an old snapshot.
+    pub fn extend_health(&self, state: &AppState, health: &mut Value, refresh: bool) {
+        let snap = self.snapshot(state, refresh);
         let (default, ids) = snap
             .as_ref()
             .map_or_else(|| ("main".to_owned(), Vec::new()), |s| (s.default.clone(), s.ids.clone()));
@@ -239,7 +244,7 @@ impl Shell {
     /// dashboard and `clawgate status` read): what clawgate runs is not OpenClaw's runtime, so
     /// the channel, heartbeat and plugin parts are empty.
     pub fn extend_status(&self, state: &AppState, status: &mut Value) {
-        let snap = self.snapshot(state);
+        let snap = self.snapshot(state, true);
         let (default, ids) = snap
             .as_ref()
             .map_or_else(|| ("main".to_owned(), Vec::new()), |s| (s.default.clone(), s.ids.clone()));
@@ -280,7 +285,10 @@ async fn agent_sessions(state: &AppState, ids: &[String]) -> Option<Vec<AgentSes
     let mut out = Vec::new();
     for id in ids.iter().take(MAX_SNAPSHOT_AGENTS).cloned() {
         let params = json!({"agentId": id, "range": "all", "limit": RECENT, "entriesOnly": true});
-        let Ok(served) = usage_call(state, Method::SessionsUsage, &params, Via::Http).await else {
+        let query = crate::params::parse(Method::SessionsUsage, &params, jiff::Timestamp::now()).ok()?;
+        let call = state.supervisor.call(query, None);
+        let Ok(Ok(ipc_proto::UsageReply::Answer(answer))) = tokio::time::timeout(SNAPSHOT_CALL, call).await
+        else {
             return None;
         };
         #[derive(serde::Deserialize)]
@@ -298,8 +306,7 @@ async fn agent_sessions(state: &AppState, ids: &[String]) -> Option<Vec<AgentSes
             key: String,
             updated_at: Option<f64>,
         }
-        let payload = served.payload();
-        let page: Page = serde_json::from_slice(&payload).ok()?;
+        let page: Page = serde_json::from_str(&answer.payload_text()).ok()?;
         let db = state.config.state_dir.join("agents").join(&id).join("agent/openclaw-agent.sqlite");
         let path = if db.exists() {
             db

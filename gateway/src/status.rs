@@ -397,7 +397,7 @@ pub fn build(state: &AppState) -> Status {
         cache: section("cache", state.cache.status_json()),
         jobs: section("jobs", state.cache.jobs_json()),
         stores: section("stores", state.cache.stores_json()),
-        websocket: section("websocket", state.ws.status_json()),
+        websocket: section("websocket", state.websocket_status_json()),
     }
 }
 

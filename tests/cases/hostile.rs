@@ -213,7 +213,7 @@ fn ping_floods_from_clients_that_never_read_are_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
-    let args = ["--token", TOKEN, "--ws-send-timeout", "2"];
+    let args = ["--token", TOKEN, "--ws-send-timeout", "2s"];
     let gateway = Arc::new(Gateway::start(dir.path(), &store, &args, &[]).with_token(TOKEN));
     gateway.ready_worker_pid();
     let pid = gateway.pid();

@@ -370,9 +370,11 @@ fn handshake_conformance_methods_and_the_http_mirror() {
     assert_totals_eq(&cost["payload"]["totals"], &manifest["totals"]);
     let list = ws.request("sessions.list", &json!({}));
     let rows = list["payload"]["sessions"].as_array().expect("sessions.list rows");
+    // OpenClaw's shape: the store's sessions (not archived transcripts), with its paging fields.
     assert_eq!(list["payload"]["count"].as_u64(), manifest["sessions"].as_u64(), "{list}");
-    let listed_tokens: u64 = rows.iter().map(|r| r["totalTokens"].as_u64().unwrap()).sum();
-    assert_eq!(listed_tokens, manifest["totals"]["totalTokens"].as_u64().unwrap());
+    assert_eq!(list["payload"]["totalCount"].as_u64(), manifest["sessions"].as_u64(), "{list}");
+    assert_eq!((&list["payload"]["hasMore"], &list["payload"]["nextOffset"]), (&json!(false), &Value::Null));
+    assert!(rows.iter().all(|r| r["inputTokens"].is_u64() && r["outputTokens"].is_u64()), "{list}");
     assert!(
         rows.windows(2).all(|w| w[0]["updatedAt"].as_u64() >= w[1]["updatedAt"].as_u64()),
         "newest first"

@@ -503,7 +503,12 @@ impl Engine {
                 if let Some(json) = sessions_json {
                     self.apply_entries(agent, store::parse_entries(json.as_bytes()), diag)?;
                 }
-                listed.extend(archived_files(&dir, agent, diag));
+                // Archives the database does not hold already (OpenClaw's importer leaves them
+                // out; clawgate's demo converter puts them in): counted once either way.
+                let in_db: std::collections::HashSet<String> =
+                    listed.iter().map(|d| d.session_id.clone()).collect();
+                let archives = archived_files(&dir, agent, diag);
+                listed.extend(archives.into_iter().filter(|a| !in_db.contains(&a.session_id)));
                 self.compare_listing(agent, listed, jobs)?;
                 return Ok(());
             }

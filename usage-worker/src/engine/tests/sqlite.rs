@@ -651,6 +651,13 @@ fn archives_left_beside_a_database_are_rows() {
             .iter()
             .any(|r| r["sessionId"] == "0badc0de-0000-4000-8000-000000000001")
     );
+    // An archive of a session the database holds (as clawgate's demo converter writes them)
+    // counts once.
+    let held = sessions.join("6513270e-269e-4d37-b2a7-4de452e6b438.jsonl.reset.2026-11-16T00-00-00.000Z");
+    fs::copy(&legacy, &held).unwrap();
+    let (same, _) = ask(&mut engine(dir.path()), &q);
+    assert_eq!((rows(&same), tokens(&same)), (rows(&with), tokens(&with)));
+    fs::remove_file(&held).unwrap();
     fs::remove_file(&archive).unwrap();
     let (after, _) = ask(&mut engine(dir.path()), &q);
     assert_eq!((rows(&after), tokens(&after)), (rows(&before), tokens(&before)));
