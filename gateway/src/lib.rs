@@ -92,7 +92,7 @@ impl AppState {
         let hosts = auth::host::HostPolicy::new(config.listen.port(), &config.allowed_hosts)
             .map_err(|why| anyhow::anyhow!(why))?;
         let auth = Arc::new(auth::Auth::new(config.token.clone(), hosts));
-        Ok(AppState {
+        let state = AppState {
             config: Arc::new(config),
             supervisor,
             started_at: Instant::now(),
@@ -103,7 +103,9 @@ impl AppState {
             auth,
             conns,
             shell: Arc::default(),
-        })
+        };
+        shell::Shell::start(&state);
+        Ok(state)
     }
 
     pub fn uptime_ms(&self) -> u64 {

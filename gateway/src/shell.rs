@@ -6,7 +6,8 @@
 //! for the shell's approval, question, group and plugin lists (clawgate has none of those).
 //!
 //! Session counts and recent sessions per agent come from a snapshot refreshed in the
-//! background (at most every [`SNAPSHOT_TTL`], when the `health` or `status` method is called),
+//! background (once when the worker is first ready, then at most every [`SNAPSHOT_TTL`] when
+//! the `health` or `status` method is called),
 //! one small `entriesOnly` page per agent asked of the worker directly (not through the answer
 //! cache: its jobs, waiters and `usage.updated` pushes stay those of the clients): `health`
 //! itself never waits for the worker.
@@ -178,6 +179,19 @@ pub async fn agent_identity(state: &AppState, params: &Value) -> Result<Value, A
 }
 
 impl Shell {
+    /// Takes the first snapshot once the worker is first ready (if within a minute of start-up),
+    /// so the first `health` has its counts.
+    pub fn start(state: &AppState) {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut status = state.supervisor.watch();
+            let ready = status.wait_for(|s| s.phase == supervisor::Phase::Ready);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(60), ready).await {
+                let _ = state.shell.snapshot(&state, true);
+            }
+        });
+    }
+
     /// The snapshot if there is one; with `refresh`, starts a refresh when it is missing or old.
     fn snapshot(&self, state: &AppState, refresh: bool) -> Option<Snapshot> {
         let current = self.snapshot.lock().ok().and_then(|s| s.clone());

@@ -156,8 +156,13 @@ fn ws_connections(gateway: &Gateway) -> u64 {
     assert_eq!(code, 200);
     metrics
         .as_str()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("clawgate_ws_connections ")))
-        .and_then(|v| v.trim().parse().ok())
+        // OpenMetrics as prometheus-client writes it: `clawgate_ws_connections{} 3.0`.
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("clawgate_ws_connections").filter(|r| r.starts_with([' ', '{'])))
+        })
+        .and_then(|v| v.trim_start_matches("{}").trim().parse::<f64>().ok())
+        .map(|v| v as u64)
         .expect("clawgate_ws_connections")
 }
 
