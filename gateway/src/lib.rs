@@ -104,7 +104,6 @@ impl AppState {
             conns,
             shell: Arc::default(),
         };
-        shell::Shell::start(&state);
         Ok(state)
     }
 

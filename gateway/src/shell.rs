@@ -6,8 +6,8 @@
 //! for the shell's approval, question, group and plugin lists (clawgate has none of those).
 //!
 //! Session counts and recent sessions per agent come from a snapshot refreshed in the
-//! background (once when the worker is first ready, then at most every [`SNAPSHOT_TTL`] when
-//! the `health` or `status` method is called),
+//! background (at most every [`SNAPSHOT_TTL`], when the `health` method is called: the worker
+//! does no work nobody asked for, and the dashboard's frequent `status` polls cause none),
 //! one small `entriesOnly` page per agent asked of the worker directly (not through the answer
 //! cache: its jobs, waiters and `usage.updated` pushes stay those of the clients): `health`
 //! itself never waits for the worker.
@@ -179,19 +179,6 @@ pub async fn agent_identity(state: &AppState, params: &Value) -> Result<Value, A
 }
 
 impl Shell {
-    /// Takes the first snapshot once the worker is first ready (if within a minute of start-up),
-    /// so the first `health` has its counts.
-    pub fn start(state: &AppState) {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut status = state.supervisor.watch();
-            let ready = status.wait_for(|s| s.phase == supervisor::Phase::Ready);
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(60), ready).await {
-                let _ = state.shell.snapshot(&state, true);
-            }
-        });
-    }
-
     /// The snapshot if there is one; with `refresh`, starts a refresh when it is missing or old.
     fn snapshot(&self, state: &AppState, refresh: bool) -> Option<Snapshot> {
         let current = self.snapshot.lock().ok().and_then(|s| s.clone());
@@ -258,7 +245,7 @@ impl Shell {
     /// dashboard and `clawgate status` read): what clawgate runs is not OpenClaw's runtime, so
     /// the channel, heartbeat and plugin parts are empty.
     pub fn extend_status(&self, state: &AppState, status: &mut Value) {
-        let snap = self.snapshot(state, true);
+        let snap = self.snapshot(state, false);
         let (default, ids) = snap
             .as_ref()
             .map_or_else(|| ("main".to_owned(), Vec::new()), |s| (s.default.clone(), s.ids.clone()));
@@ -320,7 +307,11 @@ async fn agent_sessions(state: &AppState, ids: &[String]) -> Option<Vec<AgentSes
             key: String,
             updated_at: Option<f64>,
         }
-        let page: Page = serde_json::from_str(&answer.payload_text()).ok()?;
+        // Rows carry their quarter hours: parsed off the runtime's threads.
+        let page: Page =
+            tokio::task::spawn_blocking(move || serde_json::from_str(&answer.payload_text()).ok())
+                .await
+                .ok()??;
         let db = state.config.state_dir.join("agents").join(&id).join("agent/openclaw-agent.sqlite");
         let path = if db.exists() {
             db

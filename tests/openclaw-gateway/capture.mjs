@@ -414,12 +414,16 @@ async function main() {
       ["sessions.usage", { agentScope: "all", range: "all", limit: 1000 }],
       ["usage.cost", { range: "all" }],
       ["usage.cost", {}],
+      // Health's session counts are a snapshot both gateways refresh in the background (clawgate
+      // on the first health call): "refreshing" until it holds a count.
+      ["health", {}],
     ];
     for (;;) {
       const states = [];
       for (const [m, p] of probes) {
         const r = await conn.call(m, p);
-        states.push(r.ok ? r.payload?.cacheStatus?.status ?? "none" : "error");
+        const health = m === "health" && r.ok ? (typeof r.payload?.sessions?.count === "number" ? "fresh" : "refreshing") : null;
+        states.push(health ?? (r.ok ? r.payload?.cacheStatus?.status ?? "none" : "error"));
       }
       if (states.every((s) => s === "fresh" || s === "none")) {
         process.stderr.write(`warm: ${states.join(",")}\n`);
