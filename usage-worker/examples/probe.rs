@@ -1,3 +1,7 @@
+//! A manual probe of the engine on a real store: cold, warm and appended answer times and the
+//! peak RSS and heap while they run (`cargo run --example probe -- STATE_DIR DATA_DIR
+//! [TRANSCRIPT_TO_APPEND_TO]`). Figures for BENCHMARKS.md come from `benches/`, not from here.
+
 use ipc_proto::*;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
