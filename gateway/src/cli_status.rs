@@ -242,6 +242,9 @@ pub struct Report {
     pub jobs: Option<status::Jobs>,
     pub stores: Option<status::Stores>,
     pub websocket: Option<status::Websocket>,
+    /// Shield mode: the OpenClaw gateway behind this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::relay::probe::UpstreamStatus>,
     pub probes: BTreeMap<String, Probe>,
     /// `systemctl show` fields by unit (`--deep`), as systemd reports them.
     pub systemd: Option<Value>,
@@ -506,6 +509,14 @@ pub fn collect(opts: &Options) -> Report {
         if let Some(path) = status.as_ref().and_then(|s| s.worker.socket.clone()) {
             run("socket", &mut |_| socket_check(&path));
         }
+        // Shield mode: the upstream's liveness probe from here too, beside the gateway's view.
+        if let Some(upstream) = status.as_ref().and_then(|s| s.upstream.as_ref()) {
+            let url = upstream.url.replacen("ws://", "http://", 1);
+            run("upstream", &mut |t| {
+                let direct = Options { url: url.clone(), token: None, ..opts.clone() };
+                get_json(&direct, "/healthz", t)
+            });
+        }
     }
     let systemd = if opts.deep { clock.budget().map(systemd_units) } else { None };
     // The status document is the report's own sections; no need to carry it twice.
@@ -547,6 +558,9 @@ fn verdict(
             if status.event_loop.degraded {
                 reasons.push("runtime lag".into());
             }
+            if status.upstream.as_ref().is_some_and(|u| !u.reachable) {
+                reasons.push("upstream unreachable".into());
+            }
             if opts.deep {
                 for (name, probe) in &probes {
                     if !probe.ok {
@@ -582,6 +596,7 @@ fn verdict(
         report.jobs = Some(s.jobs);
         report.stores = s.stores;
         report.websocket = Some(s.websocket);
+        report.upstream = s.upstream;
     }
     report
 }
@@ -695,6 +710,36 @@ pub fn render(report: &Report, colour: bool) -> String {
                 w.rejected_peers
             ));
         }
+    }
+    if let Some(u) = &report.upstream {
+        let relay = &u.relay;
+        let answered: u64 = relay.answered.values().sum();
+        let version = u.version.as_deref().map(|v| format!("OpenClaw {v}, ")).unwrap_or_default();
+        if u.reachable {
+            out.push_str(&format!(
+                "Upstream  {} {} ({} ms), {version}its readiness {}\n",
+                u.url,
+                ok(true, "reachable"),
+                na(u.latency_ms),
+                match u.ready {
+                    Some(true) => "ok".to_owned(),
+                    Some(false) => format!("failing: {}", u.failing.join(", ")),
+                    None => "n/a".to_owned(),
+                }
+            ));
+        } else {
+            out.push_str(&format!(
+                "Upstream  {}: {} for {} ({}); usage keeps answering over HTTP\n",
+                u.url,
+                ok(false, "unreachable"),
+                u.for_ms.map(human_age).unwrap_or_else(|| "n/a".into()),
+                u.error.as_deref().unwrap_or("not probed yet")
+            ));
+        }
+        out.push_str(&format!(
+            "          relayed {} WebSockets ({} open, {} closed for an upstream restart), {} HTTP requests ({} failed); usage calls answered here {answered}, refused {}\n",
+            relay.ws_connections, relay.ws_open, relay.ws_upstream_lost, relay.http_requests, relay.http_failures, relay.forbidden
+        ));
     }
     if let Some(c) = &report.cache {
         let lookup = |k: &str| na(c.lookups.get(k));

@@ -32,6 +32,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Most client connections at once; `None`: derived from the open-file limit (`conns`).
     pub max_connections: Option<usize>,
+    /// Shield mode: the OpenClaw gateway to relay to (`--upstream`, see `relay`).
+    pub upstream: Option<crate::relay::Upstream>,
     /// How the worker is run and watched (mode, binary, memory cap, restart policy). The
     /// supervisor adds `--state-dir` itself.
     pub worker: supervisor::Config,

@@ -112,6 +112,27 @@ pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Shield mode's page: `index.html` with its asset references under `relay::DASHBOARD_PREFIX`,
+/// as `/assets/` is OpenClaw's Control UI there. Its data calls (`/ws`, `/api/v1`) stay clawgate's.
+static PREFIXED_INDEX: LazyLock<Asset> = LazyLock::new(|| {
+    let prefixed = format!("\"{}/assets/", crate::relay::DASHBOARD_PREFIX);
+    Asset {
+        name: "clawgate/index.html",
+        content_type: INDEX.content_type,
+        body: Box::leak(INDEX.body.replace("\"/assets/", &prefixed).into_boxed_str()),
+    }
+});
+
+/// `GET /clawgate/` and `/clawgate/index.html` in shield mode.
+pub async fn prefixed_index() -> Response {
+    serve(&PREFIXED_INDEX, None)
+}
+
+/// `GET /clawgate`: to the page, whose relative links need the trailing slash.
+pub async fn to_prefixed_index() -> Response {
+    axum::response::Redirect::permanent(&format!("{}/", crate::relay::DASHBOARD_PREFIX)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +152,13 @@ mod tests {
             assert!(!text.contains("://"), "{} refers to another origin", asset.name);
             assert!(!text.contains("<script>"), "{}: inline scripts break the CSP", asset.name);
         }
+    }
+
+    #[test]
+    fn the_shield_mode_page_loads_its_assets_under_the_prefix() {
+        let page = PREFIXED_INDEX.body;
+        assert!(page.contains("\"/clawgate/assets/app.js\""), "{page}");
+        assert!(!page.contains("\"/assets/"), "no reference left to OpenClaw's /assets/");
     }
 
     #[test]

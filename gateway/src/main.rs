@@ -145,6 +145,11 @@ struct ServeArgs {
     /// open-file limit, keeping room for /healthz]. At the cap the longest-idle one is closed.
     #[arg(long, value_name = "N", env = "CLAWGATE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Shield mode: relay everything but clawgate's own routes and the usage methods to this
+    /// OpenClaw gateway (e.g. ws://127.0.0.1:18788, where OpenClaw was moved), listening where
+    /// users reached OpenClaw. The dashboard moves to /clawgate/. See docs/ops/shield.md.
+    #[arg(long, value_name = "URL", env = "CLAWGATE_UPSTREAM", value_parser = gateway::relay::Upstream::parse)]
+    upstream: Option<gateway::relay::Upstream>,
     /// A WebSocket client that takes no bytes for this long while the gateway has some to send
     /// (an answer, a pong) is disconnected.
     #[arg(long, value_name = "DURATION", default_value_t = Dur(ApiTuning::default().ws_send_timeout), hide = true)]
@@ -330,6 +335,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|h| !h.is_empty())
             .collect(),
         max_connections: args.max_connections,
+        upstream: args.upstream,
         worker,
         request_timeout: positive("request-timeout", args.request_timeout)?,
         api: ApiTuning {

@@ -172,7 +172,11 @@ fn route_label<'a>(matched: Option<&'a str>, path: &'a str) -> &'a str {
 pub async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let route = route_label(matched.as_deref(), request.uri().path()).to_owned();
+    let route = match matched {
+        // Shield mode: everything no route matched is relayed to OpenClaw.
+        None if state.relay.is_some() => "relay".to_owned(),
+        _ => route_label(matched.as_deref(), request.uri().path()).to_owned(),
+    };
     let response = next.run(request).await;
     // Upgrades (101) hand off to the WebSocket task; their requests are counted there.
     state.metrics.observe_label("http", &route, response.status().as_str(), started.elapsed());

@@ -35,6 +35,9 @@ pub struct Status {
     /// What the last successful job saw of the stores; `None` before the first answer.
     pub stores: Option<Stores>,
     pub websocket: Websocket,
+    /// Shield mode: the OpenClaw gateway behind clawgate (`relay::probe`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::relay::probe::UpstreamStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -398,6 +401,7 @@ pub fn build(state: &AppState) -> Status {
         jobs: section("jobs", state.cache.jobs_json()),
         stores: section("stores", state.cache.stores_json()),
         websocket: section("websocket", state.ws.status_json()),
+        upstream: state.relay.as_ref().map(|relay| relay.status()),
     }
 }
 
@@ -418,6 +422,7 @@ mod tests {
             token: Some("t".into()),
             allowed_hosts: Vec::new(),
             max_connections: None,
+            upstream: None,
             worker: worker.clone(),
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             api: crate::config::ApiTuning::default(),
