@@ -715,10 +715,14 @@ impl Up {
                     let mut bytes = std::mem::take(&mut self.partial_header);
                     bytes.extend_from_slice(raw);
                     if header.is_control() {
-                        // A control frame may come between a message's fragments: what is held
-                        // of that message goes first, so the order the client chose is kept.
-                        if let Some(held) = self.held.take() {
-                            out.extend_from_slice(&held.raw);
+                        // A control frame may come between a message's fragments; it goes on at
+                        // once, ahead of a message still held (a ping's place among data frames
+                        // means nothing). A close ends the client's side: what is held of an
+                        // unfinished message goes before it.
+                        if header.opcode == frame::CLOSE {
+                            if let Some(held) = self.held.take() {
+                                out.extend_from_slice(&held.raw);
+                            }
                         }
                         self.sent_close |= header.opcode == frame::CLOSE;
                         self.streaming = true;
