@@ -144,6 +144,40 @@ fn systemd_units_pass_analyze_verify_without_any_warning() {
     assert!(text.contains("Unknown key"), "verify did not flag an unknown key: {text:?}");
 }
 
+/// Shield mode's drop-in (`packaging/systemd/clawgate-shield.conf`), installed beside each kind's
+/// units as `clawgate.service.d/shield.conf`, verifies clean; the check reads it (a misspelt key
+/// in it is reported), and it sets what shield mode needs.
+#[test]
+fn the_shield_mode_drop_in_passes_analyze_verify() {
+    let _lock = exclusive();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let drop_in = repo_root().join("packaging/systemd/clawgate-shield.conf");
+    let text = fs::read_to_string(&drop_in).expect("drop-in");
+    for line in
+        ["Environment=CLAWGATE_LISTEN=127.0.0.1:18789", "Environment=CLAWGATE_UPSTREAM=ws://127.0.0.1:18788"]
+    {
+        assert!(text.lines().any(|l| l == line), "{} lacks {line}", drop_in.display());
+    }
+    for kind in [Kind::System, Kind::User] {
+        let dir = tmp.path().join(format!("{kind:?}"));
+        let names = units_with_built_binaries(kind, &dir);
+        fs::create_dir_all(dir.join("clawgate.service.d")).expect("drop-in dir");
+        fs::write(dir.join("clawgate.service.d/shield.conf"), &text).expect("drop-in");
+        let (ok, out) = verify(kind, tmp.path(), &dir, &names);
+        assert!(
+            ok && out.is_empty(),
+            "systemd-analyze verify of the {kind:?} units with the shield drop-in:\n{out}"
+        );
+        fs::write(dir.join("clawgate.service.d/shield.conf"), format!("{text}ListenAddres=x\n"))
+            .expect("drop-in");
+        let (_, out) = verify(kind, tmp.path(), &dir, &names);
+        assert!(
+            out.contains("shield.conf") && out.contains("Unknown key"),
+            "the drop-in was not read: {out:?}"
+        );
+    }
+}
+
 #[test]
 fn systemd_security_exposure_is_within_the_recorded_thresholds() {
     let _lock = exclusive();

@@ -399,7 +399,8 @@ fn the_relay_in_front_of_a_synthetic_upstream() {
     let store = dir.path().join("store");
     let manifest = demo_seeded(&store, 2, 3, 4, 11);
     let upstream = FakeUpstream::start();
-    let mut gateway = Gateway::start(dir.path(), &store, &["--upstream", &upstream.url()], &[]);
+    // The environment variable (the shield drop-in's way), where the other test uses the flag.
+    let mut gateway = Gateway::start(dir.path(), &store, &[], &[("CLAWGATE_UPSTREAM", &upstream.url())]);
     let ws = gateway.base.replacen("http://", "ws://", 1);
     gateway.ready_worker_pid();
 
