@@ -440,6 +440,8 @@ fn the_relay_in_front_of_a_synthetic_upstream() {
         String::from_utf8_lossy(&page).contains("/clawgate/assets/"),
         "the dashboard moved under /clawgate/"
     );
+    let (status, headers, _) = http_relay(&gateway, "GET", "/clawgate/assets/style.css", b"");
+    assert_eq!((status, headers.get("x-upstream")), (200, None), "clawgate's own asset");
     let (code, ready) = gateway.get("/readyz");
     assert_eq!((code, &ready["upstream"]["reachable"]), (200, &json!(true)), "{ready}");
 

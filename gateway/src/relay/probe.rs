@@ -23,7 +23,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Relay, RelayCounts};
+use super::{Relay, RelayCounts, http};
 
 /// How often the upstream is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -48,6 +48,9 @@ pub struct Observed {
     pub build_id: Option<String>,
     /// `hello-ok` or `control-ui`.
     pub version_source: Option<&'static str>,
+    /// The Control UI's page was read for the version since the upstream came (back): once is
+    /// enough, and a gateway without the Control UI is not asked for it every probe.
+    pub page_read: bool,
 }
 
 /// The `upstream` section of the status document.
@@ -119,6 +122,7 @@ impl Relay {
                 seen.version = None;
                 seen.build_id = None;
                 seen.version_source = None;
+                seen.page_read = false;
             }
             seen.reachable = Some(reachable);
             seen.ready = body["ready"].as_bool();
@@ -132,7 +136,9 @@ impl Relay {
                 seen.latency = Some(latency);
             }
             seen.error = error;
-            reachable && seen.version.is_none()
+            let need = reachable && seen.version.is_none() && !seen.page_read;
+            seen.page_read |= need;
+            need
         };
         if need_version {
             if let Ok(Ok(Some(build_id))) =
@@ -230,8 +236,6 @@ pub fn version_of_build(build_id: &str) -> String {
     let version = build_id[..end].trim_end_matches('.');
     if version.is_empty() { build_id.to_owned() } else { version.to_owned() }
 }
-
-use super::http;
 
 #[cfg(test)]
 mod tests {
