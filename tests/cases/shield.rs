@@ -506,6 +506,7 @@ fn the_relay_in_front_of_a_synthetic_upstream() {
     let sent = client.request("upload", &json!({"pad": pad}));
     assert!(sent["payload"]["len"].as_u64().unwrap() > 2 << 20, "{}", sent["payload"]);
     let grown = rss_bytes(gateway.pid()).saturating_sub(before);
+    eprintln!("48 MB down and 2 MB up relayed: clawgate RSS +{grown} B");
     assert!(grown < 16 << 20, "clawgate's RSS grew {grown} bytes relaying 50 MB");
 
     // Backpressure: a client that stops reading stops the upstream's writes (bounded buffers

@@ -27,9 +27,13 @@ use super::{Relay, RelayCounts, http};
 
 /// How often the upstream is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// A probe without an answer in this time counts as unreachable (OpenClaw's `/readyz` took up to
-/// 0.9 s while it computed usage on the seed-size store).
+/// A probe without an answer in this time has timed out (OpenClaw's `/readyz` took up to 0.9 s
+/// while it computed usage on the seed-size store, and over 2 s on a machine loaded 7-fold).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Timed-out probes in a row before a reachable upstream counts as unreachable: a busy OpenClaw
+/// is slow, not gone. A refused or reset connection counts at once.
+pub const TIMEOUTS_TO_UNREACHABLE: u32 = 2;
 
 /// What the probes found, kept between them.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +55,8 @@ pub struct Observed {
     /// The Control UI's page was read for the version since the upstream came (back): once is
     /// enough, and a gateway without the Control UI is not asked for it every probe.
     pub page_read: bool,
+    /// Probes in a row that timed out.
+    pub timeouts: u32,
 }
 
 /// The `upstream` section of the status document.
@@ -99,6 +105,7 @@ impl Relay {
         let started = Instant::now();
         let answer = tokio::time::timeout(PROBE_TIMEOUT, self.get_json("/readyz")).await;
         let latency = started.elapsed();
+        let timed_out = answer.is_err();
         let (reachable, body, error) = match answer {
             Ok(Ok(body)) => (true, body, None),
             Ok(Err(error)) => (false, Value::Null, Some(error)),
@@ -106,6 +113,13 @@ impl Relay {
         };
         let need_version = {
             let mut seen = self.observed.lock().expect("upstream observations");
+            seen.timeouts = if timed_out { seen.timeouts + 1 } else { 0 };
+            if timed_out && seen.timeouts < TIMEOUTS_TO_UNREACHABLE && seen.reachable == Some(true) {
+                // Slow, not gone (yet): the verdict stands, the error is shown.
+                seen.error = error;
+                seen.checked_at = Some(Instant::now());
+                return;
+            }
             let now = Instant::now();
             if seen.reachable != Some(reachable) {
                 seen.since = Some(now);
@@ -240,6 +254,57 @@ pub fn version_of_build(build_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::Upstream;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// An upstream that answers `/readyz` `answers` times, then accepts and never answers.
+    async fn upstream_that_hangs_after(answers: usize) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut served = 0;
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                if served < answers {
+                    served += 1;
+                    let mut buf = [0u8; 1024];
+                    let _ = tcp.read(&mut buf).await;
+                    let body = r#"{"ready":true,"failing":[],"uptimeMs":5}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
+                } else {
+                    held.push(tcp);
+                }
+            }
+        });
+        Upstream::parse(&format!("ws://{addr}")).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upstream_stays_reachable_for_one_timeout() {
+        let relay = Relay::new(upstream_that_hangs_after(1).await);
+        relay.probe_once().await;
+        assert!(relay.status().reachable);
+        relay.probe_once().await;
+        let status = relay.status();
+        assert!(status.reachable, "one timeout is slowness: {status:?}");
+        assert!(status.error.as_deref().is_some_and(|e| e.contains("no answer")), "{status:?}");
+        relay.probe_once().await;
+        assert!(!relay.status().reachable, "two timeouts in a row: unreachable");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_at_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let relay = Relay::new(Upstream::parse(&format!("ws://127.0.0.1:{port}")).unwrap());
+        relay.probe_once().await;
+        let status = relay.status();
+        assert!(!status.reachable && status.error.is_some(), "{status:?}");
+        assert!(!relay.readiness().0);
+    }
 
     #[test]
     fn versions_from_build_ids() {
