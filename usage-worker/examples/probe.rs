@@ -1,3 +1,4 @@
+//! Local profiling driver (not committed).
 use ipc_proto::*;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
