@@ -94,6 +94,6 @@ export const state = {
   detailKey: "",
   detailRow: null,
   series: "cumulative",
-  marked: { data: false, rows: false },
+  marked: { data: false },
   exporting: false,
 };
