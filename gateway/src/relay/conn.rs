@@ -198,9 +198,13 @@ pub(super) async fn upgrade(
     let Ok(upstream_request) = upstream_request.body(Body::empty()) else {
         return bad_gateway(&relay, "unrepresentable upgrade request");
     };
-    let mut response = match sender.send_request(upstream_request).await {
-        Ok(response) => response,
-        Err(error) => return bad_gateway(&relay, &error.to_string()),
+    // OpenClaw answers an upgrade at once (its checks are in memory); one that hangs is not
+    // waited for longer than OpenClaw gives a client to complete its handshake.
+    let sent = tokio::time::timeout(crate::limits::HANDSHAKE_TIMEOUT, sender.send_request(upstream_request));
+    let mut response = match sent.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return bad_gateway(&relay, &error.to_string()),
+        Err(_) => return bad_gateway(&relay, "no answer to the WebSocket upgrade within 15 s"),
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let mut response = response.map(Body::new);
