@@ -251,11 +251,13 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+/// A blocking HTTP client that returns error statuses as values and never waits past `timeout`.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
 }
 
-fn describe(error: &ureq::Error) -> String {
+/// A transport error in the words `status` and `report` print.
+pub(crate) fn describe(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

@@ -19,6 +19,7 @@ pub mod lag;
 pub mod limits;
 pub mod metrics;
 pub mod params;
+pub mod report;
 pub mod sched;
 pub mod status;
 pub mod systemd;
