@@ -5,8 +5,10 @@
 //! come from the worker over ipc-proto as ready-made JSON; health is answered from this process
 //! alone, whatever the worker is doing.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod cli_status;
 pub mod config;
@@ -54,6 +56,10 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Open connections and their cap (`conns`).
     pub conns: Arc<conns::ConnLimit>,
+    /// Cost budgets and their spend, when any is configured (`budget`).
+    pub budgets: Option<Arc<budget::Budgets>>,
+    /// The agents of the state dir, looked at every few seconds (`agents`).
+    pub agents: Arc<agents::AgentsWatch>,
 }
 
 impl AppState {
@@ -75,6 +81,16 @@ impl AppState {
         };
         let cache = cache::UsageCache::new(supervisor.clone(), tuning);
         cache.spawn_refresher();
+        let budgets = (!config.budgets.is_empty()).then(|| {
+            let budgets = budget::Budgets::new(config.budgets.clone());
+            budgets.spawn(Arc::clone(&cache), config.budgets.interval);
+            budgets
+        });
+        let agents = agents::AgentsWatch::new(config.state_dir.clone());
+        agents.spawn(
+            config.state_check_interval,
+            config.budgets.budgets.iter().filter_map(|b| b.agent.clone()).collect(),
+        );
         let worker = supervisor.clone();
         let lag = lag::LagMonitor::spawn(Box::new(move || {
             let status = worker.status();
@@ -98,6 +114,8 @@ impl AppState {
             ws,
             auth,
             conns,
+            budgets,
+            agents,
         })
     }
 

@@ -206,6 +206,27 @@ struct ServeArgs {
     /// (an answer, a pong) is disconnected.
     #[arg(long, value_name = "DURATION", default_value_t = Dur(ApiTuning::default().ws_send_timeout), hide = true)]
     ws_send_timeout: Dur,
+    /// A cost budget in US dollars: day=USD or month=USD for all agents together, AGENT:day=USD
+    /// or AGENT:month=USD for one agent; repeat for several (e.g. --budget month=500 --budget
+    /// main:day=20). Exposed on /metrics, in status and on the dashboard; crossing 80%, 100% or
+    /// a month-end forecast over the budget sends a `usage.budget` event.
+    #[arg(
+        long = "budget",
+        value_name = "[AGENT:]PERIOD=USD",
+        env = "CLAWGATE_BUDGETS",
+        value_delimiter = ','
+    )]
+    budgets: Vec<gateway::budget::Budget>,
+    /// The time zone budget days and months are cut in (IANA name, e.g. Europe/Paris).
+    #[arg(long, value_name = "ZONE", default_value = "UTC", env = "CLAWGATE_BUDGET_TZ")]
+    budget_tz: String,
+    /// How often spend is asked of the worker for the budgets.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(gateway::budget::DEFAULT_INTERVAL))]
+    budget_interval: Dur,
+    /// How often the state dir's agents are listed (a missing or empty one is logged and
+    /// reported by `status`).
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(config::DEFAULT_STATE_CHECK_INTERVAL), hide = true)]
+    state_check_interval: Dur,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -406,7 +427,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     worker.restart.cooldown = positive("worker-cooldown", args.worker_cooldown)?;
     worker.restart.max_restarts = args.worker_max_restarts;
     worker.restart.window = positive("worker-restart-window", args.worker_restart_window)?;
+    let budgets =
+        gateway::budget::BudgetConfig::new(args.budgets, Some(&args.budget_tz), args.budget_interval.0)
+            .map_err(anyhow::Error::msg)?;
     let config = gateway::Config {
+        budgets,
+        state_check_interval: positive("state-check-interval", args.state_check_interval)?,
         listen: args.listen,
         run_dir,
         state_dir,

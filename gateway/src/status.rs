@@ -35,6 +35,11 @@ pub struct Status {
     /// What the last successful job saw of the stores; `None` before the first answer.
     pub stores: Option<Stores>,
     pub websocket: Websocket,
+    /// The agents of the state dir as the gateway lists them, with a warning when there are
+    /// none; `None` before the first look.
+    pub agents: Option<crate::agents::AgentsView>,
+    /// Cost budgets, spend and forecast; `None` when no budget is configured.
+    pub budgets: Option<crate::budget::BudgetStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -398,6 +403,8 @@ pub fn build(state: &AppState) -> Status {
         jobs: section("jobs", state.cache.jobs_json()),
         stores: section("stores", state.cache.stores_json()),
         websocket: section("websocket", state.ws.status_json()),
+        agents: state.agents.view(),
+        budgets: state.budgets.as_ref().map(|b| b.status()),
     }
 }
 
@@ -421,6 +428,8 @@ mod tests {
             worker: worker.clone(),
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             api: crate::config::ApiTuning::default(),
+            budgets: crate::budget::BudgetConfig::default(),
+            state_check_interval: crate::config::DEFAULT_STATE_CHECK_INTERVAL,
             bulk_runtime: None,
         };
         AppState::new(config, supervisor::start(worker), crate::conns::ConnLimit::new(16)).expect("state")
