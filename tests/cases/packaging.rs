@@ -984,6 +984,8 @@ fn help_flags(binary: &str, args: &[&str]) -> Vec<String> {
     assert!(out.status.success(), "{binary} {args:?} --help failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        // Option lines only (`-x, --flag` or `--flag`), not prose that mentions a flag.
+        .filter(|line| line.trim_start().starts_with('-'))
         .filter_map(|line| {
             let flag = line.trim_start().split([' ', ',', '=']).find(|w| w.starts_with("--"))?;
             (flag != "--help" && flag != "--version").then(|| flag.to_owned())
@@ -1003,6 +1005,12 @@ fn every_flag_of_serve_status_and_the_worker_is_in_the_configuration_doc() {
     assert!(flags.len() > 10, "{flags:?}");
     let missing: Vec<_> = flags.iter().filter(|f| !doc.contains(&format!("`{f}"))).collect();
     assert!(missing.is_empty(), "docs/ops/configuration.md does not document {missing:?}");
+    // `clawgate report` has its own page.
+    let doc = fs::read_to_string(repo_root().join("docs/ops/report.md")).expect("report.md");
+    let flags = help_flags("clawgate", &["report"]);
+    assert!(flags.len() > 10, "{flags:?}");
+    let missing: Vec<_> = flags.iter().filter(|f| !doc.contains(&format!("`{f}"))).collect();
+    assert!(missing.is_empty(), "docs/ops/report.md does not document {missing:?}");
 }
 
 // ---- Prometheus rules and the Grafana dashboard -------------------------------------------------
