@@ -402,7 +402,7 @@ pub fn build(state: &AppState) -> Status {
         cache: section("cache", state.cache.status_json()),
         jobs: section("jobs", state.cache.jobs_json()),
         stores: section("stores", state.cache.stores_json()),
-        websocket: section("websocket", state.ws.status_json()),
+        websocket: section("websocket", state.websocket_status_json()),
         agents: state.agents.view(),
         budgets: state.budgets.as_ref().map(|b| b.status()),
     }
@@ -442,7 +442,7 @@ mod tests {
         for (name, value) in [
             ("cache", state.cache.status_json()),
             ("jobs", state.cache.jobs_json()),
-            ("websocket", state.ws.status_json()),
+            ("websocket", state.websocket_status_json()),
         ] {
             let typed: Value = match name {
                 "cache" => serde_json::to_value(serde_json::from_value::<Cache>(value.clone()).expect(name)),

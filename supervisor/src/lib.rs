@@ -16,7 +16,7 @@ mod calls;
 mod cgroup;
 mod command;
 mod error;
-pub mod host;
+pub use ipc_proto::host;
 mod memory;
 mod policy;
 mod run;
@@ -83,12 +83,7 @@ pub mod defaults {
     pub const CONFIG_ERROR_COOLDOWN: Duration = Duration::from_secs(300);
 }
 
-/// The worker's heap budget for a memory cap: 80% of it, leaving the rest for what the heap
-/// count does not see (stacks, allocator slack, page cache charged to a cgroup). The one place
-/// this share is computed for the gateway and supervisor.
-pub fn heap_budget(memory_max: u64) -> u64 {
-    memory_max / 10 * 8
-}
+pub use ipc_proto::host::heap_budget;
 
 /// How to run and watch the worker.
 #[derive(Debug, Clone)]

@@ -156,8 +156,14 @@ fn ws_connections(gateway: &Gateway) -> u64 {
     assert_eq!(code, 200);
     metrics
         .as_str()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("clawgate_ws_connections ")))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("clawgate_ws_connections ")
+                    .or_else(|| l.strip_prefix("clawgate_ws_connections{} "))
+            })
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
         .expect("clawgate_ws_connections")
 }
 
@@ -213,7 +219,7 @@ fn ping_floods_from_clients_that_never_read_are_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
-    let args = ["--token", TOKEN, "--ws-send-timeout", "2"];
+    let args = ["--token", TOKEN, "--ws-send-timeout", "2s"];
     let gateway = Arc::new(Gateway::start(dir.path(), &store, &args, &[]).with_token(TOKEN));
     gateway.ready_worker_pid();
     let pid = gateway.pid();

@@ -1078,7 +1078,7 @@ fn the_handshake_matches_openclaw_2026_9_6() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     demo(&store, 1, 2, 2);
-    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN, "--tick-interval", "2"], &[]);
+    let gateway = Gateway::start(dir.path(), &store, &["--token", TOKEN, "--tick-interval", "2s"], &[]);
     let origin = gateway.base.clone();
 
     // The challenge lists the optional features the server offers (none here).

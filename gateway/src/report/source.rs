@@ -144,12 +144,11 @@ pub struct StateDirSource {
 /// The rollup cache of reports over `state_dir`: one per store, so reports over two stores do
 /// not discard each other's (the worker starts over when its index belongs to another store).
 pub fn report_cache_dir(data_dir: &Path, state_dir: &Path) -> PathBuf {
+    use std::hash::Hasher as _;
     // FNV-1a: stable across builds, unlike `DefaultHasher`.
-    let hash = state_dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(state_dir.as_os_str().as_encoded_bytes());
+    let hash = hasher.finish();
     data_dir.join("report").join(format!("{hash:016x}"))
 }
 
@@ -271,4 +270,19 @@ impl StateDirSource {
 /// Whether stderr is a terminal: the progress bar and the waiting line go there only then.
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_store_has_its_own_stable_cache_dir() {
+        let data = Path::new("/data");
+        let a = report_cache_dir(data, Path::new("/home/a/.openclaw"));
+        assert_eq!(a, report_cache_dir(data, Path::new("/home/a/.openclaw")));
+        assert_ne!(a, report_cache_dir(data, Path::new("/home/b/.openclaw")));
+        // Pinned: a new hash would orphan every existing cache.
+        assert_eq!(report_cache_dir(data, Path::new("")), Path::new("/data/report/cbf29ce484222325"));
+    }
 }
