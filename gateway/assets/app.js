@@ -490,6 +490,7 @@
       else if (e.code === "TIMEOUT" && state.mode === "ws") link.drop("status timed out");
     }
     renderHealth();
+    renderBudgets();
     renderBanner();
     if (gen === statusGen && !state.authNeeded) statusTimer = setTimeout(pollStatus, document.hidden ? 15000 : 2000);
   }
@@ -583,6 +584,8 @@
   }
   function onEvent(name, payload) {
     if (name === "usage.updated") onUsageUpdated(payload || {});
+    // A budget threshold was crossed: show the new figures now rather than at the next poll.
+    else if (name === "usage.budget") pollStatus();
   }
   function onUsageUpdated(ev) {
     state.timeseries.clear();
@@ -1260,6 +1263,57 @@
     box.dataset.gatewayPid = String(g.pid || "");
   }
   const fmtLag = (v) => (typeof v === "number" && isFinite(v) ? v.toFixed(v < 10 ? 1 : 0) + " ms" : "—");
+
+  // ---------------------------------------------------------------- rendering: budgets
+  // One bar per configured budget (`status.budgets`, refreshed by the gateway from the worker):
+  // spend filled against the budget's mark, and for a month a tick at the month-end forecast.
+  // The bar spans the budget, or the spend once it is over (the mark then moves left); a
+  // forecast beyond that sits at the right end, dashed, its figure in the words beside it.
+  // Hidden when no budget is configured.
+  function renderBudgets() {
+    const box = $("#budgets");
+    const b = state.status && state.status.budgets;
+    const items = (b && b.items) || [];
+    box.hidden = items.length === 0;
+    if (!items.length) return box.replaceChildren();
+    const failed = b.error ? [h("p", { class: "muted", data: { field: "budget-error" }, text: `Last refresh failed: ${b.error}` })] : [];
+    box.replaceChildren(h("h2", { text: "Budgets" }), h("div", { class: "budget-list" }, ...items.map(budgetRow)), ...failed);
+  }
+  function budgetRow(it) {
+    const known = typeof it.spendUsd === "number" && isFinite(it.spendUsd);
+    const spend = known ? it.spendUsd : 0;
+    const budget = num(it.budgetUsd);
+    const forecast = typeof it.forecastUsd === "number" && isFinite(it.forecastUsd) ? it.forecastUsd : null;
+    const scale = Math.max(budget, spend) || 1;
+    const pct = (v) => Math.min(100, Math.max(0, (v / scale) * 100)).toFixed(2) + "%";
+    const level = it.level === "exceeded" ? "bad" : it.level === "warning" || it.forecastOver ? "warn" : "ok";
+    const who = it.agent === "all" ? "all agents" : it.agent;
+    const when = it.period === "month" ? "This month" : "Today";
+    const fill = h("span", { class: "fill" });
+    fill.style.width = pct(spend);
+    const mark = h("span", { class: "limit", title: `Budget ${fmtCost(budget)}` });
+    mark.style.left = pct(budget);
+    const tick = forecast === null ? null : h("span", { class: "forecast" + (forecast > scale ? " beyond" : ""), title: `Month-end forecast ${fmtCost(forecast)}` });
+    if (tick) tick.style.left = pct(forecast);
+    const bar = h(
+      "span",
+      { class: "budget-bar " + level, role: "meter", "aria-valuemin": "0", "aria-valuemax": String(budget), "aria-valuenow": String(spend), "aria-label": `${when}, ${who}: spend against the budget` },
+      fill,
+      mark,
+      tick,
+    );
+    const words = known
+      ? `${fmtCost(spend)} of ${fmtCost(budget)} (${Math.round(num(it.ratio) * 100)}%)` + (forecast === null ? "" : ` · forecast ${fmtCost(forecast)} by month end`)
+      : `${fmtCost(budget)} · spend not known yet`;
+    const verdict = it.level === "exceeded" ? "over budget" : it.level === "warning" ? "over 80%" : it.forecastOver ? "forecast over" : "within";
+    return h(
+      "div",
+      { class: "budget", data: { period: it.period || "", agent: it.agent || "", budget: String(budget), spend: known ? String(spend) : "", forecast: forecast === null ? "" : String(forecast), level: it.level || "" } },
+      h("span", { class: "budget-name", text: `${when} · ${who}` }),
+      bar,
+      h("span", { class: "budget-figures" }, words, " ", badge(verdict, level, "budget-level")),
+    );
+  }
 
   // ---------------------------------------------------------------- agents and controls
   function renderAgents() {
