@@ -34,7 +34,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use ipc_proto::{AgentScope, AnswerMeta, CacheState, JobStats, UsageQuery, UsageReply};
+use ipc_proto::{AgentScope, AnswerMeta, CacheState, JobStats, SortKey, UsageQuery, UsageReply};
 use serde_json::json;
 use supervisor::SupervisorHandle;
 use tokio::sync::{broadcast, watch};
@@ -771,6 +771,22 @@ pub fn query_json(query: &UsageQuery) -> serde_json::Value {
     }
     if let Some(limit) = query.limit {
         q["limit"] = json!(limit);
+    }
+    // The paging params, as a client sends them, so it can tell its own page's event exactly.
+    if let Some(offset) = query.offset {
+        q["offset"] = json!(offset);
+    }
+    if let Some(sort) = &query.sort {
+        q["sortBy"] = json!(match sort.key {
+            SortKey::Cost => "cost",
+            SortKey::Tokens => "tokens",
+            SortKey::Messages => "messages",
+            SortKey::UpdatedAt => "updatedAt",
+        });
+        q["sortDir"] = json!(if sort.descending { "desc" } else { "asc" });
+    }
+    if let Some(search) = &query.search {
+        q["search"] = json!(search);
     }
     q
 }
