@@ -217,7 +217,7 @@ function noisyNumbers(text) {
 async function checkTablePage(page, label) {
   const table = await tableState(page);
   const same = await api("sessions.usage", table.query);
-  return check(`${label}: the table is the API's page (${table.query.sortBy} ${table.query.sortDir}, offset ${table.query.offset})`, (table.keys.length > 0 || table.total === 0) && JSON.stringify(same.sessions.map((s) => s.key)) === JSON.stringify(table.keys) && same.page.total === table.total, { page: table.keys.slice(0, 3), api: same.sessions.slice(0, 3).map((s) => s.key), total: [table.total, same.page.total] });
+  return check(`${label}: the table is the API's page (${table.query.sortBy} ${table.query.sortDir}, offset ${table.query.offset})`, (table.keys.length > 0 || table.total === 0) && JSON.stringify(same.sessions.map((s) => s.key)) === JSON.stringify(table.keys) && same.page?.total === table.total, { query: table.query, page: table.keys.slice(0, 3), api: same.sessions.slice(0, 3).map((s) => s.key), total: [table.total, same.page?.total] });
 }
 async function bannerKinds(page) {
   return page.$eval("#banner", (b) => (b.hidden ? [] : (b.dataset.kinds || "").split(" ").filter(Boolean)));

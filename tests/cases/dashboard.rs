@@ -25,7 +25,7 @@ use nix::{
 };
 use serde_json::{Value, json};
 
-use crate::skeleton::{all_usage, demo};
+use crate::skeleton::{all_usage, demo, demo_with};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -429,8 +429,10 @@ fn dashboard_first_render_with_1656_sessions_is_under_a_second() {
     let _lock = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
-    // The seed's shape (9 agents x 184 sessions = 1,656) with few turns, to generate quickly.
-    let manifest = demo(&store, 9, 184, 3);
+    // The seed's shape (9 agents x 184 sessions = 1,656) with few turns, to generate quickly;
+    // 25 days, so that every session's last activity (its transcript's mtime) falls in the
+    // default 30-day view and the page's checks see more than 1,000 sessions there.
+    let manifest = demo_with(&store, 9, 184, 3, 7, &["--days", "25"]);
     assert_eq!(manifest["sessions"], 1656, "{manifest}");
     // A short refresh interval makes the push after appended usage quick.
     let gateway = Gateway::start(dir.path(), &store, &["--refresh-interval", "1s"], &[]);
