@@ -9,6 +9,7 @@ import { renderBanner, renderBusy } from "./banner.js";
 import { renderCards } from "./cards.js";
 import { renderAgents } from "./controls.js";
 import { loadTimeseries, refreshDetail } from "./detail.js";
+import { renderBudgets } from "./budgets.js";
 import { renderHealth, workerUp } from "./health.js";
 import { call, link } from "./protocol.js";
 import { renderAll } from "./render.js";
@@ -35,6 +36,7 @@ export async function pollStatus() {
     else if (e.code === "TIMEOUT" && state.mode === "ws") link.drop("status timed out");
   }
   renderHealth();
+  renderBudgets();
   renderBanner();
   if (gen === statusGen && !state.authNeeded) statusTimer = setTimeout(pollStatus, document.hidden ? 15000 : 2000);
 }
@@ -168,6 +170,8 @@ function markFirst() {
 // ---------------------------------------------------------------- push
 export function onEvent(name, payload) {
   if (name === "usage.updated") onUsageUpdated(payload || {});
+  // A budget threshold was crossed: show the new figures now rather than at the next poll.
+  else if (name === "usage.budget") pollStatus();
 }
 function onUsageUpdated(ev) {
   state.timeseries.clear();

@@ -4,7 +4,7 @@
 //
 // Modules by concern: protocol (the wire), connection (its life), api (status and usage calls,
 // push, snapshot), state and view (what is selected and shown), one module per panel (cards,
-// chart, breakdowns, health, table, detail, banner), exports, and this file, which wires the
+// chart, breakdowns, health, budgets, table, detail, banner), exports, and this file, which wires the
 // controls and starts.
 //
 // Data flow: connect (token from localStorage or the token dialog) -> `status` every 2 s for the

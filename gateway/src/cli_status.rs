@@ -245,6 +245,8 @@ pub struct Report {
     /// Shield mode: the OpenClaw gateway behind this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::relay::probe::UpstreamStatus>,
+    pub agents: Option<crate::agents::AgentsView>,
+    pub budgets: Option<crate::budget::BudgetStatus>,
     pub probes: BTreeMap<String, Probe>,
     /// `systemctl show` fields by unit (`--deep`), as systemd reports them.
     pub systemd: Option<Value>,
@@ -254,11 +256,13 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+/// A blocking HTTP client that returns error statuses as values and never waits past `timeout`.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
 }
 
-fn describe(error: &ureq::Error) -> String {
+/// A transport error in the words `status` and `report` print.
+pub(crate) fn describe(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -561,6 +565,10 @@ fn verdict(
             if status.upstream.as_ref().is_some_and(|u| !u.reachable) {
                 reasons.push("upstream unreachable".into());
             }
+            // A wrong or empty state dir answers $0.00 without an error: not ok.
+            if let Some(warning) = status.agents.as_ref().and_then(|a| a.warning.clone()) {
+                reasons.push(warning);
+            }
             if opts.deep {
                 for (name, probe) in &probes {
                     if !probe.ok {
@@ -597,6 +605,8 @@ fn verdict(
         report.stores = s.stores;
         report.websocket = Some(s.websocket);
         report.upstream = s.upstream;
+        report.agents = s.agents;
+        report.budgets = s.budgets;
     }
     report
 }
@@ -766,6 +776,28 @@ pub fn render(report: &Report, colour: bool) -> String {
             j.waiters
         ));
     }
+    if let Some(agents) = &report.agents {
+        match &agents.warning {
+            Some(warning) => out.push_str(&format!("Agents    {}\n", paint("33", warning))),
+            None => {
+                let more = agents.count.saturating_sub(agents.ids.len() as u64);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                out.push_str(&format!(
+                    "Agents    {} in the state dir: {}{more}\n",
+                    agents.count,
+                    agents.ids.join(", ")
+                ));
+            }
+        }
+    }
+    if let Some(budgets) = &report.budgets {
+        for line in &budgets.items {
+            out.push_str(&format!("Budget    {}\n", budget_line(line, &paint)));
+        }
+        if let Some(error) = &budgets.error {
+            out.push_str(&format!("          {}\n", paint("33", &format!("last refresh failed: {error}"))));
+        }
+    }
     if let Some(st) = &report.stores {
         out.push_str(&format!(
             "Stores    {} agents, {} files ({} scope); last job parsed {} files, {} bytes, skipped {} lines\n",
@@ -797,6 +829,38 @@ pub fn render(report: &Report, colour: bool) -> String {
         }
     }
     out
+}
+
+/// `month, all agents: $12.30 of $500.00 (2%), forecast $80.10 · ok`.
+fn budget_line(line: &crate::budget::Line, paint: &dyn Fn(&str, &str) -> String) -> String {
+    use crate::budget::Level;
+    let money = crate::report::render::dollars;
+    let period = line.period.map_or("?", crate::budget::Period::as_str);
+    let who = if line.agent == "all" { "all agents".to_owned() } else { format!("agent {}", line.agent) };
+    let Some(spend) = line.spend_usd else {
+        return format!(
+            "{period} {}, {who}: {} (spend not known yet)",
+            line.period_key,
+            money(line.budget_usd)
+        );
+    };
+    let mut text = format!(
+        "{period} {}, {who}: {} of {} ({:.0}%)",
+        line.period_key,
+        money(spend),
+        money(line.budget_usd),
+        line.ratio.unwrap_or(0.0) * 100.0
+    );
+    if let Some(forecast) = line.forecast_usd {
+        text.push_str(&format!(", forecast {} by month end", money(forecast)));
+    }
+    let (code, verdict) = match line.level {
+        Level::Exceeded => ("31", "EXCEEDED"),
+        Level::Warning => ("33", "over 80%"),
+        Level::Ok if line.forecast_over => ("33", "forecast over budget"),
+        Level::Ok => ("32", "ok"),
+    };
+    format!("{text} · {}", paint(code, verdict))
 }
 
 fn compact(v: &Value) -> String {

@@ -41,6 +41,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// API tuning: job queue, refresher, WebSocket tick (see `cache.rs` and `ws.rs`).
     pub api: ApiTuning,
+    /// Cost budgets (`--budget`, `--budget-tz`); empty: none.
+    pub budgets: crate::budget::BudgetConfig,
+    /// How often the state dir's agents are listed (`agents`).
+    pub state_check_interval: Duration,
     /// The runtime for bulk I/O: WebSocket connections and the supervisor, which reads the
     /// worker's answers (`None`: the one `serve` runs on). Reading an 8 MB answer off the worker
     /// socket or sending it to 20 dashboards keeps a thread busy for milliseconds at a time; on
@@ -48,6 +52,10 @@ pub struct Config {
     /// idle enough for the kernel to run it the moment a request arrives.
     pub bulk_runtime: Option<tokio::runtime::Handle>,
 }
+
+/// The default of the hidden `--state-check-interval`: how soon a state dir that gains or loses
+/// its agents is noticed.
+pub const DEFAULT_STATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default of `--request-timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

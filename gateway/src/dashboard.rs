@@ -46,7 +46,7 @@ macro_rules! module {
 }
 
 /// Every file under `/assets/`: the styles and the page's ES modules (see app.js for who does what).
-static ASSETS: [Asset; 20] = [
+static ASSETS: [Asset; 21] = [
     Asset {
         name: "style.css",
         content_type: "text/css; charset=utf-8",
@@ -56,6 +56,7 @@ static ASSETS: [Asset; 20] = [
     module!("api"),
     module!("banner"),
     module!("breakdowns"),
+    module!("budgets"),
     module!("cards"),
     module!("chart"),
     module!("connection"),

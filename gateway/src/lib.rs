@@ -5,8 +5,10 @@
 //! come from the worker over ipc-proto as ready-made JSON; health is answered from this process
 //! alone, whatever the worker is doing.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod cli_status;
 pub mod config;
@@ -20,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod params;
 pub mod relay;
+pub mod report;
 pub mod sched;
 pub mod status;
 pub mod systemd;
@@ -56,6 +59,10 @@ pub struct AppState {
     pub conns: Arc<conns::ConnLimit>,
     /// Shield mode: the OpenClaw gateway behind clawgate (`relay`); `None` otherwise.
     pub relay: Option<Arc<relay::Relay>>,
+    /// Cost budgets and their spend, when any is configured (`budget`).
+    pub budgets: Option<Arc<budget::Budgets>>,
+    /// The agents of the state dir, looked at every few seconds (`agents`).
+    pub agents: Arc<agents::AgentsWatch>,
 }
 
 impl AppState {
@@ -77,6 +84,16 @@ impl AppState {
         };
         let cache = cache::UsageCache::new(supervisor.clone(), tuning);
         cache.spawn_refresher();
+        let budgets = (!config.budgets.is_empty()).then(|| {
+            let budgets = budget::Budgets::new(config.budgets.clone());
+            budgets.spawn(Arc::clone(&cache), config.budgets.interval);
+            budgets
+        });
+        let agents = agents::AgentsWatch::new(config.state_dir.clone());
+        agents.spawn(
+            config.state_check_interval,
+            config.budgets.budgets.iter().filter_map(|b| b.agent.clone()).collect(),
+        );
         let worker = supervisor.clone();
         let lag = lag::LagMonitor::spawn(Box::new(move || {
             let status = worker.status();
@@ -106,6 +123,8 @@ impl AppState {
             auth,
             conns,
             relay,
+            budgets,
+            agents,
         })
     }
 

@@ -38,6 +38,11 @@ pub struct Status {
     /// Shield mode: the OpenClaw gateway behind clawgate (`relay::probe`); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::relay::probe::UpstreamStatus>,
+    /// The agents of the state dir as the gateway lists them, with a warning when there are
+    /// none; `None` before the first look.
+    pub agents: Option<crate::agents::AgentsView>,
+    /// Cost budgets, spend and forecast; `None` when no budget is configured.
+    pub budgets: Option<crate::budget::BudgetStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -402,6 +407,8 @@ pub fn build(state: &AppState) -> Status {
         stores: section("stores", state.cache.stores_json()),
         websocket: section("websocket", state.websocket_status_json()),
         upstream: state.relay.as_ref().map(|relay| relay.status()),
+        agents: state.agents.view(),
+        budgets: state.budgets.as_ref().map(|b| b.status()),
     }
 }
 
@@ -426,6 +433,8 @@ mod tests {
             worker: worker.clone(),
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             api: crate::config::ApiTuning::default(),
+            budgets: crate::budget::BudgetConfig::default(),
+            state_check_interval: crate::config::DEFAULT_STATE_CHECK_INTERVAL,
             bulk_runtime: None,
         };
         AppState::new(config, supervisor::start(worker), crate::conns::ConnLimit::new(16)).expect("state")

@@ -158,6 +158,8 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Worker deaths per query key, with the time of the last one.
     deaths: Mutex<HashMap<u64, (u32, Instant)>>,
+    /// The latest `Progress` frame of any job (see [`SupervisorHandle::progress`]).
+    progress: watch::Sender<Option<ipc_proto::Progress>>,
 }
 
 /// A cheap, cloneable handle to a running supervisor.
@@ -183,6 +185,7 @@ pub fn start(config: Config) -> SupervisorHandle {
         next_id: AtomicU64::new(1),
         shutdown,
         deaths: Mutex::new(HashMap::new()),
+        progress: watch::channel(None).0,
     });
     let task = tokio::spawn(run::supervise(config, Arc::clone(&shared), shutdown_rx));
     SupervisorHandle { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -284,6 +287,13 @@ impl SupervisorHandle {
     /// those.
     pub fn watch(&self) -> watch::Receiver<WorkerStatus> {
         self.shared.status.subscribe()
+    }
+
+    /// The latest progress any job reported (files read of those listed so far, bytes parsed):
+    /// what `clawgate report` draws its progress bar from during a cold read. Jobs are not told
+    /// apart, so it is meaningful to a caller that runs one job at a time.
+    pub fn progress(&self) -> watch::Receiver<Option<ipc_proto::Progress>> {
+        self.shared.progress.subscribe()
     }
 
     /// Asks the worker to finish, kills it after a grace period, reaps it, and stops supervising.

@@ -2,7 +2,7 @@
 // playwright-core; no browser download). Driven by tests/cases/dashboard.rs, which starts the real
 // gateway, runs this script with a deadline and performs the process actions it asks for.
 //
-//   node dashboard.mjs --base http://127.0.0.1:PORT --scenario main|token|remote|perf|traps|empty
+//   node dashboard.mjs --base http://127.0.0.1:PORT --scenario main|token|remote|perf|traps|empty|budget
 //                      --artifacts DIR [--token T] [--tz Asia/Kolkata]
 //
 // Output: one JSON object per line on stdout:
@@ -217,7 +217,7 @@ function noisyNumbers(text) {
 async function checkTablePage(page, label) {
   const table = await tableState(page);
   const same = await api("sessions.usage", table.query);
-  return check(`${label}: the table is the API's page (${table.query.sortBy} ${table.query.sortDir}, offset ${table.query.offset})`, (table.keys.length > 0 || table.total === 0) && JSON.stringify(same.sessions.map((s) => s.key)) === JSON.stringify(table.keys) && same.page.total === table.total, { page: table.keys.slice(0, 3), api: same.sessions.slice(0, 3).map((s) => s.key), total: [table.total, same.page.total] });
+  return check(`${label}: the table is the API's page (${table.query.sortBy} ${table.query.sortDir}, offset ${table.query.offset})`, (table.keys.length > 0 || table.total === 0) && JSON.stringify(same.sessions.map((s) => s.key)) === JSON.stringify(table.keys) && same.page?.total === table.total, { query: table.query, page: table.keys.slice(0, 3), api: same.sessions.slice(0, 3).map((s) => s.key), total: [table.total, same.page?.total] });
 }
 async function bannerKinds(page) {
   return page.$eval("#banner", (b) => (b.hidden ? [] : (b.dataset.kinds || "").split(" ").filter(Boolean)));
@@ -730,6 +730,57 @@ async function scenarioEmpty(browser) {
   check("no script errors in the page", errors.length === 0, errors);
 }
 
+async function scenarioBudget(browser) {
+  // The gateway runs with a monthly budget it has spent over 80% of and an agent's daily one
+  // (tests/cases/dashboard.rs): one bar each, the same figures as /api/v1/status.
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  await page.goto(base + "/");
+  await page.waitForFunction(() => document.querySelectorAll("#budgets:not([hidden]) .budget[data-spend]:not([data-spend=''])").length >= 2, null, { timeout: 30000, polling: 100 });
+  const st = await status();
+  const items = (st.budgets && st.budgets.items) || [];
+  const shown = await page.$$eval("#budgets .budget", (rows) =>
+    rows.map((r) => ({
+      period: r.dataset.period,
+      agent: r.dataset.agent,
+      budget: Number(r.dataset.budget),
+      spend: Number(r.dataset.spend),
+      forecast: r.dataset.forecast === "" ? null : Number(r.dataset.forecast),
+      level: r.dataset.level,
+      fill: parseFloat(r.querySelector(".fill").style.width),
+      limit: parseFloat(r.querySelector(".limit").style.left),
+      tick: r.querySelector(".forecast") ? parseFloat(r.querySelector(".forecast").style.left) : null,
+      text: r.textContent,
+    })),
+  );
+  check("one bar per budget", shown.length === items.length && items.length === 2, { shown, items });
+  for (const it of items) {
+    const row = shown.find((r) => r.period === it.period && r.agent === it.agent);
+    const name = `${it.period} budget of ${it.agent}`;
+    if (!check(`${name}: shown`, !!row, shown)) continue;
+    check(`${name}: budget and spend as status says`, row.budget === it.budgetUsd && sameMoney(row.spend, it.spendUsd), { row, it });
+    check(`${name}: level as status says`, row.level === it.level, { row, it });
+    const money = (v) => "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    check(`${name}: figures in words`, row.text.includes(`${money(it.spendUsd)} of ${money(it.budgetUsd)}`), row.text);
+    const scale = Math.max(it.budgetUsd, it.spendUsd);
+    check(`${name}: the bar is filled to the spend`, Math.abs(row.fill - Math.min(100, (100 * it.spendUsd) / scale)) < 0.5, { row, scale });
+    check(`${name}: the budget mark`, Math.abs(row.limit - (100 * it.budgetUsd) / scale) < 0.5, { row, scale });
+    if (it.period === "month") {
+      // The forecast moves a little with time between the two readings of status.
+      const at = Math.min(100, (100 * it.forecastUsd) / scale);
+      check(`${name}: a month-end forecast tick and figure`, row.tick !== null && Math.abs(row.tick - at) < 1 && Math.abs(row.forecast - it.forecastUsd) <= 0.01 * it.forecastUsd && row.text.includes("forecast $"), { row, at });
+    } else {
+      check(`${name}: no forecast for a day`, row.tick === null && row.forecast === null, row);
+    }
+  }
+  check("nothing but bars and figures in the section", !/null|undefined|NaN/.test(await page.textContent("#budgets")), await page.textContent("#budgets"));
+  const month = shown.find((r) => r.period === "month");
+  check("a monthly budget over 80% is marked so", month && month.level === "warning" && month.text.includes("over 80%"), month);
+  await shot(page, "dashboard-budgets.png");
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
 // ------------------------------------------------------------------ main
 const deadline = setTimeout(() => {
   check("scenario finished within its deadline", false, scenario);
@@ -739,7 +790,7 @@ const deadline = setTimeout(() => {
 let browser;
 try {
   browser = await launch();
-  const run = { main: scenarioMain, token: scenarioToken, remote: scenarioRemote, perf: scenarioPerf, traps: scenarioTraps, empty: scenarioEmpty, "not-openclaw": scenarioEmpty }[scenario];
+  const run = { main: scenarioMain, token: scenarioToken, remote: scenarioRemote, perf: scenarioPerf, traps: scenarioTraps, empty: scenarioEmpty, "not-openclaw": scenarioEmpty, budget: scenarioBudget }[scenario];
   if (!run) throw new Error("unknown scenario " + scenario);
   await run(browser);
 } catch (e) {

@@ -25,7 +25,7 @@ use nix::{
 };
 use serde_json::{Value, json};
 
-use crate::skeleton::{all_usage, demo};
+use crate::skeleton::{all_usage, demo, demo_with};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -333,6 +333,60 @@ fn dashboard_asks_for_a_token_and_remembers_it() {
     report.assert_passed("token");
 }
 
+/// Budgets on the dashboard: a bar per budget with the spend, the budget's mark and, for a month,
+/// the month-end forecast, as `/api/v1/status` has them.
+#[test]
+fn dashboard_shows_each_budget_as_a_bar_with_the_forecast() {
+    require_browser_tools();
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 2, 3, 3);
+    // A message costing $2 now, so the month has spend even in its first minutes.
+    let now = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.000Z"]).output().expect("date").stdout;
+    let line = crate::skeleton::assistant_line(String::from_utf8_lossy(&now).trim(), 10, 20, 2.0, 8);
+    let transcript = std::fs::read_dir(store.join("agents/main/sessions"))
+        .expect("sessions dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a transcript");
+    writeln!(std::fs::OpenOptions::new().append(true).open(transcript).expect("open"), "{line}")
+        .expect("append");
+    // The month's spend so far, to set a monthly budget it has spent 85% of.
+    let probe = Gateway::start(dir.path(), &store, &[], &[]);
+    probe.ready_worker_pid();
+    let usage = probe.call_ok("usage.cost", &json!({"agentScope": "all", "range": "all", "timeZone": "UTC"}));
+    drop(probe);
+    let daily = usage["daily"].as_array().expect("daily");
+    let today = daily.last().expect("today")["date"].as_str().expect("date").to_owned();
+    let month: f64 = daily
+        .iter()
+        .filter(|d| d["date"].as_str().is_some_and(|d| d[..7] == today[..7]))
+        .map(|d| d["totalCost"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(month >= 2.0, "{usage}");
+    let month_budget = month / 0.85;
+    let args = [
+        "--budget".to_owned(),
+        format!("month={month_budget}"),
+        "--budget".to_owned(),
+        "main:day=1000".to_owned(),
+        "--budget-interval".to_owned(),
+        "500ms".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(dir.path(), &store, &args, &[]);
+    let report = run_browser(
+        "budget",
+        &gateway.base,
+        &[],
+        Duration::from_secs(120),
+        |action, _| json!({"ok": false, "error": format!("unexpected action {action}")}),
+    );
+    report.assert_passed("budget");
+}
+
 /// A non-loopback IPv4 address of this machine (the source address of its default route).
 fn non_loopback_ip() -> std::net::IpAddr {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("UDP socket");
@@ -375,8 +429,10 @@ fn dashboard_first_render_with_1656_sessions_is_under_a_second() {
     let _lock = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
-    // The seed's shape (9 agents x 184 sessions = 1,656) with few turns, to generate quickly.
-    let manifest = demo(&store, 9, 184, 3);
+    // The seed's shape (9 agents x 184 sessions = 1,656) with few turns, to generate quickly;
+    // 25 days, so that every session's last activity (its transcript's mtime) falls in the
+    // default 30-day view and the page's checks see more than 1,000 sessions there.
+    let manifest = demo_with(&store, 9, 184, 3, 7, &["--days", "25"]);
     assert_eq!(manifest["sessions"], 1656, "{manifest}");
     // A short refresh interval makes the push after appended usage quick.
     let gateway = Gateway::start(dir.path(), &store, &["--refresh-interval", "1s"], &[]);

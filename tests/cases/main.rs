@@ -4,6 +4,7 @@ mod dashboard;
 mod hostile;
 mod packaging;
 mod proof;
+mod report;
 mod shield;
 mod skeleton;
 mod sqlite;
