@@ -286,7 +286,9 @@ do_install() {
     [ -f "$doc" ] && put_file 0644 "$doc" "$doc_dir/ops/$(basename "$doc")" && n_docs=$((n_docs + 1))
   done
   put_file 0644 "$here/clawgate.env" "$doc_dir/clawgate.env.example"
-  say installed "$doc_dir/" "$n_docs pages in ops/, clawgate.env.example"
+  # Shield mode's drop-in, to copy into clawgate.service.d/ (docs/ops/shield.md).
+  put_file 0644 "$here/systemd/clawgate-shield.conf" "$doc_dir/clawgate-shield.conf"
+  say installed "$doc_dir/" "$n_docs pages in ops/, clawgate.env.example, clawgate-shield.conf"
   # For the Prometheus and Grafana that watch this host (docs/ops/fleet.md, docs/ops/alerts.md).
   put_file 0644 "$here/prometheus/clawgate.rules.yml" "$share_dir/prometheus/clawgate.rules.yml"
   say installed "$share_dir/prometheus/clawgate.rules.yml"

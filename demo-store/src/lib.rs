@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use append::append_turn;
 pub use catalog::{MODELS, ModelInfo, find_model};
 pub use clock::iso;
+pub use rng::Rng;
 pub use store::{generate, generate_or_reuse, read_manifest};
 
 /// File name of the manifest written at the root of a generated store.

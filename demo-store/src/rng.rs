@@ -1,15 +1,17 @@
-//! Small seeded PRNG (SplitMix64) and the random identifiers built from it.
+//! Small seeded PRNG (SplitMix64) and the random identifiers built from it: the one generator of
+//! the workspace (the proof harness and the worker's tests use it too).
 //!
 //! The generator must be byte-for-byte deterministic for a given spec, on any machine, so it uses
-//! its own tiny PRNG instead of the `rand` crate (whose streams may change between versions) and
-//! only integer or basic IEEE float arithmetic (no `ln`/`exp`, whose results vary across libms).
+//! its own tiny PRNG instead of the `rand` crate (whose streams may change between versions; a
+//! demo store's manifest pins its totals) and only integer or basic IEEE float arithmetic (no
+//! `ln`/`exp`, whose results vary across libms).
 
 /// SplitMix64: fast, statistically decent, and trivially reproducible.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
@@ -25,7 +27,7 @@ impl Rng {
         state
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -34,26 +36,27 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (0 when `n == 0`), without modulo bias worth caring about.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
     /// Uniform in `lo..=hi`.
-    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         debug_assert!(lo <= hi);
         lo + self.below(hi - lo + 1)
     }
 
     /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 
-    pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len() as u64) as usize]
     }
 
@@ -70,18 +73,13 @@ impl Rng {
         weights.len() - 1
     }
 
-    /// A random UUID v4 string, like the ids OpenClaw gives sessions.
+    /// A random UUID v4 string, like the ids OpenClaw gives sessions (seeded, so not
+    /// `Uuid::new_v4`).
     pub(crate) fn uuid_v4(&mut self) -> String {
-        let hi = (self.next_u64() & 0xffff_ffff_ffff_0fff) | 0x4000;
-        let lo = (self.next_u64() & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        )
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_u64().to_be_bytes());
+        bytes[8..].copy_from_slice(&self.next_u64().to_be_bytes());
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
     }
 
     /// First 8 hex digits of a random UUID: the entry-id format of pi transcripts.
@@ -108,9 +106,13 @@ mod tests {
         assert_ne!(x.next_u64(), y.next_u64());
     }
 
+    const PINNED_UUID: &str = "910a2dec-8902-4cc1-beeb-8da1658eec67";
+
     #[test]
     fn uuid_is_v4_shaped() {
         let id = Rng::new(1).uuid_v4();
+        // Pinned: demo stores keep their session ids across versions.
+        assert_eq!(id, PINNED_UUID);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));

@@ -33,14 +33,25 @@ pub async fn healthz() -> Response {
 /// or authorised callers learn what is failing; others get `{"ready": bool}`.
 pub async fn readyz(State(state): State<AppState>, caller: Option<Extension<Caller>>) -> Response {
     let status = state.supervisor.status();
-    let ready = status.phase == Phase::Ready;
-    let failing: Vec<&str> = if ready { vec![] } else { vec!["usage-worker"] };
+    let worker_ready = status.phase == Phase::Ready;
+    // Shield mode: the front door is ready only when the OpenClaw gateway behind it answers.
+    let upstream = state.relay.as_ref().map(|relay| relay.readiness());
+    let upstream_ready = upstream.as_ref().is_none_or(|(ready, _)| *ready);
+    let ready = worker_ready && upstream_ready;
+    let failing: Vec<&str> =
+        [(!worker_ready).then_some("usage-worker"), (!upstream_ready).then_some("upstream")]
+            .into_iter()
+            .flatten()
+            .collect();
     let detailed = caller.is_some_and(|Extension(c)| c.authorized || c.loopback);
-    let body = if detailed {
+    let mut body = if detailed {
         json!({"ready": ready, "failing": failing, "uptimeMs": state.uptime_ms()})
     } else {
         json!({"ready": ready})
     };
+    if let (true, Some((_, upstream))) = (detailed, upstream) {
+        body["upstream"] = upstream;
+    }
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }

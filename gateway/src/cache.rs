@@ -34,7 +34,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use ipc_proto::{AgentScope, AnswerMeta, CacheState, JobStats, UsageQuery, UsageReply};
+use ipc_proto::{AgentScope, AnswerMeta, CacheState, JobStats, SortKey, UsageQuery, UsageReply};
 use serde_json::json;
 use supervisor::SupervisorHandle;
 use tokio::sync::{broadcast, watch};
@@ -169,10 +169,13 @@ impl Served {
     }
 }
 
-/// A `usage.updated` event, payload rendered once for every client.
+/// An event for every WebSocket client, payload rendered once: `usage.updated`, or another
+/// usage event sent through [`UsageCache::broadcast`] (`usage.budget`).
 #[derive(Debug, Clone)]
 pub struct UsageUpdated {
-    /// `{ts, method, query:{...}, version, bytes}` as JSON text.
+    /// The event name.
+    pub event: &'static str,
+    /// For `usage.updated`: `{ts, method, query:{...}, version, bytes}` as JSON text.
     pub payload_json: Arc<str>,
 }
 
@@ -564,9 +567,19 @@ impl UsageCache {
             "version": answer.version,
             "bytes": answer.len(),
         });
-        if self.events.send(UsageUpdated { payload_json: payload.to_string().into() }).is_ok() {
+        if self
+            .events
+            .send(UsageUpdated { event: "usage.updated", payload_json: payload.to_string().into() })
+            .is_ok()
+        {
             self.counters.events_sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sends `event` with `payload_json` to every WebSocket client allowed to read usage;
+    /// `false` when none is connected.
+    pub fn broadcast(&self, event: &'static str, payload_json: String) -> bool {
+        self.events.send(UsageUpdated { event, payload_json: payload_json.into() }).is_ok()
     }
 
     /// Drops idle entries, in [`eviction_victim`]'s order, while over the entry or byte bound.
@@ -758,6 +771,22 @@ pub fn query_json(query: &UsageQuery) -> serde_json::Value {
     }
     if let Some(limit) = query.limit {
         q["limit"] = json!(limit);
+    }
+    // The paging params, as a client sends them, so it can tell its own page's event exactly.
+    if let Some(offset) = query.offset {
+        q["offset"] = json!(offset);
+    }
+    if let Some(sort) = &query.sort {
+        q["sortBy"] = json!(match sort.key {
+            SortKey::Cost => "cost",
+            SortKey::Tokens => "tokens",
+            SortKey::Messages => "messages",
+            SortKey::UpdatedAt => "updatedAt",
+        });
+        q["sortDir"] = json!(if sort.descending { "desc" } else { "asc" });
+    }
+    if let Some(search) = &query.search {
+        q["search"] = json!(search);
     }
     q
 }

@@ -242,6 +242,11 @@ pub struct Report {
     pub jobs: Option<status::Jobs>,
     pub stores: Option<status::Stores>,
     pub websocket: Option<status::Websocket>,
+    /// Shield mode: the OpenClaw gateway behind this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::relay::probe::UpstreamStatus>,
+    pub agents: Option<crate::agents::AgentsView>,
+    pub budgets: Option<crate::budget::BudgetStatus>,
     pub probes: BTreeMap<String, Probe>,
     /// `systemctl show` fields by unit (`--deep`), as systemd reports them.
     pub systemd: Option<Value>,
@@ -251,11 +256,13 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+/// A blocking HTTP client that returns error statuses as values and never waits past `timeout`.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
 }
 
-fn describe(error: &ureq::Error) -> String {
+/// A transport error in the words `status` and `report` print.
+pub(crate) fn describe(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -506,6 +513,14 @@ pub fn collect(opts: &Options) -> Report {
         if let Some(path) = status.as_ref().and_then(|s| s.worker.socket.clone()) {
             run("socket", &mut |_| socket_check(&path));
         }
+        // Shield mode: the upstream's liveness probe from here too, beside the gateway's view.
+        if let Some(upstream) = status.as_ref().and_then(|s| s.upstream.as_ref()) {
+            let url = upstream.url.replacen("ws://", "http://", 1);
+            run("upstream", &mut |t| {
+                let direct = Options { url: url.clone(), token: None, ..opts.clone() };
+                get_json(&direct, "/healthz", t)
+            });
+        }
     }
     let systemd = if opts.deep { clock.budget().map(systemd_units) } else { None };
     // The status document is the report's own sections; no need to carry it twice.
@@ -547,6 +562,13 @@ fn verdict(
             if status.event_loop.degraded {
                 reasons.push("runtime lag".into());
             }
+            if status.upstream.as_ref().is_some_and(|u| !u.reachable) {
+                reasons.push("upstream unreachable".into());
+            }
+            // A wrong or empty state dir answers $0.00 without an error: not ok.
+            if let Some(warning) = status.agents.as_ref().and_then(|a| a.warning.clone()) {
+                reasons.push(warning);
+            }
             if opts.deep {
                 for (name, probe) in &probes {
                     if !probe.ok {
@@ -582,6 +604,9 @@ fn verdict(
         report.jobs = Some(s.jobs);
         report.stores = s.stores;
         report.websocket = Some(s.websocket);
+        report.upstream = s.upstream;
+        report.agents = s.agents;
+        report.budgets = s.budgets;
     }
     report
 }
@@ -696,6 +721,36 @@ pub fn render(report: &Report, colour: bool) -> String {
             ));
         }
     }
+    if let Some(u) = &report.upstream {
+        let relay = &u.relay;
+        let answered: u64 = relay.answered.values().sum();
+        let version = u.version.as_deref().map(|v| format!("OpenClaw {v}, ")).unwrap_or_default();
+        if u.reachable {
+            out.push_str(&format!(
+                "Upstream  {} {} ({} ms), {version}its readiness {}\n",
+                u.url,
+                ok(true, "reachable"),
+                na(u.latency_ms),
+                match u.ready {
+                    Some(true) => "ok".to_owned(),
+                    Some(false) => format!("failing: {}", u.failing.join(", ")),
+                    None => "n/a".to_owned(),
+                }
+            ));
+        } else {
+            out.push_str(&format!(
+                "Upstream  {}: {} for {} ({}); usage keeps answering over HTTP\n",
+                u.url,
+                ok(false, "unreachable"),
+                u.for_ms.map(human_age).unwrap_or_else(|| "n/a".into()),
+                u.error.as_deref().unwrap_or("not probed yet")
+            ));
+        }
+        out.push_str(&format!(
+            "          relayed {} WebSockets ({} open, {} closed for an upstream restart), {} HTTP requests ({} failed); usage calls answered here {answered}, refused {}\n",
+            relay.ws_connections, relay.ws_open, relay.ws_upstream_lost, relay.http_requests, relay.http_failures, relay.forbidden
+        ));
+    }
     if let Some(c) = &report.cache {
         let lookup = |k: &str| na(c.lookups.get(k));
         out.push_str(&format!(
@@ -720,6 +775,28 @@ pub fn render(report: &Report, colour: bool) -> String {
             j.max_jobs,
             j.waiters
         ));
+    }
+    if let Some(agents) = &report.agents {
+        match &agents.warning {
+            Some(warning) => out.push_str(&format!("Agents    {}\n", paint("33", warning))),
+            None => {
+                let more = agents.count.saturating_sub(agents.ids.len() as u64);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                out.push_str(&format!(
+                    "Agents    {} in the state dir: {}{more}\n",
+                    agents.count,
+                    agents.ids.join(", ")
+                ));
+            }
+        }
+    }
+    if let Some(budgets) = &report.budgets {
+        for line in &budgets.items {
+            out.push_str(&format!("Budget    {}\n", budget_line(line, &paint)));
+        }
+        if let Some(error) = &budgets.error {
+            out.push_str(&format!("          {}\n", paint("33", &format!("last refresh failed: {error}"))));
+        }
     }
     if let Some(st) = &report.stores {
         out.push_str(&format!(
@@ -752,6 +829,38 @@ pub fn render(report: &Report, colour: bool) -> String {
         }
     }
     out
+}
+
+/// `month, all agents: $12.30 of $500.00 (2%), forecast $80.10 · ok`.
+fn budget_line(line: &crate::budget::Line, paint: &dyn Fn(&str, &str) -> String) -> String {
+    use crate::budget::Level;
+    let money = crate::report::render::dollars;
+    let period = line.period.map_or("?", crate::budget::Period::as_str);
+    let who = if line.agent == "all" { "all agents".to_owned() } else { format!("agent {}", line.agent) };
+    let Some(spend) = line.spend_usd else {
+        return format!(
+            "{period} {}, {who}: {} (spend not known yet)",
+            line.period_key,
+            money(line.budget_usd)
+        );
+    };
+    let mut text = format!(
+        "{period} {}, {who}: {} of {} ({:.0}%)",
+        line.period_key,
+        money(spend),
+        money(line.budget_usd),
+        line.ratio.unwrap_or(0.0) * 100.0
+    );
+    if let Some(forecast) = line.forecast_usd {
+        text.push_str(&format!(", forecast {} by month end", money(forecast)));
+    }
+    let (code, verdict) = match line.level {
+        Level::Exceeded => ("31", "EXCEEDED"),
+        Level::Warning => ("33", "over 80%"),
+        Level::Ok if line.forecast_over => ("33", "forecast over budget"),
+        Level::Ok => ("32", "ok"),
+    };
+    format!("{text} · {}", paint(code, verdict))
 }
 
 fn compact(v: &Value) -> String {

@@ -32,6 +32,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Most client connections at once; `None`: derived from the open-file limit (`conns`).
     pub max_connections: Option<usize>,
+    /// Shield mode: the OpenClaw gateway to relay to (`--upstream`, see `relay`).
+    pub upstream: Option<crate::relay::Upstream>,
     /// How the worker is run and watched (mode, binary, memory cap, restart policy). The
     /// supervisor adds `--state-dir` itself.
     pub worker: supervisor::Config,
@@ -39,6 +41,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// API tuning: job queue, refresher, WebSocket tick (see `cache.rs` and `ws.rs`).
     pub api: ApiTuning,
+    /// Cost budgets (`--budget`, `--budget-tz`); empty: none.
+    pub budgets: crate::budget::BudgetConfig,
+    /// How often the state dir's agents are listed (`agents`).
+    pub state_check_interval: Duration,
     /// The runtime for bulk I/O: WebSocket connections and the supervisor, which reads the
     /// worker's answers (`None`: the one `serve` runs on). Reading an 8 MB answer off the worker
     /// socket or sending it to 20 dashboards keeps a thread busy for milliseconds at a time; on
@@ -46,6 +52,10 @@ pub struct Config {
     /// idle enough for the kernel to run it the moment a request arrives.
     pub bulk_runtime: Option<tokio::runtime::Handle>,
 }
+
+/// The default of the hidden `--state-check-interval`: how soon a state dir that gains or loses
+/// its agents is noticed.
+pub const DEFAULT_STATE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default of `--request-timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,7 +1,10 @@
 //! The dashboard page, embedded in the binary: no CDN, no build step, no network at run time.
 //!
 //! `GET /` (browsers; WebSocket upgrades on `/` go to `ws`) answers `index.html`, which loads
-//! `/assets/app.js` and `/assets/style.css`. The page talks OpenClaw's protocol v4 over `/ws`.
+//! `/assets/style.css` and the ES module `/assets/app.js`; app.js imports the other modules
+//! (`./protocol.js`, `./table.js`, ...), all listed in [`ASSETS`] and preloaded by index.html so
+//! that a browser fetches them in one round trip rather than one per import depth.
+//! The page talks OpenClaw's protocol v4 over `/ws`.
 //! Assets are public (they hold no data); every data call is authenticated by the WebSocket
 //! `connect` or the bearer token. Responses carry a strict content security policy (scripts and
 //! styles from this origin only, connections to this origin only, no framing), `nosniff`, and
@@ -29,17 +32,46 @@ static INDEX: Asset = Asset {
     body: include_str!("../assets/index.html"),
 };
 
-static ASSETS: [Asset; 2] = [
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/app.js"),
-    },
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// A module of the page, by file stem.
+macro_rules! module {
+    ($stem:literal) => {
+        Asset {
+            name: concat!($stem, ".js"),
+            content_type: JS,
+            body: include_str!(concat!("../assets/", $stem, ".js")),
+        }
+    };
+}
+
+/// Every file under `/assets/`: the styles and the page's ES modules (see app.js for who does what).
+static ASSETS: [Asset; 21] = [
     Asset {
         name: "style.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../assets/style.css"),
     },
+    module!("app"),
+    module!("api"),
+    module!("banner"),
+    module!("breakdowns"),
+    module!("budgets"),
+    module!("cards"),
+    module!("chart"),
+    module!("connection"),
+    module!("controls"),
+    module!("detail"),
+    module!("dom"),
+    module!("exports"),
+    module!("format"),
+    module!("health"),
+    module!("protocol"),
+    module!("render"),
+    module!("state"),
+    module!("table"),
+    module!("token"),
+    module!("view"),
 ];
 
 /// The page may load its own script and styles, connect (WebSocket and fetch) to its own origin,
@@ -112,15 +144,48 @@ pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Shield mode's page: `index.html` with its asset references under `relay::DASHBOARD_PREFIX`,
+/// as `/assets/` is OpenClaw's Control UI there. Its data calls (`/ws`, `/api/v1`) stay clawgate's.
+static PREFIXED_INDEX: LazyLock<Asset> = LazyLock::new(|| {
+    let prefixed = format!("\"{}/assets/", crate::relay::DASHBOARD_PREFIX);
+    Asset {
+        name: "clawgate/index.html",
+        content_type: INDEX.content_type,
+        body: Box::leak(INDEX.body.replace("\"/assets/", &prefixed).into_boxed_str()),
+    }
+});
+
+/// `GET /clawgate/` and `/clawgate/index.html` in shield mode.
+pub async fn prefixed_index() -> Response {
+    serve(&PREFIXED_INDEX, None)
+}
+
+/// `GET /clawgate`: to the page, whose relative links need the trailing slash.
+pub async fn to_prefixed_index() -> Response {
+    axum::response::Redirect::permanent(&format!("{}/", crate::relay::DASHBOARD_PREFIX)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn asset(name: &str) -> &'static Asset {
+        ASSETS.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no asset {name}"))
+    }
+
+    /// The relative specifiers of `import … from "./x.js"` lines.
+    fn imports(body: &str) -> Vec<&str> {
+        body.lines()
+            .filter(|l| l.starts_with("import ") || l.starts_with("} from "))
+            .filter_map(|l| l.split(" from \"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect()
+    }
+
     #[test]
     fn the_page_references_only_embedded_same_origin_assets() {
-        for reference in ["/assets/app.js", "/assets/style.css"] {
-            assert!(INDEX.body.contains(reference), "index.html must load {reference}");
-        }
+        assert!(INDEX.body.contains(r#"<link rel="stylesheet" href="/assets/style.css">"#));
+        assert!(INDEX.body.contains(r#"<script type="module" src="/assets/app.js"></script>"#));
         // No absolute URL anywhere but the SVG namespace and the page's own WebSocket scheme.
         for asset in std::iter::once(&INDEX).chain(ASSETS.iter()) {
             let text = asset
@@ -134,14 +199,50 @@ mod tests {
     }
 
     #[test]
+    fn the_shield_mode_page_loads_its_assets_under_the_prefix() {
+        let page = PREFIXED_INDEX.body;
+        assert!(page.contains("\"/clawgate/assets/app.js\""), "{page}");
+        assert!(!page.contains("\"/assets/"), "no reference left to OpenClaw's /assets/");
+    }
+
+    #[test]
+    fn every_module_import_is_embedded_and_preloaded() {
+        let mut reached = vec!["app.js"];
+        let mut next = 0;
+        while next < reached.len() {
+            let module = asset(reached[next]);
+            next += 1;
+            for spec in imports(module.body) {
+                let name = spec.strip_prefix("./").unwrap_or_else(|| {
+                    panic!(
+                        "{}: import {spec:?} must be relative (./x.js): no bare or remote modules",
+                        module.name
+                    )
+                });
+                asset(name);
+                if !reached.contains(&name) {
+                    reached.push(name);
+                }
+            }
+        }
+        for module in ASSETS.iter().filter(|a| a.content_type == JS) {
+            assert!(reached.contains(&module.name), "{} is embedded but never imported", module.name);
+            if module.name != "app.js" {
+                let preload = format!(r#"<link rel="modulepreload" href="/assets/{}">"#, module.name);
+                assert!(INDEX.body.contains(&preload), "index.html must preload {}", module.name);
+            }
+        }
+    }
+
+    #[test]
     fn etags_are_strong_and_revalidate() {
         let tag = etag("app.js").expect("etag").clone();
         assert!(tag.to_str().unwrap().starts_with('"'));
         let mut headers = HeaderMap::new();
         headers.insert(header::IF_NONE_MATCH, tag.clone());
-        assert_eq!(serve(&ASSETS[0], Some(&headers)).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(serve(asset("app.js"), Some(&headers)).status(), StatusCode::NOT_MODIFIED);
         headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
-        let fresh = serve(&ASSETS[0], Some(&headers));
+        let fresh = serve(asset("app.js"), Some(&headers));
         assert_eq!(fresh.status(), StatusCode::OK);
         assert_eq!(fresh.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
         assert_eq!(fresh.headers()[header::ETAG], tag);

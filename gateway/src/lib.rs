@@ -5,8 +5,10 @@
 //! come from the worker over ipc-proto as ready-made JSON; health is answered from this process
 //! alone, whatever the worker is doing.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod cli_status;
 pub mod config;
@@ -20,6 +22,8 @@ pub mod limits;
 pub mod metrics;
 pub mod openclaw_config;
 pub mod params;
+pub mod relay;
+pub mod report;
 pub mod sched;
 pub mod sessions_list;
 pub mod shell;
@@ -58,6 +62,12 @@ pub struct AppState {
     pub conns: Arc<conns::ConnLimit>,
     /// The Control UI's shell methods' snapshot (`shell`).
     pub shell: Arc<shell::Shell>,
+    /// Shield mode: the OpenClaw gateway behind clawgate (`relay`); `None` otherwise.
+    pub relay: Option<Arc<relay::Relay>>,
+    /// Cost budgets and their spend, when any is configured (`budget`).
+    pub budgets: Option<Arc<budget::Budgets>>,
+    /// The agents of the state dir, looked at every few seconds (`agents`).
+    pub agents: Arc<agents::AgentsWatch>,
 }
 
 impl AppState {
@@ -79,6 +89,16 @@ impl AppState {
         };
         let cache = cache::UsageCache::new(supervisor.clone(), tuning);
         cache.spawn_refresher();
+        let budgets = (!config.budgets.is_empty()).then(|| {
+            let budgets = budget::Budgets::new(config.budgets.clone());
+            budgets.spawn(Arc::clone(&cache), config.budgets.interval);
+            budgets
+        });
+        let agents = agents::AgentsWatch::new(config.state_dir.clone());
+        agents.spawn(
+            config.state_check_interval,
+            config.budgets.budgets.iter().filter_map(|b| b.agent.clone()).collect(),
+        );
         let worker = supervisor.clone();
         let lag = lag::LagMonitor::spawn(Box::new(move || {
             let status = worker.status();
@@ -92,7 +112,12 @@ impl AppState {
         let hosts = auth::host::HostPolicy::new(config.listen.port(), &config.allowed_hosts)
             .map_err(|why| anyhow::anyhow!(why))?;
         let auth = Arc::new(auth::Auth::new(config.token.clone(), hosts));
-        let state = AppState {
+        let relay = config.upstream.clone().map(|upstream| {
+            let relay = Arc::new(relay::Relay::new(upstream));
+            relay.spawn_probe();
+            relay
+        });
+        Ok(AppState {
             config: Arc::new(config),
             supervisor,
             started_at: Instant::now(),
@@ -103,8 +128,10 @@ impl AppState {
             auth,
             conns,
             shell: Arc::default(),
-        };
-        Ok(state)
+            relay,
+            budgets,
+            agents,
+        })
     }
 
     pub fn uptime_ms(&self) -> u64 {
@@ -123,11 +150,23 @@ impl AppState {
 
 /// The HTTP routes. Every route is private (token required) unless `auth::PUBLIC_ROUTES` lists
 /// it; the auth layer also checks `Host`, cross-site requests and the failed-auth limiter.
+/// In shield mode the dashboard moves under `relay::DASHBOARD_PREFIX` and every other request
+/// goes to the upstream (`relay::fallback`, outside clawgate's auth: OpenClaw judges it).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(ws::root))
-        .route("/index.html", get(dashboard::index_html))
-        .route("/assets/{file}", get(dashboard::asset))
+    let routes = if state.relay.is_some() {
+        Router::new()
+            .route("/clawgate", get(dashboard::to_prefixed_index))
+            .route("/clawgate/", get(dashboard::prefixed_index))
+            .route("/clawgate/index.html", get(dashboard::prefixed_index))
+            .route("/clawgate/assets/{file}", get(dashboard::asset))
+            .fallback(relay::fallback)
+    } else {
+        Router::new()
+            .route("/", get(ws::root))
+            .route("/index.html", get(dashboard::index_html))
+            .route("/assets/{file}", get(dashboard::asset))
+    };
+    routes
         .route("/ws", get(ws::ws_only))
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(api::healthz).head(api::healthz))
@@ -168,8 +207,11 @@ pub async fn serve(
     // File descriptors: the soft limit up to the hard one, and a connection cap below it that
     // keeps room for the worker socket, logs and the runtime (`conns`).
     let nofile = conns::raise_nofile_limit();
-    let max_connections = config.max_connections.unwrap_or_else(|| conns::default_max(nofile));
-    if max_connections as u64 + 32 > nofile {
+    // A relayed connection holds two descriptors (client and upstream).
+    let per_connection = if config.upstream.is_some() { 2 } else { 1 };
+    let max_connections =
+        config.max_connections.unwrap_or_else(|| conns::default_max(nofile) / per_connection);
+    if (max_connections * per_connection) as u64 + 32 > nofile {
         tracing::warn!(
             max_connections,
             nofile,
@@ -177,6 +219,9 @@ pub async fn serve(
         );
     }
     let conns = conns::ConnLimit::new(max_connections);
+    if let Some(upstream) = &config.upstream {
+        relay::check_not_self(upstream, config.listen).map_err(|why| anyhow::anyhow!(why))?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -205,10 +250,17 @@ pub async fn serve(
     }
     systemd::notify_ready();
     let _watchdog = systemd::spawn_watchdog();
-    tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), max_connections, nofile, "Gateway listening.");
+    tracing::info!(listen = %local, state_dir = %state.config.state_dir.display(), max_connections, nofile,
+        upstream = state.relay.as_ref().map_or("-", |r| r.upstream.url.as_str()), "Gateway listening.");
     let header_read_timeout = state.config.api.header_read_timeout;
+    let relay = state.relay.clone();
     http::serve(listener, router(state), header_read_timeout, conns, shutdown).await;
     systemd::notify_stopping();
+    if let Some(relay) = relay {
+        // Relayed clients are told to reconnect (1012, as OpenClaw on a restart), not cut off.
+        relay.stop();
+        relay.closed(std::time::Duration::from_secs(2)).await;
+    }
     tracing::info!("Gateway stopping; stopping the usage worker.");
     supervisor.shutdown().await;
     Ok(())

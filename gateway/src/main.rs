@@ -24,6 +24,63 @@ enum Command {
     /// Report on a running gateway and its worker; never hangs. Exit 0 ok, 1 degraded,
     /// 2 unreachable or failed, 3 unauthorized.
     Status(StatusArgs),
+    /// Usage and cost tables by day, week, month, session, model or agent, for all agents
+    /// unless --agent: from a running gateway, or straight from a state dir with --state-dir.
+    /// Exit 0 ok, 1 failed, 2 usage error, 3 unauthorized, 4 unreachable, 5 unavailable.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// One row per day, ISO week, month, session, model or agent.
+    #[arg(value_enum)]
+    kind: gateway::report::Kind,
+    /// First day (YYYY-MM-DD or YYYYMMDD) [default: the first day with usage].
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Last day (YYYY-MM-DD or YYYYMMDD) [default: today].
+    #[arg(long, value_name = "DATE")]
+    until: Option<String>,
+    /// Only this agent [default: every agent].
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    /// Time zone days are cut in (IANA name, e.g. Europe/Paris, or UTC) [default: this
+    /// machine's].
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+    /// Print one JSON document (schema clawgate.report/v1) instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV (a header line, one line per row, the API's numbers) instead of a table.
+    #[arg(long)]
+    csv: bool,
+    /// Sessions shown by `session`, most expensive first (the total covers all of them).
+    #[arg(long, value_name = "N", default_value_t = gateway::report::DEFAULT_LIMIT)]
+    limit: u32,
+    /// The gateway's URL or HOST:PORT [default: as `clawgate status`].
+    #[arg(long, env = "CLAWGATE_URL", conflicts_with = "state_dir")]
+    url: Option<String>,
+    /// Bearer token [default: $CLAWGATE_TOKEN, else the environment file's CLAWGATE_TOKEN].
+    #[arg(long, env = "CLAWGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The environment file to read CLAWGATE_TOKEN and CLAWGATE_LISTEN from [default: as
+    /// `clawgate status`].
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+    /// Read this OpenClaw state directory directly, through a usage worker of this command's
+    /// own, instead of asking a gateway.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --state-dir: where the worker keeps its rollups between reports [default:
+    /// $XDG_STATE_HOME/clawgate, else ~/.local/state/clawgate; under report/].
+    #[arg(long, value_name = "DIR", env = "CLAWGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// With --state-dir: the usage worker executable [default: beside this binary].
+    #[arg(long, value_name = "PATH", env = "CLAWGATE_WORKER_BIN")]
+    worker_bin: Option<PathBuf>,
+    /// Longest the whole command may take (a cold read of a large store takes a while).
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(gateway::report::DEFAULT_TIMEOUT))]
+    timeout: Dur,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,10 +202,36 @@ struct ServeArgs {
     /// open-file limit, keeping room for /healthz]. At the cap the longest-idle one is closed.
     #[arg(long, value_name = "N", env = "CLAWGATE_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Shield mode: relay everything but clawgate's own routes and the usage methods to this
+    /// OpenClaw gateway (e.g. ws://127.0.0.1:18788, where OpenClaw was moved), listening where
+    /// users reached OpenClaw. The dashboard moves to /clawgate/. See docs/ops/shield.md.
+    #[arg(long, value_name = "URL", env = "CLAWGATE_UPSTREAM", value_parser = gateway::relay::Upstream::parse)]
+    upstream: Option<gateway::relay::Upstream>,
     /// A WebSocket client that takes no bytes for this long while the gateway has some to send
     /// (an answer, a pong) is disconnected.
     #[arg(long, value_name = "DURATION", default_value_t = Dur(ApiTuning::default().ws_send_timeout), hide = true)]
     ws_send_timeout: Dur,
+    /// A cost budget in US dollars: day=USD or month=USD for all agents together, AGENT:day=USD
+    /// or AGENT:month=USD for one agent; repeat for several (e.g. --budget month=500 --budget
+    /// main:day=20). Exposed on /metrics, in status and on the dashboard; crossing 80%, 100% or
+    /// a month-end forecast over the budget sends a `usage.budget` event.
+    #[arg(
+        long = "budget",
+        value_name = "[AGENT:]PERIOD=USD",
+        env = "CLAWGATE_BUDGETS",
+        value_delimiter = ','
+    )]
+    budgets: Vec<gateway::budget::Budget>,
+    /// The time zone budget days and months are cut in (IANA name, e.g. Europe/Paris).
+    #[arg(long, value_name = "ZONE", default_value = "UTC", env = "CLAWGATE_BUDGET_TZ")]
+    budget_tz: String,
+    /// How often spend is asked of the worker for the budgets.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(gateway::budget::DEFAULT_INTERVAL))]
+    budget_interval: Dur,
+    /// How often the state dir's agents are listed (a missing or empty one is logged and
+    /// reported by `status`).
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(config::DEFAULT_STATE_CHECK_INTERVAL), hide = true)]
+    state_check_interval: Dur,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -237,17 +320,49 @@ fn log_colour() -> bool {
 
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    let cli = Cli::parse();
+    // A report's output is its table: the worker's and supervisor's info lines would only
+    // clutter it (CLAWGATE_LOG still turns them on).
+    let default_level = if matches!(cli.command, Command::Report(_)) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(log_colour())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CLAWGATE_LOG")
+                .unwrap_or_else(|_| default_level.into()),
         )
         .init();
-    let cli = Cli::parse();
     let res = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Demo(args) => demo(args),
+        Command::Report(args) => {
+            let format = match (args.json, args.csv) {
+                (true, _) => gateway::report::Format::Json,
+                (_, true) => gateway::report::Format::Csv,
+                _ => gateway::report::Format::Table,
+            };
+            if args.timeout.0.is_zero() {
+                eprintln!("clawgate report: --timeout must be more than zero");
+                return std::process::ExitCode::from(gateway::report::EXIT_USAGE as u8);
+            }
+            let code = gateway::report::run(gateway::report::Given {
+                kind: args.kind,
+                since: args.since,
+                until: args.until,
+                agent: args.agent,
+                tz: args.tz,
+                format,
+                limit: args.limit,
+                url: args.url,
+                token: args.token,
+                env_file: args.env_file,
+                state_dir: args.state_dir,
+                data_dir: args.data_dir,
+                worker_bin: args.worker_bin,
+                timeout: args.timeout.0,
+            });
+            return std::process::ExitCode::from(code as u8);
+        }
         Command::Status(args) => {
             let opts = gateway::cli_status::Options::resolve(gateway::cli_status::Given {
                 url: args.url,
@@ -317,7 +432,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     worker.restart.cooldown = positive("worker-cooldown", args.worker_cooldown)?;
     worker.restart.max_restarts = args.worker_max_restarts;
     worker.restart.window = positive("worker-restart-window", args.worker_restart_window)?;
+    let budgets =
+        gateway::budget::BudgetConfig::new(args.budgets, Some(&args.budget_tz), args.budget_interval.0)
+            .map_err(anyhow::Error::msg)?;
     let config = gateway::Config {
+        budgets,
+        state_check_interval: positive("state-check-interval", args.state_check_interval)?,
         listen: args.listen,
         run_dir,
         state_dir,
@@ -330,6 +450,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|h| !h.is_empty())
             .collect(),
         max_connections: args.max_connections,
+        upstream: args.upstream,
         worker,
         request_timeout: positive("request-timeout", args.request_timeout)?,
         api: ApiTuning {

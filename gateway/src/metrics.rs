@@ -3,7 +3,9 @@
 //!
 //! Request counts and latency histograms by transport (`http`, `ws`), method or route and
 //! outcome; runtime lag; worker state, restarts by cause and memory; cache freshness, lookups and
-//! jobs; and usage totals (tokens and cost) by agent, provider and model.
+//! jobs; usage totals (tokens and cost) by agent, provider and model; and cost budgets with
+//! their spend and month-end forecast (the names docs/ops/alerts.md's contract gives the
+//! shipped alert rules and Grafana dashboard).
 //! Request metrics live in a registry for the process; everything else is a snapshot taken at
 //! scrape time and encoded by a one-scrape collector, so no figure is copied into a metric
 //! between scrapes. Usage figures come from a `sessions.usage {agentScope:"all", range:"all",
@@ -172,7 +174,11 @@ fn route_label<'a>(matched: Option<&'a str>, path: &'a str) -> &'a str {
 pub async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let route = route_label(matched.as_deref(), request.uri().path()).to_owned();
+    let route = match matched {
+        // Shield mode: everything no route matched is relayed to OpenClaw.
+        None if state.relay.is_some() => "relay".to_owned(),
+        _ => route_label(matched.as_deref(), request.uri().path()).to_owned(),
+    };
     let response = next.run(request).await;
     // Upgrades (101) hand off to the WebSocket task; their requests are counted there.
     state.metrics.observe_label("http", &route, response.status().as_str(), started.elapsed());
@@ -318,6 +324,7 @@ struct Scrape {
     ws_connections_total: u64,
     auth_failures: u64,
     usage: Option<Arc<Breakdown>>,
+    budgets: Option<crate::budget::BudgetStatus>,
 }
 
 impl Scrape {
@@ -351,6 +358,7 @@ impl Scrape {
             ws_connections_total: load(&m.ws_connections_total),
             auth_failures: load(&m.auth_failures),
             usage,
+            budgets: state.budgets.as_ref().map(|b| b.status()),
         }
     }
 }
@@ -429,6 +437,15 @@ impl Collector for Scrape {
             "clawgate_worker_up",
             "1 when the usage worker is ready (or busy).",
             gauge(f64::from(u8::from(up))),
+        )?;
+        let current = worker.state_name();
+        family(
+            &mut e,
+            "clawgate_worker_state",
+            "1 for the usage worker's current state, 0 for the others.",
+            WORKER_STATES
+                .iter()
+                .map(|s| ([("state", *s)], ConstGauge::new(f64::from(u8::from(*s == current))))),
         )?;
         family(
             &mut e,
@@ -538,8 +555,44 @@ impl Collector for Scrape {
         if let Some(usage) = &self.usage {
             usage.encode(&mut e)?;
         }
+        if let Some(budgets) = &self.budgets {
+            encode_budgets(budgets, &mut e)?;
+        }
         Ok(())
     }
+}
+
+/// Every state `clawgate_worker_state` has a series for (the alert contract's list).
+const WORKER_STATES: [&str; 7] = ["ready", "busy", "backoff", "spawning", "handshaking", "failed", "stopped"];
+
+/// Budgets, spend and forecast (gauges, labels `period` and `agent`): a budget's series exists
+/// when it is configured, its spend and forecast once the first answer is in.
+fn encode_budgets(
+    budgets: &crate::budget::BudgetStatus,
+    e: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    let labels = |line: &crate::budget::Line| {
+        let period = line.period.map_or("unknown", crate::budget::Period::as_str);
+        vec![("period", Esc(period.to_owned())), ("agent", Esc(line.agent.clone()))]
+    };
+    family(
+        e,
+        "clawgate_budget_usd",
+        "Configured cost budget in USD, by period (day, month) and agent (all or an id).",
+        budgets.items.iter().map(|l| (labels(l), ConstGauge::new(l.budget_usd))),
+    )?;
+    family(
+        e,
+        "clawgate_spend_usd",
+        "Spend in USD in the current day or month, as the worker computed it.",
+        budgets.items.iter().filter_map(|l| l.spend_usd.map(|s| (labels(l), ConstGauge::new(s)))),
+    )?;
+    family(
+        e,
+        "clawgate_spend_forecast_usd",
+        "Month-end spend forecast in USD: the month so far at its average burn rate.",
+        budgets.items.iter().filter_map(|l| l.forecast_usd.map(|f| (labels(l), ConstGauge::new(f)))),
+    )
 }
 
 impl Breakdown {

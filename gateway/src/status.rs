@@ -35,6 +35,14 @@ pub struct Status {
     /// What the last successful job saw of the stores; `None` before the first answer.
     pub stores: Option<Stores>,
     pub websocket: Websocket,
+    /// Shield mode: the OpenClaw gateway behind clawgate (`relay::probe`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::relay::probe::UpstreamStatus>,
+    /// The agents of the state dir as the gateway lists them, with a warning when there are
+    /// none; `None` before the first look.
+    pub agents: Option<crate::agents::AgentsView>,
+    /// Cost budgets, spend and forecast; `None` when no budget is configured.
+    pub budgets: Option<crate::budget::BudgetStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -398,6 +406,9 @@ pub fn build(state: &AppState) -> Status {
         jobs: section("jobs", state.cache.jobs_json()),
         stores: section("stores", state.cache.stores_json()),
         websocket: section("websocket", state.websocket_status_json()),
+        upstream: state.relay.as_ref().map(|relay| relay.status()),
+        agents: state.agents.view(),
+        budgets: state.budgets.as_ref().map(|b| b.status()),
     }
 }
 
@@ -418,9 +429,12 @@ mod tests {
             token: Some("t".into()),
             allowed_hosts: Vec::new(),
             max_connections: None,
+            upstream: None,
             worker: worker.clone(),
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             api: crate::config::ApiTuning::default(),
+            budgets: crate::budget::BudgetConfig::default(),
+            state_check_interval: crate::config::DEFAULT_STATE_CHECK_INTERVAL,
             bulk_runtime: None,
         };
         AppState::new(config, supervisor::start(worker), crate::conns::ConnLimit::new(16)).expect("state")
@@ -433,7 +447,7 @@ mod tests {
         for (name, value) in [
             ("cache", state.cache.status_json()),
             ("jobs", state.cache.jobs_json()),
-            ("websocket", state.ws.status_json()),
+            ("websocket", state.websocket_status_json()),
         ] {
             let typed: Value = match name {
                 "cache" => serde_json::to_value(serde_json::from_value::<Cache>(value.clone()).expect(name)),

@@ -1,6 +1,6 @@
 //! Property tests of every gateway parser that takes untrusted input: HTTP and WebSocket method
 //! params into a `UsageQuery`, WebSocket request frames, `connect` params, `Host`/`Origin`
-//! values, device identity claims. Each must answer any input with a value or a clear error,
+//! values, device identity claims, and the bytes shield mode's relay frames. Each must answer any input with a value or a clear error,
 //! never a panic; and every query the params parser accepts must fit far below the IPC request
 //! frame limit (the request-size contract).
 //!
@@ -208,4 +208,95 @@ fn connect_like() -> impl Strategy<Value = Value> {
         }
         p
     })
+}
+
+/// One frame as written: opcode, FIN, payload (unmasked), mask key.
+type PlainFrame = (u8, bool, Vec<u8>, Option<[u8; 4]>);
+
+/// A frame of any opcode the relay forwards, masked or not, with a payload of up to 300 bytes
+/// (lengths on both sides of the 7-bit and 16-bit encodings are reached by `long`).
+fn relay_frames() -> impl Strategy<Value = Vec<PlainFrame>> {
+    use gateway::relay::frame::{BINARY, CONTINUATION, PING, PONG, TEXT};
+    let frame = (
+        prop::sample::select(vec![TEXT, BINARY, PING, PONG]),
+        prop::collection::vec(any::<u8>(), 0..300),
+        any::<bool>(),
+        prop::option::of(any::<[u8; 4]>()),
+        0..3usize,
+    );
+    prop::collection::vec(frame, 0..12).prop_map(|frames| {
+        let mut out = Vec::new();
+        for (opcode, mut payload, long, mask, fragments) in frames {
+            if opcode & 0x8 != 0 {
+                payload.truncate(125);
+                out.push((opcode, true, payload, mask));
+                continue;
+            }
+            if long {
+                payload = payload.repeat(250);
+            }
+            // A data message in `fragments + 1` frames.
+            let step = payload.len() / (fragments + 1) + 1;
+            let pieces: Vec<Vec<u8>> = payload.chunks(step).map(<[u8]>::to_vec).collect();
+            let pieces = if pieces.is_empty() { vec![Vec::new()] } else { pieces };
+            let last = pieces.len() - 1;
+            for (i, piece) in pieces.into_iter().enumerate() {
+                out.push((if i == 0 { opcode } else { CONTINUATION }, i == last, piece, mask));
+            }
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The relay's frame reader on any bytes: progress every call, an error or a piece, never
+    /// a panic.
+    #[test]
+    fn relay_frame_reader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512), cut in 1..64usize) {
+        let mut reader = gateway::relay::frame::FrameReader::default();
+        'feed: for chunk in bytes.chunks(cut) {
+            let mut at = 0;
+            while at < chunk.len() {
+                match reader.read(&chunk[at..]) {
+                    Ok((n, _)) => { prop_assert!(n > 0); at += n; }
+                    Err(_) => break 'feed,
+                }
+            }
+        }
+    }
+
+    /// Valid frames cut anywhere: the reader finds every header and every payload byte
+    /// (unmasked with the header's key) and ends between messages.
+    #[test]
+    fn relay_frame_reader_follows_frames_cut_anywhere(frames in relay_frames(), cut in 1..200usize) {
+        use gateway::relay::frame::{self, FrameReader, Piece};
+        let mut stream = Vec::new();
+        for (opcode, fin, payload, mask) in &frames {
+            stream.extend(frame::encode_frame(*opcode, *fin, payload, *mask));
+        }
+        let mut reader = FrameReader::default();
+        let mut seen: Vec<PlainFrame> = Vec::new();
+        for chunk in stream.chunks(cut) {
+            let mut at = 0;
+            while at < chunk.len() {
+                let (n, piece) = reader.read(&chunk[at..]).expect("a valid stream");
+                at += n;
+                match piece {
+                    Piece::Partial => {}
+                    Piece::Header { header, .. } => seen.push((header.opcode, header.fin, Vec::new(), header.mask)),
+                    Piece::Payload { header, bytes, offset, .. } => {
+                        let mut plain = bytes.to_vec();
+                        if let Some(key) = header.mask {
+                            frame::apply_mask(&mut plain, key, offset);
+                        }
+                        seen.last_mut().expect("a header first").2.extend(plain);
+                    }
+                }
+            }
+        }
+        prop_assert!(reader.between_messages());
+        prop_assert_eq!(seen, frames);
+    }
 }

@@ -15,7 +15,6 @@ mod ctx;
 mod probe;
 mod procs;
 mod report;
-mod rng;
 mod truth;
 mod writer;
 mod ws;

@@ -18,13 +18,13 @@ use std::{
 };
 
 use anyhow::Context as _;
+use demo_store::Rng;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
 use crate::{
     answer::{self, Envelope, Outcome},
     ctx::{Ctx, Method, agent, call, histogram},
-    rng::Rng,
     truth::Verdict,
 };
 
@@ -100,7 +100,7 @@ pub fn run(
         let burst_end = Instant::now() + config.write_for;
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) && Instant::now() < burst_end {
-            let target = &live[rng.below(live.len())];
+            let target = &live[rng.below(live.len() as u64) as usize];
             ctx.truth.append(&target.agent, &target.file, rng.next_u64(), now_ms())?;
             next = (next + config.append_every).max(Instant::now());
             std::thread::sleep(next.saturating_duration_since(Instant::now()));

@@ -17,13 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use demo_store::Rng;
 use serde_json::json;
 use tungstenite::{Message, WebSocket, protocol::WebSocketConfig};
 
 use crate::{
     answer::{self, Envelope},
     ctx::{Ctx, Method, Sent},
-    rng::Rng,
 };
 
 /// Client behaviour.

@@ -16,7 +16,7 @@ mod calls;
 mod cgroup;
 mod command;
 mod error;
-pub mod host;
+pub use ipc_proto::host;
 mod memory;
 mod policy;
 mod run;
@@ -83,12 +83,7 @@ pub mod defaults {
     pub const CONFIG_ERROR_COOLDOWN: Duration = Duration::from_secs(300);
 }
 
-/// The worker's heap budget for a memory cap: 80% of it, leaving the rest for what the heap
-/// count does not see (stacks, allocator slack, page cache charged to a cgroup). The one place
-/// this share is computed for the gateway and supervisor.
-pub fn heap_budget(memory_max: u64) -> u64 {
-    memory_max / 10 * 8
-}
+pub use ipc_proto::host::heap_budget;
 
 /// How to run and watch the worker.
 #[derive(Debug, Clone)]
@@ -163,6 +158,8 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Worker deaths per query key, with the time of the last one.
     deaths: Mutex<HashMap<u64, (u32, Instant)>>,
+    /// The latest `Progress` frame of any job (see [`SupervisorHandle::progress`]).
+    progress: watch::Sender<Option<ipc_proto::Progress>>,
 }
 
 /// A cheap, cloneable handle to a running supervisor.
@@ -188,6 +185,7 @@ pub fn start(config: Config) -> SupervisorHandle {
         next_id: AtomicU64::new(1),
         shutdown,
         deaths: Mutex::new(HashMap::new()),
+        progress: watch::channel(None).0,
     });
     let task = tokio::spawn(run::supervise(config, Arc::clone(&shared), shutdown_rx));
     SupervisorHandle { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -289,6 +287,13 @@ impl SupervisorHandle {
     /// those.
     pub fn watch(&self) -> watch::Receiver<WorkerStatus> {
         self.shared.status.subscribe()
+    }
+
+    /// The latest progress any job reported (files read of those listed so far, bytes parsed):
+    /// what `clawgate report` draws its progress bar from during a cold read. Jobs are not told
+    /// apart, so it is meaningful to a caller that runs one job at a time.
+    pub fn progress(&self) -> watch::Receiver<Option<ipc_proto::Progress>> {
+        self.shared.progress.subscribe()
     }
 
     /// Asks the worker to finish, kills it after a grace period, reaps it, and stops supervising.

@@ -421,6 +421,7 @@ async fn serve(
                     let _ = pong_tx.send((seq, memory));
                 }
                 Ok(Some(FromWorker::Progress { id, progress })) => {
+                    reader_shared.progress.send_replace(Some(progress));
                     tracing::debug!(
                         id,
                         files_done = progress.files_done,

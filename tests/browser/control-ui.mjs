@@ -5,7 +5,15 @@
 //
 //   node control-ui.mjs --gateway ws://127.0.0.1:PORT --token T [--artifacts DIR] [--tz UTC]
 //                       [--ui-dir DIR] [--preset All] [--deadline SECONDS] [--strip a.b,c.d]
-//                       [--expect-text TEXT]
+//                       [--expect-text TEXT] [--served-by-gateway] [--page /agents]
+//
+// --served-by-gateway: load the UI from the gateway itself (http://HOST:PORT/, as users do; for
+// clawgate in shield mode, relayed from the OpenClaw gateway behind it) instead of serving it
+// statically; the page then connects to its own origin, with no gateway-switch dialog.
+// --page PATH: also open this non-usage page of the UI and check that it renders (the text it
+// shows and the methods it called are reported under `page`).
+// `timings` (ms): `load` page load event, `hello` from navigation to hello-ok, `usage` from
+// opening the Usage page to its first complete sessions.usage answer rendered.
 //
 // Steps: serve the UI on a free loopback port; open `/?gatewayUrl=ws://…#token=T`; confirm the
 // "Switch to a different Gateway?" dialog the UI shows for a link that names another gateway; wait
@@ -95,7 +103,9 @@ const server = createServer((req, res) => {
   res.end(readFileSync(file));
 });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const uiOrigin = `http://127.0.0.1:${server.address().port}`;
+const servedByGateway = "served-by-gateway" in args;
+const uiOrigin = servedByGateway ? gateway.replace(/^ws/, "http") : `http://127.0.0.1:${server.address().port}`;
+report.timings = {};
 
 // ------------------------------------------------------------------ WS frame log
 const pending = new Map(); // request id -> {method, params}
@@ -176,7 +186,8 @@ function onConsole(m) {
   const text = m.text();
   // A 404 console line carries no URL: it is the static server's own when that server answered 404
   // at least as many times as such lines were seen.
-  const static404 = /status of 404/.test(text) && (report.staticNotFound || []).length > report.ignoredConsoleErrors.filter((t) => /status of 404/.test(t)).length;
+  const knownNotFound = (report.staticNotFound || []).length + (report.avatarNotFound || 0);
+  const static404 = /status of 404/.test(text) && knownNotFound > report.ignoredConsoleErrors.filter((t) => /status of 404/.test(t)).length;
   const own = static404 || text.includes(uiOrigin.replace("http", "ws")) || staticNoise.some((re) => re.test(text));
   (own ? report.ignoredConsoleErrors : report.consoleErrors).push(text.slice(0, 400));
 }
@@ -217,6 +228,26 @@ async function banners(page) {
   return page.evaluate(() =>
     Array.from(new Set(document.body.innerText.split("\n").map((l) => l.trim()).filter((l) => /unavailable|not available|failed|error:|unsupported|unknown method|could not/i.test(l) && l.length < 300))).slice(0, 20),
   );
+}
+
+/** Opens a non-usage page of the UI and checks it rendered: text beyond the shell, and the
+ * methods it called answered. */
+async function openPage(page, path) {
+  const before = answers.length;
+  const opened = Date.now();
+  await page.evaluate((p) => {
+    history.pushState({}, "", p);
+    dispatchEvent(new PopStateEvent("popstate"));
+  }, path);
+  await page.waitForTimeout(3000); // its calls and render settle
+  const called = answers.slice(before);
+  const text = (await page.evaluate(() => document.querySelector("main")?.innerText || document.body.innerText)).split("\n").map((l) => l.trim()).filter(Boolean);
+  report.page = { path, ms: Date.now() - opened, called: called.map((a) => `${a.method}:${a.ok ? "ok" : a.error?.code}`), text: text.slice(0, 25) };
+  await shot(page, `control-ui-${path.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "")}.png`);
+  check(`the ${path} page renders`, location(page) === path && text.length > 3 && called.some((a) => a.ok), { methods: report.page.called.slice(0, 20), lines: text.length });
+}
+function location(page) {
+  return new URL(page.url()).pathname;
 }
 
 // ------------------------------------------------------------------ the run
@@ -261,13 +292,20 @@ async function run() {
     }
     page.on("response", (r) => {
       if (r.status() >= 400) (report.failedRequests ||= []).push(`${r.status()} ${r.url().slice(0, 200)}`);
+      // The owner's avatar, when none is configured: OpenClaw answers 404 itself, so the UI's
+      // console line for it is not the gateway's fault (seen against OpenClaw directly too).
+      if (r.status() === 404 && /\/api\/users\/[^/]+\/avatar(\?|$)/.test(new URL(r.url()).pathname + "?")) report.avatarNotFound = (report.avatarNotFound || 0) + 1;
     });
 
-    const url = `${uiOrigin}/?gatewayUrl=${encodeURIComponent(gateway)}#token=${encodeURIComponent(args.token || "")}`;
-    await page.goto(url);
+    const token = `#token=${encodeURIComponent(args.token || "")}`;
+    const url = servedByGateway ? `${uiOrigin}/${token}` : `${uiOrigin}/?gatewayUrl=${encodeURIComponent(gateway)}${token}`;
+    const navigated = Date.now();
+    await page.goto(url, { waitUntil: "load" });
+    report.timings.load = Date.now() - navigated;
     // The UI asks before it follows a link to another gateway.
-    await page.getByRole("button", { name: /^Switch to / }).click({ timeout: 30000 });
+    if (!servedByGateway) await page.getByRole("button", { name: /^Switch to / }).click({ timeout: 30000 });
     const hello = await waitAnswer((a) => a.method === "connect", 30000, "connect answer").catch((e) => ({ ok: false, error: { harness: e.message } }));
+    report.timings.hello = Date.now() - navigated;
     if (!hello.ok) {
       report.connect.error ||= hello.error;
       report.connect.close = connectClose;
@@ -281,6 +319,7 @@ async function run() {
     check("the Control UI connects (hello-ok)", true);
 
     // The Usage page (an SPA route: /usage).
+    const usageOpened = Date.now();
     await page.evaluate(() => {
       history.pushState({}, "", "/usage");
       dispatchEvent(new PopStateEvent("popstate"));
@@ -314,6 +353,7 @@ async function run() {
         m = await metrics(page);
       }
       report.totalsShown = m;
+      report.timings.usage = Date.now() - usageOpened;
       check("tokens shown = sessions.usage totals.totalTokens", sameAsShown(m.tokens, t.totalTokens), { shown: m.tokens, api: t.totalTokens });
       check("cost shown = sessions.usage totals.totalCost", sameAsShown(m.cost, t.totalCost), { shown: m.cost, api: t.totalCost });
       check("sessions shown = sessions.usage rows", Number(m.sessions) === report.api.rows && m.sessionsInRange === report.api.rows, { shown: m.sessions, inRange: m.sessionsInRange, api: report.api.rows });
@@ -335,6 +375,7 @@ async function run() {
         .then(() => true, () => false);
       check(`the page shows "${want}"`, shown);
     }
+    if (args.page) await openPage(page, args.page);
     check("no console errors", report.consoleErrors.length === 0, report.consoleErrors.slice(0, 10));
   } finally {
     await browser.close().catch(() => {});

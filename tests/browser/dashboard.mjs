@@ -2,12 +2,12 @@
 // playwright-core; no browser download). Driven by tests/cases/dashboard.rs, which starts the real
 // gateway, runs this script with a deadline and performs the process actions it asks for.
 //
-//   node dashboard.mjs --base http://127.0.0.1:PORT --scenario main|token|remote|perf --artifacts DIR
-//                      [--token T] [--tz Asia/Kolkata]
+//   node dashboard.mjs --base http://127.0.0.1:PORT --scenario main|token|remote|perf|traps|empty|budget
+//                      --artifacts DIR [--token T] [--tz Asia/Kolkata]
 //
 // Output: one JSON object per line on stdout:
 //   {"type":"check","name":…,"ok":bool,"detail":…}   an assertion (the Rust test fails on any false)
-//   {"type":"metric","name":…,"value":…,"unit":…}    a measurement (first render times)
+//   {"type":"metric","name":…,"value":…,"unit":…}    a measurement (first render times, answer bytes)
 //   {"type":"artifact","path":…}                     a screenshot or download kept for people
 //   {"type":"request","id":n,"action":…}              the Rust side acts, then answers on stdin
 //                                                     with one line {"id":n,"ok":bool,…}
@@ -149,14 +149,75 @@ async function compareWithApi(page, label, params) {
   ok &= check(`${label}: messages card = API messages.total`, c.messages.raw === a.messages.total, { page: c.messages, api: a.messages.total });
   ok &= check(`${label}: sessions card = API sessionCount`, c.sessions.raw === a.sessionCount, { page: c.sessions, api: a.sessionCount });
   if (prompt) ok &= check(`${label}: cache hit rate = cacheRead/(input+cacheRead+cacheWrite)`, Math.abs(c.cache.raw - t.cacheRead / prompt) < 1e-12, { page: c.cache, api: t.cacheRead / prompt });
-  const total = await page.$eval("#page-info", (e) => Number(e.dataset.total || -1));
-  const search = await page.$eval("#search", (e) => e.value);
-  if (!search) ok &= check(`${label}: sessions table lists every API row`, total === usage.sessions.length, { page: total, api: usage.sessions.length });
+  const table = await tableState(page);
+  if (!table.query.search) ok &= check(`${label}: the table's total is every API row`, table.total === usage.sessions.length, { page: table.total, api: usage.sessions.length });
+  ok &= await checkTablePage(page, label);
   if (params.agentScope === "all") {
     const cost = await api("usage.cost", { startDate: params.startDate, endDate: params.endDate, mode: params.mode, utcOffset: params.utcOffset, agentScope: "all" });
     ok &= check(`${label}: usage.cost agrees with the page`, cost.totals.totalTokens === c.tokens.raw && sameMoney(cost.totals.totalCost, c.cost.raw), { usageCost: cost.totals.totalTokens, page: c.tokens.raw });
   }
   return { ok, usage };
+}
+/** The sessions table as shown: the page query it answers, its keys in order, the total. */
+async function tableState(page) {
+  return page.evaluate(() => {
+    const body = document.querySelector("#sessions-body");
+    return {
+      query: JSON.parse(body.dataset.query || "{}"),
+      keys: Array.from(body.querySelectorAll("tr[data-key]")).map((r) => r.dataset.key),
+      total: Number(document.querySelector("#page-info").dataset.total || -1),
+      text: document.querySelector("#page-info").textContent,
+    };
+  });
+}
+/** Waits until the table shows the answer to a page query with these fields (`search: null`:
+ *  no search). */
+async function waitForTable(page, fields, timeout = 20000) {
+  await page.waitForFunction(
+    (fields) => {
+      const body = document.querySelector("#sessions-body");
+      if (!body.dataset.query || document.querySelector("#sessions").getAttribute("aria-busy") !== "false") return false;
+      const q = JSON.parse(body.dataset.query);
+      return Object.entries(fields).every(([k, v]) => (v === null ? q[k] === undefined : q[k] === v));
+    },
+    fields,
+    { timeout, polling: 50 },
+  );
+}
+/** Rows of a CSV (RFC 4180: quoted cells may hold commas, quotes and line breaks). */
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let cell = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') (cell += '"'), i++;
+      else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") row.push(cell), (cell = "");
+    else if (c === "\r" && text[i + 1] === "\n") row.push(cell), rows.push(row), (row = []), (cell = ""), i++;
+    else cell += c;
+  }
+  if (cell || row.length) row.push(cell), rows.push(row);
+  return rows;
+}
+const NUMERIC_COLUMNS = new Set(["messages", "errors", "input", "output", "cacheRead", "cacheWrite", "totalTokens", "totalCost", "inputCost", "outputCost", "cacheReadCost", "cacheWriteCost"]);
+/** Cells of the numeric columns not written as plain decimals of at most 10 places without
+ *  trailing zeros (`7.2075510000000005` is float noise; `7.207551` is the figure). */
+function noisyNumbers(text) {
+  const [head, ...rows] = parseCsv(text);
+  const cols = head.map((name, i) => (NUMERIC_COLUMNS.has(name) ? i : -1)).filter((i) => i >= 0);
+  if (!cols.length) return ["no numeric columns in " + head.join(",")];
+  return rows.flatMap((r) => cols.map((i) => r[i])).filter((cell) => !/^-?\d+(\.\d{0,9}[1-9])?$/.test(cell));
+}
+/** The table shows the gateway's page for its query: the same rows in the same order. */
+async function checkTablePage(page, label) {
+  const table = await tableState(page);
+  const same = await api("sessions.usage", table.query);
+  return check(`${label}: the table is the API's page (${table.query.sortBy} ${table.query.sortDir}, offset ${table.query.offset})`, (table.keys.length > 0 || table.total === 0) && JSON.stringify(same.sessions.map((s) => s.key)) === JSON.stringify(table.keys) && same.page?.total === table.total, { query: table.query, page: table.keys.slice(0, 3), api: same.sessions.slice(0, 3).map((s) => s.key), total: [table.total, same.page?.total] });
 }
 async function bannerKinds(page) {
   return page.$eval("#banner", (b) => (b.hidden ? [] : (b.dataset.kinds || "").split(" ").filter(Boolean)));
@@ -248,6 +309,8 @@ async function scenarioMain(browser) {
   check("default view is 30 days in local time (UTC+5:30)", true, params);
   await compareWithApi(page, "30d local", params);
   check("the daily chart has one bar group per day of the range", (await page.$eval("#chart", (e) => Number(e.dataset.days))) === 30);
+  check("a store with agents gets no 'no agents' banner", !(await bannerKinds(page)).includes("no-agents"), await bannerKinds(page));
+  check("the line above the cards names the range", (await page.textContent("#figures-for")).startsWith(`Figures for ${params.startDate} to ${params.endDate}`), await page.textContent("#figures-for"));
   await shot(page, "dashboard-1280x800.png");
   await shot(page, "dashboard-full.png", true);
 
@@ -310,27 +373,43 @@ async function scenarioMain(browser) {
     all = await compareWithApi(page, "after push", params);
   }
 
-  // 5. Sessions table: sort, search, paginate, detail by keyboard.
+  // 5. Sessions table: sorted, searched and paged by the gateway; detail by keyboard.
+  const sortable = await page.$$eval("#sessions-table thead th", (ths) => ths.map((th) => [th.dataset.sort || "", !!th.querySelector("button")]));
+  check("only the columns the gateway sorts have sort buttons", JSON.stringify(sortable) === JSON.stringify([["", false], ["", false], ["", false], ["", false], ["messages", true], ["tokens", true], ["cost", true], ["updatedAt", true]]), sortable);
+  const column = (i) => page.$$eval("#sessions-body tr[data-key]", (rows, i) => rows.map((r) => Number(r.children[i].textContent.replace(/[$,]/g, ""))), i);
   await page.click('th[data-sort="tokens"] button');
-  const tokensDesc = await page.$$eval("#sessions-body tr", (rows) => rows.map((r) => Number(r.children[5].textContent.replace(/,/g, ""))));
-  check("sorting by tokens puts the largest first", tokensDesc.every((v, i) => i === 0 || tokensDesc[i - 1] >= v) && (await page.getAttribute('th[data-sort="tokens"]', "aria-sort")) === "descending", tokensDesc.slice(0, 5));
-  await page.click('th[data-sort="tokens"] button');
-  const tokensAsc = await page.$$eval("#sessions-body tr", (rows) => rows.map((r) => Number(r.children[5].textContent.replace(/,/g, ""))));
-  check("a second click sorts ascending", tokensAsc.every((v, i) => i === 0 || tokensAsc[i - 1] <= v) && (await page.getAttribute('th[data-sort="tokens"]', "aria-sort")) === "ascending", tokensAsc.slice(0, 5));
-  const total = await page.$eval("#page-info", (e) => Number(e.dataset.total));
+  await waitForTable(page, { sortBy: "tokens", sortDir: "desc", offset: 0 });
+  const tokensDesc = await column(5);
+  check("sorting by tokens puts the largest first", tokensDesc.length > 0 && tokensDesc.every((v, i) => i === 0 || tokensDesc[i - 1] >= v) && (await page.getAttribute('th[data-sort="tokens"]', "aria-sort")) === "descending", tokensDesc.slice(0, 5));
+  await checkTablePage(page, "by tokens");
+  const total = (await tableState(page)).total;
+  check("the table holds one page of the view's sessions", tokensDesc.length === Math.min(25, total) && total === all.usage.sessions.length, { rows: tokensDesc.length, total });
   if (total > 25) {
     await page.click("#next");
-    check("Next shows the second page", (await page.textContent("#page-info")).startsWith("26–"), await page.textContent("#page-info"));
+    await waitForTable(page, { sortBy: "tokens", sortDir: "desc", offset: 25 });
+    const second = await column(5);
+    check("Next shows the second page, in order after the first", (await page.textContent("#page-info")).startsWith("26–") && second[0] <= tokensDesc[tokensDesc.length - 1], { info: await page.textContent("#page-info"), first: tokensDesc.at(-1), second: second[0] });
+    await checkTablePage(page, "page 2 by tokens");
     await page.click("#prev");
+    await waitForTable(page, { sortBy: "tokens", offset: 0 });
   }
+  await page.click('th[data-sort="tokens"] button');
+  await waitForTable(page, { sortBy: "tokens", sortDir: "asc", offset: 0 });
+  const tokensAsc = await column(5);
+  check("a second click sorts ascending", tokensAsc.every((v, i) => i === 0 || tokensAsc[i - 1] <= v) && (await page.getAttribute('th[data-sort="tokens"]', "aria-sort")) === "ascending", tokensAsc.slice(0, 5));
+  await page.click('th[data-sort="updatedAt"] button');
+  await waitForTable(page, { sortBy: "updatedAt", sortDir: "desc", offset: 0 });
+  await checkTablePage(page, "by last activity");
   await page.fill("#search", agent);
-  await page.waitForFunction((t) => Number(document.querySelector("#page-info").dataset.total) < t, total, { timeout: 5000 }).catch(() => {});
-  const shown = await page.$$eval("#sessions-body tr", (rows) => rows.map((r) => r.textContent + " " + (r.querySelector("button") || {}).title));
+  await waitForTable(page, { search: agent, offset: 0 });
+  const searched = await tableState(page);
+  const shown = await page.$$eval("#sessions-body tr[data-key]", (rows) => rows.map((r) => r.textContent + " " + r.dataset.key));
   const matching = all.usage.sessions.filter((s) => [s.key, s.label, s.sessionId, s.agentId, s.channel, s.model].join(" ").toLowerCase().includes(agent.toLowerCase())).length;
-  check("search filters the sessions", Number(await page.$eval("#page-info", (e) => e.dataset.total)) === matching && shown.every((t) => t.toLowerCase().includes(agent.toLowerCase())), { matching, shown: shown.length });
+  check("search goes to the gateway and covers every session", searched.total === matching && matching < total && shown.length > 0 && shown.every((t) => t.toLowerCase().includes(agent.toLowerCase())), { matching, total: searched.total, shown: shown.length });
   await page.fill("#search", "");
-  await page.waitForFunction((t) => Number(document.querySelector("#page-info").dataset.total) === t, total, { timeout: 5000 });
+  await waitForTable(page, { search: null });
   await page.click('th[data-sort="cost"] button');
+  await waitForTable(page, { sortBy: "cost", sortDir: "desc", search: null });
 
   const firstKey = await page.$eval("#sessions-body [data-open]", (b) => b.dataset.open);
   await page.focus("#sessions-body [data-open]");
@@ -350,7 +429,9 @@ async function scenarioMain(browser) {
   const sessionsCsv = await download(page, "#export-sessions");
   const lines = sessionsCsv.text.trim().split(/\r\n/);
   check("Sessions CSV has a header and one line per session", lines[0].startsWith("key,label,sessionId") && lines.length === all.usage.sessions.length + 1, { lines: lines.length, sessions: all.usage.sessions.length });
+  check("Sessions CSV numbers carry no float noise", noisyNumbers(sessionsCsv.text).length === 0, noisyNumbers(sessionsCsv.text).slice(0, 5));
   const dailyCsv = await download(page, "#export-daily");
+  check("Daily CSV numbers carry no float noise", noisyNumbers(dailyCsv.text).length === 0, noisyNumbers(dailyCsv.text).slice(0, 5));
   const dl = dailyCsv.text.trim().split(/\r\n/);
   const col = dl[0].split(",").indexOf("totalTokens");
   const sum = dl.slice(1).reduce((x, l) => x + Number(l.split(",")[col]), 0);
@@ -496,10 +577,20 @@ async function scenarioPerf(browser) {
   const tables = [];
   let page;
   const errors = [];
+  // The bytes of every `sessions.usage` answer the last page load receives over its WebSocket.
+  const usageAnswers = [];
   for (let i = 0; i < 3; i++) {
     if (page) await page.context().close();
     ({ page } = await newPage(browser));
     watchErrors(page, errors);
+    if (i === 2) {
+      page.on("websocket", (ws) =>
+        ws.on("framereceived", ({ payload }) => {
+          const text = typeof payload === "string" ? payload : payload.toString("utf8");
+          if (text.startsWith('{"type":"res"') && text.includes('"aggregates":')) usageAnswers.push(Buffer.byteLength(text));
+        }),
+      );
+    }
     await page.goto(base + "/");
     await page.waitForSelector("body[data-ready]", { timeout: 60000 });
     await page.waitForSelector("body[data-sessions-ready]", { timeout: 60000 });
@@ -518,7 +609,30 @@ async function scenarioPerf(browser) {
   metric("sessionsInView", usage.sessions.length, "sessions");
   check("first render (totals, chart, breakdowns; median of 3 loads) under 1 s", median(firsts) < 1000, firsts);
   await shot(page, "dashboard-large-store.png");
-  // The whole store: every session in the table.
+
+  // A refresh (here the `usage.updated` push after new usage) moves one page of rows, not every
+  // session of the view: kilobytes whatever the store's size.
+  const before = (await cards(page)).tokens.raw;
+  const mark = usageAnswers.length;
+  await ask("append-usage");
+  const pushed = await page
+    .waitForFunction((b) => Number(document.querySelector("#card-tokens .value").dataset.value) > b, before, { timeout: 30000, polling: 100 })
+    .then(() => true, () => false);
+  check("appended usage reaches the page by push", pushed, { before });
+  await waitForView(page, params);
+  const refresh = usageAnswers.slice(mark);
+  const largest = Math.max(0, ...refresh);
+  metric("refreshAnswerBytes", largest, "bytes");
+  const everyRow = await fetch(`${base}/api/v1/call/sessions.usage`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...params, limit: 100000 }) }).then((r) => r.text());
+  metric("everyRowAnswerBytes", Buffer.byteLength(everyRow), "bytes");
+  check("a refresh answer of 25 rows stays under 200 KB", refresh.length > 0 && largest < 200 * 1024, { refresh });
+  check("...where every row would be over 1 MB (the store is big enough to tell)", Buffer.byteLength(everyRow) > 1024 * 1024, Buffer.byteLength(everyRow));
+  const inView = JSON.parse(everyRow).payload.sessions.length;
+  check("the table still shows one page of every session", (await tableState(page)).total === inView && (await tableState(page)).keys.length === 25);
+  // The export is not one page: it fetches every session of the view, 1,000 per request.
+  const exported = parseCsv((await download(page, "#export-sessions")).text).slice(1);
+  check("Sessions CSV holds every session of the view, fetched page by page", inView > 1000 && exported.length === inView && new Set(exported.map((r) => r[0])).size === inView, { exported: exported.length, inView });
+  // The whole store's range.
   const t0 = Date.now();
   await page.click('[data-preset="all"]');
   const all = expectedParams({ preset: "all" });
@@ -526,6 +640,144 @@ async function scenarioPerf(browser) {
   metric("allSessionsViewMs", Date.now() - t0, "ms");
   const { usage: everything } = await compareWithApi(page, "large store all", all);
   metric("sessionsInStore", everything.aggregates.sessionCount, "sessions");
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
+async function scenarioTraps(browser) {
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  await page.goto(base + "/");
+  await page.waitForSelector("body[data-sessions-ready]", { timeout: 30000 });
+  const month = expectedParams({ preset: "30d" });
+  await waitForView(page, month);
+  const { usage } = await compareWithApi(page, "9 agents 30d", month);
+
+  // 1. All 9 agents are on the page, none hidden in an inner scroll box.
+  const panel = await page.evaluate(() => {
+    const box = document.querySelector("#by-agent");
+    const rows = Array.from(box.querySelectorAll("tbody tr"));
+    const clipped = [];
+    for (let e = box; e && e !== document.body; e = e.parentElement) {
+      if (e.scrollHeight > e.clientHeight + 1 && getComputedStyle(e).overflowY !== "visible") clipped.push(e.id || e.className);
+    }
+    const last = rows.length && rows[rows.length - 1].getBoundingClientRect();
+    const inside = !!last && last.bottom <= box.getBoundingClientRect().bottom + 1;
+    return { rows: rows.length, names: rows.map((r) => r.firstChild.textContent), clipped, inside };
+  });
+  check("By agent lists all 9 agents, none in an inner scroll box", usage.aggregates.byAgent.length === 9 && panel.rows === 9 && panel.clipped.length === 0 && panel.inside, panel);
+  await shot(page, "dashboard-9-agents.png", true);
+
+  // 2. CSV numbers without float noise.
+  const rounded = await page.evaluate(async () => {
+    const { csvNumber } = await import("/assets/format.js");
+    return [7.2075510000000005, 0.1 + 0.2, 1e-7, 42, -0, 2.5, 123456789.123456789, -1.10000000001, 1e-11].map(csvNumber);
+  });
+  const want = ["7.207551", "0.3", "0.0000001", "42", "0", "2.5", "123456789.123456791", "-1.1", "0"];
+  check("CSV numbers: at most 10 decimals, trailing zeros trimmed", JSON.stringify(rounded) === JSON.stringify(want), { rounded, want });
+  const daily = await download(page, "#export-daily");
+  const sessions = await download(page, "#export-sessions");
+  check("Daily CSV numbers carry no float noise", noisyNumbers(daily.text).length === 0, noisyNumbers(daily.text).slice(0, 5));
+  check("Sessions CSV numbers carry no float noise", noisyNumbers(sessions.text).length === 0, noisyNumbers(sessions.text).slice(0, 5));
+  const [head, ...days] = parseCsv(daily.text);
+  const costSum = days.reduce((x, r) => x + Number(r[head.indexOf("totalCost")]), 0);
+  check("Daily CSV costs still sum to the API's total", Math.abs(costSum - usage.totals.totalCost) <= 1e-6 * Math.max(1, usage.totals.totalCost), { costSum, api: usage.totals.totalCost });
+  check("Sessions CSV holds every session of the view", parseCsv(sessions.text).length === usage.sessions.length + 1, { lines: parseCsv(sessions.text).length, sessions: usage.sessions.length });
+
+  // 3. Another range while the worker is down: never the old range's figures under the new
+  //    label, never "fresh"; the new range's figures arrive by themselves once it is back.
+  const shownBefore = await cards(page);
+  await ask("stop-worker");
+  await page.click('[data-preset="7d"]');
+  const week = expectedParams({ preset: "7d" });
+  await page.waitForSelector('#figures-for[data-state="missing"]', { timeout: 20000 });
+  const during = await cards(page);
+  const caption = await page.textContent("#figures-for");
+  const badge = (await page.textContent('[data-field="cache-status"]')).trim();
+  check("worker down, new range: the cards hold no figures", Object.values(during).every((c) => c.raw === null && c.text === "—"), { during, before: shownBefore });
+  check("worker down, new range: the line above the cards says it has none yet, and why", caption.startsWith(`No figures for ${week.startDate} to ${week.endDate}`), caption);
+  check("worker down, new range: the health panel does not call the figures fresh", badge !== "fresh" && badge !== "", badge);
+  check(
+    "worker down, new range: the chart, breakdowns and table show nothing of the old range",
+    (await page.$eval("#chart", (e) => e.dataset.days)) === "0" && (await page.$eval("#by-agent", (e) => e.dataset.rows)) === "0" && (await page.$$("#sessions-body tr[data-key]")).length === 0,
+  );
+  check("worker down, new range: exports are off", await page.$eval("#export-daily", (b) => b.disabled));
+  await shot(page, "dashboard-range-while-worker-down.png");
+  await ask("cont-worker");
+  await waitForView(page, week, 45000);
+  await page.waitForSelector('#figures-for[data-state="current"]', { timeout: 10000 });
+  await compareWithApi(page, "7d once the worker is back", week);
+  check("the new range's figures are fresh once the worker is back", (await page.textContent('[data-field="cache-status"]')).trim() === "fresh");
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
+async function scenarioEmpty(browser) {
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  await page.goto(base + "/");
+  await page.waitForSelector("body[data-ready]", { timeout: 30000 });
+  const dir = (await status()).gateway.stateDir;
+  const usage = await api("sessions.usage", { agentScope: "all", limit: 1 });
+  check("the API finds no agents (diagnostics.agents is 0)", usage.diagnostics.agents === 0, usage.diagnostics);
+  const said = await page
+    .waitForFunction(() => (document.querySelector("#banner").dataset.kinds || "").includes("no-agents"), null, { timeout: 20000 })
+    .then(() => true, () => false);
+  const text = said ? await page.textContent('#banner [data-kind="no-agents"]') : "";
+  check(`the banner says "no OpenClaw agents found in ${dir}"`, said && text.toLowerCase().includes(`no openclaw agents found in ${dir}`.toLowerCase()), { text, kinds: await bannerKinds(page) });
+  check("the cards show the empty store's zeros", (await cards(page)).tokens.raw === 0);
+  await shot(page, `dashboard-${scenario}.png`);
+  check("no script errors in the page", errors.length === 0, errors);
+}
+
+async function scenarioBudget(browser) {
+  // The gateway runs with a monthly budget it has spent over 80% of and an agent's daily one
+  // (tests/cases/dashboard.rs): one bar each, the same figures as /api/v1/status.
+  const { page } = await newPage(browser);
+  const errors = [];
+  watchErrors(page, errors);
+  await page.goto(base + "/");
+  await page.waitForFunction(() => document.querySelectorAll("#budgets:not([hidden]) .budget[data-spend]:not([data-spend=''])").length >= 2, null, { timeout: 30000, polling: 100 });
+  const st = await status();
+  const items = (st.budgets && st.budgets.items) || [];
+  const shown = await page.$$eval("#budgets .budget", (rows) =>
+    rows.map((r) => ({
+      period: r.dataset.period,
+      agent: r.dataset.agent,
+      budget: Number(r.dataset.budget),
+      spend: Number(r.dataset.spend),
+      forecast: r.dataset.forecast === "" ? null : Number(r.dataset.forecast),
+      level: r.dataset.level,
+      fill: parseFloat(r.querySelector(".fill").style.width),
+      limit: parseFloat(r.querySelector(".limit").style.left),
+      tick: r.querySelector(".forecast") ? parseFloat(r.querySelector(".forecast").style.left) : null,
+      text: r.textContent,
+    })),
+  );
+  check("one bar per budget", shown.length === items.length && items.length === 2, { shown, items });
+  for (const it of items) {
+    const row = shown.find((r) => r.period === it.period && r.agent === it.agent);
+    const name = `${it.period} budget of ${it.agent}`;
+    if (!check(`${name}: shown`, !!row, shown)) continue;
+    check(`${name}: budget and spend as status says`, row.budget === it.budgetUsd && sameMoney(row.spend, it.spendUsd), { row, it });
+    check(`${name}: level as status says`, row.level === it.level, { row, it });
+    const money = (v) => "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    check(`${name}: figures in words`, row.text.includes(`${money(it.spendUsd)} of ${money(it.budgetUsd)}`), row.text);
+    const scale = Math.max(it.budgetUsd, it.spendUsd);
+    check(`${name}: the bar is filled to the spend`, Math.abs(row.fill - Math.min(100, (100 * it.spendUsd) / scale)) < 0.5, { row, scale });
+    check(`${name}: the budget mark`, Math.abs(row.limit - (100 * it.budgetUsd) / scale) < 0.5, { row, scale });
+    if (it.period === "month") {
+      // The forecast moves a little with time between the two readings of status.
+      const at = Math.min(100, (100 * it.forecastUsd) / scale);
+      check(`${name}: a month-end forecast tick and figure`, row.tick !== null && Math.abs(row.tick - at) < 1 && Math.abs(row.forecast - it.forecastUsd) <= 0.01 * it.forecastUsd && row.text.includes("forecast $"), { row, at });
+    } else {
+      check(`${name}: no forecast for a day`, row.tick === null && row.forecast === null, row);
+    }
+  }
+  check("nothing but bars and figures in the section", !/null|undefined|NaN/.test(await page.textContent("#budgets")), await page.textContent("#budgets"));
+  const month = shown.find((r) => r.period === "month");
+  check("a monthly budget over 80% is marked so", month && month.level === "warning" && month.text.includes("over 80%"), month);
+  await shot(page, "dashboard-budgets.png");
   check("no script errors in the page", errors.length === 0, errors);
 }
 
@@ -538,7 +790,7 @@ const deadline = setTimeout(() => {
 let browser;
 try {
   browser = await launch();
-  const run = { main: scenarioMain, token: scenarioToken, remote: scenarioRemote, perf: scenarioPerf }[scenario];
+  const run = { main: scenarioMain, token: scenarioToken, remote: scenarioRemote, perf: scenarioPerf, traps: scenarioTraps, empty: scenarioEmpty, "not-openclaw": scenarioEmpty, budget: scenarioBudget }[scenario];
   if (!run) throw new Error("unknown scenario " + scenario);
   await run(browser);
 } catch (e) {

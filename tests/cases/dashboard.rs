@@ -1,8 +1,10 @@
 //! The dashboard: embedded assets served beside the WebSocket at `/`, and the page itself in
 //! headless Chromium (Debian's `chromium` driven by `tests/browser/dashboard.mjs` through
-//! playwright-core) against the real gateway: the same totals as the API for every range, push
-//! updates, a worker kill and hang, a gateway restart, a token prompt, and the first-render time
-//! on a 1,656-session store. Screenshots and downloads go to `tests/artifacts/`.
+//! playwright-core) against the real gateway: the same totals as the API for every range, the
+//! sessions table as the API's pages, push updates, a worker kill and hang, a gateway restart, a
+//! token prompt, the first-render time and the size of a refresh on a 1,656-session store, and
+//! the first-run traps (9 agents, a range switched while the worker is down, an empty or foreign
+//! state dir, float noise in CSV exports). Screenshots and downloads go to `tests/artifacts/`.
 //!
 //! The browser tests fail, never skip, when node, Chromium or playwright-core are missing: CI
 //! installs them (`.ci/run`).
@@ -23,7 +25,7 @@ use nix::{
 };
 use serde_json::{Value, json};
 
-use crate::skeleton::{all_usage, demo};
+use crate::skeleton::{all_usage, demo, demo_with};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -229,9 +231,13 @@ fn dashboard_assets_are_embedded_and_root_still_upgrades_websockets() {
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     let html = page.body_mut().read_to_string().expect("body");
-    assert!(html.contains(r#"<script src="/assets/app.js" defer></script>"#), "{html}");
+    assert!(html.contains(r#"<script type="module" src="/assets/app.js"></script>"#), "{html}");
 
-    for (path, kind) in [("/assets/app.js", "text/javascript"), ("/assets/style.css", "text/css")] {
+    for (path, kind) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/protocol.js", "text/javascript"),
+        ("/assets/style.css", "text/css"),
+    ] {
         let res = agent.get(gateway.url(path)).call().expect("GET asset");
         assert_eq!(res.status(), 200, "{path}");
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
@@ -327,6 +333,60 @@ fn dashboard_asks_for_a_token_and_remembers_it() {
     report.assert_passed("token");
 }
 
+/// Budgets on the dashboard: a bar per budget with the spend, the budget's mark and, for a month,
+/// the month-end forecast, as `/api/v1/status` has them.
+#[test]
+fn dashboard_shows_each_budget_as_a_bar_with_the_forecast() {
+    require_browser_tools();
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 2, 3, 3);
+    // A message costing $2 now, so the month has spend even in its first minutes.
+    let now = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.000Z"]).output().expect("date").stdout;
+    let line = crate::skeleton::assistant_line(String::from_utf8_lossy(&now).trim(), 10, 20, 2.0, 8);
+    let transcript = std::fs::read_dir(store.join("agents/main/sessions"))
+        .expect("sessions dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a transcript");
+    writeln!(std::fs::OpenOptions::new().append(true).open(transcript).expect("open"), "{line}")
+        .expect("append");
+    // The month's spend so far, to set a monthly budget it has spent 85% of.
+    let probe = Gateway::start(dir.path(), &store, &[], &[]);
+    probe.ready_worker_pid();
+    let usage = probe.call_ok("usage.cost", &json!({"agentScope": "all", "range": "all", "timeZone": "UTC"}));
+    drop(probe);
+    let daily = usage["daily"].as_array().expect("daily");
+    let today = daily.last().expect("today")["date"].as_str().expect("date").to_owned();
+    let month: f64 = daily
+        .iter()
+        .filter(|d| d["date"].as_str().is_some_and(|d| d[..7] == today[..7]))
+        .map(|d| d["totalCost"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(month >= 2.0, "{usage}");
+    let month_budget = month / 0.85;
+    let args = [
+        "--budget".to_owned(),
+        format!("month={month_budget}"),
+        "--budget".to_owned(),
+        "main:day=1000".to_owned(),
+        "--budget-interval".to_owned(),
+        "500ms".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(dir.path(), &store, &args, &[]);
+    let report = run_browser(
+        "budget",
+        &gateway.base,
+        &[],
+        Duration::from_secs(120),
+        |action, _| json!({"ok": false, "error": format!("unexpected action {action}")}),
+    );
+    report.assert_passed("budget");
+}
+
 /// A non-loopback IPv4 address of this machine (the source address of its default route).
 fn non_loopback_ip() -> std::net::IpAddr {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("UDP socket");
@@ -369,10 +429,13 @@ fn dashboard_first_render_with_1656_sessions_is_under_a_second() {
     let _lock = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
-    // The seed's shape (9 agents x 184 sessions = 1,656) with few turns, to generate quickly.
-    let manifest = demo(&store, 9, 184, 3);
+    // The seed's shape (9 agents x 184 sessions = 1,656) with few turns, to generate quickly;
+    // 25 days, so that every session's last activity (its transcript's mtime) falls in the
+    // default 30-day view and the page's checks see more than 1,000 sessions there.
+    let manifest = demo_with(&store, 9, 184, 3, 7, &["--days", "25"]);
     assert_eq!(manifest["sessions"], 1656, "{manifest}");
-    let gateway = Gateway::start(dir.path(), &store, &[], &[]);
+    // A short refresh interval makes the push after appended usage quick.
+    let gateway = Gateway::start(dir.path(), &store, &["--refresh-interval", "1s"], &[]);
     gateway.ready_worker_pid();
     // The page is measured against a running gateway whose worker has read the store once
     // (what an operator opening the dashboard meets), not against the worker's cold start.
@@ -381,13 +444,15 @@ fn dashboard_first_render_with_1656_sessions_is_under_a_second() {
     eprintln!("worker cold pass over the store: {:?}", warm_started.elapsed());
     assert!(all["sessions"].as_array().is_some_and(|s| s.len() >= 1656), "every session is listed");
 
-    let report = run_browser(
-        "perf",
-        &gateway.base,
-        &[],
-        Duration::from_secs(180),
-        |action, _| json!({"ok": false, "error": format!("unexpected action {action}")}),
-    );
+    let transcript = live_transcript(&store, "main");
+    let report =
+        run_browser("perf", &gateway.base, &[], Duration::from_secs(180), |action, _| match action {
+            "append-usage" => {
+                let added = demo_store::append_turn(&transcript, 99, now_ms()).expect("append a turn");
+                json!({"ok": true, "tokens": added.total_tokens})
+            }
+            other => json!({"ok": false, "error": format!("unexpected action {other}")}),
+        });
     report.assert_passed("perf");
     let first = report.metric("firstRenderMs");
     eprintln!(
@@ -397,4 +462,73 @@ fn dashboard_first_render_with_1656_sessions_is_under_a_second() {
         report.metric("allSessionsViewMs")
     );
     assert!(first < 1000.0, "first render took {first} ms (median of 3 loads)");
+    let (refresh, every_row) = (report.metric("refreshAnswerBytes"), report.metric("everyRowAnswerBytes"));
+    eprintln!(
+        "a refresh's answer: {refresh} bytes (one page of 25); every row of the view: {every_row} bytes"
+    );
+    assert!(refresh < 200.0 * 1024.0, "a refresh moved {refresh} bytes");
+}
+
+#[test]
+fn dashboard_first_run_traps_in_chromium() {
+    require_browser_tools();
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    demo(&store, 9, 4, 3);
+    // A worker stopped with SIGSTOP stays "down" for the whole check: pings are a minute apart,
+    // so the supervisor does not replace it before the test lets it run again; requests give up
+    // after 1 s.
+    let args = ["--request-timeout", "1s", "--worker-heartbeat", "1m", "--refresh-interval", "1s"];
+    let gateway = Gateway::start(dir.path(), &store, &args, &[]);
+    gateway.ready_worker_pid();
+    gateway.call_ok("sessions.usage", &all_usage());
+    let mut stopped = None;
+    let report =
+        run_browser("traps", &gateway.base, &[], Duration::from_secs(180), |action, _| match action {
+            "stop-worker" => {
+                let pid = gateway.ready_worker_pid();
+                signal(pid, Signal::SIGSTOP);
+                stopped = Some(pid);
+                json!({"ok": true, "pid": pid})
+            }
+            "cont-worker" => match stopped.take() {
+                Some(pid) => {
+                    signal(pid, Signal::SIGCONT);
+                    json!({"ok": true, "pid": pid})
+                }
+                None => json!({"ok": false, "error": "no stopped worker"}),
+            },
+            other => json!({"ok": false, "error": format!("unexpected action {other}")}),
+        });
+    if let Some(pid) = stopped {
+        // The script failed between the two: let the worker go before the gateway stops.
+        signal(pid, Signal::SIGCONT);
+    }
+    report.assert_passed("traps");
+}
+
+#[test]
+fn dashboard_says_when_the_state_dir_holds_no_openclaw_agents() {
+    require_browser_tools();
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    // A directory that exists and holds files, but not OpenClaw's layout (a wrong --state-dir).
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("projects/notes")).expect("foreign dir");
+    std::fs::write(foreign.join("projects/notes/todo.jsonl"), "{\"type\":\"note\"}\n").expect("a file");
+    for (scenario, state_dir) in [("empty", &empty), ("not-openclaw", &foreign)] {
+        let gateway = Gateway::start(&dir.path().join(scenario), state_dir, &[], &[]);
+        gateway.ready_worker_pid();
+        let report = run_browser(
+            scenario,
+            &gateway.base,
+            &[],
+            Duration::from_secs(90),
+            |action, _| json!({"ok": false, "error": format!("unexpected action {action}")}),
+        );
+        report.assert_passed(scenario);
+    }
 }

@@ -5,6 +5,8 @@ mod hostile;
 mod openclaw;
 mod packaging;
 mod proof;
+mod report;
+mod shield;
 mod skeleton;
 mod sqlite;
 mod status;

@@ -19,20 +19,36 @@ pub(crate) fn demo(dir: &Path, agents: u32, sessions: u32, turns: u32) -> Value 
 
 /// [`demo`] with a chosen seed (which decides, e.g., whether reset archives exist).
 pub(crate) fn demo_seeded(dir: &Path, agents: u32, sessions: u32, turns: u32, seed: u64) -> Value {
+    demo_with(dir, agents, sessions, turns, seed, &[])
+}
+
+/// [`demo_seeded`] with more `clawgate demo` flags (e.g. `--days`).
+pub(crate) fn demo_with(
+    dir: &Path,
+    agents: u32,
+    sessions: u32,
+    turns: u32,
+    seed: u64,
+    extra: &[&str],
+) -> Value {
     let out = dir.to_str().expect("utf-8 path");
-    let (code, stdout, stderr) = run_clawgate(&[
+    let (agents, sessions, turns, seed) =
+        (agents.to_string(), sessions.to_string(), turns.to_string(), seed.to_string());
+    let mut args = vec![
         "demo",
         "--out",
         out,
         "--agents",
-        &agents.to_string(),
+        &agents,
         "--sessions",
-        &sessions.to_string(),
+        &sessions,
         "--messages",
-        &turns.to_string(),
+        &turns,
         "--seed",
-        &seed.to_string(),
-    ]);
+        &seed,
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = run_clawgate(&args);
     assert_eq!(code, 0, "clawgate demo failed: {stdout}{stderr}");
     let manifest = std::fs::read_to_string(dir.join("clawgate-demo.json")).expect("manifest");
     serde_json::from_str(&manifest).expect("manifest JSON")

@@ -3,13 +3,15 @@
 // says ready (WS connects are refused with UNAVAILABLE "gateway starting" until then).
 //
 //   node start.mjs (--store SRC | --state-dir DIR) --port P --token T [--work DIR] [--tz UTC]
-//                  [--deadline SECONDS] [--agents auto|none|a,b] [--config-extra JSON]
+//                  [--deadline SECONDS] [--agents auto|none|a,b] [--config-extra JSON] [--verbose yes]
 //
 // --store SRC      copies the store SRC into WORK/state first: OpenClaw 2026.9.6 migrates a legacy
 //                  store in place at start-up (imports sessions.json + JSONL into per-agent SQLite and
 //                  archives the originals), so a fixture must never be its state dir.
 // --state-dir DIR  uses DIR in place (the caller owns it).
 // --work DIR       where the config, home, logs and the copied store go (default: a new temp dir).
+// --verbose yes    runs the gateway with --verbose --ws-log compact: every WS answer is logged with
+//                  its method (`⇄ res ✓ sessions.usage …`), so a test can see which methods reached it.
 //
 // Prints one JSON line once /healthz answers and /readyz says ready (times in ms since the spawn):
 //   {"ready":true,"pid":…,"url":"http://127.0.0.1:P","wsUrl":"ws://127.0.0.1:P","stateDir":…,
@@ -110,7 +112,8 @@ const env = {
 const started = Date.now();
 const { openSync } = await import("node:fs");
 const out = openSync(consoleLog, "a");
-const child = spawn(nodeBin, [openclaw, "gateway", "run", "--port", String(args.port), "--bind", "loopback", "--token", args.token], {
+const verbose = args.verbose === "yes" ? ["--verbose", "--ws-log", "compact"] : [];
+const child = spawn(nodeBin, [openclaw, "gateway", "run", "--port", String(args.port), "--bind", "loopback", "--token", args.token, ...verbose], {
   cwd: work,
   env,
   stdio: ["ignore", out, out],

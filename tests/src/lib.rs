@@ -202,8 +202,8 @@ pub struct ProbeReport {
     pub max: Duration,
 }
 
-/// Probes `GET /healthz` every 10 ms on a thread of its own until stopped, counting failures
-/// and probes slower than `limit`.
+/// Probes `GET /healthz` every 10 ms on a thread of its own until stopped. Failures are errors,
+/// any probe over four times `limit`, and more than 2% of probes (at least two) over `limit`.
 pub struct HealthProbe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<ProbeReport>,
@@ -227,6 +227,7 @@ impl HealthProbe {
                 .build()
                 .into();
             let mut report = ProbeReport { count: 0, failures: Vec::new(), max: Duration::ZERO };
+            let mut slow = Vec::new();
             while !flag.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let res = agent.get(&url).call();
@@ -238,10 +239,21 @@ impl HealthProbe {
                     Ok(r) => report.failures.push(format!("status {}", r.status())),
                     Err(e) => report.failures.push(e.to_string()),
                 }
-                if took > limit {
+                if took > limit * 4 {
                     report.failures.push(format!("probe took {took:?}"));
+                } else if took > limit {
+                    slow.push(took);
                 }
                 std::thread::sleep(Duration::from_millis(10).saturating_sub(took));
+            }
+            // A blocked gateway shows as a run of slow probes or one long one; a lone probe
+            // over the limit is the shared 2-core test machine descheduling this thread.
+            if slow.len() as u64 > (report.count / 50).max(1) {
+                report.failures.push(format!(
+                    "{} of {} probes over {limit:?}: {slow:?}",
+                    slow.len(),
+                    report.count
+                ));
             }
             report
         });

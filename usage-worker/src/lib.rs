@@ -34,32 +34,13 @@ pub fn is_config_error(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| cause.is::<ConfigError>())
 }
 
-/// `$OPENCLAW_STATE_DIR`, else `~/.openclaw` (`OPENCLAW_HOME` replacing `$HOME`), as OpenClaw
-/// resolves it.
-pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("OPENCLAW_STATE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = ["OPENCLAW_HOME", "HOME"]
-        .iter()
-        .find_map(|v| std::env::var_os(v).filter(|h| !h.is_empty()))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    home.join(".openclaw")
-}
+/// OpenClaw's state directory, resolved as the gateway resolves it.
+pub use ipc_proto::host::default_state_dir;
 
-/// 80% of this process's cgroup v2 `memory.max` (systemd's `MemoryMax=`), so a worker run as
-/// its own unit refuses over-budget jobs before the kernel kills it; 0 (no budget) when there
-/// is no limit to derive it from.
+/// The heap budget a worker run as its own unit (systemd's `MemoryMax=`) gives itself, so it
+/// refuses over-budget jobs before the kernel kills it; 0 (no budget) without a cgroup limit.
 pub fn default_memory_budget() -> u64 {
-    let limit = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|cgroups| {
-        let rel = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/').to_owned();
-        let max =
-            std::fs::read_to_string(std::path::Path::new("/sys/fs/cgroup").join(rel).join("memory.max"))
-                .ok()?;
-        max.trim().parse::<u64>().ok()
-    });
-    limit.map_or(0, |max| max / 10 * 8)
+    ipc_proto::host::own_memory_max().map_or(0, ipc_proto::host::heap_budget)
 }
 
 /// Exits the process when its parent is no longer `parent_pid` (the gateway died and we were

@@ -49,7 +49,7 @@ pub enum Exposure {
 
 /// Routes reachable without the token (as OpenClaw: probes, readiness, the Control UI's files,
 /// the WebSocket). Everything else is private.
-pub const PUBLIC_ROUTES: [(&str, Exposure); 8] = [
+pub const PUBLIC_ROUTES: [(&str, Exposure); 12] = [
     ("/healthz", Exposure::Probe),
     ("/health", Exposure::Probe),
     ("/readyz", Exposure::Public),
@@ -58,6 +58,11 @@ pub const PUBLIC_ROUTES: [(&str, Exposure); 8] = [
     ("/index.html", Exposure::Public),
     ("/assets/{file}", Exposure::Public),
     ("/ws", Exposure::Public),
+    // Shield mode's dashboard (`relay::DASHBOARD_PREFIX`).
+    ("/clawgate", Exposure::Public),
+    ("/clawgate/", Exposure::Public),
+    ("/clawgate/index.html", Exposure::Public),
+    ("/clawgate/assets/{file}", Exposure::Public),
 ];
 
 pub fn exposure(route: &str) -> Exposure {
@@ -169,6 +174,11 @@ pub fn too_many(retry_after: Duration) -> Response {
 /// The layer: see the module docs.
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    // Shield mode: a request no route of clawgate's matched is OpenClaw's, relayed as it came;
+    // OpenClaw applies its own auth, origin and rate-limit rules to it (`relay::http`).
+    if route.is_none() && state.relay.is_some() {
+        return next.run(request).await;
+    }
     // An unmatched path is no route: 404 for anyone who passes the Host and cross-site checks
     // (a browser's `/favicon.ico` must not count as a failed authentication).
     let exposure = route.as_deref().map_or(Exposure::Public, exposure);

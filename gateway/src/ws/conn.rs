@@ -374,11 +374,11 @@ async fn serve(mut conn: Conn, session: Session) {
             }
             event = events.recv() => match event {
                 Ok(update) => {
-                    if session.authorize("sessions.usage").is_ok() && !conn.send_event("usage.updated", &update.payload_json).await {
+                    if session.authorize("sessions.usage").is_ok() && !conn.send_event(update.event, &update.payload_json).await {
                         break;
                     }
                 }
-                Err(RecvError::Lagged(missed)) => tracing::debug!(missed, "A slow WebSocket client missed usage.updated events."),
+                Err(RecvError::Lagged(missed)) => tracing::debug!(missed, "A slow WebSocket client missed usage events."),
                 Err(RecvError::Closed) => events = state.cache.subscribe(),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

@@ -558,7 +558,8 @@ mod tests {
 
     #[test]
     fn the_control_uis_2026_9_6_connect_is_accepted() {
-        // As captured from the Control UI (CONTROL-UI.md), signature cut: no device here.
+        // As OpenClaw 2026.9.6's Control UI sends it (docs/openclaw-compatibility.md), signature
+        // cut: no device here.
         let p = json!({"minProtocol":4,"maxProtocol":4,
             "client":{"id":"openclaw-control-ui","version":"2026.9.6",
                 "buildId":"2026.9.6-release-eb377ac59e6c-2026-09-23T16-33-12.144Z","platform":"Linux x86_64",

@@ -52,7 +52,7 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Events a client may receive.
-pub const EVENTS: [&str; 3] = ["connect.challenge", "tick", "usage.updated"];
+pub const EVENTS: [&str; 4] = ["connect.challenge", "tick", "usage.updated", "usage.budget"];
 
 /// Largest WebSocket frame sent: bigger messages go out as fragments of this size. A frame is
 /// formatted into the connection's write buffer before it is written, so this also bounds that

@@ -957,10 +957,12 @@ impl Engine {
         // Unbounded `usage.cost` ranges end today: a new day is a new answer.
         let day = day_of(now, 0);
         let cache_key_change = self.change ^ (day as u64).rotate_left(32);
-        if let Some(a) = self.answers.get(query, cache_key_change) {
+        if let Some((a, scoped)) = self.answers.get(query, cache_key_change) {
             let mut a = a.clone();
-            a.meta = self.fresh_meta(&a.meta, now, diag);
-            job.files_total = a.meta.cache.map_or(0, |c| c.cached_files);
+            scoped.apply(diag);
+            let listed = a.meta.cache.map(|c| c.cached_files);
+            a.meta = payload::meta(now, listed, diag, a.meta.rows_total);
+            job.files_total = diag.files;
 
             return Ok(if known == Some(a.fingerprint) {
                 Reply::Unchanged(a.meta)
@@ -987,7 +989,7 @@ impl Engine {
             }
             let meta = payload::meta(now, None, diag, Some(total));
             let answer = Answer { meta, fingerprint, data };
-            self.answers.put(query, cache_key_change, answer.clone());
+            self.answers.put(query, cache_key_change, answer.clone(), payload::Scoped::of(diag));
             return Ok(if known == Some(fingerprint) {
                 Reply::Unchanged(answer.meta)
             } else {
@@ -1031,33 +1033,8 @@ impl Engine {
         };
         let meta = payload::meta(now, listed, diag, rows_total);
         let answer = Answer { meta, fingerprint, data };
-        self.answers.put(query, cache_key_change, answer.clone());
+        self.answers.put(query, cache_key_change, answer.clone(), payload::Scoped::of(diag));
         Ok(if known == Some(fingerprint) { Reply::Unchanged(answer.meta) } else { Reply::Answer(answer) })
-    }
-
-    /// A cached answer's answer-time fields for now (the data is the cached one).
-    fn fresh_meta(&self, old: &ipc_proto::AnswerMeta, now: i64, diag: &Diagnostics) -> ipc_proto::AnswerMeta {
-        let listed = old.cache.map(|c| c.cached_files);
-        let mut d: Diagnostics = diag.clone();
-        // The skip counts are those of the cached answer's scope.
-        if let Some(text) = &old.diagnostics
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
-        {
-            let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-            d.skips.malformed_json_lines = n("malformedJsonLines");
-            d.skips.invalid_utf8_lines = n("invalidUtf8Lines");
-            d.skips.nul_byte_lines = n("nulByteLines");
-            d.skips.oversize_lines = n("oversizeLines");
-            d.skips.undecodable_rows = n("undecodableRows");
-            d.skips.implausible_usage = n("implausibleUsage");
-            d.pending_tails = n("pendingTails");
-        }
-        if let Some(text) = &old.diagnostics
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
-        {
-            d.files = v.get("files").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        }
-        payload::meta(now, listed, &d, old.rows_total)
     }
 
     /// One page of `sessions.usage` rows around the live aggregates (`None`: an entries-only

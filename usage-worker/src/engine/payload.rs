@@ -191,23 +191,53 @@ pub fn meta(now_ms: i64, files: Option<u64>, diag: &Diagnostics, rows_total: Opt
 /// pointers).
 #[derive(Debug, Default)]
 pub struct AnswerCache {
-    /// (query, engine change counter it was built at, answer); most recent last.
-    entries: Vec<(UsageQuery, u64, Answer)>,
+    /// (query, engine change counter it was built at, answer, its scope's diagnostics); most
+    /// recent last.
+    entries: Vec<(UsageQuery, u64, Answer, Scoped)>,
+}
+
+/// The diagnostics that belong to one answer's scope rather than to the whole store: a cached
+/// answer is given again with these and the store-wide counters of the moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scoped {
+    pub files: u64,
+    pub skips: SkipsOut,
+    pub pending_tails: u64,
+    pub rows_cut: Option<RowsCut>,
+}
+
+impl Scoped {
+    pub fn of(diag: &Diagnostics) -> Scoped {
+        Scoped {
+            files: diag.files,
+            skips: diag.skips,
+            pending_tails: diag.pending_tails,
+            rows_cut: diag.rows_cut.clone(),
+        }
+    }
+
+    /// `diag` with this scope's counters in place of the store-wide ones.
+    pub fn apply(&self, diag: &mut Diagnostics) {
+        diag.files = self.files;
+        diag.skips = self.skips;
+        diag.pending_tails = self.pending_tails;
+        diag.rows_cut.clone_from(&self.rows_cut);
+    }
 }
 
 const ANSWERS: usize = 8;
 
 impl AnswerCache {
-    pub fn get(&self, query: &UsageQuery, change: u64) -> Option<&Answer> {
-        self.entries.iter().rev().find(|(q, c, _)| *c == change && q == query).map(|(_, _, a)| a)
+    pub fn get(&self, query: &UsageQuery, change: u64) -> Option<(&Answer, &Scoped)> {
+        self.entries.iter().rev().find(|(q, c, _, _)| *c == change && q == query).map(|(_, _, a, s)| (a, s))
     }
 
-    pub fn put(&mut self, query: &UsageQuery, change: u64, answer: Answer) {
-        self.entries.retain(|(q, _, _)| q != query);
+    pub fn put(&mut self, query: &UsageQuery, change: u64, answer: Answer, scoped: Scoped) {
+        self.entries.retain(|(q, _, _, _)| q != query);
         if self.entries.len() >= ANSWERS {
             self.entries.remove(0);
         }
-        self.entries.push((query.clone(), change, answer));
+        self.entries.push((query.clone(), change, answer, scoped));
     }
 
     pub fn clear(&mut self) {
@@ -216,6 +246,6 @@ impl AnswerCache {
 
     /// Bytes of text kept (shared pieces counted once per answer, an upper bound).
     pub fn heap_bytes(&self) -> usize {
-        self.entries.iter().map(|(_, _, a)| a.data.len() / 8 + a.data.parts().len() * 16).sum()
+        self.entries.iter().map(|(_, _, a, _)| a.data.len() / 8 + a.data.parts().len() * 16).sum()
     }
 }

@@ -1,4 +1,5 @@
-//! OpenClaw 2026.7+ stores: one SQLite database per agent, read live and read-only (SQLITE.md).
+//! OpenClaw 2026.7+ stores: one SQLite database per agent, read live and read-only (the layout
+//! is in docs/usage-engine.md).
 //!
 //! An agent with `<stateDir>/agents/<id>/agent/openclaw-agent.sqlite` is read from that database
 //! and its legacy `sessions/` files are ignored (after `openclaw doctor --session-sqlite import`

@@ -1,5 +1,5 @@
 //! Opening an OpenClaw agent database read-only, checking its schema, and decoding one
-//! `transcript_events` row into the JSON text of a transcript line (SQLITE.md).
+//! `transcript_events` row into the JSON text of a transcript line (layout: docs/usage-engine.md).
 //!
 //! The database belongs to a running OpenClaw that keeps writing it in WAL mode, so a connection
 //! here is read-only (`mode=ro`, `query_only`), waits only a few milliseconds for a lock, and

@@ -4,6 +4,12 @@
 //! `YYYY-MM-DD` keys in UTC or a fixed offset. Everything is integer math on epoch ms, so it is
 //! exact and independent of the host's TZ (OpenClaw 2026.5 keyed days by the gateway's local
 //! zone; clawgate uses the query's `day_zone` instead).
+//!
+//! Why not jiff here (it checks these functions in the property tests): [`parse_iso_ms`] must
+//! accept what JavaScript's `Date.parse` accepts (date-only, no zone, `24:00`, a space for `T`),
+//! which `jiff::Timestamp` refuses; and it runs once per transcript line, where it measured 2.0–2.4x
+//! faster than `str::parse::<jiff::Timestamp>` (24–29 ns against 54–58 ns per `toISOString()`
+//! string, 1M strings, release build, 2026-12-04).
 
 use ipc_proto::DayZone;
 

@@ -6,26 +6,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-/// xorshift64*: deterministic and dependency-free.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+pub use demo_store::Rng;
 
 /// Shape of a generated store.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +71,7 @@ fn usage_json(rng: &mut Rng, model: usize) -> String {
     let input = rng.below(5000);
     let output = rng.below(3000);
     let cache_read = rng.below(80_000);
-    let cache_write = if rng.chance(30) { rng.below(9000) } else { 0 };
+    let cache_write = if rng.chance(0.3) { rng.below(9000) } else { 0 };
     let total = input + output + cache_read + cache_write;
     let roll = rng.below(100);
     if roll < 5 {
@@ -134,7 +115,7 @@ pub fn transcript(rng: &mut Rng, session_id: &str, spec: &Spec, start: i64) -> S
         iso(t)
     );
     for turn in 0..spec.turns {
-        let gap = if rng.chance(10) { 86_400_000 } else { 3_600_000 };
+        let gap = if rng.chance(0.1) { 86_400_000 } else { 3_600_000 };
         t += 1000 + rng.below(gap) as i64;
         let _ = writeln!(
             out,
@@ -144,11 +125,11 @@ pub fn transcript(rng: &mut Rng, session_id: &str, spec: &Spec, start: i64) -> S
         );
         t += 500 + rng.below(20_000) as i64;
         let tool = TOOLS[rng.below(TOOLS.len() as u64) as usize];
-        let stop = if rng.chance(5) { "error" } else { "toolUse" };
+        let stop = if rng.chance(0.05) { "error" } else { "toolUse" };
         let duration =
-            if rng.chance(20) { format!(r#","durationMs":{}"#, rng.below(30_000)) } else { String::new() };
+            if rng.chance(0.2) { format!(r#","durationMs":{}"#, rng.below(30_000)) } else { String::new() };
         let usage = usage_json(rng, model);
-        if rng.chance(4) {
+        if rng.chance(0.04) {
             // Usage at the top level, provider/model too.
             let _ = writeln!(
                 out,
@@ -169,7 +150,7 @@ pub fn transcript(rng: &mut Rng, session_id: &str, spec: &Spec, start: i64) -> S
             r#"{{"type":"message","id":"r{turn}","timestamp":"{}","message":{{"role":"toolResult","toolCallId":"c{turn}","toolName":"{tool}","content":[{{"type":"text","text":"{}"}}],"isError":{},"timestamp":{t}}}}}"#,
             iso(t),
             text(rng, spec.tool_result_bytes),
-            rng.chance(7)
+            rng.chance(0.07)
         );
         t += 500 + rng.below(20_000) as i64;
         let usage = usage_json(rng, model);
@@ -179,14 +160,14 @@ pub fn transcript(rng: &mut Rng, session_id: &str, spec: &Spec, start: i64) -> S
             iso(t),
             text(rng, 200)
         );
-        if rng.chance(3) {
+        if rng.chance(0.03) {
             // No timestamp anywhere: counted in sessions.usage totals only.
             let _ = writeln!(
                 out,
                 r#"{{"type":"message","message":{{"role":"assistant","provider":"{prov}","model":"{name}","usage":{{"input":7,"output":3}}}}}}"#
             );
         }
-        if rng.chance(5) {
+        if rng.chance(0.05) {
             let _ = writeln!(
                 out,
                 r#"{{"type":"custom","customType":"model-snapshot","timestamp":"{}","data":{{"provider":"{prov}"}}}}"#,
@@ -207,7 +188,7 @@ pub fn generate(dir: &Path, spec: &Spec) -> u64 {
         fs::create_dir_all(&sessions).unwrap();
         let mut store = serde_json::Map::new();
         for s in 0..spec.sessions_per_agent {
-            let id = format!("{:08x}-{a:04x}-{s:04x}-0000-000000000000", rng.next() as u32);
+            let id = format!("{:08x}-{a:04x}-{s:04x}-0000-000000000000", rng.next_u64() as u32);
             let start = BASE_MS + rng.below(50 * 86_400_000) as i64;
             let body = transcript(&mut rng, &id, spec, start);
             bytes += body.len() as u64;

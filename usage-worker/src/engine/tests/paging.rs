@@ -127,4 +127,8 @@ fn rows_past_the_answer_budget_are_cut_with_a_diagnostic_and_totals_stay_whole()
     assert_eq!(v["totals"], all["totals"]);
     assert_eq!(v["aggregates"]["sessionCount"], all["aggregates"]["sessionCount"]);
     assert!(all["diagnostics"].get("rowsCut").is_none());
+    // The same answer given again from the answer cache still says what it left out.
+    let (again, _) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(again["sessions"].as_array().unwrap().len(), returned);
+    assert_eq!(&again["diagnostics"]["rowsCut"], cut);
 }

@@ -134,7 +134,7 @@ fn mutate(rng: &mut Rng, dir: &Path, step: usize) -> String {
             let p = pick(rng);
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let Some(stem) = name.find(".jsonl").map(|i| &name[..i]) else { return "odd name".into() };
-            let kind = if rng.chance(50) { "deleted" } else { "reset" };
+            let kind = if rng.chance(0.5) { "deleted" } else { "reset" };
             let to = p.with_file_name(format!(
                 "{stem}.jsonl.{kind}.2026-11-{:02}T10-00-00.{step:03}Z",
                 1 + step % 28
@@ -143,13 +143,13 @@ fn mutate(rng: &mut Rng, dir: &Path, step: usize) -> String {
             format!("rename {} to {}", p.display(), to.display())
         }
         9 => {
-            let agent = if rng.chance(50) { "main" } else { "agent1" };
+            let agent = if rng.chance(0.5) { "main" } else { "agent1" };
             let p = dir.join("agents").join(agent).join("sessions").join(format!("new-{step}.jsonl"));
             fs::write(&p, transcript(rng, &format!("new-{step}"), &SPEC, at)).unwrap();
             format!("create {}", p.display())
         }
         _ => {
-            if rng.chance(50) {
+            if rng.chance(0.5) {
                 let p = dir.join("agents/main/sessions/sessions.json");
                 let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
                 if let Some(entry) = v.as_object_mut().unwrap().values_mut().next() {
@@ -193,7 +193,7 @@ fn run(seed: u64, steps: usize) {
     for step in 0..steps {
         let what = mutate(&mut rng, dir.path(), step);
         // Every few steps the persistent engine saves and a new process would load it.
-        if rng.chance(25) {
+        if rng.chance(0.25) {
             drop(restarted);
             restarted = persistent(dir.path(), data.path());
         }

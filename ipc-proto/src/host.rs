@@ -1,9 +1,9 @@
-//! Facts about the host that more than one part of clawgate needs, worked out in one place:
-//! where OpenClaw keeps its state, and which cgroup v2 this process is in.
+//! Facts about the host that both processes need, worked out in one place: where OpenClaw keeps
+//! its state, which cgroup v2 this process is in, and the heap budget under a memory cap.
 //!
-//! The gateway uses these for its defaults and the supervisor for the worker's cgroup. The
-//! worker cannot link them (it depends on ipc-proto only); in managed mode it is handed the
-//! resolved values on its command line, so the gateway's resolution is the one that counts.
+//! They live here because ipc-proto is the one crate the gateway (with its supervisor) and the
+//! worker both link: a worker run as its own unit must resolve the same state directory and the
+//! same budget as a supervised one is handed on its command line.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +48,12 @@ pub fn own_cgroup() -> Result<PathBuf, String> {
 pub fn own_memory_max() -> Option<u64> {
     let max = std::fs::read_to_string(own_cgroup().ok()?.join("memory.max")).ok()?;
     max.trim().parse().ok()
+}
+
+/// The worker's heap budget under a memory cap: 80% of it, leaving the rest for what the heap
+/// counter cannot see (stacks, page cache charged to the cgroup, allocator slack).
+pub fn heap_budget(memory_max: u64) -> u64 {
+    memory_max / 10 * 8
 }
 
 /// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo` (not assumed to be
