@@ -168,7 +168,7 @@ function watchSocket(ws) {
     if (req.method === "connect") {
       report.connected ||= !!m.ok;
       if (!m.ok) report.connect.error = m.error;
-      else report.connect.hello = { server: m.payload?.server, policy: m.payload?.policy, auth: { role: m.payload?.auth?.role, scopes: m.payload?.auth?.scopes } };
+      else report.connect.hello = { server: m.payload?.server, methods: m.payload?.features?.methods, policy: m.payload?.policy, auth: { role: m.payload?.auth?.role, scopes: m.payload?.auth?.scopes } };
     }
     onAnswer({ method: req.method, params: req.params, ok: !!m.ok, error: m.error, payload: m.ok ? m.payload : undefined });
   });
