@@ -136,7 +136,6 @@ fn last_json_line(stdout: &str, what: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{what} printed no JSON report ({e}):\n{stdout}"))
 }
 
-
 #[test]
 fn openclaws_control_ui_works_against_clawgate_unmodified() {
     let _lock = exclusive();
