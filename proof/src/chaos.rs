@@ -321,7 +321,7 @@ fn idle_worker(ctx: &Ctx, http: &ureq::Agent) -> Option<u32> {
 
 /// Whether the worker honours `__fault__:` keys (debug builds, or `--features faults`): an
 /// `alloc` of twice the cap must be refused by the heap budget. A build without fault injection
-/// answers `INVALID_REQUEST` (an unknown session key) at once.
+/// takes it for an unknown session key and answers as OpenClaw does: an empty `ok` answer.
 pub fn preflight(ctx: &Ctx, cap_mib: u64) -> anyhow::Result<bool> {
     let http = agent(Duration::from_secs(60));
     let params = json!({"key": format!("__fault__:alloc:{}", cap_mib * 2), "range": "all"});
@@ -335,7 +335,7 @@ pub fn preflight(ctx: &Ctx, cap_mib: u64) -> anyhow::Result<bool> {
     if body["error"]["code"] == "UNAVAILABLE" && message.contains("budget") {
         return Ok(true);
     }
-    if status == 400 {
+    if status == 200 && body["ok"] == true {
         return Ok(false);
     }
     anyhow::bail!("the fault-injection preflight got an unexpected answer: HTTP {status} {body}")
