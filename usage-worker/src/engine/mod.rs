@@ -35,6 +35,7 @@ mod reader;
 mod rollup;
 mod rows;
 mod series;
+mod skim;
 mod sqlite;
 mod sqlite_schema;
 mod store;
