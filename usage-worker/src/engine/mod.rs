@@ -35,7 +35,6 @@ mod reader;
 mod rollup;
 mod rows;
 mod series;
-mod skim;
 mod sqlite;
 mod sqlite_schema;
 mod store;

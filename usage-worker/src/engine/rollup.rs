@@ -12,7 +12,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::line::{Entry, LineOutcome, Role, parse_line};
-use super::skim;
 use super::time::quarter_of;
 
 /// Marks "no model": usage entries that named neither provider nor model.
@@ -349,19 +348,6 @@ pub fn fold_line(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
         skips.invalid_utf8 += 1;
         return;
     };
-    SKIMMED.with_borrow_mut(|skimmed| {
-        let text =
-            if text.len() >= skim::MIN_LINE && skim::skim(text, skimmed) { skimmed.as_str() } else { text };
-        fold_text(rollup, skips, text);
-    });
-}
-
-thread_local! {
-    /// Each parser thread's buffer for a line with its unread text blanked ([`skim`]).
-    static SKIMMED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-fn fold_text(rollup: &mut FileRollup, skips: &mut SkipCounts, text: &str) {
     match parse_line(text) {
         LineOutcome::Entry(e) => {
             skips.implausible += u64::from(e.implausible);
