@@ -419,9 +419,15 @@ fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
         let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
         assert_json_close(&normalise(v), &normalise(fresh), what);
     };
-    // A middle row deleted: the count up to the checkpoint no longer matches.
+    // A middle row deleted: no signature an append's listing reads shows it (counting every
+    // event on each call cost ~5 ms); the next complete listing does (at most 30 s later), and
+    // the count up to the checkpoint no longer matches.
     w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq = 5", [MAIN_SESSION]).unwrap();
+    let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s.files_parsed, 0, "between complete listings");
+    e.sqlite.set_full_every_ms(0);
     check(&mut e, "middle row deleted");
+    e.sqlite.set_full_every_ms(30_000);
     // The last row rewritten in place, same length: its anchor changed.
     let last: String = w
         .query_row(
@@ -454,11 +460,37 @@ fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
     )
     .unwrap();
     check(&mut e, "new generation");
-    // A deleted session leaves the answer.
+    // A session whose rows are all deleted (its window kept) leaves the answer at the next
+    // complete listing. (OpenClaw deletes a session's window, and its rows with it by cascade:
+    // the window count shows that at once.)
     w.execute("DELETE FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
+    e.sqlite.set_full_every_ms(0);
     let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
     assert_eq!((s.files_total, s.files_parsed), (5, 0));
     assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
+}
+
+/// How OpenClaw deletes a session (its window, the rows following by cascade) shows on the next
+/// call, not at the next complete listing: the window count is a signature.
+#[test]
+fn a_session_deleted_as_openclaw_does_leaves_at_once() {
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    let (before, _) = ask(&mut e, &query(Method::SessionsUsage));
+    assert!(before["sessions"].as_array().unwrap().iter().any(|r| r["sessionId"] == MAIN_SESSION));
+    let w = writer(dir.path(), "main");
+    w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    w.execute("DELETE FROM session_windows WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
+    let left: i64 = w
+        .query_row("SELECT count(*) FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(left, 0, "rows go with their window");
+    let (v, _) = ask(&mut e, &query(Method::SessionsUsage));
+    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
+    let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+    assert_json_close(&normalise(v), &normalise(fresh), "deleted session");
 }
 
 #[test]
