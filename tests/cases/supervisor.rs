@@ -495,9 +495,11 @@ fn an_idle_client_on_the_external_socket_does_not_hold_the_gateway() {
     let manifest = demo(&store, 1, 2, 2);
     let socket = dir.path().join("run-ext/worker.sock");
     let worker = ExternalWorker::start(&socket, &store);
-    wait_until(Duration::from_secs(20), || socket.exists().then_some(()))
-        .unwrap_or_else(|| panic!("{} never appeared", socket.display()));
-    let mut idle = std::os::unix::net::UnixStream::connect(&socket).expect("connect an idle client");
+    // The socket file appears at bind(), a moment before listen(): a connect in between is
+    // refused, so the wait is for a connect that succeeds.
+    let mut idle =
+        wait_until(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).ok())
+            .unwrap_or_else(|| panic!("{} never accepted a connection", socket.display()));
     let started = Instant::now();
     let gateway = Gateway::start(
         dir.path(),
