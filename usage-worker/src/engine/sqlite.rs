@@ -264,6 +264,9 @@ impl Default for Databases {
 /// Page cache of a listing connection, KiB: listings read the ends of indexes, and the session
 /// tables once per complete listing; nothing is gained by keeping those pages.
 const LISTING_CACHE_KIB: i64 = 256;
+/// Listing connections held at most (each holds its cache and OpenClaw's parsed schema): a
+/// state dir with more agent databases than this opens the others per call.
+const HELD_MAX: usize = 16;
 
 impl Databases {
     /// Forgets what was listed of `agent`: the next call lists it again.
@@ -286,16 +289,24 @@ impl Databases {
         if self.held.get(agent).is_some_and(|p| !p.valid(db, file)) {
             self.held.remove(agent);
         }
-        let held = match self.held.entry(agent.to_owned()) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let immutable = sqlite_schema::opens_immutable(db);
-                let conn = sqlite_schema::open_as(db, immutable)?;
-                conn.pragma_update(None, "cache_size", -LISTING_CACHE_KIB)?;
-                v.insert(Pooled { db: db.to_owned(), conn, immutable, file })
+        if !self.held.contains_key(agent) {
+            if self.held.len() >= HELD_MAX
+                && let Some(other) = self.held.keys().next().cloned()
+            {
+                self.held.remove(&other);
             }
-        };
-        Ok(&held.conn)
+            let immutable = sqlite_schema::opens_immutable(db);
+            let conn = sqlite_schema::open_as(db, immutable)?;
+            conn.pragma_update(None, "cache_size", -LISTING_CACHE_KIB)?;
+            self.held.insert(agent.to_owned(), Pooled { db: db.to_owned(), conn, immutable, file });
+        }
+        Ok(&self.held[agent].conn)
+    }
+
+    /// Listing connections held now (tests).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// Whether `agent`'s database was listed (or restored) in this process.
@@ -391,8 +402,8 @@ fn now_ms() -> i64 {
 }
 
 /// What a listing compares: windows and nodes (number, newest update; labels' number and bytes),
-/// the newest event rowid, and the rewrite watermarks (number, hash of generations). Each is read from one end of an index or from a small table, never by walking the
-/// session tables or the events' index (walking them took ~10 ms of an append's ~16 ms on a
+/// the newest event rowid, and the rewrite watermarks (number, hash of generations). Each is
+/// read from one end of an index or from a small table, never by walking the session tables or the events' index (walking them took ~10 ms of an append's ~16 ms on a
 /// 6,600-session database: a write empties the reader's page cache, so every page is read
 /// again). What no signature shows between complete listings (an entry rewritten in place
 /// without a new update time, as OpenClaw's `doctor` does; event rows deleted without a rewrite
@@ -415,7 +426,10 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
     // Labels are set without a new update time: their number and bytes, from OpenClaw's
     // partial index of labelled nodes (a rename to another of the same length shows at the next
     // complete listing).
-    let labels = tx.prepare_cached("SELECT count(*), coalesce(sum(octet_length(label)), 0) FROM session_nodes WHERE label IS NOT NULL")?
+    let labels = tx
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(octet_length(label)), 0) FROM session_nodes WHERE label IS NOT NULL",
+        )?
         .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
     let nodes = (
         one("SELECT count(*) FROM session_nodes")?,

@@ -470,6 +470,28 @@ fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
     assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
 }
 
+/// A state dir with more agent databases than the worker keeps listing connections for: the
+/// held ones stay capped, and every agent still answers.
+#[test]
+fn listing_connections_stay_capped_with_many_agent_databases() {
+    let dir = sqlite_copy();
+    let main_db = db(dir.path(), "main");
+    for i in 0..20 {
+        let to = db(dir.path(), &format!("extra{i}"));
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(&main_db, &to).unwrap();
+    }
+    let mut e = engine(dir.path());
+    let (v, _) = ask(&mut e, &query(Method::UsageCost));
+    assert!(e.sqlite.held() <= 16, "held {}", e.sqlite.held());
+    let mut main_only = query(Method::UsageCost);
+    main_only.agents = AgentScope::One("main".into());
+    let (main, _) = ask(&mut e, &main_only);
+    assert!(
+        v["totals"]["totalTokens"].as_u64().unwrap() > 20 * main["totals"]["totalTokens"].as_u64().unwrap()
+    );
+}
+
 /// How OpenClaw deletes a session (its window, the rows following by cascade) shows on the next
 /// call, not at the next complete listing: the window count is a signature.
 #[test]
