@@ -232,6 +232,17 @@ pub fn list_files(
     agent: &str,
     diag: &mut super::payload::Diagnostics,
 ) -> io::Result<Vec<Discovered>> {
+    list_files_of_kind(state_dir, agent, diag, |_| true)
+}
+
+/// [`list_files`] of the kinds `keep` accepts; the others are not even stat'ed (an agent's
+/// archives next to thousands of transcripts an OpenClaw database replaces).
+pub fn list_files_of_kind(
+    state_dir: &Path,
+    agent: &str,
+    diag: &mut super::payload::Diagnostics,
+    keep: impl Fn(&FileKind) -> bool,
+) -> io::Result<Vec<Discovered>> {
     let dir = sessions_dir(state_dir, agent);
     if let Err(why) = sessions_dir_allowed(state_dir, &dir) {
         diag.skipped_special_files += 1;
@@ -249,7 +260,7 @@ pub fn list_files(
         let Ok(name) = ent.file_name().into_string() else {
             continue;
         };
-        let Some((session_id, kind)) = classify(&name) else {
+        let Some((session_id, kind)) = classify(&name).filter(|(_, k)| keep(k)) else {
             continue;
         };
         // `DirEntry::metadata` does not follow symlinks.

@@ -230,10 +230,27 @@ CREATE TABLE IF NOT EXISTS family(
 ) WITHOUT ROWID;
 ";
 
+/// Turns off SQLite's global memory statistics, which it keeps behind one process-wide mutex
+/// taken on every allocation: the parser threads and the writer contended on it (futex calls
+/// were a sixth of a cold read's system time). Nothing here reads those statistics. SQLite
+/// takes this only before its first connection; later calls are refused, harmlessly.
+pub fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` with an int argument, as SQLITE_CONFIG_MEMSTATUS takes; it
+        // returns SQLITE_MISUSE instead of acting once SQLite is initialized.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int)
+        };
+        tracing::debug!(rc, "SQLite memory statistics off (0 = done).");
+    });
+}
+
 impl Index {
     /// Opens (or creates) the index for `identity`: in `data_dir`, else in a temporary
     /// directory that goes away with the index.
     pub fn open(data_dir: Option<&Path>, identity: &Identity) -> Result<Index, IndexError> {
+        configure_sqlite();
         let (dir, temp) = match data_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
@@ -404,53 +421,69 @@ impl Index {
         Ok(rows)
     }
 
-    /// Stores a (new or re-read) file's rollup and row facts; returns its id and new generation.
+    /// Stores a (new or re-read) file's encoded rollup and row facts; returns its id and new
+    /// generation. `new`: the file was not in the index when listed.
     pub fn put_file(
         &mut self,
         disc: &Discovered,
-        rollup: &FileRollup,
+        blob: &[u8],
         facts: &RowFacts,
+        new: bool,
     ) -> Result<(i64, i64), IndexError> {
         let generation = self.generation();
-        let blob = encode_rollup(rollup)?;
         let (kind, ts) = kind_code(&disc.kind);
         let m = &disc.meta;
-        let mut st = self.conn.prepare_cached(
-            "INSERT INTO files(path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
-                ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text, entry_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+        let values = params![
+            path_bytes(&disc.path),
+            disc.file_name,
+            disc.agent_id,
+            disc.session_id,
+            kind,
+            ts,
+            m.dev as i64,
+            m.ino as i64,
+            m.size as i64,
+            ns(m.mtime_ns),
+            ns(m.ctime_ns),
+            m.mtime_ms(),
+            generation,
+            blob,
+            facts.entry_key,
+            facts.updated_at,
+            facts.channel,
+            facts.search_text,
+            facts.entry_hash
+        ];
+        const COLUMNS: &str =
+            "path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
+            ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text, entry_hash";
+        const VALUES: &str =
+            "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19";
+        if new {
+            // A plain one-row insert checks its constraints before it writes anything, so SQLite
+            // keeps no statement journal for it; the upsert below keeps one (a copy of every
+            // page it touches that this transaction already changed), which was a fifth of a
+            // cold read's writing time.
+            let mut st =
+                self.conn.prepare_cached(&format!("INSERT INTO files({COLUMNS}) VALUES ({VALUES})"))?;
+            match st.execute(values) {
+                Ok(_) => return Ok((self.conn.last_insert_rowid(), generation)),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut st = self.conn.prepare_cached(&format!(
+            "INSERT INTO files({COLUMNS}) VALUES ({VALUES})
              ON CONFLICT(path) DO UPDATE SET file_name = excluded.file_name, agent = excluded.agent,
                 session_id = excluded.session_id, kind = excluded.kind, archive_ts = excluded.archive_ts,
                 dev = excluded.dev, ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,
                 ctime_ns = excluded.ctime_ns, mtime_ms = excluded.mtime_ms, generation = excluded.generation,
                 rollup = excluded.rollup, entry_key = excluded.entry_key, updated_at = excluded.updated_at,
                 channel = excluded.channel, search_text = excluded.search_text, entry_hash = excluded.entry_hash
-             RETURNING id",
-        )?;
-        let id: i64 = st.query_row(
-            params![
-                path_bytes(&disc.path),
-                disc.file_name,
-                disc.agent_id,
-                disc.session_id,
-                kind,
-                ts,
-                m.dev as i64,
-                m.ino as i64,
-                m.size as i64,
-                ns(m.mtime_ns),
-                ns(m.ctime_ns),
-                m.mtime_ms(),
-                generation,
-                blob,
-                facts.entry_key,
-                facts.updated_at,
-                facts.channel,
-                facts.search_text,
-                facts.entry_hash
-            ],
-            |r| r.get(0),
-        )?;
+             RETURNING id"
+        ))?;
+        let id: i64 = st.query_row(values, |r| r.get(0))?;
         Ok((id, generation))
     }
 
@@ -577,6 +610,17 @@ impl Index {
         Ok(st.query_row([agent], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// Whether any file of `agents` is known.
+    pub fn has_files(&self, agents: &[String]) -> Result<bool, IndexError> {
+        let mut st = self.conn.prepare_cached("SELECT 1 FROM files WHERE agent = ?1 LIMIT 1")?;
+        for a in agents {
+            if st.query_row([a], |_| Ok(())).optional()?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Number of files of `agents`.
     pub fn count_files(&self, agents: &[String]) -> Result<u64, IndexError> {
         let mut st = self.conn.prepare_cached("SELECT count(*) FROM files WHERE agent = ?1")?;
@@ -611,19 +655,26 @@ impl Index {
         let mut fam_put = self
             .conn
             .prepare_cached("INSERT OR IGNORE INTO family(agent, member, key) VALUES (?1, ?2, ?3)")?;
+        // An agent without entries yet (a cold read): nothing to look up, compare or delete.
+        let had_none = {
+            let mut any = self.conn.prepare_cached("SELECT 1 FROM entries WHERE agent = ?1 LIMIT 1")?;
+            any.query_row([agent], |_| Ok(())).optional()?.is_none()
+        };
         for (ord, e) in entries.enumerate() {
             // The position counts: the first of several entries naming one file wins.
             let hash = e.hash() ^ (ord as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            seen.insert(e.key.clone());
-            let old: Option<(i64, String, Option<String>)> =
-                get.query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
-            match &old {
-                Some((h, _, _)) if *h == hash as i64 => continue,
-                Some((_, sid, file)) => touched.add(sid, file.as_deref()),
-                None => {}
+            let first = seen.insert(e.key.clone());
+            if !(had_none && first) {
+                let old: Option<(i64, String, Option<String>)> =
+                    get.query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+                match &old {
+                    Some((h, _, _)) if *h == hash as i64 => continue,
+                    Some((_, sid, file)) => touched.add(sid, file.as_deref()),
+                    None => {}
+                }
+                fam_del.execute([agent, &e.key])?;
             }
             touched.add(&e.session_id, e.session_file_name.as_deref());
-            fam_del.execute([agent, &e.key])?;
             for m in &e.family_ids {
                 fam_put.execute([agent, m, &e.key])?;
                 touched.add(m, None);
@@ -641,6 +692,9 @@ impl Index {
             ])?;
         }
         drop((get, put, fam_del, fam_put));
+        if had_none {
+            return Ok(touched);
+        }
         // Entries that are gone.
         let mut st =
             self.conn.prepare_cached("SELECT key, session_id, file_name FROM entries WHERE agent = ?1")?;
@@ -680,13 +734,7 @@ impl Index {
 
     /// The entry of a session id: the most recently updated one when several keys share it.
     pub fn entry_by_session(&self, agent: &str, session_id: &str) -> Result<Option<StoreEntry>, IndexError> {
-        let mut st = self.conn.prepare_cached(
-            // Without statistics SQLite would walk the primary key (agent, key) instead.
-            "SELECT data FROM entries INDEXED BY entries_session WHERE agent = ?1 AND session_id = ?2
-             ORDER BY coalesce(updated_at, -1e308) DESC, ord LIMIT 1",
-        )?;
-        let blob: Option<Vec<u8>> = st.query_row([agent, session_id], |r| r.get(0)).optional()?;
-        Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+        entry_by_session(&self.conn, agent, session_id)
     }
 
     /// The entry of a transcript: by session id, else by an explicit `sessionFile` name.
@@ -696,16 +744,7 @@ impl Index {
         session_id: &str,
         file_name: &str,
     ) -> Result<Option<StoreEntry>, IndexError> {
-        if let Some(e) = self.entry_by_session(agent, session_id)? {
-            return Ok(Some(e));
-        }
-        let stem = file_name.find(".jsonl").map_or(file_name, |i| &file_name[..i + ".jsonl".len()]);
-        let mut st =
-            self.conn.prepare_cached(
-                "SELECT data FROM entries INDEXED BY entries_file WHERE agent = ?1 AND file_name = ?2 ORDER BY ord LIMIT 1",
-            )?;
-        let blob: Option<Vec<u8>> = st.query_row([agent, stem], |r| r.get(0)).optional()?;
-        Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+        entry_for_file(&self.conn, agent, session_id, file_name)
     }
 
     /// Whether `session_id` is a usage-family member of some entry of `agent`.
@@ -888,6 +927,37 @@ impl Index {
     }
 }
 
+fn entry_by_session(
+    conn: &Connection,
+    agent: &str,
+    session_id: &str,
+) -> Result<Option<StoreEntry>, IndexError> {
+    let mut st = conn.prepare_cached(
+        // Without statistics SQLite would walk the primary key (agent, key) instead.
+        "SELECT data FROM entries INDEXED BY entries_session WHERE agent = ?1 AND session_id = ?2
+         ORDER BY coalesce(updated_at, -1e308) DESC, ord LIMIT 1",
+    )?;
+    let blob: Option<Vec<u8>> = st.query_row([agent, session_id], |r| r.get(0)).optional()?;
+    Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+}
+
+fn entry_for_file(
+    conn: &Connection,
+    agent: &str,
+    session_id: &str,
+    file_name: &str,
+) -> Result<Option<StoreEntry>, IndexError> {
+    if let Some(e) = entry_by_session(conn, agent, session_id)? {
+        return Ok(Some(e));
+    }
+    let stem = file_name.find(".jsonl").map_or(file_name, |i| &file_name[..i + ".jsonl".len()]);
+    let mut st = conn.prepare_cached(
+        "SELECT data FROM entries INDEXED BY entries_file WHERE agent = ?1 AND file_name = ?2 ORDER BY ord LIMIT 1",
+    )?;
+    let blob: Option<Vec<u8>> = st.query_row([agent, stem], |r| r.get(0)).optional()?;
+    Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+}
+
 /// A read-only connection to the index, for a parser thread that needs the old state of the
 /// files it re-reads (WAL mode: it never blocks the writer, and sees what was committed).
 pub struct Reader {
@@ -915,6 +985,21 @@ impl Reader {
         let rollup = decode_rollup(r.get_ref(18)?.as_blob()?)?;
         Ok(Some((row, rollup)))
     }
+
+    /// A parsed file's row facts and encoded rollup, ready for [`Index::put_file`]: made on the
+    /// parser threads so that the one writing thread only writes. The entries they come from
+    /// do not change while files are parsed (they are written before, in their own batch).
+    pub fn prepare(&self, disc: &Discovered, rollup: &FileRollup) -> Result<Prepared, IndexError> {
+        let entry = entry_for_file(&self.conn, &disc.agent_id, &disc.session_id, &disc.file_name)?;
+        Ok(Prepared { facts: facts_of(disc, entry.as_ref()), blob: encode_rollup(rollup)? })
+    }
+}
+
+/// A file's row facts and encoded rollup ([`Reader::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    pub facts: RowFacts,
+    pub blob: Vec<u8>,
 }
 
 /// A row of a page: what its rendered text depends on, read with the page.

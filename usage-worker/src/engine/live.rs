@@ -153,6 +153,11 @@ impl Lives {
 
     /// The live aggregates of `shape`: kept in memory, else saved in the index at its current
     /// version, else built (or rebuilt when stale).
+    /// Whether `shape` is live and usable as it is.
+    pub fn has(&self, shape: &Shape) -> bool {
+        self.lives.iter().any(|l| l.shape == *shape && !l.stale && !l.data.agg.lost())
+    }
+
     pub fn get(
         &mut self,
         index: &mut Index,

@@ -82,14 +82,75 @@ impl StoreEntry {
     }
 }
 
-/// The pass-through fields of an entry as written, so their key order survives (a
-/// `serde_json::Value` would sort object keys).
-#[derive(Deserialize)]
-struct RawFields<'a> {
-    #[serde(borrow)]
+/// The fields of an entry usage reads, from one pass over its JSON: the others (token
+/// counters, delivery state, skills, ...) are skipped without being built, which made listing
+/// an agent of thousands of sessions several times cheaper than a whole `serde_json::Value`.
+/// A repeated key keeps its last value, as a `Value` would. `origin` and `systemPromptReport`
+/// stay raw text, so their key order survives (a `Value` would sort object keys).
+#[derive(Default)]
+struct Fields<'a> {
+    session_id: Option<Value>,
+    updated_at: Option<Value>,
+    label: Option<Value>,
+    display_name: Option<Value>,
+    channel: Option<Value>,
+    chat_type: Option<Value>,
+    model_provider: Option<Value>,
+    model: Option<Value>,
+    model_override: Option<Value>,
+    provider_override: Option<Value>,
+    family_key: Option<Value>,
+    family_ids: Option<Value>,
+    session_file: Option<Value>,
     origin: Option<&'a RawValue>,
-    #[serde(borrow, rename = "systemPromptReport")]
     system_prompt_report: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                out.write_str("a session entry object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut f = Fields::default();
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match k.as_ref() {
+                        "sessionId" => &mut f.session_id,
+                        "updatedAt" => &mut f.updated_at,
+                        "label" => &mut f.label,
+                        "displayName" => &mut f.display_name,
+                        "channel" => &mut f.channel,
+                        "chatType" => &mut f.chat_type,
+                        "modelProvider" => &mut f.model_provider,
+                        "model" => &mut f.model,
+                        "modelOverride" => &mut f.model_override,
+                        "providerOverride" => &mut f.provider_override,
+                        "usageFamilyKey" => &mut f.family_key,
+                        "usageFamilySessionIds" => &mut f.family_ids,
+                        "sessionFile" => &mut f.session_file,
+                        "origin" => {
+                            f.origin = Some(map.next_value()?);
+                            continue;
+                        }
+                        "systemPromptReport" => {
+                            f.system_prompt_report = Some(map.next_value()?);
+                            continue;
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// JSON text without insignificant whitespace (store files are pretty-printed).
@@ -120,7 +181,11 @@ fn raw_text(r: Option<&RawValue>) -> Option<String> {
     r.map(RawValue::get).filter(|t| t.trim() != "null").map(compact_json)
 }
 
-fn str_of(v: &Value, k: &str) -> Option<String> {
+fn str_of(v: &Option<Value>) -> Option<String> {
+    v.as_ref().and_then(Value::as_str).map(str::to_owned)
+}
+
+fn str_in(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 
@@ -159,12 +224,13 @@ fn group_title(key: &str) -> Option<String> {
 
 /// One entry from its key and raw JSON text; `None` without a string `sessionId`.
 fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
-    let v: Value = serde_json::from_str(raw.get()).ok()?;
-    let fields = serde_json::from_str::<RawFields<'_>>(raw.get()).ok();
-    let session_id = str_of(&v, "sessionId")?;
-    let origin = v.get("origin").filter(|o| !o.is_null());
-    let family_ids: Vec<String> = v
-        .get("usageFamilySessionIds")
+    let f: Fields<'_> = serde_json::from_str(raw.get()).ok()?;
+    let session_id = str_of(&f.session_id)?;
+    let origin: Option<Value> =
+        f.origin.and_then(|o| serde_json::from_str::<Value>(o.get()).ok()).filter(|o| !o.is_null());
+    let family_ids: Vec<String> = f
+        .family_ids
+        .as_ref()
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -175,7 +241,7 @@ fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
                 .collect()
         })
         .unwrap_or_default();
-    let channel = str_of(&v, "channel").or_else(|| origin.and_then(|o| str_of(o, "provider")));
+    let channel = str_of(&f.channel).or_else(|| origin.as_ref().and_then(|o| str_in(o, "provider")));
     // OpenClaw 2026.9.6 keeps a delivery route only for external channels: a session on an
     // internal one (webchat, heartbeat, …) has no channel, no origin and no `byChannel` row.
     let internal = channel.as_deref().is_some_and(is_internal_channel);
@@ -183,20 +249,20 @@ fn entry_of(key: String, raw: &RawValue) -> Option<StoreEntry> {
     Some(StoreEntry {
         key,
         session_id,
-        updated_at: v.get("updatedAt").and_then(Value::as_f64),
-        label: str_of(&v, "label").or_else(|| str_of(&v, "displayName")).or(group),
+        updated_at: f.updated_at.as_ref().and_then(Value::as_f64),
+        label: str_of(&f.label).or_else(|| str_of(&f.display_name)).or(group),
         channel: channel.filter(|_| !internal),
-        chat_type: str_of(&v, "chatType").or_else(|| origin.and_then(|o| str_of(o, "chatType"))),
-        origin: fields.as_ref().and_then(|r| raw_text(r.origin)).filter(|_| !internal),
-        model_provider: str_of(&v, "modelProvider"),
-        model: str_of(&v, "model"),
-        model_override: str_of(&v, "modelOverride"),
-        provider_override: str_of(&v, "providerOverride"),
-        family_key: str_of(&v, "usageFamilyKey"),
+        chat_type: str_of(&f.chat_type).or_else(|| origin.as_ref().and_then(|o| str_in(o, "chatType"))),
+        origin: raw_text(f.origin).filter(|_| !internal),
+        model_provider: str_of(&f.model_provider),
+        model: str_of(&f.model),
+        model_override: str_of(&f.model_override),
+        provider_override: str_of(&f.provider_override),
+        family_key: str_of(&f.family_key),
         family_ids,
-        session_file_name: str_of(&v, "sessionFile")
+        session_file_name: str_of(&f.session_file)
             .and_then(|p| Path::new(&p).file_name().and_then(|n| n.to_str()).map(str::to_owned)),
-        context_weight: fields.as_ref().and_then(|r| raw_text(r.system_prompt_report)),
+        context_weight: raw_text(f.system_prompt_report),
     })
 }
 
