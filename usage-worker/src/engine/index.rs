@@ -421,15 +421,15 @@ impl Index {
         Ok(rows)
     }
 
-    /// Stores a (new or re-read) file's encoded rollup and row facts; returns its id and new
-    /// generation. `new`: the file was not in the index when listed.
+    /// Stores a (new or re-read) file's encoded rollup and row facts; returns its id and whether
+    /// it replaced a row though `new` said there was none (the caller had no old state).
     pub fn put_file(
         &mut self,
         disc: &Discovered,
         blob: &[u8],
         facts: &RowFacts,
         new: bool,
-    ) -> Result<(i64, i64), IndexError> {
+    ) -> Result<(i64, bool), IndexError> {
         let generation = self.generation();
         let (kind, ts) = kind_code(&disc.kind);
         let m = &disc.meta;
@@ -467,7 +467,7 @@ impl Index {
             let mut st =
                 self.conn.prepare_cached(&format!("INSERT INTO files({COLUMNS}) VALUES ({VALUES})"))?;
             match st.execute(values) {
-                Ok(_) => return Ok((self.conn.last_insert_rowid(), generation)),
+                Ok(_) => return Ok((self.conn.last_insert_rowid(), false)),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation => {}
                 Err(e) => return Err(e.into()),
@@ -484,7 +484,7 @@ impl Index {
              RETURNING id"
         ))?;
         let id: i64 = st.query_row(values, |r| r.get(0))?;
-        Ok((id, generation))
+        Ok((id, new))
     }
 
     /// Moves a known file to a new name (a rename keeps device, inode and bytes).

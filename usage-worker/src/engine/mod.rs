@@ -910,7 +910,12 @@ impl Engine {
                                         index::Prepared { facts, blob: index::encode_rollup(&rollup)? }
                                     }
                                 };
-                                let (id, _) = index.put_file(&disc, &blob, &facts, old.is_none())?;
+                                let (id, replaced) = index.put_file(&disc, &blob, &facts, old.is_none())?;
+                                if replaced {
+                                    // A row whose old state could not be read back: its old
+                                    // contribution is unknown, so the shapes are rebuilt.
+                                    lives.invalidate(Some(&disc.agent_id));
+                                }
                                 let old = old
                                     .as_deref()
                                     .map(|(row, r)| (&row.disc, r, row.facts.channel.as_deref()));

@@ -144,3 +144,29 @@ fn an_unwritable_data_dir_does_not_fail_answers() {
     assert_eq!(parsed, 0);
     assert_json_close(&again, &v, "still answering");
 }
+
+/// A file whose stored rollup cannot be read back when it changes (a damaged row) is parsed
+/// whole again; its old contribution, unknown, cannot be taken away from the live aggregates,
+/// so they are rebuilt rather than left counting it twice.
+#[test]
+fn a_changed_file_whose_stored_rollup_is_unreadable_is_not_counted_twice() {
+    let (dir, data, _) = saved();
+    let mut warm = persistent(dir.path(), data.path());
+    answer(&mut warm);
+    let sessions = dir.path().join("agents/main/sessions");
+    let name = fs::read_dir(&sessions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".jsonl") && !n.contains(".checkpoint.") && !n.contains(".trajectory"))
+        .unwrap();
+    let index = rusqlite::Connection::open(data.path().join(FILE_NAME)).unwrap();
+    let damaged = index.execute("UPDATE files SET rollup = x'c1' WHERE file_name = ?1", [&name]).unwrap();
+    assert_eq!(damaged, 1);
+    drop(index);
+    let extra = transcript(&mut Rng::new(5), "y", &SPEC, 1_793_100_000_000);
+    let extra = extra.split_once('\n').unwrap().1;
+    OpenOptions::new().append(true).open(sessions.join(&name)).unwrap().write_all(extra.as_bytes()).unwrap();
+    let (got, _) = answer(&mut warm);
+    let (want, _) = answer(&mut engine(dir.path()));
+    assert_json_close(&got, &want, "after a damaged rollup");
+}
