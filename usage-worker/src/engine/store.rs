@@ -467,6 +467,28 @@ mod tests {
         assert!(parse_entries(b"{} trailing").is_err());
     }
 
+    /// The one-pass field reader reads entries as a whole `serde_json::Value` would: the last of
+    /// repeated keys, keys written with escapes, other fields of any shape skipped, raw
+    /// pass-through fields in their own key order, entries that are not objects or have no
+    /// string `sessionId` left out.
+    #[test]
+    fn entry_fields_read_like_a_json_value() {
+        let e = parse_entries(
+            br#"{"k1":{"sessionId":"old","skills":{"deep":[1,{"x":[true,null,"\"s\""]}]},"sessionId":"s1",
+                       "model":"m","model":"m2","\u006cabel":"escaped","systemPromptReport":{"z":1,"a":[2]},
+                       "origin":7,"updatedAt":"not a number","usageFamilySessionIds":"nope"},
+                 "k2":[1,2], "k3":"text", "k4":{"sessionId":5}, "k5":{"sessionId":"s5","origin":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].key.as_str(), e[0].session_id.as_str()), ("k1", "s1"));
+        assert_eq!((e[0].model.as_deref(), e[0].label.as_deref()), (Some("m2"), Some("escaped")));
+        assert_eq!(e[0].context_weight.as_deref(), Some(r#"{"z":1,"a":[2]}"#));
+        assert_eq!((e[0].origin.as_deref(), e[0].channel.as_deref()), (Some("7"), None));
+        assert_eq!((e[0].updated_at, e[0].family_ids.len()), (None, 0));
+        assert_eq!((e[1].key.as_str(), e[1].origin.as_deref()), ("k5", None));
+    }
+
     #[test]
     fn legacy_keys_get_their_agent_and_internal_channels_no_route() {
         assert_eq!(canonical_key("a2", "cron:j1"), "agent:a2:cron:j1");

@@ -151,3 +151,34 @@ fn a_removed_agent_drops_its_rollups() {
     assert_eq!(assert_same_as_fresh(&mut warm, dir.path()), 0);
     assert!(warm.cached_files() < all);
 }
+
+/// Two `sessions.json` keys that name one entry once canonical (`cron:j` and `agent:<a>:cron:j`):
+/// the later wins, whether the agent's entries are stored at once on a cold read (no look-ups)
+/// or the second key arrives in a later version of the file.
+#[test]
+fn a_key_repeated_once_canonical_reads_alike_cold_and_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let store = dir.path().join("agents/main/sessions/sessions.json");
+    let text = fs::read_to_string(&store).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (key, entry) = v.as_object().unwrap().iter().next().unwrap();
+    let short = key.strip_prefix("agent:main:").expect("a canonical key");
+    let mut repeated = entry.clone();
+    repeated["label"] = "the later one".into();
+    let with_repeat = format!(
+        "{}, {}: {}}}",
+        text.trim_end().strip_suffix('}').unwrap(),
+        serde_json::Value::from(short),
+        repeated
+    );
+    let mut warm = engine(dir.path());
+    assert_same_as_fresh(&mut warm, dir.path());
+    fs::write(&store, &with_repeat).unwrap();
+    bump_mtime(&store);
+    assert_same_as_fresh(&mut warm, dir.path());
+    let (rows, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+    let labels: Vec<&str> =
+        rows["sessions"].as_array().unwrap().iter().filter_map(|r| r["label"].as_str()).collect();
+    assert!(labels.contains(&"the later one"), "{labels:?}");
+}
