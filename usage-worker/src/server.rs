@@ -140,6 +140,28 @@ pub async fn serve_connection(stream: Stream, config: &Config) -> anyhow::Result
     outcome
 }
 
+/// Idle work ([`Engine::maintain`]) under the same memory budget and panic guard as a job; a
+/// failure is logged and left to the next call, which finds the same work due.
+fn maintain(engine: &mut Engine, budget: &crate::budget::Watch) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let guard = budget.guard(&cancel);
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.maintain(&cancel)));
+    if guard.tripped() {
+        engine.shed();
+        crate::alloc::trim();
+        tracing::warn!("Idle listing went over the memory budget; the next call lists again.");
+        return;
+    }
+    match res {
+        Ok(Ok(agents)) if !agents.is_empty() => {
+            tracing::debug!(?agents, "Listed databases completely while idle.")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "Idle listing failed; the next call lists again."),
+        Err(_) => tracing::warn!("Idle listing panicked; the next call lists again."),
+    }
+}
+
 fn spawn_compute_thread(
     config: Config,
     jobs: std_mpsc::Receiver<Job>,
@@ -168,6 +190,7 @@ fn spawn_compute_thread(
                 let job = match jobs.recv_timeout(std::time::Duration::from_secs(1)) {
                     Ok(job) => job,
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        maintain(&mut engine, &budget);
                         if std::mem::take(&mut unsaved) {
                             engine.save();
                         }

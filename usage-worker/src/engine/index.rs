@@ -634,6 +634,85 @@ impl Index {
     // -----------------------------------------------------------------------------------------
     // sessions.json entries
 
+    /// Updates some entries of one agent in place, each keeping its position (the rest are as
+    /// they were): what an OpenClaw database's nodes updated since the last listing stand for.
+    /// `None`, with nothing written, when one of the keys is not an entry yet (keys were added,
+    /// and as many removed): the caller lists the agent's entries completely.
+    pub fn patch_entries(
+        &mut self,
+        agent: &str,
+        entries: &[StoreEntry],
+    ) -> Result<Option<Touched>, IndexError> {
+        let mut olds = Vec::with_capacity(entries.len());
+        {
+            let mut get = self.conn.prepare_cached(
+                "SELECT hash, session_id, file_name, ord FROM entries WHERE agent = ?1 AND key = ?2",
+            )?;
+            for e in entries {
+                let old: Option<(i64, String, Option<String>, i64)> = get
+                    .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?;
+                match old {
+                    Some(o) => olds.push(o),
+                    None => return Ok(None),
+                }
+            }
+        }
+        let mut touched = Touched::default();
+        for (e, (old_hash, sid, file, ord)) in entries.iter().zip(olds) {
+            let hash = entry_hash(e, ord as usize);
+            if old_hash == hash as i64 {
+                continue;
+            }
+            touched.add(&sid, file.as_deref());
+            self.put_entry(agent, e, ord as usize, hash, true, &mut touched)?;
+        }
+        Ok(Some(touched))
+    }
+
+    /// Writes one entry at position `ord` (its family rows first deleted when it may have had
+    /// some) and adds what it names to `touched`.
+    fn put_entry(
+        &mut self,
+        agent: &str,
+        e: &StoreEntry,
+        ord: usize,
+        hash: u64,
+        had_family: bool,
+        touched: &mut Touched,
+    ) -> Result<(), IndexError> {
+        if had_family {
+            self.conn
+                .prepare_cached("DELETE FROM family WHERE agent = ?1 AND key = ?2")?
+                .execute([agent, &e.key])?;
+        }
+        touched.add(&e.session_id, e.session_file_name.as_deref());
+        let mut fam_put = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO family(agent, member, key) VALUES (?1, ?2, ?3)")?;
+        for m in &e.family_ids {
+            fam_put.execute([agent, m, &e.key])?;
+            touched.add(m, None);
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO entries(agent, key, ord, session_id, file_name, updated_at, hash, families, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                agent,
+                e.key,
+                ord as i64,
+                e.session_id,
+                e.session_file_name,
+                e.updated_at,
+                hash as i64,
+                i64::from(!e.family_ids.is_empty()),
+                rmp_serde::to_vec(e)?
+            ])?;
+        Ok(())
+    }
+
     /// Replaces the entries of one agent with `entries` (in file order), updating only what
     /// changed. Returns the session ids and file names whose entries changed (their files'
     /// row facts must be recomputed), or `None` when more changed than is worth listing.
@@ -644,54 +723,31 @@ impl Index {
     ) -> Result<Touched, IndexError> {
         let mut touched = Touched::default();
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut get = self.conn.prepare_cached(
-            "SELECT hash, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
-        )?;
-        let mut put = self.conn.prepare_cached(
-            "INSERT OR REPLACE INTO entries(agent, key, ord, session_id, file_name, updated_at, hash, families, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        let mut fam_del = self.conn.prepare_cached("DELETE FROM family WHERE agent = ?1 AND key = ?2")?;
-        let mut fam_put = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO family(agent, member, key) VALUES (?1, ?2, ?3)")?;
         // An agent without entries yet (a cold read): nothing to look up, compare or delete.
         let had_none = {
             let mut any = self.conn.prepare_cached("SELECT 1 FROM entries WHERE agent = ?1 LIMIT 1")?;
             any.query_row([agent], |_| Ok(())).optional()?.is_none()
         };
         for (ord, e) in entries.enumerate() {
-            // The position counts: the first of several entries naming one file wins.
-            let hash = e.hash() ^ (ord as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let hash = entry_hash(&e, ord);
             let first = seen.insert(e.key.clone());
-            if !(had_none && first) {
-                let old: Option<(i64, String, Option<String>)> =
-                    get.query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+            let look = !(had_none && first);
+            if look {
+                let old: Option<(i64, String, Option<String>)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT hash, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
+                    )?
+                    .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
                 match &old {
                     Some((h, _, _)) if *h == hash as i64 => continue,
                     Some((_, sid, file)) => touched.add(sid, file.as_deref()),
                     None => {}
                 }
-                fam_del.execute([agent, &e.key])?;
             }
-            touched.add(&e.session_id, e.session_file_name.as_deref());
-            for m in &e.family_ids {
-                fam_put.execute([agent, m, &e.key])?;
-                touched.add(m, None);
-            }
-            put.execute(params![
-                agent,
-                e.key,
-                ord as i64,
-                e.session_id,
-                e.session_file_name,
-                e.updated_at,
-                hash as i64,
-                i64::from(!e.family_ids.is_empty()),
-                rmp_serde::to_vec(&e)?
-            ])?;
+            self.put_entry(agent, &e, ord, hash, look, &mut touched)?;
         }
-        drop((get, put, fam_del, fam_put));
         if had_none {
             return Ok(touched);
         }
@@ -1065,6 +1121,12 @@ impl PageQuery<'_> {
         }
         (sql, args)
     }
+}
+
+/// An entry's stored hash: its position counts (the first of several entries naming one file
+/// wins).
+fn entry_hash(e: &StoreEntry, ord: usize) -> u64 {
+    e.hash() ^ (ord as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Session ids and file names whose entries changed.

@@ -416,6 +416,22 @@ impl Engine {
         }
     }
 
+    /// Work done while idle, between calls: the complete listings of OpenClaw databases that
+    /// are due (see [`sqlite::Databases::due`]). Each costs ~0.2 s on a 6,600-session agent
+    /// (every session counted, the whole session index compared); a call finding it due would
+    /// pay that instead of an append's few milliseconds. Returns the agents listed.
+    pub fn maintain(&mut self, cancel: &AtomicBool) -> Result<Vec<String>, WorkerError> {
+        let due = self.sqlite.due();
+        if due.is_empty() {
+            return Ok(due);
+        }
+        self.open()?;
+        let mut diag = Diagnostics::default();
+        self.refresh_prices(&due, &mut diag);
+        self.refresh(&due, cancel, &mut |_| {}, &mut diag)?;
+        Ok(due)
+    }
+
     /// Brings the index up to date for `agents`: session indexes first, then transcripts.
     fn refresh(
         &mut self,
@@ -520,9 +536,17 @@ impl Engine {
                 self.compare_listing(agent, listed, jobs)?;
                 return Ok(());
             }
-            sqlite::Listing::Some { listed, sessions_json } => {
+            sqlite::Listing::Some { listed, sessions_json, patch } => {
                 if let Some(json) = sessions_json {
                     self.apply_entries(agent, store::parse_entries(json.as_bytes()), diag)?;
+                }
+                if let Some(json) = patch
+                    && !self.patch_entries(agent, store::parse_entries(json.as_bytes()))?
+                {
+                    // Keys came and went: the agent is listed completely, now (that listing
+                    // never patches, so this happens once).
+                    self.sqlite.relist(agent);
+                    return self.refresh_agent(agent, jobs, diag);
                 }
                 for d in listed {
                     match self.index().file_by_path(&d.path)? {
@@ -617,7 +641,30 @@ impl Engine {
         _diag: &mut Diagnostics,
     ) -> Result<(), WorkerError> {
         // A malformed file: transcripts still count, without labels (no entries).
-        let mut entries = entries.unwrap_or_default();
+        self.put_entries(agent, entries.unwrap_or_default(), false).map(|_| ())
+    }
+
+    /// Updates some of an agent's entries in place (see [`Index::patch_entries`]), as
+    /// [`Engine::apply_entries`] does all. `false`, with nothing changed, when one is not known
+    /// (or the patch is unreadable, which it should never be).
+    fn patch_entries(
+        &mut self,
+        agent: &str,
+        entries: Result<Vec<store::StoreEntry>, String>,
+    ) -> Result<bool, WorkerError> {
+        match entries {
+            Ok(entries) => self.put_entries(agent, entries, true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// [`Engine::apply_entries`] (`patch` false) or [`Engine::patch_entries`].
+    fn put_entries(
+        &mut self,
+        agent: &str,
+        mut entries: Vec<store::StoreEntry>,
+        patch: bool,
+    ) -> Result<bool, WorkerError> {
         for e in &mut entries {
             e.key = store::canonical_key(agent, &e.key);
         }
@@ -625,11 +672,24 @@ impl Engine {
         let price = price_fn(&price_tables);
         let index = self.index.as_mut().expect("opened");
         let lives = &mut self.lives;
+        let mut known = true;
+        let mut changed = false;
         index.batch(|index| {
-            let touched = index.replace_entries(agent, &mut entries.into_iter())?;
+            let touched = if patch {
+                match index.patch_entries(agent, &entries)? {
+                    Some(t) => t,
+                    None => {
+                        known = false;
+                        return Ok(());
+                    }
+                }
+            } else {
+                index.replace_entries(agent, &mut entries.into_iter())?
+            };
             if touched.is_empty() {
                 return Ok(());
             }
+            changed = true;
             let moved = index.refresh_facts(agent, &touched)?;
             // Family rows may have changed membership: rebuilt on next use.
             lives.invalidate_family(agent);
@@ -648,8 +708,9 @@ impl Engine {
             }
             Ok(())
         })?;
-        self.change += 1;
-        Ok(())
+        // Answers cached against the index stay valid when no entry changed.
+        self.change += u64::from(changed);
+        Ok(known)
     }
 
     /// One changed name in a watched directory: a new, grown, rewritten or removed transcript.

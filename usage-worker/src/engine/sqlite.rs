@@ -28,7 +28,7 @@
 //! reported for that agent only; an undecodable or oversized row is skipped and counted.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -198,9 +198,12 @@ pub struct AgentDb {
     index_hash: u64,
     /// Windows when last listed: their number (a change lists everything) and newest update.
     windows: (i64, i64),
-    /// `session_nodes`: their number, and their newest update time mixed with their labels'
-    /// number and bytes.
+    /// `session_nodes`: their number and newest update time.
     nodes: (i64, i64),
+    /// Labelled nodes: their number and the labels' bytes (OpenClaw sets a label without a new
+    /// update time). `None` in a state saved by an earlier version: the index is rebuilt.
+    #[serde(default)]
+    labels: Option<(i64, i64)>,
     /// The newest `transcript_events` rowid: rows appended since have larger ones.
     max_rowid: i64,
     /// `transcript_rewrite_watermarks`: their number and a hash of their generations.
@@ -230,8 +233,10 @@ pub enum Listing {
     /// Every session, and the `sessions.json` the database's session nodes stand for (`None`
     /// when unchanged).
     Changed { listed: Vec<Discovered>, sessions_json: Option<String> },
-    /// The sessions updated since the last listing (others are as they were).
-    Some { listed: Vec<Discovered>, sessions_json: Option<String> },
+    /// The sessions updated since the last listing (others are as they were); the whole session
+    /// index, or `patch`: the entries of the nodes updated since, as a `sessions.json` of those
+    /// keys (the others are as they were).
+    Some { listed: Vec<Discovered>, sessions_json: Option<String>, patch: Option<String> },
 }
 
 /// The SQLite side of the engine: per-agent database listings.
@@ -247,6 +252,10 @@ pub struct Databases {
     held: HashMap<String, Pooled>,
     /// [`FULL_EVERY_MS`]; tests shorten it.
     full_every_ms: i64,
+    /// Whole session indexes rebuilt between complete listings (tests: a turn patches entries).
+    pub index_rebuilds: u64,
+    /// Complete listings made (tests).
+    pub complete_listings: u64,
 }
 
 impl Default for Databases {
@@ -257,6 +266,8 @@ impl Default for Databases {
             failing: HashMap::new(),
             held: HashMap::new(),
             full_every_ms: FULL_EVERY_MS,
+            index_rebuilds: 0,
+            complete_listings: 0,
         }
     }
 }
@@ -303,6 +314,14 @@ impl Databases {
         Ok(&self.held[agent].conn)
     }
 
+    /// Makes every last complete listing `ms` older (tests: instead of waiting for one to be due).
+    #[cfg(test)]
+    pub fn age_listings(&mut self, ms: i64) {
+        for a in self.agents.values_mut() {
+            a.full_at_ms -= ms;
+        }
+    }
+
     /// Listing connections held now (tests).
     #[cfg(test)]
     pub fn held(&self) -> usize {
@@ -312,6 +331,30 @@ impl Databases {
     /// Whether `agent`'s database was listed (or restored) in this process.
     pub fn knows(&self, agent: &str) -> bool {
         self.agents.contains_key(agent)
+    }
+
+    /// A patch of `agent`'s entries could not be applied (a key it does not know): the listing
+    /// is dropped and the next one is complete.
+    pub fn relist(&mut self, agent: &str) {
+        self.pending.remove(agent);
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.racy = true;
+            a.full_at_ms = i64::MIN / 2;
+        }
+    }
+
+    /// Agents whose database changed since its last complete listing, which is now
+    /// [`FULL_EVERY_MS`] old: the worker lists them when idle, so that a call does not pay for it.
+    pub fn due(&self) -> Vec<String> {
+        let now = now_ms();
+        let mut due: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.partial && now - a.full_at_ms >= self.full_every_ms)
+            .map(|(agent, _)| agent.clone())
+            .collect();
+        due.sort_unstable();
+        due
     }
 
     /// What a previous worker saved of `agent`'s database (its last applied listing).
@@ -357,13 +400,15 @@ impl Databases {
                 _ => None,
             };
             match partial {
-                Some((l, j, a)) => Ok((l, j, a, false)),
+                Some(s) => Ok((s.listed, s.sessions_json, s.patch, s.state, false)),
                 None => snapshot(conn, &abs, agent, known.as_ref().map(|k| k.index_hash))
-                    .map(|(l, j, a)| (l, j, a, true)),
+                    .map(|(l, j, a)| (l, j, None, a, true)),
             }
         });
         match result {
-            Ok((listed, sessions_json, mut state, full)) => {
+            Ok((listed, sessions_json, patch, mut state, full)) => {
+                self.index_rebuilds += u64::from(!full && sessions_json.is_some());
+                self.complete_listings += u64::from(full);
                 state.stamp = stamp;
                 state.racy = racy;
                 state.partial = !full;
@@ -379,7 +424,7 @@ impl Databases {
                 if full {
                     Listing::Changed { listed, sessions_json }
                 } else {
-                    Listing::Some { listed, sessions_json }
+                    Listing::Some { listed, sessions_json, patch }
                 }
             }
             Err(e) => {
@@ -411,6 +456,7 @@ fn now_ms() -> i64 {
 struct Signatures {
     windows: (i64, i64),
     nodes: (i64, i64),
+    labels: (i64, i64),
     max_rowid: i64,
     rewrites: (i64, u64),
 }
@@ -433,9 +479,7 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
         .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
     let nodes = (
         one("SELECT count(*) FROM session_nodes")?,
-        one("SELECT coalesce(max(updated_at), 0) FROM session_nodes")?
-            ^ labels.0.wrapping_mul(0x9E37_79B9)
-            ^ labels.1.wrapping_mul(0x7F4A_7C15_0000),
+        one("SELECT coalesce(max(updated_at), 0) FROM session_nodes")?,
     );
     let max_rowid = one("SELECT coalesce(max(rowid), 0) FROM transcript_events")?;
     // Rewrite generations: their number and a digest from SQLite itself (no row crosses into
@@ -449,19 +493,22 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let hash = fnv1a(FNV_SEED, digest.as_bytes());
-    Ok(Signatures { windows, nodes, max_rowid, rewrites: (n, hash) })
+    Ok(Signatures { windows, nodes, labels, max_rowid, rewrites: (n, hash) })
+}
+
+/// What changed in a database since its last listing.
+struct Since {
+    listed: Vec<Discovered>,
+    sessions_json: Option<String>,
+    patch: Option<String>,
+    state: AgentDb,
 }
 
 /// The sessions with events appended since `known` was listed (rowids past its newest), each as
-/// [`snapshot`] describes it; the session index when nodes or windows changed. `Ok(None)`:
-/// windows were added or removed, or rows were rewritten: list everything.
-#[allow(clippy::type_complexity)]
-fn since(
-    conn: &Connection,
-    db: &Path,
-    agent: &str,
-    known: &AgentDb,
-) -> Result<Option<(Vec<Discovered>, Option<String>, AgentDb)>, SqliteError> {
+/// [`snapshot`] describes it; the entries of nodes that changed, or the whole session index when
+/// those cannot be told apart. `Ok(None)`: windows were added or removed, or rows were
+/// rewritten: list everything.
+fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<Option<Since>, SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
     if sig.windows.0 != known.windows.0 || sig.rewrites != known.rewrites || sig.max_rowid < known.max_rowid {
@@ -509,15 +556,21 @@ fn since(
             });
         }
     }
-    let (sessions_json, index_hash) = if sig.nodes != known.nodes || sig.windows.1 != known.windows.1 {
-        // Nodes changed, or windows did (a window's channel or model fills in entries): the
+    let index_changed =
+        sig.nodes != known.nodes || sig.windows.1 != known.windows.1 || Some(sig.labels) != known.labels;
+    let (sessions_json, patch, index_hash) = if !index_changed {
+        (None, None, known.index_hash)
+    } else if let Some(patch) = entries_since(&tx, known, &sig)? {
+        // The hash of the whole index is not known any more: the next complete listing applies
+        // it (entries that did not change are compared, not written).
+        (None, Some(patch), 0)
+    } else {
+        // Nodes were added or removed, labels changed, or too many nodes changed at once: the
         // session index is rebuilt and compared by hash.
         let (all_nodes, all_windows) = read_index(&tx)?;
         let json = sessions_json(&all_nodes, &all_windows);
         let hash = fnv1a(FNV_SEED, json.as_bytes());
-        (if hash == known.index_hash { None } else { Some(json) }, hash)
-    } else {
-        (None, known.index_hash)
+        (if hash == known.index_hash { None } else { Some(json) }, None, hash)
     };
     tx.commit()?;
     let state = AgentDb {
@@ -526,55 +579,146 @@ fn since(
         index_hash,
         windows: sig.windows,
         nodes: sig.nodes,
+        labels: Some(sig.labels),
         max_rowid: sig.max_rowid,
         rewrites: sig.rewrites,
         full_at_ms: known.full_at_ms,
         partial: true,
     };
-    Ok(Some((listed, sessions_json, state)))
+    Ok(Some(Since { listed, sessions_json, patch, state }))
+}
+
+/// Past this many nodes changed since the last listing, the whole session index is rebuilt
+/// instead of looking each one up.
+const PATCH_MAX: usize = 256;
+
+/// The entries of the nodes that changed since `known` was listed, as a `sessions.json` of
+/// those keys alone: nodes updated since, and the nodes of windows updated since (a turn
+/// updates both: rebuilding the whole index for it took ~80 ms of an append on a 6,600-session
+/// database). `None` when only a complete index says what changed: nodes added or removed,
+/// labels changed, an update time that went back, more than [`PATCH_MAX`] nodes. What no
+/// update time shows (a window's key or previous window changed in place) shows at the next
+/// complete listing, as other in-place edits do.
+fn entries_since(tx: &Connection, known: &AgentDb, sig: &Signatures) -> Result<Option<String>, SqliteError> {
+    if sig.nodes.0 != known.nodes.0
+        || known.labels != Some(sig.labels)
+        || sig.nodes.1 < known.nodes.1
+        || sig.windows.1 < known.windows.1
+    {
+        return Ok(None);
+    }
+    let limit = PATCH_MAX as i64 + 1;
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    {
+        let mut st =
+            tx.prepare_cached("SELECT session_key FROM session_nodes WHERE updated_at > ?1 LIMIT ?2")?;
+        for k in st.query_map(params![known.nodes.1, limit], |r| r.get(0))? {
+            keys.insert(k?);
+        }
+        let mut st = tx.prepare_cached(
+            "SELECT session_key, session_id FROM session_windows WHERE updated_at > ?1 LIMIT ?2",
+        )?;
+        let mut current =
+            tx.prepare_cached("SELECT session_key FROM session_nodes WHERE current_session_id = ?1")?;
+        let changed: Vec<(String, String)> = st
+            .query_map(params![known.windows.1, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (key, id) in changed {
+            keys.insert(key);
+            for k in current.query_map([&id], |r| r.get(0))? {
+                keys.insert(k?);
+            }
+        }
+    }
+    if keys.len() > PATCH_MAX {
+        return Ok(None);
+    }
+    let mut nodes = Vec::with_capacity(keys.len());
+    let mut windows: HashMap<String, Window> = HashMap::new();
+    {
+        let mut node =
+            tx.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM session_nodes WHERE session_key = ?1"))?;
+        let mut of_key = tx.prepare_cached(&format!(
+            "SELECT {WINDOW_COLUMNS} FROM session_windows WHERE session_key = ?1"
+        ))?;
+        let mut by_id = tx
+            .prepare_cached(&format!("SELECT {WINDOW_COLUMNS} FROM session_windows WHERE session_id = ?1"))?;
+        for key in &keys {
+            let Some(n) = node.query_row([key], node_of_row).optional()? else {
+                // Gone since (with the count unchanged, another came): list everything.
+                return Ok(None);
+            };
+            for w in of_key.query_map([key], window_of_row)? {
+                let (id, w) = w?;
+                windows.insert(id, w);
+            }
+            // The current window and the previous-instance chain, wherever their keys are.
+            let mut at = Some(n.current.clone());
+            let mut hops = 0;
+            while let Some(id) = at.take() {
+                hops += 1;
+                if hops > 10_000 {
+                    break;
+                }
+                if let Some(w) = windows.get(&id) {
+                    at = w.previous.clone().filter(|p| p != &id);
+                    continue;
+                }
+                if let Some((id, w)) = by_id.query_row([&id], window_of_row).optional()? {
+                    at = w.previous.clone().filter(|p| p != &id);
+                    windows.insert(id, w);
+                }
+            }
+            nodes.push(n);
+        }
+    }
+    Ok(Some(sessions_json(&nodes, &windows)))
+}
+
+/// The columns [`window_of_row`] reads.
+const WINDOW_COLUMNS: &str =
+    "session_id, session_key, previous_session_id, coalesce(transcript_updated_at, updated_at),
+    channel, chat_type, model_provider, model, display_name";
+
+fn window_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Window)> {
+    Ok((
+        r.get(0)?,
+        Window {
+            key: r.get(1)?,
+            previous: r.get(2)?,
+            updated_ms: r.get(3)?,
+            channel: r.get(4)?,
+            chat_type: r.get(5)?,
+            model_provider: r.get(6)?,
+            model: r.get(7)?,
+            display_name: r.get(8)?,
+        },
+    ))
+}
+
+/// The columns [`node_of_row`] reads.
+const NODE_COLUMNS: &str = "session_key, current_session_id, entry_json, label, updated_at";
+
+fn node_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    Ok(Node {
+        key: r.get(0)?,
+        current: r.get(1)?,
+        entry_json: r.get(2)?,
+        label: r.get(3)?,
+        updated_ms: r.get(4)?,
+    })
 }
 
 /// Every node and window of a database (for the session index).
 fn read_index(tx: &Connection) -> Result<(Vec<Node>, HashMap<String, Window>), SqliteError> {
-    let mut windows: HashMap<String, Window> = HashMap::new();
-    {
-        let mut st = tx.prepare(
-            "SELECT session_id, session_key, previous_session_id, coalesce(transcript_updated_at, updated_at),
-                    channel, chat_type, model_provider, model, display_name FROM session_windows",
-        )?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            windows.insert(
-                r.get(0)?,
-                Window {
-                    key: r.get(1)?,
-                    previous: r.get(2)?,
-                    updated_ms: r.get(3)?,
-                    channel: r.get(4)?,
-                    chat_type: r.get(5)?,
-                    model_provider: r.get(6)?,
-                    model: r.get(7)?,
-                    display_name: r.get(8)?,
-                },
-            );
-        }
-    }
-    let mut nodes: Vec<Node> = Vec::new();
-    {
-        let mut st = tx.prepare(
-            "SELECT session_key, current_session_id, entry_json, label, updated_at FROM session_nodes",
-        )?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            nodes.push(Node {
-                key: r.get(0)?,
-                current: r.get(1)?,
-                entry_json: r.get(2)?,
-                label: r.get(3)?,
-                updated_ms: r.get(4)?,
-            });
-        }
-    }
+    let windows = tx
+        .prepare(&format!("SELECT {WINDOW_COLUMNS} FROM session_windows"))?
+        .query_map([], window_of_row)?
+        .collect::<Result<HashMap<_, _>, _>>()?;
+    let nodes = tx
+        .prepare(&format!("SELECT {NODE_COLUMNS} FROM session_nodes"))?
+        .query_map([], node_of_row)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((nodes, windows))
 }
 
@@ -665,6 +809,7 @@ fn snapshot(
         index_hash: hash,
         windows: sig.windows,
         nodes: sig.nodes,
+        labels: Some(sig.labels),
         max_rowid: sig.max_rowid,
         rewrites: sig.rewrites,
         full_at_ms: 0,
