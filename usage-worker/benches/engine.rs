@@ -7,7 +7,9 @@
 //! `clawgate-usage-worker` exactly as the supervisor does (a private socket, `Hello` both ways,
 //! requests as ipc-proto frames, the heap budget of the default 512 MiB cap) and times a cold
 //! `sessions.usage` (limit 1000, all agents, all time), warm calls, calls after appending one
-//! turn to one session, and the first calls of a restarted worker over its index. Peak RSS is
+//! turn to one session as OpenClaw writes it (the transcript and a rewritten `sessions.json`;
+//! in the SQLite layout the events and the session's window and node), and the first calls of a
+//! restarted worker over its index. Peak RSS is
 //! the worker's `VmHWM` from /proc. It prints one table with the stores side by side, each
 //! issue #16 target with its verdict, and a one-line JSON summary. Every answer's token totals
 //! are checked against the generator's manifest. Timings are round trips as the gateway sees
@@ -214,6 +216,9 @@ struct Figures {
     warm_sessions: Duration,
     append_cost: Duration,
     append_sessions: Duration,
+    /// SQLite stores: an append once the last complete listing of its database is 30 s old (the
+    /// worker then lists the whole database again).
+    append_complete: Option<Duration>,
     restart_handshake: Duration,
     restart_sessions: Duration,
     restart_cost: Duration,
@@ -318,6 +323,14 @@ async fn measure(s: &StoreSpec, root: &Path) -> Figures {
     }
     f.append_cost = median(cost);
     f.append_sessions = median(sess);
+    if s.sqlite {
+        // Waiting out the worker's 30 s between complete listings (a time, not an event).
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        appended += append(1000 + 2 * REPEAT as u64, at);
+        let (a, d) = w.call(&sessions_q).await;
+        assert_eq!(total_tokens(&a), manifest.totals.total_tokens + appended);
+        f.append_complete = Some(d);
+    }
     f.rss_first = w.peak_rss();
     w.stop().await;
 
@@ -355,8 +368,29 @@ fn appender<'a>(s: &StoreSpec, store: &'a Path, marker: &'a Path) -> Box<dyn FnM
                 r.get(0)
             })
             .expect("max seq");
-        fs::write(marker, serde_json::json!({"db": db, "session": session, "seq": max_seq}).to_string())
-            .expect("marker");
+        // OpenClaw's turn also updates the session's window and node (update times, the entry's
+        // counters): kept to be put back.
+        let (w_updated, w_transcript): (i64, Option<i64>) = c
+            .query_row(
+                "SELECT updated_at, transcript_updated_at FROM session_windows WHERE session_id = ?1",
+                [&session],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the session's window");
+        let (key, n_updated, entry): (String, i64, String) = c
+            .query_row(
+                "SELECT session_key, updated_at, entry_json FROM session_nodes WHERE current_session_id = ?1",
+                [&session],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("the session's node");
+        fs::write(
+            marker,
+            serde_json::json!({"db": db, "session": session, "seq": max_seq,
+                "window": [w_updated, w_transcript], "node": [key, n_updated, entry]})
+            .to_string(),
+        )
+        .expect("marker");
         Box::new(move |i, at| {
             append_sqlite(&c, &session, &turn_events(i as usize, at));
             // Two usages of 9,550 tokens each (see `turn_events`).
@@ -368,8 +402,22 @@ fn appender<'a>(s: &StoreSpec, store: &'a Path, marker: &'a Path) -> Box<dyn FnM
             .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
             .expect("a transcript");
         let len = fs::metadata(&target).expect("transcript").len();
-        fs::write(marker, serde_json::json!({"path": target, "len": len}).to_string()).expect("marker");
-        Box::new(move |seed, at| demo_store::append_turn(&target, seed, at).expect("append").total_tokens)
+        // OpenClaw's legacy turn also rewrites the agent's `sessions.json` (the entry's
+        // `updatedAt`, by write-and-rename): kept to be put back.
+        let store_json = target.with_file_name("sessions.json");
+        let saved = marker.with_extension("sessions.json");
+        fs::copy(&store_json, &saved).expect("keep sessions.json");
+        fs::write(
+            marker,
+            serde_json::json!({"path": target, "len": len, "store": store_json, "saved": saved}).to_string(),
+        )
+        .expect("marker");
+        let session = target.file_stem().and_then(|s| s.to_str()).expect("a session id").to_owned();
+        Box::new(move |seed, at| {
+            let added = demo_store::append_turn(&target, seed, at).expect("append").total_tokens;
+            touch_entry(&store_json, &session, at);
+            added
+        })
     }
 }
 
@@ -383,6 +431,9 @@ fn undo_appends(marker: &Path) {
         if let Ok(f) = fs::OpenOptions::new().write(true).open(path) {
             f.set_len(len).expect("truncate the appended transcript");
         }
+        if let (Some(store), Some(saved)) = (v["store"].as_str(), v["saved"].as_str()) {
+            fs::rename(saved, store).expect("put sessions.json back");
+        }
     } else if let Some(db) = v["db"].as_str() {
         let c = rusqlite::Connection::open(db).expect("open the agent database");
         c.execute(
@@ -390,8 +441,36 @@ fn undo_appends(marker: &Path) {
             params![v["session"].as_str().expect("session"), v["seq"].as_i64().expect("seq")],
         )
         .expect("remove the appended events");
+        let session = v["session"].as_str().expect("session");
+        if let Some(w) = v["window"].as_array() {
+            c.execute(
+                "UPDATE session_windows SET updated_at = ?2, transcript_updated_at = ?3 WHERE session_id = ?1",
+                params![session, w[0].as_i64(), w[1].as_i64()],
+            )
+            .expect("put the window back");
+        }
+        if let Some(n) = v["node"].as_array() {
+            c.execute(
+                "UPDATE session_nodes SET updated_at = ?2, entry_json = ?3 WHERE session_key = ?1",
+                params![n[0].as_str(), n[1].as_i64(), n[2].as_str()],
+            )
+            .expect("put the node back");
+        }
     }
     fs::remove_file(marker).expect("remove the append marker");
+}
+
+/// Sets the `updatedAt` of `session`'s entry in a `sessions.json` as OpenClaw does after a turn:
+/// the whole file written again (key order kept) and renamed over the old one.
+fn touch_entry(store_json: &Path, session: &str, at_ms: i64) {
+    let text = fs::read_to_string(store_json).expect("sessions.json");
+    let at = text.find(&format!("\"sessionId\": \"{session}\"")).expect("the session's entry");
+    let field = "\"updatedAt\": ";
+    let start = at + text[at..].find(field).expect("updatedAt") + field.len();
+    let end = start + text[start..].find(|c: char| !c.is_ascii_digit()).expect("a number");
+    let tmp = store_json.with_extension("json.tmp");
+    fs::write(&tmp, format!("{}{}{}", &text[..start], at_ms, &text[end..])).expect("write sessions.json");
+    fs::rename(&tmp, store_json).expect("rename sessions.json");
 }
 
 /// One turn as four events (user, assistant tool call, a ~6 KB tool result, assistant reply),
@@ -448,11 +527,25 @@ fn append_sqlite(c: &rusqlite::Connection, session: &str, events: &[String]) {
             .expect("insert");
         }
     }
+    // As OpenClaw's turn does: the window's update times, and the node's entry (its `updatedAt`
+    // and counters) with its update time.
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     tx.execute(
-        "UPDATE session_windows SET transcript_updated_at = transcript_updated_at + 1 WHERE session_id = ?1",
-        [session],
+        "UPDATE session_windows SET updated_at = max(updated_at + 1, ?2),
+                transcript_updated_at = max(coalesce(transcript_updated_at, 0) + 1, ?2)
+         WHERE session_id = ?1",
+        params![session, now],
     )
-    .expect("touch");
+    .expect("touch the window");
+    tx.execute(
+        "UPDATE session_nodes SET updated_at = max(updated_at + 1, ?2),
+                entry_json = json_set(entry_json, '$.updatedAt', max(updated_at + 1, ?2),
+                    '$.totalTokens', coalesce(json_extract(entry_json, '$.totalTokens'), 0) + 19100)
+         WHERE current_session_id = ?1",
+        params![session, now],
+    )
+    .expect("touch the node");
     tx.commit().expect("commit");
 }
 
@@ -510,6 +603,9 @@ fn print_table(figs: &[(Figures, Targets)]) {
         ("append 1 turn + sessions.usage", |f, t| {
             judged(ms(f.append_sessions), f.append_sessions.as_secs_f64() * 1e3, t.append_ms)
         }),
+        ("  30 s later (complete listing due: made while idle)", |f, _| {
+            f.append_complete.map_or("-".into(), ms)
+        }),
         ("restart: spawn + handshake", |f, _| ms(f.restart_handshake)),
         ("restart: first sessions.usage", |f, t| {
             judged(ms(f.restart_sessions), f.restart_sessions.as_secs_f64() * 1e3, t.restart_ms)
@@ -542,6 +638,7 @@ fn json_summary(figs: &[(Figures, Targets)]) -> String {
                 "warmCostMs": f.warm_cost.as_secs_f64() * 1e3, "warmSessionsMs": f.warm_sessions.as_secs_f64() * 1e3,
                 "appendCostMs": f.append_cost.as_secs_f64() * 1e3,
                 "appendSessionsMs": f.append_sessions.as_secs_f64() * 1e3,
+                "appendCompleteListingMs": f.append_complete.map(|d| d.as_secs_f64() * 1e3),
                 "restartSessionsMs": f.restart_sessions.as_secs_f64() * 1e3,
                 "restartCostMs": f.restart_cost.as_secs_f64() * 1e3,
                 "peakRssBytes": f.rss_first.max(f.rss_restarted), "answerBytes": f.answer_bytes,

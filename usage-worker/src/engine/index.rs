@@ -635,26 +635,29 @@ impl Index {
     // sessions.json entries
 
     /// Updates some entries of one agent in place, each keeping its position (the rest are as
-    /// they were): what an OpenClaw database's nodes updated since the last listing stand for.
-    /// `None`, with nothing written, when one of the keys is not an entry yet (keys were added,
-    /// and as many removed): the caller lists the agent's entries completely.
+    /// they were): what an OpenClaw database's nodes updated since the last listing stand for,
+    /// or the entries of a rewritten `sessions.json` whose text changed (`ords`: the position
+    /// each must already have). `None`, with nothing written, when one of the keys is not an
+    /// entry yet or not at that position (keys came, went or moved): the caller applies the
+    /// agent's entries completely.
     pub fn patch_entries(
         &mut self,
         agent: &str,
         entries: &[StoreEntry],
+        ords: Option<&[usize]>,
     ) -> Result<Option<Touched>, IndexError> {
         let mut olds = Vec::with_capacity(entries.len());
         {
             let mut get = self.conn.prepare_cached(
                 "SELECT hash, session_id, file_name, ord FROM entries WHERE agent = ?1 AND key = ?2",
             )?;
-            for e in entries {
+            for (i, e) in entries.iter().enumerate() {
                 let old: Option<(i64, String, Option<String>, i64)> = get
                     .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .optional()?;
                 match old {
-                    Some(o) => olds.push(o),
-                    None => return Ok(None),
+                    Some(o) if ords.is_none_or(|ords| ords[i] as i64 == o.3) => olds.push(o),
+                    _ => return Ok(None),
                 }
             }
         }

@@ -130,6 +130,23 @@ struct StoreState {
     /// Stat facts of the file (`None`: absent or not read yet).
     meta: Option<FileMeta>,
     error: Option<String>,
+    /// Digests of the file's entries when last read and applied ([`store::read_store`]): the
+    /// next read builds only the entries whose text changed. At most [`DIGESTS_MAX`] in all.
+    digests: Option<Vec<u64>>,
+}
+
+/// Entry digests kept at most, over all agents (8 bytes each: 4 MiB). Past it, an agent's
+/// `sessions.json` is compared entry by entry with the index, as before digests.
+const DIGESTS_MAX: usize = 1 << 19;
+
+/// How [`Engine::put_entries`] writes an agent's entries.
+#[derive(Clone, Copy)]
+enum Put<'a> {
+    /// These are all of them: others are removed.
+    All,
+    /// Only these changed, each staying where it was (or at the given positions, which must be
+    /// where they were).
+    Patch(Option<&'a [usize]>),
 }
 
 /// Owns the index and the live aggregates between calls.
@@ -149,6 +166,8 @@ pub struct Engine {
     change: u64,
     /// Indexes found unusable and rebuilt since start.
     discards: u64,
+    /// Rewritten `sessions.json` files applied by their changed entries alone (tests).
+    pub(crate) store_patches: u64,
 }
 
 /// What [`Engine::refresh`] did.
@@ -208,6 +227,7 @@ impl Engine {
             answers: payload::AnswerCache::default(),
             change: 1,
             discards: 0,
+            store_patches: 0,
         }
     }
 
@@ -266,6 +286,9 @@ impl Engine {
     /// Drops everything held between calls that can be rebuilt (after a job that went over the
     /// memory budget).
     pub fn shed(&mut self) {
+        for s in self.stores.values_mut() {
+            s.digests = None;
+        }
         self.lives.clear();
         self.rows.clear();
         self.answers.clear();
@@ -605,7 +628,7 @@ impl Engine {
         };
         if !self.stores.contains_key(agent) {
             let stored = self.index().store_meta(agent)?;
-            self.stores.insert(agent.to_owned(), StoreState { meta: stored, error: None });
+            self.stores.insert(agent.to_owned(), StoreState { meta: stored, error: None, digests: None });
         }
         let state = self.stores.get_mut(agent).expect("inserted above");
         if state.meta == meta {
@@ -617,19 +640,67 @@ impl Engine {
         }
         state.meta = meta;
         state.error = None;
+        // The digests of the last read stand for the entries in the index only once that read
+        // is applied: taken now, put back after.
+        let old = state.digests.take();
         let parsed = match meta {
-            None => Ok(Vec::new()),
-            Some(_) => store::read_entries(&path),
+            None => Ok((store::StoreRead::All(Vec::new()), None)),
+            Some(_) => store::read_store(&path, old.as_deref(), sqlite::PATCH_MAX),
         };
-        if let Err(e) = &parsed {
-            let msg = format!("{}: {e}", path.display());
-            self.stores.get_mut(agent).expect("inserted above").error = Some(msg.clone());
-            diag.sessions_json_errors += 1;
-            diag.error(format!("sessions.json: {msg}"));
-        }
-        self.apply_entries(agent, parsed, diag)?;
+        let digests = match parsed {
+            Ok((store::StoreRead::Changed(changed), digests)) => {
+                let (ords, entries): (Vec<usize>, Vec<store::StoreEntry>) = changed.into_iter().unzip();
+                if self.put_entries(agent, entries, Put::Patch(Some(&ords)))? {
+                    self.store_patches += 1;
+                    digests
+                } else {
+                    // A key that is not where it was: every entry, read again.
+                    let all = store::read_store(&path, None, 0);
+                    let digests = all.as_ref().ok().and_then(|(_, d)| d.clone());
+                    self.apply_read(agent, &path, all.map(|(r, _)| r), diag)?;
+                    digests
+                }
+            }
+            parsed => {
+                let digests = parsed.as_ref().ok().and_then(|(_, d)| d.clone());
+                self.apply_read(agent, &path, parsed.map(|(r, _)| r), diag)?;
+                digests
+            }
+        };
         self.index_mut().set_store_meta(agent, meta.as_ref())?;
+        let others: usize = self
+            .stores
+            .iter()
+            .filter(|(a, _)| *a != agent)
+            .filter_map(|(_, s)| s.digests.as_ref())
+            .map(Vec::len)
+            .sum();
+        let state = self.stores.get_mut(agent).expect("inserted above");
+        state.digests = digests.filter(|d| others + d.len() <= DIGESTS_MAX);
         Ok(())
+    }
+
+    /// Applies a whole read of an agent's `sessions.json` (an unreadable one: no entries, and
+    /// the error in diagnostics until the file changes).
+    fn apply_read(
+        &mut self,
+        agent: &str,
+        path: &std::path::Path,
+        read: Result<store::StoreRead, String>,
+        diag: &mut Diagnostics,
+    ) -> Result<(), WorkerError> {
+        let entries = match read {
+            Ok(store::StoreRead::All(entries)) => Ok(entries),
+            Ok(store::StoreRead::Changed(_)) => unreachable!("a whole read"),
+            Err(e) => {
+                let msg = format!("{}: {e}", path.display());
+                self.stores.get_mut(agent).expect("inserted above").error = Some(msg.clone());
+                diag.sessions_json_errors += 1;
+                diag.error(format!("sessions.json: {msg}"));
+                Err(e)
+            }
+        };
+        self.apply_entries(agent, entries, diag)
     }
 
     /// Stores an agent's entries and recomputes the row facts of the files they name; a file
@@ -641,7 +712,7 @@ impl Engine {
         _diag: &mut Diagnostics,
     ) -> Result<(), WorkerError> {
         // A malformed file: transcripts still count, without labels (no entries).
-        self.put_entries(agent, entries.unwrap_or_default(), false).map(|_| ())
+        self.put_entries(agent, entries.unwrap_or_default(), Put::All).map(|_| ())
     }
 
     /// Updates some of an agent's entries in place (see [`Index::patch_entries`]), as
@@ -653,17 +724,18 @@ impl Engine {
         entries: Result<Vec<store::StoreEntry>, String>,
     ) -> Result<bool, WorkerError> {
         match entries {
-            Ok(entries) => self.put_entries(agent, entries, true),
+            Ok(entries) => self.put_entries(agent, entries, Put::Patch(None)),
             Err(_) => Ok(false),
         }
     }
 
-    /// [`Engine::apply_entries`] (`patch` false) or [`Engine::patch_entries`].
+    /// [`Engine::apply_entries`] ([`Put::All`]) or [`Engine::patch_entries`]. `false`, with
+    /// nothing changed, when a patch names a key that is not where it should be.
     fn put_entries(
         &mut self,
         agent: &str,
         mut entries: Vec<store::StoreEntry>,
-        patch: bool,
+        put: Put<'_>,
     ) -> Result<bool, WorkerError> {
         for e in &mut entries {
             e.key = store::canonical_key(agent, &e.key);
@@ -675,8 +747,8 @@ impl Engine {
         let mut known = true;
         let mut changed = false;
         index.batch(|index| {
-            let touched = if patch {
-                match index.patch_entries(agent, &entries)? {
+            let touched = if let Put::Patch(ords) = put {
+                match index.patch_entries(agent, &entries, ords)? {
                     Some(t) => t,
                     None => {
                         known = false;

@@ -590,7 +590,7 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
 
 /// Past this many nodes changed since the last listing, the whole session index is rebuilt
 /// instead of looking each one up.
-const PATCH_MAX: usize = 256;
+pub const PATCH_MAX: usize = 256;
 
 /// The entries of the nodes that changed since `known` was listed, as a `sessions.json` of
 /// those keys alone: nodes updated since, and the nodes of windows updated since (a turn

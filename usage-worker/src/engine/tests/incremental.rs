@@ -182,3 +182,71 @@ fn a_key_repeated_once_canonical_reads_alike_cold_and_warm() {
         rows["sessions"].as_array().unwrap().iter().filter_map(|r| r["label"].as_str()).collect();
     assert!(labels.contains(&"the later one"), "{labels:?}");
 }
+
+/// OpenClaw's legacy layout rewrites the whole `sessions.json` after every turn. Entries whose
+/// text changed in place are applied alone (digests of the last read); an entry added, removed,
+/// renamed or made unusable applies the whole file. Every step answers as a fresh engine does.
+#[test]
+fn a_sessions_json_rewritten_after_each_turn_answers_like_a_fresh_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let store = dir.path().join("agents/main/sessions/sessions.json");
+    let read = || -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&fs::read_to_string(&store).unwrap()).unwrap()
+    };
+    // Written as OpenClaw does (a new file renamed over the old one), keys in the same order.
+    let write = |m: &serde_json::Map<String, serde_json::Value>| {
+        let tmp = store.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(m).unwrap()).unwrap();
+        fs::rename(&tmp, &store).unwrap();
+        bump_mtime(&store);
+    };
+    let mut warm = engine(dir.path());
+    assert_same_as_fresh(&mut warm, dir.path());
+    let keys: Vec<String> = read().keys().cloned().collect();
+    let label_of = |e: &mut Engine, key: &str| -> Option<String> {
+        let (v, _) = ask(e, &query(Method::SessionsUsage));
+        let rows = v["sessions"].as_array().unwrap().clone();
+        rows.iter().find(|r| r["key"] == key).and_then(|r| r["label"].as_str().map(str::to_owned))
+    };
+
+    // A turn: one entry's `updatedAt` and label change in place.
+    let mut m = read();
+    m[&keys[1]]["updatedAt"] = (m[&keys[1]]["updatedAt"].as_f64().unwrap() + 60_000.0).into();
+    m[&keys[1]]["label"] = "after a turn".into();
+    write(&m);
+    assert_eq!(label_of(&mut warm, &keys[1]).as_deref(), Some("after a turn"));
+    assert_eq!(warm.store_patches, 1, "the changed entry alone");
+    assert_same_as_fresh(&mut warm, dir.path());
+
+    // Two more in place, then each change of shape: the whole file, and still exact.
+    m[&keys[0]]["label"] = "first".into();
+    m[&keys[2]]["label"] = "third".into();
+    write(&m);
+    assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(warm.store_patches, 2);
+    assert_eq!(label_of(&mut warm, &keys[2]).as_deref(), Some("third"));
+
+    // A key renamed where it stands: a key the index does not know.
+    let mut renamed = serde_json::Map::new();
+    for (k, v) in read() {
+        let k = if k == keys[0] { format!("{k}-renamed") } else { k };
+        renamed.insert(k, v);
+    }
+    write(&renamed);
+    assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(label_of(&mut warm, &format!("{}-renamed", keys[0])).as_deref(), Some("first"));
+    assert_eq!(warm.store_patches, 2, "applied whole");
+
+    // An entry that is no longer one (no `sessionId`), then one removed.
+    let mut m = read();
+    m[&keys[1]].as_object_mut().unwrap().remove("sessionId");
+    write(&m);
+    assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(label_of(&mut warm, &keys[1]), None);
+    m.remove(&keys[2]);
+    write(&m);
+    assert_same_as_fresh(&mut warm, dir.path());
+    assert_eq!(label_of(&mut warm, &keys[2]), None);
+    assert_eq!(warm.store_patches, 2);
+}
