@@ -537,7 +537,14 @@ impl Engine {
         {
             self.sqlite.restore(agent, &saved);
         }
-        match self.sqlite.list(&dir, agent, diag) {
+        let listing = self.sqlite.list(&dir, agent, diag);
+        if !matches!(listing, sqlite::Listing::NoDatabase)
+            && let Some(s) = self.stores.get_mut(agent)
+        {
+            // The database's entries replace the file's: its digests no longer describe the index.
+            s.digests = None;
+        }
+        match listing {
             sqlite::Listing::NoDatabase => {}
             sqlite::Listing::Unchanged => return Ok(()),
             sqlite::Listing::Failed => {
