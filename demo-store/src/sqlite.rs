@@ -327,6 +327,19 @@ struct MessageMeta {
     role: Option<String>,
     #[serde(default)]
     timestamp: Option<Value>,
+    // The other message facts OpenClaw's `model` projection keeps (`projectModelContextNavigationSql`).
+    #[serde(default)]
+    provider: Option<Value>,
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(rename = "toolCallId", default)]
+    tool_call_id: Option<Value>,
+    #[serde(rename = "toolName", default)]
+    tool_name: Option<Value>,
+    #[serde(rename = "isError", default)]
+    is_error: Option<Value>,
+    #[serde(rename = "stopReason", default)]
+    stop_reason: Option<Value>,
 }
 
 fn time_of(v: &Option<Value>) -> Option<i64> {
@@ -421,6 +434,13 @@ fn write_events(
     Ok(facts)
 }
 
+/// The `navigation_json` OpenClaw stores beside `event` when it compresses it (for writers of
+/// test and bench rows; [`navigation_json`] is the same for a line already parsed).
+pub fn navigation_for(event: &str) -> String {
+    let meta: LineMeta<'_> = serde_json::from_str(event).unwrap_or_default();
+    navigation_json(&meta, event.len())
+}
+
 /// The projection OpenClaw stores beside a compressed event, so it can walk the transcript
 /// without inflating it.
 fn navigation_json(meta: &LineMeta<'_>, bytes: usize) -> String {
@@ -431,6 +451,28 @@ fn navigation_json(meta: &LineMeta<'_>, bytes: usize) -> String {
         "timestamp": meta.timestamp,
         "message": meta.message.as_ref().map(|m| serde_json::json!({"role": m.role})),
     });
+    // What OpenClaw's `model` projection keeps of a message: its facts without content (tool
+    // calls are left out here; readers of this store use the projection of tool results only).
+    let mut model = nav.clone();
+    if let (Some(m), Some(obj)) =
+        (meta.message.as_ref(), model.get_mut("message").and_then(Value::as_object_mut))
+    {
+        let facts = [
+            ("timestamp", &m.timestamp),
+            ("provider", &m.provider),
+            ("model", &m.model),
+            ("toolCallId", &m.tool_call_id),
+            ("toolName", &m.tool_name),
+            ("isError", &m.is_error),
+            ("stopReason", &m.stop_reason),
+        ];
+        for (k, v) in facts {
+            if let Some(v) = v {
+                obj.insert(k.into(), v.clone());
+            }
+        }
+        obj.insert("content".into(), Value::Array(Vec::new()));
+    }
     serde_json::json!({
         "version": 1,
         "report": {
@@ -440,7 +482,7 @@ fn navigation_json(meta: &LineMeta<'_>, bytes: usize) -> String {
         },
         "navigation": nav,
         "reset": nav,
-        "model": nav,
+        "model": model,
         "modelBytes": bytes,
         "modelWithoutCheckpointBytes": bytes,
         "withoutCustomDataBytes": bytes,

@@ -501,7 +501,6 @@ fn turn_events(i: usize, at_ms: i64) -> Vec<String> {
 
 /// Appends events to a session as OpenClaw does: next seq, large ones compressed.
 fn append_sqlite(c: &rusqlite::Connection, session: &str, events: &[String]) {
-    let nav = r#"{"version":1,"report":{"kind":"canonical"},"navigation":{},"reset":{},"model":{},"modelBytes":1,"modelWithoutCheckpointBytes":1,"withoutCustomDataBytes":1}"#;
     let tx = c.unchecked_transaction().expect("begin");
     for e in events {
         let seq: i64 = tx
@@ -516,7 +515,7 @@ fn append_sqlite(c: &rusqlite::Connection, session: &str, events: &[String]) {
             tx.execute(
                 "INSERT INTO transcript_events (session_id, seq, created_at, event_zstd, event_utf8_bytes, navigation_json)
                  VALUES (?1, ?2, 0, ?3, ?4, ?5)",
-                params![session, seq, blob, e.len() as i64, nav],
+                params![session, seq, blob, e.len() as i64, demo_store::sqlite::navigation_for(e)],
             )
             .expect("insert");
         } else {

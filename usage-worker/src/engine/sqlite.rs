@@ -1082,7 +1082,7 @@ fn read_session(
         let mut n = 0i64;
         {
             let mut st = t.prepare_cached(
-                "SELECT seq, event_json, event_zstd, event_utf8_bytes FROM transcript_events
+                "SELECT seq, event_json, event_zstd, event_utf8_bytes, navigation_json FROM transcript_events
                  WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let mut rows = st.query(params![sid, cp.last_seq, SLICE_ROWS])?;
@@ -1092,10 +1092,10 @@ fn read_session(
                     return Err(SqliteError::Cancelled);
                 }
                 let seq: i64 = r.get(0)?;
-                let (json, zstd, size) = (r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?);
-                match decoder.decode(json, zstd, size, max_line) {
-                    Ok(text) => {
-                        bytes += text.len() as u64;
+                let (json, zstd, size, nav) = (r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?, r.get_ref(4)?);
+                match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
+                    Ok((text, size)) => {
+                        bytes += size;
                         fold_line(&mut rollup, &mut skips, text);
                     }
                     Err(s) => count_skip(&mut skips, s),
@@ -1160,7 +1160,7 @@ pub(super) fn run_bulk(
             let mut n = 0i64;
             {
                 let mut st = tx.prepare_cached(
-                    "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes FROM transcript_events
+                    "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json FROM transcript_events
                      WHERE session_id >= ?1 AND session_id <= ?2 AND (session_id, seq) > (?3, ?4)
                      ORDER BY session_id, seq LIMIT ?5",
                 )?;
@@ -1209,20 +1209,22 @@ pub(super) fn run_bulk(
                     }
                     // A session in the range that is not being read (unchanged) is skipped.
                     let Some((disc, rollup, skips, cp, bytes)) = current.as_mut() else { continue };
-                    let (json, zstd, size) = (r.get_ref(2)?, r.get_ref(3)?, r.get_ref(4)?);
-                    match decoder.decode(json, zstd, size, max_line) {
-                        Ok(text) => {
-                            *bytes += text.len() as u64;
+                    let (json, zstd, size, nav) =
+                        (r.get_ref(2)?, r.get_ref(3)?, r.get_ref(4)?, r.get_ref(5)?);
+                    match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
+                        Ok((text, size)) => {
+                            *bytes += size;
                             fold_line(rollup, skips, text);
                         }
                         Err(s) => count_skip(skips, s),
                     }
                     cp.last_seq = seq;
                     cp.rows += 1;
-                    // The last row as listed (or a later one): its anchor is the checkpoint's.
-                    let listed_last =
-                        SqliteCheckpoint::decode(&disc_checkpoint(disc)).map_or(i64::MAX, |l| l.last_seq);
-                    if seq >= listed_last {
+                    // The last row as listed (rows come in seq order, so it is the listed count's
+                    // row) or a later one: its anchor is the checkpoint's. Hashing every row's
+                    // bytes instead cost a tenth of a cold read. When rows went away since the
+                    // listing, the count never matches and the session is read again anyway.
+                    if cp.rows >= disc.meta.size {
                         fn bytes(v: rusqlite::types::ValueRef<'_>) -> Option<&[u8]> {
                             v.as_bytes_or_null().ok().flatten()
                         }
@@ -1266,19 +1268,6 @@ pub(super) fn run_bulk(
                 }
             }
         }
-    }
-}
-
-/// A session's listing as a checkpoint (what `snapshot` encoded into its stat facts).
-fn disc_checkpoint(d: &Discovered) -> Checkpoint {
-    Checkpoint {
-        dev: d.meta.dev,
-        ino: d.meta.ino,
-        size: d.meta.size,
-        mtime_ns: d.meta.mtime_ns,
-        ctime_ns: d.meta.ctime_ns,
-        offset: 0,
-        anchor: 0,
     }
 }
 

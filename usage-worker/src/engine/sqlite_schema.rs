@@ -23,6 +23,8 @@ pub const SUPPORTED_SCHEMA_VERSIONS: std::ops::RangeInclusive<i64> = 23..=23;
 pub const AGENT_ROLE: &str = "agent";
 /// OpenClaw's bound on a compressed event and on its inflated size (the table's CHECK).
 pub const MAX_COMPRESSED_EVENT_BYTES: u64 = 4 * 1024 * 1024;
+/// OpenClaw's bound on a row's `navigation_json` (`MAX_NAVIGATION_BYTES`, the table's CHECK).
+const MAX_NAVIGATION_BYTES: usize = 16 * 1024;
 /// How long a statement waits for a lock: long enough to ride out a commit, short enough that
 /// a database held by a long write costs the answer a few milliseconds, not a stall.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(25);
@@ -31,7 +33,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(25);
 const REQUIRED: &[(&str, &[&str])] = &[
     (
         "transcript_events",
-        &["session_id", "seq", "event_json", "event_zstd", "event_utf8_bytes", "created_at"],
+        &[
+            "session_id",
+            "seq",
+            "event_json",
+            "event_zstd",
+            "event_utf8_bytes",
+            "navigation_json",
+            "created_at",
+        ],
     ),
     (
         "session_windows",
@@ -217,9 +227,29 @@ impl RowDecoder {
         utf8_bytes: ValueRef<'a>,
         max_line: u64,
     ) -> Result<&'a [u8], RowSkip> {
+        self.decode_for_usage(json, zstd, utf8_bytes, ValueRef::Null, max_line).map(|(text, _)| text)
+    }
+
+    /// What usage folds for a row, and the event's size: the event's JSON, or, for a compressed
+    /// tool result, the `model` projection OpenClaw stores beside it in `navigation_json` (see
+    /// [`tool_result_projection`]), which spares inflating and scanning the tool's output: most
+    /// of a store's compressed bytes. Size limits apply to the event either way, and the blob's
+    /// frame header must declare the event's size.
+    pub fn decode_for_usage<'a>(
+        &'a mut self,
+        json: ValueRef<'a>,
+        zstd: ValueRef<'a>,
+        utf8_bytes: ValueRef<'a>,
+        navigation: ValueRef<'a>,
+        max_line: u64,
+    ) -> Result<(&'a [u8], u64), RowSkip> {
         match json {
             ValueRef::Text(t) | ValueRef::Blob(t) => {
-                return if t.len() as u64 > max_line { Err(RowSkip::Oversize) } else { Ok(t) };
+                return if t.len() as u64 > max_line {
+                    Err(RowSkip::Oversize)
+                } else {
+                    Ok((t, t.len() as u64))
+                };
             }
             ValueRef::Null => {}
             _ => return Err(RowSkip::Undecodable),
@@ -241,15 +271,56 @@ impl RowDecoder {
         {
             return Err(RowSkip::Undecodable);
         }
+        // The blob's frame header must declare the recorded size (OpenClaw's frames do): a
+        // garbage blob or a lying size is inflated below, and counted as undecodable.
+        if let ValueRef::Text(nav) = navigation
+            && matches!(zstd::zstd_safe::get_frame_content_size(blob), Ok(Some(size)) if size == n)
+            && let Some(model) = tool_result_projection(nav)
+        {
+            return Ok((model, n));
+        }
         self.buf.clear();
         // Exactly the recorded size: a blob that inflates to more fails instead of growing.
         self.buf.reserve_exact(n as usize);
         let cap = self.buf.capacity();
         match self.zstd.decompress_to_buffer(blob, &mut self.buf) {
-            Ok(len) if len as u64 == n && cap >= len => Ok(&self.buf[..len]),
+            Ok(len) if len as u64 == n && cap >= len => Ok((&self.buf[..len], n)),
             _ => Err(RowSkip::Undecodable),
         }
     }
+}
+
+/// The `model` projection in a compressed row's `navigation_json`, when it stands for a tool
+/// result. OpenClaw 2026.9.6 builds it from the event in SQL (`projectModelContextNavigationSql`):
+/// the entry's `type`, `id`, `parentId`, `timestamp`, ... and the message's `role`, `timestamp`,
+/// `toolName`, `isError`, ... with the content reduced to its tool calls. For a tool result that
+/// is everything usage reads (role, times, `isError`), so folding the projection counts exactly
+/// what folding the event would. Other roles are `None` (the projection drops their usage), as is
+/// anything that does not parse as that shape, a repeated key included: such rows are inflated.
+pub fn tool_result_projection(nav: &[u8]) -> Option<&[u8]> {
+    #[derive(serde::Deserialize)]
+    struct Nav<'a> {
+        #[serde(borrow)]
+        model: &'a serde_json::value::RawValue,
+    }
+    #[derive(serde::Deserialize)]
+    struct Model<'a> {
+        #[serde(rename = "type", borrow)]
+        ty: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        message: Message<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        role: std::borrow::Cow<'a, str>,
+    }
+    if nav.len() > MAX_NAVIGATION_BYTES {
+        return None;
+    }
+    let nav: Nav<'_> = serde_json::from_slice(nav).ok()?;
+    let model: Model<'_> = serde_json::from_str(nav.model.get()).ok()?;
+    (model.ty == "message" && model.message.role == "toolResult").then_some(nav.model.get().as_bytes())
 }
 
 #[cfg(test)]
@@ -291,6 +362,99 @@ mod tests {
         );
         assert_eq!(
             d.decode(ValueRef::Null, ValueRef::Null, ValueRef::Null, 1 << 20),
+            Err(RowSkip::Undecodable)
+        );
+    }
+
+    /// Every compressed row of the databases openclaw 2026.9.6's own importer made whose
+    /// projection says "tool result" folds to the same entry as the inflated event; the other
+    /// compressed rows are inflated.
+    #[test]
+    fn openclaws_tool_result_projection_folds_like_the_event() {
+        use crate::engine::line::{LineOutcome, parse_line};
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/tests/tiny-sqlite/agents");
+        let (mut projected, mut inflated) = (0, 0);
+        for agent in ["main", "agent1"] {
+            let conn = Connection::open(root.join(agent).join("agent/openclaw-agent.sqlite")).unwrap();
+            let mut st = conn
+                .prepare("SELECT event_zstd, event_utf8_bytes, navigation_json FROM transcript_events WHERE event_zstd IS NOT NULL")
+                .unwrap();
+            let mut rows = st.query([]).unwrap();
+            let mut d = RowDecoder::new().unwrap();
+            while let Some(r) = rows.next().unwrap() {
+                let (z, n, nav) = (r.get_ref(0).unwrap(), r.get_ref(1).unwrap(), r.get_ref(2).unwrap());
+                let event = d.decode(ValueRef::Null, z, n, 1 << 20).unwrap().to_vec();
+                let (text, size) = d.decode_for_usage(ValueRef::Null, z, n, nav, 1 << 20).unwrap();
+                assert_eq!(size, event.len() as u64);
+                let parse = |b: &[u8]| match parse_line(std::str::from_utf8(b).unwrap()) {
+                    LineOutcome::Entry(e) => format!("{e:?}"),
+                    other => format!("{other:?}"),
+                };
+                assert_eq!(parse(text), parse(&event), "row of {agent}");
+                if text.len() < event.len() {
+                    projected += 1;
+                } else {
+                    inflated += 1;
+                }
+            }
+        }
+        // 22 tool results and 3 assistant replies (whose usage only the event holds).
+        assert_eq!((projected, inflated), (22, 3));
+    }
+
+    #[test]
+    fn only_a_tool_result_projection_stands_for_its_event() {
+        let nav = |model: &str| {
+            format!(
+                r#"{{"version":1,"report":{{"kind":"canonical"}},"navigation":{{}},"reset":{{}},"model":{model},"modelBytes":1}}"#
+            )
+        };
+        let tool = r#"{"type":"message","timestamp":"2026-11-09T10:36:36.088Z","message":{"role":"toolResult","isError":true,"content":[]}}"#;
+        assert_eq!(tool_result_projection(nav(tool).as_bytes()), Some(tool.as_bytes()));
+        // Usage lives in the event, not in an assistant's projection.
+        let assistant =
+            r#"{"type":"message","message":{"role":"assistant","stopReason":"stop","content":[]}}"#;
+        assert_eq!(tool_result_projection(nav(assistant).as_bytes()), None);
+        for odd in [
+            r#"{"type":"custom_message","message":{"role":"toolResult"}}"#,
+            r#"{"type":"message","message":{"role":"toolResult","role":"assistant"}}"#,
+            r#"{"type":"message","message":"toolResult"}"#,
+            r#"{"type":"message"}"#,
+            "{}",
+        ] {
+            assert_eq!(tool_result_projection(nav(odd).as_bytes()), None, "{odd}");
+        }
+        assert_eq!(tool_result_projection(b"not json"), None);
+        let huge = nav(&tool
+            .replace("\"content\":[]", &format!("\"content\":[\"{}\"]", "x".repeat(MAX_NAVIGATION_BYTES))));
+        assert_eq!(tool_result_projection(huge.as_bytes()), None, "over OpenClaw's own bound");
+        // Size limits still apply to the event, and a row without a projection is inflated.
+        let mut d = RowDecoder::new().unwrap();
+        let z = zstd::bulk::compress(tool.as_bytes(), 1).unwrap();
+        let n = ValueRef::Integer(tool.len() as i64);
+        let good = nav(tool);
+        assert_eq!(
+            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), n, ValueRef::Text(good.as_bytes()), 10),
+            Err(RowSkip::Oversize)
+        );
+        assert_eq!(
+            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), n, ValueRef::Null, 1 << 20).unwrap(),
+            (tool.as_bytes(), tool.len() as u64)
+        );
+        let g = ValueRef::Text(good.as_bytes());
+        assert_eq!(
+            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), n, g, 1 << 20).unwrap().0,
+            tool.as_bytes()
+        );
+        // A blob whose frame does not declare the recorded size is inflated, and refused.
+        let lie = ValueRef::Integer(tool.len() as i64 - 1);
+        assert_eq!(
+            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), lie, g, 1 << 20),
+            Err(RowSkip::Undecodable)
+        );
+        let garbage = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x11, 0x22, 0x33];
+        assert_eq!(
+            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&garbage), n, g, 1 << 20),
             Err(RowSkip::Undecodable)
         );
     }
