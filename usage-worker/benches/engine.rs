@@ -17,8 +17,9 @@
 //!
 //! Stores: `seed` (the incident: 9 agents x 184 sessions x 100 turns, 1.45 GB), `many` (9 x
 //! 6,000 short sessions over a year), `many-sqlite` (the same in OpenClaw 2026.7+'s SQLite
-//! layout), `huge` (9 x 22,000 sessions) and `wide` (sessions spanning weeks of quarter hours,
-//! a model switch every three turns, tools from a wide set).
+//! layout), `huge` (9 x 22,000 sessions), `huge-sqlite` (the same in SQLite) and `wide`
+//! (sessions spanning weeks of quarter hours, a model switch every three turns, tools from a
+//! wide set).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -352,16 +353,21 @@ async fn measure(s: &StoreSpec, root: &Path) -> Figures {
     f
 }
 
-/// Appends one turn (4 lines or events) to the first session of agent `main` and returns its
+/// Appends one turn (4 lines or events) to a session of agent `main` and returns its
 /// total tokens. Records how to undo it in `marker`.
 fn appender<'a>(s: &StoreSpec, store: &'a Path, marker: &'a Path) -> Box<dyn FnMut(u64, i64) -> u64 + 'a> {
     if s.sqlite {
         let db = store.join("agents/main/agent/openclaw-agent.sqlite");
         let c = rusqlite::Connection::open(&db).expect("open the agent database");
         let session: String = c
-            .query_row("SELECT session_id FROM transcript_events ORDER BY session_id LIMIT 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                // The first session (by id) that is its key's current one, as a live session is.
+                "SELECT n.current_session_id FROM session_nodes n WHERE EXISTS
+                   (SELECT 1 FROM transcript_events e WHERE e.session_id = n.current_session_id)
+                 ORDER BY 1 LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .expect("a session");
         let max_seq: i64 = c
             .query_row("SELECT max(seq) FROM transcript_events WHERE session_id = ?1", [&session], |r| {
@@ -694,6 +700,12 @@ fn stores() -> Vec<StoreSpec> {
             name: "huge",
             spec: year(22_000, 3, 1_000, false),
             sqlite: false,
+            targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
+        },
+        StoreSpec {
+            name: "huge-sqlite",
+            spec: year(22_000, 3, 1_000, false),
+            sqlite: true,
             targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
         },
         StoreSpec {

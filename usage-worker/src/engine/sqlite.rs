@@ -844,8 +844,20 @@ fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
     for (id, w) in windows {
         by_key.entry(w.key.as_str()).or_default().push(id.as_str());
     }
-    let mut out: BTreeMap<&str, BTreeMap<String, Box<RawValue>>> = BTreeMap::new();
-    for n in nodes {
+    // Written entry by entry in key order (what a map of all entries would serialise to), so
+    // only one entry's map is held at a time: the text is the listing's only whole copy.
+    // A key listed twice keeps its last node, as a map would.
+    let mut order: Vec<&Node> = nodes.iter().collect();
+    order.sort_by(|a, b| a.key.cmp(&b.key));
+    let order: Vec<&Node> = order
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| order.get(i + 1).is_none_or(|m| m.key != n.key))
+        .map(|(_, n)| *n)
+        .collect();
+    let mut out = String::with_capacity(nodes.iter().map(|n| n.entry_json.len() + n.key.len() + 96).sum());
+    out.push('{');
+    for n in order {
         let mut e: BTreeMap<String, Box<RawValue>> = serde_json::from_str(&n.entry_json).unwrap_or_default();
         e.remove("sessionFile");
         e.insert("sessionId".into(), json_str(&n.current));
@@ -905,9 +917,15 @@ fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
             let raw = serde_json::to_string(&family).expect("strings serialise");
             e.insert("usageFamilySessionIds".into(), RawValue::from_string(raw).expect("valid JSON"));
         }
-        out.insert(n.key.as_str(), e);
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(&n.key).expect("a string serialises"));
+        out.push(':');
+        out.push_str(&serde_json::to_string(&e).expect("raw JSON serialises"));
     }
-    serde_json::to_string(&out).expect("raw JSON serialises")
+    out.push('}');
+    out
 }
 
 /// A connection to one database, reused while [`Pooled::valid`] (a job thread's, or a listing's).
@@ -1400,6 +1418,45 @@ mod tests {
         assert_eq!(SqliteCheckpoint::decode(&Checkpoint::default()), None);
         let json = serde_json::to_string(&cp).unwrap();
         assert_eq!(serde_json::from_str::<SqliteCheckpoint>(&json).unwrap(), cp);
+    }
+
+    /// The index text is written entry by entry; it must be what serialising the map of all
+    /// entries wrote (its hash is persisted: another text would rebuild every agent's entries).
+    #[test]
+    fn the_session_index_text_is_the_map_of_its_entries() {
+        let node = |key: &str, current: &str, json: &str| Node {
+            key: key.into(),
+            current: current.into(),
+            entry_json: json.into(),
+            label: None,
+            updated_ms: 5,
+        };
+        let nodes = [
+            node("agent:main:z", "s3", r#"{"updatedAt":3,"z":{"b":1,"a":2}}"#),
+            node("agent:main:a\"q", "s1", r#"{"sessionFile":"x","chatType":"direct"}"#),
+            node("agent:main:m", "s2", "not json"),
+        ];
+        let mut windows = HashMap::new();
+        windows.insert(
+            "s1".to_owned(),
+            Window {
+                key: "agent:main:a\"q".into(),
+                previous: Some("s0".into()),
+                updated_ms: Some(1),
+                channel: Some("telegram".into()),
+                chat_type: None,
+                model_provider: None,
+                display_name: None,
+                model: Some("gpt-5".into()),
+            },
+        );
+        let text = sessions_json(&nodes, &windows);
+        let parsed: BTreeMap<String, BTreeMap<String, Box<RawValue>>> = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
+        assert_eq!(parsed.keys().collect::<Vec<_>>(), ["agent:main:a\"q", "agent:main:m", "agent:main:z"]);
+        assert_eq!(parsed["agent:main:a\"q"]["usageFamilySessionIds"].get(), r#"["s0"]"#);
+        assert_eq!(parsed["agent:main:z"]["z"].get(), r#"{"b":1,"a":2}"#, "raw values keep their order");
+        assert_eq!(sessions_json(&[], &windows), "{}");
     }
 
     #[test]
