@@ -766,6 +766,10 @@ fn snapshot(
         }
     }
     let (nodes, windows) = read_index(&tx)?;
+    // The index text first, so the nodes (the largest part: every entry's JSON) are gone before
+    // the session list is built: the listing is the worker's peak on stores of many sessions.
+    let json = sessions_json(&nodes, &windows);
+    drop(nodes);
     let mut generations: HashMap<String, String> = HashMap::new();
     {
         let mut st = tx.prepare("SELECT session_id, generation FROM transcript_rewrite_watermarks")?;
@@ -800,8 +804,8 @@ fn snapshot(
         });
     }
     tx.commit()?;
+    drop(windows);
     listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    let json = sessions_json(&nodes, &windows);
     let hash = fnv1a(FNV_SEED, json.as_bytes());
     let state = AgentDb {
         stamp: DbStamp { db: (0, 0, 0, 0), wal: None },
