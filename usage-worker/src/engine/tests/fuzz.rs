@@ -89,4 +89,31 @@ proptest! {
         let mut d = crate::engine::sqlite_schema::RowDecoder::new().unwrap();
         let _ = d.decode(ValueRef::Null, ValueRef::Blob(&blob), ValueRef::Integer(claimed), 1 << 20);
     }
+
+    /// A projection stands for its event only as a tool result: whatever `navigation_json`
+    /// holds, what is folded in its place parses as exactly one tool result.
+    #[test]
+    fn fuzz_mutated_projections_stand_only_for_tool_results(
+        which in 0..NAV_SEEDS.len(), at in any::<usize>(), bytes in proptest::collection::vec(any::<u8>(), 0..12), cut in any::<usize>()
+    ) {
+        let nav = mutate(NAV_SEEDS[which], at, &bytes, cut);
+        if let Some(model) = crate::engine::sqlite_schema::tool_result_projection(&nav) {
+            let text = std::str::from_utf8(model).expect("a projection taken is UTF-8");
+            match parse_line(text) {
+                LineOutcome::Entry(e) => {
+                    prop_assert_eq!(e.role, crate::engine::line::Role::ToolResult);
+                    prop_assert_eq!(e.tool_results, 1);
+                    prop_assert!(e.usage.is_none() && e.cost.is_none());
+                }
+                other => prop_assert!(false, "not a tool result: {:?}", other),
+            }
+        }
+    }
 }
+
+/// `navigation_json` as openclaw 2026.9.6 stores it beside a compressed tool result and a
+/// compressed assistant reply (from the importer-made fixture, shortened).
+const NAV_SEEDS: &[&str] = &[
+    r#"{"version":1,"report":{"kind":"canonical","hasParentId":true},"navigation":{"type":"message","message":{"role":"toolResult"}},"model":{"type":"message","id":"953f48f1","parentId":"0f21ddb6","timestamp":"2026-11-09T10:36:36.088Z","message":{"role":"toolResult","toolCallId":"call_1","toolName":"edit","isError":false,"timestamp":1794220596088,"content":[]}},"modelBytes":5142}"#,
+    r#"{"version":1,"model":{"type":"message","timestamp":"2026-11-09T10:36:36.088Z","message":{"role":"assistant","provider":"openai","model":"gpt-5","stopReason":"stop","content":[{"type":"toolCall","id":"c1","name":"edit"}]}},"modelBytes":4000}"#,
+];
