@@ -302,7 +302,7 @@ fn append(c: &Connection, session: &str, events: &[String]) -> u64 {
             c.execute(
                 "INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_zstd, event_utf8_bytes, navigation_json)
                  VALUES (?1, ?2, NULL, 1794700000000, ?3, ?4, ?5)",
-                params![session, seq, blob, e.len() as i64, NAV],
+                params![session, seq, blob, e.len() as i64, demo_store::sqlite::navigation_for(e)],
             )
             .unwrap();
         } else {
@@ -322,8 +322,6 @@ fn append(c: &Connection, session: &str, events: &[String]) -> u64 {
     bytes
 }
 
-/// A `navigation_json` the table's CHECK accepts.
-const NAV: &str = r#"{"version":1,"report":{"kind":"canonical"},"navigation":{},"reset":{},"model":{},"modelBytes":1,"modelWithoutCheckpointBytes":1,"withoutCustomDataBytes":1}"#;
 
 const MAIN_SESSION: &str = "6513270e-269e-4d37-b2a7-4de452e6b438";
 
