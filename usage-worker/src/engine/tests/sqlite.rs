@@ -322,7 +322,6 @@ fn append(c: &Connection, session: &str, events: &[String]) -> u64 {
     bytes
 }
 
-
 const MAIN_SESSION: &str = "6513270e-269e-4d37-b2a7-4de452e6b438";
 
 #[test]
