@@ -155,6 +155,8 @@ pub struct Index {
     agents: Option<std::collections::BTreeSet<String>>,
     /// A rebuild happened at open (the old file was unusable), for diagnostics.
     pub discarded: bool,
+    /// A cold build is writing without the [`DEFERRED`] indexes ([`Index::begin_bulk`]).
+    bulk: bool,
 }
 
 impl std::fmt::Debug for Index {
@@ -185,6 +187,8 @@ CREATE TABLE IF NOT EXISTS files(
   entry_hash INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS files_agent ON files(agent, session_id);
+-- files_stat and files_order are dropped while a cold build writes (DEFERRED); a crash then
+-- leaves them missing, and these lines make them again at the next open.
 CREATE INDEX IF NOT EXISTS files_stat ON files(agent, path, id, dev, ino, size, mtime_ns, ctime_ns);
 CREATE INDEX IF NOT EXISTS files_inode ON files(dev, ino);
 CREATE INDEX IF NOT EXISTS files_order ON files(updated_at DESC, mtime_ms DESC, file_name);
@@ -229,6 +233,20 @@ CREATE TABLE IF NOT EXISTS family(
   PRIMARY KEY(agent, member, key)
 ) WITHOUT ROWID;
 ";
+
+/// Indexes of `files` that a cold build makes after its rows, with one sort each, instead of
+/// updating them row by row: on a 54,000-session store their random inserts were most of the
+/// writing thread's b-tree work. Nothing a cold build reads goes through them.
+const DEFERRED: &str = "DROP INDEX IF EXISTS files_stat; DROP INDEX IF EXISTS files_order;";
+
+/// The sort indexes of a live shape's row-number table (`rowvals_<id>`).
+pub fn rowvals_indexes_sql(table: &str) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS {table}_cost ON {table}(cost);
+         CREATE INDEX IF NOT EXISTS {table}_tokens ON {table}(tokens);
+         CREATE INDEX IF NOT EXISTS {table}_messages ON {table}(messages);"
+    )
+}
 
 /// Turns off SQLite's global memory statistics, which it keeps behind one process-wide mutex
 /// taken on every allocation: the parser threads and the writer contended on it (futex calls
@@ -330,9 +348,50 @@ impl Index {
         for t in orphans {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS \"{t}\""))?;
         }
+        // A cold build cut short leaves its row-number tables without their indexes.
+        for t in rowvals_tables(&conn)? {
+            conn.execute_batch(&rowvals_indexes_sql(&t))?;
+        }
         let next_generation: i64 =
             conn.query_row("SELECT coalesce(max(generation), 0) + 1 FROM files", [], |r| r.get(0))?;
-        Ok(Some(Index { conn, _temp: None, next_generation, agents: None, discarded: false }))
+        Ok(Some(Index { conn, _temp: None, next_generation, agents: None, discarded: false, bulk: false }))
+    }
+
+    /// Starts a cold build when no file is indexed yet: the [`DEFERRED`] indexes and those of
+    /// the row-number tables are dropped until [`Index::end_bulk`] makes them again. Returns
+    /// whether the index is in that mode.
+    pub fn begin_bulk(&mut self) -> Result<bool, IndexError> {
+        if self.bulk {
+            return Ok(true);
+        }
+        let any = self.conn.query_row("SELECT 1 FROM files LIMIT 1", [], |_| Ok(())).optional()?;
+        if any.is_some() {
+            return Ok(false);
+        }
+        let mut sql = DEFERRED.to_owned();
+        for t in rowvals_tables(&self.conn)? {
+            sql.push_str(&format!(
+                "DROP INDEX IF EXISTS {t}_cost; DROP INDEX IF EXISTS {t}_tokens; DROP INDEX IF EXISTS {t}_messages;"
+            ));
+        }
+        self.conn.execute_batch(&sql)?;
+        self.bulk = true;
+        Ok(true)
+    }
+
+    /// Ends a cold build ([`Index::begin_bulk`]): makes the dropped indexes from the rows.
+    pub fn end_bulk(&mut self) -> Result<(), IndexError> {
+        if !self.bulk {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.conn.execute_batch(SCHEMA)?;
+        for t in rowvals_tables(&self.conn)? {
+            self.conn.execute_batch(&rowvals_indexes_sql(&t))?;
+        }
+        self.bulk = false;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "Made the deferred indexes.");
+        Ok(())
     }
 
     fn generation(&mut self) -> i64 {
@@ -363,10 +422,13 @@ impl Index {
 
     /// Stat facts of every file of `agent`, for comparing a directory listing.
     pub fn known_of_agent(&self, agent: &str, mut f: impl FnMut(&[u8], Known)) -> Result<(), IndexError> {
-        // From the covering index alone: no table row (and no rollup) is read.
-        let mut st = self.conn.prepare_cached(
-            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat WHERE agent = ?1",
-        )?;
+        // From the covering index alone: no table row (and no rollup) is read. During a cold
+        // build it is not there, and the agent's rows (if any) are found by `files_agent`.
+        let mut st = self.conn.prepare_cached(if self.bulk {
+            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE agent = ?1"
+        } else {
+            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat WHERE agent = ?1"
+        })?;
         let mut rows = st.query([agent])?;
         while let Some(r) = rows.next()? {
             let path: &[u8] = r.get_ref(0)?.as_blob()?;
@@ -1015,6 +1077,14 @@ fn entry_for_file(
     )?;
     let blob: Option<Vec<u8>> = st.query_row([agent, stem], |r| r.get(0)).optional()?;
     Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
+}
+
+/// The row-number tables of live shapes.
+fn rowvals_tables(conn: &Connection) -> Result<Vec<String>, IndexError> {
+    let mut st =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'rowvals_*'")?;
+    let names = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(names)
 }
 
 /// A read-only connection to the index, for a parser thread that needs the old state of the

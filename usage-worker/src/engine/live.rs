@@ -371,12 +371,7 @@ fn build(
     });
     // Indexes after the rows: one sort each instead of an update per row.
     let indexed = result.and_then(|()| {
-        conn.execute_batch(&format!(
-            "CREATE INDEX {table}_cost ON {table}(cost);
-             CREATE INDEX {table}_tokens ON {table}(tokens);
-             CREATE INDEX {table}_messages ON {table}(messages);"
-        ))
-        .map_err(IndexError::from)
+        conn.execute_batch(&crate::engine::index::rowvals_indexes_sql(table)).map_err(IndexError::from)
     });
     if indexed.is_err() || cancelled {
         conn.execute_batch("ROLLBACK TO live_build; RELEASE live_build")?;

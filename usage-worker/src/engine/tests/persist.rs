@@ -170,3 +170,36 @@ fn a_changed_file_whose_stored_rollup_is_unreadable_is_not_counted_twice() {
     let (want, _) = answer(&mut engine(dir.path()));
     assert_json_close(&got, &want, "after a damaged rollup");
 }
+
+/// Indexes of the index's own tables, by name.
+fn index_names(data: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(data.join(FILE_NAME)).unwrap();
+    let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").unwrap();
+    st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn a_cold_build_cut_short_gets_its_deferred_indexes_at_the_next_open() {
+    let (dir, data, want) = saved();
+    // A cold build drops these while it writes and makes them after its rows.
+    let deferred = ["files_order", "files_stat", "rowvals_1_cost", "rowvals_1_messages", "rowvals_1_tokens"];
+    let names = index_names(data.path());
+    for n in deferred {
+        assert!(names.iter().any(|x| x == n), "{n} made after the cold build: {names:?}");
+    }
+    // As a worker killed in the middle of a cold build leaves the file.
+    {
+        let conn = rusqlite::Connection::open(data.path().join(FILE_NAME)).unwrap();
+        for n in deferred {
+            conn.execute_batch(&format!("DROP INDEX {n}")).unwrap();
+        }
+    }
+    let mut second = persistent(dir.path(), data.path());
+    let (got, parsed) = answer(&mut second);
+    assert_eq!(parsed, 0, "the rows were kept: nothing parsed again");
+    assert_json_close(&got, &want, "after the indexes were made again");
+    let names = index_names(data.path());
+    for n in deferred {
+        assert!(names.iter().any(|x| x == n), "{n} made again at open: {names:?}");
+    }
+}
