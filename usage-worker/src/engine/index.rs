@@ -239,13 +239,13 @@ CREATE TABLE IF NOT EXISTS family(
 /// writing thread's b-tree work. Nothing a cold build reads goes through them.
 const DEFERRED: &str = "DROP INDEX IF EXISTS files_stat; DROP INDEX IF EXISTS files_order;";
 
-/// The sort indexes of a live shape's row-number table (`rowvals_<id>`).
+/// The columns a live shape's row-number table (`rowvals_<id>`) is sorted by, each with an
+/// index `<table>_<column>`.
+const ROWVALS_SORTS: [&str; 3] = ["cost", "tokens", "messages"];
+
+/// Makes the sort indexes of a row-number table.
 pub fn rowvals_indexes_sql(table: &str) -> String {
-    format!(
-        "CREATE INDEX IF NOT EXISTS {table}_cost ON {table}(cost);
-         CREATE INDEX IF NOT EXISTS {table}_tokens ON {table}(tokens);
-         CREATE INDEX IF NOT EXISTS {table}_messages ON {table}(messages);"
-    )
+    ROWVALS_SORTS.map(|c| format!("CREATE INDEX IF NOT EXISTS {table}_{c} ON {table}({c});")).concat()
 }
 
 /// Turns off SQLite's global memory statistics, which it keeps behind one process-wide mutex
@@ -370,9 +370,9 @@ impl Index {
         }
         let mut sql = DEFERRED.to_owned();
         for t in rowvals_tables(&self.conn)? {
-            sql.push_str(&format!(
-                "DROP INDEX IF EXISTS {t}_cost; DROP INDEX IF EXISTS {t}_tokens; DROP INDEX IF EXISTS {t}_messages;"
-            ));
+            for c in ROWVALS_SORTS {
+                sql.push_str(&format!("DROP INDEX IF EXISTS {t}_{c};"));
+            }
         }
         self.conn.execute_batch(&sql)?;
         self.bulk = true;

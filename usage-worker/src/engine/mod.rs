@@ -466,19 +466,6 @@ impl Engine {
         self.watch.drain();
         // Nothing indexed yet: write the rows first and their sort indexes after.
         self.index_mut().begin_bulk()?;
-        let result = self.refresh_agents(agents, cancel, progress, diag);
-        // Made even when the refresh failed: what it wrote stays, and answers walk these.
-        self.index_mut().end_bulk()?;
-        result
-    }
-
-    fn refresh_agents(
-        &mut self,
-        agents: &[String],
-        cancel: &AtomicBool,
-        progress: &mut dyn FnMut(Progress),
-        diag: &mut Diagnostics,
-    ) -> Result<RefreshStats, WorkerError> {
         // Agent by agent: what is held while listing and parsing is one agent's worth.
         let mut result = Ok(RefreshStats::default());
         // Progress counts over all agents so far (later agents' files join the total as they
@@ -534,6 +521,8 @@ impl Engine {
                 self.sqlite.forget(agent);
             }
         }
+        // Made even when the refresh failed: what it wrote stays, and answers walk these.
+        self.index_mut().end_bulk()?;
         result
     }
 
