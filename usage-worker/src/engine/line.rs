@@ -1,11 +1,10 @@
 //! One transcript line → the few facts usage needs, without building a JSON tree.
 //!
-//! Lines are decoded with serde_json's borrowed, visitor-driven deserialisation: only the fields
-//! OpenClaw's usage code reads are kept, everything else (message text, tool output, thinking
-//! blocks, which are most of the bytes) is skipped with [`IgnoredAny`], which scans strings
-//! without copying them. Every field is *lenient*: a field of an unexpected JSON type is treated
-//! the way JavaScript's `typeof` checks treat it (ignored), never as a malformed line, so a
-//! valid-JSON line is never lost because one field has a surprising type.
+//! A [`Cursor`] walks the line: only the fields OpenClaw's usage code reads are kept, everything
+//! else (message text, tool output, thinking blocks, which are most of the bytes) is skipped
+//! without copying. Every field is *lenient*: a field of an unexpected JSON type is treated the
+//! way JavaScript's `typeof` checks treat it (ignored), never as a malformed line, so a valid-JSON
+//! line is never lost because one field has a surprising type.
 //!
 //! Field semantics follow OpenClaw's `session-cost-usage` reader (REFERENCE §2) with the 2026.9
 //! addition that `toolResult` messages are counted (as `toolResults`, and as `errors` when
@@ -13,10 +12,8 @@
 //! filter).
 
 use std::borrow::Cow;
-use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
+use super::json::{Cursor, R};
 use super::time::parse_iso_ms;
 
 /// Message roles that count for usage.
@@ -101,12 +98,24 @@ pub enum LineOutcome<'a> {
 
 /// Parses one line (already trimmed, UTF-8 checked).
 pub fn parse_line(line: &str) -> LineOutcome<'_> {
-    match serde_json::from_str::<F<RawLine<'_>>>(line) {
-        Ok(F::Val(raw)) => match raw.into_entry() {
-            Some(e) => LineOutcome::Entry(e),
-            None => LineOutcome::Ignored,
-        },
-        Ok(_) | Err(_) => LineOutcome::Malformed,
+    parse_line_bytes(line.as_bytes())
+}
+
+/// Parses one line (already trimmed) from bytes: a line that is not UTF-8 is `Malformed` here
+/// (the caller tells the two apart only for lines that fail, so good lines are checked once).
+pub fn parse_line_bytes(line: &[u8]) -> LineOutcome<'_> {
+    let mut c = Cursor::new(line);
+    let mut raw = RawLine::default();
+    if c.peek() != Ok(b'{') || raw.read(&mut c).is_err() {
+        return LineOutcome::Malformed;
+    }
+    // Skipped strings were checked for JSON, not UTF-8: only a line with a high byte needs it.
+    if !c.at_end() || (c.saw_non_ascii() && simdutf8::basic::from_utf8(line).is_err()) {
+        return LineOutcome::Malformed;
+    }
+    match raw.into_entry() {
+        Some(e) => LineOutcome::Entry(e),
+        None => LineOutcome::Ignored,
     }
 }
 
@@ -139,139 +148,49 @@ fn coalesce<T>(a: Option<F<T>>, b: Option<F<T>>) -> Option<T> {
     }
 }
 
-/// How a type is built from the JSON value kinds it accepts; everything else becomes `Other`.
-trait FromJson<'de>: Sized {
-    const WANTS_STR: bool = false;
-    fn from_str(_: Cow<'de, str>) -> Option<Self> {
-        None
+/// A field's value: `read` when its first byte is one `wanted` accepts, else `null` or anything
+/// else, checked and passed over (an object's keys are unescaped on the way, as serde_json does
+/// for a field it reads).
+fn field<'a, T>(
+    c: &mut Cursor<'a>,
+    wanted: fn(u8) -> bool,
+    read: impl FnOnce(&mut Cursor<'a>) -> R<T>,
+) -> R<F<T>> {
+    let first = c.peek()?;
+    if wanted(first) {
+        return read(c).map(F::Val);
     }
-    fn from_num(_: f64) -> Option<Self> {
-        None
-    }
-    fn from_bool(_: bool) -> Option<Self> {
-        None
-    }
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-struct FVisitor<T>(PhantomData<T>);
-
-fn wrap<T>(v: Option<T>) -> F<T> {
-    v.map_or(F::Other, F::Val)
-}
-
-impl<'de, T: FromJson<'de>> Visitor<'de> for FVisitor<T> {
-    type Value = F<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<F<T>, E> {
-        Ok(F::Null)
-    }
-    fn visit_none<E>(self) -> Result<F<T>, E> {
-        Ok(F::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<F<T>, E> {
-        Ok(wrap(T::from_bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<F<T>, E> {
-        Ok(wrap(T::from_num(v as f64)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<F<T>, E> {
-        Ok(wrap(T::from_num(v as f64)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<F<T>, E> {
-        Ok(wrap(T::from_num(v)))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<F<T>, E> {
-        Ok(wrap(T::from_str(Cow::Borrowed(v))))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<F<T>, E> {
-        if T::WANTS_STR { Ok(wrap(T::from_str(Cow::Owned(v.to_owned())))) } else { Ok(F::Other) }
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<F<T>, A::Error> {
-        Ok(wrap(T::from_map(map)?))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<F<T>, A::Error> {
-        Ok(wrap(T::from_seq(seq)?))
+    match first {
+        b'n' => c.literal().map(|()| F::Null),
+        b'"' => c.skip_str().map(|()| F::Other),
+        b'-' | b'0'..=b'9' => c.number().map(|_| F::Other),
+        b'{' => c.object(|c, _| c.skip()).map(|()| F::Other),
+        b'[' => c.array(Cursor::skip).map(|()| F::Other),
+        _ => c.literal().map(|()| F::Other),
     }
 }
 
-impl<'de, T: FromJson<'de>> Deserialize<'de> for F<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FVisitor(PhantomData))
-    }
+fn string<'a>(c: &mut Cursor<'a>) -> R<F<Cow<'a, str>>> {
+    field(c, |b| b == b'"', Cursor::string)
 }
 
-impl<'de> FromJson<'de> for Cow<'de, str> {
-    const WANTS_STR: bool = true;
-    fn from_str(s: Cow<'de, str>) -> Option<Self> {
-        Some(s)
-    }
+fn number(c: &mut Cursor<'_>) -> R<F<f64>> {
+    field(c, |b| b == b'-' || b.is_ascii_digit(), Cursor::number)
 }
 
-impl FromJson<'_> for f64 {
-    fn from_num(v: f64) -> Option<Self> {
-        v.is_finite().then_some(v)
-    }
+fn boolean(c: &mut Cursor<'_>) -> R<F<bool>> {
+    field(
+        c,
+        |b| b == b't' || b == b'f',
+        |c| {
+            let t = c.peek()? == b't';
+            c.literal().map(|()| t)
+        },
+    )
 }
 
-impl FromJson<'_> for bool {
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v)
-    }
-}
-
-/// A usage object is ~450 bytes of optional numbers: boxed, it is allocated only on lines that
-/// have one, instead of being copied through every layer of every line's parse (copies were 7%
-/// of a cold read's instructions; boxing took 3.5% off the total, BENCHMARKS.md).
-impl<'de, T: FromJson<'de>> FromJson<'de> for Box<T> {
-    const WANTS_STR: bool = T::WANTS_STR;
-    fn from_str(s: Cow<'de, str>) -> Option<Self> {
-        T::from_str(s).map(Box::new)
-    }
-    fn from_num(v: f64) -> Option<Self> {
-        T::from_num(v).map(Box::new)
-    }
-    fn from_bool(v: bool) -> Option<Self> {
-        T::from_bool(v).map(Box::new)
-    }
-    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        Ok(T::from_map(map)?.map(Box::new))
-    }
-    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
-        Ok(T::from_seq(seq)?.map(Box::new))
-    }
-}
-
-/// An object key, borrowed unless it contains escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KV;
-        impl<'de> Visitor<'de> for KV {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KV)
-    }
+fn object<'a, T>(c: &mut Cursor<'a>, read: impl FnOnce(&mut Cursor<'a>) -> R<T>) -> R<F<T>> {
+    field(c, |b| b == b'{', read)
 }
 
 type OStr<'a> = Option<F<Cow<'a, str>>>;
@@ -279,33 +198,35 @@ type OStr<'a> = Option<F<Cow<'a, str>>>;
 // ---------------------------------------------------------------------------------------------
 // The shapes.
 
+/// Read in place: a line's fields are over a kilobyte, and moving them through every layer of
+/// every line's parse was 4% of a cold read.
 #[derive(Default)]
 struct RawLine<'a> {
     timestamp: OStr<'a>,
-    message: Option<F<RawMessage<'a>>>,
+    /// What `message` was; its fields are in `msg` when it was an object.
+    message: Option<F<()>>,
+    msg: RawMessage<'a>,
     usage: Option<F<Box<RawUsage>>>,
     provider: OStr<'a>,
     model: OStr<'a>,
     duration_ms: Option<F<f64>>,
 }
 
-impl<'de> FromJson<'de> for RawLine<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut r = RawLine::default();
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+impl<'a> RawLine<'a> {
+    fn read(&mut self, c: &mut Cursor<'a>) -> R<()> {
+        let r = self;
+        c.object(|c, k| {
             match &*k {
-                "timestamp" => r.timestamp = Some(map.next_value()?),
-                "message" => r.message = Some(map.next_value()?),
-                "usage" => r.usage = Some(map.next_value()?),
-                "provider" => r.provider = Some(map.next_value()?),
-                "model" => r.model = Some(map.next_value()?),
-                "durationMs" => r.duration_ms = Some(map.next_value()?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                b"timestamp" => r.timestamp = Some(string(c)?),
+                b"message" => r.message = Some(object(c, |c| r.msg.read(c))?),
+                b"usage" => r.usage = Some(usage(c)?),
+                b"provider" => r.provider = Some(string(c)?),
+                b"model" => r.model = Some(string(c)?),
+                b"durationMs" => r.duration_ms = Some(number(c)?),
+                _ => c.skip()?,
             }
-        }
-        Ok(Some(r))
+            Ok(())
+        })
     }
 }
 
@@ -324,29 +245,35 @@ struct RawMessage<'a> {
     is_error: Option<F<bool>>,
 }
 
-impl<'de> FromJson<'de> for RawMessage<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut m = RawMessage::default();
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+impl<'a> RawMessage<'a> {
+    /// Reads the object at the cursor (a repeated `message` key: the last one counts).
+    fn read(&mut self, c: &mut Cursor<'a>) -> R<()> {
+        let m = self;
+        *m = RawMessage::default();
+        c.object(|c, k| {
             match &*k {
-                "role" => m.role = Some(map.next_value()?),
-                "usage" => m.usage = Some(map.next_value()?),
-                "provider" => m.provider = Some(map.next_value()?),
-                "model" => m.model = Some(map.next_value()?),
-                "stopReason" => m.stop_reason = Some(map.next_value()?),
-                "durationMs" => m.duration_ms = Some(map.next_value()?),
-                "timestamp" => m.timestamp = Some(map.next_value()?),
-                "toolName" => m.tool_name = Some(map.next_value()?),
-                "tool_name" => m.tool_name_snake = Some(map.next_value()?),
-                "content" => m.content = Some(map.next_value()?),
-                "isError" => m.is_error = Some(map.next_value()?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                b"role" => m.role = Some(string(c)?),
+                b"usage" => m.usage = Some(usage(c)?),
+                b"provider" => m.provider = Some(string(c)?),
+                b"model" => m.model = Some(string(c)?),
+                b"stopReason" => m.stop_reason = Some(string(c)?),
+                b"durationMs" => m.duration_ms = Some(number(c)?),
+                b"timestamp" => m.timestamp = Some(number(c)?),
+                b"toolName" => m.tool_name = Some(string(c)?),
+                b"tool_name" => m.tool_name_snake = Some(string(c)?),
+                b"content" => m.content = Some(field(c, |b| b == b'[', Content::read)?),
+                b"isError" => m.is_error = Some(boolean(c)?),
+                _ => c.skip()?,
             }
-        }
-        Ok(Some(m))
+            Ok(())
+        })
     }
+}
+
+/// A usage object is ~450 bytes of optional numbers: boxed, it is allocated only on lines that
+/// have one.
+fn usage(c: &mut Cursor<'_>) -> R<F<Box<RawUsage>>> {
+    object(c, |c| RawUsage::read(c).map(Box::new))
 }
 
 /// What the `content` array says about tools.
@@ -357,28 +284,29 @@ struct Content<'a> {
     tool_errors: u32,
 }
 
-impl<'de> FromJson<'de> for Content<'de> {
-    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        let mut c = Content::default();
-        while let Some(block) = seq.next_element::<F<Block<'de>>>()? {
-            let F::Val(b) = block else { continue };
-            let Some(ty) = b.ty else { continue };
+impl<'a> Content<'a> {
+    fn read(c: &mut Cursor<'a>) -> R<Self> {
+        let mut out = Content::default();
+        c.array(|c| {
+            let F::Val(b) = object(c, Block::read)? else { return Ok(()) };
+            let Some(ty) = b.ty else { return Ok(()) };
             let ty = ty.trim();
             if ty.eq_ignore_ascii_case("tool_use")
                 || ty.eq_ignore_ascii_case("toolcall")
                 || ty.eq_ignore_ascii_case("tool_call")
             {
                 if let Some(name) = b.name {
-                    push_name(&mut c.tool_names, name);
+                    push_name(&mut out.tool_names, name);
                 }
             } else if ty.eq_ignore_ascii_case("tool_result") || ty.eq_ignore_ascii_case("tool_result_error") {
-                c.tool_results += 1;
+                out.tool_results += 1;
                 if b.is_error {
-                    c.tool_errors += 1;
+                    out.tool_errors += 1;
                 }
             }
-        }
-        Ok(Some(c))
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
@@ -406,20 +334,19 @@ struct Block<'a> {
     is_error: bool,
 }
 
-impl<'de> FromJson<'de> for Block<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+impl<'a> Block<'a> {
+    fn read(c: &mut Cursor<'a>) -> R<Self> {
         let mut b = Block::default();
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+        c.object(|c, k| {
             match &*k {
-                "type" => b.ty = map.next_value::<F<Cow<'de, str>>>()?.val(),
-                "name" => b.name = map.next_value::<F<Cow<'de, str>>>()?.val(),
-                "is_error" => b.is_error = map.next_value::<F<bool>>()?.val() == Some(true),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                b"type" => b.ty = string(c)?.val(),
+                b"name" => b.name = string(c)?.val(),
+                b"is_error" => b.is_error = boolean(c)?.val() == Some(true),
+                _ => c.skip()?,
             }
-        }
-        Ok(Some(b))
+            Ok(())
+        })?;
+        Ok(b)
     }
 }
 
@@ -439,72 +366,65 @@ struct RawUsage {
     cost: Option<RawCost>,
 }
 
-impl<'de> FromJson<'de> for RawUsage {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+impl RawUsage {
+    fn read(c: &mut Cursor<'_>) -> R<Self> {
         let mut u = RawUsage::default();
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+        c.object(|c, k| {
             let slot = match &*k {
-                "input" => &mut u.input[0],
-                "inputTokens" => &mut u.input[1],
-                "input_tokens" => &mut u.input[2],
-                "promptTokens" => &mut u.input[3],
-                "prompt_tokens" => &mut u.input[4],
-                "prompt_n" => &mut u.input[5],
-                "output" => &mut u.output[0],
-                "outputTokens" => &mut u.output[1],
-                "output_tokens" => &mut u.output[2],
-                "completionTokens" => &mut u.output[3],
-                "completion_tokens" => &mut u.output[4],
-                "predicted_n" => &mut u.output[5],
-                "cacheRead" => &mut u.cache_read[0],
-                "cache_read" => &mut u.cache_read[1],
-                "cache_read_input_tokens" => &mut u.cache_read[2],
-                "cached_tokens" => &mut u.cache_read[3],
-                "cacheWrite" => &mut u.cache_write[0],
-                "cache_write" => &mut u.cache_write[1],
-                "cache_creation_input_tokens" => &mut u.cache_write[2],
-                "total" => &mut u.total[0],
-                "totalTokens" => &mut u.total[1],
-                "total_tokens" => &mut u.total[2],
-                "cost" => {
-                    u.cost = map.next_value::<F<RawCost>>()?.val();
-                    continue;
+                b"input" => &mut u.input[0],
+                b"inputTokens" => &mut u.input[1],
+                b"input_tokens" => &mut u.input[2],
+                b"promptTokens" => &mut u.input[3],
+                b"prompt_tokens" => &mut u.input[4],
+                b"prompt_n" => &mut u.input[5],
+                b"output" => &mut u.output[0],
+                b"outputTokens" => &mut u.output[1],
+                b"output_tokens" => &mut u.output[2],
+                b"completionTokens" => &mut u.output[3],
+                b"completion_tokens" => &mut u.output[4],
+                b"predicted_n" => &mut u.output[5],
+                b"cacheRead" => &mut u.cache_read[0],
+                b"cache_read" => &mut u.cache_read[1],
+                b"cache_read_input_tokens" => &mut u.cache_read[2],
+                b"cached_tokens" => &mut u.cache_read[3],
+                b"cacheWrite" => &mut u.cache_write[0],
+                b"cache_write" => &mut u.cache_write[1],
+                b"cache_creation_input_tokens" => &mut u.cache_write[2],
+                b"total" => &mut u.total[0],
+                b"totalTokens" => &mut u.total[1],
+                b"total_tokens" => &mut u.total[2],
+                b"cost" => {
+                    u.cost = object(c, RawCost::read)?.val();
+                    return Ok(());
                 }
-                other if other.ends_with("_tokens_details") => {
-                    let d = map.next_value::<F<Details>>()?.val().and_then(|d| d.cached);
+                other if other.ends_with(b"_tokens_details") => {
+                    let cached = object(c, cached_tokens)?.val().flatten();
                     if u.cache_read[4].is_none() {
-                        u.cache_read[4] = d;
+                        u.cache_read[4] = cached;
                     }
-                    continue;
+                    return Ok(());
                 }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
+                _ => return c.skip(),
             };
-            *slot = map.next_value::<F<f64>>()?.val();
-        }
-        Ok(Some(u))
+            *slot = number(c)?.val();
+            Ok(())
+        })?;
+        Ok(u)
     }
 }
 
-#[derive(Default)]
-struct Details {
-    cached: Option<f64>,
-}
-
-impl<'de> FromJson<'de> for Details {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut d = Details::default();
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-            if k == "cached_tokens" {
-                d.cached = map.next_value::<F<f64>>()?.val();
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+/// `*_tokens_details.cached_tokens`.
+fn cached_tokens(c: &mut Cursor<'_>) -> R<Option<f64>> {
+    let mut cached = None;
+    c.object(|c, k| {
+        if *k == *b"cached_tokens" {
+            cached = number(c)?.val();
+            Ok(())
+        } else {
+            c.skip()
         }
-        Ok(Some(d))
-    }
+    })?;
+    Ok(cached)
 }
 
 #[derive(Default, Debug)]
@@ -516,24 +436,22 @@ struct RawCost {
     cache_write: Option<f64>,
 }
 
-impl<'de> FromJson<'de> for RawCost {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut c = RawCost::default();
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+impl RawCost {
+    fn read(c: &mut Cursor<'_>) -> R<Self> {
+        let mut cost = RawCost::default();
+        c.object(|c, k| {
             let slot = match &*k {
-                "total" => &mut c.total,
-                "input" => &mut c.input,
-                "output" => &mut c.output,
-                "cacheRead" => &mut c.cache_read,
-                "cacheWrite" => &mut c.cache_write,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
+                b"total" => &mut cost.total,
+                b"input" => &mut cost.input,
+                b"output" => &mut cost.output,
+                b"cacheRead" => &mut cost.cache_read,
+                b"cacheWrite" => &mut cost.cache_write,
+                _ => return c.skip(),
             };
-            *slot = map.next_value::<F<f64>>()?.val();
-        }
-        Ok(Some(c))
+            *slot = number(c)?.val();
+            Ok(())
+        })?;
+        Ok(cost)
     }
 }
 
@@ -607,9 +525,10 @@ impl RawUsage {
 
 impl<'a> RawLine<'a> {
     fn into_entry(self) -> Option<Entry<'a>> {
-        let F::Val(m) = self.message? else {
+        let F::Val(()) = self.message? else {
             return None;
         };
+        let m = self.msg;
         let role = match m.role.and_then(F::val).as_deref() {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
@@ -743,7 +662,7 @@ mod tests {
 
     #[test]
     fn a_usage_that_is_not_an_object_counts_no_tokens_and_hides_the_top_level_one() {
-        // `message.usage ?? entry.usage`: only null or absent falls back (the boxed usage keeps this).
+        // `message.usage ?? entry.usage`: only null or absent falls back (a usage of another type hides it).
         for usage in ["5", r#""x""#, "[1,2]", "true"] {
             let line = format!(
                 r#"{{"usage":{{"input":7}},"message":{{"role":"assistant","usage":{usage},"model":"m"}}}}"#

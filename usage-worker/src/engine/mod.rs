@@ -26,6 +26,7 @@
 mod aggregates;
 mod discover;
 pub(crate) mod index;
+mod json;
 mod line;
 mod live;
 mod logs;
@@ -1421,6 +1422,7 @@ impl Engine {
         }
         // Kept on disk too: a restarted worker's first page is read back, not rendered.
         let tick = now_ms();
+        let kept_at = paged_at.elapsed();
         if let Err(error) = self.index_mut().put_rendered(&rendered, tick) {
             tracing::debug!(%error, "Cannot keep rendered rows in the index.");
         }
@@ -1434,6 +1436,7 @@ impl Engine {
         tracing::debug!(
             rows = stamps.len(),
             rows_us = rows_at.as_micros() as u64,
+            kept_us = (rows_at - kept_at).as_micros() as u64,
             tail_us = (paged_at.elapsed() - rows_at).as_micros() as u64,
             "Page rendered."
         );

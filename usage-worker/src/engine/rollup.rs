@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::line::{Entry, LineOutcome, Role, parse_line};
+use super::line::{Entry, LineOutcome, Role, parse_line_bytes};
 use super::time::quarter_of;
 
 /// Marks "no model": usage entries that named neither provider nor model.
@@ -340,20 +340,21 @@ pub fn fold_line(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {
     if line.is_empty() {
         return;
     }
-    if memchr::memchr(0, line).is_some() {
-        skips.nul_bytes += 1;
-        return;
-    }
-    let Ok(text) = std::str::from_utf8(line) else {
-        skips.invalid_utf8 += 1;
-        return;
-    };
-    match parse_line(text) {
+    match parse_line_bytes(line) {
         LineOutcome::Entry(e) => {
             skips.implausible += u64::from(e.implausible);
             rollup.add(&e);
         }
         LineOutcome::Ignored => {}
-        LineOutcome::Malformed => skips.malformed_json += 1,
+        // Only a line that failed is asked why (a good line is never scanned twice).
+        LineOutcome::Malformed => {
+            if memchr::memchr(0, line).is_some() {
+                skips.nul_bytes += 1;
+            } else if std::str::from_utf8(line).is_err() {
+                skips.invalid_utf8 += 1;
+            } else {
+                skips.malformed_json += 1;
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 
-use crate::engine::line::{LineOutcome, parse_line};
+use crate::engine::line::{LineOutcome, Role, parse_line, parse_line_bytes};
 use crate::engine::rollup::{FileRollup, SkipCounts, fold_line};
 use crate::engine::store::parse_entries;
 use crate::engine::time::parse_iso_ms;
@@ -18,6 +18,7 @@ const SEEDS: &[&str] = &[
     r#"{"type":"message","message":{"role":"toolResult","toolCallId":"c1","toolName":"edit","content":[{"type":"text","text":"ok"}],"isError":true}}"#,
     r#"{"type":"session","id":"s1","timestamp":"2026-11-09T10:00:00.000Z","cwd":"/x"}"#,
     r#"{"timestamp":12,"usage":{"input_tokens":7,"prompt_tokens_details":{"cached_tokens":3},"cost":{"total":1e308}},"message":{"role":"assistant","usage":null}}"#,
+    r#"{"type":"message","timestamp":"2026-11-09T10:36:40.000Z","durationMs":1200,"message":{"role":"assistant","content":[{"type":"text","text":"line1\nline2 \"q\" \u00e9 — ok"},{"type":"tool_use","name":"bash","input":{"cmd":"ls -la\n"}},{"type":"tool_result","is_error":true,"content":[{"type":"text","text":"x"}]}],"usage":{"input_tokens":10,"output_tokens":5,"cache_creation_input_tokens":2,"cost":{"total":0.5,"input":0.25}},"stopReason":"error","model":"claude","provider":"anthropic"}}"#,
 ];
 
 fn mutate(seed: &str, at: usize, bytes: &[u8], cut: usize) -> Vec<u8> {
@@ -56,6 +57,44 @@ proptest! {
                     prop_assert!(c.total.is_finite() && c.total <= crate::engine::line::MAX_COST);
                 }
             }
+        }
+    }
+
+    /// The line cursor against the reference (`serde_json::Value`, then OpenClaw's rules written
+    /// out): the same lines are JSON objects, and each yields the same facts.
+    #[test]
+    fn fuzz_mutated_lines_read_like_the_reference(
+        which in 0..SEEDS.len(), at in any::<usize>(), bytes in proptest::collection::vec(any::<u8>(), 0..12), cut in any::<usize>()
+    ) {
+        let line = mutate(SEEDS[which], at, &bytes, cut);
+        let line = line.trim_ascii();
+        let value = std::str::from_utf8(line).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+        let ours = parse_line_bytes(line);
+        match value.filter(serde_json::Value::is_object) {
+            None => prop_assert_eq!(ours, LineOutcome::Malformed),
+            Some(v) => match (super::reference::parse_entry(&v, &[]), ours) {
+                (None, LineOutcome::Ignored) => {}
+                (Some(r), LineOutcome::Entry(e)) => {
+                    let role = match e.role {
+                        Role::User => "user",
+                        Role::Assistant => "assistant",
+                        Role::ToolResult => "toolResult",
+                    };
+                    prop_assert_eq!(r.role.as_str(), role);
+                    prop_assert_eq!(r.ts.filter(|t| t.unsigned_abs() <= 8_640_000_000_000_000), e.ts);
+                    let u = e.usage.unwrap_or_default();
+                    prop_assert_eq!(r.has_usage, e.usage.is_some());
+                    if r.has_usage {
+                        prop_assert_eq!((r.parts, r.total), (u.parts(), u.total_tokens()));
+                    }
+                    prop_assert_eq!(r.cost.map(|c| c[0]), e.cost.map(|c| c.total));
+                    prop_assert_eq!(r.tools, e.tool_names.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+                    prop_assert_eq!(r.tool_results, u64::from(e.tool_results));
+                    prop_assert_eq!(r.errors, u64::from(e.tool_errors) + u64::from(e.error_stop));
+                    prop_assert_eq!(r.duration, e.duration_ms);
+                }
+                (r, o) => prop_assert!(false, "reference {:?}, ours {:?}", r, o),
+            },
         }
     }
 

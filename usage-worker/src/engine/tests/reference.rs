@@ -47,19 +47,19 @@ impl RefTotals {
 }
 
 #[derive(Debug, Clone)]
-struct RefEntry {
-    role: String,
-    ts: Option<i64>,
-    has_usage: bool,
-    parts: [u64; 4],
-    total: u64,
+pub(super) struct RefEntry {
+    pub role: String,
+    pub ts: Option<i64>,
+    pub has_usage: bool,
+    pub parts: [u64; 4],
+    pub total: u64,
     /// total, input, output, cacheRead, cacheWrite
-    cost: Option<[f64; 5]>,
-    model_key: Option<String>,
-    tools: Vec<String>,
-    tool_results: u64,
-    errors: u64,
-    duration: Option<f64>,
+    pub cost: Option<[f64; 5]>,
+    pub model_key: Option<String>,
+    pub tools: Vec<String>,
+    pub tool_results: u64,
+    pub errors: u64,
+    pub duration: Option<f64>,
 }
 
 fn num(v: &Value) -> Option<f64> {
@@ -104,7 +104,7 @@ fn price_of(tables: &[&Value], provider: &str, model: &str) -> Option<[f64; 4]> 
     None
 }
 
-fn parse_entry(v: &Value, tables: &[&Value]) -> Option<RefEntry> {
+pub(super) fn parse_entry(v: &Value, tables: &[&Value]) -> Option<RefEntry> {
     let m = v.get("message")?;
     if !m.is_object() {
         return None;
