@@ -277,6 +277,8 @@ fn spawn_compute_thread(
                 if out.send(frame).is_err() {
                     break;
                 }
+                // After the answer is on its way, not before it.
+                engine.keep_rendered();
             }
         })
         .expect("spawn the compute thread")

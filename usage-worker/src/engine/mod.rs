@@ -47,7 +47,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ use index::{FileRow, Index, IndexError, PageQuery};
 use live::{Change, Shape};
 use reader::{ReadError, anchor_hash, read_lines};
 use rollup::{Checkpoint, FileRollup};
-use rows::{Family, RowCache, RowOut};
+use rows::{Family, INLINE_ROWS, Placed, READ_AHEAD, RowCache, RowHelper, RowJob, RowOut, Slot};
 use store::{Cached, Price, PriceTable};
 use summary::{Want, Window};
 use time::{DAY_MS, day_of, format_day, zone_offset_ms};
@@ -162,6 +162,9 @@ pub struct Engine {
     watch: watch::Watch,
     lives: live::Lives,
     rows: RowCache,
+    /// Rows rendered for the last answer, kept in the index once it is sent
+    /// ([`Self::keep_rendered`]): writing them first delayed a cold page by 10-16 ms.
+    unkept: Vec<(u64, Arc<str>)>,
     answers: payload::AnswerCache,
     /// Bumped whenever anything an answer depends on changes.
     change: u64,
@@ -225,6 +228,7 @@ impl Engine {
             watch: watch::Watch::default(),
             lives: live::Lives::default(),
             rows: RowCache::default(),
+            unkept: Vec::new(),
             answers: payload::AnswerCache::default(),
             change: 1,
             discards: 0,
@@ -292,6 +296,7 @@ impl Engine {
         }
         self.lives.clear();
         self.rows.clear();
+        self.unkept = Vec::new();
         self.answers.clear();
         if let Some(i) = &self.index {
             i.shrink();
@@ -326,6 +331,7 @@ impl Engine {
     ) -> Result<(Reply, JobStats), WorkerError> {
         let started = Instant::now();
         self.open()?;
+        self.keep_rendered();
         let all_agents = discover::list_agents(&self.config.state_dir).map_err(|e| {
             WorkerError::new(
                 WorkerErrorKind::StoreUnavailable,
@@ -432,11 +438,25 @@ impl Engine {
     /// Saves what is worth keeping for a restarted worker (live aggregates); called when idle
     /// and at exit.
     pub fn save(&mut self) {
+        self.keep_rendered();
         let Some(index) = self.index.as_mut() else { return };
         match self.lives.save(index) {
             Ok(n) if n > 0 => tracing::debug!(shapes = n, "Saved live aggregates."),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "Cannot save live aggregates; a restart rebuilds them."),
+        }
+    }
+
+    /// Keeps the rows rendered for the answers given so far in the index (called once an answer
+    /// is sent, before the next job, and when idle or exiting).
+    pub fn keep_rendered(&mut self) {
+        if self.unkept.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.unkept);
+        let Some(index) = self.index.as_mut() else { return };
+        if let Err(error) = index.put_rendered(&rows, now_ms()) {
+            tracing::debug!(%error, "Cannot keep rendered rows in the index.");
         }
     }
 
@@ -1328,104 +1348,124 @@ impl Engine {
             format_day(day_of(w.start, w.offset_ms)),
             format_day(day_of(w.end, w.offset_ms))
         );
-        let budget = self.config.answer_budget;
-        let mut parts: Vec<Arc<str>> = Vec::with_capacity(2 * ids.len() + 3);
-        parts.push(Arc::from(head));
-        let comma: Arc<str> = Arc::from(",");
-        let mut stamps: Vec<u64> = Vec::with_capacity(ids.len());
-        let mut rendered: Vec<(u64, Arc<str>)> = Vec::new();
-        let mut bytes = 0usize;
-        let mut cut = None;
-        for (i, p) in ids.iter().enumerate() {
-            let index = self.index.as_ref().expect("opened");
-            // Family rows depend on their members too, found through the row's entry.
-            let family_parts = if shape.family {
-                let Some(row) = index.file(p.id)? else { continue };
-                let entry = match &row.facts.entry_key {
-                    Some(k) => index.entry(&row.disc.agent_id, k)?,
-                    None => None,
-                };
-                let members = live::family_members(index, &row, entry.as_ref())?;
-                Some((row, entry, members))
-            } else {
-                None
-            };
-            let member_generations: Vec<i64> = family_parts
-                .as_ref()
-                .map(|(_, _, m)| m.iter().map(|m| m.generation).collect())
-                .unwrap_or_default();
-            let stamp = payload::hash_of(&(
-                row_shape,
-                p.generation,
-                member_generations,
-                p.entry_hash,
-                p.updated_at.to_bits(),
-            ));
-            let cached = match self.rows.get(stamp) {
-                Some(t) => Some(t),
-                None => index.rendered(stamp)?.map(|t| {
-                    let t: Arc<str> = Arc::from(t);
-                    self.rows.put(stamp, Arc::clone(&t));
-                    t
-                }),
-            };
-            let cached = match cached {
-                Some(t) => Ok(t),
-                None => match family_parts {
-                    Some(parts) => Err(parts),
-                    None => {
-                        let Some(row) = index.file(p.id)? else { continue };
-                        let entry = match &row.facts.entry_key {
-                            Some(k) => index.entry(&row.disc.agent_id, k)?,
-                            None => None,
-                        };
-                        Err((row, entry, Vec::new()))
-                    }
-                },
-            };
-            let text = match cached {
-                Ok(t) => t,
-                Err((row, entry, members)) => {
-                    let Some(rollup) = index.rollup(p.id)? else { continue };
-                    let s = live::row_summary(index, &w, &row, &rollup, &members, price, FULL)?;
-                    let family = if shape.family { family_of(&row, entry.as_ref()) } else { None };
-                    let out = RowOut {
-                        row: &row,
-                        entry: entry.as_ref(),
-                        family: family.as_ref(),
-                        summary: &s,
-                        include_context_weight: query.include_context_weight,
+        let mut placed = Placed {
+            budget: self.config.answer_budget,
+            requested: ids.len() as u64,
+            parts: Vec::with_capacity(2 * ids.len() + 3),
+            stamps: Vec::with_capacity(ids.len()),
+            rendered: Vec::new(),
+            bytes: 0,
+            cut: None,
+        };
+        placed.parts.push(Arc::from(head));
+        // Rows past the first few that are rendered here are summarised and turned into JSON on
+        // a helper thread while this one reads the next from the index: a cold page of 1,000
+        // seed rows took ~100 µs a row on one thread, half of it summary and JSON (BENCHMARKS.md).
+        // Rows are placed in page order, each against the answer budget, as they are ready.
+        let mut slots: VecDeque<Slot> = VecDeque::new();
+        let rows_cache = &mut self.rows;
+        let index = self.index.as_ref().expect("opened");
+        std::thread::scope(|sc| -> Result<(), WorkerError> {
+            let mut helper: Option<RowHelper> = None;
+            let mut misses = 0usize;
+            let mut started = false;
+            for (at, p) in ids.iter().enumerate() {
+                // Family rows depend on their members too, found through the row's entry.
+                let family_parts = if shape.family {
+                    let Some(row) = index.file(p.id)? else { continue };
+                    let entry = match &row.facts.entry_key {
+                        Some(k) => index.entry(&row.disc.agent_id, k)?,
+                        None => None,
                     };
-                    let t: Arc<str> = Arc::from(serde_json::to_string(&out).map_err(internal)?);
-                    self.rows.put(stamp, Arc::clone(&t));
-                    rendered.push((stamp, Arc::clone(&t)));
-                    t
+                    let members = live::family_members(index, &row, entry.as_ref())?;
+                    Some((row, entry, members))
+                } else {
+                    None
+                };
+                let member_generations: Vec<i64> = family_parts
+                    .as_ref()
+                    .map(|(_, _, m)| m.iter().map(|m| m.generation).collect())
+                    .unwrap_or_default();
+                let stamp = payload::hash_of(&(
+                    row_shape,
+                    p.generation,
+                    member_generations,
+                    p.entry_hash,
+                    p.updated_at.to_bits(),
+                ));
+                let cached = match rows_cache.get(stamp) {
+                    Some(t) => Some(t),
+                    None => index.rendered(stamp)?.map(|t| {
+                        let t: Arc<str> = Arc::from(t);
+                        rows_cache.put(stamp, Arc::clone(&t));
+                        t
+                    }),
+                };
+                let text = match cached {
+                    Some(t) => Some(t),
+                    None => {
+                        let (row, entry, members) = match family_parts {
+                            Some(parts) => parts,
+                            None => {
+                                let Some(row) = index.file(p.id)? else { continue };
+                                let entry = match &row.facts.entry_key {
+                                    Some(k) => index.entry(&row.disc.agent_id, k)?,
+                                    None => None,
+                                };
+                                (row, entry, Vec::new())
+                            }
+                        };
+                        let Some(rollup) = index.rollup(p.id)? else { continue };
+                        misses += 1;
+                        if !started && !shape.family && misses > INLINE_ROWS {
+                            started = true;
+                            helper = RowHelper::spawn(sc, w, query.include_context_weight);
+                        }
+                        match helper.as_ref().filter(|_| !shape.family) {
+                            Some(h) => {
+                                let prices = rollup
+                                    .models
+                                    .iter()
+                                    .map(|(pv, m)| price(&row.disc.agent_id, pv.as_deref(), m.as_deref()))
+                                    .collect();
+                                h.jobs
+                                    .send(RowJob { row, entry, rollup, prices })
+                                    .map_err(|_| internal("the row renderer stopped"))?;
+                                None
+                            }
+                            None => {
+                                let s = live::row_summary(index, &w, &row, &rollup, &members, price, FULL)?;
+                                let family =
+                                    if shape.family { family_of(&row, entry.as_ref()) } else { None };
+                                let out = RowOut {
+                                    row: &row,
+                                    entry: entry.as_ref(),
+                                    family: family.as_ref(),
+                                    summary: &s,
+                                    include_context_weight: query.include_context_weight,
+                                };
+                                let t: Arc<str> = Arc::from(serde_json::to_string(&out).map_err(internal)?);
+                                rows_cache.put(stamp, Arc::clone(&t));
+                                placed.rendered.push((stamp, Arc::clone(&t)));
+                                Some(t)
+                            }
+                        }
+                    }
+                };
+                slots.push_back(Slot { at, stamp, text });
+                // Never more than a bounded stretch of the page ahead of what is placed.
+                let wait = slots.len() > READ_AHEAD;
+                if !placed.place(&mut slots, helper.as_ref(), wait, rows_cache)? {
+                    return Ok(());
                 }
-            };
-            if budget > 0 && bytes + text.len() > budget {
-                cut = Some(RowsCut {
-                    returned: i as u64,
-                    requested: ids.len() as u64,
-                    reason: format!(
-                        "the rows asked for need more than the answer budget of {} MiB; ask for fewer (limit) or page with offset",
-                        budget >> 20
-                    ),
-                });
-                break;
             }
-            bytes += text.len();
-            if !stamps.is_empty() {
-                parts.push(Arc::clone(&comma));
-            }
-            stamps.push(stamp);
-            parts.push(text);
-        }
-        // Kept on disk too: a restarted worker's first page is read back, not rendered.
-        let tick = now_ms();
-        let kept_at = paged_at.elapsed();
-        if let Err(error) = self.index_mut().put_rendered(&rendered, tick) {
-            tracing::debug!(%error, "Cannot keep rendered rows in the index.");
-        }
+            placed.place(&mut slots, helper.as_ref(), true, rows_cache)?;
+            Ok(())
+        })?;
+        let Placed { mut parts, stamps, rendered, cut, .. } = placed;
+        // Kept on disk too, once the answer is sent: a restarted worker's first page is read
+        // back, not rendered.
+        self.unkept.extend(rendered);
         let rows_at = paged_at.elapsed();
         let tail = match agg {
             Some(agg) => format!("],{}", payload::fields_of(&SessionsTail(agg)).map_err(internal)?),
@@ -1436,7 +1476,6 @@ impl Engine {
         tracing::debug!(
             rows = stamps.len(),
             rows_us = rows_at.as_micros() as u64,
-            kept_us = (rows_at - kept_at).as_micros() as u64,
             tail_us = (paged_at.elapsed() - rows_at).as_micros() as u64,
             "Page rendered."
         );

@@ -6,8 +6,8 @@
 //! (`shared/openclaw/samples`). Legacy stores carry no creator metadata, so every row's
 //! `creatorKey` is `["unknown"]`, as 2026.9 reports for them.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, mpsc};
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
@@ -17,10 +17,142 @@ use super::aggregates::{
 };
 use super::index::FileRow;
 use super::num::{Js, JsExact};
+use super::payload::RowsCut;
+use super::rollup::FileRollup;
 use super::rollup::MsgCounts;
+use super::store::Price;
 use super::store::StoreEntry;
 use super::summary::{DayModel, ModelRow, SessionLatency, Summary};
+use super::summary::{Window, summarize};
 use super::time::{QUARTERS_PER_DAY, format_day};
+use super::{FULL, WorkerError, internal};
+
+/// Rows of a page rendered on this thread before a helper is started (an append changes one).
+pub const INLINE_ROWS: usize = 4;
+/// Rows read ahead of the first row not yet placed, at most.
+pub const READ_AHEAD: usize = 64;
+
+/// One row of a page in page order: its place among the ids asked for, its stamp, and its text
+/// (`None` while the helper renders it).
+pub struct Slot {
+    pub at: usize,
+    pub stamp: u64,
+    pub text: Option<Arc<str>>,
+}
+
+/// What a helper needs to render a row (prices looked up here: the price table is not `Sync`).
+pub struct RowJob {
+    pub row: FileRow,
+    pub entry: Option<StoreEntry>,
+    pub rollup: FileRollup,
+    pub prices: Vec<Option<Price>>,
+}
+
+/// A thread that summarises and renders rows in the order they are sent.
+pub struct RowHelper {
+    pub jobs: mpsc::SyncSender<RowJob>,
+    results: mpsc::Receiver<Result<Arc<str>, String>>,
+}
+
+impl RowHelper {
+    /// `None` when no thread can be started (the rows are then rendered inline).
+    pub fn spawn<'scope>(
+        sc: &'scope std::thread::Scope<'scope, '_>,
+        window: Window,
+        include_context_weight: bool,
+    ) -> Option<RowHelper> {
+        let (jobs, job_rx) = mpsc::sync_channel::<RowJob>(READ_AHEAD);
+        // Unbounded: the helper never waits on this thread, so neither can wait on the other.
+        let (done, results) = mpsc::channel();
+        let spawned = std::thread::Builder::new().name("usage-rows".into()).spawn_scoped(sc, move || {
+            for job in job_rx {
+                let s = summarize(&job.rollup, &window, &job.prices, FULL);
+                let out = RowOut {
+                    row: &job.row,
+                    entry: job.entry.as_ref(),
+                    family: None,
+                    summary: &s,
+                    include_context_weight,
+                };
+                let text = serde_json::to_string(&out).map(Arc::from).map_err(|e| e.to_string());
+                if done.send(text).is_err() {
+                    break;
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => Some(RowHelper { jobs, results }),
+            Err(error) => {
+                tracing::debug!(%error, "Cannot start a row helper; rendering inline.");
+                None
+            }
+        }
+    }
+}
+
+/// A page as it is placed: its parts, the stamps of its rows, the rows rendered for it, and
+/// where the answer budget cut it.
+pub struct Placed {
+    pub budget: usize,
+    pub requested: u64,
+    pub parts: Vec<Arc<str>>,
+    pub stamps: Vec<u64>,
+    pub rendered: Vec<(u64, Arc<str>)>,
+    pub bytes: usize,
+    pub cut: Option<RowsCut>,
+}
+
+impl Placed {
+    /// Places the rows at the front of `slots` that are ready (waiting for the helper's next
+    /// one when `wait`, until none is left). `false`: the budget cut the page here.
+    pub fn place(
+        &mut self,
+        slots: &mut VecDeque<Slot>,
+        helper: Option<&RowHelper>,
+        wait: bool,
+        cache: &mut RowCache,
+    ) -> Result<bool, WorkerError> {
+        while let Some(front) = slots.front_mut() {
+            if front.text.is_none() {
+                let helper =
+                    helper.ok_or_else(|| internal("a row waits for a helper that was not started"))?;
+                let got = if wait {
+                    helper.results.recv().ok()
+                } else {
+                    match helper.results.try_recv() {
+                        Ok(r) => Some(r),
+                        Err(mpsc::TryRecvError::Empty) => return Ok(true),
+                        Err(mpsc::TryRecvError::Disconnected) => None,
+                    }
+                };
+                let text = got.ok_or_else(|| internal("the row helper stopped"))?.map_err(internal)?;
+                cache.put(front.stamp, Arc::clone(&text));
+                self.rendered.push((front.stamp, Arc::clone(&text)));
+                front.text = Some(text);
+            }
+            let Slot { at, stamp, text } = slots.pop_front().expect("front");
+            let text = text.expect("ready");
+            if self.budget > 0 && self.bytes + text.len() > self.budget {
+                self.cut = Some(RowsCut {
+                    returned: at as u64,
+                    requested: self.requested,
+                    reason: format!(
+                        "the rows asked for need more than the answer budget of {} MiB; ask for fewer (limit) or page with offset",
+                        self.budget >> 20
+                    ),
+                });
+                return Ok(false);
+            }
+            self.bytes += text.len();
+            if !self.stamps.is_empty() {
+                self.parts.push(Arc::from(","));
+            }
+            self.stamps.push(stamp);
+            self.parts.push(text);
+        }
+        Ok(true)
+    }
+}
 
 /// Rendered rows kept between answers, by stamp. Bounded in bytes; least recently used first out.
 #[derive(Debug, Default)]

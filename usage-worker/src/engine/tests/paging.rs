@@ -132,3 +132,25 @@ fn rows_past_the_answer_budget_are_cut_with_a_diagnostic_and_totals_stay_whole()
     assert_eq!(again["sessions"].as_array().unwrap().len(), returned);
     assert_eq!(&again["diagnostics"]["rowsCut"], cut);
 }
+
+#[test]
+fn rows_rendered_by_the_helper_thread_read_like_rows_rendered_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(
+        dir.path(),
+        &Spec { agents: 2, sessions_per_agent: 10, turns: 5, tool_result_bytes: 200, seed: 11 },
+    );
+    // One cold page of all rows: past the first few, the helper thread renders them.
+    let all = ask(&mut engine(dir.path()), &query(Method::SessionsUsage)).0;
+    let rows = all["sessions"].as_array().unwrap();
+    assert!(rows.len() > 2 * crate::engine::rows::INLINE_ROWS, "{}", rows.len());
+    // A fresh engine asked one row at a time renders each on its own thread.
+    let mut e = engine(dir.path());
+    for (k, row) in rows.iter().enumerate() {
+        let mut q = query(Method::SessionsUsage);
+        q.limit = Some(1);
+        q.offset = Some(k as u32);
+        let one = ask(&mut e, &q).0;
+        assert_eq!(&one["sessions"][0], row, "row {k}");
+    }
+}
