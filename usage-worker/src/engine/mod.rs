@@ -1356,6 +1356,7 @@ impl Engine {
             rendered: Vec::new(),
             bytes: 0,
             cut: None,
+            comma: Arc::from(","),
         };
         placed.parts.push(Arc::from(head));
         // Rows past the first few that are rendered here are summarised and turned into JSON on

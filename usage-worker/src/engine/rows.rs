@@ -100,6 +100,8 @@ pub struct Placed {
     pub rendered: Vec<(u64, Arc<str>)>,
     pub bytes: usize,
     pub cut: Option<RowsCut>,
+    /// The separator between rows (one allocation for the page).
+    pub comma: Arc<str>,
 }
 
 impl Placed {
@@ -145,7 +147,7 @@ impl Placed {
             }
             self.bytes += text.len();
             if !self.stamps.is_empty() {
-                self.parts.push(Arc::from(","));
+                self.parts.push(Arc::clone(&self.comma));
             }
             self.stamps.push(stamp);
             self.parts.push(text);
