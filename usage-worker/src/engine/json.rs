@@ -86,46 +86,36 @@ impl<'a> Cursor<'a> {
     /// Walks the object at the cursor: `f` gets each key (raw bytes, unescaped only when it had
     /// escapes) and must consume its value.
     pub fn object(&mut self, mut f: impl FnMut(&mut Self, Cow<'a, [u8]>) -> R<()>) -> R<()> {
-        self.expect(b'{')?;
-        if self.peek()? == b'}' {
-            self.i += 1;
-        } else {
-            loop {
-                let key = self.key()?;
-                self.expect(b':')?;
-                f(self, key)?;
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(Bad),
-                }
-            }
-        }
-        Ok(())
+        self.items(b'{', b'}', |c| {
+            let key = c.key()?;
+            c.expect(b':')?;
+            f(c, key)
+        })
     }
 
     /// Walks the array at the cursor: `f` must consume each element.
-    pub fn array(&mut self, mut f: impl FnMut(&mut Self) -> R<()>) -> R<()> {
-        self.expect(b'[')?;
-        if self.peek()? == b']' {
+    pub fn array(&mut self, f: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.items(b'[', b']', f)
+    }
+
+    /// `open`, then items separated by commas (`item` consumes one), then `close`.
+    fn items(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.expect(open)?;
+        if self.peek()? == close {
             self.i += 1;
-        } else {
-            loop {
-                f(self)?;
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b']' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(Bad),
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                c if c == close => {
+                    self.i += 1;
+                    return Ok(());
                 }
+                _ => return Err(Bad),
             }
         }
-        Ok(())
     }
 
     fn key(&mut self) -> R<Cow<'a, [u8]>> {

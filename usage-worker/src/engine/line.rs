@@ -98,19 +98,23 @@ pub enum LineOutcome<'a> {
 
 /// Parses one line (already trimmed, UTF-8 checked).
 pub fn parse_line(line: &str) -> LineOutcome<'_> {
-    parse_line_bytes(line.as_bytes())
+    parse(line.as_bytes(), true)
 }
 
 /// Parses one line (already trimmed) from bytes: a line that is not UTF-8 is `Malformed` here
 /// (the caller tells the two apart only for lines that fail, so good lines are checked once).
 pub fn parse_line_bytes(line: &[u8]) -> LineOutcome<'_> {
+    parse(line, false)
+}
+
+fn parse(line: &[u8], utf8_known: bool) -> LineOutcome<'_> {
     let mut c = Cursor::new(line);
     let mut raw = RawLine::default();
     if c.peek() != Ok(b'{') || raw.read(&mut c).is_err() {
         return LineOutcome::Malformed;
     }
     // Skipped strings were checked for JSON, not UTF-8: only a line with a high byte needs it.
-    if !c.at_end() || (c.saw_non_ascii() && simdutf8::basic::from_utf8(line).is_err()) {
+    if !c.at_end() || (!utf8_known && c.saw_non_ascii() && simdutf8::basic::from_utf8(line).is_err()) {
         return LineOutcome::Malformed;
     }
     match raw.into_entry() {

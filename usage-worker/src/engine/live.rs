@@ -95,9 +95,7 @@ pub fn contribution(
     if !shape.lists(disc) {
         return None;
     }
-    let prices: Vec<Option<Price>> =
-        rollup.models.iter().map(|(p, m)| price(&disc.agent_id, p.as_deref(), m.as_deref())).collect();
-    Some(summarize(rollup, &shape.window(), &prices, CONTRIBUTION))
+    Some(summarize(rollup, &shape.window(), &prices_of(disc, rollup, price), CONTRIBUTION))
 }
 
 /// All live shapes.
@@ -407,6 +405,11 @@ fn family_row(
     Ok(Some(row_summary(index, &shape.window(), row, rollup, &members, price, CONTRIBUTION)?))
 }
 
+/// The prices of a file's models, in the order of its rollup's models.
+pub fn prices_of(disc: &Discovered, rollup: &FileRollup, price: &PriceFn<'_>) -> Vec<Option<Price>> {
+    rollup.models.iter().map(|(p, m)| price(&disc.agent_id, p.as_deref(), m.as_deref())).collect()
+}
+
 /// A row's summary over its own file and its family members' files.
 pub fn row_summary(
     index: &Index,
@@ -417,11 +420,7 @@ pub fn row_summary(
     price: &PriceFn<'_>,
     want: Want,
 ) -> Result<Summary, IndexError> {
-    let one = |d: &Discovered, r: &FileRollup| {
-        let prices: Vec<Option<Price>> =
-            r.models.iter().map(|(p, m)| price(&d.agent_id, p.as_deref(), m.as_deref())).collect();
-        summarize(r, window, &prices, want)
-    };
+    let one = |d: &Discovered, r: &FileRollup| summarize(r, window, &prices_of(d, r, price), want);
     let mut s = one(&row.disc, rollup);
     for m in members {
         if let Some(r) = index.rollup(m.id)? {

@@ -1424,11 +1424,7 @@ impl Engine {
                         }
                         match helper.as_ref().filter(|_| !shape.family) {
                             Some(h) => {
-                                let prices = rollup
-                                    .models
-                                    .iter()
-                                    .map(|(pv, m)| price(&row.disc.agent_id, pv.as_deref(), m.as_deref()))
-                                    .collect();
+                                let prices = live::prices_of(&row.disc, &rollup, price);
                                 h.jobs
                                     .send(RowJob { row, entry, rollup, prices })
                                     .map_err(|_| internal("the row renderer stopped"))?;
@@ -1445,7 +1441,7 @@ impl Engine {
                                     summary: &s,
                                     include_context_weight: query.include_context_weight,
                                 };
-                                let t: Arc<str> = Arc::from(serde_json::to_string(&out).map_err(internal)?);
+                                let t = out.text().map_err(internal)?;
                                 rows_cache.put(stamp, Arc::clone(&t));
                                 placed.rendered.push((stamp, Arc::clone(&t)));
                                 Some(t)
@@ -1459,6 +1455,7 @@ impl Engine {
                 if !placed.place(&mut slots, helper.as_ref(), wait, rows_cache)? {
                     return Ok(());
                 }
+                debug_assert!(slots.len() <= READ_AHEAD, "{} rows unplaced", slots.len());
             }
             placed.place(&mut slots, helper.as_ref(), true, rows_cache)?;
             Ok(())
@@ -1529,7 +1526,7 @@ impl Engine {
                 summary: &s,
                 include_context_weight: query.include_context_weight,
             };
-            parts.push(Arc::from(serde_json::to_string(&out).map_err(internal)?));
+            parts.push(out.text().map_err(internal)?);
             diag.files = 1 + members.len() as u64;
             diag.skips = (&rollup.skips).into();
             job.files_total = diag.files;

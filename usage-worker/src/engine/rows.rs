@@ -74,7 +74,7 @@ impl RowHelper {
                     summary: &s,
                     include_context_weight,
                 };
-                let text = serde_json::to_string(&out).map(Arc::from).map_err(|e| e.to_string());
+                let text = out.text().map_err(|e| e.to_string());
                 if done.send(text).is_err() {
                     break;
                 }
@@ -225,6 +225,13 @@ fn raw(s: &str) -> Option<Box<RawValue>> {
 /// The row key: the entry's key, else `agent:<agent>:<sessionId>`.
 pub fn row_key(row: &FileRow, entry: Option<&StoreEntry>) -> String {
     entry.map_or_else(|| format!("agent:{}:{}", row.disc.agent_id, row.disc.session_id), |e| e.key.clone())
+}
+
+impl RowOut<'_> {
+    /// The row as JSON text.
+    pub fn text(&self) -> serde_json::Result<Arc<str>> {
+        serde_json::to_string(self).map(Arc::from)
+    }
 }
 
 impl Serialize for RowOut<'_> {

@@ -138,12 +138,13 @@ fn rows_rendered_by_the_helper_thread_read_like_rows_rendered_inline() {
     let dir = tempfile::tempdir().unwrap();
     generate(
         dir.path(),
-        &Spec { agents: 2, sessions_per_agent: 10, turns: 5, tool_result_bytes: 200, seed: 11 },
+        &Spec { agents: 2, sessions_per_agent: 40, turns: 2, tool_result_bytes: 100, seed: 11 },
     );
-    // One cold page of all rows: past the first few, the helper thread renders them.
+    // One cold page of all rows: past the first few, the helper thread renders them, and the
+    // page is longer than the read-ahead bound (a debug assertion checks it in the loop).
     let all = ask(&mut engine(dir.path()), &query(Method::SessionsUsage)).0;
     let rows = all["sessions"].as_array().unwrap();
-    assert!(rows.len() > 2 * crate::engine::rows::INLINE_ROWS, "{}", rows.len());
+    assert!(rows.len() > crate::engine::rows::READ_AHEAD, "{}", rows.len());
     // A fresh engine asked one row at a time renders each on its own thread.
     let mut e = engine(dir.path());
     for (k, row) in rows.iter().enumerate() {
