@@ -165,6 +165,10 @@ pub struct Engine {
     /// Rows rendered for the last answer, kept in the index once it is sent
     /// ([`Self::keep_rendered`]): writing them first delayed a cold page by 10-16 ms.
     unkept: Vec<(u64, Arc<str>)>,
+    /// The entries of the agent being refreshed, when they were just written whole: its
+    /// parser threads read their files' row facts from here ([`index::EntryMemo`]). Dropped
+    /// when that agent's files are done or its entries are patched.
+    memo: Option<index::EntryMemo>,
     answers: payload::AnswerCache,
     /// Bumped whenever anything an answer depends on changes.
     change: u64,
@@ -229,6 +233,7 @@ impl Engine {
             lives: live::Lives::default(),
             rows: RowCache::default(),
             unkept: Vec::new(),
+            memo: None,
             answers: payload::AnswerCache::default(),
             change: 1,
             discards: 0,
@@ -504,6 +509,7 @@ impl Engine {
                     bytes_done: base.bytes_done + p.bytes_done,
                 });
             };
+            self.memo = None;
             let step = self.refresh_agent(agent, &mut jobs, diag).and_then(|()| {
                 tracing::debug!(
                     agent,
@@ -511,7 +517,9 @@ impl Engine {
                     heap_mib = crate::alloc::heap_bytes() >> 20,
                     "Listed."
                 );
-                let stats = self.run_jobs(jobs, cancel, &mut report, diag)?;
+                let stats = self.run_jobs(jobs, cancel, &mut report, diag);
+                self.memo = None;
+                let stats = stats?;
                 // Applied: the database listing is the base of the next one, here and after a
                 // restart.
                 if let Some(saved) = self.sqlite.confirm(agent) {
@@ -772,6 +780,8 @@ impl Engine {
         for e in &mut entries {
             e.key = store::canonical_key(agent, &e.key);
         }
+        self.memo = None;
+        let memo = matches!(put, Put::All).then(|| index::EntryMemo::of(agent, &entries));
         let price_tables = self.prices.clone();
         let price = price_fn(&price_tables);
         let index = self.index.as_mut().expect("opened");
@@ -794,7 +804,7 @@ impl Engine {
                 return Ok(());
             }
             changed = true;
-            let moved = index.refresh_facts(agent, &touched)?;
+            let moved = index.refresh_facts(agent, &touched, memo.as_ref())?;
             // Family rows may have changed membership: rebuilt on next use.
             lives.invalidate_family(agent);
             for (id, old_channel) in moved {
@@ -812,6 +822,7 @@ impl Engine {
             }
             Ok(())
         })?;
+        self.memo = memo;
         // Answers cached against the index stay valid when no entry changed.
         self.change += u64::from(changed);
         Ok(known)
@@ -921,7 +932,7 @@ impl Engine {
                 disc.meta = new.meta;
             }
             index.rename_file(old.id, &disc)?;
-            let entry = index.entry_for_file(&disc.agent_id, &disc.session_id, &disc.file_name)?;
+            let entry = index.entry_facts_for_file(&disc.agent_id, &disc.session_id, &disc.file_name)?;
             let facts = index::facts_of(&disc, entry.as_ref());
             index.set_facts(old.id, &facts)?;
             lives.file_changed(
@@ -991,6 +1002,7 @@ impl Engine {
         let next = AtomicUsize::new(0);
         let price_tables = self.prices.clone();
         let price = price_fn(&price_tables);
+        let memo = self.memo.as_ref();
         let index = self.index.as_mut().expect("opened");
         let lives = &mut self.lives;
         let mut done = 0u64;
@@ -1008,7 +1020,7 @@ impl Engine {
                     let prepared = |r: JobResult| {
                         let p = match (&reader, &r) {
                             (Ok(reader), JobResult::Done { disc, rollup, .. }) => {
-                                reader.prepare(disc, rollup).ok()
+                                reader.prepare(disc, rollup, memo).ok()
                             }
                             _ => None,
                         };
@@ -1066,7 +1078,7 @@ impl Engine {
                                 let index::Prepared { facts, blob } = match prepared {
                                     Some(p) => p,
                                     None => {
-                                        let entry = index.entry_for_file(
+                                        let entry = index.entry_facts_for_file(
                                             &disc.agent_id,
                                             &disc.session_id,
                                             &disc.file_name,
