@@ -1311,8 +1311,8 @@ pub fn facts_of(d: &Discovered, e: Option<&EntryFacts>) -> RowFacts {
 /// One agent's entries as [`entry_for_file`] would find them in the index, held while that
 /// agent's files are parsed right after its entries were written whole: a cold build's parser
 /// threads then look each session up here instead of in SQLite (a B-tree walk and an entry
-/// decode per file were a sixth of their time on a store of 54,000 sessions). Slim facts only;
-/// one agent's worth, as its listing is.
+/// decode per file were a sixth of their time on a store of 54,000 sessions). Slim facts only,
+/// and only for agents of a bounded number of entries (the engine's `MEMO_MAX`).
 #[derive(Debug, Default)]
 pub struct EntryMemo {
     pub agent: String,

@@ -455,6 +455,14 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Skips the value at the cursor and returns its text (without surrounding whitespace).
+    pub fn raw_value(&mut self) -> R<&'a [u8]> {
+        self.peek()?;
+        let start = self.i;
+        self.skip()?;
+        Ok(&self.b[start..self.i])
+    }
+
     fn skip_key(&mut self) -> R<()> {
         if self.peek()? != b'"' {
             return Err(Bad);

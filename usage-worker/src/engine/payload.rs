@@ -167,6 +167,19 @@ impl Diagnostics {
             self.errors.push(msg);
         }
     }
+
+    /// Adds what a database listing made on another thread found: it counts unreadable
+    /// databases and reports errors, nothing else.
+    pub fn absorb_listing(&mut self, o: Diagnostics) {
+        debug_assert_eq!(
+            Diagnostics { unreadable_databases: 0, errors: Vec::new(), ..o.clone() },
+            Diagnostics::default()
+        );
+        self.unreadable_databases += o.unreadable_databases;
+        for e in o.errors {
+            self.error(e);
+        }
+    }
 }
 
 /// The answer-time fields of an answer whose rows come from `files` transcripts (`None`: no

@@ -41,6 +41,7 @@ use super::discover::{Discovered, FileKind, FileMeta};
 use super::payload::Diagnostics;
 use super::rollup::{Checkpoint, FileRollup, SkipCounts, fold_line};
 use super::sqlite_schema::{self, RowDecoder, RowSkip, SqliteError};
+use super::store::{self, StoreEntry};
 use super::{JobResult, Old};
 
 /// The database of an agent, relative to its agent directory.
@@ -230,14 +231,17 @@ pub enum Listing {
     Unchanged,
     /// The database cannot be read; its sessions count as absent (reported in diagnostics).
     Failed,
-    /// Every session, and the `sessions.json` the database's session nodes stand for (`None`
-    /// when unchanged).
-    Changed { listed: Vec<Discovered>, sessions_json: Option<String> },
+    /// Every session, and the entries of the `sessions.json` the database's session nodes
+    /// stand for (`None` when unchanged).
+    Changed { listed: Vec<Discovered>, entries: Option<Entries> },
     /// The sessions updated since the last listing (others are as they were); the whole session
-    /// index, or `patch`: the entries of the nodes updated since, as a `sessions.json` of those
-    /// keys (the others are as they were).
-    Some { listed: Vec<Discovered>, sessions_json: Option<String>, patch: Option<String> },
+    /// index, or `patch`: the entries of the nodes updated since (the others are as they were).
+    Some { listed: Vec<Discovered>, entries: Option<Entries>, patch: Option<Entries> },
 }
+
+/// Entries parsed from the `sessions.json` text a database's nodes stand for (parsed with the
+/// listing, so that a listing made on another thread leaves only the writing to the engine).
+pub type Entries = Result<Vec<StoreEntry>, String>;
 
 /// The SQLite side of the engine: per-agent database listings.
 #[derive(Debug)]
@@ -421,10 +425,11 @@ impl Databases {
                 if self.failing.remove(agent).is_some() {
                     tracing::info!(agent, db = %db.display(), "agent database readable again");
                 }
+                let parse = |json: String| store::parse_entries(json.as_bytes());
                 if full {
-                    Listing::Changed { listed, sessions_json }
+                    Listing::Changed { listed, entries: sessions_json.map(parse) }
                 } else {
-                    Listing::Some { listed, sessions_json, patch }
+                    Listing::Some { listed, entries: sessions_json.map(parse), patch: patch.map(parse) }
                 }
             }
             Err(e) => {

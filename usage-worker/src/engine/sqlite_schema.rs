@@ -297,7 +297,62 @@ impl RowDecoder {
 /// is everything usage reads (role, times, `isError`), so folding the projection counts exactly
 /// what folding the event would. Other roles are `None` (the projection drops their usage), as is
 /// anything that does not parse as that shape, a repeated key included: such rows are inflated.
+///
+/// Read with the JSON cursor (serde_json's two passes were 7% of a cold read of a database of
+/// 54,000 sessions): the same grammar; a text that is not UTF-8 is not taken.
 pub fn tool_result_projection(nav: &[u8]) -> Option<&[u8]> {
+    use super::json::{Bad, Cursor};
+    /// The object at the cursor, each key in `keys` (unescaped) exactly once, its value read by
+    /// `f`; other keys skipped.
+    fn fields<'a, const N: usize>(
+        c: &mut Cursor<'a>,
+        keys: [&[u8]; N],
+        mut f: impl FnMut(&mut Cursor<'a>, usize) -> Result<(), Bad>,
+    ) -> Result<(), Bad> {
+        let mut seen = [false; N];
+        c.object(|c, key| match keys.iter().position(|k| *k == &*key) {
+            Some(i) if !seen[i] => {
+                seen[i] = true;
+                f(c, i)
+            }
+            Some(_) => Err(Bad),
+            None => c.skip(),
+        })?;
+        if seen.iter().all(|s| *s) { Ok(()) } else { Err(Bad) }
+    }
+    if nav.len() > MAX_NAVIGATION_BYTES {
+        return None;
+    }
+    let mut c = Cursor::new(nav);
+    let mut model: &[u8] = &[];
+    fields(&mut c, [b"model"], |c, _| {
+        model = c.raw_value()?;
+        Ok(())
+    })
+    .ok()?;
+    if !c.at_end() || (c.saw_non_ascii() && simdutf8::basic::from_utf8(nav).is_err()) {
+        return None;
+    }
+    let (mut is_message, mut is_tool_result) = (false, false);
+    let mut m = Cursor::new(model);
+    fields(&mut m, [b"type", b"message"], |c, i| {
+        if i == 0 {
+            is_message = c.string()? == "message";
+            Ok(())
+        } else {
+            fields(c, [b"role"], |c, _| {
+                is_tool_result = c.string()? == "toolResult";
+                Ok(())
+            })
+        }
+    })
+    .ok()?;
+    (is_message && is_tool_result).then_some(model)
+}
+
+/// The projection as serde_json reads it: the oracle of [`tool_result_projection`].
+#[cfg(test)]
+pub fn tool_result_projection_serde(nav: &[u8]) -> Option<&[u8]> {
     #[derive(serde::Deserialize)]
     struct Nav<'a> {
         #[serde(borrow)]

@@ -136,6 +136,17 @@ proptest! {
         which in 0..NAV_SEEDS.len(), at in any::<usize>(), bytes in proptest::collection::vec(any::<u8>(), 0..12), cut in any::<usize>()
     ) {
         let nav = mutate(NAV_SEEDS[which], at, &bytes, cut);
+        // Taken exactly where serde_json's reading of the same shape takes it, except that a
+        // text that is not UTF-8 is never taken (serde_json lets a skipped string pass).
+        let (taken, oracle) = (
+            crate::engine::sqlite_schema::tool_result_projection(&nav),
+            crate::engine::sqlite_schema::tool_result_projection_serde(&nav),
+        );
+        if std::str::from_utf8(&nav).is_ok() {
+            prop_assert_eq!(taken, oracle);
+        } else {
+            prop_assert_eq!(taken, None);
+        }
         if let Some(model) = crate::engine::sqlite_schema::tool_result_projection(&nav) {
             let text = std::str::from_utf8(model).expect("a projection taken is UTF-8");
             match parse_line(text) {
