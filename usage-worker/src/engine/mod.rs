@@ -560,6 +560,7 @@ impl Engine {
                 (Ok(_), Err(_)) => unreachable!("the loop stops at the first error"),
             }
         }
+        self.memo = None;
         if result.is_err() {
             // Changes found but not all applied (cancelled, or the index failed): whatever the
             // watches and database stamps say now, look at everything again next time.
