@@ -865,15 +865,9 @@ impl Index {
         entry_by_session(&self.conn, agent, session_id)
     }
 
-    /// What a transcript's row takes from its entry: by session id, else by an explicit
-    /// `sessionFile` name.
-    pub fn entry_facts_for_file(
-        &self,
-        agent: &str,
-        session_id: &str,
-        file_name: &str,
-    ) -> Result<Option<EntryFacts>, IndexError> {
-        Ok(entry_for_file(&self.conn, agent, session_id, file_name)?.map(|e| EntryFacts::of(&e)))
+    /// A transcript's row facts, from its entry (see [`facts_for`]).
+    pub fn facts_for(&self, d: &Discovered, memo: Option<&EntryMemo>) -> Result<RowFacts, IndexError> {
+        facts_for(&self.conn, d, memo)
     }
 
     /// Whether `session_id` is a usage-family member of some entry of `agent`.
@@ -915,14 +909,7 @@ impl Index {
         };
         let mut changed = Vec::new();
         for row in rows {
-            let facts = match memo {
-                Some(m) => facts_of(&row.disc, m.entry_for_file(&row.disc.session_id, &row.disc.file_name)),
-                None => {
-                    let entry =
-                        self.entry_facts_for_file(agent, &row.disc.session_id, &row.disc.file_name)?;
-                    facts_of(&row.disc, entry.as_ref())
-                }
-            };
+            let facts = self.facts_for(&row.disc, memo)?;
             if facts != row.facts {
                 if facts.channel != row.facts.channel {
                     changed.push((row.id, row.facts.channel.clone()));
@@ -1092,6 +1079,19 @@ fn entry_for_file(
     Ok(blob.map(|b| rmp_serde::from_slice(&b)).transpose()?)
 }
 
+/// A transcript's row facts from the entry that names it (by session id, else by an explicit
+/// `sessionFile` name): looked up in `memo` when it holds the file's agent, else in the entries
+/// table.
+fn facts_for(conn: &Connection, d: &Discovered, memo: Option<&EntryMemo>) -> Result<RowFacts, IndexError> {
+    Ok(match memo.filter(|m| m.agent == d.agent_id) {
+        Some(m) => facts_of(d, m.entry_for_file(&d.session_id, &d.file_name)),
+        None => {
+            let e = entry_for_file(conn, &d.agent_id, &d.session_id, &d.file_name)?;
+            facts_of(d, e.map(|e| EntryFacts::of(&e)).as_ref())
+        }
+    })
+}
+
 /// The row-number tables of live shapes.
 fn rowvals_tables(conn: &Connection) -> Result<Vec<String>, IndexError> {
     let mut st =
@@ -1138,14 +1138,7 @@ impl Reader {
         rollup: &FileRollup,
         memo: Option<&EntryMemo>,
     ) -> Result<Prepared, IndexError> {
-        let facts = match memo.filter(|m| m.agent == disc.agent_id) {
-            Some(m) => facts_of(disc, m.entry_for_file(&disc.session_id, &disc.file_name)),
-            None => {
-                let entry = entry_for_file(&self.conn, &disc.agent_id, &disc.session_id, &disc.file_name)?;
-                facts_of(disc, entry.map(|e| EntryFacts::of(&e)).as_ref())
-            }
-        };
-        Ok(Prepared { facts, blob: encode_rollup(rollup)? })
+        Ok(Prepared { facts: facts_for(&self.conn, disc, memo)?, blob: encode_rollup(rollup)? })
     }
 }
 
@@ -1286,7 +1279,7 @@ impl EntryFacts {
 }
 
 /// A file's row facts from the entry that names it.
-pub fn facts_of(d: &Discovered, e: Option<&EntryFacts>) -> RowFacts {
+fn facts_of(d: &Discovered, e: Option<&EntryFacts>) -> RowFacts {
     let key = e.map_or_else(|| format!("agent:{}:{}", d.agent_id, d.session_id), |e| e.key.clone());
     let mut search_text = String::new();
     for part in [
@@ -1452,12 +1445,10 @@ mod tests {
             for sid in 0..6 {
                 for name in ["s{sid}.jsonl".replace("{sid}", &sid.to_string()), format!("f{}.jsonl.reset.x", sid % 5)] {
                     let d = disc(&format!("s{sid}"), &name);
-                    let from_db = index.entry_facts_for_file("a", &d.session_id, &d.file_name).unwrap();
+                    let from_db = entry_for_file(index.conn(), "a", &d.session_id, &d.file_name).unwrap();
+                    let from_db = from_db.map(|e| EntryFacts::of(&e));
                     prop_assert_eq!(memo.entry_for_file(&d.session_id, &d.file_name), from_db.as_ref());
-                    prop_assert_eq!(
-                        facts_of(&d, memo.entry_for_file(&d.session_id, &d.file_name)),
-                        facts_of(&d, from_db.as_ref())
-                    );
+                    prop_assert_eq!(index.facts_for(&d, Some(&memo)).unwrap(), index.facts_for(&d, None).unwrap());
                 }
             }
         }

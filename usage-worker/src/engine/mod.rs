@@ -964,8 +964,7 @@ impl Engine {
                 disc.meta = new.meta;
             }
             index.rename_file(old.id, &disc)?;
-            let entry = index.entry_facts_for_file(&disc.agent_id, &disc.session_id, &disc.file_name)?;
-            let facts = index::facts_of(&disc, entry.as_ref());
+            let facts = index.facts_for(&disc, None)?;
             index.set_facts(old.id, &facts)?;
             lives.file_changed(
                 index,
@@ -1146,12 +1145,7 @@ impl Engine {
                                 let index::Prepared { facts, blob } = match prepared {
                                     Some(p) => p,
                                     None => {
-                                        let entry = index.entry_facts_for_file(
-                                            &disc.agent_id,
-                                            &disc.session_id,
-                                            &disc.file_name,
-                                        )?;
-                                        let facts = index::facts_of(&disc, entry.as_ref());
+                                        let facts = index.facts_for(&disc, None)?;
                                         index::Prepared { facts, blob: index::encode_rollup(&rollup)? }
                                     }
                                 };
