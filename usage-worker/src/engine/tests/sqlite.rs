@@ -885,3 +885,28 @@ fn a_complete_listing_that_is_due_is_made_while_idle() {
     assert_eq!(e.change, change, "the complete listing changed nothing: answers stay cached");
     assert_json_close(&normalise(v1), &normalise(v2), "after the idle listing");
 }
+
+/// What a cold build holds beside an agent's files stays bounded: the row-facts memo exists only
+/// for agents of at most `MEMO_MAX` entries (a 22,000-session agent keeps looking its entries up
+/// in the index), and only those agents have the next agent listed while they are parsed.
+#[test]
+fn the_row_facts_memo_and_the_listing_ahead_are_only_for_agents_of_bounded_size() {
+    use crate::engine::{LIST_AHEAD_JOBS, MEMO_MAX, Put, store::StoreEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine(dir.path());
+    e.open().unwrap();
+    let entries = |n: usize| -> Vec<StoreEntry> {
+        (0..n)
+            .map(|i| StoreEntry {
+                key: format!("k{i}"),
+                session_id: format!("s{i}"),
+                ..StoreEntry::default()
+            })
+            .collect()
+    };
+    e.put_entries("a", entries(10), Put::All).unwrap();
+    assert!(e.memo.is_some(), "a small agent's entries are held for its parse");
+    e.put_entries("a", entries(MEMO_MAX + 1), Put::All).unwrap();
+    assert!(e.memo.is_none(), "an agent past the bound is looked up in the index");
+    assert!(LIST_AHEAD_JOBS.contains(&MEMO_MAX) && !LIST_AHEAD_JOBS.contains(&(MEMO_MAX + 1)));
+}
