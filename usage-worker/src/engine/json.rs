@@ -57,8 +57,19 @@ impl<'a> Cursor<'a> {
         self.peek().is_err()
     }
 
+    /// The offset of the next byte to read.
+    pub fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// Moves to offset `i`, which the caller knows to be where a value or separator starts.
+    pub fn seek(&mut self, i: usize) {
+        self.i = i.min(self.b.len());
+    }
+
+    /// Consumes `c` after whitespace; anything else is an error.
     #[inline]
-    fn expect(&mut self, c: u8) -> R<()> {
+    pub fn expect(&mut self, c: u8) -> R<()> {
         if self.peek()? == c {
             self.i += 1;
             Ok(())

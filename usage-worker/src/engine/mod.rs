@@ -140,12 +140,12 @@ struct StoreState {
     error: Option<String>,
     /// Digests of the file's entries when last read and applied ([`store::read_store`]): the
     /// next read builds only the entries whose text changed. At most [`DIGESTS_MAX`] in all.
-    digests: Option<Vec<u64>>,
+    digests: Option<Vec<store::Digest>>,
 }
 
-/// Entry digests kept at most, over all agents (8 bytes each: 4 MiB). Past it, an agent's
+/// Entry digests kept at most, over all agents (16 bytes each: 4 MiB). Past it, an agent's
 /// `sessions.json` is compared entry by entry with the index, as before digests.
-const DIGESTS_MAX: usize = 1 << 19;
+const DIGESTS_MAX: usize = 1 << 18;
 
 /// How [`Engine::put_entries`] writes an agent's entries.
 #[derive(Clone, Copy)]
