@@ -278,7 +278,7 @@ fn spawn_compute_thread(
                     break;
                 }
                 // After the answer is on its way, not before it.
-                engine.keep_rendered();
+                engine.after_answer();
             }
         })
         .expect("spawn the compute thread")

@@ -343,7 +343,7 @@ impl Engine {
     ) -> Result<(Reply, JobStats), WorkerError> {
         let started = Instant::now();
         self.open()?;
-        self.keep_rendered();
+        self.after_answer();
         let all_agents = discover::list_agents(&self.config.state_dir).map_err(|e| {
             WorkerError::new(
                 WorkerErrorKind::StoreUnavailable,
@@ -450,7 +450,7 @@ impl Engine {
     /// Saves what is worth keeping for a restarted worker (live aggregates); called when idle
     /// and at exit.
     pub fn save(&mut self) {
-        self.keep_rendered();
+        self.after_answer();
         let Some(index) = self.index.as_mut() else { return };
         match self.lives.save(index) {
             Ok(n) if n > 0 => tracing::debug!(shapes = n, "Saved live aggregates."),
@@ -459,9 +459,21 @@ impl Engine {
         }
     }
 
+    /// Work an answer does not wait for, done once it is sent (and before the next job, in case
+    /// it was not): the rows rendered for it are kept, and a cold build's remaining indexes are
+    /// made ([`Index::end_late`]).
+    pub fn after_answer(&mut self) {
+        self.keep_rendered();
+        let Some(index) = self.index.as_mut() else { return };
+        if let Err(error) = index.end_late() {
+            // The next open makes them; until then queries only go without them.
+            tracing::warn!(%error, "Cannot make the usage index's lookup indexes yet.");
+        }
+    }
+
     /// Keeps the rows rendered for the answers given so far in the index (called once an answer
     /// is sent, before the next job, and when idle or exiting).
-    pub fn keep_rendered(&mut self) {
+    fn keep_rendered(&mut self) {
         if self.unkept.is_empty() {
             return;
         }
@@ -482,6 +494,7 @@ impl Engine {
             return Ok(due);
         }
         self.open()?;
+        self.after_answer();
         let mut diag = Diagnostics::default();
         self.refresh_prices(&due, &mut diag);
         self.refresh(&due, cancel, &mut |_| {}, &mut diag)?;

@@ -250,3 +250,38 @@ fn a_sessions_json_rewritten_after_each_turn_answers_like_a_fresh_engine() {
     assert_eq!(label_of(&mut warm, &keys[2]), None);
     assert_eq!(warm.store_patches, 2);
 }
+
+/// A cold build answers before it makes the indexes only the next refresh reads (its file
+/// listings and `sessionFile` look-ups): they are made once the answer is out, and whichever
+/// way they come (after the answer, or at the next job), later answers are a fresh engine's.
+#[test]
+fn a_cold_build_answers_before_making_the_indexes_only_refreshes_read() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let indexes = |e: &Engine| -> Vec<String> {
+        let conn = e.index.as_ref().unwrap().conn();
+        let mut st = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index'
+                 AND name IN ('files_stat', 'files_name', 'files_order') ORDER BY name",
+            )
+            .unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    for after_answer in [true, false] {
+        let mut e = engine(dir.path());
+        ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!(indexes(&e), ["files_order"], "answered with the row order alone");
+        if after_answer {
+            e.after_answer();
+            assert_eq!(indexes(&e), ["files_name", "files_order", "files_stat"]);
+        }
+        // Turns appended: the next refresh lists the agent's files.
+        let extra = transcript(&mut Rng::new(7), "x", &SPEC, 1_793_000_000_000);
+        let extra = extra.split_once('\n').unwrap().1.to_owned();
+        let p = first_transcript(dir.path(), "main");
+        OpenOptions::new().append(true).open(&p).unwrap().write_all(extra.as_bytes()).unwrap();
+        assert_same_as_fresh(&mut e, dir.path());
+        assert_eq!(indexes(&e), ["files_name", "files_order", "files_stat"]);
+    }
+}
