@@ -16,7 +16,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use super::num::{Exact, Js, JsExact, apply_u64};
 use super::rollup::MsgCounts;
 use super::summary::{LatencyStats, Summary, Totals, TotalsOut};
-use super::time::format_day;
+use super::time::Day;
 use super::topk::TopK;
 
 /// The creator key of sessions without creator metadata.
@@ -381,7 +381,7 @@ impl From<&MsgCounts> for CountsOut {
 
 /// `{date, eleven totals}`.
 pub struct DatedTotals<'a> {
-    pub date: String,
+    pub date: Day,
     pub totals: &'a Totals,
     /// `dailyBreakdown` rows lead with `tokens` (four-component sum) and `cost`.
     pub lead: bool,
@@ -402,7 +402,7 @@ impl Serialize for DatedTotals<'_> {
 
 /// Daily latency; sessions print `p95Ms` before `minMs`, aggregates after `maxMs`.
 pub struct DatedLatency {
-    pub date: String,
+    pub date: Day,
     pub l: LatencyStats,
     pub session_order: bool,
 }
@@ -428,7 +428,7 @@ impl Serialize for DatedLatency {
 
 /// `{date, provider?, model?, tokens, cost, count}`.
 pub struct DatedModel<'a> {
-    pub date: String,
+    pub date: Day,
     pub provider: Option<&'a str>,
     pub model: Option<&'a str>,
     pub tokens: u64,
@@ -535,18 +535,16 @@ impl Serialize for AggregatesOut<'_> {
         let dl: Vec<DatedLatency> = a
             .daily_latency
             .iter()
-            .filter_map(|(d, l)| {
-                l.stats().map(|l| DatedLatency { date: format_day(*d), l, session_order: false })
-            })
+            .filter_map(|(d, l)| l.stats().map(|l| DatedLatency { date: Day(*d), l, session_order: false }))
             .collect();
         st.serialize_field("dailyLatency", &dl)?;
         let mut md: Vec<DatedModel<'_>> = Vec::new();
         for (d, ms) in &a.model_daily {
             let mut ms: Vec<(&(String, String), &DayModelAcc)> = ms.iter().collect();
             ms.sort_by(|x, y| y.1.cost.units().cmp(&x.1.cost.units()).then(x.0.cmp(y.0)));
-            let date = format_day(*d);
+            let date = Day(*d);
             md.extend(ms.into_iter().map(|((p, m), acc)| DatedModel {
-                date: date.clone(),
+                date,
                 provider: (acc.named_provider > 0).then_some(p.as_str()),
                 model: (acc.named_model > 0).then_some(m.as_str()),
                 tokens: acc.tokens,
@@ -562,10 +560,7 @@ impl Serialize for AggregatesOut<'_> {
 }
 
 fn cost_daily_rows(a: &Aggregates) -> Vec<DatedTotals<'_>> {
-    a.cost_daily
-        .iter()
-        .map(|(d, c)| DatedTotals { date: format_day(*d), totals: &c.totals, lead: false })
-        .collect()
+    a.cost_daily.iter().map(|(d, c)| DatedTotals { date: Day(*d), totals: &c.totals, lead: false }).collect()
 }
 
 struct AggLatency(LatencyStats);
@@ -588,7 +583,7 @@ struct DailyOut<'a>(i64, &'a DailyAcc);
 impl Serialize for DailyOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Daily", 6)?;
-        st.serialize_field("date", &format_day(self.0))?;
+        st.serialize_field("date", &Day(self.0))?;
         st.serialize_field("tokens", &self.1.tokens)?;
         st.serialize_field("cost", &JsExact(self.1.cost))?;
         st.serialize_field("messages", &self.1.messages)?;
@@ -606,7 +601,7 @@ impl Serialize for CreatorOut<'_> {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Activity {
-            dates: Vec<String>,
+            dates: Vec<Day>,
             session_count: i64,
         }
         let a = self.0;
@@ -618,7 +613,7 @@ impl Serialize for CreatorOut<'_> {
         let activity: Vec<Activity> = a
             .activity
             .iter()
-            .map(|(d, n)| Activity { dates: d.iter().map(|d| format_day(*d)).collect(), session_count: *n })
+            .map(|(d, n)| Activity { dates: d.iter().map(|d| Day(*d)).collect(), session_count: *n })
             .collect();
         st.serialize_field("sessionActivity", &activity)?;
         st.end()

@@ -69,7 +69,7 @@ use rollup::{Checkpoint, FileRollup};
 use rows::{Family, INLINE_ROWS, Placed, READ_AHEAD, RowCache, RowHelper, RowJob, RowOut, Slot};
 use store::{Cached, Price, PriceTable};
 use summary::{Want, Window};
-use time::{DAY_MS, day_of, format_day, zone_offset_ms};
+use time::{DAY_MS, Day, day_of, format_day, zone_offset_ms};
 
 pub use payload::{Answer, Diagnostics, Payload, Reply, RowsCut};
 
@@ -1766,11 +1766,8 @@ fn cost_data(agg: &Aggregates, w: &Window) -> Result<String, serde_json::Error> 
         hi = hi.min(days.keys().next_back().copied().unwrap_or(lo));
     }
     let empty = Totals::default();
-    let dated = |d: i64| DatedTotals {
-        date: format_day(d),
-        totals: days.get(&d).copied().unwrap_or(&empty),
-        lead: false,
-    };
+    let dated =
+        |d: i64| DatedTotals { date: Day(d), totals: days.get(&d).copied().unwrap_or(&empty), lead: false };
     let daily: Vec<DatedTotals<'_>> = if unbounded || hi - lo + 1 > MAX_DENSE_DAYS {
         // Days with data only: OpenClaw lists an unbounded range so, and a bogus timestamp far in
         // the past or future cannot make the answer millions of empty rows.

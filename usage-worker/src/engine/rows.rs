@@ -24,7 +24,7 @@ use super::store::Price;
 use super::store::StoreEntry;
 use super::summary::{DayModel, ModelRow, SessionLatency, Summary};
 use super::summary::{Window, summarize};
-use super::time::{QUARTERS_PER_DAY, format_day};
+use super::time::{Day, QUARTERS_PER_DAY};
 use super::{FULL, WorkerError, internal};
 
 /// Rows of a page rendered on this thread before a helper is started (an append changes one).
@@ -356,19 +356,19 @@ impl Serialize for UsageOut<'_> {
         // A row without activity in range has none of the dated arrays (OpenClaw omits them);
         // one with activity lists every bucket that has a message, zero tokens included.
         if !s.days.is_empty() {
-            let dates: Vec<String> = s.days.keys().map(|d| format_day(*d)).collect();
+            let dates: Vec<Day> = s.days.keys().map(|d| Day(*d)).collect();
             st.serialize_field("activityDates", &dates)?;
             let breakdown: Vec<DatedTotals<'_>> = s
                 .days
                 .iter()
-                .map(|(d, da)| DatedTotals { date: format_day(*d), totals: &da.totals, lead: true })
+                .map(|(d, da)| DatedTotals { date: Day(*d), totals: &da.totals, lead: true })
                 .collect();
             st.serialize_field("dailyBreakdown", &breakdown)?;
             let counts: Vec<DatedCounts> = s
                 .days
                 .iter()
                 .filter(|(_, d)| !d.counts.is_empty())
-                .map(|(d, da)| DatedCounts { date: format_day(*d), quarter: None, counts: da.counts })
+                .map(|(d, da)| DatedCounts { date: Day(*d), quarter: None, counts: da.counts })
                 .collect();
             st.serialize_field("dailyMessageCounts", &counts)?;
         }
@@ -378,7 +378,7 @@ impl Serialize for UsageOut<'_> {
                 .iter()
                 .filter(|(_, q)| !q.counts.is_empty())
                 .map(|(q, qa)| DatedCounts {
-                    date: format_day(q.div_euclid(QUARTERS_PER_DAY)),
+                    date: Day(q.div_euclid(QUARTERS_PER_DAY)),
                     quarter: Some(q.rem_euclid(QUARTERS_PER_DAY)),
                     counts: qa.counts,
                 })
@@ -394,9 +394,7 @@ impl Serialize for UsageOut<'_> {
         let lat: Vec<DatedLatency> = s
             .days
             .iter()
-            .filter_map(|(d, da)| {
-                da.latency.map(|l| DatedLatency { date: format_day(*d), l, session_order: true })
-            })
+            .filter_map(|(d, da)| da.latency.map(|l| DatedLatency { date: Day(*d), l, session_order: true }))
             .collect();
         if !lat.is_empty() {
             st.serialize_field("dailyLatency", &lat)?;
@@ -410,9 +408,9 @@ impl Serialize for UsageOut<'_> {
                     .cmp(&a.cost.units())
                     .then_with(|| model_key(&a.provider, &a.model).cmp(&model_key(&b.provider, &b.model)))
             });
-            let date = format_day(*d);
+            let date = Day(*d);
             dm.extend(ms.into_iter().map(|m| DatedModel {
-                date: date.clone(),
+                date,
                 provider: m.provider.as_deref(),
                 model: m.model.as_deref(),
                 tokens: m.tokens,
@@ -428,7 +426,7 @@ impl Serialize for UsageOut<'_> {
 }
 
 struct DatedCounts {
-    date: String,
+    date: Day,
     quarter: Option<i64>,
     counts: MsgCounts,
 }
@@ -460,7 +458,7 @@ struct QuarterTokens<'a> {
 impl Serialize for QuarterTokens<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("QuarterTokens", 8)?;
-        st.serialize_field("date", &format_day(self.q.div_euclid(QUARTERS_PER_DAY)))?;
+        st.serialize_field("date", &Day(self.q.div_euclid(QUARTERS_PER_DAY)))?;
         st.serialize_field("quarterIndex", &self.q.rem_euclid(QUARTERS_PER_DAY))?;
         st.serialize_field("input", &self.tokens[0])?;
         st.serialize_field("output", &self.tokens[1])?;

@@ -47,8 +47,49 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// `YYYY-MM-DD` for a day number.
 pub fn format_day(day: i64) -> String {
-    let (y, m, d) = civil_from_days(day);
-    format!("{y:04}-{m:02}-{d:02}")
+    match Day(day).ascii() {
+        Some(b) => b.iter().map(|&c| char::from(c)).collect(),
+        None => {
+            let (y, m, d) = civil_from_days(day);
+            format!("{y:04}-{m:02}-{d:02}")
+        }
+    }
+}
+
+/// A day number that serialises as its `YYYY-MM-DD` without allocating: an answer holds tens
+/// of thousands of dates (a `wide` store's `sessionActivity` alone ~50,000), and formatting
+/// each into a `String` was most of the time its aggregates took to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day(pub i64);
+
+impl Day {
+    /// The date's text for years 0-9999 (all [`format_day`] pads to four digits).
+    fn ascii(self) -> Option<[u8; 10]> {
+        let (y, m, d) = civil_from_days(self.0);
+        let y = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+        let digit = |v: u32| b'0' + (v % 10) as u8;
+        Some([
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(m / 10),
+            digit(m),
+            b'-',
+            digit(d / 10),
+            digit(d),
+        ])
+    }
+}
+
+impl serde::Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.ascii() {
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).expect("ASCII digits")),
+            None => s.serialize_str(&format_day(self.0)),
+        }
+    }
 }
 
 /// The zone's offset east of UTC in milliseconds.
@@ -160,6 +201,23 @@ pub fn parse_iso_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The allocation-free date text is `format!`'s, in and out of years 0-9999.
+    #[test]
+    fn day_text_is_the_formatted_date() {
+        let slow = |day: i64| {
+            let (y, m, d) = civil_from_days(day);
+            format!("{y:04}-{m:02}-{d:02}")
+        };
+        let edges = [days_from_civil(0, 1, 1), days_from_civil(9999, 12, 31)];
+        let days = (-1_000..1_000)
+            .chain((0..4_000_000).step_by(997).map(|d| d - 800_000))
+            .chain(edges.iter().flat_map(|e| e - 3..e + 3));
+        for day in days {
+            assert_eq!(format_day(day), slow(day), "{day}");
+            assert_eq!(serde_json::to_string(&Day(day)).unwrap(), format!("\"{}\"", slow(day)), "{day}");
+        }
+    }
 
     #[test]
     fn civil_round_trip() {
