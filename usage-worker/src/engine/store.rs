@@ -380,12 +380,8 @@ fn walk_spans<'a>(text: &'a str, mut f: impl FnMut(String, std::ops::Range<usize
         loop {
             c.peek().ok()?;
             let start = c.pos();
-            let key = c.string().ok()?.into_owned();
-            c.expect(b':').ok()?;
-            c.peek().ok()?;
-            let value_at = c.pos();
-            c.raw_value().ok()?;
-            f(key, start..c.pos(), text.get(value_at..c.pos())?);
+            let (key, raw) = pair(&mut c, text)?;
+            f(key, start..c.pos(), raw);
             match c.peek().ok()? {
                 b',' => c.seek(c.pos() + 1),
                 b'}' => {
@@ -397,6 +393,16 @@ fn walk_spans<'a>(text: &'a str, mut f: impl FnMut(String, std::ops::Range<usize
         }
     }
     c.at_end().then_some(())
+}
+
+/// The `"key": value` at the cursor: the key, unescaped, and the value's text.
+fn pair<'a>(c: &mut Cursor<'a>, text: &'a str) -> Option<(String, &'a str)> {
+    let key = c.string().ok()?.into_owned();
+    c.expect(b':').ok()?;
+    c.peek().ok()?;
+    let value_at = c.pos();
+    c.raw_value().ok()?;
+    Some((key, text.get(value_at..c.pos())?))
 }
 
 /// The changed entries of `text` against the digests of its last read (`old`): every entry the
@@ -430,12 +436,8 @@ fn changed_since(text: &str, old: &[Digest], max_changed: usize) -> Option<(Chan
         if changed.len() >= max_changed {
             return None;
         }
-        let key = c.string().ok()?.into_owned();
-        c.expect(b':').ok()?;
-        c.peek().ok()?;
-        let value_at = c.pos();
-        c.raw_value().ok()?;
-        let e = entry_of(key, text.get(value_at..c.pos())?);
+        let (key, raw) = pair(&mut c, text)?;
+        let e = entry_of(key, raw);
         if e.is_some() != o.is_entry() {
             // An entry came or went: the positions after it moved.
             return None;
