@@ -448,13 +448,7 @@ fn changed_since(text: &str, old: &[Digest], max_changed: usize) -> Option<(Chan
             ord += 1;
         }
     }
-    if !old.is_empty() {
-        c.expect(b'}').ok()?;
-    } else if c.peek().ok()? == b'}' {
-        c.seek(c.pos() + 1);
-    } else {
-        return None;
-    }
+    c.expect(b'}').ok()?;
     c.at_end().then_some((changed, digests))
 }
 
@@ -741,6 +735,21 @@ mod tests {
         let p = dir.join("sessions.json");
         fs::write(&p, text).unwrap();
         read_store(&p, old, 4)
+    }
+
+    /// An empty store that gains an entry, and one that loses its last, are read whole.
+    #[test]
+    fn a_store_emptied_or_filled_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = br#"{ "agent:a:main": {"sessionId": "s1"} }"#;
+        let (_, empty) = read_text(dir.path(), b" { } ", None).unwrap();
+        let (read, _) = read_text(dir.path(), one, empty.as_deref()).unwrap();
+        assert!(matches!(&read, StoreRead::All(e) if e.len() == 1), "{read:?}");
+        let (_, full) = read_text(dir.path(), one, None).unwrap();
+        let (read, _) = read_text(dir.path(), b"{}", full.as_deref()).unwrap();
+        assert!(matches!(&read, StoreRead::All(e) if e.is_empty()), "{read:?}");
+        let (read, _) = read_text(dir.path(), b" {}\n", empty.as_deref()).unwrap();
+        assert!(matches!(&read, StoreRead::Changed(c) if c.is_empty()), "{read:?}");
     }
 
     proptest::proptest! {
