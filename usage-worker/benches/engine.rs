@@ -34,7 +34,13 @@ use ipc_proto::{
 use rusqlite::params;
 
 /// The worker binary cargo built next to this bench (same profile).
-const WORKER: &str = env!("CARGO_BIN_EXE_clawgate-usage-worker");
+const BUILT_WORKER: &str = env!("CARGO_BIN_EXE_clawgate-usage-worker");
+
+/// The worker benchmarked: `CLAWGATE_BENCH_WORKER` (another build, for side-by-side runs), else
+/// the one cargo built.
+fn worker() -> String {
+    std::env::var("CLAWGATE_BENCH_WORKER").unwrap_or_else(|_| BUILT_WORKER.to_owned())
+}
 /// Warm and append calls are repeated this many times; the table shows the median.
 const REPEAT: usize = 5;
 /// The gateway's default `--worker-memory-max`, and the heap budget it gives the worker (80%).
@@ -62,7 +68,7 @@ impl Worker {
         let sock = p.run.join("worker.sock");
         let listener = ipc_proto::endpoint::bind(&sock).expect("bind");
         let log = fs::OpenOptions::new().create(true).append(true).open(&p.log).expect("log file");
-        let child = Command::new(WORKER)
+        let child = Command::new(worker())
             .arg("--socket")
             .arg(&sock)
             .arg("--state-dir")
@@ -76,7 +82,7 @@ impl Worker {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {WORKER}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", worker()));
         let stream = tokio::time::timeout(Duration::from_secs(10), listener.accept())
             .await
             .expect("worker connects within 10 s")
@@ -728,8 +734,8 @@ fn main() {
         }
     };
     fs::create_dir_all(&root).expect("bench dir");
-    if !Path::new(WORKER).is_file() {
-        eprintln!("{WORKER} is missing; build it with `cargo build --release -p usage-worker`");
+    if !Path::new(&worker()).is_file() {
+        eprintln!("{} is missing; build it with `cargo build --release -p usage-worker`", worker());
         std::process::exit(2);
     }
     // `CLAWGATE_BENCH_ONLY=seed,many` measures those stores only.
@@ -761,7 +767,8 @@ fn main() {
         .unwrap_or_default();
     println!("`cargo bench -p usage-worker --bench engine`, {date}");
     println!(
-        "worker {WORKER} (--threads 2, heap budget of a 512 MiB cap), {} cores ({cpu}), page cache warm; warm/append rows are medians of {REPEAT} calls",
+        "worker {} (--threads 2, heap budget of a 512 MiB cap), {} cores ({cpu}), page cache warm; warm/append rows are medians of {REPEAT} calls",
+        worker(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print_table(&figs);

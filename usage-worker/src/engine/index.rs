@@ -242,6 +242,17 @@ CREATE TABLE IF NOT EXISTS family(
 ) WITHOUT ROWID;
 ";
 
+/// WAL pages between checkpoints (16 MB): a cold parse of a large store writes tens of MB of
+/// rollups; checkpointing every 4 MB (SQLite's default) fsynced four times as often.
+const CHECKPOINT_PAGES: i64 = 4096;
+/// WAL pages between checkpoints during a cold build (256 MB): the answer waits for no
+/// checkpoint on a store of ~50,000 sessions (a 124 MB index; checkpoints were ~13% of the
+/// writing thread), and one of 200,000 has a few. [`Index::end_late`] checkpoints after the
+/// answer.
+const BULK_CHECKPOINT_PAGES: i64 = 65_536;
+/// What a WAL is cut back to at a reset (see [`BULK_CHECKPOINT_PAGES`]).
+const JOURNAL_LIMIT_BYTES: i64 = 64 << 20;
+
 /// Indexes of `files` that a cold build makes after its rows, with one sort each, instead of
 /// updating them row by row: on a 54,000-session store their random inserts were most of the
 /// writing thread's b-tree work. Nothing a cold build reads goes through them.
@@ -334,9 +345,10 @@ impl Index {
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.pragma_update(None, "mmap_size", 0)?;
         conn.pragma_update(None, "temp_store", "FILE")?;
-        // Checkpoint (and fsync) every 16 MB of WAL rather than every 4 MB: a cold parse of a
-        // large store writes tens of MB of rollups.
-        conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        // A WAL grown past this (a cold build's, see BULK_CHECKPOINT_PAGES) is cut back to it
+        // at its next reset instead of keeping its size on disk.
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_LIMIT_BYTES)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(ORDER_INDEX)?;
         let want = format!("{}\u{0}{}\u{0}{}", FORMAT, identity.state_dir.display(), identity.max_line_bytes);
@@ -400,8 +412,14 @@ impl Index {
             }
         }
         self.conn.execute_batch(&sql)?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", BULK_CHECKPOINT_PAGES)?;
         self.bulk = true;
         Ok(true)
+    }
+
+    /// Whether a cold build is writing ([`Index::begin_bulk`]): no file was indexed before it.
+    pub fn is_bulk(&self) -> bool {
+        self.bulk
     }
 
     /// Ends a cold build ([`Index::begin_bulk`]): makes the dropped indexes answers read from
@@ -430,6 +448,10 @@ impl Index {
         }
         let started = std::time::Instant::now();
         self.conn.execute_batch(SCHEMA)?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        // The cold build's WAL, copied into the database now that its answer is out. Busy
+        // (a reader in another process) is no failure: the next checkpoints do it.
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         self.late = false;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "Made the deferred indexes.");
         Ok(())

@@ -910,3 +910,46 @@ fn the_row_facts_memo_and_the_listing_ahead_are_only_for_agents_of_bounded_size(
     assert!(e.memo.is_none(), "an agent past the bound is looked up in the index");
     assert!(LIST_AHEAD_JOBS.contains(&MEMO_MAX) && !LIST_AHEAD_JOBS.contains(&(MEMO_MAX + 1)));
 }
+
+/// A cold build holds a small agent's entries while its parser threads start, and writes them
+/// before its first file (whose live contribution and row facts read them); out of a cold build,
+/// or past the memo's bound, they are written at once.
+#[test]
+fn a_cold_agents_entries_are_written_once_its_parsers_start() {
+    use crate::engine::{MEMO_MAX, Put, store::StoreEntry};
+    let dir = sqlite_copy();
+    let mut e = engine(dir.path());
+    let entries = |n: usize| -> Vec<StoreEntry> {
+        (0..n)
+            .map(|i| StoreEntry {
+                key: format!("k{i}"),
+                session_id: format!("s{i}"),
+                ..StoreEntry::default()
+            })
+            .collect()
+    };
+    e.open().unwrap();
+    assert!(e.index_mut().begin_bulk().unwrap(), "nothing indexed yet");
+    e.put_entries("a", entries(3), Put::All).unwrap();
+    assert!(e.deferred.is_some() && e.memo.is_some());
+    assert_eq!(e.index().entry_count("a").unwrap(), 0, "held, not written");
+    // Anything else that writes entries writes the held ones first.
+    e.put_entries("b", entries(MEMO_MAX + 1), Put::All).unwrap();
+    assert!(e.deferred.is_none(), "past the bound: written at once");
+    assert_eq!(e.index().entry_count("a").unwrap(), 3);
+    assert_eq!(e.index().entry_count("b").unwrap(), MEMO_MAX as u64 + 1);
+    e.index_mut().end_bulk().unwrap();
+    // A whole cold build: every agent's entries are in the index when it answers, and its rows
+    // carry their entries' labels (the answers match the legacy layout's in the tests above).
+    let dir2 = sqlite_copy();
+    let mut cold = engine(dir2.path());
+    let (v, _) = ask(&mut cold, &query(Method::SessionsUsage));
+    assert!(cold.deferred.is_none());
+    for agent in ["main", "agent1"] {
+        assert!(cold.index().entry_count(agent).unwrap() > 0, "{agent}'s entries written");
+    }
+    assert!(
+        v["sessions"].as_array().unwrap().iter().any(|r| r["label"].is_string()),
+        "rows labelled from their entries"
+    );
+}
