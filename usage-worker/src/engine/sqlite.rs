@@ -28,14 +28,13 @@
 //! reported for that agent only; an undecodable or oversized row is skipped and counted.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::discover::{Discovered, FileKind, FileMeta};
 use super::payload::Diagnostics;
@@ -195,7 +194,8 @@ fn now_ns() -> i128 {
 pub struct AgentDb {
     stamp: DbStamp,
     racy: bool,
-    /// Hash of the `sessions.json` the nodes stood for: unchanged, it is not parsed again.
+    /// Hash of the entries the nodes stood for ([`session_entries`]): unchanged, they are not
+    /// applied again.
     index_hash: u64,
     /// Windows when last listed: their number (a change lists everything) and newest update.
     windows: (i64, i64),
@@ -404,14 +404,14 @@ impl Databases {
                 _ => None,
             };
             match partial {
-                Some(s) => Ok((s.listed, s.sessions_json, s.patch, s.state, false)),
+                Some(s) => Ok((s.listed, s.entries, s.patch, s.state, false)),
                 None => snapshot(conn, &abs, agent, known.as_ref().map(|k| k.index_hash))
                     .map(|(l, j, a)| (l, j, None, a, true)),
             }
         });
         match result {
-            Ok((listed, sessions_json, patch, mut state, full)) => {
-                self.index_rebuilds += u64::from(!full && sessions_json.is_some());
+            Ok((listed, entries, patch, mut state, full)) => {
+                self.index_rebuilds += u64::from(!full && entries.is_some());
                 self.complete_listings += u64::from(full);
                 state.stamp = stamp;
                 state.racy = racy;
@@ -425,11 +425,10 @@ impl Databases {
                 if self.failing.remove(agent).is_some() {
                     tracing::info!(agent, db = %db.display(), "agent database readable again");
                 }
-                let parse = |json: String| store::parse_entries(json.as_bytes());
                 if full {
-                    Listing::Changed { listed, entries: sessions_json.map(parse) }
+                    Listing::Changed { listed, entries: entries.map(Ok) }
                 } else {
-                    Listing::Some { listed, entries: sessions_json.map(parse), patch: patch.map(parse) }
+                    Listing::Some { listed, entries: entries.map(Ok), patch: patch.map(Ok) }
                 }
             }
             Err(e) => {
@@ -504,8 +503,8 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
 /// What changed in a database since its last listing.
 struct Since {
     listed: Vec<Discovered>,
-    sessions_json: Option<String>,
-    patch: Option<String>,
+    entries: Option<Vec<StoreEntry>>,
+    patch: Option<Vec<StoreEntry>>,
     state: AgentDb,
 }
 
@@ -563,7 +562,7 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
     }
     let index_changed =
         sig.nodes != known.nodes || sig.windows.1 != known.windows.1 || Some(sig.labels) != known.labels;
-    let (sessions_json, patch, index_hash) = if !index_changed {
+    let (entries, patch, index_hash) = if !index_changed {
         (None, None, known.index_hash)
     } else if let Some(patch) = entries_since(&tx, known, &sig)? {
         // The hash of the whole index is not known any more: the next complete listing applies
@@ -573,9 +572,8 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
         // Nodes were added or removed, labels changed, or too many nodes changed at once: the
         // session index is rebuilt and compared by hash.
         let (all_nodes, all_windows) = read_index(&tx)?;
-        let json = sessions_json(&all_nodes, &all_windows);
-        let hash = fnv1a(FNV_SEED, json.as_bytes());
-        (if hash == known.index_hash { None } else { Some(json) }, None, hash)
+        let (entries, hash) = session_entries(&all_nodes, &all_windows);
+        (if hash == known.index_hash { None } else { Some(entries) }, None, hash)
     };
     tx.commit()?;
     let state = AgentDb {
@@ -590,7 +588,7 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
         full_at_ms: known.full_at_ms,
         partial: true,
     };
-    Ok(Some(Since { listed, sessions_json, patch, state }))
+    Ok(Some(Since { listed, entries, patch, state }))
 }
 
 /// Past this many nodes changed since the last listing, the whole session index is rebuilt
@@ -604,7 +602,11 @@ pub const PATCH_MAX: usize = 256;
 /// labels changed, an update time that went back, more than [`PATCH_MAX`] nodes. What no
 /// update time shows (a window's key or previous window changed in place) shows at the next
 /// complete listing, as other in-place edits do.
-fn entries_since(tx: &Connection, known: &AgentDb, sig: &Signatures) -> Result<Option<String>, SqliteError> {
+fn entries_since(
+    tx: &Connection,
+    known: &AgentDb,
+    sig: &Signatures,
+) -> Result<Option<Vec<StoreEntry>>, SqliteError> {
     if sig.nodes.0 != known.nodes.0
         || known.labels != Some(sig.labels)
         || sig.nodes.1 < known.nodes.1
@@ -677,7 +679,7 @@ fn entries_since(tx: &Connection, known: &AgentDb, sig: &Signatures) -> Result<O
             nodes.push(n);
         }
     }
-    Ok(Some(sessions_json(&nodes, &windows)))
+    Ok(Some(session_entries(&nodes, &windows).0))
 }
 
 /// The columns [`window_of_row`] reads.
@@ -757,7 +759,7 @@ fn snapshot(
     db: &Path,
     agent: &str,
     known_index: Option<u64>,
-) -> Result<(Vec<Discovered>, Option<String>, AgentDb), SqliteError> {
+) -> Result<(Vec<Discovered>, Option<Vec<StoreEntry>>, AgentDb), SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
     // Counted from the primary-key index alone; sessions without rows have no transcript.
@@ -771,9 +773,9 @@ fn snapshot(
         }
     }
     let (nodes, windows) = read_index(&tx)?;
-    // The index text first, so the nodes (the largest part: every entry's JSON) are gone before
+    // The entries first, so the nodes (the largest part: every entry's JSON) are gone before
     // the session list is built: the listing is the worker's peak on stores of many sessions.
-    let json = sessions_json(&nodes, &windows);
+    let (entries, hash) = session_entries(&nodes, &windows);
     drop(nodes);
     let mut generations: HashMap<String, String> = HashMap::new();
     {
@@ -811,7 +813,6 @@ fn snapshot(
     tx.commit()?;
     drop(windows);
     listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    let hash = fnv1a(FNV_SEED, json.as_bytes());
     let state = AgentDb {
         stamp: DbStamp { db: (0, 0, 0, 0), wal: None },
         racy: false,
@@ -824,8 +825,8 @@ fn snapshot(
         full_at_ms: 0,
         partial: false,
     };
-    let json = if known_index == Some(hash) { None } else { Some(json) };
-    Ok((listed, json, state))
+    let entries = if known_index == Some(hash) { None } else { Some(entries) };
+    Ok((listed, entries, state))
 }
 
 fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, SqliteError> {
@@ -838,24 +839,18 @@ fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, S
         .optional()?)
 }
 
-fn json_str(s: &str) -> Box<RawValue> {
-    RawValue::from_string(serde_json::to_string(s).expect("a string serialises")).expect("valid JSON")
-}
-
-/// The `sessions.json` the nodes stand for, so one parser serves both layouts. Each node's
-/// `entry_json` is the imported `sessions.json` entry; where 2026.9 moved a field out of it, the
-/// columns fill in: `sessionId` is `current_session_id`, `origin` comes from `delivery.origin`,
+/// The entries of the `sessions.json` the nodes stand for, in key order, and a hash of them
+/// all (unchanged, the engine does not apply them again). Each node's `entry_json` is the
+/// imported `sessions.json` entry; where 2026.9 moved a field out of it, the columns fill in:
+/// `sessionId` is `current_session_id`, `origin` comes from `delivery.origin`,
 /// `channel`/`chatType`/model from the current window, `label` from the node, and the usage
-/// family is every instance reachable through `previous_session_id` or sharing the key. Values
-/// stay raw JSON text, so pass-through objects keep their key order.
-fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
+/// family is every instance reachable through `previous_session_id` or sharing the key
+/// ([`store::node_entry`]). A key listed twice keeps its last node, as a map would.
+fn session_entries(nodes: &[Node], windows: &HashMap<String, Window>) -> (Vec<StoreEntry>, u64) {
     let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, w) in windows {
         by_key.entry(w.key.as_str()).or_default().push(id.as_str());
     }
-    // Written entry by entry in key order (what a map of all entries would serialise to), so
-    // only one entry's map is held at a time: the text is the listing's only whole copy.
-    // A key listed twice keeps its last node, as a map would.
     let mut order: Vec<&Node> = nodes.iter().collect();
     order.sort_by(|a, b| a.key.cmp(&b.key));
     let order: Vec<&Node> = order
@@ -864,77 +859,46 @@ fn sessions_json(nodes: &[Node], windows: &HashMap<String, Window>) -> String {
         .filter(|(i, n)| order.get(i + 1).is_none_or(|m| m.key != n.key))
         .map(|(_, n)| *n)
         .collect();
-    let mut out = String::with_capacity(nodes.iter().map(|n| n.entry_json.len() + n.key.len() + 96).sum());
-    out.push('{');
+    let mut hash = FNV_SEED;
+    let mut out = Vec::with_capacity(order.len());
     for n in order {
-        let mut e: BTreeMap<String, Box<RawValue>> = serde_json::from_str(&n.entry_json).unwrap_or_default();
-        e.remove("sessionFile");
-        e.insert("sessionId".into(), json_str(&n.current));
-        e.entry("updatedAt".into())
-            .or_insert_with(|| RawValue::from_string(n.updated_ms.to_string()).expect("a number"));
-        if !e.contains_key("origin") {
-            let origin = e
-                .get("delivery")
-                .and_then(|d| serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(d.get()).ok())
-                .and_then(|mut d| d.remove("origin"));
-            if let Some(o) = origin {
-                e.insert("origin".into(), o);
-            }
-        }
-        if let Some(w) = windows.get(&n.current) {
-            for (field, value) in [
-                ("channel", &w.channel),
-                ("chatType", &w.chat_type),
-                ("modelProvider", &w.model_provider),
-                ("model", &w.model),
-                ("displayName", &w.display_name),
-            ] {
-                if let Some(v) = value
-                    && !e.contains_key(field)
-                {
-                    e.insert(field.into(), json_str(v));
-                }
-            }
-        }
-        if let Some(l) = &n.label {
-            e.insert("label".into(), json_str(l));
-        }
+        let w = windows.get(&n.current);
+        let facts = store::NodeFacts {
+            session_id: &n.current,
+            updated_ms: n.updated_ms,
+            label: n.label.as_deref(),
+            channel: w.and_then(|w| w.channel.as_deref()),
+            chat_type: w.and_then(|w| w.chat_type.as_deref()),
+            model_provider: w.and_then(|w| w.model_provider.as_deref()),
+            model: w.and_then(|w| w.model.as_deref()),
+            display_name: w.and_then(|w| w.display_name.as_deref()),
+        };
         // The family: the entry's own list, then the previous-instance chain, then any other
         // instance of the key.
-        let mut family: Vec<String> = e
-            .get("usageFamilySessionIds")
-            .and_then(|v| serde_json::from_str::<Vec<String>>(v.get()).ok())
-            .unwrap_or_default();
-        let mut seen: HashSet<String> = family.iter().cloned().collect();
-        seen.insert(n.current.clone());
-        let mut at = windows.get(&n.current).and_then(|w| w.previous.clone());
-        while let Some(id) = at {
-            if !seen.insert(id.clone()) {
-                break;
+        let e = store::node_entry(n.key.clone(), &n.entry_json, &facts, |mut family| {
+            let mut seen: HashSet<String> = family.iter().cloned().collect();
+            seen.insert(n.current.clone());
+            let mut at = w.and_then(|w| w.previous.clone());
+            while let Some(id) = at {
+                if !seen.insert(id.clone()) {
+                    break;
+                }
+                at = windows.get(&id).and_then(|w| w.previous.clone());
+                family.push(id);
             }
-            at = windows.get(&id).and_then(|w| w.previous.clone());
-            family.push(id);
-        }
-        let mut same_key: Vec<&str> = by_key.get(n.key.as_str()).cloned().unwrap_or_default();
-        same_key.sort_unstable();
-        for id in same_key {
-            if seen.insert(id.to_owned()) {
-                family.push(id.to_owned());
+            let mut same_key: Vec<&str> = by_key.get(n.key.as_str()).cloned().unwrap_or_default();
+            same_key.sort_unstable();
+            for id in same_key {
+                if seen.insert(id.to_owned()) {
+                    family.push(id.to_owned());
+                }
             }
-        }
-        if !family.is_empty() {
-            let raw = serde_json::to_string(&family).expect("strings serialise");
-            e.insert("usageFamilySessionIds".into(), RawValue::from_string(raw).expect("valid JSON"));
-        }
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(&n.key).expect("a string serialises"));
-        out.push(':');
-        out.push_str(&serde_json::to_string(&e).expect("raw JSON serialises"));
+            family
+        });
+        hash = fnv1a(hash, &e.hash().to_le_bytes());
+        out.push(e);
     }
-    out.push('}');
-    out
+    (out, hash)
 }
 
 /// A connection to one database, reused while [`Pooled::valid`] (a job thread's, or a listing's).
@@ -1432,7 +1396,7 @@ mod tests {
     /// The index text is written entry by entry; it must be what serialising the map of all
     /// entries wrote (its hash is persisted: another text would rebuild every agent's entries).
     #[test]
-    fn the_session_index_text_is_the_map_of_its_entries() {
+    fn the_session_index_is_the_entries_of_its_nodes() {
         let node = |key: &str, current: &str, json: &str| Node {
             key: key.into(),
             current: current.into(),
@@ -1440,32 +1404,182 @@ mod tests {
             label: None,
             updated_ms: 5,
         };
-        let nodes = [
-            node("agent:main:z", "s3", r#"{"updatedAt":3,"z":{"b":1,"a":2}}"#),
-            node("agent:main:a\"q", "s1", r#"{"sessionFile":"x","chatType":"direct"}"#),
+        let mut nodes = vec![
+            node("agent:main:z", "s3", r#"{"updatedAt":3,"label":"old","origin":{"b":1, "a":2},"x":[1]}"#),
+            node(
+                "agent:main:a\"q",
+                "s1",
+                r#"{"sessionFile":"/x/y.jsonl","chatType":"direct","usageFamilySessionIds":["s9"]}"#,
+            ),
             node("agent:main:m", "s2", "not json"),
+            node(
+                "agent:main:d",
+                "s4",
+                r#"{"sessionId":"other","delivery":{"origin":{"provider":"slack","chatType":"group"}}}"#,
+            ),
+            node("agent:main:z", "s5", r#"{"updatedAt":4}"#),
+        ];
+        nodes[4].label = Some("new".into());
+        let window = |key: &str, previous: Option<&str>| Window {
+            key: key.into(),
+            previous: previous.map(Into::into),
+            updated_ms: Some(1),
+            channel: Some("telegram".into()),
+            chat_type: Some("group".into()),
+            model_provider: None,
+            display_name: None,
+            model: Some("gpt-5".into()),
+        };
+        let mut windows = HashMap::new();
+        windows.insert("s1".to_owned(), window("agent:main:a\"q", Some("s0")));
+        windows.insert("s0".to_owned(), window("agent:main:a\"q", None));
+        windows.insert("s7".to_owned(), window("agent:main:a\"q", None));
+        let (entries, hash) = session_entries(&nodes, &windows);
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["agent:main:a\"q", "agent:main:d", "agent:main:m", "agent:main:z"],
+            "key order, the last node of a key"
+        );
+        let by = |k: &str| entries.iter().find(|e| e.key == k).unwrap();
+        let a = by("agent:main:a\"q");
+        assert_eq!((a.session_id.as_str(), a.session_file_name.as_deref()), ("s1", None));
+        // The entry's own chat type stays; the window fills what the entry lacks.
+        assert_eq!(
+            (a.chat_type.as_deref(), a.channel.as_deref(), a.model.as_deref()),
+            (Some("direct"), Some("telegram"), Some("gpt-5"))
+        );
+        assert_eq!(a.family_ids, ["s9", "s0", "s7"], "own list, previous chain, same key");
+        assert_eq!(a.updated_at, Some(5.0), "the node's time where the entry has none");
+        let d = by("agent:main:d");
+        assert_eq!(d.session_id, "s4", "current_session_id over the entry's");
+        assert_eq!((d.channel.as_deref(), d.chat_type.as_deref()), (Some("slack"), Some("group")));
+        assert_eq!(
+            d.origin.as_deref(),
+            Some(r#"{"provider":"slack","chatType":"group"}"#),
+            "origin from delivery"
+        );
+        let m = by("agent:main:m");
+        assert_eq!(
+            (m.session_id.as_str(), m.updated_at, m.label.as_deref()),
+            ("s2", Some(5.0), None),
+            "not JSON: the node alone"
+        );
+        let z = by("agent:main:z");
+        assert_eq!((z.session_id.as_str(), z.updated_at, z.label.as_deref()), ("s5", Some(4.0), Some("new")));
+        // The hash follows the entries: the same nodes give the same, any change another.
+        assert_eq!(session_entries(&nodes, &windows).1, hash);
+        nodes[0].entry_json = r#"{"updatedAt":3,"label":"old","origin":{"b":1,"a":3}}"#.into();
+        nodes[4].entry_json = r#"{"updatedAt":4.5}"#.into();
+        assert_ne!(session_entries(&nodes, &windows).1, hash);
+        let (none, empty) = session_entries(&[], &windows);
+        assert!(none.is_empty());
+        assert_ne!(empty, hash);
+    }
+
+    /// The entries built from nodes are the ones the `sessions.json` text they stand for (the
+    /// way they were built before) parses to.
+    #[test]
+    fn node_entries_are_what_their_sessions_json_text_parses_to() {
+        let node = |key: &str, current: &str, json: &str, label: Option<&str>| Node {
+            key: key.into(),
+            current: current.into(),
+            entry_json: json.into(),
+            label: label.map(Into::into),
+            updated_ms: 1_700_000_000_000,
+        };
+        let nodes = [
+            node(
+                "agent:main:discord:group:g6",
+                "s1",
+                r#"{"origin":null,"usageFamilySessionIds":[1,"s8"]}"#,
+                None,
+            ),
+            node(
+                "agent:main:b",
+                "s2",
+                r#"{"chatType":"direct","channel":"webchat","systemPromptReport":{"b": 1}}"#,
+                Some("L"),
+            ),
+            node("agent:main:c", "s3", r#"[1,2]"#, None),
+            node(
+                "agent:main:e",
+                "s4",
+                r#"{"updatedAt":null,"modelOverride":"m","providerOverride":"p","usageFamilyKey":"k"}"#,
+                None,
+            ),
         ];
         let mut windows = HashMap::new();
         windows.insert(
             "s1".to_owned(),
             Window {
-                key: "agent:main:a\"q".into(),
-                previous: Some("s0".into()),
-                updated_ms: Some(1),
-                channel: Some("telegram".into()),
+                key: "agent:main:discord:group:g6".into(),
+                previous: None,
+                updated_ms: None,
+                channel: Some("discord".into()),
                 chat_type: None,
-                model_provider: None,
+                model_provider: Some("openai".into()),
                 display_name: None,
-                model: Some("gpt-5".into()),
+                model: None,
             },
         );
-        let text = sessions_json(&nodes, &windows);
-        let parsed: BTreeMap<String, BTreeMap<String, Box<RawValue>>> = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
-        assert_eq!(parsed.keys().collect::<Vec<_>>(), ["agent:main:a\"q", "agent:main:m", "agent:main:z"]);
-        assert_eq!(parsed["agent:main:a\"q"]["usageFamilySessionIds"].get(), r#"["s0"]"#);
-        assert_eq!(parsed["agent:main:z"]["z"].get(), r#"{"b":1,"a":2}"#, "raw values keep their order");
-        assert_eq!(sessions_json(&[], &windows), "{}");
+        windows.insert(
+            "s4".to_owned(),
+            Window {
+                key: "agent:main:e".into(),
+                previous: None,
+                updated_ms: None,
+                channel: None,
+                chat_type: None,
+                model_provider: None,
+                display_name: Some("d".into()),
+                model: None,
+            },
+        );
+        let (entries, _) = session_entries(&nodes, &windows);
+        // The text, as it was written before: each entry's map with the node's columns set.
+        let mut text = String::from("{");
+        for (i, e) in entries.iter().enumerate() {
+            let n = nodes.iter().find(|n| n.key == e.key).unwrap();
+            let mut m: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(&n.entry_json).unwrap_or_default();
+            m.remove("sessionFile");
+            m.insert("sessionId".into(), n.current.clone().into());
+            m.entry("updatedAt".into()).or_insert(n.updated_ms.into());
+            if let Some(w) = windows.get(&n.current) {
+                for (f, v) in [
+                    ("channel", &w.channel),
+                    ("chatType", &w.chat_type),
+                    ("modelProvider", &w.model_provider),
+                    ("model", &w.model),
+                    ("displayName", &w.display_name),
+                ] {
+                    if let Some(v) = v {
+                        m.entry(f.into()).or_insert(v.clone().into());
+                    }
+                }
+            }
+            if let Some(l) = &n.label {
+                m.insert("label".into(), l.clone().into());
+            }
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(&n.key).unwrap());
+            text.push(':');
+            text.push_str(&serde_json::to_string(&m).unwrap());
+        }
+        text.push('}');
+        let parsed = store::parse_entries(text.as_bytes()).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{entries:?}"));
+        let by = |k: &str| entries.iter().find(|e| e.key == k).unwrap();
+        let g = by("agent:main:discord:group:g6");
+        assert_eq!(
+            (g.label.as_deref(), g.family_ids.as_slice()),
+            (Some("discord:g-g6"), &["s8".to_owned()][..])
+        );
+        assert_eq!(by("agent:main:e").label.as_deref(), Some("d"), "the window's display name");
+        assert_eq!(by("agent:main:b").channel, None, "an internal channel");
     }
 
     #[test]

@@ -105,6 +105,8 @@ struct Fields<'a> {
     session_file: Option<Value>,
     origin: Option<&'a RawValue>,
     system_prompt_report: Option<&'a RawValue>,
+    /// 2026.9's delivery state, where [`node_entry`] finds an `origin` the entry lacks.
+    delivery: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -138,6 +140,10 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         }
                         "systemPromptReport" => {
                             f.system_prompt_report = Some(map.next_value()?);
+                            continue;
+                        }
+                        "delivery" => {
+                            f.delivery = Some(map.next_value()?);
                             continue;
                         }
                         _ => {
@@ -225,7 +231,83 @@ fn group_title(key: &str) -> Option<String> {
 
 /// One entry from its key and raw JSON text; `None` without a string `sessionId`.
 fn entry_of(key: String, raw: &str) -> Option<StoreEntry> {
-    let f: Fields<'_> = serde_json::from_str(raw).ok()?;
+    entry_from(key, serde_json::from_str(raw).ok()?)
+}
+
+/// What an OpenClaw 2026.7+ session node holds beside its `entry_json` (the `sessions.json`
+/// entry it was imported from): where 2026.9 moved a field out of the entry, these fill it in.
+#[derive(Debug, Default)]
+pub struct NodeFacts<'a> {
+    /// `current_session_id`: the entry's `sessionId`.
+    pub session_id: &'a str,
+    /// The node's update time: `updatedAt` when the entry has none.
+    pub updated_ms: i64,
+    /// The node's label, over the entry's.
+    pub label: Option<&'a str>,
+    /// The current window's `channel`, `chatType`, `modelProvider`, `model` and `displayName`,
+    /// each where the entry has none.
+    pub channel: Option<&'a str>,
+    pub chat_type: Option<&'a str>,
+    pub model_provider: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+}
+
+/// The entry a session node stands for: its `entry_json` (not an object: the node's facts
+/// alone) without `sessionFile`, with `n` filled in, `origin` from `delivery.origin` when it
+/// has none, and `family` given the entry's own `usageFamilySessionIds` (a list of strings,
+/// else none) returning the whole family (empty: the entry's own field stays as it is).
+/// Built from the parsed fields, not from a `sessions.json` text written and parsed again
+/// (that round trip was most of listing a database of 6,000 sessions).
+pub fn node_entry(
+    key: String,
+    entry_json: &str,
+    n: &NodeFacts<'_>,
+    family: impl FnOnce(Vec<String>) -> Vec<String>,
+) -> StoreEntry {
+    let mut f: Fields<'_> = serde_json::from_str(entry_json).unwrap_or_default();
+    f.session_file = None;
+    f.session_id = Some(Value::String(n.session_id.to_owned()));
+    if f.updated_at.is_none() {
+        f.updated_at = Some(Value::from(n.updated_ms));
+    }
+    if f.origin.is_none() {
+        f.origin = f
+            .delivery
+            .and_then(|d| serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(d.get()).ok())
+            .and_then(|mut d| d.remove("origin"));
+    }
+    for (slot, value) in [
+        (&mut f.channel, n.channel),
+        (&mut f.chat_type, n.chat_type),
+        (&mut f.model_provider, n.model_provider),
+        (&mut f.model, n.model),
+        (&mut f.display_name, n.display_name),
+    ] {
+        if slot.is_none()
+            && let Some(v) = value
+        {
+            *slot = Some(Value::String(v.to_owned()));
+        }
+    }
+    if let Some(l) = n.label {
+        f.label = Some(Value::String(l.to_owned()));
+    }
+    let own: Vec<String> = f
+        .family_ids
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let family = family(own);
+    if !family.is_empty() {
+        f.family_ids = Some(Value::Array(family.into_iter().map(Value::String).collect()));
+    }
+    entry_from(key, f).expect("a string sessionId was set")
+}
+
+/// One entry from its key and parsed fields; `None` without a string `sessionId`.
+fn entry_from(key: String, f: Fields<'_>) -> Option<StoreEntry> {
     let session_id = str_of(&f.session_id)?;
     let origin: Option<Value> =
         f.origin.and_then(|o| serde_json::from_str::<Value>(o.get()).ok()).filter(|o| !o.is_null());

@@ -272,7 +272,8 @@ fn a_cold_build_answers_before_making_the_indexes_only_refreshes_read() {
         names.dedup();
         names
     };
-    let all = ["files_name", "files_order", "files_stat", "rowvals_cost", "rowvals_messages", "rowvals_tokens"];
+    let all =
+        ["files_name", "files_order", "files_stat", "rowvals_cost", "rowvals_messages", "rowvals_tokens"];
     let mut by_cost = query(Method::SessionsUsage);
     by_cost.sort = Some(ipc_proto::RowSort { key: ipc_proto::SortKey::Cost, descending: true });
     for after_answer in [true, false] {
