@@ -162,6 +162,8 @@ pub struct Index {
     bulk: bool,
     /// A cold build ended with some [`DEFERRED`] indexes still to make ([`Index::end_late`]).
     late: bool,
+    /// A cold build's WAL is still to checkpoint ([`Index::checkpoint_due`]).
+    wal_due: bool,
 }
 
 impl std::fmt::Debug for Index {
@@ -247,8 +249,8 @@ CREATE TABLE IF NOT EXISTS family(
 const CHECKPOINT_PAGES: i64 = 4096;
 /// WAL pages between checkpoints during a cold build (256 MB): the answer waits for no
 /// checkpoint on a store of ~50,000 sessions (a 124 MB index; checkpoints were ~13% of the
-/// writing thread), and one of 200,000 has a few. [`Index::end_late`] checkpoints after the
-/// answer.
+/// writing thread), and one of 200,000 has a few. [`Index::checkpoint_due`] checkpoints once
+/// the worker is idle.
 const BULK_CHECKPOINT_PAGES: i64 = 65_536;
 /// What a WAL is cut back to at a reset (see [`BULK_CHECKPOINT_PAGES`]).
 const JOURNAL_LIMIT_BYTES: i64 = 64 << 20;
@@ -391,6 +393,7 @@ impl Index {
             discarded: false,
             bulk: false,
             late: false,
+            wal_due: false,
         }))
     }
 
@@ -450,13 +453,25 @@ impl Index {
         for t in rowvals_tables(&self.conn)? {
             self.conn.execute_batch(&rowvals_indexes_sql(&t))?;
         }
-        self.conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
-        // The cold build's WAL, copied into the database now that its answer is out. Busy
-        // (a reader in another process) is no failure: the next checkpoints do it.
-        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         self.late = false;
+        self.wal_due = true;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "Made the deferred indexes.");
         Ok(())
+    }
+
+    /// Checkpoints a cold build's WAL (up to [`BULK_CHECKPOINT_PAGES`]) into the database and
+    /// goes back to checkpointing every [`CHECKPOINT_PAGES`]: called when the worker is idle
+    /// (and at exit), since copying ~145 MB of WAL took ~250 ms that the next call waited
+    /// for when [`Index::end_late`] did it. Until then answers read through the larger WAL.
+    pub fn checkpoint_due(&mut self) {
+        if !std::mem::take(&mut self.wal_due) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES);
+        // Busy (a reader in another process) is no failure: the next checkpoints do it.
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "Checkpointed the cold build's WAL.");
     }
 
     fn generation(&mut self) -> i64 {

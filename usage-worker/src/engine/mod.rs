@@ -496,6 +496,7 @@ impl Engine {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "Cannot save live aggregates; a restart rebuilds them."),
         }
+        index.checkpoint_due();
     }
 
     /// Work an answer does not wait for, done once it is sent (and before the next job, in case

@@ -296,6 +296,22 @@ fn a_cold_build_answers_before_making_the_indexes_only_refreshes_read() {
         if after_answer {
             e.after_answer();
             assert_eq!(indexes(&e), all);
+            // The cold build's WAL is checkpointed when the worker is idle (`save`), not by
+            // the answer's aftermath: until then checkpoints stay 256 MB apart.
+            let pages = |e: &Engine| -> i64 {
+                e.index
+                    .as_ref()
+                    .unwrap()
+                    .conn()
+                    .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                    .unwrap()
+            };
+            let wal = e.index.as_ref().unwrap().path().with_extension("sqlite-wal");
+            assert_eq!(pages(&e), 65_536);
+            assert!(std::fs::metadata(&wal).unwrap().len() > 0, "frames still in the WAL");
+            e.save();
+            assert_eq!(pages(&e), 4096);
+            assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "checkpointed and truncated");
         }
         // Turns appended: the next refresh lists the agent's files.
         let extra = transcript(&mut Rng::new(7), "x", &SPEC, 1_793_000_000_000);
