@@ -133,8 +133,9 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
             if let (Some(a), Some(k)) = (&agent_id, &key_agent) {
                 if normalize_agent_id(a) != *k {
                     return Err(ParamsError::new(format!(
-                        "agent \"{}\" does not match session key agent \"{k}\"",
-                        shown(&normalize_agent_id(a))
+                        "agent \"{}\" does not match session key agent \"{}\"",
+                        shown(&normalize_agent_id(a)),
+                        shown(k)
                     )));
                 }
             }
@@ -167,7 +168,10 @@ pub fn parse(method: Method, params: &Value, now: Timestamp) -> Result<UsageQuer
         Some("instance") => GroupBy::Instance,
         Some("family") => GroupBy::Family,
         Some(other) => {
-            return Err(invalid(method, format!("groupBy must be instance or family, got \"{other}\"")));
+            return Err(invalid(
+                method,
+                format!("groupBy must be instance or family, got \"{}\"", shown(other)),
+            ));
         }
     };
     let include_context_weight = opt_bool(method, obj, "includeContextWeight")?.unwrap_or(false);
@@ -533,6 +537,24 @@ mod tests {
         assert_eq!(err.message, "key is required for logs");
         // usage.cost ignores what it does not know, as OpenClaw's hand validation does.
         assert!(q(Method::UsageCost, json!({"range":"all","bogus":1})).is_ok());
+    }
+
+    /// A refused value is echoed short, however long (up to the 512-byte string bound) it is.
+    #[test]
+    fn refusals_echo_at_most_a_short_piece_of_a_value() {
+        let long = "k".repeat(MAX_STRING_PARAM_BYTES);
+        let other = format!("agent:{}:main", "k".repeat(400));
+        for (method, params) in [
+            (Method::UsageCost, json!({"groupBy": long})),
+            (Method::SessionsUsage, json!({"sortBy": long})),
+            (Method::SessionsUsage, json!({"sortDir": long})),
+            (Method::SessionsUsage, json!({"key": other, "agentId": "main"})),
+            (Method::SessionsUsage, json!({"key": "agent:a:main", "agentId": long})),
+        ] {
+            let message = q(method, params.clone()).unwrap_err().message;
+            assert!(message.len() < 200, "{params}: {message}");
+            assert!(message.contains("kkkk") && message.contains('…'), "{params}: {message}");
+        }
     }
 
     #[test]
