@@ -886,24 +886,26 @@ fn a_complete_listing_that_is_due_is_made_while_idle() {
     assert_json_close(&normalise(v1), &normalise(v2), "after the idle listing");
 }
 
+/// `n` bare entries `k<i>` -> session `s<i>`.
+fn entries(n: usize) -> Vec<crate::engine::store::StoreEntry> {
+    (0..n)
+        .map(|i| crate::engine::store::StoreEntry {
+            key: format!("k{i}"),
+            session_id: format!("s{i}"),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// What a cold build holds beside an agent's files stays bounded: the row-facts memo exists only
 /// for agents of at most `MEMO_MAX` entries (a 22,000-session agent keeps looking its entries up
 /// in the index), and only those agents have the next agent listed while they are parsed.
 #[test]
 fn the_row_facts_memo_and_the_listing_ahead_are_only_for_agents_of_bounded_size() {
-    use crate::engine::{LIST_AHEAD_JOBS, MEMO_MAX, Put, store::StoreEntry};
+    use crate::engine::{LIST_AHEAD_JOBS, MEMO_MAX, Put};
     let dir = tempfile::tempdir().unwrap();
     let mut e = engine(dir.path());
     e.open().unwrap();
-    let entries = |n: usize| -> Vec<StoreEntry> {
-        (0..n)
-            .map(|i| StoreEntry {
-                key: format!("k{i}"),
-                session_id: format!("s{i}"),
-                ..StoreEntry::default()
-            })
-            .collect()
-    };
     e.put_entries("a", entries(10), Put::All).unwrap();
     assert!(e.memo.is_some(), "a small agent's entries are held for its parse");
     e.put_entries("a", entries(MEMO_MAX + 1), Put::All).unwrap();
@@ -916,18 +918,9 @@ fn the_row_facts_memo_and_the_listing_ahead_are_only_for_agents_of_bounded_size(
 /// or past the memo's bound, they are written at once.
 #[test]
 fn a_cold_agents_entries_are_written_once_its_parsers_start() {
-    use crate::engine::{MEMO_MAX, Put, store::StoreEntry};
+    use crate::engine::{MEMO_MAX, Put};
     let dir = sqlite_copy();
     let mut e = engine(dir.path());
-    let entries = |n: usize| -> Vec<StoreEntry> {
-        (0..n)
-            .map(|i| StoreEntry {
-                key: format!("k{i}"),
-                session_id: format!("s{i}"),
-                ..StoreEntry::default()
-            })
-            .collect()
-    };
     e.open().unwrap();
     assert!(e.index_mut().begin_bulk().unwrap(), "nothing indexed yet");
     e.put_entries("a", entries(3), Put::All).unwrap();
