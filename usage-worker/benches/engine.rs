@@ -15,8 +15,9 @@
 //! are checked against the generator's manifest. Timings are round trips as the gateway sees
 //! them.
 //!
-//! Stores: `seed` (the incident: 9 agents x 184 sessions x 100 turns, 1.45 GB), `many` (9 x
-//! 6,000 short sessions over a year), `many-sqlite` (the same in OpenClaw 2026.7+'s SQLite
+//! Stores: `seed` (the incident: 9 agents x 184 sessions x 100 turns, 1.45 GB), `seed-sqlite`
+//! (the same in OpenClaw 2026.7+'s SQLite layout, as OpenClaw's import leaves such a store; the
+//! seed's targets), `many` (9 x 6,000 short sessions over a year), `many-sqlite` (the same in OpenClaw 2026.7+'s SQLite
 //! layout), `huge` (9 x 22,000 sessions), `huge-sqlite` (the same in SQLite) and `wide`
 //! (sessions spanning weeks of quarter hours, a model switch every three turns, tools from a
 //! wide set).
@@ -681,8 +682,19 @@ fn stores() -> Vec<StoreSpec> {
     vec![
         StoreSpec {
             name: "seed",
-            spec: seed,
+            spec: seed.clone(),
             sqlite: false,
+            targets: Targets {
+                cold_over_cat: Some(3.5),
+                warm_ms: Some(10.0),
+                rss_mb: Some(64.0),
+                ..Targets::default()
+            },
+        },
+        StoreSpec {
+            name: "seed-sqlite",
+            spec: seed,
+            sqlite: true,
             targets: Targets {
                 cold_over_cat: Some(3.5),
                 warm_ms: Some(10.0),

@@ -325,28 +325,30 @@ pub fn tool_result_projection(nav: &[u8]) -> Option<&[u8]> {
     }
     let mut c = Cursor::new(nav);
     let mut model: &[u8] = &[];
+    let (mut is_message, mut is_tool_result) = (false, false);
+    // The projection is read where it stands, its text taken as it is passed: one pass over it
+    // instead of a skip and a second read.
     fields(&mut c, [b"model"], |c, _| {
-        model = c.raw_value()?;
+        c.peek()?;
+        let start = c.pos();
+        fields(c, [b"type", b"message"], |c, i| {
+            if i == 0 {
+                is_message = c.string()? == "message";
+                Ok(())
+            } else {
+                fields(c, [b"role"], |c, _| {
+                    is_tool_result = c.string()? == "toolResult";
+                    Ok(())
+                })
+            }
+        })?;
+        model = &nav[start..c.pos()];
         Ok(())
     })
     .ok()?;
     if !c.at_end() || (c.saw_non_ascii() && simdutf8::basic::from_utf8(nav).is_err()) {
         return None;
     }
-    let (mut is_message, mut is_tool_result) = (false, false);
-    let mut m = Cursor::new(model);
-    fields(&mut m, [b"type", b"message"], |c, i| {
-        if i == 0 {
-            is_message = c.string()? == "message";
-            Ok(())
-        } else {
-            fields(c, [b"role"], |c, _| {
-                is_tool_result = c.string()? == "toolResult";
-                Ok(())
-            })
-        }
-    })
-    .ok()?;
     (is_message && is_tool_result).then_some(model)
 }
 
