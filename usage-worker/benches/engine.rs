@@ -17,8 +17,8 @@
 //!
 //! Stores: `seed` (the incident: 9 agents x 184 sessions x 100 turns, 1.45 GB), `seed-sqlite`
 //! (the same in OpenClaw 2026.7+'s SQLite layout, as OpenClaw's import leaves such a store; the
-//! seed's targets), `many` (9 x 6,000 short sessions over a year), `many-sqlite` (the same in OpenClaw 2026.7+'s SQLite
-//! layout), `huge` (9 x 22,000 sessions), `huge-sqlite` (the same in SQLite) and `wide`
+//! seed's targets), `many` (9 x 6,000 short sessions over a year), `many-sqlite` (the same in
+//! SQLite), `huge` (9 x 22,000 sessions), `huge-sqlite` (the same in SQLite) and `wide`
 //! (sessions spanning weeks of quarter hours, a model switch every three turns, tools from a
 //! wide set).
 
