@@ -672,6 +672,9 @@ fn stores() -> Vec<StoreSpec> {
         wide,
         ..demo_store::DemoSpec::default()
     };
+    // The seed's targets, in either layout: it is the same store.
+    let small =
+        Targets { cold_over_cat: Some(3.5), warm_ms: Some(10.0), rss_mb: Some(64.0), ..Targets::default() };
     let big = Targets {
         cold_over_cat: Some(6.0),
         warm_ms: Some(20.0),
@@ -680,28 +683,8 @@ fn stores() -> Vec<StoreSpec> {
         rss_mb: Some(128.0),
     };
     vec![
-        StoreSpec {
-            name: "seed",
-            spec: seed.clone(),
-            sqlite: false,
-            targets: Targets {
-                cold_over_cat: Some(3.5),
-                warm_ms: Some(10.0),
-                rss_mb: Some(64.0),
-                ..Targets::default()
-            },
-        },
-        StoreSpec {
-            name: "seed-sqlite",
-            spec: seed,
-            sqlite: true,
-            targets: Targets {
-                cold_over_cat: Some(3.5),
-                warm_ms: Some(10.0),
-                rss_mb: Some(64.0),
-                ..Targets::default()
-            },
-        },
+        StoreSpec { name: "seed", spec: seed.clone(), sqlite: false, targets: small },
+        StoreSpec { name: "seed-sqlite", spec: seed, sqlite: true, targets: small },
         StoreSpec {
             name: "many",
             spec: year(6_000, 3, demo_store::DEFAULT_TOOL_RESULT_BYTES, false),
