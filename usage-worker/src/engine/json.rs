@@ -2,7 +2,8 @@
 //! `f64` range and lone surrogates refused where a value is read, not where it is skipped; no
 //! nesting limit when skipping), but it skips what usage never reads (message text, tool output,
 //! thinking: most of a transcript's bytes) in 64-byte blocks (SSE2, or AVX2 where the CPU has
-//! it; byte by byte elsewhere).
+//! it; byte by byte elsewhere). A string that ends within 32 bytes without an escape (most keys,
+//! ids and times) is found with one look, inlined where it is read or skipped.
 //!
 //! Why not serde_json's own skipping: on a cold read of the seed store it was 40% of the worker's
 //! time, because its scan stops and re-enters at every escape (`\n`, `\"`), and tool output is
@@ -155,8 +156,20 @@ impl<'a> Cursor<'a> {
     }
 
     /// The string at the opening quote, unescaped (borrowed unless it has escapes).
+    #[inline(always)]
     fn string_bytes(&mut self) -> R<Cow<'a, [u8]>> {
         self.i += 1;
+        let start = self.i;
+        if let Some(end) = self.short_string_end() {
+            self.i = end + 1;
+            return Ok(Cow::Borrowed(&self.b[start..end]));
+        }
+        self.long_string_bytes()
+    }
+
+    /// [`Self::string_bytes`] of a string that is long or has escapes.
+    #[inline(never)]
+    fn long_string_bytes(&mut self) -> R<Cow<'a, [u8]>> {
         let start = self.i;
         let mut owned: Option<Vec<u8>> = None;
         let mut from = start;
@@ -232,8 +245,37 @@ impl<'a> Cursor<'a> {
     }
 
     /// Skips the string at its opening quote, checking escapes and control characters.
+    #[inline(always)]
     fn skip_string(&mut self) -> R<()> {
         self.i += 1;
+        // Most skipped strings are short (ids, times, keys, names): handled here, inlined,
+        // instead of in a call that saves every register the block skip needs.
+        if let Some(end) = self.short_string_end() {
+            self.i = end + 1;
+            return Ok(());
+        }
+        self.skip_long_string()
+    }
+
+    /// The closing quote's offset when it is the first `"`, `\` or control character of the
+    /// next 32 bytes (the string then has no escape); bytes ≥ 0x80 before it are recorded.
+    #[inline(always)]
+    fn short_string_end(&mut self) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (hits, high) = sse2::hits32(self.b, self.i)?;
+            let n = hits.trailing_zeros() as usize;
+            if n < 32 && self.b[self.i + n] == b'"' {
+                self.high |= u32::from(high & ((1u64 << n) - 1) != 0);
+                return Some(self.i + n);
+            }
+        }
+        None
+    }
+
+    /// [`Self::skip_string`] past its first 32 bytes' worth, or with escapes.
+    #[inline(never)]
+    fn skip_long_string(&mut self) -> R<()> {
         #[cfg(target_arch = "x86_64")]
         {
             let done = if std::arch::is_x86_feature_detected!("avx2") {
@@ -540,6 +582,31 @@ mod sse2 {
         m
     }
 
+    /// The 32 bytes at `b[i..]`, a bit each: those that are `"`, `\` or < 0x20, and those
+    /// ≥ 0x80. `None` when fewer than 32 bytes are left.
+    #[inline(always)]
+    pub fn hits32(b: &[u8], i: usize) -> Option<(u64, u64)> {
+        let chunk = b.get(i..i + 32)?;
+        let (mut hits, mut high) = (0u64, 0u64);
+        // SAFETY: SSE2 is in the x86_64 baseline; the two loads read `chunk`'s 32 bytes
+        // (unaligned).
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let slash = _mm_set1_epi8(b'\\' as i8);
+            let ctl = _mm_set1_epi8(0x1f);
+            for k in 0..2 {
+                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * k).cast());
+                let hit = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+                    _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl),
+                );
+                hits |= u64::from(_mm_movemask_epi8(hit) as u16) << (16 * k);
+                high |= u64::from(_mm_movemask_epi8(v) as u16) << (16 * k);
+            }
+        }
+        Some((hits, high))
+    }
+
     /// Sixteen bytes per step (SSE2 is part of every x86_64 CPU, so no detection is needed).
     #[inline]
     pub fn scan(b: &[u8], from: usize) -> (Option<usize>, u32) {
@@ -794,6 +861,38 @@ mod tests {
             proptest::prop_assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{}", text);
         }
 
+
+        /// Strings read whole (keys, kept values) and skipped, short or long, with escapes or
+        /// not, ASCII, UTF-8 or neither, ending anywhere in the text: read, they are what
+        /// serde_json reads (or refused alike); skipped, they end where it ends them, and any
+        /// byte ≥ 0x80 passed is reported (the caller's UTF-8 check depends on it).
+        #[test]
+        fn strings_read_and_skip_like_serde_json(
+            body in proptest::collection::vec(proptest::sample::select(
+                [b"\\\\\\\"uu0aF9nt/ \x01\xc3\xa9\xe2\x82\xac\xff".as_slice(), &[b'x'; 24]].concat()), 0..90),
+            pad in 0usize..40,
+        ) {
+            let mut text = vec![b'"'];
+            text.extend_from_slice(&body);
+            text.push(b'"');
+            text.extend(std::iter::repeat_n(b' ', pad));
+            let want = serde_json::from_slice::<String>(&text).ok();
+            let mut c = Cursor::new(&text);
+            let got = c.string().map(Cow::into_owned).ok().filter(|_| c.at_end());
+            proptest::prop_assert_eq!(&got, &want);
+            let mut c = Cursor::new(&text);
+            if c.skip_str().is_ok() {
+                let end = c.pos();
+                if text[..end].iter().any(|b| *b >= 0x80) {
+                    proptest::prop_assert!(c.saw_non_ascii());
+                }
+                if want.is_some() {
+                    proptest::prop_assert_eq!(end, text.len() - pad);
+                }
+            } else {
+                proptest::prop_assert!(want.is_none());
+            }
+        }
 
         /// The 64-byte block skip against the byte-at-a-time one: the same verdict, the same end,
         /// on strings dense in backslashes, quotes, `\u` escapes and control bytes.
