@@ -1117,8 +1117,12 @@ fn read_session(
     Ok((rollup, bytes))
 }
 
-/// Rows read per read transaction by [`run_bulk`].
+/// Rows read per read transaction by [`run_bulk`] (a few in unit tests, so that their small
+/// stores have slices that end inside and between sessions).
+#[cfg(not(test))]
 const BULK_SLICE_ROWS: i64 = 4096;
+#[cfg(test)]
+const BULK_SLICE_ROWS: i64 = 5;
 
 /// Reads many sessions of one database from scratch in one pass over its events, in key order,
 /// handing each session's result to `send` as soon as its rows are read. A cold read of a
@@ -1144,18 +1148,29 @@ pub(super) fn run_bulk(
         let mut decoder = DecoderGuard::take()?;
         // The session being read: its listing, rollup, skips, checkpoint and bytes.
         let mut current: Option<(Discovered, FileRollup, SkipCounts, SqliteCheckpoint, u64)> = None;
-        let mut after: (String, i64) = (String::new(), i64::MIN);
+        // The last row read; the first slice starts at the first session's first row.
+        let mut after: (String, i64) = (lo, i64::MIN);
+        let mut first = true;
         let mut seen = 0u64;
         loop {
             let tx = conn.unchecked_transaction()?;
             let mut n = 0i64;
             {
-                let mut st = tx.prepare_cached(
+                // The row value is the seek key: each slice starts where the last one ended.
+                // With a separate `session_id >= lo` term SQLite sought to `lo` instead and
+                // stepped over every row already read, slice after slice (a group of long
+                // sessions read ~2x the index rows it needed).
+                let mut st = tx.prepare_cached(if first {
                     "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json FROM transcript_events
-                     WHERE session_id >= ?1 AND session_id <= ?2 AND (session_id, seq) > (?3, ?4)
-                     ORDER BY session_id, seq LIMIT ?5",
-                )?;
-                let mut rows = st.query(params![lo, hi, after.0, after.1, BULK_SLICE_ROWS])?;
+                     WHERE (session_id, seq) >= (?1, ?2) AND session_id <= ?3
+                     ORDER BY session_id, seq LIMIT ?4"
+                } else {
+                    "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json FROM transcript_events
+                     WHERE (session_id, seq) > (?1, ?2) AND session_id <= ?3
+                     ORDER BY session_id, seq LIMIT ?4"
+                })?;
+                first = false;
+                let mut rows = st.query(params![after.0, after.1, hi, BULK_SLICE_ROWS])?;
                 while let Some(r) = rows.next()? {
                     n += 1;
                     seen += 1;
