@@ -33,6 +33,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -1083,7 +1084,7 @@ fn read_session(
                     return Err(SqliteError::Cancelled);
                 }
                 let seq: i64 = r.get(0)?;
-                let (json, zstd, size, nav) = (r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?, r.get_ref(4)?);
+                let (json, zstd, size, nav) = event_columns(r, 1)?;
                 match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
                     Ok((text, size)) => {
                         bytes += size;
@@ -1115,6 +1116,21 @@ fn read_session(
     rollup.checkpoint =
         if cp.rows > 0 { cp.encode() } else { Checkpoint { dev: SQLITE_DEV, ..Checkpoint::default() } };
     Ok((rollup, bytes))
+}
+
+/// A row's event columns from `first` on: `event_json`, `event_zstd`, `event_utf8_bytes`,
+/// `navigation_json`. The last three only for an event that is not plain JSON: OpenClaw stores
+/// one form or the other, and asking SQLite for three NULL columns of each JSON row was ~1% of a
+/// cold read's instructions.
+fn event_columns<'r>(
+    r: &'r rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<(ValueRef<'r>, ValueRef<'r>, ValueRef<'r>, ValueRef<'r>)> {
+    let json = r.get_ref(first)?;
+    if json != ValueRef::Null {
+        return Ok((json, ValueRef::Null, ValueRef::Null, ValueRef::Null));
+    }
+    Ok((json, r.get_ref(first + 1)?, r.get_ref(first + 2)?, r.get_ref(first + 3)?))
 }
 
 /// Rows read per read transaction by [`run_bulk`] (a few in unit tests, so that their small
@@ -1215,8 +1231,7 @@ pub(super) fn run_bulk(
                     }
                     // A session in the range that is not being read (unchanged) is skipped.
                     let Some((disc, rollup, skips, cp, bytes)) = current.as_mut() else { continue };
-                    let (json, zstd, size, nav) =
-                        (r.get_ref(2)?, r.get_ref(3)?, r.get_ref(4)?, r.get_ref(5)?);
+                    let (json, zstd, size, nav) = event_columns(r, 2)?;
                     match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
                         Ok((text, size)) => {
                             *bytes += size;
@@ -1234,6 +1249,9 @@ pub(super) fn run_bulk(
                         fn bytes(v: rusqlite::types::ValueRef<'_>) -> Option<&[u8]> {
                             v.as_bytes_or_null().ok().flatten()
                         }
+                        // `event_zstd` as stored, even beside a JSON event (not OpenClaw's rows,
+                        // but `anchor_at` hashes what is there).
+                        let zstd = if zstd == ValueRef::Null { r.get_ref(3)? } else { zstd };
                         cp.anchor = row_anchor(seq, bytes(json), bytes(zstd));
                     }
                 }
