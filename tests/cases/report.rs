@@ -1,6 +1,6 @@
 //! `clawgate report`: the same figures as the API, from a gateway and straight from a state
 //! dir, for all agents unless asked; colour and the progress bar only on a terminal; the
-//! documented exit codes.
+//! documented exit codes; a report's own worker stopped without waiting for its reader.
 
 use std::{
     io::Read as _,
@@ -340,4 +340,65 @@ fn colour_and_the_progress_bar_only_on_a_terminal() {
     let (code, terminal, _) = report_on_terminal(&args, &[("NO_COLOR", "1")], true, false);
     assert_eq!(code, 0, "{terminal}");
     assert!(terminal.contains("Total") && !terminal.contains('\x1b'), "{terminal:?}");
+}
+
+/// The live processes whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| e2e::proc_stat(*pid).is_some_and(|(ppid, _)| ppid == parent) && e2e::alive(*pid))
+        .collect()
+}
+
+/// A `clawgate report` child, killed if the test ends early (its worker follows its parent).
+struct Report(std::process::Child);
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A report straight from a store tells its worker to stop once it has the answer, and writes
+/// the answer meanwhile: the worker (which finishes a cold read's index on its way out) is gone
+/// even while nobody reads the report yet, and the report waits only for its reader.
+#[test]
+fn a_reports_worker_stops_while_its_output_waits_for_a_reader() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let manifest = demo(&store, 2, 150, 3);
+    let data = dir.path().join("data");
+    let mut command = Command::new(bin("clawgate"));
+    command.args(["report", "session", "--limit", "100000", "--json", "--tz", "UTC", "--state-dir"]);
+    command.arg(&store).arg("--data-dir").arg(&data);
+    for var in ["CLAWGATE_TOKEN", "CLAWGATE_URL", "CLAWGATE_LISTEN", "CLAWGATE_DATA_DIR", "NO_COLOR"] {
+        command.env_remove(var);
+    }
+    command.env("CLAWGATE_WORKER_BIN", bin("clawgate-usage-worker"));
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut report = Report(command.spawn().expect("spawn clawgate report"));
+    let pid = report.0.id();
+    let mut stdout = report.0.stdout.take().expect("stdout");
+    // The first byte: the answer is in, and the rest (far more than a pipe holds) waits.
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("the report starts writing");
+    let stopped = e2e::wait_until(Duration::from_secs(60), || children_of(pid).is_empty().then_some(()));
+    assert!(
+        stopped.is_some(),
+        "the worker {:?} still runs while the report waits for its reader",
+        children_of(pid)
+    );
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read the report");
+    let status = report.0.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let text = format!("{}{rest}", first[0] as char);
+    assert!(text.len() > 128 << 10, "the report outgrows a pipe: {} bytes", text.len());
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert!(doc["rows"].as_array().is_some_and(|rows| rows.len() >= 300), "a row per session at least");
+    assert_totals_eq(&doc["totals"], &manifest["totals"]);
 }

@@ -260,10 +260,27 @@ impl StateDirSource {
         }
     }
 
-    /// Stops the worker (a clean `Shutdown`, then a kill after the grace period) and reaps it.
-    pub fn stop(self) {
+    /// Starts stopping the worker (a clean `Shutdown`, then a kill after the grace period)
+    /// without waiting: [`Stopping::wait`] reaps it. The caller prints meanwhile.
+    pub fn stop(self) -> Stopping {
         let supervisor = self.supervisor.clone();
-        self.runtime.block_on(supervisor.shutdown());
+        let task = self.runtime.spawn(async move { supervisor.shutdown().await });
+        Stopping { runtime: self.runtime, task, _run_dir: self._run_dir }
+    }
+}
+
+/// A worker being stopped ([`StateDirSource::stop`]).
+pub struct Stopping {
+    runtime: tokio::runtime::Runtime,
+    task: tokio::task::JoinHandle<()>,
+    /// The socket's directory outlives the worker.
+    _run_dir: tempfile::TempDir,
+}
+
+impl Stopping {
+    /// Waits until the worker has exited and is reaped.
+    pub fn wait(self) {
+        let _ = self.runtime.block_on(self.task);
     }
 }
 
