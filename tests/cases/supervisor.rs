@@ -55,12 +55,11 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let manifest = demo(&store, 1, 3, 4);
-    let gateway = Gateway::start(
-        dir.path(),
-        &store,
-        &["--worker-memory-max", "64MiB", "--allow-small-worker-memory"],
-        &[],
-    );
+    // The documented floor. Below it the budget (80% of the cap) may leave less room than the
+    // worker's RSS outside the counted heap (code, SQLite's own allocations: 18 MB or more in a
+    // debug build), and the RSS watch killed the worker before the budget refused the job in
+    // about one run in five at 64 MiB.
+    let gateway = Gateway::start(dir.path(), &store, &["--worker-memory-max", "256MiB"], &[]);
     let worker = gateway.ready_worker_pid();
     let cold = gateway.call_ok("sessions.usage", &all_usage());
     assert!(cold["diagnostics"]["bytesParsed"].as_u64() > Some(0), "{}", cold["diagnostics"]);
@@ -72,8 +71,9 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     let took = started.elapsed();
     assert_retryable_unavailable(code, &body);
     assert!(body["error"]["message"].as_str().unwrap().contains("memory budget"), "{body}");
-    // 51 MiB of budget at ~2 ms per MiB: crossed after ~0.1 s, refused well within 1 s of it.
-    assert!(took < Duration::from_millis(1500), "refusal took {took:?}");
+    // 205 MiB of budget at ~2 ms per MiB: crossed after ~0.4 s on an idle machine, 2-4 s with
+    // both cores busy elsewhere (each MiB is touched, then a sleep); a refusal, never a hang.
+    assert!(took < Duration::from_secs(10), "refusal took {took:?}");
 
     let usage = gateway.call_ok("sessions.usage", &all_usage());
     assert_totals_eq(&usage["totals"], &manifest["totals"]);
@@ -85,7 +85,7 @@ fn a_job_over_the_heap_budget_is_refused_and_the_worker_stays_up() {
     assert_eq!(status["worker"]["pid"].as_u64(), Some(u64::from(worker)), "the worker stays up: {status}");
     assert_eq!(status["worker"]["restarts"], 0);
     let memory = &status["worker"]["memory"];
-    assert_eq!(memory["capBytes"], 64 << 20);
+    assert_eq!(memory["capBytes"], 256 << 20);
     assert_eq!(memory["budgetRefusals"], 1, "{memory}");
     assert_eq!(memory["lastAction"]["layer"], "budget", "{memory}");
     eprintln!("budget refusal after {took:?}; health max {:?} over {} probes", report.max, report.count);
