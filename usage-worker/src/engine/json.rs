@@ -582,29 +582,37 @@ mod sse2 {
         m
     }
 
-    /// The 32 bytes at `b[i..]`, a bit each: those that are `"`, `\` or < 0x20, and those
-    /// ≥ 0x80. `None` when fewer than 32 bytes are left.
+    /// The 16 bytes at `p`, a bit each: those a string scan stops at (`"`, `\` or < 0x20),
+    /// and those ≥ 0x80.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading 16 bytes (no alignment needed).
+    #[inline(always)]
+    unsafe fn stops16(p: *const u8) -> (u32, u32) {
+        // SAFETY: SSE2 is in the x86_64 baseline; the caller vouches for the 16 bytes.
+        unsafe {
+            let v = _mm_loadu_si128(p.cast());
+            let ctl = _mm_set1_epi8(0x1f);
+            let hit = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)),
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)),
+                ),
+                // v ≤ 0x1f unsigned.
+                _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl),
+            );
+            (_mm_movemask_epi8(hit) as u32, _mm_movemask_epi8(v) as u32)
+        }
+    }
+
+    /// The 32 bytes at `b[i..]` as [`stops16`] gives them. `None` when fewer than 32 bytes are
+    /// left.
     #[inline(always)]
     pub fn hits32(b: &[u8], i: usize) -> Option<(u64, u64)> {
         let chunk = b.get(i..i + 32)?;
-        let (mut hits, mut high) = (0u64, 0u64);
-        // SAFETY: SSE2 is in the x86_64 baseline; the two loads read `chunk`'s 32 bytes
-        // (unaligned).
-        unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let slash = _mm_set1_epi8(b'\\' as i8);
-            let ctl = _mm_set1_epi8(0x1f);
-            for k in 0..2 {
-                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * k).cast());
-                let hit = _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
-                    _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl),
-                );
-                hits |= u64::from(_mm_movemask_epi8(hit) as u16) << (16 * k);
-                high |= u64::from(_mm_movemask_epi8(v) as u16) << (16 * k);
-            }
-        }
-        Some((hits, high))
+        // SAFETY: both halves lie inside `chunk`.
+        let ((h0, x0), (h1, x1)) = unsafe { (stops16(chunk.as_ptr()), stops16(chunk.as_ptr().add(16))) };
+        Some((u64::from(h0) | u64::from(h1) << 16, u64::from(x0) | u64::from(x1) << 16))
     }
 
     /// Sixteen bytes per step (SSE2 is part of every x86_64 CPU, so no detection is needed).
@@ -612,26 +620,14 @@ mod sse2 {
     pub fn scan(b: &[u8], from: usize) -> (Option<usize>, u32) {
         let mut i = from;
         let mut high = 0u32;
-        // SAFETY: SSE2 is in the x86_64 baseline; each load reads b[i..i + 16], in bounds by the
-        // loop condition, and `loadu` has no alignment requirement.
-        unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let slash = _mm_set1_epi8(b'\\' as i8);
-            let ctl = _mm_set1_epi8(0x1f);
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
-                let hit = _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
-                    // v ≤ 0x1f unsigned.
-                    _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl),
-                );
-                high |= _mm_movemask_epi8(v) as u32;
-                let mask = _mm_movemask_epi8(hit) as u32;
-                if mask != 0 {
-                    return (Some(i + mask.trailing_zeros() as usize), high);
-                }
-                i += 16;
+        while i + 16 <= b.len() {
+            // SAFETY: b[i..i + 16] is in bounds by the loop condition.
+            let (mask, h) = unsafe { stops16(b.as_ptr().add(i)) };
+            high |= h;
+            if mask != 0 {
+                return (Some(i + mask.trailing_zeros() as usize), high);
             }
+            i += 16;
         }
         let (found, tail_high) = super::scan_bytes(b, i);
         (found, high | tail_high)
