@@ -29,11 +29,19 @@ pub struct Cursor<'a> {
     i: usize,
     /// OR of the bytes' high bits seen while scanning strings (over-approximate: a whole block).
     high: u32,
+    /// Numbers that are only skipped must still fit an `f64` ([`Cursor::with_numbers_in_range`]).
+    numbers_in_range: bool,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Self {
-        Cursor { b, i: 0, high: 0 }
+        Cursor { b, i: 0, high: 0, numbers_in_range: false }
+    }
+
+    /// A cursor that refuses a number out of `f64` range even where it only skips it, as
+    /// serde_json does when it reads the text into a value.
+    pub fn with_numbers_in_range(b: &'a [u8]) -> Self {
+        Cursor { numbers_in_range: true, ..Cursor::new(b) }
     }
 
     /// Whether any byte ≥ 0x80 may have been passed: then the text's UTF-8 is still to be checked.
@@ -460,7 +468,11 @@ impl<'a> Cursor<'a> {
             match self.peek()? {
                 b'"' => self.skip_string()?,
                 b'-' | b'0'..=b'9' => {
-                    self.scan_number()?;
+                    if self.numbers_in_range {
+                        self.number()?;
+                    } else {
+                        self.scan_number()?;
+                    }
                 }
                 c @ (b'{' | b'[') => {
                     self.i += 1;

@@ -296,7 +296,8 @@ impl RowDecoder {
 /// `toolName`, `isError`, ... with the content reduced to its tool calls. For a tool result that
 /// is everything usage reads (role, times, `isError`), so folding the projection counts exactly
 /// what folding the event would. Other roles are `None` (the projection drops their usage), as is
-/// anything that does not parse as that shape, a repeated key included: such rows are inflated.
+/// anything that does not parse as that shape, a repeated key or a number out of `f64` range
+/// included: such rows are inflated.
 ///
 /// Read with the JSON cursor (serde_json's two passes were 7% of a cold read of a database of
 /// 54,000 sessions): the same grammar; a text that is not UTF-8 is not taken.
@@ -323,7 +324,10 @@ pub fn tool_result_projection(nav: &[u8]) -> Option<&[u8]> {
     if nav.len() > MAX_NAVIGATION_BYTES {
         return None;
     }
-    let mut c = Cursor::new(nav);
+    // Every number in range: the line reader refuses a number out of `f64` range where it reads
+    // one (a `timestamp`, a `durationMs`), so a projection holding one would fold as a malformed
+    // line where the event would have been judged itself.
+    let mut c = Cursor::with_numbers_in_range(nav);
     let mut model: &[u8] = &[];
     let (mut is_message, mut is_tool_result) = (false, false);
     // The projection is read where it stands, its text taken as it is passed: one pass over it
@@ -375,6 +379,8 @@ pub fn tool_result_projection_serde(nav: &[u8]) -> Option<&[u8]> {
     if nav.len() > MAX_NAVIGATION_BYTES {
         return None;
     }
+    // Read whole as a value, as serde_json refuses a number out of `f64` range there.
+    serde_json::from_slice::<serde_json::Value>(nav).ok()?;
     let nav: Nav<'_> = serde_json::from_slice(nav).ok()?;
     let model: Model<'_> = serde_json::from_str(nav.model.get()).ok()?;
     (model.ty == "message" && model.message.role == "toolResult").then_some(nav.model.get().as_bytes())
