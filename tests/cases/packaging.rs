@@ -10,7 +10,7 @@ use std::{
     fs,
     os::unix::{fs::PermissionsExt as _, net::UnixDatagram},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -852,7 +852,7 @@ fn unit_exec(unit: &str, runtime: &Path) -> (PathBuf, Vec<String>) {
 
 /// The worker as `clawgate-usage-worker.service` runs it, with `OPENCLAW_STATE_DIR` as the
 /// environment file sets it; killed on drop.
-struct ExternalWorker(Child);
+struct ExternalWorker(e2e::Reaped);
 
 impl ExternalWorker {
     fn start(runtime: &Path, store: &Path, log: &Path) -> ExternalWorker {
@@ -866,19 +866,13 @@ impl ExternalWorker {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn worker");
-        ExternalWorker(child)
+        ExternalWorker(e2e::Reaped(child))
     }
 
     /// SIGKILL, as the kernel's OOM killer inside the unit's cgroup would, and reap.
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-impl Drop for ExternalWorker {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

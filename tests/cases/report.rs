@@ -17,9 +17,9 @@ use crate::skeleton::{assert_totals_eq, demo};
 
 const TOKEN: &str = "report-token";
 
-/// Runs `clawgate report` with `args` (no token or URL from the environment): (code, stdout,
-/// stderr).
-fn report(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+/// `clawgate report` with `args`: no token, URL or data dir from the environment, the worker
+/// built beside it, and `env` on top.
+fn report_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(bin("clawgate"));
     command.arg("report").args(args);
     for var in ["CLAWGATE_TOKEN", "CLAWGATE_URL", "CLAWGATE_LISTEN", "CLAWGATE_DATA_DIR", "NO_COLOR"] {
@@ -29,7 +29,13 @@ fn report(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = command.output().expect("run clawgate report");
+    command
+}
+
+/// Runs `clawgate report` with `args` (no token or URL from the environment): (code, stdout,
+/// stderr).
+fn report(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = report_command(args, env).output().expect("run clawgate report");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -265,15 +271,8 @@ fn report_on_terminal(
     stderr_tty: bool,
 ) -> (i32, String, String) {
     let (master, slave) = pty();
-    let mut command = Command::new(bin("clawgate"));
-    command.arg("report").args(args).stdin(Stdio::null());
-    for var in ["CLAWGATE_TOKEN", "CLAWGATE_URL", "CLAWGATE_LISTEN", "CLAWGATE_DATA_DIR", "NO_COLOR"] {
-        command.env_remove(var);
-    }
-    command.env("CLAWGATE_WORKER_BIN", bin("clawgate-usage-worker"));
-    for (k, v) in env {
-        command.env(k, v);
-    }
+    let mut command = report_command(args, env);
+    command.stdin(Stdio::null());
     command.stdout(if stdout_tty { Stdio::from(slave.try_clone().unwrap()) } else { Stdio::piped() });
     command.stderr(if stderr_tty { Stdio::from(slave.try_clone().unwrap()) } else { Stdio::piped() });
     let mut child = command.spawn().expect("spawn clawgate report");
@@ -352,16 +351,6 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// A `clawgate report` child, killed if the test ends early (its worker follows its parent).
-struct Report(std::process::Child);
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A report straight from a store tells its worker to stop once it has the answer, and writes
 /// the answer meanwhile: the worker (which finishes a cold read's index on its way out) is gone
 /// even while nobody reads the report yet, and the report waits only for its reader.
@@ -372,17 +361,25 @@ fn a_reports_worker_stops_while_its_output_waits_for_a_reader() {
     let store = dir.path().join("store");
     let manifest = demo(&store, 2, 150, 3);
     let data = dir.path().join("data");
-    let mut command = Command::new(bin("clawgate"));
-    command.args(["report", "session", "--limit", "100000", "--json", "--tz", "UTC", "--state-dir"]);
-    command.arg(&store).arg("--data-dir").arg(&data);
-    for var in ["CLAWGATE_TOKEN", "CLAWGATE_URL", "CLAWGATE_LISTEN", "CLAWGATE_DATA_DIR", "NO_COLOR"] {
-        command.env_remove(var);
-    }
-    command.env("CLAWGATE_WORKER_BIN", bin("clawgate-usage-worker"));
+    let (store_arg, data_arg) = (store.to_str().unwrap(), data.to_str().unwrap());
+    let args = [
+        "session",
+        "--limit",
+        "100000",
+        "--json",
+        "--tz",
+        "UTC",
+        "--state-dir",
+        store_arg,
+        "--data-dir",
+        data_arg,
+    ];
+    let mut command = report_command(&args, &[]);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut report = Report(command.spawn().expect("spawn clawgate report"));
-    let pid = report.0.id();
-    let mut stdout = report.0.stdout.take().expect("stdout");
+    // Killed if the test ends early; its worker follows its parent.
+    let mut report = e2e::Reaped(command.spawn().expect("spawn clawgate report"));
+    let pid = report.id();
+    let mut stdout = report.stdout.take().expect("stdout");
     // The first byte: the answer is in, and the rest (far more than a pipe holds) waits.
     let mut first = [0u8; 1];
     stdout.read_exact(&mut first).expect("the report starts writing");
@@ -394,7 +391,7 @@ fn a_reports_worker_stops_while_its_output_waits_for_a_reader() {
     );
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).expect("read the report");
-    let status = report.0.wait().expect("wait");
+    let status = report.wait().expect("wait");
     assert!(status.success(), "{status}");
     let text = format!("{}{rest}", first[0] as char);
     assert!(text.len() > 128 << 10, "the report outgrows a pipe: {} bytes", text.len());

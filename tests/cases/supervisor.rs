@@ -4,7 +4,7 @@
 
 use std::{
     os::unix::fs::PermissionsExt,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -357,7 +357,7 @@ fn killing_the_gateway_leaves_no_worker_behind() {
 }
 
 /// A standalone worker in external mode, killed on drop.
-struct ExternalWorker(Child);
+struct ExternalWorker(e2e::Reaped);
 
 impl ExternalWorker {
     fn start(socket: &std::path::Path, store: &std::path::Path) -> ExternalWorker {
@@ -371,14 +371,7 @@ impl ExternalWorker {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn worker");
-        ExternalWorker(child)
-    }
-}
-
-impl Drop for ExternalWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        ExternalWorker(e2e::Reaped(child))
     }
 }
 

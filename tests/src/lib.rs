@@ -49,6 +49,30 @@ pub fn wait_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Op
     }
 }
 
+/// A child process killed and reaped when dropped, so that a test that fails early leaves no
+/// process behind. Derefs to the [`std::process::Child`].
+pub struct Reaped(pub std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Parent pid and state letter of `pid` from /proc (None when it no longer exists).
 pub fn proc_stat(pid: u32) -> Option<(u32, char)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
