@@ -13,6 +13,7 @@ use std::{
     sync::atomic::{AtomicIsize, AtomicUsize, Ordering},
 };
 
+use libmimalloc_sys as mi;
 use mimalloc::MiMalloc as System;
 
 /// Wraps mimalloc and counts live bytes.
@@ -55,12 +56,22 @@ pub fn heap_bytes() -> u64 {
     sum.max(0) as u64
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged and only adds
-// bookkeeping on atomic counters, so `System`'s guarantees carry over.
+/// Whether `layout` can take mimalloc's plain `malloc` path: every block it hands out is
+/// word-aligned. `MiMalloc` always takes the aligned path, ~40 instructions more per allocation
+/// (a cold agent of 6,600 sessions makes ~1 M of them).
+#[inline]
+fn plain(layout: Layout) -> bool {
+    layout.align() <= std::mem::size_of::<usize>()
+}
+
+// SAFETY: every method forwards to mimalloc with the caller's arguments unchanged (its plain
+// entry points where `plain` says the alignment is one every block has) and only adds
+// bookkeeping on atomic counters, so mimalloc's guarantees carry over.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        let ptr = unsafe { System.alloc(layout) };
+        // SAFETY: forwarded contract; every mimalloc block is word-aligned ([`plain`]).
+        let ptr =
+            unsafe { if plain(layout) { mi::mi_malloc(layout.size()).cast() } else { System.alloc(layout) } };
         if !ptr.is_null() {
             count(layout.size() as isize);
         }
@@ -68,8 +79,10 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        // SAFETY: as in `alloc`.
+        let ptr = unsafe {
+            if plain(layout) { mi::mi_zalloc(layout.size()).cast() } else { System.alloc_zeroed(layout) }
+        };
         if !ptr.is_null() {
             count(layout.size() as isize);
         }
@@ -83,8 +96,15 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        let new_ptr = unsafe { System.realloc(ptr, layout, new_size) };
+        // SAFETY: as in `alloc`; `ptr` came from mimalloc either way, and a block keeps its
+        // alignment when it moves.
+        let new_ptr = unsafe {
+            if plain(layout) {
+                mi::mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                System.realloc(ptr, layout, new_size)
+            }
+        };
         if !new_ptr.is_null() {
             count(new_size as isize - layout.size() as isize);
         }

@@ -596,18 +596,30 @@ impl Index {
             facts.search_text,
             facts.entry_hash
         ];
-        const COLUMNS: &str =
-            "path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
-            ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text, entry_hash";
-        const VALUES: &str =
-            "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19";
+        // Literal SQL (no text built per row): the statement cache is keyed by it.
+        macro_rules! columns {
+            () => {
+                "path, file_name, agent, session_id, kind, archive_ts, dev, ino, size, mtime_ns,
+                ctime_ns, mtime_ms, generation, rollup, entry_key, updated_at, channel, search_text, entry_hash"
+            };
+        }
+        macro_rules! values {
+            () => {
+                "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19"
+            };
+        }
         if new {
             // A plain one-row insert checks its constraints before it writes anything, so SQLite
             // keeps no statement journal for it; the upsert below keeps one (a copy of every
             // page it touches that this transaction already changed), which was a fifth of a
             // cold read's writing time.
-            let mut st =
-                self.conn.prepare_cached(&format!("INSERT INTO files({COLUMNS}) VALUES ({VALUES})"))?;
+            let mut st = self.conn.prepare_cached(concat!(
+                "INSERT INTO files(",
+                columns!(),
+                ") VALUES (",
+                values!(),
+                ")"
+            ))?;
             match st.execute(values) {
                 Ok(_) => return Ok((self.conn.last_insert_rowid(), false)),
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -615,8 +627,12 @@ impl Index {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut st = self.conn.prepare_cached(&format!(
-            "INSERT INTO files({COLUMNS}) VALUES ({VALUES})
+        let mut st = self.conn.prepare_cached(concat!(
+            "INSERT INTO files(",
+            columns!(),
+            ") VALUES (",
+            values!(),
+            ")
              ON CONFLICT(path) DO UPDATE SET file_name = excluded.file_name, agent = excluded.agent,
                 session_id = excluded.session_id, kind = excluded.kind, archive_ts = excluded.archive_ts,
                 dev = excluded.dev, ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,
@@ -832,12 +848,14 @@ impl Index {
                 .execute([agent, &e.key])?;
         }
         touched.add(&e.session_id, e.session_file_name.as_deref());
-        let mut fam_put = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO family(agent, member, key) VALUES (?1, ?2, ?3)")?;
-        for m in &e.family_ids {
-            fam_put.execute([agent, m, &e.key])?;
-            touched.add(m, None);
+        if !e.family_ids.is_empty() {
+            let mut fam_put = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO family(agent, member, key) VALUES (?1, ?2, ?3)")?;
+            for m in &e.family_ids {
+                fam_put.execute([agent, m, &e.key])?;
+                touched.add(m, None);
+            }
         }
         self.conn
             .prepare_cached(
@@ -1443,7 +1461,11 @@ fn transcript_stem(file_name: &str) -> &str {
 
 /// A rollup as stored: compact MessagePack (positional; the format version covers changes).
 pub fn encode_rollup(r: &FileRollup) -> Result<Vec<u8>, IndexError> {
-    Ok(rmp_serde::to_vec(r)?)
+    // Sized for a short session's rollup up front: grown from empty, the buffer was reallocated
+    // ~8 times per rollup.
+    let mut out = Vec::with_capacity(1024);
+    rmp_serde::encode::write(&mut out, r)?;
+    Ok(out)
 }
 
 pub fn decode_rollup(b: &[u8]) -> Result<FileRollup, IndexError> {
