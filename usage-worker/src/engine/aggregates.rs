@@ -9,7 +9,9 @@
 //! are ordered by value, then by name, never by arrival. Memory follows the answer: days ×
 //! models, agents, channels, tools and activity-date sets, not rows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 

@@ -885,7 +885,7 @@ impl Index {
         entries: &mut dyn Iterator<Item = StoreEntry>,
     ) -> Result<Touched, IndexError> {
         let mut touched = Touched::default();
-        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut seen: foldhash::HashSet<String> = foldhash::HashSet::default();
         // An agent without entries yet (a cold read): nothing to look up, compare or delete.
         let had_none = {
             let mut any = self.conn.prepare_cached("SELECT 1 FROM entries WHERE agent = ?1 LIMIT 1")?;
@@ -1405,15 +1405,15 @@ fn facts_of(d: &Discovered, e: Option<&EntryFacts>) -> RowFacts {
 #[derive(Debug, Default)]
 pub struct EntryMemo {
     pub agent: String,
-    by_session: std::collections::HashMap<String, (i64, EntryFacts)>,
-    by_file: std::collections::HashMap<String, (i64, EntryFacts)>,
+    by_session: foldhash::HashMap<String, (i64, EntryFacts)>,
+    by_file: foldhash::HashMap<String, (i64, EntryFacts)>,
 }
 
 impl EntryMemo {
     /// The memo of `entries` as [`Index::replace_entries`] writes them (keys canonical; a key
     /// listed twice keeps its last position and value).
     pub fn of(agent: &str, entries: &[StoreEntry]) -> EntryMemo {
-        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut last: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
         for (ord, e) in entries.iter().enumerate() {
             last.insert(&e.key, ord);
         }

@@ -69,6 +69,10 @@ pub struct Live {
     /// Its id in the index's `lives` table; its per-row sort numbers are `rowvals_<id>`.
     pub id: i64,
     pub table: String,
+    /// The statements that put and delete a row's numbers in `table`: their text is made once,
+    /// not for every file changed.
+    put_sql: String,
+    delete_sql: String,
     last_used: Instant,
 }
 
@@ -123,6 +127,8 @@ impl Live {
             dirty,
             id,
             table: format!("rowvals_{id}"),
+            put_sql: put_sql(&format!("rowvals_{id}")),
+            delete_sql: format!("DELETE FROM rowvals_{id} WHERE id = ?1"),
             last_used: Instant::now(),
         }
     }
@@ -244,7 +250,7 @@ impl Lives {
                     live.data.agg.apply(c.id as u64, c.agent, channel, &s, -1);
                     index
                         .conn()
-                        .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", live.table))?
+                        .prepare_cached(&live.delete_sql)?
                         .execute([c.id])?;
                     changed = true;
                 }
@@ -256,7 +262,7 @@ impl Lives {
                 live.data.listed += u64::from(live.shape.lists(disc));
                 if let Some(s) = contribution(&live.shape, disc, rollup, price) {
                     live.data.agg.apply(c.id as u64, c.agent, channel, &s, 1);
-                    put_values(index, &live.table, c.id, &s)?;
+                    put_values(index, &live.put_sql, c.id, &s)?;
                     changed = true;
                 }
             }
@@ -308,12 +314,15 @@ fn sub_skips(a: &mut SkipCounts, o: &SkipCounts) {
     a.implausible -= o.implausible;
 }
 
-fn put_values(index: &Index, table: &str, id: i64, s: &Summary) -> Result<(), IndexError> {
+fn put_sql(table: &str) -> String {
+    format!("INSERT OR REPLACE INTO {table}(id, cost, tokens, messages) VALUES (?1, ?2, ?3, ?4)")
+}
+
+/// Puts a row's sort numbers with `sql`, a [`put_sql`].
+fn put_values(index: &Index, sql: &str, id: i64, s: &Summary) -> Result<(), IndexError> {
     index
         .conn()
-        .prepare_cached(&format!(
-            "INSERT OR REPLACE INTO {table}(id, cost, tokens, messages) VALUES (?1, ?2, ?3, ?4)"
-        ))?
+        .prepare_cached(sql)?
         .execute(rusqlite::params![
             id,
             s.totals.total_cost.value(),
@@ -340,6 +349,7 @@ fn build(
          CREATE TABLE {table}(id INTEGER PRIMARY KEY, cost REAL NOT NULL, tokens INTEGER NOT NULL,
             messages INTEGER NOT NULL);"
     ))?;
+    let put = put_sql(table);
     let mut data = LiveData::default();
     let mut cancelled = false;
     let mut seen = 0u64;
@@ -363,7 +373,7 @@ fn build(
         };
         if let Some(s) = summary {
             data.agg.apply(row.id as u64, &row.disc.agent_id, row.facts.channel.as_deref(), &s, 1);
-            put_values(index, table, row.id, &s)?;
+            put_values(index, &put, row.id, &s)?;
         }
         Ok(true)
     });

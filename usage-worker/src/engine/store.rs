@@ -5,7 +5,7 @@
 //! A malformed file is a diagnostic, never an error: transcripts still count, they just lose
 //! their labels (store) or stay unpriced (`missingCostEntries`).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
