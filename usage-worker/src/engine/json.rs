@@ -271,10 +271,9 @@ impl<'a> Cursor<'a> {
     fn short_string_end(&mut self) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         {
-            let (hits, high) = sse2::hits32(self.b, self.i)?;
-            let n = hits.trailing_zeros() as usize;
-            if n < 32 && self.b[self.i + n] == b'"' {
-                self.high |= u32::from(high & ((1u64 << n) - 1) != 0);
+            let (n, high) = sse2::first_stop32(self.b, self.i)?;
+            if self.b[self.i + n] == b'"' {
+                self.high |= u32::from(high);
                 return Some(self.i + n);
             }
         }
@@ -617,14 +616,27 @@ mod sse2 {
         }
     }
 
-    /// The 32 bytes at `b[i..]` as [`stops16`] gives them. `None` when fewer than 32 bytes are
-    /// left.
+    /// The offset of the first byte [`stops16`] stops at among the 32 at `b[i..]`, and whether a
+    /// byte ≥ 0x80 lies before it. The second 16 are looked at only when the first 16 have no
+    /// stop: most strings (keys, ids, names) end within them. `None`: no stop in the halves
+    /// that fit in `b`.
     #[inline(always)]
-    pub fn hits32(b: &[u8], i: usize) -> Option<(u64, u64)> {
-        let chunk = b.get(i..i + 32)?;
-        // SAFETY: both halves lie inside `chunk`.
-        let ((h0, x0), (h1, x1)) = unsafe { (stops16(chunk.as_ptr()), stops16(chunk.as_ptr().add(16))) };
-        Some((u64::from(h0) | u64::from(h1) << 16, u64::from(x0) | u64::from(x1) << 16))
+    pub fn first_stop32(b: &[u8], i: usize) -> Option<(usize, bool)> {
+        let first = b.get(i..i + 16)?;
+        // SAFETY: `first` holds 16 bytes.
+        let (hit, high) = unsafe { stops16(first.as_ptr()) };
+        if hit != 0 {
+            let n = hit.trailing_zeros() as usize;
+            return Some((n, high & ((1 << n) - 1) != 0));
+        }
+        let second = b.get(i + 16..i + 32)?;
+        // SAFETY: `second` holds 16 bytes.
+        let (hit, high2) = unsafe { stops16(second.as_ptr()) };
+        if hit == 0 {
+            return None;
+        }
+        let n = hit.trailing_zeros() as usize;
+        Some((16 + n, high != 0 || high2 & ((1 << n) - 1) != 0))
     }
 
     /// Sixteen bytes per step (SSE2 is part of every x86_64 CPU, so no detection is needed).

@@ -879,6 +879,14 @@ fn session_entries(nodes: &[Node], windows: &HashMap<String, Window>) -> (Vec<St
         // The family: the entry's own list, then the previous-instance chain, then any other
         // instance of the key.
         let e = store::node_entry(n.key.clone(), &n.entry_json, &facts, |mut family| {
+            // Most sessions are alone: no list, no previous instance, no other of the key.
+            let alone = |ids: &Vec<&str>| ids.iter().all(|id| *id == n.current);
+            if family.is_empty()
+                && w.is_none_or(|w| w.previous.is_none())
+                && by_key.get(n.key.as_str()).is_none_or(alone)
+            {
+                return family;
+            }
             let mut seen: HashSet<String> = family.iter().cloned().collect();
             seen.insert(n.current.clone());
             let mut at = w.and_then(|w| w.previous.clone());
