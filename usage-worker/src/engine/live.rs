@@ -248,10 +248,7 @@ impl Lives {
                 live.data.listed -= u64::from(live.shape.lists(disc));
                 if let Some(s) = contribution(&live.shape, disc, rollup, price) {
                     live.data.agg.apply(c.id as u64, c.agent, channel, &s, -1);
-                    index
-                        .conn()
-                        .prepare_cached(&live.delete_sql)?
-                        .execute([c.id])?;
+                    index.conn().prepare_cached(&live.delete_sql)?.execute([c.id])?;
                     changed = true;
                 }
             }
@@ -320,15 +317,12 @@ fn put_sql(table: &str) -> String {
 
 /// Puts a row's sort numbers with `sql`, a [`put_sql`].
 fn put_values(index: &Index, sql: &str, id: i64, s: &Summary) -> Result<(), IndexError> {
-    index
-        .conn()
-        .prepare_cached(sql)?
-        .execute(rusqlite::params![
-            id,
-            s.totals.total_cost.value(),
-            s.totals.total_tokens as i64,
-            s.counts.total as i64
-        ])?;
+    index.conn().prepare_cached(sql)?.execute(rusqlite::params![
+        id,
+        s.totals.total_cost.value(),
+        s.totals.total_tokens as i64,
+        s.counts.total as i64
+    ])?;
     Ok(())
 }
 

@@ -669,8 +669,7 @@ impl Engine {
                 }
                 // Archives the database does not hold already (OpenClaw's importer leaves them
                 // out; clawgate's demo converter puts them in): counted once either way.
-                let in_db: foldhash::HashSet<String> =
-                    listed.iter().map(|d| d.session_id.clone()).collect();
+                let in_db: foldhash::HashSet<String> = listed.iter().map(|d| d.session_id.clone()).collect();
                 let archives = archived_files(&dir, agent, diag);
                 listed.extend(archives.into_iter().filter(|a| !in_db.contains(&a.session_id)));
                 self.compare_listing(agent, listed, jobs)?;
