@@ -113,9 +113,10 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// The fields of one entry's JSON text, read with the JSON cursor: what serde_json reads
     /// through [`Fields`]'s `Deserialize` (the property test `fields_read_like_serde_json`
-    /// holds them equal), without a `Value` or a `RawValue` per field. Listing an SQLite agent
-    /// reads one per session node, and serde_json's pass was a third of that listing's time.
-    /// `None`: not a JSON object, as serde_json would say.
+    /// holds them equal), with the members not read passed by the cursor's skip and the raw
+    /// ones taken as text spans. Listing an SQLite agent reads one per session node, and
+    /// serde_json's pass was a third of that listing's instructions. `None`: not a JSON object,
+    /// as serde_json would say.
     fn read(text: &'a str) -> Option<Fields<'a>> {
         let mut c = Cursor::new(text.as_bytes());
         if c.peek().ok()? != b'{' {
