@@ -258,12 +258,6 @@ async fn measure(s: &StoreSpec, root: &Path) -> Figures {
         }
     }
     eprintln!("[{}] store ready in {:.1?} ({} sessions)", s.name, t.elapsed(), manifest.sessions);
-    // A store just written (an SQLite store is converted again after every run's append) leaves
-    // gigabytes of dirty pages, whose writeback would otherwise run on the same two cores through
-    // the timings below: flushed first, so `cat` and the cold read meet the same page cache.
-    let t = Instant::now();
-    nix::unistd::sync();
-    eprintln!("[{}] synced in {:.1?}", s.name, t.elapsed());
     let p = Paths {
         store: store.clone(),
         cache: root.join(format!("{}-cache", s.name)),
