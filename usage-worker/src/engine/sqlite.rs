@@ -765,28 +765,41 @@ fn snapshot(
 ) -> Result<(Vec<Discovered>, Option<Vec<StoreEntry>>, AgentDb), SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
-    let (nodes, windows) = read_index(&tx)?;
     // The entries are made from the nodes on another thread while this one reads the session
     // list: the first agent's listing is the one part of a cold read no other work overlaps,
-    // and this takes ~18 ms off its ~60 on 6,600 sessions. The nodes go once the entries are
-    // made.
-    let (mut listed, (entries, hash)) = std::thread::scope(|scope| {
-        let entries = std::thread::Builder::new()
-            .name("usage-entries".into())
-            .spawn_scoped(scope, || {
-                let made = session_entries(&nodes, &windows);
-                drop(nodes);
-                made
-            })
-            .map_err(|_| ());
-        let listed = session_list(&tx, db, agent, &windows);
-        let made = match entries {
-            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            // No thread to be had: made here.
-            Err(()) => session_entries(&read_index(&tx)?.0, &windows),
+    // and this takes ~18 ms off its ~60 on 6,600 sessions. Only for agents of at most
+    // [`ENTRIES_ASIDE_MAX`] session nodes, as the nodes are then held beside the session list; larger
+    // agents keep to one thread and to the order that holds least: counts, nodes, entries
+    // (the nodes dropped), then the list.
+    let (mut listed, (entries, hash), windows) =
+        if usize::try_from(sig.nodes.0).is_ok_and(|n| n <= ENTRIES_ASIDE_MAX) {
+            let (nodes, windows) = read_index(&tx)?;
+            let made = std::thread::scope(|scope| {
+                let entries = std::thread::Builder::new()
+                    .name("usage-entries".into())
+                    .spawn_scoped(scope, || {
+                        let made = session_entries(&nodes, &windows);
+                        drop(nodes);
+                        made
+                    })
+                    .map_err(|_| ());
+                let listed =
+                    session_counts(&tx).and_then(|counts| session_list(&tx, db, agent, &windows, counts));
+                let made = match entries {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    // No thread to be had: made here.
+                    Err(()) => session_entries(&read_index(&tx)?.0, &windows),
+                };
+                Ok::<_, SqliteError>((listed?, made))
+            })?;
+            (made.0, made.1, windows)
+        } else {
+            let counts = session_counts(&tx)?;
+            let (nodes, windows) = read_index(&tx)?;
+            let made = session_entries(&nodes, &windows);
+            drop(nodes);
+            (session_list(&tx, db, agent, &windows, counts)?, made, windows)
         };
-        Ok::<_, SqliteError>((listed?, made))
-    })?;
     tx.commit()?;
     drop(windows);
     listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
@@ -806,24 +819,33 @@ fn snapshot(
     Ok((listed, entries, state))
 }
 
-/// The sessions with rows, each with its checkpoint as listed: row count, last `seq`, rewrite
+/// A complete listing of at most this many session nodes makes its entries on a second thread
+/// ([`snapshot`]): the engine's bound for what it holds of an agent beside its jobs. Unit tests
+/// use a small bound, so that both ways are taken by their stores.
+const ENTRIES_ASIDE_MAX: usize = if cfg!(test) { 2 } else { super::MEMO_MAX };
+
+/// Each session with rows: its id, row count and last `seq`, counted from the primary-key index
+/// alone (sessions without rows have no transcript).
+fn session_counts(tx: &Connection) -> Result<Vec<(String, u64, i64)>, SqliteError> {
+    let mut counts = Vec::new();
+    let mut st =
+        tx.prepare("SELECT session_id, count(*), max(seq) FROM transcript_events GROUP BY session_id")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        counts.push((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
+    }
+    Ok(counts)
+}
+
+/// The sessions of `counts`, each with its checkpoint as listed: row count, last `seq`, rewrite
 /// generation and update time (its window's, else its last event's).
 fn session_list(
     tx: &Connection,
     db: &Path,
     agent: &str,
     windows: &HashMap<String, Window>,
+    counts: Vec<(String, u64, i64)>,
 ) -> Result<Vec<Discovered>, SqliteError> {
-    // Counted from the primary-key index alone; sessions without rows have no transcript.
-    let mut counts: Vec<(String, u64, i64)> = Vec::new();
-    {
-        let mut st =
-            tx.prepare("SELECT session_id, count(*), max(seq) FROM transcript_events GROUP BY session_id")?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            counts.push((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
-        }
-    }
     let mut generations: HashMap<String, String> = HashMap::new();
     {
         let mut st = tx.prepare("SELECT session_id, generation FROM transcript_rewrite_watermarks")?;
