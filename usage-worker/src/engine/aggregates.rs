@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
-
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::num::{Exact, Js, JsExact, apply_u64};

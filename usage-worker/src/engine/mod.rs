@@ -48,8 +48,6 @@ mod watch;
 mod tests;
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +55,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use foldhash::{HashMap, HashMapExt};
 use ipc_proto::{
     AgentScope, GroupBy, JobStats, Method, Progress, RowSort, SortKey, UsageQuery, WorkerError,
     WorkerErrorKind,

@@ -29,12 +29,11 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-
-use foldhash::{HashMap, HashMapExt, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use foldhash::{HashMap, HashMapExt, HashSet};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -768,9 +767,9 @@ fn snapshot(
     // The entries are made from the nodes on another thread while this one reads the session
     // list: the first agent's listing is the one part of a cold read no other work overlaps,
     // and this takes ~18 ms off its ~60 on 6,600 sessions. Only for agents of at most
-    // [`ENTRIES_ASIDE_MAX`] session nodes, as the nodes are then held beside the session list; larger
-    // agents keep to one thread and to the order that holds least: counts, nodes, entries
-    // (the nodes dropped), then the list.
+    // [`ENTRIES_ASIDE_MAX`] session nodes, as the nodes are then held beside the session
+    // list; larger agents keep to one thread and to the order that holds least: counts,
+    // nodes, entries (the nodes dropped), then the list.
     let (mut listed, (entries, hash), windows) =
         if usize::try_from(sig.nodes.0).is_ok_and(|n| n <= ENTRIES_ASIDE_MAX) {
             let (nodes, windows) = read_index(&tx)?;
