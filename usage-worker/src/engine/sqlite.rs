@@ -773,25 +773,21 @@ fn snapshot(
     let (mut listed, (entries, hash), windows) =
         if usize::try_from(sig.nodes.0).is_ok_and(|n| n <= ENTRIES_ASIDE_MAX) {
             let (nodes, windows) = read_index(&tx)?;
-            let made = std::thread::scope(|scope| {
+            let (listed, made) = std::thread::scope(|scope| {
                 let entries = std::thread::Builder::new()
                     .name("usage-entries".into())
-                    .spawn_scoped(scope, || {
-                        let made = session_entries(&nodes, &windows);
-                        drop(nodes);
-                        made
-                    })
-                    .map_err(|_| ());
+                    .spawn_scoped(scope, || session_entries(&nodes, &windows));
                 let listed =
                     session_counts(&tx).and_then(|counts| session_list(&tx, db, agent, &windows, counts));
                 let made = match entries {
                     Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
                     // No thread to be had: made here.
-                    Err(()) => session_entries(&read_index(&tx)?.0, &windows),
+                    Err(_) => session_entries(&nodes, &windows),
                 };
-                Ok::<_, SqliteError>((listed?, made))
-            })?;
-            (made.0, made.1, windows)
+                (listed, made)
+            });
+            drop(nodes);
+            (listed?, made, windows)
         } else {
             let counts = session_counts(&tx)?;
             let (nodes, windows) = read_index(&tx)?;

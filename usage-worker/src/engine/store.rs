@@ -144,16 +144,15 @@ impl<'a> Fields<'a> {
                 b"usageFamilyKey" => &mut f.family_key,
                 b"usageFamilySessionIds" => &mut f.family_ids,
                 b"sessionFile" => &mut f.session_file,
-                b"origin" => {
-                    f.origin = Some(raw(c)?);
-                    return Ok(());
-                }
-                b"systemPromptReport" => {
-                    f.system_prompt_report = Some(raw(c)?);
-                    return Ok(());
-                }
-                b"delivery" => {
-                    f.delivery = Some(raw(c)?);
+                // Kept as text: `origin` and `systemPromptReport` as written, `delivery` for its
+                // `origin`.
+                b"origin" | b"systemPromptReport" | b"delivery" => {
+                    let text = match &*key {
+                        b"origin" => &mut f.origin,
+                        b"systemPromptReport" => &mut f.system_prompt_report,
+                        _ => &mut f.delivery,
+                    };
+                    *text = Some(raw(c)?);
                     return Ok(());
                 }
                 _ => return c.skip(),
@@ -1018,6 +1017,22 @@ mod tests {
                 (w, i) => proptest::prop_assert!(false, "whole {:?}, against digests {:?}", w.map(|r| r.0), i.map(|r| r.0)),
             }
         }
+    }
+
+    /// Hostile nesting in a session node's entry: 200,000 levels in a member not read are
+    /// passed without recursion (the entry's fields still count); in a member read, serde_json's
+    /// nesting limit refuses the entry, whose node's facts then stand alone. Neither overflows
+    /// the stack.
+    #[test]
+    fn deeply_nested_entries_are_read_or_refused_without_recursion() {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let n = NodeFacts { session_id: "s1", updated_ms: 7, ..NodeFacts::default() };
+        let skipped = format!(r#"{{"skills":{deep},"label":"L","model":"m"}}"#);
+        let e = node_entry("k".to_owned(), &skipped, &n, |own| own);
+        assert_eq!((e.label.as_deref(), e.model.as_deref()), (Some("L"), Some("m")));
+        let read = format!(r#"{{"label":{deep},"model":"m"}}"#);
+        let e = node_entry("k".to_owned(), &read, &n, |own| own);
+        assert_eq!((e.label, e.model, e.session_id.as_str()), (None, None, "s1"));
     }
 
     /// The serde_json reading [`Fields::read`] and [`delivery_origin`] replaced: the oracle.
