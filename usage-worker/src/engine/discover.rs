@@ -67,6 +67,10 @@ pub struct Discovered {
     pub session_id: String,
     pub kind: FileKind,
     pub meta: FileMeta,
+    /// A SQLite session's events as listed: the first and last rowid. A cold read takes
+    /// sessions whose spans do not overlap in the table's own order. Not persisted.
+    #[serde(skip)]
+    pub span: Option<(i64, i64)>,
 }
 
 /// `^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d{3})?Z$`
@@ -277,6 +281,7 @@ pub fn list_files_of_kind(
             session_id,
             kind,
             meta: FileMeta::of(&meta),
+            span: None,
         });
     }
     out.sort_by(|a, b| a.file_name.cmp(&b.file_name));

@@ -38,6 +38,7 @@ mod rows;
 mod series;
 mod sqlite;
 mod sqlite_schema;
+mod stepper;
 mod store;
 mod summary;
 mod time;
@@ -932,6 +933,7 @@ impl Engine {
             session_id,
             kind,
             meta,
+            span: None,
         };
         match known {
             Some(k) if k.disc.meta == meta => {}
@@ -1156,11 +1158,11 @@ impl Engine {
                                 };
                                 tx.send(prepared(run_job(job.disc, old, max_line, cancel)))
                             }
-                            Some(Work::Sessions { db, sessions }) => {
+                            Some(Work::Sessions { db, sessions, by_rowid }) => {
                                 let mut ok = true;
                                 let t = Instant::now();
                                 let n = sessions.len();
-                                sqlite::run_bulk(&db, sessions, max_line, cancel, &mut |r| {
+                                sqlite::run_bulk(&db, sessions, by_rowid, max_line, cancel, &mut |r| {
                                     ok = tx.send(prepared(r));
                                     ok
                                 });
@@ -1929,10 +1931,12 @@ fn price_fn(
 /// What one parser thread takes at a time.
 enum Work {
     One(Job),
-    /// Sessions of one database read from scratch in one pass (sorted by session id).
+    /// Sessions of one database read from scratch in one pass: sorted by their rowid spans
+    /// when `by_rowid`, else by session id ([`sqlite::run_bulk`]).
     Sessions {
         db: PathBuf,
         sessions: Vec<Discovered>,
+        by_rowid: bool,
     },
 }
 
@@ -1954,18 +1958,44 @@ fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
             _ => work.push(Work::One(job)),
         }
     }
-    for (db, mut sessions) in by_db {
-        sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        // Equal groups, at least two per thread, so no thread idles at the end.
-        let groups = sessions.len().div_ceil(BULK_SESSIONS).max(2 * threads);
-        let size = sessions.len().div_ceil(groups).max(1);
-        let mut rest = sessions.into_iter().peekable();
-        while rest.peek().is_some() {
-            let group: Vec<Discovered> = rest.by_ref().take(size).collect();
-            work.push(Work::Sessions { db: db.clone(), sessions: group });
+    for (db, sessions) in by_db {
+        let (by_rowid, by_key) = split_by_span(sessions);
+        for (sessions, by_rowid) in [(by_rowid, true), (by_key, false)] {
+            // Equal groups, at least two per thread, so no thread idles at the end.
+            let groups = sessions.len().div_ceil(BULK_SESSIONS).max(2 * threads);
+            let size = sessions.len().div_ceil(groups).max(1);
+            let mut rest = sessions.into_iter().peekable();
+            while rest.peek().is_some() {
+                let group: Vec<Discovered> = rest.by_ref().take(size).collect();
+                work.push(Work::Sessions { db: db.clone(), sessions: group, by_rowid });
+            }
         }
     }
     work
+}
+
+/// Splits new sessions of one database into as many as can be whose rowid spans overlap none
+/// of the others' (read in the table's order, sorted by span), and the rest, sorted by session
+/// id (read by key). Picking by earliest end keeps the most: a long session whose rows are
+/// spread over the table (a main session that lives for months) goes by key alone, and the
+/// sessions inside its span stay in rowid order (its rows there are stepped over).
+fn split_by_span(sessions: Vec<Discovered>) -> (Vec<Discovered>, Vec<Discovered>) {
+    let (mut spanned, mut by_key): (Vec<Discovered>, Vec<Discovered>) =
+        sessions.into_iter().partition(|d| d.span.is_some_and(|(lo, hi)| lo <= hi));
+    spanned.sort_by_key(|d| d.span.map(|(lo, hi)| (hi, lo)));
+    let mut by_rowid = Vec::with_capacity(spanned.len());
+    let mut end = None;
+    for d in spanned {
+        let (lo, hi) = d.span.expect("spanned");
+        if end.is_none_or(|e| lo > e) {
+            end = Some(hi);
+            by_rowid.push(d);
+        } else {
+            by_key.push(d);
+        }
+    }
+    by_key.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+    (by_rowid, by_key)
 }
 
 /// Whether a checkpoint was taken at exactly this stat (then the file is unchanged).

@@ -29,6 +29,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::ffi::c_int;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,7 @@ use super::discover::{Discovered, FileKind, FileMeta};
 use super::payload::Diagnostics;
 use super::rollup::{Checkpoint, FileRollup, SkipCounts, fold_line};
 use super::sqlite_schema::{self, RowDecoder, RowSkip, SqliteError};
+use super::stepper::Stepper;
 use super::store::{self, StoreEntry};
 use super::{JobResult, Old};
 
@@ -559,6 +561,7 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
                 session_id,
                 kind: FileKind::Primary,
                 meta: cp.meta(),
+                span: None,
             });
         }
     }
@@ -819,15 +822,31 @@ fn snapshot(
 /// use a small bound, so that both ways are taken by their stores.
 const ENTRIES_ASIDE_MAX: usize = if cfg!(test) { 2 } else { super::MEMO_MAX };
 
-/// Each session with rows: its id, row count and last `seq`, counted from the primary-key index
-/// alone (sessions without rows have no transcript).
-fn session_counts(tx: &Connection) -> Result<Vec<(String, u64, i64)>, SqliteError> {
-    let mut counts = Vec::new();
-    let mut st =
-        tx.prepare("SELECT session_id, count(*), max(seq) FROM transcript_events GROUP BY session_id")?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        counts.push((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
+/// One session's events as counted: id, rows, last `seq`, and first and last rowid.
+type Counted = (String, u64, i64, (i64, i64));
+
+/// Each session with rows: its id, row count, last `seq` and rowid span, counted from the
+/// primary-key index alone (its entries carry the rowid; sessions without rows have no
+/// transcript). One walk of the index, summed here: a `GROUP BY` with `min(rowid)` and
+/// `max(rowid)` beside `count(*)` and `max(seq)` cost twice the instructions.
+fn session_counts(tx: &Connection) -> Result<Vec<Counted>, SqliteError> {
+    let mut counts: Vec<Counted> = Vec::new();
+    let mut st = Stepper::prepare(
+        tx,
+        "SELECT session_id, seq, rowid FROM transcript_events ORDER BY session_id, seq",
+    )?;
+    while st.step()? {
+        let (sid, seq, rowid) = (st.text(0)?, st.int(1)?, st.int(2)?);
+        match counts.last_mut() {
+            // Rows come by session, then by `seq`: the last one's is the session's largest.
+            Some((id, rows, last_seq, (lo, hi))) if id == sid => {
+                *rows += 1;
+                *last_seq = seq;
+                *lo = (*lo).min(rowid);
+                *hi = (*hi).max(rowid);
+            }
+            _ => counts.push((sid.to_owned(), 1, seq, (rowid, rowid))),
+        }
     }
     Ok(counts)
 }
@@ -839,7 +858,7 @@ fn session_list(
     db: &Path,
     agent: &str,
     windows: &HashMap<String, Window>,
-    counts: Vec<(String, u64, i64)>,
+    counts: Vec<Counted>,
 ) -> Result<Vec<Discovered>, SqliteError> {
     let mut generations: HashMap<String, String> = HashMap::new();
     {
@@ -850,7 +869,7 @@ fn session_list(
         }
     }
     let mut listed = Vec::with_capacity(counts.len());
-    for (session_id, rows, max_seq) in counts {
+    for (session_id, rows, max_seq, span) in counts {
         let updated_ms = match windows.get(&session_id).and_then(|w| w.updated_ms) {
             Some(u) => u,
             // Rows without a window (not expected): the last event's time stands in.
@@ -872,6 +891,7 @@ fn session_list(
             session_id,
             kind: FileKind::Primary,
             meta: cp.meta(),
+            span: Some(span),
         });
     }
     Ok(listed)
@@ -1195,167 +1215,352 @@ const BULK_SLICE_ROWS: i64 = 4096;
 #[cfg(test)]
 const BULK_SLICE_ROWS: i64 = 5;
 
-/// Reads many sessions of one database from scratch in one pass over its events, in key order,
-/// handing each session's result to `send` as soon as its rows are read. A cold read of a
-/// database of thousands of short sessions otherwise pays a transaction and a handful of
-/// queries per session; this is one indexed scan in slices of [`BULK_SLICE_ROWS`] rows (one
-/// short read transaction each, so OpenClaw's checkpoints are not held back). `sessions` must
-/// be sorted by session id and carry their listing (last seq, rows, watermark, update time).
-/// `send` returns `false` to stop.
+/// Rows of other sessions a pass in rowid order steps over before it seeks to its next session
+/// instead (one in unit tests, so that both are taken).
+const BULK_GAP_ROWS: i64 = if cfg!(test) { 1 } else { 64 };
+
+/// A session being read by [`run_bulk`]: its listing, rollup, skips, checkpoint and bytes.
+type Reading = (Discovered, FileRollup, SkipCounts, SqliteCheckpoint, u64);
+
+fn reading(d: Discovered) -> Reading {
+    (d, FileRollup::default(), SkipCounts::default(), SqliteCheckpoint::default(), 0)
+}
+
+/// The sessions a bulk pass has yet to read, in its order.
+type Pending = std::iter::Peekable<std::vec::IntoIter<Discovered>>;
+
+/// Reads many sessions of one database from scratch in one pass over its events, handing each
+/// session's result to `send` as soon as its rows are read. A cold read of a database of
+/// thousands of short sessions otherwise pays a transaction and a handful of queries per
+/// session. `send` returns `false` to stop.
+///
+/// With `by_rowid`, `sessions` are sorted by their listed rowid spans, which overlap no other
+/// session's, and are read in the table's own order: every page once, without the key index
+/// (sessions are seldom written in key order, so the key order read each page a session shares
+/// with its neighbours again, ~28% more pages, and walked the index besides). A session whose
+/// rows turn out not to be in `seq` order there is read again by key. Otherwise `sessions` are
+/// sorted by session id and read in key order. Both take slices of [`BULK_SLICE_ROWS`] rows,
+/// one short read transaction each, so OpenClaw's checkpoints are not held back.
 pub(super) fn run_bulk(
     db: &Path,
     sessions: Vec<Discovered>,
+    by_rowid: bool,
     max_line: u64,
     cancel: &AtomicBool,
     send: &mut dyn FnMut(JobResult) -> bool,
 ) {
+    let mut sessions = sessions;
+    if by_rowid {
+        let Some(hi) = sessions.last().and_then(|d| d.span).map(|s| s.1) else { return };
+        let mut redo = Vec::new();
+        let mut pending = sessions.into_iter().peekable();
+        let result = with_connection(db, |conn| {
+            bulk_by_rowid(conn, &mut pending, hi, &mut redo, max_line, cancel, send)
+        });
+        if !matches!(result, Ok(true)) {
+            settle(result, pending.chain(redo), send);
+            return;
+        }
+        redo.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        sessions = redo;
+    }
     let (Some(lo), Some(hi)) =
         (sessions.first().map(|d| d.session_id.clone()), sessions.last().map(|d| d.session_id.clone()))
     else {
         return;
     };
     let mut pending = sessions.into_iter().peekable();
-    let result = with_connection(db, |conn| {
-        let mut decoder = DecoderGuard::take()?;
-        // The session being read: its listing, rollup, skips, checkpoint and bytes.
-        let mut current: Option<(Discovered, FileRollup, SkipCounts, SqliteCheckpoint, u64)> = None;
-        // The last row read; the first slice starts at the first session's first row.
-        let mut after: (String, i64) = (lo, i64::MIN);
-        let mut first = true;
-        let mut seen = 0u64;
-        loop {
-            let tx = conn.unchecked_transaction()?;
-            let mut n = 0i64;
-            {
-                // The row value is the seek key: each slice starts where the last one ended.
-                // With a separate `session_id >= lo` term SQLite sought to `lo` instead and
-                // stepped over every row already read, slice after slice (a group of long
-                // sessions read ~2x the index rows it needed).
-                let mut st = tx.prepare_cached(if first {
-                    "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json FROM transcript_events
-                     WHERE (session_id, seq) >= (?1, ?2) AND session_id <= ?3
-                     ORDER BY session_id, seq LIMIT ?4"
-                } else {
-                    "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json FROM transcript_events
-                     WHERE (session_id, seq) > (?1, ?2) AND session_id <= ?3
-                     ORDER BY session_id, seq LIMIT ?4"
-                })?;
-                first = false;
-                let mut rows = st.query(params![after.0, after.1, hi, BULK_SLICE_ROWS])?;
-                while let Some(r) = rows.next()? {
-                    n += 1;
-                    seen += 1;
-                    if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
-                        return Err(SqliteError::Cancelled);
-                    }
-                    let sid = r.get_ref(0)?.as_str().map_err(|e| SqliteError::Other(e.to_string()))?;
-                    let seq: i64 = r.get(1)?;
-                    if after.0 != sid {
-                        after.0 = sid.to_owned();
-                    }
-                    after.1 = seq;
-                    // Move to this row's session, finishing the ones before it.
-                    if current.as_ref().is_none_or(|c| c.0.session_id != sid) {
-                        if let Some(done) = current.take()
-                            && !send(finish(done))
-                        {
-                            return Ok(false);
-                        }
-                        while pending.peek().is_some_and(|d| d.session_id.as_str() < sid) {
-                            let d = pending.next().expect("peeked");
-                            if !send(finish((
-                                d,
-                                FileRollup::default(),
-                                SkipCounts::default(),
-                                SqliteCheckpoint::default(),
-                                0,
-                            ))) {
-                                return Ok(false);
-                            }
-                        }
-                        if pending.peek().is_some_and(|d| d.session_id == sid) {
-                            let d = pending.next().expect("peeked");
-                            current = Some((
-                                d,
-                                FileRollup::default(),
-                                SkipCounts::default(),
-                                SqliteCheckpoint::default(),
-                                0,
-                            ));
-                        }
-                    }
-                    // A session in the range that is not being read (unchanged) is skipped.
-                    let Some((disc, rollup, skips, cp, bytes)) = current.as_mut() else { continue };
-                    let (json, zstd, size, nav) = event_columns(r, 2)?;
-                    match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
-                        Ok((text, size)) => {
-                            *bytes += size;
-                            fold_line(rollup, skips, text);
-                        }
-                        Err(s) => count_skip(skips, s),
-                    }
-                    cp.last_seq = seq;
-                    cp.rows += 1;
-                    // The last row as listed (rows come in seq order, so it is the listed count's
-                    // row) or a later one: its anchor is the checkpoint's. Hashing every row's
-                    // bytes instead cost a tenth of a cold read. When rows went away since the
-                    // listing, the count never matches and the session is read again anyway.
-                    if cp.rows >= disc.meta.size {
-                        fn bytes(v: rusqlite::types::ValueRef<'_>) -> Option<&[u8]> {
-                            v.as_bytes_or_null().ok().flatten()
-                        }
-                        // `event_zstd` as stored, even beside a JSON event (not OpenClaw's rows,
-                        // but `anchor_at` hashes what is there).
-                        let zstd = if zstd == ValueRef::Null { r.get_ref(3)? } else { zstd };
-                        cp.anchor = row_anchor(seq, bytes(json), bytes(zstd));
-                    }
-                }
-            }
-            tx.commit()?;
-            if n < BULK_SLICE_ROWS {
-                break;
-            }
-        }
-        if let Some(done) = current.take()
-            && !send(finish(done))
-        {
-            return Ok(false);
-        }
-        for d in pending.by_ref() {
-            if !send(finish((
-                d,
-                FileRollup::default(),
-                SkipCounts::default(),
-                SqliteCheckpoint::default(),
-                0,
-            ))) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    });
+    let result =
+        with_connection(db, |conn| bulk_by_key(conn, &mut pending, (lo, &hi), max_line, cancel, send));
+    settle(result, pending, send);
+}
+
+/// Ends a bulk pass: `true` when it read everything and the next may start; a cancelled one
+/// says so, a failed one reports the sessions it had `left` unreadable.
+fn settle(
+    result: Result<bool, SqliteError>,
+    left: impl Iterator<Item = Discovered>,
+    send: &mut dyn FnMut(JobResult) -> bool,
+) -> bool {
     match result {
-        Ok(_) => {}
+        Ok(go_on) => go_on,
         Err(SqliteError::Cancelled) => {
             send(JobResult::Cancelled);
+            false
         }
         Err(e) => {
             let error = e.to_string();
-            for disc in pending {
+            for disc in left {
                 if !send(JobResult::Unreadable { disc, error: error.clone(), old: None }) {
-                    return;
+                    break;
                 }
             }
+            false
         }
     }
+}
+
+/// Folds one event row into the session being read. `first` is the column of `event_json`,
+/// followed by `event_zstd`, `event_utf8_bytes` and `navigation_json`.
+fn fold_row(
+    (disc, rollup, skips, cp, bytes): &mut Reading,
+    st: &Stepper<'_>,
+    first: c_int,
+    seq: i64,
+    decoder: &mut RowDecoder,
+    max_line: u64,
+) {
+    // A JSON event has no other columns (OpenClaw's CHECK): they are read only without one.
+    let json = st.value(first);
+    let (zstd, size, nav) = if json == ValueRef::Null {
+        (st.value(first + 1), st.value(first + 2), st.value(first + 3))
+    } else {
+        (ValueRef::Null, ValueRef::Null, ValueRef::Null)
+    };
+    match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
+        Ok((text, size)) => {
+            *bytes += size;
+            fold_line(rollup, skips, text);
+        }
+        Err(s) => count_skip(skips, s),
+    }
+    cp.last_seq = seq;
+    cp.rows += 1;
+    // The last row as listed (rows come in seq order, so it is the listed count's row) or a
+    // later one: its anchor is the checkpoint's. Hashing every row's bytes instead cost a
+    // tenth of a cold read. When rows went away since the listing, the count never matches
+    // and the session is read again anyway.
+    if cp.rows >= disc.meta.size {
+        fn bytes(v: ValueRef<'_>) -> Option<&[u8]> {
+            v.as_bytes_or_null().ok().flatten()
+        }
+        // `event_zstd` as stored, even beside a JSON event (not OpenClaw's rows, but
+        // `anchor_at` hashes what is there).
+        let zstd = if zstd == ValueRef::Null { st.value(first + 1) } else { zstd };
+        cp.anchor = row_anchor(seq, bytes(json), bytes(zstd));
+    }
+}
+
+/// The key-order pass of [`run_bulk`]: one indexed scan from the first session's first row to
+/// the last session's last.
+fn bulk_by_key(
+    conn: &Connection,
+    pending: &mut Pending,
+    (lo, hi): (String, &str),
+    max_line: u64,
+    cancel: &AtomicBool,
+    send: &mut dyn FnMut(JobResult) -> bool,
+) -> Result<bool, SqliteError> {
+    let mut decoder = DecoderGuard::take()?;
+    let mut current: Option<Reading> = None;
+    // The last row read; the first slice starts at the first session's first row.
+    let mut after: (String, i64) = (lo, i64::MIN);
+    let mut seen = 0u64;
+    // The row value is the seek key: each slice starts where the last one ended. With a
+    // separate `session_id >= lo` term SQLite sought to `lo` instead and stepped over every row
+    // already read, slice after slice (a group of long sessions read ~2x the index rows it
+    // needed).
+    let slice = |from: &str| {
+        Stepper::prepare(
+            conn,
+            &format!(
+                "SELECT session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json
+                 FROM transcript_events WHERE (session_id, seq) {from} (?1, ?2) AND session_id <= ?3
+                 ORDER BY session_id, seq LIMIT ?4"
+            ),
+        )
+    };
+    let (mut first, mut next) = (Some(slice(">=")?), slice(">")?);
+    loop {
+        let tx = conn.unchecked_transaction()?;
+        let mut n = 0i64;
+        let mut taken = first.take();
+        let st = taken.as_mut().unwrap_or(&mut next);
+        st.bind_text(1, &after.0)?;
+        st.bind_int(2, after.1)?;
+        st.bind_text(3, hi)?;
+        st.bind_int(4, BULK_SLICE_ROWS)?;
+        let read = (|| {
+            while st.step()? {
+                n += 1;
+                seen += 1;
+                if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
+                    return Err(SqliteError::Cancelled);
+                }
+                let (sid, seq) = (st.text(0)?, st.int(1)?);
+                if after.0 != sid {
+                    after.0 = sid.to_owned();
+                }
+                after.1 = seq;
+                // Move to this row's session, finishing the ones before it.
+                if current.as_ref().is_none_or(|c| c.0.session_id != sid) {
+                    if let Some(done) = current.take()
+                        && !send(finish(done))
+                    {
+                        return Ok(false);
+                    }
+                    while pending.peek().is_some_and(|d| d.session_id.as_str() < sid) {
+                        if !send(finish(reading(pending.next().expect("peeked")))) {
+                            return Ok(false);
+                        }
+                    }
+                    if pending.peek().is_some_and(|d| d.session_id == sid) {
+                        current = Some(reading(pending.next().expect("peeked")));
+                    }
+                }
+                // A session in the range that is not being read (unchanged) is skipped.
+                let Some(c) = current.as_mut() else { continue };
+                fold_row(c, st, 2, seq, &mut decoder, max_line);
+            }
+            Ok(true)
+        })();
+        st.reset();
+        if !read? {
+            return Ok(false);
+        }
+        tx.commit()?;
+        if n < BULK_SLICE_ROWS {
+            break;
+        }
+    }
+    if let Some(done) = current.take()
+        && !send(finish(done))
+    {
+        return Ok(false);
+    }
+    for d in pending.by_ref() {
+        if !send(finish(reading(d))) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The rowid-order pass of [`run_bulk`] up to rowid `hi`: `pending` sorted by their spans, which
+/// do not overlap. A session's rows are those of its span, as listed; rows added since are the next
+/// listing's. Sessions whose rows are not in `seq` order go to `redo`, unsent.
+fn bulk_by_rowid(
+    conn: &Connection,
+    pending: &mut Pending,
+    hi: i64,
+    redo: &mut Vec<Discovered>,
+    max_line: u64,
+    cancel: &AtomicBool,
+    send: &mut dyn FnMut(JobResult) -> bool,
+) -> Result<bool, SqliteError> {
+    /// Sends a session read in `seq` order; keeps one that was not for `redo`.
+    fn done(
+        (reading, ordered): (Reading, bool),
+        redo: &mut Vec<Discovered>,
+        send: &mut dyn FnMut(JobResult) -> bool,
+    ) -> bool {
+        if ordered {
+            send(finish(reading))
+        } else {
+            redo.push(reading.0);
+            true
+        }
+    }
+    let mut decoder = DecoderGuard::take()?;
+    // The session being read, and whether its rows came in `seq` order so far.
+    let mut current: Option<(Reading, bool)> = None;
+    let mut after = i64::MIN;
+    let mut seen = 0u64;
+    let mut st = Stepper::prepare(
+        conn,
+        "SELECT rowid, session_id, seq, event_json, event_zstd, event_utf8_bytes, navigation_json
+         FROM transcript_events WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid LIMIT ?3",
+    )?;
+    loop {
+        // Between sessions, the next slice starts at the next one's first row.
+        if current.is_none() {
+            match pending.peek() {
+                Some(d) => after = after.max(d.span.map_or(i64::MIN, |s| s.0.saturating_sub(1))),
+                None => break,
+            }
+        }
+        let tx = conn.unchecked_transaction()?;
+        let (mut n, mut seek) = (0i64, false);
+        st.bind_int(1, after)?;
+        st.bind_int(2, hi)?;
+        st.bind_int(3, BULK_SLICE_ROWS)?;
+        let read = (|| {
+            while st.step()? {
+                n += 1;
+                seen += 1;
+                if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
+                    return Err(SqliteError::Cancelled);
+                }
+                let rowid = st.int(0)?;
+                after = rowid;
+                // The session being read ends with its span.
+                if let Some(c) = current.take_if(|c| c.0.0.span.is_none_or(|s| s.1 < rowid))
+                    && !done(c, redo, send)
+                {
+                    return Ok(false);
+                }
+                let sid = st.text(1)?;
+                if current.is_none() {
+                    // Sessions whose spans ended before this row had no rows left in them.
+                    while pending.peek().is_some_and(|d| d.span.is_none_or(|s| s.1 < rowid)) {
+                        if !send(finish(reading(pending.next().expect("peeked")))) {
+                            return Ok(false);
+                        }
+                    }
+                    if pending
+                        .peek()
+                        .is_some_and(|d| d.session_id == sid && d.span.is_some_and(|s| s.0 <= rowid))
+                    {
+                        current = Some((reading(pending.next().expect("peeked")), true));
+                    }
+                }
+                let Some((c, ordered)) = current.as_mut().filter(|c| c.0.0.session_id == sid) else {
+                    // Another session's row: stepped over, or sought past when the next session
+                    // starts far ahead.
+                    if current.is_none()
+                        && pending.peek().and_then(|d| d.span).is_some_and(|s| s.0 - rowid > BULK_GAP_ROWS)
+                    {
+                        seek = true;
+                        break;
+                    }
+                    continue;
+                };
+                let seq = st.int(2)?;
+                if *ordered && c.3.rows > 0 && seq <= c.3.last_seq {
+                    *ordered = false;
+                }
+                if *ordered {
+                    fold_row(c, &st, 3, seq, &mut decoder, max_line);
+                }
+            }
+            Ok(true)
+        })();
+        st.reset();
+        if !read? {
+            return Ok(false);
+        }
+        tx.commit()?;
+        if n < BULK_SLICE_ROWS && !seek {
+            break;
+        }
+    }
+    if let Some(c) = current.take()
+        && !done(c, redo, send)
+    {
+        return Ok(false);
+    }
+    for d in pending.by_ref() {
+        if !send(finish(reading(d))) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A session read by [`run_bulk`], as a job result. Its watermark and update time are the
 /// listing's when it read up to the listed last row; rows appended since make the next listing
 /// see it changed, and it is then read incrementally.
-fn finish(
-    (mut disc, mut rollup, skips, mut cp, bytes): (Discovered, FileRollup, SkipCounts, SqliteCheckpoint, u64),
-) -> JobResult {
+fn finish((mut disc, mut rollup, skips, mut cp, bytes): Reading) -> JobResult {
     rollup.skips.add(&skips);
     rollup.shrink();
     rollup.pending_tail = false;
@@ -1682,6 +1887,7 @@ mod tests {
             session_id: "abc".into(),
             kind: FileKind::Primary,
             meta: FileMeta { dev: SQLITE_DEV, ..FileMeta::default() },
+            span: None,
         };
         assert!(is_session(&d));
         assert_eq!(db_of(&d).as_deref(), Some(db));

@@ -946,3 +946,76 @@ fn a_cold_agents_entries_are_written_once_its_parsers_start() {
         "rows labelled from their entries"
     );
 }
+
+/// A cold read takes sessions in the table's rowid order where their rows lie apart and in
+/// `seq` order, and by key otherwise. Whatever order the table holds the same rows in (sessions
+/// apart in any order, interleaved, backwards within a session, a mixture, shuffled), every
+/// answer is the one of the table as converted.
+#[test]
+fn a_cold_read_answers_alike_whatever_order_the_table_holds_its_rows_in() {
+    let legacy = tempfile::tempdir().unwrap();
+    let spec = Spec { agents: 2, sessions_per_agent: 12, turns: 7, tool_result_bytes: 2500, seed: 11 };
+    generate(legacy.path(), &spec);
+    let converted = tempfile::tempdir().unwrap();
+    demo_store::sqlite::convert_to_sqlite(legacy.path(), converted.path()).unwrap();
+    let mut reference = engine(converted.path());
+    let answers: Vec<Value> = queries().iter().map(|q| normalise(ask(&mut reference, q).0)).collect();
+    let orders = [
+        "session_id DESC, seq",
+        "seq, session_id",
+        "session_id, seq DESC",
+        // Sessions apart, with rows of the others spread between them.
+        "CASE WHEN session_id < '8' THEN session_id || ':' || printf('%08d', seq)
+         ELSE printf('%d~', seq % 8) || session_id || printf('%08d', seq) END",
+        "random()",
+    ];
+    for order in orders {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(converted.path(), dir.path());
+        for agent in ["main", "agent1"] {
+            let c = writer(dir.path(), agent);
+            c.execute_batch(&format!(
+                "CREATE TEMP TABLE held AS SELECT * FROM transcript_events;
+                 DELETE FROM transcript_events;
+                 INSERT INTO transcript_events SELECT * FROM held ORDER BY {order};"
+            ))
+            .unwrap();
+        }
+        let mut e = engine(dir.path());
+        for (q, want) in queries().iter().zip(&answers) {
+            let (got, stats) = ask(&mut e, q);
+            assert_eq!(stats.lines_skipped, 0, "{order}");
+            assert_json_close(want, &normalise(got), &format!("{order}: {:?} {:?}", q.method, q.group_by));
+        }
+    }
+}
+
+/// As many sessions as can be whose rowid spans do not overlap are read in span order; the
+/// others, and those without a span, by key.
+#[test]
+fn only_sessions_lying_apart_are_read_in_rowid_order() {
+    use crate::engine::discover::{Discovered, FileKind, FileMeta};
+    let d = |id: &str, span: Option<(i64, i64)>| Discovered {
+        path: PathBuf::from(id),
+        file_name: id.into(),
+        agent_id: "a".into(),
+        session_id: id.into(),
+        kind: FileKind::Primary,
+        meta: FileMeta::default(),
+        span,
+    };
+    let sessions = vec![
+        d("e", Some((30, 39))),
+        d("a", Some((1, 9))),
+        d("d", Some((12, 15))),
+        d("c", Some((10, 20))),
+        d("b", None),
+        d("f", Some((40, 40))),
+        d("g", Some((50, 45))),
+        d("h", Some((41, 60))),
+    ];
+    let (by_rowid, by_key) = crate::engine::split_by_span(sessions);
+    let ids = |v: &[Discovered]| v.iter().map(|d| d.session_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&by_rowid), ["a", "d", "e", "f", "h"]);
+    assert_eq!(ids(&by_key), ["b", "c", "g"]);
+}
