@@ -77,7 +77,14 @@ pub fn db_of_session(d: &Discovered) -> Option<PathBuf> {
 
 /// OpenClaw 2026.9's `sessionFile` for a SQLite session.
 pub fn session_path(agent: &str, session_id: &str, db: &Path) -> PathBuf {
-    PathBuf::from(format!("sqlite:{agent}:{session_id}:{}", db.display()))
+    // Pushed, not `format!`ed: a listing makes one per session (`to_string_lossy` is what
+    // `display` writes).
+    let db = db.to_string_lossy();
+    let mut p = String::with_capacity(9 + agent.len() + session_id.len() + db.len());
+    for part in ["sqlite:", agent, ":", session_id, ":", &db] {
+        p.push_str(part);
+    }
+    PathBuf::from(p)
 }
 
 /// The database path inside a session path.
@@ -836,16 +843,16 @@ fn session_counts(tx: &Connection) -> Result<Vec<Counted>, SqliteError> {
         "SELECT session_id, seq, rowid FROM transcript_events ORDER BY session_id, seq",
     )?;
     while st.step()? {
-        let (sid, seq, rowid) = (st.text(0)?, st.int(1)?, st.int(2)?);
+        let (seq, rowid) = (st.int(1)?, st.rowid(2));
         match counts.last_mut() {
             // Rows come by session, then by `seq`: the last one's is the session's largest.
-            Some((id, rows, last_seq, (lo, hi))) if id == sid => {
+            Some((id, rows, last_seq, (lo, hi))) if st.is_text(0, id) => {
                 *rows += 1;
                 *last_seq = seq;
                 *lo = (*lo).min(rowid);
                 *hi = (*hi).max(rowid);
             }
-            _ => counts.push((sid.to_owned(), 1, seq, (rowid, rowid))),
+            _ => counts.push((st.text(0)?.to_owned(), 1, seq, (rowid, rowid))),
         }
     }
     Ok(counts)
@@ -1491,7 +1498,7 @@ fn bulk_by_rowid(
                 if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
                     return Err(SqliteError::Cancelled);
                 }
-                let rowid = st.int(0)?;
+                let rowid = st.rowid(0);
                 after = rowid;
                 // The session being read ends with its span.
                 if let Some(c) = current.take_if(|c| c.0.0.span.is_none_or(|s| s.1 < rowid))
@@ -1499,8 +1506,8 @@ fn bulk_by_rowid(
                 {
                     return Ok(false);
                 }
-                let sid = st.text(1)?;
                 if current.is_none() {
+                    let sid = st.text(1)?;
                     // Sessions whose spans ended before this row had no rows left in them.
                     while pending.peek().is_some_and(|d| d.span.is_none_or(|s| s.1 < rowid)) {
                         if !send(finish(reading(pending.next().expect("peeked")))) {
@@ -1514,7 +1521,7 @@ fn bulk_by_rowid(
                         current = Some((reading(pending.next().expect("peeked")), true));
                     }
                 }
-                let Some((c, ordered)) = current.as_mut().filter(|c| c.0.0.session_id == sid) else {
+                let Some((c, ordered)) = current.as_mut().filter(|c| st.is_text(1, &c.0.0.session_id)) else {
                     // Another session's row: stepped over, or sought past when the next session
                     // starts far ahead.
                     if current.is_none()

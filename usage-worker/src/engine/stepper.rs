@@ -123,6 +123,20 @@ impl<'c> Stepper<'c> {
         self.value(i).as_str().map_err(|e| SqliteError::Other(format!("column {i}: {e}")))
     }
 
+    /// Whether column `i` is text equal to `s` (compared as bytes: nothing to validate).
+    pub fn is_text(&self, i: c_int, s: &str) -> bool {
+        matches!(self.value(i), ValueRef::Text(t) if t == s.as_bytes())
+    }
+
+    /// Column `i` read as a rowid: an integer by SQLite's own rule, so its type is not looked up.
+    pub fn rowid(&self, i: c_int) -> i64 {
+        if !self.on_row || !(0..self.columns).contains(&i) {
+            return 0;
+        }
+        // SAFETY: the statement is on a row and `i` is one of its columns.
+        unsafe { ffi::sqlite3_column_int64(self.stmt.as_ptr(), i) }
+    }
+
     fn check(&self, rc: c_int) -> Result<(), SqliteError> {
         if rc == ffi::SQLITE_OK { Ok(()) } else { Err(error(self.db, rc)) }
     }
@@ -179,7 +193,11 @@ mod tests {
                 assert_eq!(st.value(i), r.get_ref(i as usize).unwrap());
                 assert_eq!(st.int(i).ok(), r.get::<_, i64>(i as usize).ok());
                 assert_eq!(st.text(i).ok(), r.get_ref(i as usize).unwrap().as_str().ok());
+                if let Ok(t) = r.get_ref(i as usize).unwrap().as_str() {
+                    assert!(st.is_text(i, t) && !st.is_text(i, "-"));
+                }
             }
+            assert_eq!(st.rowid(0), r.get::<_, i64>(0).unwrap());
             assert_eq!(st.value(5), ValueRef::Null);
             assert_eq!(st.value(-1), ValueRef::Null);
         }
