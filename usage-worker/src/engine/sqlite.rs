@@ -1348,6 +1348,17 @@ fn fold_row(
     }
 }
 
+/// Counts a row a bulk pass read (`n` in its slice, `seen` in all), checking every 256 rows
+/// whether the job was cancelled.
+fn count_row(n: &mut i64, seen: &mut u64, cancel: &AtomicBool) -> Result<(), SqliteError> {
+    *n += 1;
+    *seen += 1;
+    if *seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
+        return Err(SqliteError::Cancelled);
+    }
+    Ok(())
+}
+
 /// The key-order pass of [`run_bulk`]: one indexed scan from the first session's first row to
 /// the last session's last.
 fn bulk_by_key(
@@ -1387,13 +1398,9 @@ fn bulk_by_key(
         st.bind_int(2, after.1)?;
         st.bind_text(3, hi)?;
         st.bind_int(4, BULK_SLICE_ROWS)?;
-        let read = (|| {
+        let read = (|| -> Result<bool, SqliteError> {
             while st.step()? {
-                n += 1;
-                seen += 1;
-                if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
-                    return Err(SqliteError::Cancelled);
-                }
+                count_row(&mut n, &mut seen, cancel)?;
                 let (sid, seq) = (st.text(0)?, st.int(1)?);
                 if after.0 != sid {
                     after.0 = sid.to_owned();
@@ -1491,13 +1498,9 @@ fn bulk_by_rowid(
         st.bind_int(1, after)?;
         st.bind_int(2, hi)?;
         st.bind_int(3, BULK_SLICE_ROWS)?;
-        let read = (|| {
+        let read = (|| -> Result<bool, SqliteError> {
             while st.step()? {
-                n += 1;
-                seen += 1;
-                if seen % 256 == 0 && cancel.load(Ordering::Relaxed) {
-                    return Err(SqliteError::Cancelled);
-                }
+                count_row(&mut n, &mut seen, cancel)?;
                 let rowid = st.rowid(0);
                 after = rowid;
                 // The session being read ends with its span.
