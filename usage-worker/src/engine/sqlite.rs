@@ -1528,7 +1528,10 @@ fn bulk_by_rowid(
                     // Another session's row: stepped over, or sought past when the next session
                     // starts far ahead.
                     if current.is_none()
-                        && pending.peek().and_then(|d| d.span).is_some_and(|s| s.0.saturating_sub(rowid) > BULK_GAP_ROWS)
+                        && pending
+                            .peek()
+                            .and_then(|d| d.span)
+                            .is_some_and(|s| s.0.saturating_sub(rowid) > BULK_GAP_ROWS)
                     {
                         seek = true;
                         break;
