@@ -1257,8 +1257,8 @@ pub(super) fn run_bulk(
     send: &mut dyn FnMut(JobResult) -> bool,
 ) {
     let mut sessions = sessions;
-    if by_rowid {
-        let Some(hi) = sessions.last().and_then(|d| d.span).map(|s| s.1) else { return };
+    // Sessions without a span (never grouped so) are read by key.
+    if by_rowid && let Some(hi) = sessions.last().and_then(|d| d.span).map(|s| s.1) {
         let mut redo = Vec::new();
         let mut pending = sessions.into_iter().peekable();
         let result = with_connection(db, |conn| {
