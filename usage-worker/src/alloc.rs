@@ -4,8 +4,9 @@
 //! RSS lags and includes freed-but-cached pages; the live heap is the figure a memory budget can
 //! act on before the supervisor's RSS cap or the kernel has to. mimalloc instead of glibc's
 //! malloc because after a cold parse glibc kept freed buffers resident in per-thread arenas (RSS
-//! 1.4-2.3x the live heap on large stores, issue #16); mimalloc returns them to the OS within
-//! milliseconds, and [`trim`] does it at once after a big job. BENCHMARKS.md has the figures.
+//! 1.4-2.3x the live heap on large stores, issue #16); mimalloc (v3) returns them to the OS once
+//! its purge delay has passed (1 s by default), and [`trim`] does it at once after a big job.
+//! BENCHMARKS.md has the figures.
 
 use std::{
     alloc::{GlobalAlloc, Layout},
