@@ -735,16 +735,27 @@ fn agents_listed_while_the_previous_one_is_parsed_answer_like_the_legacy_layout(
     assert_converted_answers_alike(legacy.path(), converted.path());
 }
 
+/// A generated store (legacy layout) and its conversion to OpenClaw's SQLite layout.
+fn in_both_layouts(spec: &Spec) -> (tempfile::TempDir, tempfile::TempDir) {
+    let legacy = tempfile::tempdir().unwrap();
+    generate(legacy.path(), spec);
+    let converted = tempfile::tempdir().unwrap();
+    demo_store::sqlite::convert_to_sqlite(legacy.path(), converted.path()).unwrap();
+    (legacy, converted)
+}
+
 /// A cold read starts the query's aggregates empty and adds each file as it is written; the
 /// same aggregates built afterwards from the index (the path of any query whose agents are
 /// already indexed) are identical.
 #[test]
 fn aggregates_built_during_a_cold_read_equal_ones_built_from_the_index() {
-    let legacy = tempfile::tempdir().unwrap();
-    let spec = Spec { agents: 2, sessions_per_agent: 10, turns: 9, tool_result_bytes: 500, seed: 3 };
-    generate(legacy.path(), &spec);
-    let converted = tempfile::tempdir().unwrap();
-    demo_store::sqlite::convert_to_sqlite(legacy.path(), converted.path()).unwrap();
+    let (legacy, converted) = in_both_layouts(&Spec {
+        agents: 2,
+        sessions_per_agent: 10,
+        turns: 9,
+        tool_result_bytes: 500,
+        seed: 3,
+    });
     let mut one = query(Method::UsageCost);
     one.agents = AgentScope::One("agent1".into());
     for dir in [legacy.path(), converted.path()] {
@@ -953,11 +964,13 @@ fn a_cold_agents_entries_are_written_once_its_parsers_start() {
 /// answer is the one of the table as converted.
 #[test]
 fn a_cold_read_answers_alike_whatever_order_the_table_holds_its_rows_in() {
-    let legacy = tempfile::tempdir().unwrap();
-    let spec = Spec { agents: 2, sessions_per_agent: 12, turns: 7, tool_result_bytes: 2500, seed: 11 };
-    generate(legacy.path(), &spec);
-    let converted = tempfile::tempdir().unwrap();
-    demo_store::sqlite::convert_to_sqlite(legacy.path(), converted.path()).unwrap();
+    let (_legacy, converted) = in_both_layouts(&Spec {
+        agents: 2,
+        sessions_per_agent: 12,
+        turns: 7,
+        tool_result_bytes: 2500,
+        seed: 11,
+    });
     let mut reference = engine(converted.path());
     let answers: Vec<Value> = queries().iter().map(|q| normalise(ask(&mut reference, q).0)).collect();
     let orders = [
