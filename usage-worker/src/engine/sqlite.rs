@@ -1250,13 +1250,12 @@ type Pending = std::iter::Peekable<std::vec::IntoIter<Discovered>>;
 /// one short read transaction each, so OpenClaw's checkpoints are not held back.
 pub(super) fn run_bulk(
     db: &Path,
-    sessions: Vec<Discovered>,
+    mut sessions: Vec<Discovered>,
     by_rowid: bool,
     max_line: u64,
     cancel: &AtomicBool,
     send: &mut dyn FnMut(JobResult) -> bool,
 ) {
-    let mut sessions = sessions;
     // Sessions without a span (never grouped so) are read by key.
     if by_rowid && let Some(hi) = sessions.last().and_then(|d| d.span).map(|s| s.1) {
         let mut redo = Vec::new();
