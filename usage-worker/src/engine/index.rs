@@ -32,6 +32,7 @@ const FORMAT: i64 = 3;
 const RENDERED_MAX: i64 = 20_000;
 /// SQLite's page cache for the index, KiB.
 const CACHE_KIB: i64 = 8 * 1024;
+const PAGE_BYTES: i64 = 16384;
 
 /// Why the index cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +351,7 @@ impl Index {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        conn.pragma_update(None, "page_size", PAGE_BYTES)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
