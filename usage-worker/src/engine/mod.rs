@@ -93,6 +93,32 @@ const LIST_AHEAD_JOBS: std::ops::RangeInclusive<usize> = 256..=MEMO_MAX;
 /// Agents of more entries than this have their files' row facts looked up in the index, not
 /// held in memory ([`index::EntryMemo`]: ~600 bytes an entry).
 const MEMO_MAX: usize = 8192;
+/// An agent's database listing and archived transcripts (`None`: not listed yet), made by
+/// [`Engine::run_jobs_listing`] for [`Engine::refresh_agent`]. The entries of a changed
+/// listing are taken out of it, made ready.
+struct Ahead {
+    listing: sqlite::Listing,
+    archives: Option<Vec<Discovered>>,
+    entries: Option<ReadyEntries>,
+}
+
+/// An agent's entries with canonical keys, and the memo [`Engine::put_entries`] holds of them
+/// when they are all of them and fit [`MEMO_MAX`].
+struct ReadyEntries {
+    entries: Vec<store::StoreEntry>,
+    memo: Option<index::EntryMemo>,
+}
+
+impl ReadyEntries {
+    fn of(agent: &str, mut entries: Vec<store::StoreEntry>, all: bool) -> ReadyEntries {
+        for e in &mut entries {
+            e.key = store::canonical_key(agent, &e.key);
+        }
+        let memo = (all && entries.len() <= MEMO_MAX).then(|| index::EntryMemo::of(agent, &entries));
+        ReadyEntries { entries, memo }
+    }
+}
+
 /// Parsed results waiting for the writer, at most (and [`SEND_BATCH`] more held by each
 /// parser): parsers wait rather than pile them up.
 const RESULTS_IN_FLIGHT: usize = 512;
@@ -560,7 +586,7 @@ impl Engine {
         // are listed).
         let mut before = Progress::default();
         // The next agent's database listing, made while this agent's files were parsed.
-        let mut ahead: Option<sqlite::Listing> = None;
+        let mut ahead: Option<Ahead> = None;
         for (k, agent) in agents.iter().enumerate() {
             let mut jobs: Vec<Job> = Vec::new();
             let base = before;
@@ -637,16 +663,20 @@ impl Engine {
         agent: &str,
         jobs: &mut Vec<Job>,
         diag: &mut Diagnostics,
-        listed: Option<sqlite::Listing>,
+        listed: Option<Ahead>,
     ) -> Result<(), WorkerError> {
         let dir = self.config.state_dir.clone();
         // An OpenClaw 2026.7+ database wins over legacy files.
-        let listing = match listed {
-            Some(l) => l,
+        let (listing, mut archives, ready) = match listed {
+            Some(Ahead { listing, archives, entries }) => (listing, archives, entries),
             None => {
                 self.restore_db_state(agent)?;
-                self.sqlite.list(&dir, agent, diag)
+                (self.sqlite.list(&dir, agent, diag), None, None)
             }
+        };
+        let mut archives_of = |diag: &mut Diagnostics| match archives.take() {
+            Some(a) => a,
+            None => archived_files(&dir, agent, diag),
         };
         if !matches!(listing, sqlite::Listing::NoDatabase)
             && let Some(s) = self.stores.get_mut(agent)
@@ -659,19 +689,26 @@ impl Engine {
             sqlite::Listing::Unchanged => return Ok(()),
             sqlite::Listing::Failed => {
                 // Unreadable: its sessions count as absent until it is readable again.
-                let archives = archived_files(&dir, agent, diag);
+                let archives = archives_of(diag);
                 self.compare_listing(agent, archives, jobs)?;
                 return Ok(());
             }
             sqlite::Listing::Changed { mut listed, entries } => {
-                if let Some(entries) = entries {
+                if let Some(ready) = ready {
+                    self.put_ready_entries(agent, ready, Put::All)?;
+                } else if let Some(entries) = entries {
                     self.apply_entries(agent, entries, diag)?;
                 }
                 // Archives the database does not hold already (OpenClaw's importer leaves them
                 // out; clawgate's demo converter puts them in): counted once either way.
-                let in_db: foldhash::HashSet<String> = listed.iter().map(|d| d.session_id.clone()).collect();
-                let archives = archived_files(&dir, agent, diag);
-                listed.extend(archives.into_iter().filter(|a| !in_db.contains(&a.session_id)));
+                let archives = archives_of(diag);
+                if !archives.is_empty() {
+                    let in_db: foldhash::HashSet<&str> =
+                        listed.iter().map(|d| d.session_id.as_str()).collect();
+                    let apart: Vec<Discovered> =
+                        archives.into_iter().filter(|a| !in_db.contains(a.session_id.as_str())).collect();
+                    listed.extend(apart);
+                }
                 self.compare_listing(agent, listed, jobs)?;
                 return Ok(());
             }
@@ -862,16 +899,22 @@ impl Engine {
     fn put_entries(
         &mut self,
         agent: &str,
-        mut entries: Vec<store::StoreEntry>,
+        entries: Vec<store::StoreEntry>,
+        put: Put<'_>,
+    ) -> Result<bool, WorkerError> {
+        let ready = ReadyEntries::of(agent, entries, matches!(put, Put::All));
+        self.put_ready_entries(agent, ready, put)
+    }
+
+    /// [`Engine::put_entries`] of entries made ready for `put` ([`ReadyEntries::of`]).
+    fn put_ready_entries(
+        &mut self,
+        agent: &str,
+        ReadyEntries { entries, memo }: ReadyEntries,
         put: Put<'_>,
     ) -> Result<bool, WorkerError> {
         self.write_deferred()?;
-        for e in &mut entries {
-            e.key = store::canonical_key(agent, &e.key);
-        }
         self.memo = None;
-        let memo = (matches!(put, Put::All) && entries.len() <= MEMO_MAX)
-            .then(|| index::EntryMemo::of(agent, &entries));
         if memo.is_some() && self.index().is_bulk() {
             // No file is indexed yet, so none has facts to refresh; nothing reads entries
             // before run_jobs writes them.
@@ -964,6 +1007,7 @@ impl Engine {
             known.insert(path.to_vec(), k);
         })?;
         let mut fresh: Vec<Discovered> = Vec::new();
+        jobs.reserve(listed.len());
         for d in listed {
             match known.remove(d.path.as_os_str().as_encoded_bytes()) {
                 Some(k) if k.meta == d.meta => {}
@@ -1052,10 +1096,11 @@ impl Engine {
         Ok(())
     }
 
-    /// [`Engine::run_jobs`] while a helper thread lists agent `next`'s database: on a cold
-    /// build the parser threads would otherwise wait for each agent's listing (~0.2 s for a
-    /// database of 6,000 sessions, nine times on the bench's 54,000). Holds two agents'
-    /// listings at once, so only worth it when this agent has many files to parse.
+    /// [`Engine::run_jobs`] while a helper thread lists agent `next`'s database and archived
+    /// transcripts: on a cold build the parser threads would otherwise wait for each agent's
+    /// listing (~0.2 s for a database of 6,000 sessions, nine times on the bench's 54,000).
+    /// Holds two agents' listings at once, so only worth it when this agent has many files to
+    /// parse.
     fn run_jobs_listing(
         &mut self,
         next: &str,
@@ -1063,29 +1108,40 @@ impl Engine {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(Progress),
         diag: &mut Diagnostics,
-    ) -> (Result<RefreshStats, WorkerError>, sqlite::Listing) {
+    ) -> (Result<RefreshStats, WorkerError>, Ahead) {
         let mut dbs = std::mem::take(&mut self.sqlite);
         let dir = self.config.state_dir.clone();
         let (stats, listed) = std::thread::scope(|scope| {
             let lister = std::thread::Builder::new().name("usage-list".into()).spawn_scoped(scope, || {
                 let mut d = Diagnostics::default();
-                let listing = dbs.list(&dir, next, &mut d);
-                (listing, d)
+                let mut listing = dbs.list(&dir, next, &mut d);
+                // The archives and entries too, where `refresh_agent` takes them: a directory of
+                // one file per session and a memo of 6,000 entries were ~10 ms of the step
+                // between two agents, which no other work overlaps.
+                let archives = matches!(listing, sqlite::Listing::Changed { .. } | sqlite::Listing::Failed)
+                    .then(|| archived_files(&dir, next, &mut d));
+                let entries = match &mut listing {
+                    sqlite::Listing::Changed { entries: e @ Some(Ok(_)), .. } => {
+                        e.take().and_then(Result::ok).map(|e| ReadyEntries::of(next, e, true))
+                    }
+                    _ => None,
+                };
+                (Ahead { listing, archives, entries }, d)
             });
             let stats = self.run_jobs(jobs, cancel, progress, diag);
             let listed = lister.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             (stats, listed)
         });
-        let listing = match listed {
-            Ok((listing, d)) => {
+        let ahead = match listed {
+            Ok((ahead, d)) => {
                 diag.absorb_listing(d);
-                listing
+                ahead
             }
             // No thread to be had: listed here, after.
-            Err(_) => dbs.list(&dir, next, diag),
+            Err(_) => Ahead { listing: dbs.list(&dir, next, diag), archives: None, entries: None },
         };
         self.sqlite = dbs;
-        (stats, listing)
+        (stats, ahead)
     }
 
     /// Parses the changed files on `threads` threads while this thread writes their results to
@@ -1093,7 +1149,7 @@ impl Engine {
     /// aggregates: parsing and writing overlap, and memory holds a bounded number of results.
     fn run_jobs(
         &mut self,
-        mut jobs: Vec<Job>,
+        jobs: Vec<Job>,
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(Progress),
         diag: &mut Diagnostics,
@@ -1107,8 +1163,6 @@ impl Engine {
         }
         let deferred = self.deferred.take();
         self.change += 1;
-        // Biggest first, so one large file does not finish last on one core.
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.disc.meta.size));
         let max_line = self.config.max_line_bytes;
         let index_path = self.index().path();
         let work = group_work(jobs, self.config.threads.max(1));
@@ -1946,6 +2000,10 @@ enum Work {
 /// read 79-91 MB against 90-101 MB (bench, six alternating runs; cold time 1.61-1.85 s against
 /// 1.65-1.83 s).
 const BULK_SESSIONS: usize = 256;
+/// The smallest group [`group_work`] makes but for the last (each pass costs a read
+/// transaction and its statements); two in unit tests, so that their small stores still make
+/// several groups.
+const BULK_SESSIONS_MIN: usize = if cfg!(test) { 2 } else { 32 };
 
 /// Groups jobs into work: new SQLite sessions by database in runs of [`BULK_SESSIONS`]; every
 /// other file (and a session with an old state, read from its checkpoint) on its own.
@@ -1953,20 +2011,36 @@ fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
     let mut by_db: std::collections::BTreeMap<PathBuf, Vec<Discovered>> = std::collections::BTreeMap::new();
     let mut work = Vec::new();
     for job in jobs {
-        match (job.known, sqlite::is_session(&job.disc).then(|| sqlite::db_of_session(&job.disc)).flatten()) {
-            (None, Some(db)) => by_db.entry(db).or_default().push(job.disc),
+        let db = sqlite::is_session(&job.disc).then(|| sqlite::db_of_session(&job.disc)).flatten();
+        match (job.known, db) {
+            // Looked up by the borrowed path: one allocation a database, not a session.
+            (None, Some(db)) => match by_db.get_mut(db) {
+                Some(sessions) => sessions.push(job.disc),
+                None => {
+                    let db = db.to_path_buf();
+                    by_db.insert(db, vec![job.disc]);
+                }
+            },
             _ => work.push(Work::One(job)),
         }
     }
+    // Biggest first, so one large file does not finish last on one core.
+    work.sort_by_key(|w| match w {
+        Work::One(j) => std::cmp::Reverse(j.disc.meta.size),
+        Work::Sessions { .. } => unreachable!("only single jobs so far"),
+    });
     for (db, sessions) in by_db {
         let (by_rowid, by_key) = split_by_span(sessions);
         for (sessions, by_rowid) in [(by_rowid, true), (by_key, false)] {
-            // Equal groups, at least two per thread, so no thread idles at the end.
-            let groups = sessions.len().div_ceil(BULK_SESSIONS).max(2 * threads);
-            let size = sessions.len().div_ceil(groups).max(1);
-            let mut rest = sessions.into_iter().peekable();
-            while rest.peek().is_some() {
+            // Groups shrink towards the end (a share of what is left, per thread), so that the
+            // threads finish together: with equal groups of 256 one thread idled for up to a
+            // group's ~10 ms at the end of every agent.
+            let mut left = sessions.len();
+            let mut rest = sessions.into_iter();
+            while left > 0 {
+                let size = (left / (2 * threads)).clamp(BULK_SESSIONS_MIN, BULK_SESSIONS).min(left);
                 let group: Vec<Discovered> = rest.by_ref().take(size).collect();
+                left -= size;
                 work.push(Work::Sessions { db: db.clone(), sessions: group, by_rowid });
             }
         }
@@ -1980,13 +2054,25 @@ fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
 /// spread over the table (a main session that lives for months) goes by key alone, and the
 /// sessions inside its span stay in rowid order (its rows there are stepped over).
 fn split_by_span(sessions: Vec<Discovered>) -> (Vec<Discovered>, Vec<Discovered>) {
-    let (mut spanned, mut by_key): (Vec<Discovered>, Vec<Discovered>) =
-        sessions.into_iter().partition(|d| d.span.is_some_and(|(lo, hi)| lo <= hi));
-    spanned.sort_by_key(|d| d.span.map(|(lo, hi)| (hi, lo)));
-    let mut by_rowid = Vec::with_capacity(spanned.len());
+    // Sorted as (end, start, position) keys, and the sessions moved once in that order: a
+    // `Discovered` is ~200 bytes, and sorting them in place cost ~3 ms of each cold agent.
+    let mut keys: Vec<(i64, i64, usize)> = Vec::with_capacity(sessions.len());
+    let mut by_key = Vec::new();
+    let mut slots: Vec<Option<Discovered>> = Vec::with_capacity(sessions.len());
+    for d in sessions {
+        match d.span {
+            Some((lo, hi)) if lo <= hi => {
+                keys.push((hi, lo, slots.len()));
+                slots.push(Some(d));
+            }
+            _ => by_key.push(d),
+        }
+    }
+    keys.sort_unstable();
+    let mut by_rowid = Vec::with_capacity(keys.len());
     let mut end = None;
-    for d in spanned {
-        let (lo, hi) = d.span.expect("spanned");
+    for (hi, lo, i) in keys {
+        let d = slots[i].take().expect("each position once");
         if end.is_none_or(|e| lo > e) {
             end = Some(hi);
             by_rowid.push(d);

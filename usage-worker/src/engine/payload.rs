@@ -168,14 +168,20 @@ impl Diagnostics {
         }
     }
 
-    /// Adds what a database listing made on another thread found: it counts unreadable
-    /// databases and reports errors, nothing else.
+    /// Adds what a listing made on another thread found: it counts unreadable databases and
+    /// skipped special files and reports errors, nothing else.
     pub fn absorb_listing(&mut self, o: Diagnostics) {
         debug_assert_eq!(
-            Diagnostics { unreadable_databases: 0, errors: Vec::new(), ..o.clone() },
+            Diagnostics {
+                unreadable_databases: 0,
+                skipped_special_files: 0,
+                errors: Vec::new(),
+                ..o.clone()
+            },
             Diagnostics::default()
         );
         self.unreadable_databases += o.unreadable_databases;
+        self.skipped_special_files += o.skipped_special_files;
         for e in o.errors {
             self.error(e);
         }

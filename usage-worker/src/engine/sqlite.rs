@@ -71,7 +71,7 @@ pub fn is_session(d: &Discovered) -> bool {
 }
 
 /// The database a SQLite session is read from.
-pub fn db_of_session(d: &Discovered) -> Option<PathBuf> {
+pub fn db_of_session(d: &Discovered) -> Option<&Path> {
     db_of(d)
 }
 
@@ -87,10 +87,12 @@ pub fn session_path(agent: &str, session_id: &str, db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The database path inside a session path.
-fn db_of(d: &Discovered) -> Option<PathBuf> {
-    let prefix = format!("sqlite:{}:{}:", d.agent_id, d.session_id);
-    d.path.to_str()?.strip_prefix(&prefix).map(PathBuf::from)
+/// The database path inside a session path (`sqlite:<agent>:<session id>:<database>`). Cut
+/// in place: grouping a cold agent's sessions by database asks it of each.
+fn db_of(d: &Discovered) -> Option<&Path> {
+    let rest = d.path.to_str()?.strip_prefix("sqlite:")?.strip_prefix(d.agent_id.as_str())?;
+    let rest = rest.strip_prefix(':')?.strip_prefix(d.session_id.as_str())?.strip_prefix(':')?;
+    Some(Path::new(rest))
 }
 
 /// FNV-1a continued from `h`, stable across builds (checkpoints persist).
@@ -1054,7 +1056,7 @@ pub(super) fn run_job(
     max_line: u64,
     cancel: &AtomicBool,
 ) -> JobResult {
-    let Some(db) = db_of(&disc) else {
+    let Some(db) = db_of(&disc).map(Path::to_path_buf) else {
         return JobResult::Unreadable { disc, error: "not a SQLite session path".into(), old };
     };
     let prev = old.as_deref().map(|(_, r)| r.clone());
@@ -1647,7 +1649,7 @@ pub fn read_events(
     mut on_line: impl FnMut(&[u8]),
 ) -> Result<u64, SqliteError> {
     let db = db_of(d).ok_or_else(|| SqliteError::Other("not a SQLite session path".into()))?;
-    let conn = sqlite_schema::open(&db)?;
+    let conn = sqlite_schema::open(db)?;
     let mut decoder = RowDecoder::new().map_err(|e| SqliteError::Other(e.to_string()))?;
     let (mut after, mut bytes, mut seen) = (i64::MIN, 0u64, 0u64);
     loop {
@@ -1902,6 +1904,6 @@ mod tests {
             span: None,
         };
         assert!(is_session(&d));
-        assert_eq!(db_of(&d).as_deref(), Some(db));
+        assert_eq!(db_of(&d), Some(db));
     }
 }

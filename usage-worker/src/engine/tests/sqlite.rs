@@ -735,6 +735,46 @@ fn agents_listed_while_the_previous_one_is_parsed_answer_like_the_legacy_layout(
     assert_converted_answers_alike(legacy.path(), converted.path());
 }
 
+/// Each agent's archives (and special files) and entries are taken on the listing thread when
+/// that agent is listed while the previous one is parsed: they count as when listed in place.
+#[test]
+fn archives_and_special_files_of_agents_listed_ahead_count_as_listed_in_place() {
+    let (legacy, converted) = in_both_layouts(&Spec {
+        agents: 3,
+        sessions_per_agent: 300,
+        turns: 1,
+        tool_result_bytes: 200,
+        seed: 5,
+    });
+    let donor = fs::read_dir(legacy.path().join("agents/main/sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .min()
+        .unwrap();
+    for (i, agent) in ["main", "agent1", "agent2"].into_iter().enumerate() {
+        for store in [legacy.path(), converted.path()] {
+            let sessions = store.join("agents").join(agent).join("sessions");
+            fs::create_dir_all(&sessions).unwrap();
+            let archive =
+                format!("0badc0de-0000-4000-8000-00000000000{i}.jsonl.reset.2026-11-15T04-03-12.803Z");
+            fs::copy(&donor, sessions.join(archive)).unwrap();
+            let fifo = sessions.join(format!(
+                "1badc0de-0000-4000-8000-00000000000{i}.jsonl.deleted.2026-11-15T04-03-12.803Z"
+            ));
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+    }
+    assert_converted_answers_alike(legacy.path(), converted.path());
+    let (v, _) = ask(&mut engine(converted.path()), &query(Method::SessionsUsage));
+    assert_eq!(v["diagnostics"]["skippedSpecialFiles"], 3, "{}", v["diagnostics"]);
+    let rows = v["sessions"].as_array().unwrap();
+    for i in 0..3 {
+        let id = format!("0badc0de-0000-4000-8000-00000000000{i}");
+        assert_eq!(rows.iter().filter(|r| r["sessionId"] == id.as_str()).count(), 1, "{id}");
+    }
+}
+
 /// A generated store (legacy layout) and its conversion to OpenClaw's SQLite layout.
 fn in_both_layouts(spec: &Spec) -> (tempfile::TempDir, tempfile::TempDir) {
     let legacy = tempfile::tempdir().unwrap();
@@ -1032,4 +1072,60 @@ fn only_sessions_lying_apart_are_read_in_rowid_order() {
     let ids = |v: &[Discovered]| v.iter().map(|d| d.session_id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&by_rowid), ["a", "d", "e", "f", "h"]);
     assert_eq!(ids(&by_key), ["b", "c", "g"]);
+}
+
+/// A cold agent's sessions go to the parser threads in groups that shrink towards the end, so
+/// that the threads finish together; every session is in exactly one group, in read order.
+#[test]
+fn session_groups_shrink_towards_the_end_and_hold_every_session_once() {
+    use crate::engine::{
+        BULK_SESSIONS, BULK_SESSIONS_MIN, Job, Work,
+        discover::{Discovered, FileKind, FileMeta},
+        group_work,
+    };
+    let db = "/x/openclaw-agent.sqlite";
+    let session = |i: usize, span: Option<(i64, i64)>| Job {
+        disc: Discovered {
+            path: PathBuf::from(format!("sqlite:a:s{i:05}:{db}")),
+            file_name: format!("s{i:05}"),
+            agent_id: "a".into(),
+            session_id: format!("s{i:05}"),
+            kind: FileKind::Primary,
+            meta: FileMeta { dev: crate::engine::sqlite::SQLITE_DEV, ..FileMeta::default() },
+            span,
+        },
+        known: None,
+    };
+    // Spans in reverse order of ids, and three sessions without one (read by key).
+    let n = 2000;
+    let mut jobs: Vec<Job> =
+        (0..n).map(|i| session(i, Some((10 * (n - i) as i64, 10 * (n - i) as i64 + 5)))).collect();
+    jobs.extend((n..n + 3).map(|i| session(i, None)));
+    let work = group_work(jobs, 2);
+    let groups: Vec<(bool, Vec<String>)> = work
+        .into_iter()
+        .map(|w| match w {
+            Work::Sessions { db: d, sessions, by_rowid } => {
+                assert_eq!(d, PathBuf::from(db));
+                (by_rowid, sessions.into_iter().map(|s| s.session_id).collect())
+            }
+            Work::One(_) => panic!("a new session read alone"),
+        })
+        .collect();
+    let rowid: Vec<&Vec<String>> = groups.iter().filter(|g| g.0).map(|g| &g.1).collect();
+    let key: Vec<&Vec<String>> = groups.iter().filter(|g| !g.0).map(|g| &g.1).collect();
+    assert!(groups.iter().take(rowid.len()).all(|g| g.0), "rowid groups first");
+    // In rowid order (the spans run backwards), each session once.
+    let read: Vec<&String> = rowid.iter().flat_map(|g| g.iter()).collect();
+    let want: Vec<String> = (0..n).rev().map(|i| format!("s{i:05}")).collect();
+    assert_eq!(read, want.iter().collect::<Vec<_>>());
+    assert_eq!(
+        key.iter().flat_map(|g| g.iter().cloned()).collect::<Vec<_>>(),
+        [format!("s{n:05}"), format!("s{:05}", n + 1), format!("s{:05}", n + 2)]
+    );
+    let sizes: Vec<usize> = rowid.iter().map(|g| g.len()).collect();
+    assert_eq!(sizes[0], BULK_SESSIONS, "{sizes:?}");
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "never growing: {sizes:?}");
+    assert!(sizes[..sizes.len() - 1].iter().all(|&s| s >= BULK_SESSIONS_MIN), "{sizes:?}");
+    assert!(*sizes.last().unwrap() <= BULK_SESSIONS / 8, "the last groups are short: {sizes:?}");
 }
