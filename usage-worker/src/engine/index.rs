@@ -32,6 +32,9 @@ const FORMAT: i64 = 3;
 const RENDERED_MAX: i64 = 20_000;
 /// SQLite's page cache for the index, KiB.
 const CACHE_KIB: i64 = 8 * 1024;
+/// Page size of a new index file (SQLite's default is 4 KiB): a cold build of 54,000 sessions
+/// writes a quarter as many WAL frames, and its order index, which reads every `files` row, took
+/// 41-43 ms instead of 48-58. It only takes effect before the file's first table.
 const PAGE_BYTES: i64 = 16384;
 
 /// Why the index cannot be used.
