@@ -87,9 +87,12 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100
 /// with batches of 256).
 const BATCH_FILES: usize = 2048;
 /// An agent with this many files to parse has the next agent listed meanwhile
-/// ([`Engine::run_jobs_listing`]). Bounded above: the next listing is held beside this agent's
-/// jobs and [`index::EntryMemo`], so their size must not grow with the store.
-const LIST_AHEAD_JOBS: std::ops::RangeInclusive<usize> = 256..=MEMO_MAX;
+/// ([`Engine::run_jobs_listing`]). From 64: on the seed-size store in OpenClaw's layout (agents
+/// of ~200 sessions) listing each agent in the step between two agents kept one core idle for
+/// ~20 of its ~60 ms (bench, cold: 877-944 ms against 975-1,053 ms from 256). Bounded above: the
+/// next listing is held beside this agent's jobs and [`index::EntryMemo`], so their size must
+/// not grow with the store.
+const LIST_AHEAD_JOBS: std::ops::RangeInclusive<usize> = 64..=MEMO_MAX;
 /// Agents of more entries than this have their files' row facts looked up in the index, not
 /// held in memory ([`index::EntryMemo`]: ~600 bytes an entry).
 const MEMO_MAX: usize = 8192;
@@ -2000,10 +2003,10 @@ enum Work {
 /// read 79-91 MB against 90-101 MB (bench, six alternating runs; cold time 1.61-1.85 s against
 /// 1.65-1.83 s).
 const BULK_SESSIONS: usize = 256;
-/// The smallest group [`group_work`] makes but for the last (each pass costs a read
-/// transaction and its statements); two in unit tests, so that their small stores still make
-/// several groups.
-const BULK_SESSIONS_MIN: usize = if cfg!(test) { 2 } else { 32 };
+/// The fewest rows a group of [`group_work`] holds but for the last (each pass costs a read
+/// transaction and its statements; a row ~3 µs); two in unit tests, so that their small stores
+/// still make several groups.
+const BULK_ROWS_MIN: u64 = if cfg!(test) { 2 } else { 512 };
 
 /// Groups jobs into work: new SQLite sessions by database in runs of [`BULK_SESSIONS`]; every
 /// other file (and a session with an old state, read from its checkpoint) on its own.
@@ -2032,15 +2035,19 @@ fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
     for (db, sessions) in by_db {
         let (by_rowid, by_key) = split_by_span(sessions);
         for (sessions, by_rowid) in [(by_rowid, true), (by_key, false)] {
-            // Groups shrink towards the end (a share of what is left, per thread), so that the
+            // Groups shrink towards the end (a share of the rows left, per thread), so that the
             // threads finish together: with equal groups of 256 one thread idled for up to a
-            // group's ~10 ms at the end of every agent.
-            let mut left = sessions.len();
-            let mut rest = sessions.into_iter();
-            while left > 0 {
-                let size = (left / (2 * threads)).clamp(BULK_SESSIONS_MIN, BULK_SESSIONS).min(left);
-                let group: Vec<Discovered> = rest.by_ref().take(size).collect();
-                left -= size;
+            // group's ~10 ms at the end of every agent (more for long sessions).
+            let mut left: u64 = sessions.iter().map(|d| d.meta.size).sum();
+            let mut rest = sessions.into_iter().peekable();
+            while rest.peek().is_some() {
+                let target = (left / (2 * threads as u64)).max(BULK_ROWS_MIN);
+                let (mut group, mut rows) = (Vec::new(), 0u64);
+                while let Some(d) = rest.next_if(|_| group.len() < BULK_SESSIONS && rows < target) {
+                    rows += d.meta.size;
+                    group.push(d);
+                }
+                left = left.saturating_sub(rows);
                 work.push(Work::Sessions { db: db.clone(), sessions: group, by_rowid });
             }
         }

@@ -1074,12 +1074,13 @@ fn only_sessions_lying_apart_are_read_in_rowid_order() {
     assert_eq!(ids(&by_key), ["b", "c", "g"]);
 }
 
-/// A cold agent's sessions go to the parser threads in groups that shrink towards the end, so
-/// that the threads finish together; every session is in exactly one group, in read order.
+/// A cold agent's sessions go to the parser threads in groups that shrink towards the end (by
+/// rows), so that the threads finish together; every session is in exactly one group, in read
+/// order.
 #[test]
 fn session_groups_shrink_towards_the_end_and_hold_every_session_once() {
     use crate::engine::{
-        BULK_SESSIONS, BULK_SESSIONS_MIN, Job, Work,
+        BULK_ROWS_MIN, BULK_SESSIONS, Job, Work,
         discover::{Discovered, FileKind, FileMeta},
         group_work,
     };
@@ -1091,7 +1092,7 @@ fn session_groups_shrink_towards_the_end_and_hold_every_session_once() {
             agent_id: "a".into(),
             session_id: format!("s{i:05}"),
             kind: FileKind::Primary,
-            meta: FileMeta { dev: crate::engine::sqlite::SQLITE_DEV, ..FileMeta::default() },
+            meta: FileMeta { dev: crate::engine::sqlite::SQLITE_DEV, size: 10, ..FileMeta::default() },
             span,
         },
         known: None,
@@ -1126,6 +1127,25 @@ fn session_groups_shrink_towards_the_end_and_hold_every_session_once() {
     let sizes: Vec<usize> = rowid.iter().map(|g| g.len()).collect();
     assert_eq!(sizes[0], BULK_SESSIONS, "{sizes:?}");
     assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "never growing: {sizes:?}");
-    assert!(sizes[..sizes.len() - 1].iter().all(|&s| s >= BULK_SESSIONS_MIN), "{sizes:?}");
+    assert!(sizes[..sizes.len() - 1].iter().all(|&s| s as u64 * 10 >= BULK_ROWS_MIN), "{sizes:?}");
     assert!(*sizes.last().unwrap() <= BULK_SESSIONS / 8, "the last groups are short: {sizes:?}");
+    // Long sessions make fewer sessions a group: 200 of 400 rows each, in rows of ~a quarter
+    // of what is left.
+    let long = |i: usize| Job {
+        disc: Discovered {
+            meta: FileMeta { size: 400, ..session(i, None).disc.meta },
+            ..session(i, Some((i as i64, i as i64))).disc
+        },
+        known: None,
+    };
+    let sizes: Vec<usize> = group_work((0..200).map(long).collect(), 2)
+        .into_iter()
+        .map(|w| match w {
+            Work::Sessions { sessions, .. } => sessions.len(),
+            Work::One(_) => panic!("a new session read alone"),
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 200);
+    assert_eq!(sizes[0], 50, "{sizes:?}");
+    assert_eq!(*sizes.last().unwrap(), 1, "{sizes:?}");
 }
