@@ -2038,6 +2038,7 @@ fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
             // Groups shrink towards the end (a share of the rows left, per thread), so that the
             // threads finish together: with equal groups of 256 one thread idled for up to a
             // group's ~10 ms at the end of every agent (more for long sessions).
+            // A database session's `meta.size` is its row count ([`sqlite::SqliteCheckpoint`]).
             let mut left: u64 = sessions.iter().map(|d| d.meta.size).sum();
             let mut rest = sessions.into_iter().peekable();
             while rest.peek().is_some() {

@@ -1131,12 +1131,10 @@ fn session_groups_shrink_towards_the_end_and_hold_every_session_once() {
     assert!(*sizes.last().unwrap() <= BULK_SESSIONS / 8, "the last groups are short: {sizes:?}");
     // Long sessions make fewer sessions a group: 200 of 400 rows each, in rows of ~a quarter
     // of what is left.
-    let long = |i: usize| Job {
-        disc: Discovered {
-            meta: FileMeta { size: 400, ..session(i, None).disc.meta },
-            ..session(i, Some((i as i64, i as i64))).disc
-        },
-        known: None,
+    let long = |i: usize| {
+        let mut job = session(i, Some((i as i64, i as i64)));
+        job.disc.meta.size = 400;
+        job
     };
     let sizes: Vec<usize> = group_work((0..200).map(long).collect(), 2)
         .into_iter()
