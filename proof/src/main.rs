@@ -333,8 +333,8 @@ fn run(args: &Args) -> anyhow::Result<Value> {
         data_dir.display().to_string(),
         "--worker-memory-max".into(),
         format!("{}B", args.worker_memory_max),
-        // A cap below clawgate's 256 MiB floor (the e2e run uses 128 MiB) is a drill: the
-        // memory faults reach it sooner.
+        // A cap below clawgate's 256 MiB floor is a drill: the memory faults reach it sooner,
+        // but the heap budget (80%) no longer promises that a refused overrun stays under it.
         "--allow-small-worker-memory".into(),
         // Chaos restarts the worker far more often than the crash-loop guard allows by default
         // (5 a minute); parking it in `failed` would measure that guard, not the system.
