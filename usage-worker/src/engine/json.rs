@@ -11,7 +11,9 @@
 //!
 //! Strings that are only skipped are checked for JSON validity (escapes, control characters), not
 //! for UTF-8: the cursor records whether it passed any byte ≥ 0x80 ([`Cursor::saw_non_ascii`]),
-//! so that the caller validates the whole text once, and only then.
+//! so that the caller validates the whole text once, and only then. Text whose validity does not
+//! matter (OpenClaw's bookkeeping beside a projection) is passed by its structure alone
+//! ([`Cursor::pass`]): brackets matched outside strings, 64 bytes per step.
 
 use std::borrow::Cow;
 
@@ -29,19 +31,11 @@ pub struct Cursor<'a> {
     i: usize,
     /// OR of the bytes' high bits seen while scanning strings (over-approximate: a whole block).
     high: u32,
-    /// Numbers that are only skipped must still fit an `f64` ([`Cursor::with_numbers_in_range`]).
-    numbers_in_range: bool,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Self {
-        Cursor { b, i: 0, high: 0, numbers_in_range: false }
-    }
-
-    /// A cursor that refuses a number out of `f64` range even where it only skips it, as
-    /// serde_json does when it reads the text into a value.
-    pub fn with_numbers_in_range(b: &'a [u8]) -> Self {
-        Cursor { numbers_in_range: true, ..Cursor::new(b) }
+        Cursor { b, i: 0, high: 0 }
     }
 
     /// Whether any byte ≥ 0x80 may have been passed: then the text's UTF-8 is still to be checked.
@@ -467,11 +461,7 @@ impl<'a> Cursor<'a> {
             match self.peek()? {
                 b'"' => self.skip_string()?,
                 b'-' | b'0'..=b'9' => {
-                    if self.numbers_in_range {
-                        self.number()?;
-                    } else {
-                        self.scan_number()?;
-                    }
+                    self.scan_number()?;
                 }
                 c @ (b'{' | b'[') => {
                     self.i += 1;
@@ -516,6 +506,140 @@ impl<'a> Cursor<'a> {
                     stack = spill.pop().expect("spilled at this depth");
                 }
             }
+        }
+    }
+
+    /// Passes the value at the cursor by its structure alone, for text that is never read: a
+    /// string to its closing quote (escapes passed over, not checked), brackets matched, a scalar
+    /// up to the next `,`, `}`, `]` or whitespace. Valid JSON ends where [`Cursor::skip`] ends
+    /// it; text it would refuse may pass, if balanced. Nesting deeper than 128 is refused.
+    /// Bytes ≥ 0x80 passed are not recorded ([`Cursor::saw_non_ascii`]).
+    pub fn pass(&mut self) -> R<()> {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self.peek()?, b'{' | b'[') {
+            return self.pass_container(self.i);
+        }
+        self.pass_bytes()
+    }
+
+    /// [`Cursor::pass`] a byte at a time (strings a scan at a time).
+    fn pass_bytes(&mut self) -> R<()> {
+        let b = self.b;
+        self.peek()?;
+        let mut i = self.i;
+        // Bit k: the k-th innermost open container is an object.
+        let (mut stack, mut open) = (0u128, 0u32);
+        loop {
+            match *b.get(i).ok_or(Bad)? {
+                b'"' => loop {
+                    // (A backslash can be the text's last byte.)
+                    if i >= b.len() {
+                        return Err(Bad);
+                    }
+                    let j = scan(b, i + 1).0.ok_or(Bad)?;
+                    match b[j] {
+                        b'"' => {
+                            i = j + 1;
+                            break;
+                        }
+                        // Whatever it escapes is passed with it; a control byte is passed.
+                        b'\\' => i = j + 1,
+                        _ => i = j,
+                    }
+                },
+                c @ (b'{' | b'[') => {
+                    if open == 128 {
+                        return Err(Bad);
+                    }
+                    stack = (stack << 1) | u128::from(c == b'{');
+                    open += 1;
+                    i += 1;
+                    continue;
+                }
+                c @ (b'}' | b']') => {
+                    if open == 0 || (stack & 1 == 1) != (c == b'}') {
+                        return Err(Bad);
+                    }
+                    stack >>= 1;
+                    open -= 1;
+                    i += 1;
+                }
+                _ if open > 0 => {
+                    i += 1;
+                    continue;
+                }
+                _ => {
+                    let start = i;
+                    while b
+                        .get(i)
+                        .is_some_and(|c| !matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                    {
+                        i += 1;
+                    }
+                    if i == start {
+                        return Err(Bad);
+                    }
+                }
+            }
+            if open == 0 {
+                self.i = i;
+                return Ok(());
+            }
+        }
+    }
+
+    /// [`Cursor::pass`] of the object or array at `start`, 64 bytes per step: the brackets
+    /// outside strings found with bit arithmetic (strings by their unescaped quotes, as in
+    /// simdjson), then matched one by one.
+    #[cfg(target_arch = "x86_64")]
+    fn pass_container(&mut self, start: usize) -> R<()> {
+        let b = self.b;
+        // Bit k: the k-th innermost open container is an object.
+        let (mut stack, mut open) = (0u128, 0u32);
+        // The last block ended with an escaping `\`; inside a string (all ones).
+        let (mut escape, mut in_string) = (0u64, 0u64);
+        let mut p = start;
+        loop {
+            let mut padded = [b' '; 64];
+            let block: &[u8; 64] = match b.get(p..p + 64) {
+                Some(s) => s.try_into().expect("64 bytes"),
+                None => {
+                    let rest = b.get(p..).filter(|r| !r.is_empty()).ok_or(Bad)?;
+                    padded[..rest.len()].copy_from_slice(rest);
+                    &padded
+                }
+            };
+            let m = sse2::structure(block);
+            let quotes = m.quote & !escaped_bytes(m.backslash, &mut escape);
+            let inside = prefix_xor(quotes) ^ in_string;
+            in_string = 0u64.wrapping_sub(inside >> 63);
+            let mut brackets = (m.open | m.close) & !inside;
+            while brackets != 0 {
+                let k = brackets.trailing_zeros();
+                brackets &= brackets - 1;
+                let curly = m.curly >> k & 1 == 1;
+                if m.open >> k & 1 == 1 {
+                    if open == 128 {
+                        return Err(Bad);
+                    }
+                    stack = (stack << 1) | u128::from(curly);
+                    open += 1;
+                } else {
+                    if open == 0 || (stack & 1 == 1) != curly {
+                        return Err(Bad);
+                    }
+                    stack >>= 1;
+                    open -= 1;
+                    if open == 0 {
+                        self.i = p + k as usize + 1;
+                        return Ok(());
+                    }
+                }
+            }
+            if p + 64 >= b.len() {
+                return Err(Bad);
+            }
+            p += 64;
         }
     }
 
@@ -588,6 +712,40 @@ mod sse2 {
                 m.backslash |= bits(_mm_cmpeq_epi8(v, slash));
                 m.control |= bits(_mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
                 m.high |= bits(v);
+            }
+        }
+        m
+    }
+
+    /// One 64-byte block's quotes, backslashes and brackets, a bit each.
+    pub struct Structure {
+        pub quote: u64,
+        pub backslash: u64,
+        /// `{` and `[`.
+        pub open: u64,
+        /// `}` and `]`.
+        pub close: u64,
+        /// `{` and `}`.
+        pub curly: u64,
+    }
+
+    #[inline]
+    pub fn structure(block: &[u8; 64]) -> Structure {
+        let mut m = Structure { quote: 0, backslash: 0, open: 0, close: 0, curly: 0 };
+        // SAFETY: SSE2 is in the x86_64 baseline; the four unaligned loads read the block's 64
+        // bytes.
+        unsafe {
+            let [quote, slash, lc, rc, ls, rs] =
+                [b'"', b'\\', b'{', b'}', b'[', b']'].map(|c| _mm_set1_epi8(c as i8));
+            for k in 0..4 {
+                let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
+                let bits = |x| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);
+                let (l, r) = (_mm_cmpeq_epi8(v, lc), _mm_cmpeq_epi8(v, rc));
+                m.quote |= bits(_mm_cmpeq_epi8(v, quote));
+                m.backslash |= bits(_mm_cmpeq_epi8(v, slash));
+                m.open |= bits(_mm_or_si128(l, _mm_cmpeq_epi8(v, ls)));
+                m.close |= bits(_mm_or_si128(r, _mm_cmpeq_epi8(v, rs)));
+                m.curly |= bits(_mm_or_si128(l, r));
             }
         }
         m
@@ -770,6 +928,16 @@ fn escaped_bytes(backslash: u64, carry: &mut u64) -> u64 {
     (EVEN ^ (even_starts << 1)) & follows_escape
 }
 
+/// Bit k set when an odd number of `x`'s bits 0..=k are: over a block's unescaped quotes, the
+/// bytes inside strings (each opening quote included, its closing one not).
+#[cfg(target_arch = "x86_64")]
+fn prefix_xor(mut x: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        x ^= x << shift;
+    }
+    x
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,7 +1027,97 @@ mod tests {
         }
     }
 
+    /// Where each way of passing a value ends it (`None`: refused).
+    fn passes(text: &[u8]) -> Vec<Option<usize>> {
+        let end = |r: R<()>, c: &Cursor<'_>| r.ok().map(|()| c.pos());
+        let mut c = Cursor::new(text);
+        let mut ends = vec![end(c.pass_bytes(), &c)];
+        #[cfg(target_arch = "x86_64")]
+        if let Ok(b'{' | b'[') = Cursor::new(text).peek() {
+            let mut c = Cursor::new(text);
+            let start = c.peek().map_or(0, |_| c.pos());
+            ends.push(end(c.pass_container(start), &c));
+        }
+        let mut c = Cursor::new(text);
+        ends.push(end(c.pass(), &c));
+        ends
+    }
+
+    /// A JSON value as serde_json prints it: strings with every escape, numbers of every form,
+    /// nesting.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+            "[\\\\\"{}\\[\\]a-z\u{0}-\u{1f}\u{e9}\u{1F600} ]{0,80}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[\\\\\"{}a-z]{0,12}", inner, 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Valid values are passed exactly where they are skipped, whichever way, long strings and
+    /// blocks with brackets in strings and escaped quotes included; what follows is not read.
+    #[test]
+    fn pass_ends_valid_values_where_skip_ends_them() {
+        let long = format!(r#"{{"a":"{}\"}}]","b":[{{}},[]],"c":"{}"}}"#, "x".repeat(100), "\\".repeat(70));
+        let cases = [
+            r#"{"a":[1,-2.5e+3,true,false,null,{"b":"x\"\\\/\b\f\n\r\t\u00e9y"}],"c":{}}"#,
+            "[]",
+            " { \"a\" : [ ] , \"b\" : { } } ",
+            r#""\ud800""#,
+            "0",
+            "-0.0e-0",
+            r#""{[\"]}""#,
+            &long,
+        ];
+        for text in cases {
+            let mut c = Cursor::new(text.as_bytes());
+            c.skip().unwrap();
+            let want = c.pos();
+            for (k, got) in passes(text.as_bytes()).into_iter().enumerate() {
+                assert_eq!(got, Some(want), "way {k}: {text}");
+            }
+            let mut followed = text.to_owned();
+            followed.push_str(r#","z":{"#);
+            assert!(passes(followed.as_bytes()).iter().all(|e| *e == Some(want)), "{followed}");
+        }
+        // Unbalanced, cut short or too deep: refused.
+        for text in ["{", "[1}", "{\"a\":1]", "{\"a\":\"}", "\"abc", "", " ", "]", &"[".repeat(200)] {
+            assert!(passes(text.as_bytes()).iter().all(Option::is_none), "{text}");
+        }
+    }
+
     proptest::proptest! {
+        /// Any value serde_json prints, at any offset into a block, is passed where it ends.
+        #[test]
+        fn pass_agrees_with_skip_on_printed_values(v in json_value(), pad in 0usize..70) {
+            let mut text = " ".repeat(pad).into_bytes();
+            text.extend_from_slice(&serde_json::to_vec(&v).unwrap());
+            let end = text.len();
+            text.extend_from_slice(b"]}, \"tail\"");
+            for got in passes(&text) {
+                proptest::prop_assert_eq!(got, Some(end));
+            }
+        }
+
+        /// Any bytes at all: no panic, and a value passed ends inside the text, after its start.
+        #[test]
+        fn pass_never_reads_past_the_text(
+            bytes in proptest::collection::vec(proptest::sample::select(b"{}[]\"\\ ,:a1\xc3".to_vec()), 0..200)
+        ) {
+            for got in passes(&bytes).into_iter().flatten() {
+                proptest::prop_assert!(got > 0 && got <= bytes.len());
+            }
+        }
+
         /// Numbers as transcripts hold them (token counts, costs, epoch milliseconds) and beyond
         /// the fast path (long mantissas, exponents): bit for bit what serde_json reads.
         #[test]

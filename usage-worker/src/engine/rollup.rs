@@ -333,6 +333,19 @@ impl FileRollup {
     }
 }
 
+/// Folds `raw` only if the line reader reads it as a tool result (a compressed event's `model`
+/// projection, which stands for the event only then); otherwise folds and counts nothing.
+pub fn fold_if_tool_result(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) -> bool {
+    match parse_line_bytes(raw.trim_ascii()) {
+        LineOutcome::Entry(e) if e.role == Role::ToolResult => {
+            skips.implausible += u64::from(e.implausible);
+            rollup.add(&e);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Folds one line (a JSONL line or an event's JSON) into a rollup, counting bad input by kind.
 /// The JSONL reader and the SQLite reader share it, so both layouts classify alike.
 pub fn fold_line(rollup: &mut FileRollup, skips: &mut SkipCounts, raw: &[u8]) {

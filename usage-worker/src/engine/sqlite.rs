@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use super::discover::{Discovered, FileKind, FileMeta};
 use super::payload::Diagnostics;
-use super::rollup::{Checkpoint, FileRollup, SkipCounts, fold_line};
+use super::rollup::{Checkpoint, FileRollup, SkipCounts, fold_if_tool_result, fold_line};
 use super::sqlite_schema::{self, RowDecoder, RowSkip, SqliteError};
 use super::stepper::Stepper;
 use super::store::{self, StoreEntry};
@@ -1168,14 +1168,8 @@ fn read_session(
                     return Err(SqliteError::Cancelled);
                 }
                 let seq: i64 = r.get(0)?;
-                let (json, zstd, size, nav) = event_columns(r, 1)?;
-                match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
-                    Ok((text, size)) => {
-                        bytes += size;
-                        fold_line(&mut rollup, &mut skips, text);
-                    }
-                    Err(s) => count_skip(&mut skips, s),
-                }
+                let columns = event_columns(r, 1)?;
+                bytes += fold_event(&mut rollup, &mut skips, &mut decoder, columns, max_line);
                 cp.last_seq = seq;
                 cp.rows += 1;
             }
@@ -1308,6 +1302,34 @@ fn settle(
     }
 }
 
+/// Folds one event row, `(event_json, event_zstd, event_utf8_bytes, navigation_json)`: a
+/// compressed tool result from its `model` projection when the line reader reads that as a tool
+/// result (the tool's output is neither inflated nor scanned), any other row from its event.
+/// Returns the event's size.
+fn fold_event(
+    rollup: &mut FileRollup,
+    skips: &mut SkipCounts,
+    decoder: &mut RowDecoder,
+    (json, zstd, size, nav): (ValueRef<'_>, ValueRef<'_>, ValueRef<'_>, ValueRef<'_>),
+    max_line: u64,
+) -> u64 {
+    if let Some((model, n)) = RowDecoder::projection(json, zstd, size, nav, max_line)
+        && fold_if_tool_result(rollup, skips, model)
+    {
+        return n;
+    }
+    match decoder.decode(json, zstd, size, max_line) {
+        Ok(text) => {
+            fold_line(rollup, skips, text);
+            text.len() as u64
+        }
+        Err(s) => {
+            count_skip(skips, s);
+            0
+        }
+    }
+}
+
 /// Folds one event row into the session being read. `first` is the column of `event_json`,
 /// followed by `event_zstd`, `event_utf8_bytes` and `navigation_json`.
 fn fold_row(
@@ -1325,13 +1347,7 @@ fn fold_row(
     } else {
         (ValueRef::Null, ValueRef::Null, ValueRef::Null)
     };
-    match decoder.decode_for_usage(json, zstd, size, nav, max_line) {
-        Ok((text, size)) => {
-            *bytes += size;
-            fold_line(rollup, skips, text);
-        }
-        Err(s) => count_skip(skips, s),
-    }
+    *bytes += fold_event(rollup, skips, decoder, (json, zstd, size, nav), max_line);
     cp.last_seq = seq;
     cp.rows += 1;
     // The last row as listed (rows come in seq order, so it is the listed count's row) or a

@@ -227,163 +227,125 @@ impl RowDecoder {
         utf8_bytes: ValueRef<'a>,
         max_line: u64,
     ) -> Result<&'a [u8], RowSkip> {
-        self.decode_for_usage(json, zstd, utf8_bytes, ValueRef::Null, max_line).map(|(text, _)| text)
-    }
-
-    /// What usage folds for a row, and the event's size: the event's JSON, or, for a compressed
-    /// tool result, the `model` projection OpenClaw stores beside it in `navigation_json` (see
-    /// [`tool_result_projection`]), which spares inflating and scanning the tool's output: most
-    /// of a store's compressed bytes. Size limits apply to the event either way, and the blob's
-    /// frame header must declare the event's size.
-    pub fn decode_for_usage<'a>(
-        &'a mut self,
-        json: ValueRef<'a>,
-        zstd: ValueRef<'a>,
-        utf8_bytes: ValueRef<'a>,
-        navigation: ValueRef<'a>,
-        max_line: u64,
-    ) -> Result<(&'a [u8], u64), RowSkip> {
         match json {
             ValueRef::Text(t) | ValueRef::Blob(t) => {
-                return if t.len() as u64 > max_line {
-                    Err(RowSkip::Oversize)
-                } else {
-                    Ok((t, t.len() as u64))
-                };
+                return if t.len() as u64 > max_line { Err(RowSkip::Oversize) } else { Ok(t) };
             }
             ValueRef::Null => {}
             _ => return Err(RowSkip::Undecodable),
         }
-        let ValueRef::Blob(blob) = zstd else {
-            return Err(RowSkip::Undecodable);
-        };
-        let ValueRef::Integer(n) = utf8_bytes else {
-            return Err(RowSkip::Undecodable);
-        };
-        let n = u64::try_from(n).map_err(|_| RowSkip::Undecodable)?;
-        if n > max_line {
-            return Err(RowSkip::Oversize);
-        }
-        if n == 0
-            || n > MAX_COMPRESSED_EVENT_BYTES
-            || blob.is_empty()
-            || blob.len() as u64 > MAX_COMPRESSED_EVENT_BYTES
-        {
-            return Err(RowSkip::Undecodable);
-        }
-        // The blob's frame header must declare the recorded size (OpenClaw's frames do): a
-        // garbage blob or a lying size is inflated below, and counted as undecodable.
-        if let ValueRef::Text(nav) = navigation
-            && matches!(zstd::zstd_safe::get_frame_content_size(blob), Ok(Some(size)) if size == n)
-            && let Some(model) = tool_result_projection(nav)
-        {
-            return Ok((model, n));
-        }
+        let (blob, n) = compressed(zstd, utf8_bytes, max_line)?;
         self.buf.clear();
         // Exactly the recorded size: a blob that inflates to more fails instead of growing.
         self.buf.reserve_exact(n as usize);
         let cap = self.buf.capacity();
         match self.zstd.decompress_to_buffer(blob, &mut self.buf) {
-            Ok(len) if len as u64 == n && cap >= len => Ok((&self.buf[..len], n)),
+            Ok(len) if len as u64 == n && cap >= len => Ok(&self.buf[..len]),
             _ => Err(RowSkip::Undecodable),
         }
     }
+
+    /// For a compressed row, the `model` projection OpenClaw stores beside it in
+    /// `navigation_json` ([`model_projection`]) and the event's size, which usage may fold
+    /// instead of inflating and scanning the event (for a tool result: most of a store's
+    /// compressed bytes). The event's size limits apply, and the blob's frame header must
+    /// declare the recorded size (OpenClaw's frames do); otherwise `None`, and the row is
+    /// inflated by [`RowDecoder::decode`].
+    pub fn projection<'a>(
+        json: ValueRef<'a>,
+        zstd: ValueRef<'a>,
+        utf8_bytes: ValueRef<'a>,
+        navigation: ValueRef<'a>,
+        max_line: u64,
+    ) -> Option<(&'a [u8], u64)> {
+        let (ValueRef::Null, ValueRef::Text(nav)) = (json, navigation) else { return None };
+        let (blob, n) = compressed(zstd, utf8_bytes, max_line).ok()?;
+        if !matches!(zstd::zstd_safe::get_frame_content_size(blob), Ok(Some(size)) if size == n) {
+            return None;
+        }
+        Some((model_projection(nav)?, n))
+    }
 }
 
-/// The `model` projection in a compressed row's `navigation_json`, when it stands for a tool
-/// result. OpenClaw 2026.9.6 builds it from the event in SQL (`projectModelContextNavigationSql`):
-/// the entry's `type`, `id`, `parentId`, `timestamp`, ... and the message's `role`, `timestamp`,
-/// `toolName`, `isError`, ... with the content reduced to its tool calls. For a tool result that
-/// is everything usage reads (role, times, `isError`), so folding the projection counts exactly
-/// what folding the event would. Other roles are `None` (the projection drops their usage), as is
-/// anything that does not parse as that shape, a repeated key or a number out of `f64` range
-/// included: such rows are inflated.
-///
-/// Read with the JSON cursor (serde_json's two passes were 7% of a cold read of a database of
-/// 54,000 sessions): the same grammar; a text that is not UTF-8 is not taken.
-pub fn tool_result_projection(nav: &[u8]) -> Option<&[u8]> {
-    use super::json::{Bad, Cursor};
-    /// The object at the cursor, each key in `keys` (unescaped) exactly once, its value read by
-    /// `f`; other keys skipped.
-    fn fields<'a, const N: usize>(
-        c: &mut Cursor<'a>,
-        keys: [&[u8]; N],
-        mut f: impl FnMut(&mut Cursor<'a>, usize) -> Result<(), Bad>,
-    ) -> Result<(), Bad> {
-        let mut seen = [false; N];
-        c.object(|c, key| match keys.iter().position(|k| *k == &*key) {
-            Some(i) if !seen[i] => {
-                seen[i] = true;
-                f(c, i)
-            }
-            Some(_) => Err(Bad),
-            None => c.skip(),
-        })?;
-        if seen.iter().all(|s| *s) { Ok(()) } else { Err(Bad) }
+/// A compressed event's blob and recorded size, within OpenClaw's bounds and the line limit.
+fn compressed<'a>(
+    zstd: ValueRef<'a>,
+    utf8_bytes: ValueRef<'a>,
+    max_line: u64,
+) -> Result<(&'a [u8], u64), RowSkip> {
+    let ValueRef::Blob(blob) = zstd else {
+        return Err(RowSkip::Undecodable);
+    };
+    let ValueRef::Integer(n) = utf8_bytes else {
+        return Err(RowSkip::Undecodable);
+    };
+    let n = u64::try_from(n).map_err(|_| RowSkip::Undecodable)?;
+    if n > max_line {
+        return Err(RowSkip::Oversize);
     }
+    if n == 0
+        || n > MAX_COMPRESSED_EVENT_BYTES
+        || blob.is_empty()
+        || blob.len() as u64 > MAX_COMPRESSED_EVENT_BYTES
+    {
+        return Err(RowSkip::Undecodable);
+    }
+    Ok((blob, n))
+}
+
+/// The `model` member of a compressed row's `navigation_json`. OpenClaw 2026.9.6 builds it from
+/// the event in SQL (`projectModelContextNavigationSql`): the entry's `type`, `id`, `parentId`,
+/// `timestamp`, ... and the message's `role`, `timestamp`, `toolName`, `isError`, ... with the
+/// content reduced to its tool calls. For a tool result that is everything usage reads (role,
+/// times, `isError`), so folding it counts exactly what folding the event would; the engine folds
+/// it when the line reader reads it as a tool result, and inflates the event otherwise (an
+/// assistant's projection drops its usage).
+///
+/// Found by structure alone (`json::Cursor::pass`): the text must be one object whose members
+/// balance, with one `model` that is an object; what is inside is checked by the line reader
+/// when it reads the projection, as it would check the event. The other members (`navigation`,
+/// `report`, `reset`, sizes) are OpenClaw's own bookkeeping: checking their every escape and
+/// number was two thirds of reading a projection on a seed-size store.
+pub fn model_projection(nav: &[u8]) -> Option<&[u8]> {
+    use super::json::{Bad, Cursor};
     if nav.len() > MAX_NAVIGATION_BYTES {
         return None;
     }
-    // Every number in range: the line reader refuses a number out of `f64` range where it reads
-    // one (a `timestamp`, a `durationMs`), so a projection holding one would fold as a malformed
-    // line where the event would have been judged itself.
-    let mut c = Cursor::with_numbers_in_range(nav);
-    let mut model: &[u8] = &[];
-    let (mut is_message, mut is_tool_result) = (false, false);
-    // The projection is read where it stands, its text taken as it is passed: one pass over it
-    // instead of a skip and a second read.
-    fields(&mut c, [b"model"], |c, _| {
-        c.peek()?;
+    let mut c = Cursor::new(nav);
+    let mut model = None;
+    c.object(|c, key| {
+        if &*key != b"model" {
+            return c.pass();
+        }
+        if model.is_some() || c.peek()? != b'{' {
+            return Err(Bad);
+        }
         let start = c.pos();
-        fields(c, [b"type", b"message"], |c, i| {
-            if i == 0 {
-                is_message = c.string()? == "message";
-                Ok(())
-            } else {
-                fields(c, [b"role"], |c, _| {
-                    is_tool_result = c.string()? == "toolResult";
-                    Ok(())
-                })
-            }
-        })?;
-        model = &nav[start..c.pos()];
+        c.pass()?;
+        model = Some(&nav[start..c.pos()]);
         Ok(())
     })
     .ok()?;
-    if !c.at_end() || (c.saw_non_ascii() && simdutf8::basic::from_utf8(nav).is_err()) {
-        return None;
-    }
-    (is_message && is_tool_result).then_some(model)
+    if c.at_end() { model } else { None }
 }
 
-/// The projection as serde_json reads it: the oracle of [`tool_result_projection`].
+/// [`model_projection`] of a text serde_json reads whole (as a value, numbers in range): its
+/// `model` member's text when that is an object and the only `model`. The oracle for such texts.
 #[cfg(test)]
-pub fn tool_result_projection_serde(nav: &[u8]) -> Option<&[u8]> {
+pub fn model_projection_serde(nav: &[u8]) -> Option<&[u8]> {
     #[derive(serde::Deserialize)]
     struct Nav<'a> {
         #[serde(borrow)]
         model: &'a serde_json::value::RawValue,
     }
-    #[derive(serde::Deserialize)]
-    struct Model<'a> {
-        #[serde(rename = "type", borrow)]
-        ty: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        message: Message<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Message<'a> {
-        #[serde(borrow)]
-        role: std::borrow::Cow<'a, str>,
-    }
     if nav.len() > MAX_NAVIGATION_BYTES {
         return None;
     }
-    // Read whole as a value, as serde_json refuses a number out of `f64` range there.
-    serde_json::from_slice::<serde_json::Value>(nav).ok()?;
+    serde_json::from_slice::<serde_json::Value>(nav).ok()?.as_object()?;
+    // A struct refuses a repeated `model`, as the projection does.
     let nav: Nav<'_> = serde_json::from_slice(nav).ok()?;
-    let model: Model<'_> = serde_json::from_str(nav.model.get()).ok()?;
-    (model.ty == "message" && model.message.role == "toolResult").then_some(nav.model.get().as_bytes())
+    let model = nav.model.get();
+    model.starts_with('{').then_some(model.as_bytes())
 }
 
 #[cfg(test)]
@@ -430,11 +392,12 @@ mod tests {
     }
 
     /// Every compressed row of the databases openclaw 2026.9.6's own importer made whose
-    /// projection says "tool result" folds to the same entry as the inflated event; the other
-    /// compressed rows are inflated.
+    /// projection the line reader reads as a tool result folds to the same entry as the inflated
+    /// event; the other compressed rows are inflated.
     #[test]
     fn openclaws_tool_result_projection_folds_like_the_event() {
         use crate::engine::line::{LineOutcome, parse_line};
+        use crate::engine::rollup::{FileRollup, SkipCounts, fold_if_tool_result};
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/tests/tiny-sqlite/agents");
         let (mut projected, mut inflated) = (0, 0);
         for agent in ["main", "agent1"] {
@@ -447,16 +410,18 @@ mod tests {
             while let Some(r) = rows.next().unwrap() {
                 let (z, n, nav) = (r.get_ref(0).unwrap(), r.get_ref(1).unwrap(), r.get_ref(2).unwrap());
                 let event = d.decode(ValueRef::Null, z, n, 1 << 20).unwrap().to_vec();
-                let (text, size) = d.decode_for_usage(ValueRef::Null, z, n, nav, 1 << 20).unwrap();
-                assert_eq!(size, event.len() as u64);
                 let parse = |b: &[u8]| match parse_line(std::str::from_utf8(b).unwrap()) {
                     LineOutcome::Entry(e) => format!("{e:?}"),
                     other => format!("{other:?}"),
                 };
-                assert_eq!(parse(text), parse(&event), "row of {agent}");
-                if text.len() < event.len() {
+                let (model, size) = RowDecoder::projection(ValueRef::Null, z, n, nav, 1 << 20).unwrap();
+                assert_eq!(size, event.len() as u64);
+                let mut r = FileRollup::default();
+                if fold_if_tool_result(&mut r, &mut SkipCounts::default(), model) {
+                    assert_eq!(parse(model), parse(&event), "row of {agent}");
                     projected += 1;
                 } else {
+                    assert!(!parse(&event).contains("ToolResult"), "row of {agent}");
                     inflated += 1;
                 }
             }
@@ -466,59 +431,79 @@ mod tests {
     }
 
     #[test]
-    fn only_a_tool_result_projection_stands_for_its_event() {
+    fn a_projection_is_the_model_member_of_one_balanced_object() {
         let nav = |model: &str| {
             format!(
                 r#"{{"version":1,"report":{{"kind":"canonical"}},"navigation":{{}},"reset":{{}},"model":{model},"modelBytes":1}}"#
             )
         };
         let tool = r#"{"type":"message","timestamp":"2026-11-09T10:36:36.088Z","message":{"role":"toolResult","isError":true,"content":[]}}"#;
-        assert_eq!(tool_result_projection(nav(tool).as_bytes()), Some(tool.as_bytes()));
-        // Usage lives in the event, not in an assistant's projection.
+        assert_eq!(model_projection(nav(tool).as_bytes()), Some(tool.as_bytes()));
+        // Whatever the model says: the line reader decides whether it stands for the event.
         let assistant =
             r#"{"type":"message","message":{"role":"assistant","stopReason":"stop","content":[]}}"#;
-        assert_eq!(tool_result_projection(nav(assistant).as_bytes()), None);
-        for odd in [
-            r#"{"type":"custom_message","message":{"role":"toolResult"}}"#,
-            r#"{"type":"message","message":{"role":"toolResult","role":"assistant"}}"#,
-            r#"{"type":"message","message":"toolResult"}"#,
-            r#"{"type":"message"}"#,
-            "{}",
+        assert_eq!(model_projection(nav(assistant).as_bytes()), Some(assistant.as_bytes()));
+        // OpenClaw's other members are passed by structure: an escape or a number serde_json
+        // refuses there does not matter.
+        let odd_others = format!(r#"{{"reset":{{"a":"\q","n":1e999}},"model":{tool}}}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&odd_others).is_err());
+        assert_eq!(model_projection(odd_others.as_bytes()), Some(tool.as_bytes()));
+        for bad in [
+            "not json".to_owned(),
+            "[]".to_owned(),
+            r#"{"version":1}"#.to_owned(),
+            r#"{"model":"text"}"#.to_owned(),
+            r#"{"model":[]}"#.to_owned(),
+            format!(r#"{{"model":{tool},"model":{tool}}}"#),
+            format!(r#"{{"reset":{{"a":[}},"model":{tool}}}"#),
+            format!(r#"{{"model":{tool}}} trailing"#),
+            format!(r#"{{"model":{tool}"#),
         ] {
-            assert_eq!(tool_result_projection(nav(odd).as_bytes()), None, "{odd}");
+            assert_eq!(model_projection(bad.as_bytes()), None, "{bad}");
         }
-        assert_eq!(tool_result_projection(b"not json"), None);
         let huge = nav(&tool
             .replace("\"content\":[]", &format!("\"content\":[\"{}\"]", "x".repeat(MAX_NAVIGATION_BYTES))));
-        assert_eq!(tool_result_projection(huge.as_bytes()), None, "over OpenClaw's own bound");
-        // Size limits still apply to the event, and a row without a projection is inflated.
-        let mut d = RowDecoder::new().unwrap();
+        assert_eq!(model_projection(huge.as_bytes()), None, "over OpenClaw's own bound");
+    }
+
+    /// The event's size limits and frame header decide first: a row whose event would be
+    /// refused, or that has no projection, is left to `decode`.
+    #[test]
+    fn a_projection_is_offered_only_beside_an_event_within_bounds() {
+        let tool = r#"{"type":"message","message":{"role":"toolResult","content":[]}}"#;
+        let good = format!(r#"{{"model":{tool}}}"#);
+        let g = ValueRef::Text(good.as_bytes());
         let z = zstd::bulk::compress(tool.as_bytes(), 1).unwrap();
         let n = ValueRef::Integer(tool.len() as i64);
-        let good = nav(tool);
+        let projection = |json, z, n, nav, max| RowDecoder::projection(json, z, n, nav, max);
         assert_eq!(
-            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), n, ValueRef::Text(good.as_bytes()), 10),
-            Err(RowSkip::Oversize)
+            projection(ValueRef::Null, ValueRef::Blob(&z), n, g, 1 << 20),
+            Some((tool.as_bytes(), tool.len() as u64))
         );
         assert_eq!(
-            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), n, ValueRef::Null, 1 << 20).unwrap(),
-            (tool.as_bytes(), tool.len() as u64)
+            projection(ValueRef::Null, ValueRef::Blob(&z), n, g, 10),
+            None,
+            "the event is over the line limit"
         );
-        let g = ValueRef::Text(good.as_bytes());
+        assert_eq!(projection(ValueRef::Null, ValueRef::Blob(&z), n, ValueRef::Null, 1 << 20), None);
         assert_eq!(
-            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), n, g, 1 << 20).unwrap().0,
-            tool.as_bytes()
+            projection(ValueRef::Text(b"{}"), ValueRef::Blob(&z), n, g, 1 << 20),
+            None,
+            "a JSON event"
         );
-        // A blob whose frame does not declare the recorded size is inflated, and refused.
         let lie = ValueRef::Integer(tool.len() as i64 - 1);
         assert_eq!(
-            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&z), lie, g, 1 << 20),
-            Err(RowSkip::Undecodable)
+            projection(ValueRef::Null, ValueRef::Blob(&z), lie, g, 1 << 20),
+            None,
+            "the frame says otherwise"
         );
         let garbage = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x11, 0x22, 0x33];
-        assert_eq!(
-            d.decode_for_usage(ValueRef::Null, ValueRef::Blob(&garbage), n, g, 1 << 20),
-            Err(RowSkip::Undecodable)
-        );
+        assert_eq!(projection(ValueRef::Null, ValueRef::Blob(&garbage), n, g, 1 << 20), None);
+        // Left to `decode`, those rows are refused as before.
+        let mut d = RowDecoder::new().unwrap();
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Blob(&z), n, 10), Err(RowSkip::Oversize));
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Blob(&z), lie, 1 << 20), Err(RowSkip::Undecodable));
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Blob(&garbage), n, 1 << 20), Err(RowSkip::Undecodable));
+        assert_eq!(d.decode(ValueRef::Null, ValueRef::Blob(&z), n, 1 << 20).unwrap(), tool.as_bytes());
     }
 }

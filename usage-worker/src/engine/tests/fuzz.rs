@@ -130,32 +130,31 @@ proptest! {
     }
 
     /// A projection stands for its event only as a tool result: whatever `navigation_json`
-    /// holds, what is folded in its place parses as exactly one tool result.
+    /// holds, what is found is its `model` member where serde_json reads the text whole, and it
+    /// is folded only when the line reader reads it as exactly one tool result.
     #[test]
     fn fuzz_mutated_projections_stand_only_for_tool_results(
         which in 0..NAV_SEEDS.len(), at in any::<usize>(), bytes in proptest::collection::vec(any::<u8>(), 0..12), cut in any::<usize>()
     ) {
+        use crate::engine::sqlite_schema::{model_projection, model_projection_serde};
         let nav = mutate(NAV_SEEDS[which], at, &bytes, cut);
-        // Taken exactly where serde_json's reading of the same shape takes it, except that a
-        // text that is not UTF-8 is never taken (serde_json lets a skipped string pass).
-        let (taken, oracle) = (
-            crate::engine::sqlite_schema::tool_result_projection(&nav),
-            crate::engine::sqlite_schema::tool_result_projection_serde(&nav),
-        );
-        if std::str::from_utf8(&nav).is_ok() {
-            prop_assert_eq!(taken, oracle);
-        } else {
-            prop_assert_eq!(taken, None);
+        let taken = model_projection(&nav);
+        if let Some(model) = model_projection_serde(&nav) {
+            prop_assert_eq!(taken, Some(model));
         }
-        if let Some(model) = crate::engine::sqlite_schema::tool_result_projection(&nav) {
-            let text = std::str::from_utf8(model).expect("a projection taken is UTF-8");
-            match parse_line(text) {
-                LineOutcome::Entry(e) => {
-                    prop_assert_eq!(e.role, crate::engine::line::Role::ToolResult);
-                    prop_assert_eq!(e.tool_results, 1);
-                    prop_assert!(e.usage.is_none() && e.cost.is_none());
-                }
-                other => prop_assert!(false, "not a tool result: {:?}", other),
+        if let Some(model) = taken {
+            prop_assert!(model.starts_with(b"{") && model.ends_with(b"}"), "not an object");
+            let mut r = FileRollup::default();
+            let mut skips = SkipCounts::default();
+            let folded = crate::engine::rollup::fold_if_tool_result(&mut r, &mut skips, model);
+            let read = parse_line_bytes(model);
+            prop_assert_eq!(folded, matches!(&read, LineOutcome::Entry(e) if e.role == Role::ToolResult));
+            if let LineOutcome::Entry(e) = read && folded {
+                prop_assert_eq!(e.tool_results, 1);
+                prop_assert!(e.usage.is_none() && e.cost.is_none());
+            } else {
+                prop_assert_eq!(r, FileRollup::default());
+                prop_assert_eq!(skips, SkipCounts::default());
             }
         }
     }
