@@ -88,22 +88,27 @@ impl<'c> Stepper<'c> {
         if !self.on_row || !(0..self.columns).contains(&i) {
             return ValueRef::Null;
         }
-        let s = self.stmt.as_ptr();
-        // SAFETY: the statement is on a row and `i` is one of its columns. A text or blob
-        // pointer stays valid until the next step, reset or finalize, each of which takes
-        // `&mut self` or `self` while the returned value borrows `&self`. Its length is read
-        // after the pointer, as SQLite asks.
+        // The column's value is looked up once and read through the `sqlite3_value_*` calls:
+        // each `sqlite3_column_*` call looks it up again and enters and leaves the connection's
+        // mutex (three calls for a text).
+        // SAFETY: the statement is on a row and `i` is one of its columns. The value is
+        // "unprotected" (SQLite holds no mutex for it), which only matters when another thread
+        // uses the connection: every connection here is opened `NO_MUTEX` and used by one thread
+        // at a time, and the statement is borrowed for the read. A text or blob pointer stays
+        // valid until the next step, reset or finalize, each of which takes `&mut self` or
+        // `self` while the returned value borrows `&self`. Its length is read after the
+        // pointer, as SQLite asks.
         unsafe {
-            match ffi::sqlite3_column_type(s, i) {
-                ffi::SQLITE_INTEGER => ValueRef::Integer(ffi::sqlite3_column_int64(s, i)),
-                ffi::SQLITE_FLOAT => ValueRef::Real(ffi::sqlite3_column_double(s, i)),
+            let v = ffi::sqlite3_column_value(self.stmt.as_ptr(), i);
+            match ffi::sqlite3_value_type(v) {
+                ffi::SQLITE_INTEGER => ValueRef::Integer(ffi::sqlite3_value_int64(v)),
+                ffi::SQLITE_FLOAT => ValueRef::Real(ffi::sqlite3_value_double(v)),
                 ffi::SQLITE_TEXT => {
-                    ValueRef::Text(bytes(ffi::sqlite3_column_text(s, i), ffi::sqlite3_column_bytes(s, i)))
+                    ValueRef::Text(bytes(ffi::sqlite3_value_text(v), ffi::sqlite3_value_bytes(v)))
                 }
-                ffi::SQLITE_BLOB => ValueRef::Blob(bytes(
-                    ffi::sqlite3_column_blob(s, i).cast(),
-                    ffi::sqlite3_column_bytes(s, i),
-                )),
+                ffi::SQLITE_BLOB => {
+                    ValueRef::Blob(bytes(ffi::sqlite3_value_blob(v).cast(), ffi::sqlite3_value_bytes(v)))
+                }
                 _ => ValueRef::Null,
             }
         }
