@@ -1040,6 +1040,9 @@ fn sigterm_stops_the_gateway_with_connections_open() {
     );
     let gone = wait_until(Duration::from_secs(5), || (!e2e::alive(worker)).then_some(()));
     assert!(gone.is_some(), "worker {worker} outlived its gateway");
+    // A clean stop logs no warning: the worker's socket closing under it is no bad frame.
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).expect("gateway log");
+    assert!(!log.contains(" WARN "), "a clean stop logged a warning:\n{log}");
 }
 
 /// A client that opens a connection and never finishes its request head (a slowloris) is cut
