@@ -432,7 +432,7 @@ async fn serve(
                 Ok(Some(FromWorker::Hello(_))) => tracing::warn!("Unexpected second Hello from the worker."),
                 Ok(None) => break,
                 // The socket failing is the connection ending, not a bad frame: a worker that
-                // exits with a ping unread resets it (every stop did), and what ended the
+                // exits with a ping unread resets it (most clean stops did), and what ended the
                 // worker is reported where its exit is.
                 Err(ipc_proto::ProtoError::Io(error)) => {
                     tracing::debug!(%error, "The usage worker's connection ended.");

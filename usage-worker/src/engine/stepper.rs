@@ -89,8 +89,9 @@ impl<'c> Stepper<'c> {
             return ValueRef::Null;
         }
         // The column's value is looked up once and read through the `sqlite3_value_*` calls:
-        // each `sqlite3_column_*` call looks it up again and enters and leaves the connection's
-        // mutex (three calls for a text).
+        // each `sqlite3_column_*` call looks it up again and calls the connection's mutex
+        // enter and leave (empty for a `NO_MUTEX` connection, still two calls), three times
+        // for a text.
         // SAFETY: the statement is on a row and `i` is one of its columns. The value is
         // "unprotected" (SQLite holds no mutex for it), which only matters when another thread
         // uses the connection: every connection here is opened `NO_MUTEX` and used by one thread
