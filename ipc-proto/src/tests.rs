@@ -304,6 +304,30 @@ mod fuzz {
             let _ = frame::decode_frame::<FromWorker>(&f, frame::MAX_RESPONSE_FRAME);
         }
 
+        /// Whatever bytes a worker sends, reading them as the supervisor does (frame by frame,
+        /// then decoded) gives messages, the end, or a frame error, never an I/O error: the
+        /// supervisor takes only an I/O error for the connection ending (logged at debug), so
+        /// garbage from a lying worker is still reported as a bad frame.
+        #[test]
+        fn fuzz_bytes_from_a_worker_are_never_an_io_error(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut stream: &[u8] = &bytes;
+            let end = rt.block_on(async {
+                loop {
+                    match frame::read_frame(&mut stream, frame::MAX_RESPONSE_FRAME).await {
+                        Ok(Some(body)) => {
+                            if let Err(e) = frame::decode_owned::<FromWorker>(body) {
+                                return Some(e);
+                            }
+                        }
+                        Ok(None) => return None,
+                        Err(e) => return Some(e),
+                    }
+                }
+            });
+            prop_assert!(!matches!(end, Some(ProtoError::Io(_))), "{:?}", end);
+        }
+
         #[test]
         fn fuzz_a_huge_length_prefix_allocates_nothing(len in (frame::MAX_REQUEST_FRAME + 1)..u32::MAX) {
             let mut f = len.to_be_bytes().to_vec();
