@@ -367,8 +367,15 @@ fn requests_too_big_to_forward_are_refused_and_the_worker_lives() {
     assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{res}");
     // A message over policy.maxPayload closes the socket (1009), as OpenClaw.
     let huge = json!({"type": "req", "id": "k3", "method": "sessions.usage", "params": {"key": "k".repeat(1_500_000)}});
-    socket.send(Message::text(huge.to_string())).expect("send");
-    assert_eq!(ws_next(&mut socket).err(), Some(Some(1009)));
+    // The gateway closes at the frame's header, without reading the rest: when it does so while
+    // the rest is still being written, the write meets a reset connection instead, and the close
+    // frame is lost with it. Either way the message was refused, not forwarded.
+    match socket.send(Message::text(huge.to_string())) {
+        Ok(()) => assert_eq!(ws_next(&mut socket).err(), Some(Some(1009))),
+        Err(tungstenite::Error::Io(e))
+            if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {}
+        Err(e) => panic!("send: {e:?}"),
+    }
 
     let status = gateway.status();
     assert_eq!(status["worker"]["pid"], worker, "{status}");
