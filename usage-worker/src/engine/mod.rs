@@ -82,7 +82,7 @@ const DEFAULT_AGENT: &str = "main";
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Files parsed per batch: their results are written to the index in one transaction. Each
 /// commit writes every page the batch changed to the WAL, and index pages (random places in
-/// `files_order`) are changed by almost every batch: fewer, larger batches write them fewer
+/// `files_page`) are changed by almost every batch: fewer, larger batches write them fewer
 /// times (a cold read of 54,000 sessions into a 122 MB index: 396 MB written instead of 896 MB
 /// with batches of 256).
 const BATCH_FILES: usize = 2048;

@@ -264,7 +264,7 @@ fn a_cold_build_answers_before_making_the_indexes_only_refreshes_read() {
             .prepare(
                 "SELECT CASE WHEN name GLOB 'rowvals_*' THEN 'rowvals' || substr(name, instr(substr(name, 9), '_') + 8) ELSE name END
                  FROM sqlite_master WHERE type = 'index'
-                 AND (name IN ('files_stat', 'files_name', 'files_order') OR name GLOB 'rowvals_*') ORDER BY 1",
+                 AND (name IN ('files_stat', 'files_name', 'files_page') OR name GLOB 'rowvals_*') ORDER BY 1",
             )
             .unwrap();
         let mut names: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
@@ -273,13 +273,13 @@ fn a_cold_build_answers_before_making_the_indexes_only_refreshes_read() {
         names
     };
     let all =
-        ["files_name", "files_order", "files_stat", "rowvals_cost", "rowvals_messages", "rowvals_tokens"];
+        ["files_name", "files_page", "files_stat", "rowvals_cost", "rowvals_messages", "rowvals_tokens"];
     let mut by_cost = query(Method::SessionsUsage);
     by_cost.sort = Some(ipc_proto::RowSort { key: ipc_proto::SortKey::Cost, descending: true });
     for after_answer in [true, false] {
         let mut e = engine(dir.path());
         ask(&mut e, &query(Method::SessionsUsage));
-        assert_eq!(indexes(&e), ["files_order"], "answered with the row order alone");
+        assert_eq!(indexes(&e), ["files_page"], "answered with the row order alone");
         // Rows by cost are sorted without the index meanwhile, as they are with it (rows of
         // equal cost in the order of their ids, which differ between engines).
         let costs = |v: &serde_json::Value| -> (Vec<String>, std::collections::BTreeSet<String>) {
