@@ -229,6 +229,50 @@ fn sessions_dir_allowed(state_dir: &Path, dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Listings this long are stat'ed on two threads ([`list_files_of_kind`]).
+const SPLIT_STATS_FROM: usize = 1024;
+
+/// A directory entry [`classify`] accepted, not stat'ed yet.
+struct Named {
+    ent: fs::DirEntry,
+    name: String,
+    session_id: String,
+    kind: FileKind,
+}
+
+/// A [`Named`] after its stat.
+enum Stated {
+    File(Discovered),
+    /// Not a regular file: skipped, and why.
+    Special(String),
+    /// Gone since `readdir`, or not stat-able: skipped.
+    Gone,
+}
+
+/// Stats `named` (taking their names): files vanished since `readdir` are skipped, special
+/// files and symlinks are skipped with a reason.
+fn stat_named(agent: &str, named: &mut [Named]) -> Vec<Stated> {
+    named
+        .iter_mut()
+        .map(|n| {
+            // `DirEntry::metadata` does not follow symlinks.
+            let Ok(meta) = n.ent.metadata() else { return Stated::Gone };
+            if !meta.file_type().is_file() {
+                return Stated::Special(format!("{}: skipped, {}", n.ent.path().display(), type_name(&meta)));
+            }
+            Stated::File(Discovered {
+                path: n.ent.path(),
+                file_name: std::mem::take(&mut n.name),
+                agent_id: agent.to_owned(),
+                session_id: std::mem::take(&mut n.session_id),
+                kind: std::mem::replace(&mut n.kind, FileKind::Primary),
+                meta: FileMeta::of(&meta),
+                span: None,
+            })
+        })
+        .collect()
+}
+
 /// Counted files of one agent. Files that vanish between `readdir` and `stat` are skipped;
 /// special files and symlinks are skipped and counted in `diag`.
 pub fn list_files(
@@ -258,7 +302,7 @@ pub fn list_files_of_kind(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut out = Vec::new();
+    let mut named = Vec::new();
     for ent in rd {
         let Ok(ent) = ent else { continue };
         let Ok(name) = ent.file_name().into_string() else {
@@ -267,25 +311,45 @@ pub fn list_files_of_kind(
         let Some((session_id, kind)) = classify(&name).filter(|(_, k)| keep(k)) else {
             continue;
         };
-        // `DirEntry::metadata` does not follow symlinks.
-        let Ok(meta) = ent.metadata() else { continue };
-        if !meta.file_type().is_file() {
-            diag.skipped_special_files += 1;
-            diag.error(format!("{}: skipped, {}", ent.path().display(), type_name(&meta)));
-            continue;
-        }
-        out.push(Discovered {
-            path: ent.path(),
-            file_name: name,
-            agent_id: agent.to_owned(),
-            session_id,
-            kind,
-            meta: FileMeta::of(&meta),
-            span: None,
-        });
+        named.push(Named { ent, name, session_id, kind });
     }
-    out.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    Ok(out)
+    // The stats are most of a listing (a restarted worker lists every agent: ~37 ms of 6,600
+    // files an agent, ~6 µs a file): a large directory is stat'ed in two halves at once.
+    let half = if named.len() >= SPLIT_STATS_FROM { named.len() / 2 } else { named.len() };
+    let (first, second) = named.split_at_mut(half);
+    let (mut out, helped) = std::thread::scope(|scope| {
+        let helper = (!second.is_empty()).then(|| {
+            std::thread::Builder::new()
+                .name("usage-stat".into())
+                .spawn_scoped(scope, || stat_named(agent, second))
+        });
+        let mut out = stat_named(agent, first);
+        let helped = match helper {
+            Some(Ok(h)) => {
+                out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                true
+            }
+            _ => false,
+        };
+        (out, helped)
+    });
+    if !helped {
+        // No thread to be had (or nothing to split): the rest here.
+        out.extend(stat_named(agent, &mut named[half..]));
+    }
+    let mut files = Vec::with_capacity(out.len());
+    for s in out {
+        match s {
+            Stated::File(d) => files.push(d),
+            Stated::Special(why) => {
+                diag.skipped_special_files += 1;
+                diag.error(why);
+            }
+            Stated::Gone => {}
+        }
+    }
+    files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -317,5 +381,38 @@ mod tests {
         ] {
             assert_eq!(classify(skip), None, "{skip}");
         }
+    }
+
+    #[test]
+    fn a_large_directory_stated_in_halves_lists_every_file_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = sessions_dir(root.path(), "a");
+        fs::create_dir_all(&dir).unwrap();
+        let n = SPLIT_STATS_FROM + 300;
+        let mut want = Vec::new();
+        for i in 0..n {
+            let name = if i % 100 == 7 {
+                format!("s{i:05}.jsonl.deleted.2026-05-25T00-55-12Z")
+            } else {
+                format!("s{i:05}.jsonl")
+            };
+            fs::write(dir.join(&name), b"{}\n").unwrap();
+            want.push(name);
+        }
+        // Special files in both halves, and names that are not transcripts.
+        std::os::unix::fs::symlink(dir.join("s00000.jsonl"), dir.join("a-link.jsonl")).unwrap();
+        std::os::unix::fs::symlink(dir.join("s00001.jsonl"), dir.join("z-link.jsonl")).unwrap();
+        fs::create_dir(dir.join("m-dir.jsonl")).unwrap();
+        fs::write(dir.join("sessions.json"), b"{}").unwrap();
+        let mut diag = super::super::payload::Diagnostics::default();
+        let listed = list_files(root.path(), "a", &mut diag).unwrap();
+        let names: Vec<&str> = listed.iter().map(|d| d.file_name.as_str()).collect();
+        assert_eq!(names, want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(diag.skipped_special_files, 3);
+        let d = &listed[7];
+        assert_eq!((d.session_id.as_str(), d.agent_id.as_str()), ("s00007", "a"));
+        assert!(matches!(d.kind, FileKind::Deleted(_)));
+        assert_eq!(d.path, dir.join(&want[7]));
+        assert_eq!(d.meta.size, 3);
     }
 }
