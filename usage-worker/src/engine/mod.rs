@@ -2017,22 +2017,25 @@ const BULK_ROWS_MIN: u64 = if cfg!(test) { 2 } else { 512 };
 /// Groups jobs into work: new SQLite sessions by database in runs of [`BULK_SESSIONS`]; every
 /// other file (and a session with an old state, read from its checkpoint) on its own.
 fn group_work(jobs: Vec<Job>, threads: usize) -> Vec<Work> {
+    /// The database a job is read from in bulk with others: a new session of one.
+    fn bulk_db(job: &Job) -> Option<&std::path::Path> {
+        let d = &job.disc;
+        (job.known.is_none() && sqlite::is_session(d)).then(|| sqlite::db_of_session(d)).flatten()
+    }
     let mut by_db: std::collections::BTreeMap<PathBuf, Vec<Discovered>> = std::collections::BTreeMap::new();
     // Sized once: grown by doubling, a list of 220,000 single jobs was copied on the way.
-    let ones = jobs.iter().filter(|j| j.known.is_some() || !sqlite::is_session(&j.disc)).count();
-    let mut work = Vec::with_capacity(ones);
+    let mut work = Vec::with_capacity(jobs.iter().filter(|j| bulk_db(j).is_none()).count());
     for job in jobs {
-        let db = sqlite::is_session(&job.disc).then(|| sqlite::db_of_session(&job.disc)).flatten();
-        match (job.known, db) {
+        match bulk_db(&job) {
             // Looked up by the borrowed path: one allocation a database, not a session.
-            (None, Some(db)) => match by_db.get_mut(db) {
+            Some(db) => match by_db.get_mut(db) {
                 Some(sessions) => sessions.push(job.disc),
                 None => {
                     let db = db.to_path_buf();
                     by_db.insert(db, vec![job.disc]);
                 }
             },
-            _ => work.push(Work::One(job)),
+            None => work.push(Work::One(job)),
         }
     }
     // Biggest first, so one large file does not finish last on one core.
