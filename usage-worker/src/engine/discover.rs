@@ -51,6 +51,17 @@ impl FileMeta {
         }
     }
 
+    /// The same facts from a raw `stat` (a listing stats names relative to their directory).
+    pub fn of_stat(st: &libc::stat) -> FileMeta {
+        FileMeta {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        }
+    }
+
     /// Modification time in epoch ms (OpenClaw's `mtimeMs`, used for discovery filtering and as
     /// `updatedAt` of sessions without a store entry).
     pub fn mtime_ms(&self) -> i64 {
@@ -157,27 +168,21 @@ pub fn stat_regular(path: &Path) -> io::Result<FileMeta> {
     if !m.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", type_name(&m)),
+            format!("not a regular file ({})", mode_name(m.mode())),
         ));
     }
     Ok(FileMeta::of(&m))
 }
 
-fn type_name(m: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_symlink() {
-        "a symlink"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
+/// What a file that is not a regular one is, by its `st_mode`.
+fn mode_name(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFBLK | libc::S_IFCHR => "a device",
+        _ => "not a regular file",
     }
 }
 
@@ -201,7 +206,7 @@ pub fn open_regular(path: &Path) -> io::Result<fs::File> {
     if !m.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", type_name(&m)),
+            format!("not a regular file ({})", mode_name(m.mode())),
         ));
     }
     Ok(f)
@@ -229,18 +234,25 @@ fn sessions_dir_allowed(state_dir: &Path, dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Listings this long are stat'ed on two threads ([`list_files_of_kind`]).
+/// Listings this long are stat'ed on two threads ([`Names::next_slice`]).
 const SPLIT_STATS_FROM: usize = 1024;
 
-/// A directory entry [`classify`] accepted, not stat'ed yet.
-struct Named {
-    ent: fs::DirEntry,
-    name: String,
-    session_id: String,
-    kind: FileKind,
+/// An agent's transcript names as `readdir` gave them, accepted by [`classify`] but not stat'ed
+/// yet: sorted, in one buffer, ~60 bytes a name where a stat'ed [`Discovered`] holds ~450 (an
+/// agent of 220,000 sessions held ~100 MB of them at once). Stat'ed a slice at a time.
+pub struct Names {
+    /// The directory, open: each name is stat'ed relative to it (no path walk per file).
+    dir: fs::File,
+    path: PathBuf,
+    agent: String,
+    text: String,
+    /// Each name's bytes in `text`, in name order.
+    spans: Vec<(u32, u32)>,
+    /// The first name not handed out yet.
+    next: usize,
 }
 
-/// A [`Named`] after its stat.
+/// A name after its stat.
 enum Stated {
     File(Discovered),
     /// Not a regular file: skipped, and why.
@@ -249,41 +261,105 @@ enum Stated {
     Gone,
 }
 
-/// Stats `named` (taking their names): files vanished since `readdir` are skipped, special
-/// files and symlinks are skipped with a reason.
-fn stat_named(agent: &str, named: &mut [Named]) -> Vec<Stated> {
-    named
-        .iter_mut()
-        .map(|n| {
-            // `DirEntry::metadata` does not follow symlinks.
-            let Ok(meta) = n.ent.metadata() else { return Stated::Gone };
-            if !meta.file_type().is_file() {
-                return Stated::Special(format!("{}: skipped, {}", n.ent.path().display(), type_name(&meta)));
+impl Names {
+    fn name(&self, i: usize) -> &str {
+        let (start, len) = self.spans[i];
+        &self.text[start as usize..(start + len) as usize]
+    }
+
+    /// Names not handed out yet.
+    pub fn remaining(&self) -> usize {
+        self.spans.len() - self.next
+    }
+
+    /// The path of the last name handed out, if any: what the next slice comes after.
+    pub fn last_path(&self) -> Option<PathBuf> {
+        self.next.checked_sub(1).map(|i| self.path.join(self.name(i)))
+    }
+
+    /// The next `n` names or so, stat'ed, in name order: a slice ends with the last name of a
+    /// session id (an archived transcript sorts right after its live name, so a rename between
+    /// them is seen within one slice). Files gone since `readdir` are skipped; special files and
+    /// symlinks are skipped and counted in `diag`.
+    pub fn next_slice(&mut self, n: usize, diag: &mut super::payload::Diagnostics) -> Vec<Discovered> {
+        let start = self.next;
+        let mut end = start.saturating_add(n).min(self.spans.len());
+        let stem = |i: usize| classify(self.name(i)).map(|(id, _)| id);
+        if end > start && end < self.spans.len() {
+            let last = stem(end - 1);
+            while end < self.spans.len() && stem(end) == last {
+                end += 1;
             }
-            Stated::File(Discovered {
-                path: n.ent.path(),
-                file_name: std::mem::take(&mut n.name),
-                agent_id: agent.to_owned(),
-                session_id: std::mem::take(&mut n.session_id),
-                kind: std::mem::replace(&mut n.kind, FileKind::Primary),
-                meta: FileMeta::of(&meta),
-                span: None,
+        }
+        self.next = end;
+        // The stats are most of a listing (a restarted worker lists every agent: ~37 ms of
+        // 6,600 files an agent, ~6 µs a file): a large slice is stat'ed in two halves at once.
+        let len = end - start;
+        let half = if len >= SPLIT_STATS_FROM { start + len / 2 } else { end };
+        let this = &*self;
+        let (mut out, helped) = std::thread::scope(|scope| {
+            let helper = (half < end).then(|| {
+                std::thread::Builder::new()
+                    .name("usage-stat".into())
+                    .spawn_scoped(scope, || this.stat_range(half..end))
+            });
+            let mut out = this.stat_range(start..half);
+            let helped = match helper {
+                Some(Ok(h)) => {
+                    out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                    true
+                }
+                _ => false,
+            };
+            (out, helped)
+        });
+        if !helped {
+            // No thread to be had (or nothing to split): the rest here.
+            out.extend(self.stat_range(half..end));
+        }
+        let mut files = Vec::with_capacity(out.len());
+        for s in out {
+            match s {
+                Stated::File(d) => files.push(d),
+                Stated::Special(why) => {
+                    diag.skipped_special_files += 1;
+                    diag.error(why);
+                }
+                Stated::Gone => {}
+            }
+        }
+        files
+    }
+
+    fn stat_range(&self, range: std::ops::Range<usize>) -> Vec<Stated> {
+        use nix::fcntl::AtFlags;
+        range
+            .map(|i| {
+                let name = self.name(i);
+                let Some((session_id, kind)) = classify(name) else { return Stated::Gone };
+                let Ok(st) = nix::sys::stat::fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                    return Stated::Gone;
+                };
+                let path = self.path.join(name);
+                let mode = st.st_mode as libc::mode_t;
+                if mode & libc::S_IFMT != libc::S_IFREG {
+                    return Stated::Special(format!("{}: skipped, {}", path.display(), mode_name(mode)));
+                }
+                Stated::File(Discovered {
+                    path,
+                    file_name: name.to_owned(),
+                    agent_id: self.agent.clone(),
+                    session_id,
+                    kind,
+                    meta: FileMeta::of_stat(&st),
+                    span: None,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
-/// Counted files of one agent. Files that vanish between `readdir` and `stat` are skipped;
-/// special files and symlinks are skipped and counted in `diag`.
-pub fn list_files(
-    state_dir: &Path,
-    agent: &str,
-    diag: &mut super::payload::Diagnostics,
-) -> io::Result<Vec<Discovered>> {
-    list_files_of_kind(state_dir, agent, diag, |_| true)
-}
-
-/// [`list_files`] of the kinds `keep` accepts; the others are not even stat'ed (an agent's
+/// Counted files of one agent, of the kinds `keep` accepts; the others are not even stat'ed (an agent's
 /// archives next to thousands of transcripts an OpenClaw database replaces).
 pub fn list_files_of_kind(
     state_dir: &Path,
@@ -291,65 +367,53 @@ pub fn list_files_of_kind(
     diag: &mut super::payload::Diagnostics,
     keep: impl Fn(&FileKind) -> bool,
 ) -> io::Result<Vec<Discovered>> {
-    let dir = sessions_dir(state_dir, agent);
-    if let Err(why) = sessions_dir_allowed(state_dir, &dir) {
+    Ok(match list_names(state_dir, agent, diag, keep)? {
+        Some(mut names) => names.next_slice(usize::MAX, diag),
+        None => Vec::new(),
+    })
+}
+
+/// The names of one agent's counted files of the kinds `keep` accepts, to be stat'ed a slice
+/// at a time. `None` when the agent has no `sessions/` (or one that may not be read, which
+/// `diag` then says).
+pub fn list_names(
+    state_dir: &Path,
+    agent: &str,
+    diag: &mut super::payload::Diagnostics,
+    keep: impl Fn(&FileKind) -> bool,
+) -> io::Result<Option<Names>> {
+    let path = sessions_dir(state_dir, agent);
+    if let Err(why) = sessions_dir_allowed(state_dir, &path) {
         diag.skipped_special_files += 1;
         diag.error(why);
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let (dir, rd) = match fs::File::open(&path).and_then(|dir| Ok((dir, fs::read_dir(&path)?))) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut named = Vec::new();
+    let mut text = String::new();
+    let mut spans = Vec::new();
     for ent in rd {
         let Ok(ent) = ent else { continue };
         let Ok(name) = ent.file_name().into_string() else {
             continue;
         };
-        let Some((session_id, kind)) = classify(&name).filter(|(_, k)| keep(k)) else {
+        if !classify(&name).is_some_and(|(_, k)| keep(&k)) {
             continue;
-        };
-        named.push(Named { ent, name, session_id, kind });
-    }
-    // The stats are most of a listing (a restarted worker lists every agent: ~37 ms of 6,600
-    // files an agent, ~6 µs a file): a large directory is stat'ed in two halves at once.
-    let half = if named.len() >= SPLIT_STATS_FROM { named.len() / 2 } else { named.len() };
-    let (first, second) = named.split_at_mut(half);
-    let (mut out, helped) = std::thread::scope(|scope| {
-        let helper = (!second.is_empty()).then(|| {
-            std::thread::Builder::new()
-                .name("usage-stat".into())
-                .spawn_scoped(scope, || stat_named(agent, second))
-        });
-        let mut out = stat_named(agent, first);
-        let helped = match helper {
-            Some(Ok(h)) => {
-                out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-                true
-            }
-            _ => false,
-        };
-        (out, helped)
-    });
-    if !helped {
-        // No thread to be had (or nothing to split): the rest here.
-        out.extend(stat_named(agent, &mut named[half..]));
-    }
-    let mut files = Vec::with_capacity(out.len());
-    for s in out {
-        match s {
-            Stated::File(d) => files.push(d),
-            Stated::Special(why) => {
-                diag.skipped_special_files += 1;
-                diag.error(why);
-            }
-            Stated::Gone => {}
         }
+        let (Ok(start), Ok(len)) = (u32::try_from(text.len()), u32::try_from(name.len())) else {
+            return Err(io::Error::other(format!("{}: too many names to list", path.display())));
+        };
+        text.push_str(&name);
+        spans.push((start, len));
     }
-    files.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    Ok(files)
+    spans.sort_unstable_by(|a, b| {
+        let name = |(s, l): &(u32, u32)| &text.as_bytes()[*s as usize..(*s + *l) as usize];
+        name(a).cmp(name(b))
+    });
+    Ok(Some(Names { dir, path, agent: agent.to_owned(), text, spans, next: 0 }))
 }
 
 #[cfg(test)]
@@ -405,7 +469,7 @@ mod tests {
         fs::create_dir(dir.join("m-dir.jsonl")).unwrap();
         fs::write(dir.join("sessions.json"), b"{}").unwrap();
         let mut diag = super::super::payload::Diagnostics::default();
-        let listed = list_files(root.path(), "a", &mut diag).unwrap();
+        let listed = list_files_of_kind(root.path(), "a", &mut diag, |_| true).unwrap();
         let names: Vec<&str> = listed.iter().map(|d| d.file_name.as_str()).collect();
         assert_eq!(names, want.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(diag.skipped_special_files, 3);
@@ -414,5 +478,42 @@ mod tests {
         assert!(matches!(d.kind, FileKind::Deleted(_)));
         assert_eq!(d.path, dir.join(&want[7]));
         assert_eq!(d.meta.size, 3);
+    }
+
+    #[test]
+    fn slices_end_with_a_sessions_last_name_and_stat_as_std_does() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = sessions_dir(root.path(), "a");
+        fs::create_dir_all(&dir).unwrap();
+        let ts = "2026-05-25T00-55-12Z";
+        let all = [
+            "a.jsonl".to_owned(),
+            format!("a.jsonl.deleted.{ts}"),
+            format!("a.jsonl.reset.{ts}"),
+            "b.jsonl".to_owned(),
+            "c.jsonl".to_owned(),
+            format!("c.jsonl.reset.{ts}"),
+            "d.jsonl".to_owned(),
+        ];
+        for (i, name) in all.iter().enumerate() {
+            fs::write(dir.join(name), vec![b'x'; i]).unwrap();
+        }
+        fs::write(dir.join("notes.txt"), b"").unwrap();
+        let mut diag = super::super::payload::Diagnostics::default();
+        let mut names = list_names(root.path(), "a", &mut diag, |_| true).unwrap().unwrap();
+        assert_eq!((names.remaining(), names.last_path()), (7, None));
+        let mut slices = Vec::new();
+        for n in [2, 1, 2, 5] {
+            let slice = names.next_slice(n, &mut diag);
+            for d in &slice {
+                assert_eq!(d.meta, FileMeta::of(&fs::symlink_metadata(&d.path).unwrap()), "{}", d.file_name);
+            }
+            let listed: Vec<String> = slice.into_iter().map(|d| d.file_name).collect();
+            assert_eq!(names.last_path(), Some(dir.join(listed.last().unwrap())));
+            slices.push(listed);
+        }
+        assert_eq!(slices, [&all[0..3], &all[3..4], &all[4..6], &all[6..7]]);
+        assert_eq!(names.remaining(), 0);
+        assert_eq!(diag.skipped_special_files, 0);
     }
 }

@@ -50,6 +50,9 @@ pub enum IndexError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("usage index: cannot encode a rollup: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// A write given up by its caller (its input turned out unreadable): rolled back.
+    #[error("usage index: write abandoned")]
+    Abandoned,
 }
 
 /// What a file's rows depend on besides its bytes; an index written for anything else is
@@ -521,16 +524,44 @@ impl Index {
         }
     }
 
-    /// Stat facts of every file of `agent`, for comparing a directory listing.
-    pub fn known_of_agent(&self, agent: &str, mut f: impl FnMut(&[u8], Known)) -> Result<(), IndexError> {
+    /// Stat facts of the files of `agent` whose path is in `range` (after the first bound, up
+    /// to and including the second; `None`: unbounded), for comparing a directory listing.
+    pub fn known_of_agent(
+        &self,
+        agent: &str,
+        range: (Option<&Path>, Option<&Path>),
+        mut f: impl FnMut(&[u8], Known),
+    ) -> Result<(), IndexError> {
         // From the covering index alone: no table row (and no rollup) is read. During a cold
         // build it is not there, and the agent's rows (if any) are found by `files_agent`.
-        let mut st = self.conn.prepare_cached(if self.bulk {
-            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files WHERE agent = ?1"
-        } else {
-            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat WHERE agent = ?1"
-        })?;
-        let mut rows = st.query([agent])?;
+        // Paths are blobs, compared byte by byte: the empty blob is below every path.
+        let sql = match (self.bulk, range.1.is_some()) {
+            (true, true) => {
+                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files
+                 WHERE agent = ?1 AND path > ?2 AND path <= ?3"
+            }
+            (true, false) => {
+                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files
+                 WHERE agent = ?1 AND path > ?2"
+            }
+            (false, true) => {
+                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat
+                 WHERE agent = ?1 AND path > ?2 AND path <= ?3"
+            }
+            (false, false) => {
+                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat
+                 WHERE agent = ?1 AND path > ?2"
+            }
+        };
+        let mut st = self.conn.prepare_cached(sql)?;
+        fn bytes(p: Option<&Path>) -> &[u8] {
+            p.map_or(&[], |p| p.as_os_str().as_encoded_bytes())
+        }
+        let (after, upto) = (bytes(range.0), bytes(range.1));
+        let mut rows = match range.1 {
+            Some(_) => st.query(params![agent, after, upto])?,
+            None => st.query(params![agent, after])?,
+        };
         while let Some(r) = rows.next()? {
             let path: &[u8] = r.get_ref(0)?.as_blob()?;
             let known = Known {
@@ -905,59 +936,29 @@ impl Index {
         agent: &str,
         entries: &mut dyn Iterator<Item = StoreEntry>,
     ) -> Result<Touched, IndexError> {
-        let mut touched = Touched::default();
-        let mut seen: foldhash::HashSet<String> = foldhash::HashSet::default();
+        let mut w = self.entry_writer(agent)?;
+        for e in entries {
+            w.put(&e)?;
+        }
+        w.finish()
+    }
+
+    /// [`Index::replace_entries`] one entry at a time, for entries streamed from a file too
+    /// large to hold them all.
+    pub fn entry_writer<'a>(&'a mut self, agent: &'a str) -> Result<EntryWriter<'a>, IndexError> {
         // An agent without entries yet (a cold read): nothing to look up, compare or delete.
         let had_none = {
             let mut any = self.conn.prepare_cached("SELECT 1 FROM entries WHERE agent = ?1 LIMIT 1")?;
             any.query_row([agent], |_| Ok(())).optional()?.is_none()
         };
-        for (ord, e) in entries.enumerate() {
-            let hash = entry_hash(&e, ord);
-            let first = seen.insert(e.key.clone());
-            let look = !(had_none && first);
-            if look {
-                let old: Option<(i64, String, Option<String>)> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT hash, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
-                    )?
-                    .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()?;
-                match &old {
-                    Some((h, _, _)) if *h == hash as i64 => continue,
-                    Some((_, sid, file)) => touched.add(sid, file.as_deref()),
-                    None => {}
-                }
-            }
-            self.put_entry(agent, &e, ord, hash, look, &mut touched)?;
-        }
-        if had_none {
-            return Ok(touched);
-        }
-        // Entries that are gone.
-        let mut st =
-            self.conn.prepare_cached("SELECT key, session_id, file_name FROM entries WHERE agent = ?1")?;
-        let gone: Vec<(String, String, Option<String>)> = st
-            .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .filter_map(Result::ok)
-            .filter(|(k, _, _)| !seen.contains(k))
-            .collect();
-        drop(st);
-        for (key, sid, file) in gone {
-            touched.add(&sid, file.as_deref());
-            let members: Vec<String> = {
-                let mut st =
-                    self.conn.prepare_cached("SELECT member FROM family WHERE agent = ?1 AND key = ?2")?;
-                st.query_map([agent, &key], |r| r.get(0))?.collect::<Result<_, _>>()?
-            };
-            for m in members {
-                touched.add(&m, None);
-            }
-            self.conn.execute("DELETE FROM entries WHERE agent = ?1 AND key = ?2", [agent, &key])?;
-            self.conn.execute("DELETE FROM family WHERE agent = ?1 AND key = ?2", [agent, &key])?;
-        }
-        Ok(touched)
+        Ok(EntryWriter {
+            index: self,
+            agent,
+            had_none,
+            seen: foldhash::HashSet::default(),
+            touched: Touched::default(),
+            ord: 0,
+        })
     }
 
     /// Forgets all entries of an agent (its `sessions.json` is gone or unreadable).
@@ -1339,6 +1340,84 @@ pub struct Touched {
     pub file_names: std::collections::BTreeSet<String>,
     /// Too many to list: every file of the agent.
     pub all: bool,
+}
+
+/// Writes an agent's entries in file order ([`Index::entry_writer`]), then deletes those it
+/// was not given ([`EntryWriter::finish`]). What it holds per entry is a 16-byte hash of its
+/// key: an agent's `sessions.json` of 200,000 entries is ~140 MB of text.
+pub struct EntryWriter<'a> {
+    index: &'a mut Index,
+    agent: &'a str,
+    had_none: bool,
+    /// The keys given so far, by [`key_hash`].
+    seen: foldhash::HashSet<u128>,
+    touched: Touched,
+    ord: usize,
+}
+
+/// A key's 128-bit hash: two keys of one agent share it with a chance of ~n²/2¹²⁹.
+fn key_hash(key: &str) -> u128 {
+    use std::hash::BuildHasher as _;
+    let half = |seed| u128::from(foldhash::quality::FixedState::with_seed(seed).hash_one(key));
+    half(0x5851_F42D_4C95_7F2D) << 64 | half(0x1405_7B7E_F767_814F)
+}
+
+impl EntryWriter<'_> {
+    /// The next entry (its key canonical).
+    pub fn put(&mut self, e: &StoreEntry) -> Result<(), IndexError> {
+        let (agent, ord) = (self.agent, self.ord);
+        self.ord += 1;
+        let hash = entry_hash(e, ord);
+        let first = self.seen.insert(key_hash(&e.key));
+        let look = !(self.had_none && first);
+        if look {
+            let old: Option<(i64, String, Option<String>)> = self
+                .index
+                .conn
+                .prepare_cached(
+                    "SELECT hash, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
+                )?
+                .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            match &old {
+                Some((h, _, _)) if *h == hash as i64 => return Ok(()),
+                Some((_, sid, file)) => self.touched.add(sid, file.as_deref()),
+                None => {}
+            }
+        }
+        self.index.put_entry(agent, e, ord, hash, look, &mut self.touched)
+    }
+
+    /// Deletes the agent's entries that were not given; returns what changed.
+    pub fn finish(self) -> Result<Touched, IndexError> {
+        let EntryWriter { index, agent, had_none, seen, mut touched, .. } = self;
+        if had_none {
+            return Ok(touched);
+        }
+        // Entries that are gone.
+        let mut st =
+            index.conn.prepare_cached("SELECT key, session_id, file_name FROM entries WHERE agent = ?1")?;
+        let gone: Vec<(String, String, Option<String>)> = st
+            .query_map([agent], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?
+            .filter_map(Result::ok)
+            .filter(|(k, _, _)| !seen.contains(&key_hash(k)))
+            .collect();
+        drop(st);
+        for (key, sid, file) in gone {
+            touched.add(&sid, file.as_deref());
+            let members: Vec<String> = {
+                let mut st =
+                    index.conn.prepare_cached("SELECT member FROM family WHERE agent = ?1 AND key = ?2")?;
+                st.query_map([agent, &key], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            for m in members {
+                touched.add(&m, None);
+            }
+            index.conn.execute("DELETE FROM entries WHERE agent = ?1 AND key = ?2", [agent, &key])?;
+            index.conn.execute("DELETE FROM family WHERE agent = ?1 AND key = ?2", [agent, &key])?;
+        }
+        Ok(touched)
+    }
 }
 
 /// Past this many touched names, every file of the agent is re-checked instead.

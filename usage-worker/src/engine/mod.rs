@@ -48,6 +48,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::PathBuf;
@@ -96,6 +97,22 @@ const LIST_AHEAD_JOBS: std::ops::RangeInclusive<usize> = 64..=MEMO_MAX;
 /// Agents of more entries than this have their files' row facts looked up in the index, not
 /// held in memory ([`index::EntryMemo`]: ~600 bytes an entry).
 const MEMO_MAX: usize = 8192;
+/// An agent's transcripts are stat'ed, compared with the index and parsed this many at a time
+/// ([`Slicing`]): what is held of a listing while it is parsed does not grow with the agent (one
+/// agent of 220,000 sessions held ~100 MB of stat'ed names, and as much again in jobs).
+const SLICE_FILES: usize = if cfg!(test) { 4 } else { 16_384 };
+
+/// The rest of an agent's directory listing, compared with the index and parsed a slice at a
+/// time ([`Engine::next_slice`]).
+struct Slicing {
+    names: discover::Names,
+    /// Nothing of the agent was indexed when it was listed: every file is new.
+    cold: bool,
+    /// Known files that no slice so far listed (renamed or gone): followed when a later slice
+    /// lists them under a new name, else removed after the last slice.
+    vanished: Vec<index::Known>,
+}
+
 /// An agent's database listing and archived transcripts (`None`: not listed yet), made by
 /// [`Engine::run_jobs_listing`] for [`Engine::refresh_agent`]. The entries of a changed
 /// listing are taken out of it, made ready.
@@ -593,25 +610,25 @@ impl Engine {
         for (k, agent) in agents.iter().enumerate() {
             let mut jobs: Vec<Job> = Vec::new();
             let base = before;
-            let mut last = Progress::default();
+            // This agent's runs so far (one per slice of a sliced listing), and the current one.
+            let runs = Cell::new(Progress::default());
+            let last = Cell::new(Progress::default());
             let mut report = |p: Progress| {
-                last = p;
-                progress(Progress {
-                    files_done: base.files_done + p.files_done,
-                    files_total: base.files_total + p.files_total,
-                    bytes_done: base.bytes_done + p.bytes_done,
-                });
+                last.set(p);
+                progress(added(added(base, runs.get()), p));
             };
             self.memo = None;
             let listed = ahead.take();
-            let step = self.refresh_agent(agent, &mut jobs, diag, listed).and_then(|()| {
+            let step = self.refresh_agent(agent, &mut jobs, diag, listed).and_then(|mut slicing| {
                 tracing::debug!(
                     agent,
                     jobs = jobs.len(),
+                    slices = slicing.is_some(),
                     heap_mib = crate::alloc::heap_bytes() >> 20,
                     "Listed."
                 );
-                let stats = match agents.get(k + 1).filter(|_| LIST_AHEAD_JOBS.contains(&jobs.len())) {
+                let list_ahead = slicing.is_none() && LIST_AHEAD_JOBS.contains(&jobs.len());
+                let stats = match agents.get(k + 1).filter(|_| list_ahead) {
                     Some(next) => {
                         self.restore_db_state(next)?;
                         let (stats, listing) = self.run_jobs_listing(next, jobs, cancel, &mut report, diag);
@@ -620,8 +637,24 @@ impl Engine {
                     }
                     None => self.run_jobs(jobs, cancel, &mut report, diag),
                 };
+                let mut stats = stats?;
+                while let Some(s) = slicing.as_mut() {
+                    let mut jobs = Vec::new();
+                    if !self.next_slice(agent, s, &mut jobs, diag)? {
+                        slicing = None;
+                    }
+                    tracing::debug!(
+                        agent,
+                        jobs = jobs.len(),
+                        heap_mib = crate::alloc::heap_bytes() >> 20,
+                        "Listed a slice."
+                    );
+                    runs.set(added(runs.get(), last.take()));
+                    let more = self.run_jobs(jobs, cancel, &mut report, diag)?;
+                    stats.files_parsed += more.files_parsed;
+                    stats.bytes_parsed += more.bytes_parsed;
+                }
                 self.memo = None;
-                let stats = stats?;
                 // Applied: the database listing is the base of the next one, here and after a
                 // restart.
                 if let Some(saved) = self.sqlite.confirm(agent) {
@@ -629,9 +662,7 @@ impl Engine {
                 }
                 Ok(stats)
             });
-            before.files_done += last.files_done;
-            before.files_total += last.files_total;
-            before.bytes_done += last.bytes_done;
+            before = added(added(before, runs.get()), last.get());
             match (step, &mut result) {
                 (Ok(s), Ok(total)) => {
                     total.files_parsed += s.files_parsed;
@@ -660,14 +691,16 @@ impl Engine {
     }
 
     /// Finds what changed in one agent: its session index (applied at once) and the
-    /// transcripts to parse (pushed to `jobs`). Removals and renames are applied at once.
+    /// transcripts to parse (pushed to `jobs`). Removals and renames are applied at once. A
+    /// directory listing longer than [`SLICE_FILES`] pushes its first slice's jobs and returns
+    /// the rest, for [`Engine::next_slice`].
     fn refresh_agent(
         &mut self,
         agent: &str,
         jobs: &mut Vec<Job>,
         diag: &mut Diagnostics,
         listed: Option<Ahead>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<Option<Slicing>, WorkerError> {
         let dir = self.config.state_dir.clone();
         // An OpenClaw 2026.7+ database wins over legacy files.
         let (listing, mut archives, ready) = match listed {
@@ -689,12 +722,12 @@ impl Engine {
         }
         match listing {
             sqlite::Listing::NoDatabase => {}
-            sqlite::Listing::Unchanged => return Ok(()),
+            sqlite::Listing::Unchanged => return Ok(None),
             sqlite::Listing::Failed => {
                 // Unreadable: its sessions count as absent until it is readable again.
                 let archives = archives_of(diag);
                 self.compare_listing(agent, archives, jobs)?;
-                return Ok(());
+                return Ok(None);
             }
             sqlite::Listing::Changed { mut listed, entries } => {
                 if let Some(ready) = ready {
@@ -713,7 +746,7 @@ impl Engine {
                     listed.extend(apart);
                 }
                 self.compare_listing(agent, listed, jobs)?;
-                return Ok(());
+                return Ok(None);
             }
             sqlite::Listing::Some { listed, entries, patch } => {
                 if let Some(entries) = entries {
@@ -734,7 +767,7 @@ impl Engine {
                         None => jobs.push(Job { disc: d, known: None }),
                     }
                 }
-                return Ok(());
+                return Ok(None);
             }
         }
         self.refresh_store(agent, diag)?;
@@ -756,8 +789,16 @@ impl Engine {
             }
             watch::Pending::Everything => {
                 self.watch.listing(&sessions);
-                match discover::list_files(&dir, agent, diag) {
-                    Ok(listed) => self.compare_listing(agent, listed, jobs)?,
+                match discover::list_names(&dir, agent, diag, |_| true) {
+                    Ok(Some(names)) => {
+                        let cold = !self.index().has_files(std::slice::from_ref(&agent.to_owned()))?;
+                        let mut slicing = Slicing { names, cold, vanished: Vec::new() };
+                        if self.next_slice(agent, &mut slicing, jobs, diag)? {
+                            return Ok(Some(slicing));
+                        }
+                    }
+                    // No `sessions/`: whatever was indexed of it is gone.
+                    Ok(None) => self.compare_listing(agent, Vec::new(), jobs)?,
                     Err(e) => {
                         self.watch.forget(&sessions);
                         diag.error(format!("listing sessions of agent {agent}: {e}"));
@@ -765,7 +806,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// What a previous worker saved of `agent`'s database listing, the base of the next one.
@@ -821,17 +862,10 @@ impl Engine {
                     digests
                 } else {
                     // A key that is not where it was: every entry, read again.
-                    let all = store::read_store(&path, None, 0);
-                    let digests = all.as_ref().ok().and_then(|(_, d)| d.clone());
-                    self.apply_read(agent, &path, all.map(|(r, _)| r), diag)?;
-                    digests
+                    self.apply_whole_read(agent, &path, store::read_store(&path, None, 0), diag)?
                 }
             }
-            parsed => {
-                let digests = parsed.as_ref().ok().and_then(|(_, d)| d.clone());
-                self.apply_read(agent, &path, parsed.map(|(r, _)| r), diag)?;
-                digests
-            }
+            parsed => self.apply_whole_read(agent, &path, parsed, diag)?,
         };
         self.index_mut().set_store_meta(agent, meta.as_ref())?;
         let others: usize = self
@@ -846,6 +880,83 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies a read of all of an agent's `sessions.json` ([`store::read_store`], not a
+    /// patch): its entries listed, walked from its text or streamed from the file, the last
+    /// two written as they are built, never all held (see [`Engine::write_all_entries`]).
+    /// Returns the digests the read made, if any.
+    fn apply_whole_read(
+        &mut self,
+        agent: &str,
+        path: &std::path::Path,
+        read: Result<(store::StoreRead, Option<Vec<store::Digest>>), String>,
+        diag: &mut Diagnostics,
+    ) -> Result<Option<Vec<store::Digest>>, WorkerError> {
+        match read {
+            Ok((store::StoreRead::Stream(file), _)) => {
+                if let Err(e) = self.write_all_entries(agent, |put| store::for_each_entry(file, put))? {
+                    self.apply_read(agent, path, Err(e), diag)?;
+                }
+                Ok(None)
+            }
+            Ok((store::StoreRead::Whole(whole), _)) => {
+                let mut digests = None;
+                let walked = self.write_all_entries(agent, |put| {
+                    digests = whole.walk(put);
+                    digests.as_ref().map(|_| ()).ok_or_else(String::new)
+                })?;
+                if walked.is_err() {
+                    // Not an object of entries: nothing of it was written; why, or (should
+                    // serde_json read what the cursor refused) its entries.
+                    self.apply_read(agent, path, whole.fallback().map(store::StoreRead::All), diag)?;
+                }
+                Ok(digests)
+            }
+            read => {
+                let digests = read.as_ref().ok().and_then(|(_, d)| d.clone());
+                self.apply_read(agent, path, read.map(|(r, _)| r), diag)?;
+                Ok(digests)
+            }
+        }
+    }
+
+    /// Writes all of an agent's entries, in one transaction, as `feed` builds them (from a
+    /// `sessions.json` too large to hold its entries at once): what is held per entry is a hash
+    /// of its key. `Err` with what `feed` found wrong with its file, and nothing written.
+    fn write_all_entries(
+        &mut self,
+        agent: &str,
+        feed: impl FnOnce(&mut dyn FnMut(store::StoreEntry)) -> Result<(), String>,
+    ) -> Result<Result<(), String>, WorkerError> {
+        self.write_deferred()?;
+        self.memo = None;
+        let mut read = Ok(());
+        let index = self.index.as_mut().expect("opened");
+        let written = write_entries_with(index, &mut self.lives, &self.prices, agent, None, |index| {
+            let mut w = index.entry_writer(agent)?;
+            let mut failed = None;
+            read = feed(&mut |mut e| {
+                if failed.is_none() {
+                    e.key = store::canonical_key(agent, &e.key);
+                    failed = w.put(&e).err();
+                }
+            });
+            match (failed, &read) {
+                (Some(e), _) => Err(e),
+                // Rolled back: the entries already written go with the file's error.
+                (None, Err(_)) => Err(IndexError::Abandoned),
+                (None, Ok(())) => w.finish().map(Some),
+            }
+        });
+        match written {
+            Ok((_, changed)) => {
+                self.change += u64::from(changed);
+                Ok(Ok(()))
+            }
+            Err(_) if read.is_err() => Ok(read),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Applies a whole read of an agent's `sessions.json` (an unreadable one: no entries, and
     /// the error in diagnostics until the file changes).
     fn apply_read(
@@ -857,7 +968,9 @@ impl Engine {
     ) -> Result<(), WorkerError> {
         let entries = match read {
             Ok(store::StoreRead::All(entries)) => Ok(entries),
-            Ok(store::StoreRead::Changed(_)) => unreachable!("a whole read"),
+            Ok(store::StoreRead::Changed(_) | store::StoreRead::Whole(_) | store::StoreRead::Stream(_)) => {
+                unreachable!("a read of listed entries")
+            }
             Err(e) => {
                 let msg = format!("{}: {e}", path.display());
                 self.stores.get_mut(agent).expect("inserted above").error = Some(msg.clone());
@@ -1005,15 +1118,68 @@ impl Engine {
         listed: Vec<Discovered>,
         jobs: &mut Vec<Job>,
     ) -> Result<(), WorkerError> {
+        let mut vanished = Vec::new();
+        self.compare_slice(agent, listed, (None, None), false, &mut vanished, jobs)?;
+        self.remove_vanished(vanished)
+    }
+
+    /// Compares the next slice of a directory listing with the index (see
+    /// [`Engine::compare_slice`]); after the last one, removes the files no slice listed.
+    /// Returns whether slices remain.
+    fn next_slice(
+        &mut self,
+        agent: &str,
+        s: &mut Slicing,
+        jobs: &mut Vec<Job>,
+        diag: &mut Diagnostics,
+    ) -> Result<bool, WorkerError> {
+        let after = s.names.last_path();
+        let listed = s.names.next_slice(SLICE_FILES, diag);
+        let more = s.names.remaining() > 0;
+        let upto = if more { s.names.last_path() } else { None };
+        self.compare_slice(
+            agent,
+            listed,
+            (after.as_deref(), upto.as_deref()),
+            s.cold,
+            &mut s.vanished,
+            jobs,
+        )?;
+        if !more {
+            self.remove_vanished(std::mem::take(&mut s.vanished))?;
+        }
+        Ok(more)
+    }
+
+    /// Compares `listed`, every file of `agent` whose path is in `range` (after the first
+    /// bound, up to and including the second; `None`: unbounded), with what the index knows
+    /// there: new and changed files become jobs, a new name of a file that vanished in this or
+    /// an earlier range is followed, and the known files not listed join `vanished`. A rename
+    /// across ranges whose new name comes first is parsed as new (and the old row removed
+    /// after): the same totals, a file's work more. `cold`: the agent had nothing indexed, so
+    /// every file is new, without asking the index.
+    fn compare_slice(
+        &mut self,
+        agent: &str,
+        listed: Vec<Discovered>,
+        range: (Option<&std::path::Path>, Option<&std::path::Path>),
+        cold: bool,
+        vanished: &mut Vec<index::Known>,
+        jobs: &mut Vec<Job>,
+    ) -> Result<(), WorkerError> {
+        jobs.reserve(listed.len());
+        if cold {
+            // Every file goes to the jobs without a second list of them all (one agent of
+            // 220,000 files held the listing, that list and the jobs at once).
+            jobs.extend(listed.into_iter().map(|disc| Job { disc, known: None }));
+            return Ok(());
+        }
         let mut known: HashMap<Vec<u8>, index::Known> = HashMap::new();
-        self.index().known_of_agent(agent, |path, k| {
+        self.index().known_of_agent(agent, range, |path, k| {
             known.insert(path.to_vec(), k);
         })?;
-        jobs.reserve(listed.len());
-        if known.is_empty() {
-            // Nothing of the agent indexed (a cold build): every file is new, and goes to the
-            // jobs without a second list of them all (one agent of 220,000 files held the
-            // listing, that list and the jobs at once: a ~200 MB spike of the worker's RSS).
+        if known.is_empty() && vanished.is_empty() {
+            // Nothing to compare with (the agent's first listing in OpenClaw's database layout).
             jobs.extend(listed.into_iter().map(|disc| Job { disc, known: None }));
             return Ok(());
         }
@@ -1025,9 +1191,13 @@ impl Engine {
                 None => fresh.push(d),
             }
         }
-        // What is left of `known` is gone from the listing: renamed (same inode) or removed.
+        vanished.extend(known.into_values());
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        // Gone from the listing: renamed (same inode) or removed.
         let mut by_inode: HashMap<(u64, u64), index::Known> =
-            known.into_values().map(|k| ((k.meta.dev, k.meta.ino), k)).collect();
+            vanished.drain(..).map(|k| ((k.meta.dev, k.meta.ino), k)).collect();
         for d in fresh {
             match by_inode.remove(&(d.meta.dev, d.meta.ino)) {
                 Some(k) => {
@@ -1038,7 +1208,13 @@ impl Engine {
                 None => jobs.push(Job { disc: d, known: None }),
             }
         }
-        for k in by_inode.into_values() {
+        vanished.extend(by_inode.into_values());
+        Ok(())
+    }
+
+    /// Removes known files that a listing did not list.
+    fn remove_vanished(&mut self, vanished: Vec<index::Known>) -> Result<(), WorkerError> {
+        for k in vanished {
             if let Some(row) = self.index().file(k.id)? {
                 self.remove(row)?;
             }
@@ -1801,20 +1977,30 @@ fn write_entries(
     put: Put<'_>,
     memo: Option<&index::EntryMemo>,
 ) -> Result<(bool, bool), WorkerError> {
+    write_entries_with(index, lives, prices, agent, memo, |index| match put {
+        Put::Patch(ords) => index.patch_entries(agent, &entries, ords),
+        Put::All => index.replace_entries(agent, &mut entries.into_iter()).map(Some),
+    })
+}
+
+/// [`write_entries`] of what `write` writes in its transaction: the entries it returns as
+/// touched (`None`: a patch that did not apply, nothing written) have their files' row facts
+/// recomputed, and the files whose channel moved move in the live aggregates.
+fn write_entries_with(
+    index: &mut Index,
+    lives: &mut live::Lives,
+    prices: &HashMap<String, Cached<PriceTable>>,
+    agent: &str,
+    memo: Option<&index::EntryMemo>,
+    write: impl FnOnce(&mut Index) -> Result<Option<index::Touched>, IndexError>,
+) -> Result<(bool, bool), WorkerError> {
     let price = price_fn(prices);
     let mut known = true;
     let mut changed = false;
     index.batch(|index| {
-        let touched = if let Put::Patch(ords) = put {
-            match index.patch_entries(agent, &entries, ords)? {
-                Some(t) => t,
-                None => {
-                    known = false;
-                    return Ok(());
-                }
-            }
-        } else {
-            index.replace_entries(agent, &mut entries.into_iter())?
+        let Some(touched) = write(index)? else {
+            known = false;
+            return Ok(());
         };
         if touched.is_empty() {
             return Ok(());
@@ -1988,6 +2174,15 @@ fn price_fn(
         let (p, m) = (provider?, model?);
         let table = |a: &str| prices.get(a).and_then(|c| c.value.as_ref()).and_then(|t| t.get(p, m));
         table(DEFAULT_AGENT).or_else(|| table(agent))
+    }
+}
+
+/// Progress of two runs one after the other.
+fn added(a: Progress, b: Progress) -> Progress {
+    Progress {
+        files_done: a.files_done + b.files_done,
+        files_total: a.files_total + b.files_total,
+        bytes_done: a.bytes_done + b.bytes_done,
     }
 }
 

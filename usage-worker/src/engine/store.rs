@@ -512,11 +512,46 @@ pub fn parse_entries(bytes: &[u8]) -> Result<Vec<StoreEntry>, String> {
 /// are streamed, one entry in memory at a time.
 const READ_WHOLE_MAX: u64 = 64 << 20;
 
+/// Whether a `sessions.json` of `len` bytes is streamed rather than read whole.
+pub fn is_streamed(len: u64) -> bool {
+    #[cfg(test)]
+    if let Some(streamed) = READ_AS.get() {
+        return streamed;
+    }
+    len > READ_WHOLE_MAX
+}
+
+/// Whether a `sessions.json` text of `len` bytes read whole has its entries built one at a
+/// time ([`StoreRead::Whole`]).
+fn is_walked(len: u64) -> bool {
+    #[cfg(test)]
+    if READ_AS.get().is_some() {
+        return true;
+    }
+    len > COLLECT_MAX
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: every `sessions.json` read on this thread whatever its size is streamed
+    /// (`Some(true)`) or read whole and walked (`Some(false)`).
+    pub static READ_AS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Texts up to this size have their entries built in one list ([`StoreRead::All`]); larger
+/// ones are handed over whole, their entries built one at a time as they are written
+/// ([`StoreRead::Whole`]): held whole, a 39 MB text's 54,000 entries took as much memory again.
+const COLLECT_MAX: u64 = 8 << 20;
+
 /// What [`read_store`] found.
 #[derive(Debug)]
 pub enum StoreRead {
     /// Every entry, in file order.
     All(Vec<StoreEntry>),
+    /// Every entry, to be built from the text as it is walked (a text over [`COLLECT_MAX`]).
+    Whole(Whole),
+    /// Every entry, to be streamed from the file (too large to read whole: [`is_streamed`]).
+    Stream(std::fs::File),
     /// Only these entries differ from the digests compared with; every other entry is as it was.
     Changed(Changed),
 }
@@ -641,7 +676,8 @@ fn changed_since(text: &str, old: &[Digest], max_changed: usize) -> Option<(Chan
 /// entry came, went or moved and at most `max_changed` changed: OpenClaw rewrites the whole
 /// file after every turn (4.3 MB for 6,000 sessions), and parsing all of it for one changed
 /// entry took ~3.7 ms of an append's ~10 (hashing it ~0.5 ms). Returns the file's digests (one
-/// per raw entry), `None` for a file too large to read whole.
+/// per raw entry) with the entries they come with: `None` with a [`StoreRead::Whole`] (its walk
+/// makes them) or [`StoreRead::Stream`] (a file too large to read whole has none).
 pub fn read_store(
     path: &Path,
     old: Option<&[Digest]>,
@@ -650,10 +686,8 @@ pub fn read_store(
     use std::io::Read as _;
     let mut file = super::discover::open_regular(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len > READ_WHOLE_MAX {
-        let mut out = Vec::new();
-        for_each_entry(file, |e| out.push(e))?;
-        return Ok((StoreRead::All(out), None));
+    if is_streamed(len) {
+        return Ok((StoreRead::Stream(file), None));
     }
     let mut bytes = Vec::with_capacity(len as usize + 1);
     file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
@@ -666,18 +700,44 @@ pub fn read_store(
     {
         return Ok((StoreRead::Changed(changed), Some(digests)));
     }
-    let mut digests = Vec::new();
+    if is_walked(len) {
+        return Ok((StoreRead::Whole(Whole { bytes }), None));
+    }
+    let whole = Whole { bytes };
     let mut out = Vec::new();
-    let walked = walk_spans(text, |key, span, raw| {
-        let e = entry_of(key, raw);
-        digests.push(Digest::of(&bytes[span], e.is_some()));
-        out.extend(e);
-    });
-    match walked {
-        Some(()) => Ok((StoreRead::All(out), Some(digests))),
-        // Not an object of entries: serde_json's error (or, should it read what the cursor
-        // refused, its entries without digests).
-        None => parse_entries(&bytes).map(|e| (StoreRead::All(e), None)),
+    match whole.walk(|e| out.push(e)) {
+        Some(digests) => Ok((StoreRead::All(out), Some(digests))),
+        None => whole.fallback().map(|e| (StoreRead::All(e), None)),
+    }
+}
+
+/// A `sessions.json` text read whole (UTF-8), its entries not built yet.
+#[derive(Debug)]
+pub struct Whole {
+    bytes: Vec<u8>,
+}
+
+impl Whole {
+    /// Calls `f` with each entry in file order and returns the text's digests; `None` (`f`
+    /// may have had some entries) when the text is not an object of entries, for
+    /// [`Whole::fallback`] to say why.
+    pub fn walk(&self, mut f: impl FnMut(StoreEntry)) -> Option<Vec<Digest>> {
+        let text = simdutf8::basic::from_utf8(&self.bytes).ok()?;
+        let mut digests = Vec::new();
+        walk_spans(text, |key, span, raw| {
+            let e = entry_of(key, raw);
+            digests.push(Digest::of(&self.bytes[span], e.is_some()));
+            if let Some(e) = e {
+                f(e);
+            }
+        })?;
+        Some(digests)
+    }
+
+    /// What a text [`Whole::walk`] refused holds: serde_json's error (or, should it read what
+    /// the cursor refused, its entries, without digests).
+    pub fn fallback(&self) -> Result<Vec<StoreEntry>, String> {
+        parse_entries(&self.bytes)
     }
 }
 

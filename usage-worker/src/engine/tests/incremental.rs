@@ -322,3 +322,72 @@ fn a_cold_build_answers_before_making_the_indexes_only_refreshes_read() {
         assert_eq!(indexes(&e), all);
     }
 }
+
+/// A large `sessions.json` is written to the index as its entries are built, streamed from the
+/// file or walked from its text, never all held: its answers are those of a read of every
+/// entry at once, after entries change, vanish and get renamed (the keys it no longer has are
+/// deleted), and a file cut short midway writes nothing of it (its entries are dropped with an
+/// error, as that read drops them) until it is whole again.
+#[test]
+fn a_large_sessions_json_is_written_as_its_entries_are_built() {
+    for streamed in [true, false] {
+        large_sessions_json_written_as_built(streamed);
+    }
+}
+
+fn large_sessions_json_written_as_built(streamed: bool) {
+    use crate::engine::store::READ_AS;
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let store = dir.path().join("agents/main/sessions/sessions.json");
+    let write = |text: &[u8]| {
+        let tmp = store.with_extension("json.tmp");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, &store).unwrap();
+        bump_mtime(&store);
+    };
+    // Answers of the streaming engine and of a fresh one reading the file whole, with the
+    // number of `sessions.json` errors each reports.
+    let compare = |warm: &mut Engine| -> u64 {
+        let mut errors = Vec::new();
+        for q in queries() {
+            READ_AS.set(Some(streamed));
+            let (mut a, _) = ask(warm, &q);
+            READ_AS.set(None);
+            let (mut b, _) = ask(&mut engine(dir.path()), &q);
+            let n = |v: &serde_json::Value| v["diagnostics"]["sessionsJsonErrors"].as_u64();
+            assert_eq!(n(&a), n(&b));
+            errors.push(n(&a).unwrap_or(0));
+            strip_volatile(&mut a);
+            strip_volatile(&mut b);
+            assert_json_close(&a, &b, if streamed { "streamed" } else { "walked" });
+        }
+        errors[0]
+    };
+    let mut warm = engine(dir.path());
+    assert_eq!(compare(&mut warm), 0);
+    let mut m: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&fs::read_to_string(&store).unwrap()).unwrap();
+    let keys: Vec<String> = m.keys().cloned().collect();
+    assert!(keys.len() >= 4);
+    m[&keys[0]]["label"] = "relabelled".into();
+    m.remove(&keys[1]);
+    let moved = m.remove(&keys[2]).unwrap();
+    m.insert(format!("{}-renamed", keys[2]), moved);
+    let whole = serde_json::to_vec_pretty(&m).unwrap();
+    write(&whole);
+    assert_eq!(compare(&mut warm), 0);
+    let (v, _) = ask(&mut warm, &query(Method::SessionsUsage));
+    let rows = v["sessions"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["label"] == "relabelled"));
+    assert!(rows.iter().any(|r| r["key"] == format!("{}-renamed", keys[2]).as_str()));
+    assert!(!rows.iter().any(|r| r["key"] == keys[1].as_str()));
+
+    // Cut short past its first entries: nothing of it is kept, and it says why.
+    write(&whole[..whole.len() * 2 / 3]);
+    assert_eq!(compare(&mut warm), 1);
+    let (v, _) = ask(&mut warm, &query(Method::SessionsUsage));
+    assert!(!v["sessions"].as_array().unwrap().iter().any(|r| r["label"] == "relabelled"));
+    write(&whole);
+    assert_eq!(compare(&mut warm), 0);
+}

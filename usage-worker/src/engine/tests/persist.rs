@@ -203,3 +203,56 @@ fn a_cold_build_cut_short_gets_its_deferred_indexes_at_the_next_open() {
         assert!(names.iter().any(|x| x == n), "{n} made again at open: {names:?}");
     }
 }
+
+/// A restarted engine compares a long listing with its index a slice at a time (four files a
+/// slice in tests): a file renamed to a name in a later slice is followed without parsing it,
+/// one renamed to a name in an earlier slice is parsed again (its old row removed after the
+/// last slice), a removed one goes and an appended one is read from its checkpoint; every
+/// answer is a fresh engine's.
+#[test]
+fn a_restart_compares_a_long_listing_slice_by_slice() {
+    let spec = Spec { agents: 1, sessions_per_agent: 12, turns: 3, tool_result_bytes: 300, seed: 31 };
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    generate(dir.path(), &spec);
+    drop(answer(&mut persistent(dir.path(), data.path())));
+    let sessions = dir.path().join("agents/main/sessions");
+    let mut names: Vec<String> = fs::read_dir(&sessions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| crate::engine::discover::classify(n).is_some())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 12, "{names:?}");
+    let last = names.last().unwrap().clone();
+    let last_len = fs::metadata(sessions.join(&last)).unwrap().len();
+    fs::rename(sessions.join(&names[0]), sessions.join("zzzz-later.jsonl")).unwrap();
+    fs::rename(sessions.join(&last), sessions.join("0000-earlier.jsonl")).unwrap();
+    fs::remove_file(sessions.join(&names[5])).unwrap();
+    let mut rng = Rng::new(7);
+    let extra = transcript(&mut rng, "x", &spec, 1_793_000_000_000);
+    let extra = extra.split_once('\n').unwrap().1.to_owned();
+    OpenOptions::new()
+        .append(true)
+        .open(sessions.join(&names[7]))
+        .unwrap()
+        .write_all(extra.as_bytes())
+        .unwrap();
+
+    let mut second = persistent(dir.path(), data.path());
+    let (got, parsed) = answer(&mut second);
+    assert_eq!(parsed, last_len + extra.len() as u64);
+    let (want, _) = answer(&mut engine(dir.path()));
+    assert_json_close(&got, &want, "restarted");
+    let files: Vec<&str> = got["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["usage"]["sessionFile"].as_str())
+        .collect();
+    for gone in [&names[0], &last, &names[5]] {
+        assert!(!files.iter().any(|f| f.ends_with(gone.as_str())), "{gone} listed");
+    }
+    assert!(files.iter().any(|f| f.ends_with("zzzz-later.jsonl")));
+    assert!(files.iter().any(|f| f.ends_with("0000-earlier.jsonl")));
+}
