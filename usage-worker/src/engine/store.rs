@@ -700,7 +700,7 @@ pub fn read_store(
     {
         return Ok((StoreRead::Changed(changed), Some(digests)));
     }
-    if is_walked(len) {
+    if is_walked(bytes.len() as u64) {
         return Ok((StoreRead::Whole(Whole { bytes }), None));
     }
     let whole = Whole { bytes };
