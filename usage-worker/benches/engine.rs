@@ -718,6 +718,14 @@ fn stores() -> Vec<StoreSpec> {
             sqlite: true,
             targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
         },
+        // One agent holding every session: one `sessions.json` of 39 MB and one directory of
+        // 59,000 files, where the stores above spread theirs over nine agents.
+        StoreSpec {
+            name: "one",
+            spec: demo_store::DemoSpec { agents: 1, ..year(54_000, 3, 2_000, false) },
+            sqlite: false,
+            targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
+        },
         StoreSpec {
             name: "wide",
             spec: year(600, 40, 1_500, true),

@@ -535,25 +535,12 @@ impl Index {
         // From the covering index alone: no table row (and no rollup) is read. During a cold
         // build it is not there, and the agent's rows (if any) are found by `files_agent`.
         // Paths are blobs, compared byte by byte: the empty blob is below every path.
-        let sql = match (self.bulk, range.1.is_some()) {
-            (true, true) => {
-                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files
-                 WHERE agent = ?1 AND path > ?2 AND path <= ?3"
-            }
-            (true, false) => {
-                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files
-                 WHERE agent = ?1 AND path > ?2"
-            }
-            (false, true) => {
-                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat
-                 WHERE agent = ?1 AND path > ?2 AND path <= ?3"
-            }
-            (false, false) => {
-                "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files INDEXED BY files_stat
-                 WHERE agent = ?1 AND path > ?2"
-            }
-        };
-        let mut st = self.conn.prepare_cached(sql)?;
+        let sql = format!(
+            "SELECT path, id, dev, ino, size, mtime_ns, ctime_ns FROM files {} WHERE agent = ?1 AND path > ?2{}",
+            if self.bulk { "" } else { "INDEXED BY files_stat" },
+            if range.1.is_some() { " AND path <= ?3" } else { "" },
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
         fn bytes(p: Option<&Path>) -> &[u8] {
             p.map_or(&[], |p| p.as_os_str().as_encoded_bytes())
         }

@@ -1168,18 +1168,15 @@ impl Engine {
         jobs: &mut Vec<Job>,
     ) -> Result<(), WorkerError> {
         jobs.reserve(listed.len());
-        if cold {
-            // Every file goes to the jobs without a second list of them all (one agent of
-            // 220,000 files held the listing, that list and the jobs at once).
-            jobs.extend(listed.into_iter().map(|disc| Job { disc, known: None }));
-            return Ok(());
-        }
         let mut known: HashMap<Vec<u8>, index::Known> = HashMap::new();
-        self.index().known_of_agent(agent, range, |path, k| {
-            known.insert(path.to_vec(), k);
-        })?;
+        if !cold {
+            self.index().known_of_agent(agent, range, |path, k| {
+                known.insert(path.to_vec(), k);
+            })?;
+        }
         if known.is_empty() && vanished.is_empty() {
-            // Nothing to compare with (the agent's first listing in OpenClaw's database layout).
+            // Nothing to compare with: every file goes to the jobs without a second list of them
+            // all (one agent of 220,000 files held the listing, that list and the jobs at once).
             jobs.extend(listed.into_iter().map(|disc| Job { disc, known: None }));
             return Ok(());
         }
