@@ -102,15 +102,23 @@ const MEMO_MAX: usize = 8192;
 /// agent of 220,000 sessions held ~100 MB of stat'ed names, and as much again in jobs).
 const SLICE_FILES: usize = if cfg!(test) { 4 } else { 16_384 };
 
-/// The rest of an agent's directory listing, compared with the index and parsed a slice at a
-/// time ([`Engine::next_slice`]).
+/// The rest of an agent's listing, compared with the index and parsed a slice at a time
+/// ([`Engine::next_slice`]).
 struct Slicing {
-    names: discover::Names,
+    listing: Sliced,
     /// Nothing of the agent was indexed when it was listed: every file is new.
     cold: bool,
     /// Known files that no slice so far listed (renamed or gone): followed when a later slice
     /// lists them under a new name, else removed after the last slice.
     vanished: Vec<index::Known>,
+}
+
+/// What a [`Slicing`] lists: a directory's names, or a database's sessions and the archived
+/// transcripts beside it that it does not hold (`None` until the first slice lists them; each
+/// slice takes those in its range of paths).
+enum Sliced {
+    Dir(discover::Names),
+    Db(sqlite::Slices, Option<Vec<Discovered>>),
 }
 
 /// An agent's database listing and archived transcripts (`None`: not listed yet), made by
@@ -748,9 +756,23 @@ impl Engine {
                 self.compare_listing(agent, listed, jobs)?;
                 return Ok(None);
             }
-            sqlite::Listing::Some { listed, entries, patch } => {
+            sqlite::Listing::Sliced(slices) => {
+                if !self.stream_db_entries(agent, diag)? {
+                    return Ok(None);
+                }
+                let cold = !self.index().has_files(std::slice::from_ref(&agent.to_owned()))?;
+                let mut slicing = Slicing { listing: Sliced::Db(slices, None), cold, vanished: Vec::new() };
+                if self.next_slice(agent, &mut slicing, jobs, diag)? {
+                    return Ok(Some(slicing));
+                }
+                return Ok(None);
+            }
+            sqlite::Listing::Some { listed, entries, patch, stream } => {
                 if let Some(entries) = entries {
                     self.apply_entries(agent, entries, diag)?;
+                }
+                if stream && !self.stream_db_entries(agent, diag)? {
+                    return Ok(None);
                 }
                 if let Some(entries) = patch
                     && !self.patch_entries(agent, entries)?
@@ -792,7 +814,7 @@ impl Engine {
                 match discover::list_names(&dir, agent, diag, |_| true) {
                     Ok(Some(names)) => {
                         let cold = !self.index().has_files(std::slice::from_ref(&agent.to_owned()))?;
-                        let mut slicing = Slicing { names, cold, vanished: Vec::new() };
+                        let mut slicing = Slicing { listing: Sliced::Dir(names), cold, vanished: Vec::new() };
                         if self.next_slice(agent, &mut slicing, jobs, diag)? {
                             return Ok(Some(slicing));
                         }
@@ -1123,9 +1145,35 @@ impl Engine {
         self.remove_vanished(vanished)
     }
 
-    /// Compares the next slice of a directory listing with the index (see
+    /// Writes all entries of `agent`'s database as they are built
+    /// ([`sqlite::Databases::stream_entries`]). `false` when the database could not be read
+    /// (reported; the entries are as they were, and the next call lists it again).
+    fn stream_db_entries(&mut self, agent: &str, diag: &mut Diagnostics) -> Result<bool, WorkerError> {
+        let mut dbs = std::mem::take(&mut self.sqlite);
+        let dir = self.config.state_dir.clone();
+        let mut failed = None;
+        let written = self.write_all_entries(agent, |put| {
+            dbs.stream_entries(&dir, agent, put).map_err(|e| {
+                let msg = e.to_string();
+                failed = Some(e);
+                msg
+            })
+        });
+        self.sqlite = dbs;
+        written?.ok();
+        match failed {
+            Some(e) => {
+                self.sqlite.failed(agent, &sqlite::db_path(&dir, agent), &e, diag);
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Compares the next slice of a sliced listing with the index (see
     /// [`Engine::compare_slice`]); after the last one, removes the files no slice listed.
-    /// Returns whether slices remain.
+    /// Returns whether slices remain. A database that cannot be read midway is reported and
+    /// ends the listing with nothing removed (the next call lists it again).
     fn next_slice(
         &mut self,
         agent: &str,
@@ -1133,10 +1181,49 @@ impl Engine {
         jobs: &mut Vec<Job>,
         diag: &mut Diagnostics,
     ) -> Result<bool, WorkerError> {
-        let after = s.names.last_path();
-        let listed = s.names.next_slice(SLICE_FILES, diag);
-        let more = s.names.remaining() > 0;
-        let upto = if more { s.names.last_path() } else { None };
+        let (listed, after, upto, more) = match &mut s.listing {
+            Sliced::Dir(names) => {
+                let after = names.last_path();
+                let listed = names.next_slice(SLICE_FILES, diag);
+                let more = names.remaining() > 0;
+                (listed, after, if more { names.last_path() } else { None }, more)
+            }
+            Sliced::Db(slices, archives) => {
+                let after = slices.last_path();
+                let listed = match archives {
+                    Some(_) => Ok(()),
+                    None => {
+                        // Listed once, for the slices to share out by path.
+                        let all = archived_files(&self.config.state_dir, agent, diag);
+                        self.sqlite.not_held(slices, all).map(|mut held| {
+                            held.sort_unstable_by(|a, b| path_bytes(&a.path).cmp(path_bytes(&b.path)));
+                            *archives = Some(held);
+                        })
+                    }
+                }
+                .and_then(|()| self.sqlite.next_sessions(slices, SLICE_FILES));
+                match listed {
+                    Ok(mut listed) => {
+                        let more = !slices.done();
+                        let upto = if more { slices.last_path() } else { None };
+                        let archives = archives.as_mut().expect("listed above");
+                        let within = match &upto {
+                            Some(upto) => {
+                                archives.partition_point(|a| path_bytes(&a.path) <= path_bytes(upto))
+                            }
+                            None => archives.len(),
+                        };
+                        listed.extend(archives.drain(..within));
+                        (listed, after, upto, more)
+                    }
+                    Err(e) => {
+                        let db = sqlite::db_path(&self.config.state_dir, agent);
+                        self.sqlite.failed(agent, &db, &e, diag);
+                        return Ok(false);
+                    }
+                }
+            }
+        };
         self.compare_slice(
             agent,
             listed,
@@ -2022,6 +2109,12 @@ fn write_entries_with(
         Ok(())
     })?;
     Ok((known, changed))
+}
+
+/// A path as the index orders paths: byte by byte (a [`std::path::Path`] compares by
+/// components).
+fn path_bytes(p: &std::path::Path) -> &[u8] {
+    p.as_os_str().as_encoded_bytes()
 }
 
 /// The archived transcripts (`.reset.`/`.deleted.`) left in an agent's `sessions/` beside its

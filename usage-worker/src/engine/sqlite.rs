@@ -247,9 +247,54 @@ pub enum Listing {
     /// Every session, and the entries of the `sessions.json` the database's session nodes
     /// stand for (`None` when unchanged).
     Changed { listed: Vec<Discovered>, entries: Option<Entries> },
+    /// A complete listing of a database too large to hold at once ([`SLICED_OVER`]): its
+    /// entries are written as [`Databases::stream_entries`] builds them, then its sessions
+    /// listed a slice at a time ([`Databases::next_sessions`]).
+    Sliced(Slices),
     /// The sessions updated since the last listing (others are as they were); the whole session
     /// index, or `patch`: the entries of the nodes updated since (the others are as they were).
-    Some { listed: Vec<Discovered>, entries: Option<Entries>, patch: Option<Entries> },
+    /// `stream`: the whole index changed and is too large to hold: written as
+    /// [`Databases::stream_entries`] builds it.
+    Some { listed: Vec<Discovered>, entries: Option<Entries>, patch: Option<Entries>, stream: bool },
+}
+
+/// Session nodes or windows past which a complete listing is not held at once
+/// ([`Listing::Sliced`]): one agent of 200,000 sessions held 329 MiB of nodes, windows and
+/// entries beside its session list. At or below it they are held together, and the entries are
+/// made on a second thread while the session list is read.
+#[cfg_attr(test, allow(dead_code))]
+const SLICED_OVER: usize = super::MEMO_MAX;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: [`SLICED_OVER`] of the engines made on this thread (small, so that most test
+    /// stores take the sliced way; tests of both ways set it).
+    pub static SLICED_OVER_TEST: std::cell::Cell<usize> = const { std::cell::Cell::new(2) };
+}
+
+/// The rest of a complete listing of a database too large to hold whole: its sessions, a
+/// slice at a time in session id order ([`Databases::next_sessions`]).
+#[derive(Debug)]
+pub struct Slices {
+    db: PathBuf,
+    agent: String,
+    /// The last session id listed.
+    after: Option<String>,
+    done: bool,
+}
+
+impl Slices {
+    /// The path of the last session listed, if any: what the next slice comes after. Paths
+    /// sort as their session ids unless one id is another's prefix followed by a byte below
+    /// `:`; such a session at a slice's end is followed as a rename, as a directory's would be.
+    pub fn last_path(&self) -> Option<PathBuf> {
+        self.after.as_deref().map(|id| session_path(&self.agent, id, &self.db))
+    }
+
+    /// Whether the last slice was listed.
+    pub fn done(&self) -> bool {
+        self.done
+    }
 }
 
 /// Entries parsed from the `sessions.json` text a database's nodes stand for (parsed with the
@@ -273,6 +318,10 @@ pub struct Databases {
     pub index_rebuilds: u64,
     /// Complete listings made (tests).
     pub complete_listings: u64,
+    /// Complete listings made in slices (tests).
+    pub sliced_listings: u64,
+    /// [`SLICED_OVER`]; tests set it.
+    sliced_over: usize,
 }
 
 impl Default for Databases {
@@ -285,6 +334,11 @@ impl Default for Databases {
             full_every_ms: FULL_EVERY_MS,
             index_rebuilds: 0,
             complete_listings: 0,
+            sliced_listings: 0,
+            #[cfg(not(test))]
+            sliced_over: SLICED_OVER,
+            #[cfg(test)]
+            sliced_over: SLICED_OVER_TEST.get(),
         }
     }
 }
@@ -407,25 +461,36 @@ impl Databases {
             return Listing::Unchanged;
         }
         let racy = now_ns() - stamp.newest_ns() < RACY_NS;
-        // The absolute path, as OpenClaw prints it in `sessionFile`.
-        let abs = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
+        let abs = absolute(&db);
         let known = self.agents.get(agent).cloned();
-        let full_every = self.full_every_ms;
+        let (full_every, over) = (self.full_every_ms, self.sliced_over);
         let result = self.connection(agent, &abs).and_then(|conn| {
             let partial = match &known {
-                Some(k) if now - k.full_at_ms < full_every => since(conn, &abs, agent, k)?,
+                Some(k) if now - k.full_at_ms < full_every => since(conn, &abs, agent, k, over)?,
                 _ => None,
             };
             match partial {
-                Some(s) => Ok((s.listed, s.entries, s.patch, s.state, false)),
-                None => snapshot(conn, &abs, agent, known.as_ref().map(|k| k.index_hash))
-                    .map(|(l, j, a)| (l, j, None, a, true)),
+                Some(s) => {
+                    let listing = Listing::Some {
+                        listed: s.listed,
+                        entries: s.entries.map(Ok),
+                        patch: s.patch.map(Ok),
+                        stream: s.stream,
+                    };
+                    Ok((listing, s.state, false))
+                }
+                None => snapshot(conn, &abs, agent, known.as_ref().map(|k| k.index_hash), over)
+                    .map(|(listing, state)| (listing, state, true)),
             }
         });
         match result {
-            Ok((listed, entries, patch, mut state, full)) => {
-                self.index_rebuilds += u64::from(!full && entries.is_some());
+            Ok((listing, mut state, full)) => {
+                self.index_rebuilds += u64::from(matches!(
+                    listing,
+                    Listing::Some { entries: Some(_), .. } | Listing::Some { stream: true, .. }
+                ));
                 self.complete_listings += u64::from(full);
+                self.sliced_listings += u64::from(matches!(listing, Listing::Sliced(_)));
                 state.stamp = stamp;
                 state.racy = racy;
                 state.partial = !full;
@@ -438,25 +503,127 @@ impl Databases {
                 if self.failing.remove(agent).is_some() {
                     tracing::info!(agent, db = %db.display(), "agent database readable again");
                 }
-                if full {
-                    Listing::Changed { listed, entries: entries.map(Ok) }
-                } else {
-                    Listing::Some { listed, entries: entries.map(Ok), patch: patch.map(Ok) }
-                }
+                listing
             }
             Err(e) => {
-                self.forget(agent);
-                let msg = format!("{}: {e}", db.display());
-                if self.failing.get(agent) != Some(&msg) {
-                    tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
-                    self.failing.insert(agent.to_owned(), msg.clone());
-                }
-                diag.unreadable_databases += 1;
-                diag.error(msg);
+                self.failed(agent, &db, &e, diag);
                 Listing::Failed
             }
         }
     }
+
+    /// `agent`'s database `db` could not be read: what was listed of it is forgotten (the next
+    /// call lists it again) and the error reported (logged once while it persists).
+    pub fn failed(&mut self, agent: &str, db: &Path, e: &SqliteError, diag: &mut Diagnostics) {
+        self.forget(agent);
+        let msg = format!("{}: {e}", db.display());
+        if self.failing.get(agent) != Some(&msg) {
+            tracing::warn!(agent, db = %db.display(), error = %e, "skipping an unreadable agent database");
+            self.failing.insert(agent.to_owned(), msg.clone());
+        }
+        diag.unreadable_databases += 1;
+        diag.error(msg);
+    }
+
+    /// Builds the entries of all of `agent`'s session nodes in key order, handing each to `put`
+    /// (for a [`Listing::Sliced`], or a [`Listing::Some`] to `stream`): what is held is one node
+    /// and its windows' ids at a time. Their hash is the listing's, as [`session_entries`]
+    /// makes it.
+    pub fn stream_entries(
+        &mut self,
+        state_dir: &Path,
+        agent: &str,
+        put: &mut dyn FnMut(StoreEntry),
+    ) -> Result<(), SqliteError> {
+        let db = absolute(&db_path(state_dir, agent));
+        let hash = stream_node_entries(self.connection(agent, &db)?, put)?;
+        if let Some(p) = self.pending.get_mut(agent) {
+            p.index_hash = hash;
+        }
+        Ok(())
+    }
+
+    /// The next slice of a [`Listing::Sliced`]: about `n` sessions, each as [`snapshot`] lists
+    /// it, in one read transaction of its own (a session that changes between two slices is
+    /// listed as it is then; the next listing looks again).
+    pub fn next_sessions(&mut self, s: &mut Slices, n: usize) -> Result<Vec<Discovered>, SqliteError> {
+        let conn = self.connection(&s.agent, &s.db)?;
+        let tx = conn.unchecked_transaction()?;
+        let mut counts: Vec<Counted> = Vec::with_capacity(n.min(1 << 16));
+        let more = {
+            let mut st = match &s.after {
+                Some(after) => {
+                    let mut st =
+                        Stepper::prepare(&tx, &format!("{COUNTS} WHERE session_id > ?1 {COUNTS_ORDER}"))?;
+                    st.bind_text(1, after)?;
+                    st
+                }
+                None => Stepper::prepare(&tx, &format!("{COUNTS} {COUNTS_ORDER}"))?,
+            };
+            count_sessions(&mut st, &mut counts, n)?
+        };
+        let (Some(first), Some(last)) = (counts.first(), counts.last()) else {
+            s.done = true;
+            tx.commit()?;
+            return Ok(Vec::new());
+        };
+        let (first, last) = (first.0.clone(), last.0.clone());
+        let mut updated: HashMap<String, Option<i64>> = HashMap::with_capacity(counts.len());
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT session_id, coalesce(transcript_updated_at, updated_at) FROM session_windows
+                 WHERE session_id >= ?1 AND session_id <= ?2",
+            )?;
+            for r in st.query_map([&first, &last], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (id, u) = r?;
+                updated.insert(id, u);
+            }
+        }
+        let listed = session_list(
+            &tx,
+            &s.db,
+            &s.agent,
+            &|id| updated.get(id).copied().flatten(),
+            Some((&first, &last)),
+            counts,
+        )?;
+        tx.commit()?;
+        s.after = Some(last);
+        s.done = !more;
+        Ok(listed)
+    }
+
+    /// `archives` but those whose session the database of `s` holds (counted once, as a
+    /// complete listing in one piece does).
+    pub fn not_held(
+        &mut self,
+        s: &Slices,
+        archives: Vec<Discovered>,
+    ) -> Result<Vec<Discovered>, SqliteError> {
+        if archives.is_empty() {
+            return Ok(archives);
+        }
+        let conn = self.connection(&s.agent, &s.db)?;
+        let mut st = conn.prepare_cached("SELECT 1 FROM transcript_events WHERE session_id = ?1 LIMIT 1")?;
+        let mut apart = Vec::new();
+        for a in archives {
+            if st.query_row([&a.session_id], |_| Ok(())).optional()?.is_none() {
+                apart.push(a);
+            }
+        }
+        Ok(apart)
+    }
+}
+
+/// The absolute path of a database, as OpenClaw prints it in `sessionFile`.
+fn absolute(db: &Path) -> PathBuf {
+    std::path::absolute(db).unwrap_or_else(|_| db.to_owned())
+}
+
+/// Whether a database's complete listing is made in slices ([`Listing::Sliced`]).
+fn too_large(sig: &Signatures, over: usize) -> bool {
+    let over = i64::try_from(over).unwrap_or(i64::MAX);
+    sig.nodes.0 > over || sig.windows.0 > over
 }
 
 fn now_ms() -> i64 {
@@ -518,14 +685,22 @@ struct Since {
     listed: Vec<Discovered>,
     entries: Option<Vec<StoreEntry>>,
     patch: Option<Vec<StoreEntry>>,
+    /// The whole index is to be streamed ([`Listing::Some`]).
+    stream: bool,
     state: AgentDb,
 }
 
 /// The sessions with events appended since `known` was listed (rowids past its newest), each as
 /// [`snapshot`] describes it; the entries of nodes that changed, or the whole session index when
-/// those cannot be told apart. `Ok(None)`: windows were added or removed, or rows were
-/// rewritten: list everything.
-fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<Option<Since>, SqliteError> {
+/// those cannot be told apart (streamed past `over` nodes or windows). `Ok(None)`: windows were
+/// added or removed, or rows were rewritten: list everything.
+fn since(
+    conn: &Connection,
+    db: &Path,
+    agent: &str,
+    known: &AgentDb,
+    over: usize,
+) -> Result<Option<Since>, SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
     if sig.windows.0 != known.windows.0 || sig.rewrites != known.rewrites || sig.max_rowid < known.max_rowid {
@@ -582,6 +757,9 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
         // The hash of the whole index is not known any more: the next complete listing applies
         // it (entries that did not change are compared, not written).
         (None, Some(patch), 0)
+    } else if too_large(&sig, over) {
+        // Streamed by the engine, which sets the hash ([`Databases::stream_entries`]).
+        (None, None, 0)
     } else {
         // Nodes were added or removed, labels changed, or too many nodes changed at once: the
         // session index is rebuilt and compared by hash.
@@ -589,6 +767,7 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
         let (entries, hash) = session_entries(&all_nodes, &all_windows);
         (if hash == known.index_hash { None } else { Some(entries) }, None, hash)
     };
+    let stream = index_changed && patch.is_none() && too_large(&sig, over);
     tx.commit()?;
     let state = AgentDb {
         stamp: known.stamp,
@@ -602,7 +781,7 @@ fn since(conn: &Connection, db: &Path, agent: &str, known: &AgentDb) -> Result<O
         full_at_ms: known.full_at_ms,
         partial: true,
     };
-    Ok(Some(Since { listed, entries, patch, state }))
+    Ok(Some(Since { listed, entries, patch, stream, state }))
 }
 
 /// Past this many nodes changed since the last listing, the whole session index is rebuilt
@@ -702,17 +881,22 @@ const WINDOW_COLUMNS: &str =
     channel, chat_type, model_provider, model, display_name";
 
 fn window_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Window)> {
+    window_at(r, 0)
+}
+
+/// [`window_of_row`] of the columns from `at` on.
+fn window_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(String, Window)> {
     Ok((
-        r.get(0)?,
+        r.get(at)?,
         Window {
-            key: r.get(1)?,
-            previous: r.get(2)?,
-            updated_ms: r.get(3)?,
-            channel: r.get(4)?,
-            chat_type: r.get(5)?,
-            model_provider: r.get(6)?,
-            model: r.get(7)?,
-            display_name: r.get(8)?,
+            key: r.get(at + 1)?,
+            previous: r.get(at + 2)?,
+            updated_ms: r.get(at + 3)?,
+            channel: r.get(at + 4)?,
+            chat_type: r.get(at + 5)?,
+            model_provider: r.get(at + 6)?,
+            model: r.get(at + 7)?,
+            display_name: r.get(at + 8)?,
         },
     ))
 }
@@ -766,54 +950,21 @@ struct Node {
 }
 
 /// Lists an agent's sessions and builds its session index, in one read transaction. The index
-/// is `None` when its hash equals `known_index`.
-#[allow(clippy::type_complexity)]
+/// is `None` when its hash equals `known_index`. A database of more than `over` nodes or
+/// windows is only signed here, and listed by the engine in slices ([`Listing::Sliced`]).
 fn snapshot(
     conn: &Connection,
     db: &Path,
     agent: &str,
     known_index: Option<u64>,
-) -> Result<(Vec<Discovered>, Option<Vec<StoreEntry>>, AgentDb), SqliteError> {
+    over: usize,
+) -> Result<(Listing, AgentDb), SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
-    // The entries are made from the nodes on another thread while this one reads the session
-    // list: the first agent's listing is the one part of a cold read no other work overlaps,
-    // and this takes ~18 ms off its ~60 on 6,600 sessions. Only for agents of at most
-    // [`ENTRIES_ASIDE_MAX`] session nodes, as the nodes are then held beside the session
-    // list; larger agents keep to one thread and to the order that holds least: counts,
-    // nodes, entries (the nodes dropped), then the list.
-    let (mut listed, (entries, hash), windows) =
-        if usize::try_from(sig.nodes.0).is_ok_and(|n| n <= ENTRIES_ASIDE_MAX) {
-            let (nodes, windows) = read_index(&tx)?;
-            let (listed, made) = std::thread::scope(|scope| {
-                let entries = std::thread::Builder::new()
-                    .name("usage-entries".into())
-                    .spawn_scoped(scope, || session_entries(&nodes, &windows));
-                let listed =
-                    session_counts(&tx).and_then(|counts| session_list(&tx, db, agent, &windows, counts));
-                let made = match entries {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    // No thread to be had: made here.
-                    Err(_) => session_entries(&nodes, &windows),
-                };
-                (listed, made)
-            });
-            drop(nodes);
-            (listed?, made, windows)
-        } else {
-            let counts = session_counts(&tx)?;
-            let (nodes, windows) = read_index(&tx)?;
-            let made = session_entries(&nodes, &windows);
-            drop(nodes);
-            (session_list(&tx, db, agent, &windows, counts)?, made, windows)
-        };
-    tx.commit()?;
-    drop(windows);
-    listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    let state = AgentDb {
+    let mut state = AgentDb {
         stamp: DbStamp { db: (0, 0, 0, 0), wal: None },
         racy: false,
-        index_hash: hash,
+        index_hash: 0,
         windows: sig.windows,
         nodes: sig.nodes,
         labels: Some(sig.labels),
@@ -822,17 +973,46 @@ fn snapshot(
         full_at_ms: 0,
         partial: false,
     };
-    let entries = if known_index == Some(hash) { None } else { Some(entries) };
-    Ok((listed, entries, state))
+    if too_large(&sig, over) {
+        tx.commit()?;
+        let slices = Slices { db: db.to_owned(), agent: agent.to_owned(), after: None, done: false };
+        return Ok((Listing::Sliced(slices), state));
+    }
+    // The entries are made from the nodes on another thread while this one reads the session
+    // list: the first agent's listing is the one part of a cold read no other work overlaps,
+    // and this takes ~18 ms off its ~60 on 6,600 sessions.
+    let (nodes, windows) = read_index(&tx)?;
+    let (listed, (entries, hash)) = std::thread::scope(|scope| {
+        let entries = std::thread::Builder::new()
+            .name("usage-entries".into())
+            .spawn_scoped(scope, || session_entries(&nodes, &windows));
+        let listed = session_counts(&tx).and_then(|counts| {
+            session_list(&tx, db, agent, &|id| windows.get(id).and_then(|w| w.updated_ms), None, counts)
+        });
+        let made = match entries {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            // No thread to be had: made here.
+            Err(_) => session_entries(&nodes, &windows),
+        };
+        (listed, made)
+    });
+    drop(nodes);
+    let mut listed = listed?;
+    tx.commit()?;
+    drop(windows);
+    listed.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    state.index_hash = hash;
+    let entries = if known_index == Some(hash) { None } else { Some(Ok(entries)) };
+    Ok((Listing::Changed { listed, entries }, state))
 }
-
-/// A complete listing of at most this many session nodes makes its entries on a second thread
-/// ([`snapshot`]): the engine's bound for what it holds of an agent beside its jobs. Unit tests
-/// use a small bound, so that both ways are taken by their stores.
-const ENTRIES_ASIDE_MAX: usize = if cfg!(test) { 2 } else { super::MEMO_MAX };
 
 /// One session's events as counted: id, rows, last `seq`, and first and last rowid.
 type Counted = (String, u64, i64, (i64, i64));
+
+/// The walk [`count_sessions`] steps through, and its order ([`Databases::next_sessions`] puts
+/// a lower bound between them).
+const COUNTS: &str = "SELECT session_id, seq, rowid FROM transcript_events";
+const COUNTS_ORDER: &str = "ORDER BY session_id, seq";
 
 /// Each session with rows: its id, row count, last `seq` and rowid span, counted from the
 /// primary-key index alone (its entries carry the rowid; sessions without rows have no
@@ -840,46 +1020,62 @@ type Counted = (String, u64, i64, (i64, i64));
 /// `max(rowid)` beside `count(*)` and `max(seq)` cost twice the instructions.
 fn session_counts(tx: &Connection) -> Result<Vec<Counted>, SqliteError> {
     let mut counts: Vec<Counted> = Vec::new();
-    let mut st = Stepper::prepare(
-        tx,
-        "SELECT session_id, seq, rowid FROM transcript_events ORDER BY session_id, seq",
-    )?;
+    let mut st = Stepper::prepare(tx, &format!("{COUNTS} {COUNTS_ORDER}"))?;
+    count_sessions(&mut st, &mut counts, usize::MAX)?;
+    Ok(counts)
+}
+
+/// Steps `st` (a [`COUNTS`] walk) through at most `n` sessions into `counts`; whether rows of
+/// another session remain.
+fn count_sessions(st: &mut Stepper<'_>, counts: &mut Vec<Counted>, n: usize) -> Result<bool, SqliteError> {
+    let start = counts.len();
     while st.step()? {
         let (seq, rowid) = (st.int(1)?, st.rowid(2));
+        let listed = counts.len() - start;
         match counts.last_mut() {
             // Rows come by session, then by `seq`: the last one's is the session's largest.
-            Some((id, rows, last_seq, (lo, hi))) if st.is_text(0, id) => {
+            Some((id, rows, last_seq, (lo, hi))) if listed > 0 && st.is_text(0, id) => {
                 *rows += 1;
                 *last_seq = seq;
                 *lo = (*lo).min(rowid);
                 *hi = (*hi).max(rowid);
             }
+            _ if listed == n => return Ok(true),
             _ => counts.push((st.text(0)?.to_owned(), 1, seq, (rowid, rowid))),
         }
     }
-    Ok(counts)
+    Ok(false)
 }
 
 /// The sessions of `counts`, each with its checkpoint as listed: row count, last `seq`, rewrite
-/// generation and update time (its window's, else its last event's).
+/// generation and update time (`updated` gives its window's; else its last event's). `ids`:
+/// the first and last session id of `counts` (`None`: every session of the database).
 fn session_list(
     tx: &Connection,
     db: &Path,
     agent: &str,
-    windows: &HashMap<String, Window>,
+    updated: &dyn Fn(&str) -> Option<i64>,
+    ids: Option<(&str, &str)>,
     counts: Vec<Counted>,
 ) -> Result<Vec<Discovered>, SqliteError> {
     let mut generations: HashMap<String, String> = HashMap::new();
     {
-        let mut st = tx.prepare("SELECT session_id, generation FROM transcript_rewrite_watermarks")?;
-        let mut rows = st.query([])?;
+        let sql = "SELECT session_id, generation FROM transcript_rewrite_watermarks";
+        let mut st = match ids {
+            Some(_) => tx.prepare_cached(&format!("{sql} WHERE session_id >= ?1 AND session_id <= ?2"))?,
+            None => tx.prepare_cached(sql)?,
+        };
+        let mut rows = match ids {
+            Some((first, last)) => st.query([first, last])?,
+            None => st.query([])?,
+        };
         while let Some(r) = rows.next()? {
             generations.insert(r.get(0)?, r.get(1)?);
         }
     }
     let mut listed = Vec::with_capacity(counts.len());
     for (session_id, rows, max_seq, span) in counts {
-        let updated_ms = match windows.get(&session_id).and_then(|w| w.updated_ms) {
+        let updated_ms = match updated(&session_id) {
             Some(u) => u,
             // Rows without a window (not expected): the last event's time stands in.
             None => last_created_at(tx, &session_id)?.unwrap_or(0),
@@ -917,12 +1113,8 @@ fn last_created_at(conn: &Connection, session_id: &str) -> Result<Option<i64>, S
 }
 
 /// The entries of the `sessions.json` the nodes stand for, in key order, and a hash of them
-/// all (unchanged, the engine does not apply them again). Each node's `entry_json` is the
-/// imported `sessions.json` entry; where 2026.9 moved a field out of it, the columns fill in:
-/// `sessionId` is `current_session_id`, `origin` comes from `delivery.origin`,
-/// `channel`/`chatType`/model from the current window, `label` from the node, and the usage
-/// family is every instance reachable through `previous_session_id` or sharing the key
-/// ([`store::node_entry`]). A key listed twice keeps its last node, as a map would.
+/// all (unchanged, the engine does not apply them again). A key listed twice keeps its last
+/// node, as a map would. See [`entry_of_node`].
 fn session_entries(nodes: &[Node], windows: &HashMap<String, Window>) -> (Vec<StoreEntry>, u64) {
     let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, w) in windows {
@@ -939,51 +1131,131 @@ fn session_entries(nodes: &[Node], windows: &HashMap<String, Window>) -> (Vec<St
     let mut hash = FNV_SEED;
     let mut out = Vec::with_capacity(order.len());
     for n in order {
-        let w = windows.get(&n.current);
-        let facts = store::NodeFacts {
-            session_id: &n.current,
-            updated_ms: n.updated_ms,
-            label: n.label.as_deref(),
-            channel: w.and_then(|w| w.channel.as_deref()),
-            chat_type: w.and_then(|w| w.chat_type.as_deref()),
-            model_provider: w.and_then(|w| w.model_provider.as_deref()),
-            model: w.and_then(|w| w.model.as_deref()),
-            display_name: w.and_then(|w| w.display_name.as_deref()),
-        };
-        // The family: the entry's own list, then the previous-instance chain, then any other
-        // instance of the key.
-        let e = store::node_entry(n.key.clone(), &n.entry_json, &facts, |mut family| {
-            // Most sessions are alone: no list, no previous instance, no other of the key.
-            let alone = |ids: &Vec<&str>| ids.iter().all(|id| *id == n.current);
-            if family.is_empty()
-                && w.is_none_or(|w| w.previous.is_none())
-                && by_key.get(n.key.as_str()).is_none_or(alone)
-            {
-                return family;
-            }
-            let mut seen: HashSet<String> = family.iter().cloned().collect();
-            seen.insert(n.current.clone());
-            let mut at = w.and_then(|w| w.previous.clone());
-            while let Some(id) = at {
-                if !seen.insert(id.clone()) {
-                    break;
-                }
-                at = windows.get(&id).and_then(|w| w.previous.clone());
-                family.push(id);
-            }
-            let mut same_key: Vec<&str> = by_key.get(n.key.as_str()).cloned().unwrap_or_default();
-            same_key.sort_unstable();
-            for id in same_key {
-                if seen.insert(id.to_owned()) {
-                    family.push(id.to_owned());
-                }
-            }
-            family
+        let same_key = by_key.get(n.key.as_str()).map_or(&[][..], Vec::as_slice);
+        let e = entry_of_node(n, windows.get(&n.current), same_key, &mut |id| {
+            windows.get(id).and_then(|w| w.previous.clone())
         });
         hash = fnv1a(hash, &e.hash().to_le_bytes());
         out.push(e);
     }
     (out, hash)
+}
+
+/// The `sessions.json` entry node `n` stands for. Its `entry_json` is the imported entry;
+/// where 2026.9 moved a field out of it, the columns fill in: `sessionId` is
+/// `current_session_id`, `origin` comes from `delivery.origin`, `channel`/`chatType`/model
+/// from its current window `w`, `label` from the node, and the usage family is every instance
+/// reachable through `previous_session_id` (`previous` gives a window's) or sharing the key
+/// (`same_key`: the ids of the key's windows) ([`store::node_entry`]).
+fn entry_of_node<S: AsRef<str>>(
+    n: &Node,
+    w: Option<&Window>,
+    same_key: &[S],
+    previous: &mut dyn FnMut(&str) -> Option<String>,
+) -> StoreEntry {
+    let facts = store::NodeFacts {
+        session_id: &n.current,
+        updated_ms: n.updated_ms,
+        label: n.label.as_deref(),
+        channel: w.and_then(|w| w.channel.as_deref()),
+        chat_type: w.and_then(|w| w.chat_type.as_deref()),
+        model_provider: w.and_then(|w| w.model_provider.as_deref()),
+        model: w.and_then(|w| w.model.as_deref()),
+        display_name: w.and_then(|w| w.display_name.as_deref()),
+    };
+    // The family: the entry's own list, then the previous-instance chain, then any other
+    // instance of the key.
+    store::node_entry(n.key.clone(), &n.entry_json, &facts, |mut family| {
+        // Most sessions are alone: no list, no previous instance, no other of the key.
+        if family.is_empty()
+            && w.is_none_or(|w| w.previous.is_none())
+            && same_key.iter().all(|id| id.as_ref() == n.current)
+        {
+            return family;
+        }
+        let mut seen: HashSet<String> = family.iter().cloned().collect();
+        seen.insert(n.current.clone());
+        let mut at = w.and_then(|w| w.previous.clone());
+        while let Some(id) = at {
+            if !seen.insert(id.clone()) {
+                break;
+            }
+            at = previous(&id);
+            family.push(id);
+        }
+        let mut same: Vec<&str> = same_key.iter().map(AsRef::as_ref).collect();
+        same.sort_unstable();
+        for id in same {
+            if seen.insert(id.to_owned()) {
+                family.push(id.to_owned());
+            }
+        }
+        family
+    })
+}
+
+/// [`session_entries`] of a database's every node, one at a time in key order, each handed to
+/// `put`; returns their hash. A node's current window comes joined to it, its key's window ids
+/// from a second walk in key order beside the first, and a previous instance is looked up by
+/// id: nothing is held but the node at hand.
+fn stream_node_entries(conn: &Connection, put: &mut dyn FnMut(StoreEntry)) -> Result<u64, SqliteError> {
+    let tx = conn.unchecked_transaction()?;
+    let mut hash = FNV_SEED;
+    {
+        let mut nodes = tx.prepare(&format!(
+            "SELECT n.session_key, n.current_session_id, n.entry_json, n.label, n.updated_at, w.*
+             FROM session_nodes n
+             LEFT JOIN (SELECT {WINDOW_COLUMNS} FROM session_windows) w ON w.session_id = n.current_session_id
+             ORDER BY n.session_key"
+        ))?;
+        let mut keys =
+            tx.prepare("SELECT session_key, session_id FROM session_windows ORDER BY session_key")?;
+        let mut previous =
+            tx.prepare("SELECT previous_session_id FROM session_windows WHERE session_id = ?1")?;
+        let mut key_rows = keys.query([])?;
+        let mut next_window = || -> rusqlite::Result<Option<(String, String)>> {
+            key_rows.next()?.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
+        };
+        let mut ahead = next_window()?;
+        let mut same_key: Vec<String> = Vec::new();
+        let mut rows = nodes.query([])?;
+        while let Some(r) = rows.next()? {
+            let n = node_of_row(r)?;
+            let w = match r.get_ref(5)? {
+                ValueRef::Null => None,
+                _ => Some(window_at(r, 5)?.1),
+            };
+            same_key.clear();
+            while let Some((key, id)) = ahead.take() {
+                if key > n.key {
+                    ahead = Some((key, id));
+                    break;
+                }
+                if key == n.key {
+                    same_key.push(id);
+                }
+                ahead = next_window()?;
+            }
+            let mut failed = None;
+            let e = entry_of_node(&n, w.as_ref(), &same_key, &mut |id| match previous
+                .query_row([id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+            {
+                Ok(p) => p.flatten(),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    None
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            hash = fnv1a(hash, &e.hash().to_le_bytes());
+            put(e);
+        }
+    }
+    tx.commit()?;
+    Ok(hash)
 }
 
 /// A connection to one database, reused while [`Pooled::valid`] (a job thread's, or a listing's).

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::generate::{Spec, generate};
 use super::{ask, assert_json_close, engine, query, strip_volatile, tiny_dir, try_ask};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, sqlite};
 
 const DB: &str = "agent/openclaw-agent.sqlite";
 
@@ -113,28 +113,30 @@ fn assert_same_answers(legacy: &mut Engine, sqlite: &mut Engine, qs: &[UsageQuer
 
 #[test]
 fn fixture_gives_the_same_answers_in_both_layouts() {
-    let dir = sqlite_copy();
-    let mut legacy = engine(&tiny_dir());
-    let mut sqlite = engine(dir.path());
-    assert_same_answers(&mut legacy, &mut sqlite, &queries());
-    // Exactly the fields said to differ do: nothing else was stripped above.
-    let (v, stats) = ask(&mut sqlite, &query(Method::SessionsUsage));
-    assert_eq!(stats.files_total, 6);
-    assert_eq!(stats.lines_skipped, 0);
-    assert_eq!(v["totals"]["totalTokens"], 3_013_505);
-    for r in v["sessions"].as_array().unwrap() {
-        let (agent, id) = (r["agentId"].as_str().unwrap(), r["sessionId"].as_str().unwrap());
-        let abs = std::path::absolute(db(dir.path(), agent)).unwrap();
-        assert_eq!(r["usage"]["sessionFile"], format!("sqlite:{agent}:{id}:{}", abs.display()));
-    }
-    // Labels come from the database: the importer moved `origin` into `delivery`.
-    let main = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
-    assert_eq!(
-        main["origin"],
-        serde_json::json!({"provider":"slack","chatType":"direct","from":"slack:user0"})
-    );
-    assert_eq!(main["channel"], "slack");
-    assert_eq!(v["diagnostics"]["unreadableDatabases"], 0);
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut legacy = engine(&tiny_dir());
+        let mut sqlite = engine(dir.path());
+        assert_same_answers(&mut legacy, &mut sqlite, &queries());
+        // Exactly the fields said to differ do: nothing else was stripped above.
+        let (v, stats) = ask(&mut sqlite, &query(Method::SessionsUsage));
+        assert_eq!(stats.files_total, 6);
+        assert_eq!(stats.lines_skipped, 0);
+        assert_eq!(v["totals"]["totalTokens"], 3_013_505);
+        for r in v["sessions"].as_array().unwrap() {
+            let (agent, id) = (r["agentId"].as_str().unwrap(), r["sessionId"].as_str().unwrap());
+            let abs = std::path::absolute(db(dir.path(), agent)).unwrap();
+            assert_eq!(r["usage"]["sessionFile"], format!("sqlite:{agent}:{id}:{}", abs.display()));
+        }
+        // Labels come from the database: the importer moved `origin` into `delivery`.
+        let main = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
+        assert_eq!(
+            main["origin"],
+            serde_json::json!({"provider":"slack","chatType":"direct","from":"slack:user0"})
+        );
+        assert_eq!(main["channel"], "slack");
+        assert_eq!(v["diagnostics"]["unreadableDatabases"], 0);
+    });
 }
 
 #[test]
@@ -197,27 +199,29 @@ fn converted_fixture_answers_like_the_importers_database() {
 /// have a node of their own).
 #[test]
 fn generated_stores_give_the_same_answers_in_both_layouts() {
-    let test_store = tempfile::tempdir().unwrap();
-    let spec = Spec { agents: 2, sessions_per_agent: 10, turns: 9, tool_result_bytes: 2500, seed: 7 };
-    generate(test_store.path(), &spec);
-    let demo = tempfile::tempdir().unwrap();
-    let demo_spec = demo_store::DemoSpec {
-        agents: 2,
-        sessions_per_agent: 12,
-        turns_per_session: 5,
-        seed: 5,
-        days: 30,
-        end_ms: 1_795_000_000_000,
-        tool_result_bytes: 2000,
-        wide: false,
-    };
-    let manifest = demo_store::generate(demo.path(), &demo_spec).unwrap();
-    assert!(manifest.archives > 0, "the demo store has usage families");
-    for legacy in [test_store.path(), demo.path()] {
-        let out = tempfile::tempdir().unwrap();
-        demo_store::sqlite::convert_to_sqlite(legacy, out.path()).unwrap();
-        assert_converted_answers_alike(legacy, out.path());
-    }
+    both_ways(|| {
+        let test_store = tempfile::tempdir().unwrap();
+        let spec = Spec { agents: 2, sessions_per_agent: 10, turns: 9, tool_result_bytes: 2500, seed: 7 };
+        generate(test_store.path(), &spec);
+        let demo = tempfile::tempdir().unwrap();
+        let demo_spec = demo_store::DemoSpec {
+            agents: 2,
+            sessions_per_agent: 12,
+            turns_per_session: 5,
+            seed: 5,
+            days: 30,
+            end_ms: 1_795_000_000_000,
+            tool_result_bytes: 2000,
+            wide: false,
+        };
+        let manifest = demo_store::generate(demo.path(), &demo_spec).unwrap();
+        assert!(manifest.archives > 0, "the demo store has usage families");
+        for legacy in [test_store.path(), demo.path()] {
+            let out = tempfile::tempdir().unwrap();
+            demo_store::sqlite::convert_to_sqlite(legacy, out.path()).unwrap();
+            assert_converted_answers_alike(legacy, out.path());
+        }
+    });
 }
 
 fn assert_converted_answers_alike(legacy: &Path, converted: &Path) {
@@ -405,66 +409,69 @@ fn session_bytes(c: &Connection, session: &str) -> u64 {
 
 #[test]
 fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
-    let dir = sqlite_copy();
-    let mut e = engine(dir.path());
-    ask(&mut e, &query(Method::SessionsUsage));
-    let w = writer(dir.path(), "main");
-    let check = |e: &mut Engine, what: &str| {
-        let (v, s) = ask(e, &query(Method::SessionsUsage));
-        assert_eq!(s.files_parsed, 1, "{what}");
-        assert_eq!(s.bytes_parsed, session_bytes(&w, MAIN_SESSION), "{what}: whole session re-read");
-        let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
-        assert_json_close(&normalise(v), &normalise(fresh), what);
-    };
-    // A middle row deleted: no signature an append's listing reads shows it (counting every
-    // event on each call cost ~5 ms); the next complete listing does (at most 30 s later), and
-    // the count up to the checkpoint no longer matches.
-    w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq = 5", [MAIN_SESSION]).unwrap();
-    let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!(s.files_parsed, 0, "between complete listings");
-    e.sqlite.set_full_every_ms(0);
-    check(&mut e, "middle row deleted");
-    e.sqlite.set_full_every_ms(30_000);
-    // The last row rewritten in place, same length: its anchor changed.
-    let last: String = w
-        .query_row(
-            "SELECT event_json FROM transcript_events WHERE session_id = ?1 AND seq = 16",
-            [MAIN_SESSION],
-            |r| r.get(0),
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut e = engine(dir.path());
+        ask(&mut e, &query(Method::SessionsUsage));
+        let w = writer(dir.path(), "main");
+        let check = |e: &mut Engine, what: &str| {
+            let (v, s) = ask(e, &query(Method::SessionsUsage));
+            assert_eq!(s.files_parsed, 1, "{what}");
+            assert_eq!(s.bytes_parsed, session_bytes(&w, MAIN_SESSION), "{what}: whole session re-read");
+            let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+            assert_json_close(&normalise(v), &normalise(fresh), what);
+        };
+        // A middle row deleted: no signature an append's listing reads shows it (counting every
+        // event on each call cost ~5 ms); the next complete listing does (at most 30 s later), and
+        // the count up to the checkpoint no longer matches.
+        w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq = 5", [MAIN_SESSION]).unwrap();
+        let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!(s.files_parsed, 0, "between complete listings");
+        e.sqlite.set_full_every_ms(0);
+        check(&mut e, "middle row deleted");
+        e.sqlite.set_full_every_ms(30_000);
+        // The last row rewritten in place, same length: its anchor changed.
+        let last: String = w
+            .query_row(
+                "SELECT event_json FROM transcript_events WHERE session_id = ?1 AND seq = 16",
+                [MAIN_SESSION],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let at = last.find("\"output\":").unwrap() + "\"output\":".len();
+        let mut changed = last.clone().into_bytes();
+        changed[at] = if changed[at] == b'1' { b'2' } else { b'1' };
+        w.execute(
+            "UPDATE transcript_events SET event_json = ?2 WHERE session_id = ?1 AND seq = 16",
+            params![MAIN_SESSION, String::from_utf8(changed).unwrap()],
         )
         .unwrap();
-    let at = last.find("\"output\":").unwrap() + "\"output\":".len();
-    let mut changed = last.clone().into_bytes();
-    changed[at] = if changed[at] == b'1' { b'2' } else { b'1' };
-    w.execute(
-        "UPDATE transcript_events SET event_json = ?2 WHERE session_id = ?1 AND seq = 16",
-        params![MAIN_SESSION, String::from_utf8(changed).unwrap()],
-    )
-    .unwrap();
-    // Nothing else moved, so listing cannot see it; the session's next change re-reads it whole
-    // instead of appending to rows that are no longer there.
-    let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!(s.files_parsed, 0);
-    append(&w, MAIN_SESSION, &[assistant_event("r1", "2026-11-20T11:00:00.000Z", 5, 1)]);
-    check(&mut e, "last row rewritten, then an append");
-    // The last rows deleted: the max seq shrank.
-    w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq >= 15", [MAIN_SESSION]).unwrap();
-    check(&mut e, "tail deleted");
-    // A new rewrite generation, rows untouched.
-    w.execute(
-        "UPDATE transcript_rewrite_watermarks SET generation = 'g2' WHERE session_id = ?1",
-        [MAIN_SESSION],
-    )
-    .unwrap();
-    check(&mut e, "new generation");
-    // A session whose rows are all deleted (its window kept) leaves the answer at the next
-    // complete listing. (OpenClaw deletes a session's window, and its rows with it by cascade:
-    // the window count shows that at once.)
-    w.execute("DELETE FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
-    e.sqlite.set_full_every_ms(0);
-    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!((s.files_total, s.files_parsed), (5, 0));
-    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
+        // Nothing else moved, so listing cannot see it; the session's next change re-reads it whole
+        // instead of appending to rows that are no longer there.
+        let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!(s.files_parsed, 0);
+        append(&w, MAIN_SESSION, &[assistant_event("r1", "2026-11-20T11:00:00.000Z", 5, 1)]);
+        check(&mut e, "last row rewritten, then an append");
+        // The last rows deleted: the max seq shrank.
+        w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq >= 15", [MAIN_SESSION])
+            .unwrap();
+        check(&mut e, "tail deleted");
+        // A new rewrite generation, rows untouched.
+        w.execute(
+            "UPDATE transcript_rewrite_watermarks SET generation = 'g2' WHERE session_id = ?1",
+            [MAIN_SESSION],
+        )
+        .unwrap();
+        check(&mut e, "new generation");
+        // A session whose rows are all deleted (its window kept) leaves the answer at the next
+        // complete listing. (OpenClaw deletes a session's window, and its rows with it by cascade:
+        // the window count shows that at once.)
+        w.execute("DELETE FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
+        e.sqlite.set_full_every_ms(0);
+        let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!((s.files_total, s.files_parsed), (5, 0));
+        assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
+    });
 }
 
 /// A state dir with more agent databases than the worker keeps listing connections for: the
@@ -493,23 +500,25 @@ fn listing_connections_stay_capped_with_many_agent_databases() {
 /// call, not at the next complete listing: the window count is a signature.
 #[test]
 fn a_session_deleted_as_openclaw_does_leaves_at_once() {
-    let dir = sqlite_copy();
-    let mut e = engine(dir.path());
-    let (before, _) = ask(&mut e, &query(Method::SessionsUsage));
-    assert!(before["sessions"].as_array().unwrap().iter().any(|r| r["sessionId"] == MAIN_SESSION));
-    let w = writer(dir.path(), "main");
-    w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
-    w.execute("DELETE FROM session_windows WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
-    let left: i64 = w
-        .query_row("SELECT count(*) FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(left, 0, "rows go with their window");
-    let (v, _) = ask(&mut e, &query(Method::SessionsUsage));
-    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
-    let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
-    assert_json_close(&normalise(v), &normalise(fresh), "deleted session");
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut e = engine(dir.path());
+        let (before, _) = ask(&mut e, &query(Method::SessionsUsage));
+        assert!(before["sessions"].as_array().unwrap().iter().any(|r| r["sessionId"] == MAIN_SESSION));
+        let w = writer(dir.path(), "main");
+        w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        w.execute("DELETE FROM session_windows WHERE session_id = ?1", [MAIN_SESSION]).unwrap();
+        let left: i64 = w
+            .query_row("SELECT count(*) FROM transcript_events WHERE session_id = ?1", [MAIN_SESSION], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(left, 0, "rows go with their window");
+        let (v, _) = ask(&mut e, &query(Method::SessionsUsage));
+        assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != MAIN_SESSION));
+        let (fresh, _) = ask(&mut engine(dir.path()), &query(Method::SessionsUsage));
+        assert_json_close(&normalise(v), &normalise(fresh), "deleted session");
+    });
 }
 
 #[test]
@@ -674,65 +683,70 @@ fn an_unrelated_write_keeps_the_session_index_and_a_label_change_shows() {
 /// (seen at the database's next complete listing: at most 30 s later for a running worker).
 #[test]
 fn archives_left_beside_a_database_are_rows() {
-    let dir = sqlite_copy();
-    let mut e = engine(dir.path());
-    let q = query(Method::SessionsUsage);
-    let (before, _) = ask(&mut e, &q);
-    let sessions = dir.path().join("agents/main/sessions");
-    fs::create_dir_all(&sessions).unwrap();
-    let legacy = tiny_dir().join("agents/main/sessions/6513270e-269e-4d37-b2a7-4de452e6b438.jsonl");
-    let archive = sessions.join("0badc0de-0000-4000-8000-000000000001.jsonl.reset.2026-11-15T04-03-12.803Z");
-    fs::copy(&legacy, &archive).unwrap();
-    // A primary transcript there is the imported original: still not counted.
-    fs::copy(&legacy, sessions.join("6513270e-269e-4d37-b2a7-4de452e6b438.jsonl")).unwrap();
-    // The database changed too (OpenClaw wrote to it), so the agent is listed again.
-    writer(dir.path(), "main").execute_batch("PRAGMA user_version = 7").unwrap();
-    let mut fresh = engine(dir.path());
-    let (with, _) = ask(&mut fresh, &q);
-    let rows = |v: &Value| v["sessions"].as_array().unwrap().len();
-    assert_eq!(rows(&with), rows(&before) + 1);
-    let tokens = |v: &Value| v["totals"]["totalTokens"].as_u64().unwrap();
-    let (one, _) =
-        ask(&mut engine(&tiny_dir()), &UsageQuery { key: Some("agent:main:main".into()), ..q.clone() });
-    assert_eq!(tokens(&with), tokens(&before) + tokens(&one));
-    assert!(
-        with["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["sessionId"] == "0badc0de-0000-4000-8000-000000000001")
-    );
-    // An archive of a session the database holds (as clawgate's demo converter writes them)
-    // counts once.
-    let held = sessions.join("6513270e-269e-4d37-b2a7-4de452e6b438.jsonl.reset.2026-11-16T00-00-00.000Z");
-    fs::copy(&legacy, &held).unwrap();
-    let (same, _) = ask(&mut engine(dir.path()), &q);
-    assert_eq!((rows(&same), tokens(&same)), (rows(&with), tokens(&with)));
-    fs::remove_file(&held).unwrap();
-    fs::remove_file(&archive).unwrap();
-    let (after, _) = ask(&mut engine(dir.path()), &q);
-    assert_eq!((rows(&after), tokens(&after)), (rows(&before), tokens(&before)));
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut e = engine(dir.path());
+        let q = query(Method::SessionsUsage);
+        let (before, _) = ask(&mut e, &q);
+        let sessions = dir.path().join("agents/main/sessions");
+        fs::create_dir_all(&sessions).unwrap();
+        let legacy = tiny_dir().join("agents/main/sessions/6513270e-269e-4d37-b2a7-4de452e6b438.jsonl");
+        let archive =
+            sessions.join("0badc0de-0000-4000-8000-000000000001.jsonl.reset.2026-11-15T04-03-12.803Z");
+        fs::copy(&legacy, &archive).unwrap();
+        // A primary transcript there is the imported original: still not counted.
+        fs::copy(&legacy, sessions.join("6513270e-269e-4d37-b2a7-4de452e6b438.jsonl")).unwrap();
+        // The database changed too (OpenClaw wrote to it), so the agent is listed again.
+        writer(dir.path(), "main").execute_batch("PRAGMA user_version = 7").unwrap();
+        let mut fresh = engine(dir.path());
+        let (with, _) = ask(&mut fresh, &q);
+        let rows = |v: &Value| v["sessions"].as_array().unwrap().len();
+        assert_eq!(rows(&with), rows(&before) + 1);
+        let tokens = |v: &Value| v["totals"]["totalTokens"].as_u64().unwrap();
+        let (one, _) =
+            ask(&mut engine(&tiny_dir()), &UsageQuery { key: Some("agent:main:main".into()), ..q.clone() });
+        assert_eq!(tokens(&with), tokens(&before) + tokens(&one));
+        assert!(
+            with["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["sessionId"] == "0badc0de-0000-4000-8000-000000000001")
+        );
+        // An archive of a session the database holds (as clawgate's demo converter writes them)
+        // counts once.
+        let held = sessions.join("6513270e-269e-4d37-b2a7-4de452e6b438.jsonl.reset.2026-11-16T00-00-00.000Z");
+        fs::copy(&legacy, &held).unwrap();
+        let (same, _) = ask(&mut engine(dir.path()), &q);
+        assert_eq!((rows(&same), tokens(&same)), (rows(&with), tokens(&with)));
+        fs::remove_file(&held).unwrap();
+        fs::remove_file(&archive).unwrap();
+        let (after, _) = ask(&mut engine(dir.path()), &q);
+        assert_eq!((rows(&after), tokens(&after)), (rows(&before), tokens(&before)));
+    });
 }
 
 /// Agents with hundreds of sessions each: while one agent's sessions are parsed, the next
 /// agent's database is listed on another thread. The answers are the legacy layout's.
 #[test]
 fn agents_listed_while_the_previous_one_is_parsed_answer_like_the_legacy_layout() {
-    let legacy = tempfile::tempdir().unwrap();
-    let spec = demo_store::DemoSpec {
-        agents: 3,
-        sessions_per_agent: 300,
-        turns_per_session: 1,
-        seed: 11,
-        days: 60,
-        end_ms: 1_795_000_000_000,
-        tool_result_bytes: 200,
-        wide: false,
-    };
-    demo_store::generate(legacy.path(), &spec).unwrap();
-    let converted = tempfile::tempdir().unwrap();
-    demo_store::sqlite::convert_to_sqlite(legacy.path(), converted.path()).unwrap();
-    assert_converted_answers_alike(legacy.path(), converted.path());
+    both_ways(|| {
+        let legacy = tempfile::tempdir().unwrap();
+        let spec = demo_store::DemoSpec {
+            agents: 3,
+            sessions_per_agent: 300,
+            turns_per_session: 1,
+            seed: 11,
+            days: 60,
+            end_ms: 1_795_000_000_000,
+            tool_result_bytes: 200,
+            wide: false,
+        };
+        demo_store::generate(legacy.path(), &spec).unwrap();
+        let converted = tempfile::tempdir().unwrap();
+        demo_store::sqlite::convert_to_sqlite(legacy.path(), converted.path()).unwrap();
+        assert_converted_answers_alike(legacy.path(), converted.path());
+    });
 }
 
 /// Each agent's archives (and special files) and entries are taken on the listing thread when
@@ -823,118 +837,126 @@ fn aggregates_built_during_a_cold_read_equal_ones_built_from_the_index() {
 /// as many as before) lists the agent completely.
 #[test]
 fn a_turn_that_updates_nodes_and_windows_answers_like_a_fresh_engine() {
-    let dir = sqlite_copy();
-    let mut e = engine(dir.path());
-    for q in queries() {
-        ask(&mut e, &q);
-    }
-    let w = writer(dir.path(), "main");
-    let row_of = |v: &Value, session: &str| -> Value {
-        v["sessions"].as_array().unwrap().iter().find(|r| r["sessionId"] == session).cloned().unwrap()
-    };
-    let check_all = |e: &mut Engine, what: &str| {
-        let mut fresh = engine(dir.path());
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut e = engine(dir.path());
         for q in queries() {
-            let (va, _) = ask(e, &q);
-            let (vb, _) = ask(&mut fresh, &q);
-            assert_json_close(
-                &normalise(va),
-                &normalise(vb),
-                &format!("{what}: {:?} {:?}", q.method, q.group_by),
-            );
+            ask(&mut e, &q);
         }
-    };
+        let w = writer(dir.path(), "main");
+        let row_of = |v: &Value, session: &str| -> Value {
+            v["sessions"].as_array().unwrap().iter().find(|r| r["sessionId"] == session).cloned().unwrap()
+        };
+        let check_all = |e: &mut Engine, what: &str| {
+            let mut fresh = engine(dir.path());
+            for q in queries() {
+                let (va, _) = ask(e, &q);
+                let (vb, _) = ask(&mut fresh, &q);
+                assert_json_close(
+                    &normalise(va),
+                    &normalise(vb),
+                    &format!("{what}: {:?} {:?}", q.method, q.group_by),
+                );
+            }
+        };
 
-    // 1. A turn: events, then the window (its channel changes too) and the node's entry, at a
-    // time past every other update (OpenClaw's clock).
-    let now: i64 =
-        w.query_row("SELECT max(updated_at) + 1000 FROM session_windows", [], |r| r.get(0)).unwrap();
-    append(&w, MAIN_SESSION, &[assistant_event("t1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
-    w.execute(
-        "UPDATE session_windows SET updated_at = ?2, channel = 'telegram' WHERE session_id = ?1",
-        params![MAIN_SESSION, now],
-    )
-    .unwrap();
-    w.execute(
-        "UPDATE session_nodes SET updated_at = ?2,
+        // 1. A turn: events, then the window (its channel changes too) and the node's entry, at a
+        // time past every other update (OpenClaw's clock).
+        let now: i64 =
+            w.query_row("SELECT max(updated_at) + 1000 FROM session_windows", [], |r| r.get(0)).unwrap();
+        append(&w, MAIN_SESSION, &[assistant_event("t1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+        w.execute(
+            "UPDATE session_windows SET updated_at = ?2, channel = 'telegram' WHERE session_id = ?1",
+            params![MAIN_SESSION, now],
+        )
+        .unwrap();
+        w.execute(
+            "UPDATE session_nodes SET updated_at = ?2,
                 entry_json = json_set(entry_json, '$.updatedAt', ?2, '$.chatType', 'group')
          WHERE current_session_id = ?1",
-        params![MAIN_SESSION, now],
-    )
-    .unwrap();
-    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!(s.files_parsed, 1, "only the grown session");
-    let row = row_of(&v, MAIN_SESSION);
-    assert_eq!((row["channel"].as_str(), row["chatType"].as_str()), (Some("telegram"), Some("group")));
-    check_all(&mut e, "a turn");
+            params![MAIN_SESSION, now],
+        )
+        .unwrap();
+        let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!(s.files_parsed, 1, "only the grown session");
+        let row = row_of(&v, MAIN_SESSION);
+        assert_eq!((row["channel"].as_str(), row["chatType"].as_str()), (Some("telegram"), Some("group")));
+        check_all(&mut e, "a turn");
 
-    // 2. Only another session's window changed (its channel): its entry follows.
-    let other = "d269a9a5-ae65-4f33-be3b-890b93f448b3";
-    let later: i64 =
-        w.query_row("SELECT max(updated_at) + 1 FROM session_windows", [], |r| r.get(0)).unwrap();
-    w.execute(
-        "UPDATE session_windows SET updated_at = ?2, channel = 'discord' WHERE session_id = ?1",
-        params![other, later],
-    )
-    .unwrap();
-    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!(s.files_parsed, 0);
-    assert_eq!(row_of(&v, other)["channel"], "discord");
-    check_all(&mut e, "a window");
-    assert_eq!(e.sqlite.index_rebuilds, 0, "entries patched, the index not rebuilt");
+        // 2. Only another session's window changed (its channel): its entry follows.
+        let other = "d269a9a5-ae65-4f33-be3b-890b93f448b3";
+        let later: i64 =
+            w.query_row("SELECT max(updated_at) + 1 FROM session_windows", [], |r| r.get(0)).unwrap();
+        w.execute(
+            "UPDATE session_windows SET updated_at = ?2, channel = 'discord' WHERE session_id = ?1",
+            params![other, later],
+        )
+        .unwrap();
+        let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!(s.files_parsed, 0);
+        assert_eq!(row_of(&v, other)["channel"], "discord");
+        check_all(&mut e, "a window");
+        assert_eq!(e.sqlite.index_rebuilds, 0, "entries patched, the index not rebuilt");
 
-    // 3. A node's key renamed in place with a new update time: not a key the engine knows.
-    let later: i64 = w.query_row("SELECT max(updated_at) + 1 FROM session_nodes", [], |r| r.get(0)).unwrap();
-    w.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
-    w.execute(
+        // 3. A node's key renamed in place with a new update time: not a key the engine knows.
+        let later: i64 =
+            w.query_row("SELECT max(updated_at) + 1 FROM session_nodes", [], |r| r.get(0)).unwrap();
+        w.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        w.execute(
         "UPDATE session_nodes SET session_key = 'agent:main:renamed', updated_at = ?2 WHERE current_session_id = ?1",
         params![other, later],
     )
     .unwrap();
-    w.execute("UPDATE session_windows SET session_key = 'agent:main:renamed' WHERE session_id = ?1", [other])
+        w.execute(
+            "UPDATE session_windows SET session_key = 'agent:main:renamed' WHERE session_id = ?1",
+            [other],
+        )
         .unwrap();
-    let (v, _) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!(row_of(&v, other)["key"], "agent:main:renamed");
-    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["key"] != "agent:main:slack:direct:u1"));
-    check_all(&mut e, "a renamed key");
+        let (v, _) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!(row_of(&v, other)["key"], "agent:main:renamed");
+        assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["key"] != "agent:main:slack:direct:u1"));
+        check_all(&mut e, "a renamed key");
+    });
 }
 
 /// A database that changed since its last complete listing is listed completely when that is
 /// due (every 30 s), by the worker while idle ([`Engine::maintain`]), not by the next call.
 #[test]
 fn a_complete_listing_that_is_due_is_made_while_idle() {
-    let dir = sqlite_copy();
-    let mut e = engine(dir.path());
-    ask(&mut e, &query(Method::SessionsUsage));
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    assert!(e.maintain(&cancel).unwrap().is_empty(), "nothing changed: nothing due");
-    let w = writer(dir.path(), "main");
-    let now: i64 =
-        w.query_row("SELECT max(updated_at) + 1000 FROM session_windows", [], |r| r.get(0)).unwrap();
-    append(&w, MAIN_SESSION, &[assistant_event("i1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
-    w.execute(
-        "UPDATE session_nodes SET updated_at = ?2 WHERE current_session_id = ?1",
-        params![MAIN_SESSION, now],
-    )
-    .unwrap();
-    let (v1, _) = ask(&mut e, &query(Method::SessionsUsage));
-    assert!(e.sqlite.due().is_empty(), "the last complete listing is recent");
-    e.sqlite.age_listings(31_000);
-    // `main` changed since; `agent1` was listed by signatures too (its files were new enough to
-    // be racy), so an edit they cannot show may be there as well.
-    let due = e.sqlite.due();
-    assert!(due.contains(&"main".to_owned()), "changed since, and 30 s old: {due:?}");
-    let complete = e.sqlite.complete_listings;
-    assert_eq!(e.maintain(&cancel).unwrap(), due);
-    let complete = complete + due.len() as u64;
-    assert_eq!(e.sqlite.complete_listings, complete);
-    assert!(e.sqlite.due().is_empty());
-    // The next call lists only what changed since, and answers as before.
-    let change = e.change;
-    let (v2, s2) = ask(&mut e, &query(Method::SessionsUsage));
-    assert_eq!((s2.files_parsed, e.sqlite.complete_listings), (0, complete));
-    assert_eq!(e.change, change, "the complete listing changed nothing: answers stay cached");
-    assert_json_close(&normalise(v1), &normalise(v2), "after the idle listing");
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut e = engine(dir.path());
+        ask(&mut e, &query(Method::SessionsUsage));
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        assert!(e.maintain(&cancel).unwrap().is_empty(), "nothing changed: nothing due");
+        let w = writer(dir.path(), "main");
+        let now: i64 =
+            w.query_row("SELECT max(updated_at) + 1000 FROM session_windows", [], |r| r.get(0)).unwrap();
+        append(&w, MAIN_SESSION, &[assistant_event("i1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+        w.execute(
+            "UPDATE session_nodes SET updated_at = ?2 WHERE current_session_id = ?1",
+            params![MAIN_SESSION, now],
+        )
+        .unwrap();
+        let (v1, _) = ask(&mut e, &query(Method::SessionsUsage));
+        assert!(e.sqlite.due().is_empty(), "the last complete listing is recent");
+        e.sqlite.age_listings(31_000);
+        // `main` changed since; `agent1` was listed by signatures too (its files were new enough to
+        // be racy), so an edit they cannot show may be there as well.
+        let due = e.sqlite.due();
+        assert!(due.contains(&"main".to_owned()), "changed since, and 30 s old: {due:?}");
+        let complete = e.sqlite.complete_listings;
+        assert_eq!(e.maintain(&cancel).unwrap(), due);
+        let complete = complete + due.len() as u64;
+        assert_eq!(e.sqlite.complete_listings, complete);
+        assert!(e.sqlite.due().is_empty());
+        // The next call lists only what changed since, and answers as before.
+        let change = e.change;
+        let (v2, s2) = ask(&mut e, &query(Method::SessionsUsage));
+        assert_eq!((s2.files_parsed, e.sqlite.complete_listings), (0, complete));
+        assert_eq!(e.change, change, "the complete listing changed nothing: answers stay cached");
+        assert_json_close(&normalise(v1), &normalise(v2), "after the idle listing");
+    });
 }
 
 /// `n` bare entries `k<i>` -> session `s<i>`.
@@ -1146,4 +1168,153 @@ fn session_groups_shrink_towards_the_end_and_hold_every_session_once() {
     assert_eq!(sizes.iter().sum::<usize>(), 200);
     assert_eq!(sizes[0], 50, "{sizes:?}");
     assert_eq!(*sizes.last().unwrap(), 1, "{sizes:?}");
+}
+
+/// An engine on `dir` that lists every database whole, however large.
+fn listing_whole(dir: &Path) -> Engine {
+    let over = sqlite::SLICED_OVER_TEST.replace(usize::MAX);
+    let e = engine(dir);
+    sqlite::SLICED_OVER_TEST.set(over);
+    e
+}
+
+/// Runs `test` with databases listed whole, as all but the largest are, then in slices of
+/// a few sessions, as those are (the default in tests).
+fn both_ways(test: impl Fn()) {
+    for over in [usize::MAX, 2] {
+        sqlite::SLICED_OVER_TEST.set(over);
+        test();
+    }
+}
+
+/// A database past the bound of what a listing holds at once (`SLICED_OVER`: 2 nodes in tests,
+/// slices of 4 sessions) has its entries written as its nodes are read in key order and its
+/// sessions listed a slice at a time, an archive beside it in the slice whose range of paths
+/// holds it. Cold, listed completely again after a restart, and after labels change and
+/// sessions come, grow and go, it answers as the same database listed whole; a complete
+/// listing of what the index holds parses nothing again.
+#[test]
+fn a_database_listed_in_slices_answers_as_one_listed_whole() {
+    let (legacy, converted) = in_both_layouts(&Spec {
+        agents: 2,
+        sessions_per_agent: 25,
+        turns: 2,
+        tool_result_bytes: 200,
+        seed: 9,
+    });
+    let dir = converted.path();
+    let donor = fs::read_dir(legacy.path().join("agents/main/sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .min()
+        .unwrap();
+    let sessions = dir.join("agents/main/sessions");
+    fs::create_dir_all(&sessions).unwrap();
+    let archived = "0badc0de-0000-4000-8000-000000000009";
+    fs::copy(&donor, sessions.join(format!("{archived}.jsonl.reset.2026-11-15T04-03-12.803Z"))).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let sliced = || {
+        let mut cfg = EngineConfig::new(dir);
+        cfg.data_dir = Some(data.path().to_owned());
+        Engine::new(cfg)
+    };
+    let check = |e: &mut Engine, what: &str| {
+        let mut whole = listing_whole(dir);
+        for q in queries() {
+            let (va, _) = ask(e, &q);
+            let (vb, _) = ask(&mut whole, &q);
+            assert_json_close(
+                &normalise(va),
+                &normalise(vb),
+                &format!("{what}: {:?} {:?}", q.method, q.group_by),
+            );
+        }
+        assert_eq!(whole.sqlite.sliced_listings, 0);
+    };
+    let rows = |v: &Value| -> Vec<String> {
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["sessionId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // 1. Cold.
+    let mut e = sliced();
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(e.sqlite.sliced_listings, 2, "both agents listed in slices");
+    assert_eq!(s.files_parsed, 51, "25 sessions an agent, and the archive");
+    assert!(rows(&v).contains(&archived.to_owned()));
+    check(&mut e, "cold");
+    drop(e);
+
+    // 2. Restarted, the database touched, every listing complete: nothing parsed again.
+    writer(dir, "main").execute_batch("PRAGMA user_version = 7").unwrap();
+    let mut e = sliced();
+    e.sqlite.set_full_every_ms(0);
+    let (_, s) = ask(&mut e, &query(Method::SessionsUsage));
+    // (`agent1` too when its files are new enough to be racy.)
+    assert_eq!((s.files_parsed, e.sqlite.sliced_listings > 0), (0, true));
+    check(&mut e, "restarted");
+    drop(e);
+
+    // 3. A label set and a session grown: listed by signatures, the whole index streamed.
+    let w = writer(dir, "main");
+    let ids: Vec<String> = w
+        .prepare("SELECT DISTINCT session_id FROM transcript_events ORDER BY session_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids.len(), 25);
+    let mut e = sliced();
+    ask(&mut e, &query(Method::SessionsUsage));
+    let current: String = w
+        .query_row(
+            "SELECT current_session_id FROM session_nodes ORDER BY session_key LIMIT 1 OFFSET 7",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let set =
+        w.execute("UPDATE session_nodes SET label = 'relabelled' WHERE current_session_id = ?1", [&current]);
+    assert_eq!(set.unwrap(), 1);
+    append(&w, &ids[10], &[assistant_event("g1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!((s.files_parsed, e.sqlite.sliced_listings, e.sqlite.index_rebuilds), (1, 0, 1));
+    let row = v["sessions"].as_array().unwrap().iter().find(|r| r["sessionId"] == current.as_str()).unwrap();
+    assert_eq!(row["label"], "relabelled");
+    check(&mut e, "relabelled and grown");
+
+    // 4. A session gone (as OpenClaw deletes one) and one come (another's copy): listed
+    // completely, in slices.
+    w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    w.execute("DELETE FROM session_windows WHERE session_id = ?1", [&ids[3]]).unwrap();
+    // (Node, window and rows inserted in turn, as one would not be without the others.)
+    w.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    let copy = "zz-copied-session";
+    for (table, id_column) in [
+        ("session_windows", "session_id"),
+        ("session_nodes", "current_session_id"),
+        ("transcript_events", "session_id"),
+    ] {
+        w.execute_batch(&format!(
+            "CREATE TEMP TABLE t AS SELECT * FROM {table} WHERE {id_column} = '{}';
+             UPDATE t SET {id_column} = '{copy}';
+             {}
+             INSERT INTO {table} SELECT * FROM t;
+             DROP TABLE t;",
+            ids[12],
+            if table == "transcript_events" { "" } else { "UPDATE t SET session_key = 'agent:main:copied';" },
+        ))
+        .unwrap();
+    }
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!((s.files_parsed, e.sqlite.sliced_listings), (1, 1));
+    let listed = rows(&v);
+    assert!(listed.contains(&copy.to_owned()) && !listed.contains(&ids[3]));
+    check(&mut e, "one gone, one come");
 }
