@@ -536,7 +536,30 @@ impl Databases {
         put: &mut dyn FnMut(StoreEntry),
     ) -> Result<(), SqliteError> {
         let db = absolute(&db_path(state_dir, agent));
-        let hash = stream_node_entries(self.connection(agent, &db)?, put)?;
+        self.connection(agent, &db)?;
+        let mut pooled = self.held.remove(agent);
+        // The nodes are read and their entries built on a second thread while this one writes
+        // them: a core the parsers leave idle between two agents.
+        let made = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<StoreEntry>(256);
+            let lent = &mut pooled;
+            let reader =
+                std::thread::Builder::new().name("usage-entries".into()).spawn_scoped(scope, move || {
+                    let conn = &lent.as_ref().expect("held by connection()").conn;
+                    // The writer never leaves early, so every send is received.
+                    stream_node_entries(conn, &mut |e| drop(tx.send(e)))
+                });
+            let reader = reader.ok()?;
+            for e in rx {
+                put(e);
+            }
+            Some(reader.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        let pooled = pooled.expect("held by connection()");
+        // No thread to be had: read here.
+        let hash = made.unwrap_or_else(|| stream_node_entries(&pooled.conn, put));
+        self.held.insert(agent.to_owned(), pooled);
+        let hash = hash?;
         if let Some(p) = self.pending.get_mut(agent) {
             p.index_hash = hash;
         }
