@@ -19,7 +19,8 @@
 //! Stores: `seed` (the incident: 9 agents x 184 sessions x 100 turns, 1.45 GB), `seed-sqlite`
 //! (the same in OpenClaw 2026.7+'s SQLite layout, as OpenClaw's import leaves such a store; the
 //! seed's targets), `many` (9 x 6,000 short sessions over a year), `many-sqlite` (the same in
-//! SQLite), `huge` (9 x 22,000 sessions), `huge-sqlite` (the same in SQLite) and `wide`
+//! SQLite), `huge` (9 x 22,000 sessions), `huge-sqlite` (the same in SQLite), `one` (one agent
+//! of 54,000 sessions), `one-sqlite` (the same in SQLite) and `wide`
 //! (sessions spanning weeks of quarter hours, a model switch every three turns, tools from a
 //! wide set).
 
@@ -724,6 +725,14 @@ fn stores() -> Vec<StoreSpec> {
             name: "one",
             spec: demo_store::DemoSpec { agents: 1, ..year(54_000, 3, 2_000, false) },
             sqlite: false,
+            targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
+        },
+        // The same in one database: past the sessions a listing holds at once, so its entries
+        // are written as its nodes are read and its sessions listed in slices.
+        StoreSpec {
+            name: "one-sqlite",
+            spec: demo_store::DemoSpec { agents: 1, ..year(54_000, 3, 2_000, false) },
+            sqlite: true,
             targets: Targets { rss_mb: Some(128.0), ..Targets::default() },
         },
         StoreSpec {
