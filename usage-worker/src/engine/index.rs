@@ -257,6 +257,9 @@ CREATE TABLE IF NOT EXISTS family(
   key TEXT NOT NULL,
   PRIMARY KEY(agent, member, key)
 ) WITHOUT ROWID;
+-- An entry's family rows, deleted by its key when it is written again: without it each
+-- rewritten entry walked all of its agent's family rows.
+CREATE INDEX IF NOT EXISTS family_key ON family(agent, key);
 ";
 
 /// WAL pages between checkpoints (16 MB): a cold parse of a large store writes tens of MB of
@@ -860,7 +863,7 @@ impl Index {
         }
         let mut touched = Touched::default();
         for (e, (old_hash, sid, file, ord)) in entries.iter().zip(olds) {
-            let hash = entry_hash(e, ord as usize);
+            let hash = e.hash();
             if old_hash == hash as i64 {
                 continue;
             }
@@ -986,28 +989,58 @@ impl Index {
         touched: &Touched,
         memo: Option<&EntryMemo>,
     ) -> Result<Vec<(i64, Option<String>)>, IndexError> {
-        let rows: Vec<FileRow> = if touched.all {
-            let mut st =
-                self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM files WHERE agent = ?1"))?;
-            st.query_map([agent], file_row)?.collect::<Result<_, _>>()?
-        } else {
-            let mut out = Vec::new();
-            for sid in &touched.sessions {
-                out.extend(self.files_of_session(agent, sid)?);
-            }
-            if !touched.file_names.is_empty() {
-                let mut st = self.conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} {FILES_NAMED}"))?;
-                for f in &touched.file_names {
-                    let mut hi = f.clone();
-                    hi.push('\u{10FFFF}');
-                    out.extend(st.query_map(params![agent, f, hi], file_row)?.filter_map(Result::ok));
+        // Rows are read a few at a time and each as it is now: one reached twice (by its
+        // session and by its name) has its new facts the second time, and is left as it is.
+        let mut changed = Vec::new();
+        if touched.all {
+            // Every file of the agent, a page at a time: all of 200,000 at once held ~80 MB.
+            const PAGE: usize = 1024;
+            let mut after = (String::new(), i64::MIN);
+            loop {
+                let rows: Vec<FileRow> = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {ROW_COLUMNS} FROM files WHERE agent = ?1 AND (session_id, id) > (?2, ?3)
+                         ORDER BY session_id, id LIMIT {PAGE}"
+                    ))?
+                    .query_map(params![agent, after.0, after.1], file_row)?
+                    .collect::<Result<_, _>>()?;
+                let Some(last) = rows.last() else { break };
+                after = (last.disc.session_id.clone(), last.id);
+                let full = rows.len() == PAGE;
+                self.refresh_rows(rows, memo, &mut changed)?;
+                if !full {
+                    break;
                 }
             }
-            out.sort_by_key(|r| r.id);
-            out.dedup_by_key(|r| r.id);
-            out
-        };
-        let mut changed = Vec::new();
+        } else {
+            for sid in &touched.sessions {
+                let rows = self.files_of_session(agent, sid)?;
+                self.refresh_rows(rows, memo, &mut changed)?;
+            }
+            for f in &touched.file_names {
+                let mut hi = f.clone();
+                hi.push('\u{10FFFF}');
+                let rows: Vec<FileRow> = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {ROW_COLUMNS} {FILES_NAMED}"))?
+                    .query_map(params![agent, f, hi], file_row)?
+                    .filter_map(Result::ok)
+                    .collect();
+                self.refresh_rows(rows, memo, &mut changed)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// [`Index::refresh_facts`] of some rows: those whose facts changed are written, and those
+    /// whose channel changed pushed to `changed` with the old one.
+    fn refresh_rows(
+        &mut self,
+        rows: Vec<FileRow>,
+        memo: Option<&EntryMemo>,
+        changed: &mut Vec<(i64, Option<String>)>,
+    ) -> Result<(), IndexError> {
         for row in rows {
             let facts = self.facts_for(&row.disc, memo)?;
             if facts != row.facts {
@@ -1017,7 +1050,7 @@ impl Index {
                 self.set_facts(row.id, &facts)?;
             }
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Sets a file's row facts (after it was put or renamed).
@@ -1314,12 +1347,6 @@ impl PageQuery<'_> {
     }
 }
 
-/// An entry's stored hash: its position counts (the first of several entries naming one file
-/// wins).
-fn entry_hash(e: &StoreEntry, ord: usize) -> u64 {
-    e.hash() ^ (ord as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 /// Session ids and file names whose entries changed.
 #[derive(Debug, Default)]
 pub struct Touched {
@@ -1354,25 +1381,52 @@ impl EntryWriter<'_> {
     pub fn put(&mut self, e: &StoreEntry) -> Result<(), IndexError> {
         let (agent, ord) = (self.agent, self.ord);
         self.ord += 1;
-        let hash = entry_hash(e, ord);
+        let hash = e.hash();
         let first = self.seen.insert(key_hash(&e.key));
         let look = !(self.had_none && first);
         if look {
-            let old: Option<(i64, String, Option<String>)> = self
+            let old: Option<(i64, i64, String, Option<String>)> = self
                 .index
                 .conn
                 .prepare_cached(
-                    "SELECT hash, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
+                    "SELECT hash, ord, session_id, file_name FROM entries WHERE agent = ?1 AND key = ?2",
                 )?
-                .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             match &old {
-                Some((h, _, _)) if *h == hash as i64 => return Ok(()),
-                Some((_, sid, file)) => self.touched.add(sid, file.as_deref()),
+                Some((h, old_ord, sid, file)) if *h == hash as i64 => {
+                    if *old_ord != ord as i64 {
+                        self.moved(e, ord, sid, file.as_deref())?;
+                    }
+                    return Ok(());
+                }
+                Some((_, _, sid, file)) => self.touched.add(sid, file.as_deref()),
                 None => {}
             }
         }
         self.index.put_entry(agent, e, ord, hash, look, &mut self.touched)
+    }
+
+    /// An unchanged entry at another position (an entry before it came or went): only its
+    /// position is written. Every entry after a key added to an OpenClaw database or removed
+    /// from a `sessions.json` moves; rewritten and their files' facts recomputed, one new session
+    /// on an agent of 200,000 took minutes. Moving keeps the order of the entries that did not
+    /// change, so which of several entries naming one session or file wins (the first) can only
+    /// change where such entries share one: those are recomputed.
+    fn moved(&mut self, e: &StoreEntry, ord: usize, sid: &str, file: Option<&str>) -> Result<(), IndexError> {
+        let conn = &self.index.conn;
+        conn.prepare_cached("UPDATE entries SET ord = ?3 WHERE agent = ?1 AND key = ?2")?
+            .execute(params![self.agent, e.key, ord as i64])?;
+        let shared: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM entries WHERE agent = ?1 AND session_id = ?3 AND key <> ?2)
+                     OR EXISTS(SELECT 1 FROM entries WHERE agent = ?1 AND file_name = ?4 AND key <> ?2)",
+            )?
+            .query_row(params![self.agent, e.key, sid, file], |r| r.get(0))?;
+        if shared {
+            self.touched.add(sid, file);
+        }
+        Ok(())
     }
 
     /// Deletes the agent's entries that were not given; returns what changed.
@@ -1668,8 +1722,96 @@ mod tests {
         assert_eq!(old, 0, "the old order index is dropped");
     }
 
+    /// A key added before others (as a new key sorts into an OpenClaw database's nodes, or a
+    /// key leaves the start of a `sessions.json`) moves every entry after it: only its own
+    /// session is touched, the others keep their data and take their new positions.
+    #[test]
+    fn entries_after_a_new_key_move_without_being_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity { state_dir: dir.path().join("state"), max_line_bytes: 1 << 20 };
+        let mut index = Index::open(Some(dir.path()), &identity).unwrap();
+        let before: Vec<StoreEntry> = (1..=4).map(|k| entry((k, k, Some(1), None, false))).collect();
+        index.batch(|i| i.replace_entries("a", &mut before.clone().into_iter())).unwrap();
+        let mut after = vec![entry((0, 0, Some(1), None, false))];
+        after.extend(before.iter().cloned());
+        let touched = index.batch(|i| i.replace_entries("a", &mut after.clone().into_iter())).unwrap();
+        assert_eq!(touched.sessions.iter().map(String::as_str).collect::<Vec<_>>(), ["s0"]);
+        let ords: Vec<(String, i64)> = index
+            .conn()
+            .prepare("SELECT key, ord FROM entries ORDER BY key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want: Vec<(String, i64)> =
+            after.iter().enumerate().map(|(i, e)| (e.key.clone(), i as i64)).collect();
+        assert_eq!(ords, want);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Entries written again in another order (reversed or rotated), one gone and one added
+        /// or changed: every file whose entry that changes is touched, and the index then finds
+        /// what a fresh one does.
+        #[test]
+        fn entries_written_again_find_what_a_fresh_index_finds(
+            before in proptest::collection::vec(
+                (0u8..6, 0u8..5, proptest::option::of(-2i8..3), proptest::option::of(0u8..4), any::<bool>()),
+                0..16,
+            ),
+            reverse in any::<bool>(),
+            rotate in 0usize..16,
+            gone in proptest::option::of(0usize..16),
+            added in proptest::option::of(
+                (0u8..8, 0u8..5, proptest::option::of(-2i8..3), proptest::option::of(0u8..4), any::<bool>()),
+            ),
+        ) {
+            let mut after = before.clone();
+            if reverse {
+                after.reverse();
+            }
+            if !after.is_empty() {
+                let n = after.len();
+                after.rotate_left(rotate % n);
+            }
+            if let Some(i) = gone.filter(|i| *i < after.len()) {
+                after.remove(i);
+            }
+            if let Some(a) = added {
+                after.insert(rotate % (after.len() + 1), a);
+            }
+            let open = |name: &str| {
+                let dir = tempfile::tempdir().unwrap();
+                let identity = Identity { state_dir: dir.path().join(name), max_line_bytes: 1 << 20 };
+                (Index::open(Some(dir.path()), &identity).unwrap(), dir)
+            };
+            let (mut index, _d1) = open("one");
+            let (mut fresh, _d2) = open("two");
+            let before: Vec<StoreEntry> = before.into_iter().map(entry).collect();
+            let after: Vec<StoreEntry> = after.into_iter().map(entry).collect();
+            let files: Vec<Discovered> = (0..6)
+                .flat_map(|sid| [disc(&format!("s{sid}"), &format!("s{sid}.jsonl")), disc(&format!("s{sid}"), &format!("f{}.jsonl", sid % 4))])
+                .collect();
+            let found = |index: &Index, d: &Discovered| {
+                entry_for_file(index.conn(), "a", &d.session_id, &d.file_name).unwrap().map(|e| EntryFacts::of(&e))
+            };
+            index.batch(|i| i.replace_entries("a", &mut before.into_iter())).unwrap();
+            let was: Vec<_> = files.iter().map(|d| found(&index, d)).collect();
+            let touched = index.batch(|i| i.replace_entries("a", &mut after.clone().into_iter())).unwrap();
+            fresh.batch(|i| i.replace_entries("a", &mut after.into_iter())).unwrap();
+            for (d, was) in files.iter().zip(was) {
+                let now = found(&index, d);
+                prop_assert_eq!(&now, &found(&fresh, d));
+                if now != was {
+                    prop_assert!(
+                        touched.all || touched.sessions.contains(&d.session_id) || touched.file_names.contains(&d.file_name),
+                        "{} {} changed untouched", d.session_id, d.file_name
+                    );
+                }
+            }
+        }
+
         /// The memo a cold build's parsers read stands for the entries table exactly: the same
         /// entry (or none) for every file, with keys repeated, sessions shared by several keys,
         /// ties and missing `updatedAt`, and explicit `sessionFile` names.
