@@ -1160,7 +1160,8 @@ impl Engine {
             })
         });
         self.sqlite = dbs;
-        written?.ok();
+        // A read error (nothing written) is in `failed`; an error of the index is the caller's.
+        let _read = written?;
         match failed {
             Some(e) => {
                 self.sqlite.failed(agent, &sqlite::db_path(&dir, agent), &e, diag);
@@ -1195,9 +1196,9 @@ impl Engine {
                     None => {
                         // Listed once, for the slices to share out by path.
                         let all = archived_files(&self.config.state_dir, agent, diag);
-                        self.sqlite.not_held(slices, all).map(|mut held| {
-                            held.sort_unstable_by(|a, b| path_bytes(&a.path).cmp(path_bytes(&b.path)));
-                            *archives = Some(held);
+                        self.sqlite.not_held(slices, all).map(|mut apart| {
+                            apart.sort_unstable_by(|a, b| path_bytes(&a.path).cmp(path_bytes(&b.path)));
+                            *archives = Some(apart);
                         })
                     }
                 }
