@@ -1791,10 +1791,14 @@ mod tests {
             let before: Vec<StoreEntry> = before.into_iter().map(entry).collect();
             let after: Vec<StoreEntry> = after.into_iter().map(entry).collect();
             let files: Vec<Discovered> = (0..6)
-                .flat_map(|sid| [disc(&format!("s{sid}"), &format!("s{sid}.jsonl")), disc(&format!("s{sid}"), &format!("f{}.jsonl", sid % 4))])
+                .flat_map(|sid| {
+                    let id = format!("s{sid}");
+                    [disc(&id, &format!("{id}.jsonl")), disc(&id, &format!("f{}.jsonl", sid % 4))]
+                })
                 .collect();
             let found = |index: &Index, d: &Discovered| {
-                entry_for_file(index.conn(), "a", &d.session_id, &d.file_name).unwrap().map(|e| EntryFacts::of(&e))
+                let e = entry_for_file(index.conn(), "a", &d.session_id, &d.file_name).unwrap();
+                e.map(|e| EntryFacts::of(&e))
             };
             index.batch(|i| i.replace_entries("a", &mut before.into_iter())).unwrap();
             let was: Vec<_> = files.iter().map(|d| found(&index, d)).collect();
@@ -1805,7 +1809,9 @@ mod tests {
                 prop_assert_eq!(&now, &found(&fresh, d));
                 if now != was {
                     prop_assert!(
-                        touched.all || touched.sessions.contains(&d.session_id) || touched.file_names.contains(&d.file_name),
+                        touched.all
+                            || touched.sessions.contains(&d.session_id)
+                            || touched.file_names.contains(&d.file_name),
                         "{} {} changed untouched", d.session_id, d.file_name
                     );
                 }

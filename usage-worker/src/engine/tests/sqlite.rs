@@ -903,10 +903,11 @@ fn a_turn_that_updates_nodes_and_windows_answers_like_a_fresh_engine() {
             w.query_row("SELECT max(updated_at) + 1 FROM session_nodes", [], |r| r.get(0)).unwrap();
         w.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         w.execute(
-        "UPDATE session_nodes SET session_key = 'agent:main:renamed', updated_at = ?2 WHERE current_session_id = ?1",
-        params![other, later],
-    )
-    .unwrap();
+            "UPDATE session_nodes SET session_key = 'agent:main:renamed', updated_at = ?2
+             WHERE current_session_id = ?1",
+            params![other, later],
+        )
+        .unwrap();
         w.execute(
             "UPDATE session_windows SET session_key = 'agent:main:renamed' WHERE session_id = ?1",
             [other],
