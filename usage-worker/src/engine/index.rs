@@ -837,16 +837,20 @@ impl Index {
     /// Updates some entries of one agent in place, each keeping its position (the rest are as
     /// they were): what an OpenClaw database's nodes updated since the last listing stand for,
     /// or the entries of a rewritten `sessions.json` whose text changed (`ords`: the position
-    /// each must already have). `None`, with nothing written, when one of the keys is not an
-    /// entry yet or not at that position (keys came, went or moved): the caller applies the
-    /// agent's entries completely.
+    /// each must already have). `added` of them are new keys (an OpenClaw database's nodes added
+    /// since), each put where key order puts it (the entries after it keep their positions until
+    /// the agent is next applied whole, which moves them). `None`, with nothing written, when
+    /// not exactly `added` keys are new, or one is not at its position (keys came, went or
+    /// moved): the caller applies the agent's entries completely.
     pub fn patch_entries(
         &mut self,
         agent: &str,
         entries: &[StoreEntry],
         ords: Option<&[usize]>,
+        added: usize,
     ) -> Result<Option<Touched>, IndexError> {
         let mut olds = Vec::with_capacity(entries.len());
+        let mut new = 0;
         {
             let mut get = self.conn.prepare_cached(
                 "SELECT hash, session_id, file_name, ord FROM entries WHERE agent = ?1 AND key = ?2",
@@ -856,14 +860,29 @@ impl Index {
                     .query_row([agent, &e.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .optional()?;
                 match old {
-                    Some(o) if ords.is_none_or(|ords| ords[i] as i64 == o.3) => olds.push(o),
+                    Some(o) if ords.is_none_or(|ords| ords[i] as i64 == o.3) => olds.push(Some(o)),
+                    None if ords.is_none() => {
+                        new += 1;
+                        olds.push(None);
+                    }
                     _ => return Ok(None),
                 }
             }
         }
+        if new != added {
+            return Ok(None);
+        }
         let mut touched = Touched::default();
-        for (e, (old_hash, sid, file, ord)) in entries.iter().zip(olds) {
+        for (e, old) in entries.iter().zip(olds) {
             let hash = e.hash();
+            let Some((old_hash, sid, file, ord)) = old else {
+                let ord: i64 = self
+                    .conn
+                    .prepare_cached("SELECT count(*) FROM entries WHERE agent = ?1 AND key < ?2")?
+                    .query_row([agent, &e.key], |r| r.get(0))?;
+                self.put_entry(agent, e, ord as usize, hash, false, &mut touched)?;
+                continue;
+            };
             if old_hash == hash as i64 {
                 continue;
             }

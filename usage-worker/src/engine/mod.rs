@@ -212,8 +212,9 @@ enum Put<'a> {
     /// These are all of them: others are removed.
     All,
     /// Only these changed, each staying where it was (or at the given positions, which must be
-    /// where they were).
-    Patch(Option<&'a [usize]>),
+    /// where they were), and this many of them are new keys (an OpenClaw database's nodes
+    /// added; in key order).
+    Patch(Option<&'a [usize]>, usize),
 }
 
 /// Owns the index and the live aggregates between calls.
@@ -767,7 +768,7 @@ impl Engine {
                 }
                 return Ok(None);
             }
-            sqlite::Listing::Some { listed, entries, patch, stream } => {
+            sqlite::Listing::Some { listed, entries, patch, stream, added } => {
                 if let Some(entries) = entries {
                     self.apply_entries(agent, entries, diag)?;
                 }
@@ -775,7 +776,7 @@ impl Engine {
                     return Ok(None);
                 }
                 if let Some(entries) = patch
-                    && !self.patch_entries(agent, entries)?
+                    && !self.patch_entries(agent, entries, added)?
                 {
                     // Keys came and went: the agent is listed completely, now (that listing
                     // never patches, so this happens once).
@@ -879,7 +880,7 @@ impl Engine {
         let digests = match parsed {
             Ok((store::StoreRead::Changed(changed), digests)) => {
                 let (ords, entries): (Vec<usize>, Vec<store::StoreEntry>) = changed.into_iter().unzip();
-                if self.put_entries(agent, entries, Put::Patch(Some(&ords)))? {
+                if self.put_entries(agent, entries, Put::Patch(Some(&ords), 0))? {
                     self.store_patches += 1;
                     digests
                 } else {
@@ -1017,15 +1018,17 @@ impl Engine {
     }
 
     /// Updates some of an agent's entries in place (see [`Index::patch_entries`]), as
-    /// [`Engine::apply_entries`] does all. `false`, with nothing changed, when one is not known
-    /// (or the patch is unreadable, which it should never be).
+    /// [`Engine::apply_entries`] does all; `added` of them are new keys. `false`, with nothing
+    /// changed, when not exactly `added` are unknown (or the patch is unreadable, which it
+    /// should never be).
     fn patch_entries(
         &mut self,
         agent: &str,
         entries: Result<Vec<store::StoreEntry>, String>,
+        added: usize,
     ) -> Result<bool, WorkerError> {
         match entries {
-            Ok(entries) => self.put_entries(agent, entries, Put::Patch(None)),
+            Ok(entries) => self.put_entries(agent, entries, Put::Patch(None, added)),
             Err(_) => Ok(false),
         }
     }
@@ -2063,7 +2066,7 @@ fn write_entries(
     memo: Option<&index::EntryMemo>,
 ) -> Result<(bool, bool), WorkerError> {
     write_entries_with(index, lives, prices, agent, memo, |index| match put {
-        Put::Patch(ords) => index.patch_entries(agent, &entries, ords),
+        Put::Patch(ords, added) => index.patch_entries(agent, &entries, ords, added),
         Put::All => index.replace_entries(agent, &mut entries.into_iter()).map(Some),
     })
 }

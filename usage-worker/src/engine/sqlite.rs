@@ -222,6 +222,10 @@ pub struct AgentDb {
     max_rowid: i64,
     /// `transcript_rewrite_watermarks`: their number and a hash of their generations.
     rewrites: (i64, u64),
+    /// The newest window's `created_at`: windows created since, as many as the count grew, are
+    /// windows added with none removed. `None` in a state saved by an earlier version.
+    #[serde(default)]
+    windows_created: Option<i64>,
     /// When everything was last listed (epoch ms): at least every [`FULL_EVERY_MS`] it is again,
     /// whatever the update times say.
     full_at_ms: i64,
@@ -254,8 +258,15 @@ pub enum Listing {
     /// The sessions updated since the last listing (others are as they were); the whole session
     /// index, or `patch`: the entries of the nodes updated since (the others are as they were).
     /// `stream`: the whole index changed and is too large to hold: written as
-    /// [`Databases::stream_entries`] builds it.
-    Some { listed: Vec<Discovered>, entries: Option<Entries>, patch: Option<Entries>, stream: bool },
+    /// [`Databases::stream_entries`] builds it. `added`: how many of the patch's keys are new
+    /// (nodes added since, none removed).
+    Some {
+        listed: Vec<Discovered>,
+        entries: Option<Entries>,
+        patch: Option<Entries>,
+        stream: bool,
+        added: usize,
+    },
 }
 
 /// Session nodes or windows past which a complete listing is not held at once
@@ -471,11 +482,13 @@ impl Databases {
             };
             match partial {
                 Some(s) => {
+                    let added = s.patch.as_ref().map_or(0, |(_, added)| *added);
                     let listing = Listing::Some {
                         listed: s.listed,
                         entries: s.entries.map(Ok),
-                        patch: s.patch.map(Ok),
+                        patch: s.patch.map(|(p, _)| Ok(p)),
                         stream: s.stream,
+                        added,
                     };
                     Ok((listing, s.state, false))
                 }
@@ -662,6 +675,8 @@ fn now_ms() -> i64 {
 /// generation or a removed window) shows at the next one, at most [`FULL_EVERY_MS`] later.
 struct Signatures {
     windows: (i64, i64),
+    /// The newest window's `created_at` (OpenClaw's `created_at` index).
+    windows_created: i64,
     nodes: (i64, i64),
     labels: (i64, i64),
     max_rowid: i64,
@@ -676,6 +691,7 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
         one("SELECT count(*) FROM session_windows")?,
         one("SELECT coalesce(max(updated_at), 0) FROM session_windows")?,
     );
+    let windows_created = one("SELECT coalesce(max(created_at), 0) FROM session_windows")?;
     // Labels are set without a new update time: their number and bytes, from OpenClaw's
     // partial index of labelled nodes (a rename to another of the same length shows at the next
     // complete listing).
@@ -700,14 +716,15 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let hash = fnv1a(FNV_SEED, digest.as_bytes());
-    Ok(Signatures { windows, nodes, labels, max_rowid, rewrites: (n, hash) })
+    Ok(Signatures { windows, windows_created, nodes, labels, max_rowid, rewrites: (n, hash) })
 }
 
 /// What changed in a database since its last listing.
 struct Since {
     listed: Vec<Discovered>,
     entries: Option<Vec<StoreEntry>>,
-    patch: Option<Vec<StoreEntry>>,
+    /// The entries of the nodes that changed, and how many of them are new.
+    patch: Option<(Vec<StoreEntry>, usize)>,
     /// The whole index is to be streamed ([`Listing::Some`]).
     stream: bool,
     state: AgentDb,
@@ -726,7 +743,7 @@ fn since(
 ) -> Result<Option<Since>, SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
-    if sig.windows.0 != known.windows.0 || sig.rewrites != known.rewrites || sig.max_rowid < known.max_rowid {
+    if !only_added(&tx, known, &sig)? || sig.rewrites != known.rewrites || sig.max_rowid < known.max_rowid {
         return Ok(None);
     }
     let mut listed = Vec::new();
@@ -801,10 +818,27 @@ fn since(
         labels: Some(sig.labels),
         max_rowid: sig.max_rowid,
         rewrites: sig.rewrites,
+        windows_created: Some(sig.windows_created),
         full_at_ms: known.full_at_ms,
         partial: true,
     };
     Ok(Some(Since { listed, entries, patch, stream, state }))
+}
+
+/// Whether the windows are those of the last listing and any created since: as many were
+/// created since (`created_at` past the newest then) as the count grew by. A window removed
+/// (OpenClaw deletes a session's rows with it) lists everything; so does one created with an
+/// older time than the newest then.
+fn only_added(tx: &Connection, known: &AgentDb, sig: &Signatures) -> Result<bool, SqliteError> {
+    let grown = sig.windows.0 - known.windows.0;
+    if grown == 0 {
+        return Ok(true);
+    }
+    let Some(newest) = known.windows_created.filter(|_| grown > 0) else { return Ok(false) };
+    let created: i64 = tx
+        .prepare_cached("SELECT count(*) FROM session_windows WHERE created_at > ?1")?
+        .query_row([newest], |r| r.get(0))?;
+    Ok(created == grown)
 }
 
 /// Past this many nodes changed since the last listing, the whole session index is rebuilt
@@ -814,16 +848,19 @@ pub const PATCH_MAX: usize = 256;
 /// The entries of the nodes that changed since `known` was listed, as a `sessions.json` of
 /// those keys alone: nodes updated since, and the nodes of windows updated since (a turn
 /// updates both: rebuilding the whole index for it took ~80 ms of an append on a 6,600-session
-/// database). `None` when only a complete index says what changed: nodes added or removed,
-/// labels changed, an update time that went back, more than [`PATCH_MAX`] nodes. What no
-/// update time shows (a window's key or previous window changed in place) shows at the next
-/// complete listing, as other in-place edits do.
+/// database), and how many nodes were added (their keys are among those: the index checks that
+/// exactly that many are new to it, so a node removed beside them lists everything). `None`
+/// when only a complete index says what changed: fewer nodes, labels changed, an update time
+/// that went back, more than [`PATCH_MAX`] nodes. What no update time shows (a window's key or
+/// previous window changed in place) shows at the next complete listing, as other in-place
+/// edits do.
 fn entries_since(
     tx: &Connection,
     known: &AgentDb,
     sig: &Signatures,
-) -> Result<Option<Vec<StoreEntry>>, SqliteError> {
-    if sig.nodes.0 != known.nodes.0
+) -> Result<Option<(Vec<StoreEntry>, usize)>, SqliteError> {
+    let Ok(added) = usize::try_from(sig.nodes.0 - known.nodes.0) else { return Ok(None) };
+    if added > PATCH_MAX
         || known.labels != Some(sig.labels)
         || sig.nodes.1 < known.nodes.1
         || sig.windows.1 < known.windows.1
@@ -895,7 +932,7 @@ fn entries_since(
             nodes.push(n);
         }
     }
-    Ok(Some(session_entries(&nodes, &windows).0))
+    Ok(Some((session_entries(&nodes, &windows).0, added)))
 }
 
 /// The columns [`window_of_row`] reads.
@@ -993,6 +1030,7 @@ fn snapshot(
         labels: Some(sig.labels),
         max_rowid: sig.max_rowid,
         rewrites: sig.rewrites,
+        windows_created: Some(sig.windows_created),
         full_at_ms: 0,
         partial: false,
     };

@@ -1318,4 +1318,48 @@ fn a_database_listed_in_slices_answers_as_one_listed_whole() {
     let listed = rows(&v);
     assert!(listed.contains(&copy.to_owned()) && !listed.contains(&ids[3]));
     check(&mut e, "one gone, one come");
+
+    // 5. Sessions only come, as OpenClaw adds them (created and updated after everything
+    // else): a new key, and a reset of an existing one (a new window, the node pointed at it).
+    // Listed by signatures, the new entries patched in: no complete listing.
+    let (listings, rebuilds) = (e.sqlite.complete_listings, e.sqlite.index_rebuilds);
+    let later: i64 =
+        w.query_row("SELECT max(updated_at) + 1000 FROM session_windows", [], |r| r.get(0)).unwrap();
+    let reset_key: String = w
+        .query_row("SELECT session_key FROM session_nodes WHERE current_session_id = ?1", [&ids[14]], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    for (id, key, from) in
+        [("aa-new-key", "agent:main:new-key", &ids[13]), ("ab-reset", reset_key.as_str(), &ids[14])]
+    {
+        w.execute_batch(&format!(
+            "CREATE TEMP TABLE t AS SELECT * FROM session_windows WHERE session_id = '{from}';
+             UPDATE t SET session_id = '{id}', session_key = '{key}', previous_session_id = '{from}',
+                          created_at = {later}, updated_at = {later};
+             INSERT INTO session_windows SELECT * FROM t;
+             DROP TABLE t;
+             CREATE TEMP TABLE t AS SELECT * FROM transcript_events WHERE session_id = '{from}';
+             UPDATE t SET session_id = '{id}';
+             INSERT INTO transcript_events SELECT * FROM t;
+             DROP TABLE t;"
+        ))
+        .unwrap();
+    }
+    w.execute_batch(&format!(
+        "CREATE TEMP TABLE t AS SELECT * FROM session_nodes WHERE current_session_id = '{}';
+         UPDATE t SET session_key = 'agent:main:new-key', current_session_id = 'aa-new-key', updated_at = {later},
+                      label = NULL;
+         INSERT INTO session_nodes SELECT * FROM t;
+         DROP TABLE t;
+         UPDATE session_nodes SET current_session_id = 'ab-reset', updated_at = {later} WHERE session_key = '{reset_key}';",
+        ids[13]
+    ))
+    .unwrap();
+    let (v, s) = ask(&mut e, &query(Method::SessionsUsage));
+    assert_eq!(s.files_parsed, 2, "the two new sessions");
+    assert_eq!((e.sqlite.complete_listings, e.sqlite.index_rebuilds), (listings, rebuilds), "patched");
+    let listed = rows(&v);
+    assert!(listed.contains(&"aa-new-key".to_owned()) && listed.contains(&"ab-reset".to_owned()));
+    check(&mut e, "sessions added");
 }
