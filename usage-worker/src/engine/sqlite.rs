@@ -826,15 +826,16 @@ fn since(
 }
 
 /// Whether the windows are those of the last listing and any created since: as many were
-/// created since (`created_at` past the newest then) as the count grew by. A window removed
-/// (OpenClaw deletes a session's rows with it) lists everything; so does one created with an
-/// older time than the newest then.
+/// created since (`created_at` past the newest then, from OpenClaw's `created_at` index) as the
+/// count grew by. A window removed (OpenClaw deletes a session's rows with it), even beside one
+/// added, lists everything; so does one created with a time not past the newest then. (A state
+/// saved by an earlier version knows only the count.)
 fn only_added(tx: &Connection, known: &AgentDb, sig: &Signatures) -> Result<bool, SqliteError> {
     let grown = sig.windows.0 - known.windows.0;
-    if grown == 0 {
-        return Ok(true);
+    let Some(newest) = known.windows_created else { return Ok(grown == 0) };
+    if grown < 0 {
+        return Ok(false);
     }
-    let Some(newest) = known.windows_created.filter(|_| grown > 0) else { return Ok(false) };
     let created: i64 = tx
         .prepare_cached("SELECT count(*) FROM session_windows WHERE created_at > ?1")?
         .query_row([newest], |r| r.get(0))?;
