@@ -461,9 +461,11 @@ fn an_impostor_on_the_managed_worker_socket_is_refused() {
         &[("CLAWGATE_WORKER_BIN", wrapper_str)],
     );
     let socket = gateway.data_dir.join("run/worker.sock");
-    wait_until(Duration::from_secs(20), || socket.exists().then_some(()))
-        .unwrap_or_else(|| panic!("{} never appeared", socket.display()));
-    let mut impostor = std::os::unix::net::UnixStream::connect(&socket).expect("connect as an impostor");
+    // Connected once the gateway listens: the file exists from `bind`, a moment before `listen`
+    // (a connect in between is refused; a clean-clone run of 843d9e7 failed there).
+    let mut impostor =
+        wait_until(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).ok())
+            .unwrap_or_else(|| panic!("could not connect to {} as an impostor", socket.display()));
     std::fs::write(&flag, b"").unwrap();
 
     // Refused at once, well within the 10 s handshake deadline an idle impostor used to take.
