@@ -791,23 +791,22 @@ fn since(
     }
     let index_changed =
         sig.nodes != known.nodes || sig.windows.1 != known.windows.1 || Some(sig.labels) != known.labels;
-    let (entries, patch, index_hash) = if !index_changed {
-        (None, None, known.index_hash)
+    let (entries, patch, index_hash, stream) = if !index_changed {
+        (None, None, known.index_hash, false)
     } else if let Some(patch) = entries_since(&tx, known, &sig)? {
         // The hash of the whole index is not known any more: the next complete listing applies
         // it (entries that did not change are compared, not written).
-        (None, Some(patch), 0)
+        (None, Some(patch), 0, false)
     } else if too_large(&sig, over) {
         // Streamed by the engine, which sets the hash ([`Databases::stream_entries`]).
-        (None, None, 0)
+        (None, None, 0, true)
     } else {
-        // Nodes were added or removed, labels changed, or too many nodes changed at once: the
-        // session index is rebuilt and compared by hash.
+        // Nodes were removed, labels changed, or too many nodes changed at once: the session
+        // index is rebuilt and compared by hash.
         let (all_nodes, all_windows) = read_index(&tx)?;
         let (entries, hash) = session_entries(&all_nodes, &all_windows);
-        (if hash == known.index_hash { None } else { Some(entries) }, None, hash)
+        (if hash == known.index_hash { None } else { Some(entries) }, None, hash, false)
     };
-    let stream = index_changed && patch.is_none() && too_large(&sig, over);
     tx.commit()?;
     let state = AgentDb {
         stamp: known.stamp,
