@@ -581,9 +581,10 @@ impl Engine {
         }
     }
 
-    /// Work done while idle, between calls: the complete listings of OpenClaw databases that
-    /// are due (see [`sqlite::Databases::due`]). Each costs ~0.2 s on a 6,600-session agent
-    /// (every session counted, the whole session index compared); a call finding it due would
+    /// Work done while idle, between calls: the listings of OpenClaw databases that are due
+    /// (see [`sqlite::Databases::due`]): complete ones, each ~0.2 s on a 6,600-session agent
+    /// (every session counted, the whole session index compared), and on agents too large for
+    /// a call to do so, a look at labels and rewrite generations. A call finding them due would
     /// pay that instead of an append's few milliseconds. Returns the agents listed.
     pub fn maintain(&mut self, cancel: &AtomicBool) -> Result<Vec<String>, WorkerError> {
         let due = self.sqlite.due();
@@ -594,7 +595,10 @@ impl Engine {
         self.after_answer();
         let mut diag = Diagnostics::default();
         self.refresh_prices(&due, &mut diag);
-        self.refresh(&due, cancel, &mut |_| {}, &mut diag)?;
+        self.sqlite.set_idle(true);
+        let refreshed = self.refresh(&due, cancel, &mut |_| {}, &mut diag);
+        self.sqlite.set_idle(false);
+        refreshed?;
         Ok(due)
     }
 

@@ -220,8 +220,10 @@ pub struct AgentDb {
     labels: Option<(i64, i64)>,
     /// The newest `transcript_events` rowid: rows appended since have larger ones.
     max_rowid: i64,
-    /// `transcript_rewrite_watermarks`: their number and a hash of their generations.
-    rewrites: (i64, u64),
+    /// The newest `updated_at` of `transcript_rewrite_watermarks` when they were last looked
+    /// at: OpenClaw rotates a session's generation with `updated_at` set to the time it does
+    /// so, so the sessions rewritten since are those at or past it.
+    rewrites_at: i64,
     /// The newest window's `created_at`: windows created since, as many as the count grew, are
     /// windows added with none removed. `None` in a state saved by an earlier version.
     #[serde(default)]
@@ -234,10 +236,26 @@ pub struct AgentDb {
     /// edit no signature shows is found without waiting for the next write.
     #[serde(default)]
     partial: bool,
+    /// The last listing did not look at labels and rewrite generations (each a walk of a whole
+    /// table or index: [`DEEP_ON_CALLS_MAX`]): the worker looks at them when idle.
+    #[serde(default)]
+    deep_behind: bool,
 }
 
 /// Longest time between two complete listings of a database that keeps changing.
 const FULL_EVERY_MS: i64 = 30_000;
+
+/// Session nodes or windows up to which a call's listing also looks at labels and rewrite
+/// generations ([`Deep`]); past it, the worker does when idle ([`Databases::due`]), so that an
+/// append costs what it touches, not the size of its agent. Both walk a whole index or table:
+/// on one agent of 54,000 sessions they were ~23 ms of a ~34 ms append. A label set or a
+/// session rewritten in place on such an agent shows from the first idle moment after it (the
+/// worker is idle a second after a call), not in the call right after.
+#[cfg_attr(test, allow(dead_code))]
+const DEEP_ON_CALLS_MAX: usize = SLICED_OVER;
+
+/// Sessions rewritten since the last look past which the database is listed completely.
+const ROTATED_MAX: usize = 1024;
 
 /// What [`Databases::list`] found.
 #[derive(Debug)]
@@ -281,6 +299,9 @@ thread_local! {
     /// Tests: [`SLICED_OVER`] of the engines made on this thread (small, so that most test
     /// stores take the sliced way; tests of both ways set it).
     pub static SLICED_OVER_TEST: std::cell::Cell<usize> = const { std::cell::Cell::new(2) };
+    /// Tests: [`DEEP_ON_CALLS_MAX`] of the engines made on this thread (every test store is
+    /// looked at on calls unless a test sets it).
+    pub static DEEP_ON_CALLS_TEST: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 /// The rest of a complete listing of a database too large to hold whole: its sessions, a
@@ -333,6 +354,10 @@ pub struct Databases {
     pub sliced_listings: u64,
     /// [`SLICED_OVER`]; tests set it.
     sliced_over: usize,
+    /// [`DEEP_ON_CALLS_MAX`]; tests set it.
+    deep_on_calls: usize,
+    /// Listing while idle ([`Databases::set_idle`]): labels and rewrites are looked at.
+    idle: bool,
 }
 
 impl Default for Databases {
@@ -350,6 +375,11 @@ impl Default for Databases {
             sliced_over: SLICED_OVER,
             #[cfg(test)]
             sliced_over: SLICED_OVER_TEST.get(),
+            #[cfg(not(test))]
+            deep_on_calls: DEEP_ON_CALLS_MAX,
+            #[cfg(test)]
+            deep_on_calls: DEEP_ON_CALLS_TEST.get(),
+            idle: false,
         }
     }
 }
@@ -426,17 +456,25 @@ impl Databases {
     }
 
     /// Agents whose database changed since its last complete listing, which is now
-    /// [`FULL_EVERY_MS`] old: the worker lists them when idle, so that a call does not pay for it.
+    /// [`FULL_EVERY_MS`] old, or whose labels and rewrites the last listing did not look at
+    /// ([`DEEP_ON_CALLS_MAX`]): the worker lists them when idle ([`Databases::set_idle`]), so
+    /// that a call does not pay for it.
     pub fn due(&self) -> Vec<String> {
         let now = now_ms();
         let mut due: Vec<String> = self
             .agents
             .iter()
-            .filter(|(_, a)| a.partial && now - a.full_at_ms >= self.full_every_ms)
+            .filter(|(_, a)| a.deep_behind || (a.partial && now - a.full_at_ms >= self.full_every_ms))
             .map(|(agent, _)| agent.clone())
             .collect();
         due.sort_unstable();
         due
+    }
+
+    /// Listings made from now on are the idle ones ([`Databases::due`]): they look at labels
+    /// and rewrites whatever the size of the agent.
+    pub fn set_idle(&mut self, idle: bool) {
+        self.idle = idle;
     }
 
     /// What a previous worker saved of `agent`'s database (its last applied listing).
@@ -468,6 +506,7 @@ impl Databases {
             && known.stamp == stamp
             && !known.racy
             && !(known.partial && now - known.full_at_ms >= self.full_every_ms)
+            && !(self.idle && known.deep_behind)
         {
             return Listing::Unchanged;
         }
@@ -475,9 +514,10 @@ impl Databases {
         let abs = absolute(&db);
         let known = self.agents.get(agent).cloned();
         let (full_every, over) = (self.full_every_ms, self.sliced_over);
+        let deep_over = if self.idle { usize::MAX } else { self.deep_on_calls };
         let result = self.connection(agent, &abs).and_then(|conn| {
             let partial = match &known {
-                Some(k) if now - k.full_at_ms < full_every => since(conn, &abs, agent, k, over)?,
+                Some(k) if now - k.full_at_ms < full_every => since(conn, &abs, agent, k, over, deep_over)?,
                 _ => None,
             };
             match partial {
@@ -656,7 +696,8 @@ fn absolute(db: &Path) -> PathBuf {
     std::path::absolute(db).unwrap_or_else(|_| db.to_owned())
 }
 
-/// Whether a database's complete listing is made in slices ([`Listing::Sliced`]).
+/// Whether a database has more than `over` session nodes or windows: past [`SLICED_OVER`] its
+/// complete listing is made in slices ([`Listing::Sliced`]).
 fn too_large(sig: &Signatures, over: usize) -> bool {
     let over = i64::try_from(over).unwrap_or(i64::MAX);
     sig.nodes.0 > over || sig.windows.0 > over
@@ -666,21 +707,21 @@ fn now_ms() -> i64 {
     (now_ns() / 1_000_000) as i64
 }
 
-/// What a listing compares: windows and nodes (number, newest update; labels' number and bytes),
-/// the newest event rowid, and the rewrite watermarks (number, hash of generations). Each is
-/// read from one end of an index or from a small table, never by walking the session tables or the events' index (walking them took ~10 ms of an append's ~16 ms on a
-/// 6,600-session database: a write empties the reader's page cache, so every page is read
-/// again). What no signature shows between complete listings (an entry rewritten in place
-/// without a new update time, as OpenClaw's `doctor` does; event rows deleted without a rewrite
-/// generation or a removed window) shows at the next one, at most [`FULL_EVERY_MS`] later.
+/// What a listing compares: windows and nodes (number, newest update), the newest window's
+/// creation and the newest event rowid. Each is read from one end of an index, or counted from
+/// the smallest index, never by walking the session tables or the events' index (walking them
+/// took ~10 ms of an append's ~16 ms on a 6,600-session database: a write empties the reader's
+/// page cache, so every page is read again). Labels and rewrite generations ([`Deep`]) are
+/// looked at beside them on agents of up to [`DEEP_ON_CALLS_MAX`] sessions, else when idle.
+/// What no signature shows between complete listings (an entry rewritten in place without a new
+/// update time, as OpenClaw's `doctor` does; event rows deleted without a rewrite generation or
+/// a removed window) shows at the next one, at most [`FULL_EVERY_MS`] later.
 struct Signatures {
     windows: (i64, i64),
     /// The newest window's `created_at` (OpenClaw's `created_at` index).
     windows_created: i64,
     nodes: (i64, i64),
-    labels: (i64, i64),
     max_rowid: i64,
-    rewrites: (i64, u64),
 }
 
 fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
@@ -692,31 +733,58 @@ fn signatures(tx: &Connection) -> Result<Signatures, SqliteError> {
         one("SELECT coalesce(max(updated_at), 0) FROM session_windows")?,
     );
     let windows_created = one("SELECT coalesce(max(created_at), 0) FROM session_windows")?;
-    // Labels are set without a new update time: their number and bytes, from OpenClaw's
-    // partial index of labelled nodes (a rename to another of the same length shows at the next
-    // complete listing).
-    let labels = tx
-        .prepare_cached(
-            "SELECT count(*), coalesce(sum(octet_length(label)), 0) FROM session_nodes WHERE label IS NOT NULL",
-        )?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
     let nodes = (
         one("SELECT count(*) FROM session_nodes")?,
         one("SELECT coalesce(max(updated_at), 0) FROM session_nodes")?,
     );
     let max_rowid = one("SELECT coalesce(max(rowid), 0) FROM transcript_events")?;
-    // Rewrite generations: their number and a digest from SQLite itself (no row crosses into
-    // Rust). A generation replaced by another of the same length that is neither the smallest
-    // nor the largest shows at the next complete listing.
-    let (n, digest): (i64, String) = tx.query_row(
-        "SELECT count(*), coalesce(sum(octet_length(generation)), 0) || ':' || coalesce(min(generation), '')
-                || ':' || coalesce(max(generation), '') || ':' || coalesce(max(session_id), '')
-         FROM transcript_rewrite_watermarks",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    Ok(Signatures { windows, windows_created, nodes, max_rowid })
+}
+
+/// Labelled nodes: their number and the labels' bytes, from OpenClaw's partial index of
+/// labelled nodes (it sets a label without a new update time; a rename to another of the same
+/// length shows at the next complete listing). A walk of that index.
+fn labels(tx: &Connection) -> Result<(i64, i64), SqliteError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(octet_length(label)), 0) FROM session_nodes WHERE label IS NOT NULL",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// The newest rewrite watermark's `updated_at` (a walk of the table: it has no index on it).
+fn newest_rewrite(tx: &Connection) -> Result<i64, SqliteError> {
+    Ok(tx
+        .prepare_cached("SELECT coalesce(max(updated_at), 0) FROM transcript_rewrite_watermarks")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// What a listing that looks deeper finds: the labels, and the sessions whose rewrite generation
+/// OpenClaw rotated since the last look, with the newest `updated_at` among them.
+struct Deep {
+    labels: (i64, i64),
+    rotated: Vec<String>,
+    rewrites_at: i64,
+}
+
+/// Labels, and the sessions rotated at or after `since` (OpenClaw stamps a rotation with the
+/// time it makes it; one made in the same millisecond as the last look is found again, and
+/// found unchanged). `None`: more than [`ROTATED_MAX`], list everything. A walk of the table.
+fn deep(tx: &Connection, since: i64) -> Result<Option<Deep>, SqliteError> {
+    let labels = labels(tx)?;
+    let mut st = tx.prepare_cached(
+        "SELECT session_id, updated_at FROM transcript_rewrite_watermarks WHERE updated_at >= ?1 LIMIT ?2",
     )?;
-    let hash = fnv1a(FNV_SEED, digest.as_bytes());
-    Ok(Signatures { windows, windows_created, nodes, labels, max_rowid, rewrites: (n, hash) })
+    let (mut rotated, mut rewrites_at) = (Vec::new(), since);
+    for r in st.query_map(params![since, ROTATED_MAX as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        let (id, at): (String, i64) = r?;
+        rewrites_at = rewrites_at.max(at);
+        rotated.push(id);
+    }
+    if rotated.len() > ROTATED_MAX {
+        return Ok(None);
+    }
+    Ok(Some(Deep { labels, rotated, rewrites_at }))
 }
 
 /// What changed in a database since its last listing.
@@ -730,22 +798,34 @@ struct Since {
     state: AgentDb,
 }
 
-/// The sessions with events appended since `known` was listed (rowids past its newest), each as
-/// [`snapshot`] describes it; the entries of nodes that changed, or the whole session index when
-/// those cannot be told apart (streamed past `over` nodes or windows). `Ok(None)`: windows were
-/// added or removed, or rows were rewritten: list everything.
+/// The sessions with events appended since `known` was listed (rowids past its newest), and
+/// those rewritten since when it looks deeper ([`Deep`], up to `deep_over` nodes and windows),
+/// each as [`snapshot`] describes it; the entries of nodes that changed, or the whole session
+/// index when those cannot be told apart (streamed past `over` nodes or windows). `Ok(None)`:
+/// windows were removed, rows went back, a rewritten session has no rows left or too many were
+/// rewritten: list everything.
 fn since(
     conn: &Connection,
     db: &Path,
     agent: &str,
     known: &AgentDb,
     over: usize,
+    deep_over: usize,
 ) -> Result<Option<Since>, SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
-    if !only_added(&tx, known, &sig)? || sig.rewrites != known.rewrites || sig.max_rowid < known.max_rowid {
+    if !only_added(&tx, known, &sig)? || sig.max_rowid < known.max_rowid {
         return Ok(None);
     }
+    let looked = if too_large(&sig, deep_over) {
+        None
+    } else {
+        match deep(&tx, known.rewrites_at)? {
+            Some(d) => Some(d),
+            None => return Ok(None),
+        }
+    };
+    let labels = looked.as_ref().map_or(known.labels, |d| Some(d.labels));
     let mut listed = Vec::new();
     {
         // Not `DISTINCT`: SQLite would walk the whole primary-key index for it (~5 ms on 91,000
@@ -758,12 +838,20 @@ fn since(
         )?;
         let mut generation =
             tx.prepare_cached("SELECT generation FROM transcript_rewrite_watermarks WHERE session_id = ?1")?;
-        let grown: std::collections::BTreeSet<String> =
+        let mut grown: std::collections::BTreeSet<String> =
             st.query_map([known.max_rowid], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let rotated = looked.as_ref().map_or(&[][..], |d| &d.rotated[..]);
+        grown.extend(rotated.iter().cloned());
         for session_id in grown {
             let (rows, max_seq): (i64, Option<i64>) =
                 counts.query_row([&session_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let Some(max_seq) = max_seq.filter(|_| rows > 0) else { continue };
+            let Some(max_seq) = max_seq.filter(|_| rows > 0) else {
+                // Rewritten to nothing: only a complete listing drops a session.
+                if rotated.contains(&session_id) {
+                    return Ok(None);
+                }
+                continue;
+            };
             let updated_ms =
                 match window.query_row([&session_id], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten() {
                     Some(u) => u,
@@ -790,10 +878,10 @@ fn since(
         }
     }
     let index_changed =
-        sig.nodes != known.nodes || sig.windows.1 != known.windows.1 || Some(sig.labels) != known.labels;
+        sig.nodes != known.nodes || sig.windows.1 != known.windows.1 || labels != known.labels;
     let (entries, patch, index_hash, stream) = if !index_changed {
         (None, None, known.index_hash, false)
-    } else if let Some(patch) = entries_since(&tx, known, &sig)? {
+    } else if let Some(patch) = entries_since(&tx, known, &sig, labels)? {
         // The hash of the whole index is not known any more: the next complete listing applies
         // it (entries that did not change are compared, not written).
         (None, Some(patch), 0, false)
@@ -814,12 +902,13 @@ fn since(
         index_hash,
         windows: sig.windows,
         nodes: sig.nodes,
-        labels: Some(sig.labels),
+        labels,
         max_rowid: sig.max_rowid,
-        rewrites: sig.rewrites,
+        rewrites_at: looked.as_ref().map_or(known.rewrites_at, |d| d.rewrites_at),
         windows_created: Some(sig.windows_created),
         full_at_ms: known.full_at_ms,
         partial: true,
+        deep_behind: looked.is_none(),
     };
     Ok(Some(Since { listed, entries, patch, stream, state }))
 }
@@ -858,10 +947,11 @@ fn entries_since(
     tx: &Connection,
     known: &AgentDb,
     sig: &Signatures,
+    labels: Option<(i64, i64)>,
 ) -> Result<Option<(Vec<StoreEntry>, usize)>, SqliteError> {
     let Ok(added) = usize::try_from(sig.nodes.0 - known.nodes.0) else { return Ok(None) };
     if added > PATCH_MAX
-        || known.labels != Some(sig.labels)
+        || known.labels != labels
         || sig.nodes.1 < known.nodes.1
         || sig.windows.1 < known.windows.1
     {
@@ -1027,12 +1117,13 @@ fn snapshot(
         index_hash: 0,
         windows: sig.windows,
         nodes: sig.nodes,
-        labels: Some(sig.labels),
+        labels: Some(labels(&tx)?),
         max_rowid: sig.max_rowid,
-        rewrites: sig.rewrites,
+        rewrites_at: newest_rewrite(&tx)?,
         windows_created: Some(sig.windows_created),
         full_at_ms: 0,
         partial: false,
+        deep_behind: false,
     };
     if too_large(&sig, over) {
         tx.commit()?;

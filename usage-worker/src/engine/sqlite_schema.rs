@@ -401,7 +401,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/tests/tiny-sqlite/agents");
         let (mut projected, mut inflated) = (0, 0);
         for agent in ["main", "agent1"] {
-            let conn = Connection::open(root.join(agent).join("agent/openclaw-agent.sqlite")).unwrap();
+            // Immutable: read where it lies without the -wal/-shm a writable open leaves there
+            // for a moment, which the tests copying the fixture meanwhile tripped over.
+            let conn = open_as(&root.join(agent).join("agent/openclaw-agent.sqlite"), true).unwrap();
             let mut st = conn
                 .prepare("SELECT event_zstd, event_utf8_bytes, navigation_json FROM transcript_events WHERE event_zstd IS NOT NULL")
                 .unwrap();

@@ -456,10 +456,10 @@ fn rewritten_or_deleted_rows_make_the_session_be_read_again() {
         w.execute("DELETE FROM transcript_events WHERE session_id = ?1 AND seq >= 15", [MAIN_SESSION])
             .unwrap();
         check(&mut e, "tail deleted");
-        // A new rewrite generation, rows untouched.
+        // A new rewrite generation, rows untouched (OpenClaw stamps it with the time).
         w.execute(
-            "UPDATE transcript_rewrite_watermarks SET generation = 'g2' WHERE session_id = ?1",
-            [MAIN_SESSION],
+            "UPDATE transcript_rewrite_watermarks SET generation = 'g2', updated_at = ?2 WHERE session_id = ?1",
+            params![MAIN_SESSION, now_ms()],
         )
         .unwrap();
         check(&mut e, "new generation");
@@ -960,6 +960,117 @@ fn a_complete_listing_that_is_due_is_made_while_idle() {
     });
 }
 
+/// Now, in epoch ms (OpenClaw stamps a rewrite generation with it).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// On an agent too large for a call to walk its labels and rewrite generations
+/// (`DEEP_ON_CALLS_MAX`: 2 sessions here), a call lists what its signatures show and the worker
+/// looks at those while idle: a label set or a session rewritten in place as OpenClaw does shows
+/// from there, the rewritten session read again alone; a session rewritten to nothing leaves at
+/// the complete listing that look makes.
+#[test]
+fn on_a_large_agent_labels_and_rewrites_are_looked_at_while_idle() {
+    let dir = sqlite_copy();
+    let deep = sqlite::DEEP_ON_CALLS_TEST.replace(2);
+    let mut e = engine(dir.path());
+    sqlite::DEEP_ON_CALLS_TEST.set(deep);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let q = query(Method::SessionsUsage);
+    let fresh = || normalise(ask(&mut engine(dir.path()), &q).0);
+    // `main`, and `agent1` while its files are new enough to be racy (listed again each call).
+    let due = |e: &Engine| {
+        let due = e.sqlite.due();
+        assert!(due.contains(&"main".to_owned()), "{due:?}");
+        due
+    };
+    ask(&mut e, &q);
+    assert!(e.maintain(&cancel).unwrap().is_empty(), "a complete listing looked at everything");
+    let w = writer(dir.path(), "main");
+
+    // 1. An append: listed by its signatures alone; the idle look finds nothing more.
+    append(&w, MAIN_SESSION, &[assistant_event("d1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+    let (_, s) = ask(&mut e, &q);
+    assert_eq!(s.files_parsed, 1);
+    let (complete, change) = (e.sqlite.complete_listings, e.change);
+    let due_now = due(&e);
+    assert_eq!(e.maintain(&cancel).unwrap(), due_now);
+    assert_eq!((e.sqlite.complete_listings, e.change), (complete, change), "nothing found");
+    assert!(e.sqlite.due().is_empty());
+
+    // 2. A label set: not in the next call's answer, in the one after the idle look.
+    w.execute("UPDATE session_nodes SET label = 'Ops' WHERE session_key = 'agent:main:main'", []).unwrap();
+    let label = |v: &Value| {
+        let row = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
+        row["label"].clone()
+    };
+    let (v, _) = ask(&mut e, &q);
+    assert_ne!(label(&v), "Ops");
+    let due_now = due(&e);
+    assert_eq!(e.maintain(&cancel).unwrap(), due_now);
+    let (v, s) = ask(&mut e, &q);
+    assert_eq!((label(&v), s.files_parsed), (Value::from("Ops"), 0));
+    assert_json_close(&normalise(v), &fresh(), "label set");
+
+    // 3. The last row rewritten in place, its generation rotated with the time: the idle look
+    // reads that session again, without listing everything.
+    let last: String = w
+        .query_row(
+            "SELECT event_json FROM transcript_events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [MAIN_SESSION],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let rewritten = last.replacen("\"output\":", "\"output\":9", 1);
+    assert_ne!(rewritten, last);
+    w.execute(
+        "UPDATE transcript_events SET event_json = ?2 WHERE session_id = ?1 AND event_json = ?3",
+        params![MAIN_SESSION, rewritten, last],
+    )
+    .unwrap();
+    let rotate = |session: &str| {
+        w.execute(
+            "UPDATE transcript_rewrite_watermarks SET generation = 'g2', updated_at = ?2 WHERE session_id = ?1",
+            params![session, now_ms()],
+        )
+        .unwrap()
+    };
+    assert_eq!(rotate(MAIN_SESSION), 1);
+    let (before, s) = ask(&mut e, &q);
+    assert_eq!(s.files_parsed, 0, "no signature a call reads shows it");
+    let complete = e.sqlite.complete_listings;
+    let due_now = due(&e);
+    assert_eq!(e.maintain(&cancel).unwrap(), due_now);
+    assert_eq!(e.sqlite.complete_listings, complete);
+    let (after, s) = ask(&mut e, &q);
+    assert_eq!(s.files_parsed, 0, "read again while idle");
+    let fresh_after = fresh();
+    assert_ne!(normalise(before), fresh_after);
+    assert_json_close(&normalise(after), &fresh_after, "rewritten in place");
+
+    // 4. A session rewritten to nothing (its rows deleted, the generation rotated; not the one
+    // holding the newest rows, whose deletion a call sees): gone after the idle look, which lists
+    // everything for it.
+    let other: String = w
+        .query_row(
+            "SELECT session_id FROM transcript_events WHERE session_id <> ?1 LIMIT 1",
+            [MAIN_SESSION],
+            |r| r.get(0),
+        )
+        .unwrap();
+    w.execute("DELETE FROM transcript_events WHERE session_id = ?1", [&other]).unwrap();
+    assert_eq!(rotate(&other), 1);
+    let (v, _) = ask(&mut e, &q);
+    assert!(v["sessions"].as_array().unwrap().iter().any(|r| r["sessionId"] == other.as_str()));
+    let due_now = due(&e);
+    assert_eq!(e.maintain(&cancel).unwrap(), due_now);
+    assert_eq!(e.sqlite.complete_listings, complete + 1);
+    let (v, _) = ask(&mut e, &q);
+    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != other.as_str()));
+    assert_json_close(&normalise(v), &fresh(), "rewritten to nothing");
+}
+
 /// `n` bare entries `k<i>` -> session `s<i>`.
 fn entries(n: usize) -> Vec<crate::engine::store::StoreEntry> {
     (0..n)
@@ -1290,8 +1401,8 @@ fn a_database_listed_in_slices_answers_as_one_listed_whole() {
     assert_eq!(row["label"], "relabelled");
     check(&mut e, "relabelled and grown");
 
-    // 4. A session gone (as OpenClaw deletes one) and one come (another's copy): listed
-    // completely, in slices.
+    // 4. A session gone (as OpenClaw deletes one) and one come (another's copy, created now as
+    // OpenClaw creates one): listed completely, in slices.
     w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
     w.execute("DELETE FROM session_windows WHERE session_id = ?1", [&ids[3]]).unwrap();
     // (Node, window and rows inserted in turn, as one would not be without the others.)
@@ -1309,7 +1420,12 @@ fn a_database_listed_in_slices_answers_as_one_listed_whole() {
              INSERT INTO {table} SELECT * FROM t;
              DROP TABLE t;",
             ids[12],
-            if table == "transcript_events" { "" } else { "UPDATE t SET session_key = 'agent:main:copied';" },
+            match table {
+                "transcript_events" => String::new(),
+                "session_windows" =>
+                    format!("UPDATE t SET session_key = 'agent:main:copied', created_at = {};", now_ms()),
+                _ => "UPDATE t SET session_key = 'agent:main:copied';".to_owned(),
+            },
         ))
         .unwrap();
     }
@@ -1323,8 +1439,11 @@ fn a_database_listed_in_slices_answers_as_one_listed_whole() {
     // else): a new key, and a reset of an existing one (a new window, the node pointed at it).
     // Listed by signatures, the new entries patched in: no complete listing.
     let (listings, rebuilds) = (e.sqlite.complete_listings, e.sqlite.index_rebuilds);
-    let later: i64 =
-        w.query_row("SELECT max(updated_at) + 1000 FROM session_windows", [], |r| r.get(0)).unwrap();
+    let later: i64 = w
+        .query_row("SELECT max(max(updated_at), max(created_at)) + 1000 FROM session_windows", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     let reset_key: String = w
         .query_row("SELECT session_key FROM session_nodes WHERE current_session_id = ?1", [&ids[14]], |r| {
             r.get(0)
