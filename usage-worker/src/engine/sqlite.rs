@@ -240,6 +240,11 @@ pub struct AgentDb {
     /// table or index: [`DEEP_ON_CALLS_MAX`]): the worker looks at them when idle.
     #[serde(default)]
     deep_behind: bool,
+    /// The last listing found windows removed on an agent too large for a call to list
+    /// completely ([`DEEP_ON_CALLS_MAX`]), and listed only the rows appended since: the worker
+    /// lists it completely when idle (a call does once [`FULL_EVERY_MS`] have passed).
+    #[serde(default)]
+    relist_behind: bool,
 }
 
 /// Longest time between two complete listings of a database that keeps changing.
@@ -464,7 +469,9 @@ impl Databases {
         let mut due: Vec<String> = self
             .agents
             .iter()
-            .filter(|(_, a)| a.deep_behind || (a.partial && now - a.full_at_ms >= self.full_every_ms))
+            .filter(|(_, a)| {
+                a.deep_behind || a.relist_behind || (a.partial && now - a.full_at_ms >= self.full_every_ms)
+            })
             .map(|(agent, _)| agent.clone())
             .collect();
         due.sort_unstable();
@@ -506,7 +513,7 @@ impl Databases {
             && known.stamp == stamp
             && !known.racy
             && !(known.partial && now - known.full_at_ms >= self.full_every_ms)
-            && !(self.idle && known.deep_behind)
+            && !(self.idle && (known.deep_behind || known.relist_behind))
         {
             return Listing::Unchanged;
         }
@@ -514,10 +521,13 @@ impl Databases {
         let abs = absolute(&db);
         let known = self.agents.get(agent).cloned();
         let (full_every, over) = (self.full_every_ms, self.sliced_over);
-        let deep_over = if self.idle { usize::MAX } else { self.deep_on_calls };
+        let idle = self.idle;
+        let deep_over = if idle { usize::MAX } else { self.deep_on_calls };
         let result = self.connection(agent, &abs).and_then(|conn| {
             let partial = match &known {
-                Some(k) if now - k.full_at_ms < full_every => since(conn, &abs, agent, k, over, deep_over)?,
+                Some(k) if now - k.full_at_ms < full_every && !(idle && k.relist_behind) => {
+                    since(conn, &abs, agent, k, over, deep_over)?
+                }
                 _ => None,
             };
             match partial {
@@ -814,8 +824,21 @@ fn since(
 ) -> Result<Option<Since>, SqliteError> {
     let tx = conn.unchecked_transaction()?;
     let sig = signatures(&tx)?;
-    if !only_added(&tx, known, &sig)? || sig.max_rowid < known.max_rowid {
+    if sig.max_rowid < known.max_rowid {
         return Ok(None);
+    }
+    if !only_added(&tx, known, &sig)? {
+        if !too_large(&sig, deep_over) {
+            return Ok(None);
+        }
+        // Windows removed from an agent too large to list completely on a call (~10 s for
+        // 200,000 sessions): the rows appended since are listed now, with the session index as it
+        // was; what went is dropped by the complete listing the worker makes when idle.
+        let appended = appended_since(&tx, known.max_rowid)?;
+        let listed = describe(&tx, db, agent, appended, &[])?.unwrap_or_default();
+        tx.commit()?;
+        let state = AgentDb { relist_behind: true, ..known.clone() };
+        return Ok(Some(Since { listed, entries: None, patch: None, stream: false, state }));
     }
     let looked = if too_large(&sig, deep_over) {
         None
@@ -826,57 +849,10 @@ fn since(
         }
     };
     let labels = looked.as_ref().map_or(known.labels, |d| Some(d.labels));
-    let mut listed = Vec::new();
-    {
-        // Not `DISTINCT`: SQLite would walk the whole primary-key index for it (~5 ms on 91,000
-        // rows) instead of the few rows past the rowid.
-        let mut st = tx.prepare_cached("SELECT session_id FROM transcript_events WHERE rowid > ?1")?;
-        let mut counts =
-            tx.prepare_cached("SELECT count(*), max(seq) FROM transcript_events WHERE session_id = ?1")?;
-        let mut window = tx.prepare_cached(
-            "SELECT coalesce(transcript_updated_at, updated_at) FROM session_windows WHERE session_id = ?1",
-        )?;
-        let mut generation =
-            tx.prepare_cached("SELECT generation FROM transcript_rewrite_watermarks WHERE session_id = ?1")?;
-        let mut grown: std::collections::BTreeSet<String> =
-            st.query_map([known.max_rowid], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let rotated = looked.as_ref().map_or(&[][..], |d| &d.rotated[..]);
-        grown.extend(rotated.iter().cloned());
-        for session_id in grown {
-            let (rows, max_seq): (i64, Option<i64>) =
-                counts.query_row([&session_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let Some(max_seq) = max_seq.filter(|_| rows > 0) else {
-                // Rewritten to nothing: only a complete listing drops a session.
-                if rotated.contains(&session_id) {
-                    return Ok(None);
-                }
-                continue;
-            };
-            let updated_ms =
-                match window.query_row([&session_id], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten() {
-                    Some(u) => u,
-                    None => last_created_at(&tx, &session_id)?.unwrap_or(0),
-                };
-            let generation: Option<String> = generation.query_row([&session_id], |r| r.get(0)).optional()?;
-            let path = session_path(agent, &session_id, db);
-            let cp = SqliteCheckpoint {
-                last_seq: max_seq,
-                rows: rows as u64,
-                watermark: watermark(&path, generation.as_deref(), max_seq),
-                updated_ms,
-                anchor: 0,
-            };
-            listed.push(Discovered {
-                path,
-                file_name: session_id.clone(),
-                agent_id: agent.to_owned(),
-                session_id,
-                kind: FileKind::Primary,
-                meta: cp.meta(),
-                span: None,
-            });
-        }
-    }
+    let mut sessions = appended_since(&tx, known.max_rowid)?;
+    let rotated = looked.as_ref().map_or(&[][..], |d| &d.rotated[..]);
+    sessions.extend(rotated.iter().cloned());
+    let Some(listed) = describe(&tx, db, agent, sessions, rotated)? else { return Ok(None) };
     let index_changed =
         sig.nodes != known.nodes || sig.windows.1 != known.windows.1 || labels != known.labels;
     let (entries, patch, index_hash, stream) = if !index_changed {
@@ -909,8 +885,71 @@ fn since(
         full_at_ms: known.full_at_ms,
         partial: true,
         deep_behind: looked.is_none(),
+        relist_behind: false,
     };
     Ok(Some(Since { listed, entries, patch, stream, state }))
+}
+
+/// The sessions with rows past `max_rowid` (appended since a listing that saw it).
+fn appended_since(tx: &Connection, max_rowid: i64) -> Result<BTreeSet<String>, SqliteError> {
+    // Not `DISTINCT`: SQLite would walk the whole primary-key index for it (~5 ms on 91,000
+    // rows) instead of the few rows past the rowid.
+    let mut st = tx.prepare_cached("SELECT session_id FROM transcript_events WHERE rowid > ?1")?;
+    Ok(st.query_map([max_rowid], |r| r.get(0))?.collect::<Result<_, _>>()?)
+}
+
+/// `sessions` as [`snapshot`] lists them. A session without rows is left out (its rows went
+/// since), unless it is one of `rotated`, rewritten to nothing: `None`, only a complete listing
+/// drops a session.
+fn describe(
+    tx: &Connection,
+    db: &Path,
+    agent: &str,
+    sessions: BTreeSet<String>,
+    rotated: &[String],
+) -> Result<Option<Vec<Discovered>>, SqliteError> {
+    let mut counts =
+        tx.prepare_cached("SELECT count(*), max(seq) FROM transcript_events WHERE session_id = ?1")?;
+    let mut window = tx.prepare_cached(
+        "SELECT coalesce(transcript_updated_at, updated_at) FROM session_windows WHERE session_id = ?1",
+    )?;
+    let mut generation =
+        tx.prepare_cached("SELECT generation FROM transcript_rewrite_watermarks WHERE session_id = ?1")?;
+    let mut listed = Vec::with_capacity(sessions.len());
+    for session_id in sessions {
+        let (rows, max_seq): (i64, Option<i64>) =
+            counts.query_row([&session_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let Some(max_seq) = max_seq.filter(|_| rows > 0) else {
+            if rotated.contains(&session_id) {
+                return Ok(None);
+            }
+            continue;
+        };
+        let updated_ms =
+            match window.query_row([&session_id], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten() {
+                Some(u) => u,
+                None => last_created_at(tx, &session_id)?.unwrap_or(0),
+            };
+        let generation: Option<String> = generation.query_row([&session_id], |r| r.get(0)).optional()?;
+        let path = session_path(agent, &session_id, db);
+        let cp = SqliteCheckpoint {
+            last_seq: max_seq,
+            rows: rows as u64,
+            watermark: watermark(&path, generation.as_deref(), max_seq),
+            updated_ms,
+            anchor: 0,
+        };
+        listed.push(Discovered {
+            path,
+            file_name: session_id.clone(),
+            agent_id: agent.to_owned(),
+            session_id,
+            kind: FileKind::Primary,
+            meta: cp.meta(),
+            span: None,
+        });
+    }
+    Ok(Some(listed))
 }
 
 /// Whether the windows are those of the last listing and any created since: as many were
@@ -1124,6 +1163,7 @@ fn snapshot(
         full_at_ms: 0,
         partial: false,
         deep_behind: false,
+        relist_behind: false,
     };
     if too_large(&sig, over) {
         tx.commit()?;

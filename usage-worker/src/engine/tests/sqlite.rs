@@ -968,8 +968,8 @@ fn now_ms() -> i64 {
 /// On an agent too large for a call to walk its labels and rewrite generations
 /// (`DEEP_ON_CALLS_MAX`: 2 sessions here), a call lists what its signatures show and the worker
 /// looks at those while idle: a label set or a session rewritten in place as OpenClaw does shows
-/// from there, the rewritten session read again alone; a session rewritten to nothing leaves at
-/// the complete listing that look makes.
+/// from there, the rewritten session read again alone; a session rewritten to nothing, or
+/// deleted, leaves at the complete listing made then (the call meanwhile reads what grew).
 #[test]
 fn on_a_large_agent_labels_and_rewrites_are_looked_at_while_idle() {
     let dir = sqlite_copy();
@@ -1069,6 +1069,31 @@ fn on_a_large_agent_labels_and_rewrites_are_looked_at_while_idle() {
     let (v, _) = ask(&mut e, &q);
     assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != other.as_str()));
     assert_json_close(&normalise(v), &fresh(), "rewritten to nothing");
+
+    // 5. A session deleted as OpenClaw deletes one (its window, its rows by cascade) while another
+    // grows: the call reads the grown one and lists nothing completely; the deleted one leaves at
+    // the complete listing made while idle.
+    let gone: String = w
+        .query_row(
+            "SELECT session_id FROM session_windows WHERE session_id NOT IN (?1, ?2) LIMIT 1",
+            [MAIN_SESSION, &other],
+            |r| r.get(0),
+        )
+        .unwrap();
+    w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    w.execute("DELETE FROM session_windows WHERE session_id = ?1", [&gone]).unwrap();
+    append(&w, MAIN_SESSION, &[assistant_event("d2", "2026-11-20T11:00:00.000Z", 500, 10)]);
+    let complete = e.sqlite.complete_listings;
+    let (v, s) = ask(&mut e, &q);
+    assert_eq!((s.files_parsed, e.sqlite.complete_listings), (1, complete));
+    assert!(v["sessions"].as_array().unwrap().iter().any(|r| r["sessionId"] == gone.as_str()));
+    let due_now = due(&e);
+    assert_eq!(e.maintain(&cancel).unwrap(), due_now);
+    assert!(e.sqlite.complete_listings > complete);
+    let (v, s) = ask(&mut e, &q);
+    assert_eq!(s.files_parsed, 0);
+    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != gone.as_str()));
+    assert_json_close(&normalise(v), &fresh(), "deleted");
 }
 
 /// `n` bare entries `k<i>` -> session `s<i>`.
