@@ -524,8 +524,13 @@ impl Databases {
         let idle = self.idle;
         let deep_over = if idle { usize::MAX } else { self.deep_on_calls };
         let result = self.connection(agent, &abs).and_then(|conn| {
+            // By signatures unless a complete listing is due: one is when the last was
+            // [`FULL_EVERY_MS`] ago and listings by signatures came since. The first change after
+            // a quiet spell is listed by signatures too (the worker lists it completely when idle,
+            // a second later): listing everything then cost the first append on an agent of
+            // 200,000 sessions ~10 s.
             let partial = match &known {
-                Some(k) if now - k.full_at_ms < full_every && !(idle && k.relist_behind) => {
+                Some(k) if (now - k.full_at_ms < full_every || !k.partial) && !(idle && k.relist_behind) => {
                     since(conn, &abs, agent, k, over, deep_over)?
                 }
                 _ => None,

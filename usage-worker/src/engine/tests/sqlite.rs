@@ -1096,6 +1096,36 @@ fn on_a_large_agent_labels_and_rewrites_are_looked_at_while_idle() {
     assert_json_close(&normalise(v), &fresh(), "deleted");
 }
 
+/// The first change after a quiet spell longer than the 30 s between complete listings is
+/// listed by signatures, as any other (listing everything then cost the first append on one
+/// agent of 200,000 sessions ~10 s); the complete listing it makes due follows while idle.
+#[test]
+fn the_first_change_after_a_quiet_spell_is_listed_by_signatures() {
+    both_ways(|| {
+        let dir = sqlite_copy();
+        let mut e = engine(dir.path());
+        let q = query(Method::SessionsUsage);
+        ask(&mut e, &q);
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        e.sqlite.age_listings(31_000);
+        assert!(e.sqlite.due().is_empty(), "nothing changed since the complete listing");
+        let w = writer(dir.path(), "main");
+        append(&w, MAIN_SESSION, &[assistant_event("q1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+        let complete = e.sqlite.complete_listings;
+        let (v, s) = ask(&mut e, &q);
+        assert_eq!((s.files_parsed, e.sqlite.complete_listings), (1, complete));
+        let due = e.sqlite.due();
+        assert!(due.contains(&"main".to_owned()), "{due:?}");
+        assert_eq!(e.maintain(&cancel).unwrap(), due);
+        assert_eq!(e.sqlite.complete_listings, complete + due.len() as u64);
+        assert_json_close(
+            &normalise(v),
+            &normalise(ask(&mut engine(dir.path()), &q).0),
+            "after a quiet spell",
+        );
+    });
+}
+
 /// `n` bare entries `k<i>` -> session `s<i>`.
 fn entries(n: usize) -> Vec<crate::engine::store::StoreEntry> {
     (0..n)
