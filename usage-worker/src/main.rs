@@ -44,6 +44,11 @@ struct Args {
     /// Exit when our parent process is no longer this pid (set by the supervisor).
     #[arg(long, value_name = "PID")]
     parent_pid: Option<u32>,
+    /// Serve one command and exit (`clawgate report`): every call looks at what a running
+    /// worker leaves to its idle moments on large OpenClaw databases (labels, rewrites,
+    /// removed sessions, complete listings due).
+    #[arg(long)]
+    one_shot: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +67,7 @@ fn main() -> std::process::ExitCode {
         max_line_bytes: args.max_line_bytes,
         threads: args.threads.max(1),
         memory_budget: args.memory_budget.unwrap_or_else(usage_worker::default_memory_budget),
+        one_shot: args.one_shot,
     };
     if let Some(parent_pid) = args.parent_pid {
         usage_worker::exit_when_orphaned(parent_pid);

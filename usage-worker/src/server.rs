@@ -42,6 +42,8 @@ pub struct Config {
     pub threads: usize,
     /// Heap bytes a job may push the worker to before it is refused as over budget (0: none).
     pub memory_budget: u64,
+    /// No idle moments will come (`--one-shot`): calls do what they would leave to them.
+    pub one_shot: bool,
 }
 
 impl Config {
@@ -177,6 +179,7 @@ fn spawn_compute_thread(
                 max_line_bytes: config.max_line_bytes,
                 threads: config.threads,
                 answer_budget: config.answer_budget(),
+                one_shot: config.one_shot,
             };
             let mut engine = Engine::new(engine_config);
             // Off the handshake and ping path: the async side answers those meanwhile.

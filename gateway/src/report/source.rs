@@ -176,7 +176,8 @@ impl StateDirSource {
         let run_dir = tempfile::Builder::new().prefix("clawgate-report-").tempdir().map_err(|e| {
             ReportError::Failed(format!("creating a private directory for the worker socket: {e}"))
         })?;
-        let mut args = vec!["--state-dir".into(), state_dir.clone().into_os_string()];
+        // One command: the worker does on the call what a running one leaves to its idle moments.
+        let mut args = vec!["--one-shot".into(), "--state-dir".into(), state_dir.clone().into_os_string()];
         if let Some(dir) = data_dir {
             args.extend(["--data-dir".into(), dir.into_os_string()]);
         }

@@ -171,6 +171,9 @@ pub struct EngineConfig {
     /// Most bytes of rendered rows one answer may hold; rows past it are cut with a diagnostic
     /// (`rowsCut`) instead of the answer being refused. 0: no limit.
     pub answer_budget: usize,
+    /// The worker serves one command (`clawgate report`): no idle moment follows a call, so a
+    /// call does what it would leave to them ([`sqlite::Databases::set_one_shot`]).
+    pub one_shot: bool,
 }
 
 impl EngineConfig {
@@ -187,6 +190,7 @@ impl EngineConfig {
             max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES,
             threads: Self::DEFAULT_THREADS,
             answer_budget: 0,
+            one_shot: false,
         }
     }
 }
@@ -325,12 +329,14 @@ fn now_ms() -> i64 {
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         index::configure_sqlite();
+        let mut sqlite = sqlite::Databases::default();
+        sqlite.set_one_shot(config.one_shot);
         Engine {
             config,
             index: None,
             prices: HashMap::new(),
             stores: HashMap::new(),
-            sqlite: sqlite::Databases::default(),
+            sqlite,
             watch: watch::Watch::default(),
             lives: live::Lives::default(),
             rows: RowCache::default(),

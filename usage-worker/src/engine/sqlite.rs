@@ -363,6 +363,8 @@ pub struct Databases {
     deep_on_calls: usize,
     /// Listing while idle ([`Databases::set_idle`]): labels and rewrites are looked at.
     idle: bool,
+    /// No idle moment follows a listing ([`Databases::set_one_shot`]).
+    one_shot: bool,
 }
 
 impl Default for Databases {
@@ -385,6 +387,7 @@ impl Default for Databases {
             #[cfg(test)]
             deep_on_calls: DEEP_ON_CALLS_TEST.get(),
             idle: false,
+            one_shot: false,
         }
     }
 }
@@ -484,6 +487,13 @@ impl Databases {
         self.idle = idle;
     }
 
+    /// No idle moment follows a listing (a worker serving one command): every listing looks as
+    /// an idle one does, and a complete listing that is due is made by the call, whether or not
+    /// listings by signatures came since.
+    pub fn set_one_shot(&mut self, one_shot: bool) {
+        self.one_shot = one_shot;
+    }
+
     /// What a previous worker saved of `agent`'s database (its last applied listing).
     pub fn restore(&mut self, agent: &str, saved: &[u8]) {
         if let Ok(a) = rmp_serde::from_slice::<AgentDb>(saved) {
@@ -513,7 +523,7 @@ impl Databases {
             && known.stamp == stamp
             && !known.racy
             && !(known.partial && now - known.full_at_ms >= self.full_every_ms)
-            && !(self.idle && (known.deep_behind || known.relist_behind))
+            && !((self.idle || self.one_shot) && (known.deep_behind || known.relist_behind))
         {
             return Listing::Unchanged;
         }
@@ -521,7 +531,7 @@ impl Databases {
         let abs = absolute(&db);
         let known = self.agents.get(agent).cloned();
         let (full_every, over) = (self.full_every_ms, self.sliced_over);
-        let idle = self.idle;
+        let (idle, one_shot) = (self.idle || self.one_shot, self.one_shot);
         let deep_over = if idle { usize::MAX } else { self.deep_on_calls };
         let result = self.connection(agent, &abs).and_then(|conn| {
             // By signatures unless a complete listing is due: one is when the last was
@@ -530,7 +540,10 @@ impl Databases {
             // a second later): listing everything then cost the first append on an agent of
             // 200,000 sessions ~10 s.
             let partial = match &known {
-                Some(k) if (now - k.full_at_ms < full_every || !k.partial) && !(idle && k.relist_behind) => {
+                Some(k)
+                    if (now - k.full_at_ms < full_every || !(k.partial || one_shot))
+                        && !(idle && k.relist_behind) =>
+                {
                     since(conn, &abs, agent, k, over, deep_over)?
                 }
                 _ => None,

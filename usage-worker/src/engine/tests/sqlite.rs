@@ -1096,6 +1096,45 @@ fn on_a_large_agent_labels_and_rewrites_are_looked_at_while_idle() {
     assert_json_close(&normalise(v), &fresh(), "deleted");
 }
 
+/// A worker serving one command (`--one-shot`, as `clawgate report` starts it) has no idle
+/// moment to come: on a large agent its calls show a label set and a session deleted at once,
+/// and the first change after a quiet spell is listed completely by the call.
+#[test]
+fn a_one_shot_worker_shows_on_the_call_what_a_running_one_leaves_to_idle() {
+    let dir = sqlite_copy();
+    let deep = sqlite::DEEP_ON_CALLS_TEST.replace(2);
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.one_shot = true;
+    let mut e = Engine::new(cfg);
+    sqlite::DEEP_ON_CALLS_TEST.set(deep);
+    let q = query(Method::SessionsUsage);
+    ask(&mut e, &q);
+    let w = writer(dir.path(), "main");
+    w.execute("UPDATE session_nodes SET label = 'Ops' WHERE session_key = 'agent:main:main'", []).unwrap();
+    let (v, _) = ask(&mut e, &q);
+    let row = v["sessions"].as_array().unwrap().iter().find(|r| r["key"] == "agent:main:main").unwrap();
+    assert_eq!(row["label"], "Ops");
+    let gone: String = w
+        .query_row(
+            "SELECT session_id FROM session_windows WHERE session_id <> ?1 LIMIT 1",
+            [MAIN_SESSION],
+            |r| r.get(0),
+        )
+        .unwrap();
+    w.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    w.execute("DELETE FROM session_windows WHERE session_id = ?1", [&gone]).unwrap();
+    let (v, _) = ask(&mut e, &q);
+    assert!(v["sessions"].as_array().unwrap().iter().all(|r| r["sessionId"] != gone.as_str()));
+    assert!(e.sqlite.due().is_empty(), "nothing left for an idle moment");
+    e.sqlite.age_listings(31_000);
+    append(&w, MAIN_SESSION, &[assistant_event("o1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+    let complete = e.sqlite.complete_listings;
+    let (v, s) = ask(&mut e, &q);
+    // (`agent1` too while its files are new enough to be racy.)
+    assert_eq!((s.files_parsed, e.sqlite.complete_listings > complete), (1, true));
+    assert_json_close(&normalise(v), &normalise(ask(&mut engine(dir.path()), &q).0), "one shot");
+}
+
 /// The first change after a quiet spell longer than the 30 s between complete listings is
 /// listed by signatures, as any other (listing everything then cost the first append on one
 /// agent of 200,000 sessions ~10 s); the complete listing it makes due follows while idle.
