@@ -222,7 +222,7 @@ pub struct AgentDb {
     max_rowid: i64,
     /// The newest `updated_at` of `transcript_rewrite_watermarks` when they were last looked
     /// at: OpenClaw rotates a session's generation with `updated_at` set to the time it does
-    /// so, so the sessions rewritten since are those at or past it.
+    /// so, so the sessions rewritten since are those past it.
     rewrites_at: i64,
     /// The newest window's `created_at`: windows created since, as many as the count grew, are
     /// windows added with none removed. `None` in a state saved by an earlier version.
@@ -259,8 +259,9 @@ const FULL_EVERY_MS: i64 = 30_000;
 #[cfg_attr(test, allow(dead_code))]
 const DEEP_ON_CALLS_MAX: usize = SLICED_OVER;
 
-/// Sessions rewritten since the last look past which the database is listed completely.
-const ROTATED_MAX: usize = 1024;
+/// Sessions rewritten since the last look past which the database is listed completely (two
+/// in unit tests).
+const ROTATED_MAX: usize = if cfg!(test) { 2 } else { 1024 };
 
 /// What [`Databases::list`] found.
 #[derive(Debug)]
@@ -795,13 +796,16 @@ struct Deep {
     rewrites_at: i64,
 }
 
-/// Labels, and the sessions rotated at or after `since` (OpenClaw stamps a rotation with the
-/// time it makes it; one made in the same millisecond as the last look is found again, and
-/// found unchanged). `None`: more than [`ROTATED_MAX`], list everything. A walk of the table.
+/// Labels, and the sessions rotated after `since` (OpenClaw stamps a rotation with the time it
+/// makes it). Strictly after: OpenClaw's schema migration stamps every session's first
+/// generation with one and the same time, so "at or after" would name them all at every look.
+/// A rotation committed within the millisecond of the newest one seen, after that look, shows
+/// at the next complete listing (due, as this listing was not complete). `None`: more than
+/// [`ROTATED_MAX`], list everything. A walk of the table.
 fn deep(tx: &Connection, since: i64) -> Result<Option<Deep>, SqliteError> {
     let labels = labels(tx)?;
     let mut st = tx.prepare_cached(
-        "SELECT session_id, updated_at FROM transcript_rewrite_watermarks WHERE updated_at >= ?1 LIMIT ?2",
+        "SELECT session_id, updated_at FROM transcript_rewrite_watermarks WHERE updated_at > ?1 LIMIT ?2",
     )?;
     let (mut rotated, mut rewrites_at) = (Vec::new(), since);
     for r in st.query_map(params![since, ROTATED_MAX as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))? {

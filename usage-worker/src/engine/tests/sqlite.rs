@@ -1135,6 +1135,26 @@ fn a_one_shot_worker_shows_on_the_call_what_a_running_one_leaves_to_idle() {
     assert_json_close(&normalise(v), &normalise(ask(&mut engine(dir.path()), &q).0), "one shot");
 }
 
+/// OpenClaw's schema migration stamps every session's first rewrite generation with one and the
+/// same time: an append after it is still listed by signatures alone (the sessions at the
+/// newest stamp are not taken for rewritten ones: past two, everything would be listed).
+#[test]
+fn generations_stamped_alike_by_a_migration_are_not_rewrites() {
+    let dir = sqlite_copy();
+    let w = writer(dir.path(), "main");
+    let stamped =
+        w.execute("UPDATE transcript_rewrite_watermarks SET updated_at = 1795973180000", []).unwrap();
+    assert!(stamped > 2, "more sessions than a listing takes for rewritten at once: {stamped}");
+    let mut e = engine(dir.path());
+    let q = query(Method::SessionsUsage);
+    ask(&mut e, &q);
+    append(&w, MAIN_SESSION, &[assistant_event("m1", "2026-11-20T10:00:00.000Z", 1000, 10)]);
+    let complete = e.sqlite.complete_listings;
+    let (v, s) = ask(&mut e, &q);
+    assert_eq!((s.files_parsed, e.sqlite.complete_listings), (1, complete));
+    assert_json_close(&normalise(v), &normalise(ask(&mut engine(dir.path()), &q).0), "after the migration");
+}
+
 /// The first change after a quiet spell longer than the 30 s between complete listings is
 /// listed by signatures, as any other (listing everything then cost the first append on one
 /// agent of 200,000 sessions ~10 s); the complete listing it makes due follows while idle.
