@@ -912,6 +912,25 @@ fn since(
     Ok(Some(Since { listed, entries, patch, stream, state }))
 }
 
+/// A session of `agent` listed with checkpoint `cp` (its rowid `span` when counted with one).
+fn discovered(
+    agent: &str,
+    session_id: String,
+    path: PathBuf,
+    cp: &SqliteCheckpoint,
+    span: Option<(i64, i64)>,
+) -> Discovered {
+    Discovered {
+        path,
+        file_name: session_id.clone(),
+        agent_id: agent.to_owned(),
+        session_id,
+        kind: FileKind::Primary,
+        meta: cp.meta(),
+        span,
+    }
+}
+
 /// The sessions with rows past `max_rowid` (appended since a listing that saw it).
 fn appended_since(tx: &Connection, max_rowid: i64) -> Result<BTreeSet<String>, SqliteError> {
     // Not `DISTINCT`: SQLite would walk the whole primary-key index for it (~5 ms on 91,000
@@ -961,15 +980,7 @@ fn describe(
             updated_ms,
             anchor: 0,
         };
-        listed.push(Discovered {
-            path,
-            file_name: session_id.clone(),
-            agent_id: agent.to_owned(),
-            session_id,
-            kind: FileKind::Primary,
-            meta: cp.meta(),
-            span: None,
-        });
+        listed.push(discovered(agent, session_id, path, &cp, None));
     }
     Ok(Some(listed))
 }
@@ -1303,15 +1314,7 @@ fn session_list(
             updated_ms,
             anchor: 0,
         };
-        listed.push(Discovered {
-            path,
-            file_name: session_id.clone(),
-            agent_id: agent.to_owned(),
-            session_id,
-            kind: FileKind::Primary,
-            meta: cp.meta(),
-            span: Some(span),
-        });
+        listed.push(discovered(agent, session_id, path, &cp, Some(span)));
     }
     Ok(listed)
 }
