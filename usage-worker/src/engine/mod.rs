@@ -602,9 +602,13 @@ impl Engine {
         let mut diag = Diagnostics::default();
         self.refresh_prices(&due, &mut diag);
         self.sqlite.set_idle(true);
-        let refreshed = self.refresh(&due, cancel, &mut |_| {}, &mut diag);
+        // Idle listings end here even if one panics (the caller catches it): a call must not
+        // list as an idle moment does.
+        let refreshed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.refresh(&due, cancel, &mut |_| {}, &mut diag)
+        }));
         self.sqlite.set_idle(false);
-        refreshed?;
+        refreshed.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         Ok(due)
     }
 
