@@ -51,7 +51,7 @@ mod tests;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -590,10 +590,20 @@ impl Engine {
     /// Work done while idle, between calls: the listings of OpenClaw databases that are due
     /// (see [`sqlite::Databases::due`]): complete ones, each ~0.2 s on a 6,600-session agent
     /// (every session counted, the whole session index compared), and on agents too large for
-    /// a call to do so, a look at labels and rewrite generations. A call finding them due would
-    /// pay that instead of an append's few milliseconds. Returns the agents listed.
+    /// a call to do so, a look at labels and rewrite generations; and the transcript
+    /// directories a call found listed 30 s ago ([`watch::Watch::due`]), each listed whole. A
+    /// call finding them due would pay that instead of an append's few milliseconds. Returns
+    /// the agents listed.
     pub fn maintain(&mut self, cancel: &AtomicBool) -> Result<Vec<String>, WorkerError> {
-        let due = self.sqlite.due();
+        let mut due = self.sqlite.due();
+        for dir in self.watch.due() {
+            // `<state dir>/agents/<agent>/sessions`.
+            if let Some(agent) = dir.parent().and_then(Path::file_name).and_then(|n| n.to_str()) {
+                due.push(agent.to_owned());
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
         if due.is_empty() {
             return Ok(due);
         }

@@ -7,7 +7,10 @@
 //! are what [`Watch::pending`] hands back, and only those files are looked at. A directory is
 //! listed whole again when its events cannot be trusted: the queue overflowed, too many names
 //! piled up, the directory itself moved or went away, or the listing is [`MAX_TRUST`] old (a
-//! last guard against writes that bypass notification, e.g. through `mmap`).
+//! last guard against writes that bypass notification, e.g. through `mmap`). That last one is
+//! made while the worker is idle ([`Watch::due`]): the call that finds a listing that old still
+//! takes the events, as a stat of every file cost the first append after a quiet spell
+//! ~350 ms on nine agents of 6,000 sessions; only past twice that age does a call list.
 //!
 //! Events are trusted only where they are complete: directories on local filesystems (ext4,
 //! xfs, btrfs, tmpfs, overlayfs, zfs, f2fs, reiserfs). On anything else (NFS, SMB, FUSE, …), or
@@ -73,6 +76,8 @@ struct Dir {
     /// Events were lost or the directory itself changed: list it whole.
     overflow: bool,
     listed_at: Instant,
+    /// A call found the listing [`MAX_TRUST`] old: list it whole when idle ([`Watch::due`]).
+    due: bool,
 }
 
 /// The engine's inotify instance and the directories it trusts.
@@ -81,6 +86,8 @@ pub struct Watch {
     inotify: Option<Inotify>,
     dirs: HashMap<PathBuf, Dir>,
     by_wd: HashMap<WatchDescriptor, PathBuf>,
+    /// Directories listed whole so far (tests).
+    pub listings: u64,
 }
 
 impl Default for Watch {
@@ -89,7 +96,7 @@ impl Default for Watch {
         if inotify.is_none() {
             tracing::debug!("inotify is unavailable; every call lists the transcript directories");
         }
-        Watch { inotify, dirs: HashMap::new(), by_wd: HashMap::new() }
+        Watch { inotify, dirs: HashMap::new(), by_wd: HashMap::new(), listings: 0 }
     }
 }
 
@@ -139,9 +146,11 @@ impl Watch {
     /// What changed in `dir` since the last call (names are handed out once).
     pub fn pending(&mut self, dir: &Path) -> Pending {
         let Some(d) = self.dirs.get_mut(dir) else { return Pending::Everything };
-        if d.overflow || d.listed_at.elapsed() >= MAX_TRUST {
+        let age = d.listed_at.elapsed();
+        if d.overflow || age >= 2 * MAX_TRUST {
             return Pending::Everything;
         }
+        d.due |= age >= MAX_TRUST;
         if d.names.is_empty() {
             return Pending::Nothing;
         }
@@ -151,10 +160,12 @@ impl Watch {
     /// Call right before listing `dir` whole: watches it (if it can be trusted) and forgets
     /// the names seen so far, so an event during the listing is seen next time.
     pub fn listing(&mut self, dir: &Path) {
+        self.listings += 1;
         let Some(inotify) = &self.inotify else { return };
         if let Some(d) = self.dirs.get_mut(dir) {
             d.names.clear();
             d.overflow = false;
+            d.due = false;
             d.listed_at = Instant::now();
             return;
         }
@@ -168,8 +179,30 @@ impl Watch {
         }
         self.dirs.insert(
             dir.to_path_buf(),
-            Dir { wd, names: BTreeSet::new(), overflow: false, listed_at: Instant::now() },
+            Dir { wd, names: BTreeSet::new(), overflow: false, listed_at: Instant::now(), due: false },
         );
+    }
+
+    /// The directories a call found listed [`MAX_TRUST`] ago: each is to be listed whole while
+    /// the worker is idle, and its next [`Watch::pending`] says so.
+    pub fn due(&mut self) -> Vec<PathBuf> {
+        let mut due = Vec::new();
+        for (path, d) in &mut self.dirs {
+            if std::mem::take(&mut d.due) {
+                d.overflow = true;
+                due.push(path.clone());
+            }
+        }
+        due.sort_unstable();
+        due
+    }
+
+    /// Makes every listing `by` older (tests: instead of waiting for one to expire).
+    #[cfg(test)]
+    pub fn age(&mut self, by: Duration) {
+        for d in self.dirs.values_mut() {
+            d.listed_at = d.listed_at.checked_sub(by).expect("an instant that far back");
+        }
     }
 
     /// Stops trusting `dir` (e.g. its listing failed).

@@ -58,6 +58,44 @@ fn bump_mtime(p: &Path) {
     f.set_modified(m + Duration::from_secs(5)).unwrap();
 }
 
+/// A transcript directory listed 30 s ago is listed whole again while the worker is idle, not
+/// by the call that finds it that old (a stat of every file cost the first append after a quiet
+/// spell ~350 ms on nine agents of 6,000): that call takes the events. Past twice that age, a
+/// call lists it (a worker never idle for a second).
+#[test]
+fn a_directory_listed_30_s_ago_is_listed_again_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &SPEC);
+    let mut warm = engine(dir.path());
+    assert_same_as_fresh(&mut warm, dir.path());
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    assert!(warm.maintain(&cancel).unwrap().is_empty(), "nothing due");
+    let p = first_transcript(dir.path(), "main");
+    let mut rng = Rng::new(7);
+    let append = |rng: &mut Rng| {
+        let extra = transcript(rng, "y", &SPEC, 1_793_000_000_000);
+        let extra = extra.split_once('\n').unwrap().1.to_owned();
+        OpenOptions::new().append(true).open(&p).unwrap().write_all(extra.as_bytes()).unwrap();
+    };
+    warm.watch.age(Duration::from_secs(31));
+    append(&mut rng);
+    let listings = warm.watch.listings;
+    let (_, s) = ask(&mut warm, &query(Method::UsageCost));
+    assert_eq!((s.files_parsed, warm.watch.listings), (1, listings), "the call took the events");
+    let due = warm.maintain(&cancel).unwrap();
+    assert!(due.contains(&"main".to_owned()), "{due:?}");
+    assert_eq!(warm.watch.listings, listings + due.len() as u64);
+    assert!(warm.maintain(&cancel).unwrap().is_empty(), "listed: nothing due");
+    assert_eq!(assert_same_as_fresh(&mut warm, dir.path()), 0);
+    warm.watch.age(Duration::from_secs(61));
+    append(&mut rng);
+    let listings = warm.watch.listings;
+    let (_, s) = ask(&mut warm, &query(Method::UsageCost));
+    assert_eq!(s.files_parsed, 1);
+    assert!(warm.watch.listings > listings, "twice as old: the call lists");
+    assert_same_as_fresh(&mut warm, dir.path());
+}
+
 #[test]
 fn appends_parse_only_new_bytes() {
     let dir = tempfile::tempdir().unwrap();
