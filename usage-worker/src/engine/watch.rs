@@ -10,7 +10,9 @@
 //! last guard against writes that bypass notification, e.g. through `mmap`). That last one is
 //! made while the worker is idle ([`Watch::due`]): the call that finds a listing that old still
 //! takes the events, as a stat of every file cost the first append after a quiet spell
-//! ~350 ms on nine agents of 6,000 sessions; only past twice that age does a call list.
+//! ~350 ms on nine agents of 6,000 sessions, however long the spell. A call lists only when
+//! [`MAX_TRUST`] more passed since one found it due with no idle moment between (a worker that
+//! is never idle for a second).
 //!
 //! Events are trusted only where they are complete: directories on local filesystems (ext4,
 //! xfs, btrfs, tmpfs, overlayfs, zfs, f2fs, reiserfs). On anything else (NFS, SMB, FUSE, …), or
@@ -76,8 +78,9 @@ struct Dir {
     /// Events were lost or the directory itself changed: list it whole.
     overflow: bool,
     listed_at: Instant,
-    /// A call found the listing [`MAX_TRUST`] old: list it whole when idle ([`Watch::due`]).
-    due: bool,
+    /// When a call first found the listing [`MAX_TRUST`] old: list it whole when idle
+    /// ([`Watch::due`]), or on a call once this is [`MAX_TRUST`] old too.
+    due_at: Option<Instant>,
 }
 
 /// The engine's inotify instance and the directories it trusts.
@@ -146,11 +149,14 @@ impl Watch {
     /// What changed in `dir` since the last call (names are handed out once).
     pub fn pending(&mut self, dir: &Path) -> Pending {
         let Some(d) = self.dirs.get_mut(dir) else { return Pending::Everything };
-        let age = d.listed_at.elapsed();
-        if d.overflow || age >= 2 * MAX_TRUST {
+        if d.overflow {
             return Pending::Everything;
         }
-        d.due |= age >= MAX_TRUST;
+        if d.listed_at.elapsed() >= MAX_TRUST
+            && d.due_at.get_or_insert_with(Instant::now).elapsed() >= MAX_TRUST
+        {
+            return Pending::Everything;
+        }
         if d.names.is_empty() {
             return Pending::Nothing;
         }
@@ -165,7 +171,7 @@ impl Watch {
         if let Some(d) = self.dirs.get_mut(dir) {
             d.names.clear();
             d.overflow = false;
-            d.due = false;
+            d.due_at = None;
             d.listed_at = Instant::now();
             return;
         }
@@ -179,7 +185,7 @@ impl Watch {
         }
         self.dirs.insert(
             dir.to_path_buf(),
-            Dir { wd, names: BTreeSet::new(), overflow: false, listed_at: Instant::now(), due: false },
+            Dir { wd, names: BTreeSet::new(), overflow: false, listed_at: Instant::now(), due_at: None },
         );
     }
 
@@ -188,7 +194,7 @@ impl Watch {
     pub fn due(&mut self) -> Vec<PathBuf> {
         let mut due = Vec::new();
         for (path, d) in &mut self.dirs {
-            if std::mem::take(&mut d.due) {
+            if d.due_at.is_some() && !d.overflow {
                 d.overflow = true;
                 due.push(path.clone());
             }
@@ -197,11 +203,14 @@ impl Watch {
         due
     }
 
-    /// Makes every listing `by` older (tests: instead of waiting for one to expire).
+    /// Makes every listing, and every time a call found one due, `by` older (tests: instead of
+    /// waiting for them to expire).
     #[cfg(test)]
     pub fn age(&mut self, by: Duration) {
+        let back = |t: Instant| t.checked_sub(by).expect("an instant that far back");
         for d in self.dirs.values_mut() {
-            d.listed_at = d.listed_at.checked_sub(by).expect("an instant that far back");
+            d.listed_at = back(d.listed_at);
+            d.due_at = d.due_at.map(back);
         }
     }
 
