@@ -50,6 +50,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
             "session_key",
             "previous_session_id",
             "updated_at",
+            "created_at",
             "transcript_updated_at",
             "channel",
             "chat_type",
@@ -59,7 +60,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
         ],
     ),
     ("session_nodes", &["session_key", "current_session_id", "entry_json", "label", "updated_at"]),
-    ("transcript_rewrite_watermarks", &["session_id", "generation"]),
+    ("transcript_rewrite_watermarks", &["session_id", "generation", "updated_at"]),
 ];
 
 /// Why a database (or one of its sessions) could not be read.
@@ -351,6 +352,27 @@ pub fn model_projection_serde(nav: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A column listings read (here the rewrite stamp) missing from a database: an unknown
+    /// schema, said as such, not an SQL error at the first listing that reads it.
+    #[test]
+    fn a_database_without_a_column_listings_read_is_an_unknown_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("openclaw-agent.sqlite");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/engine/tests/tiny-sqlite/agents/main/agent/openclaw-agent.sqlite");
+        std::fs::copy(fixture, &db).unwrap();
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("ALTER TABLE transcript_rewrite_watermarks DROP COLUMN updated_at")
+            .unwrap();
+        match open_as(&db, false) {
+            Err(SqliteError::UnknownSchema(why)) => {
+                assert_eq!(why, "transcript_rewrite_watermarks.updated_at is missing")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
 
     #[test]
     fn uri_escapes_reserved_characters() {
